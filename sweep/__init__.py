@@ -1,1 +1,35 @@
-"""sweep"""
+"""sweep: Keras ``model.fit()`` hyperparameter sweeps on Ray Tune, Optuna and MLflow.
+
+Python API for notebooks::
+
+    import sweep
+    result = sweep.run("search_spaces/digits_mlp.yaml", trials=8)
+    result.best.params, result.best.value, result.trials
+
+Heavy modules (Ray, TensorFlow, MLflow) load on first use, so ``import sweep`` and
+``sweep --help`` stay fast.
+"""
+
+from typing import Any
+
+from sweep.config import SweepConfig, SweepConfigError, load
+
+_LAZY = {"SweepResult": "sweep.results", "BestTrial": "sweep.results", "TrialOutcome": "sweep.results"}
+
+
+def run(source: Any, **overrides: Any) -> Any:
+    """Run a sweep from a YAML path or dict and return a ``SweepResult`` (see ``sweep.runner.run``)."""
+    from sweep.runner import run as _run
+
+    return _run(source, **overrides)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'sweep' has no attribute {name!r}")
+
+
+__all__ = ["run", "load", "SweepConfig", "SweepConfigError", "SweepResult", "BestTrial", "TrialOutcome"]

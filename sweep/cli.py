@@ -1,0 +1,155 @@
+"""The ``sweep`` command: parse arguments, call the Python API, print, exit with a clear code.
+
+Exit codes: 0 done, 1 the sweep ran but no trial produced a result, 2 bad input (one line on
+stderr naming the file and key), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from typing import Any, Sequence
+
+from rich.console import Console
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return EXIT_BAD_INPUT
+    from sweep.config import SweepConfigError
+
+    try:
+        return args.handler(args)
+    except SweepConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("interrupted: finished trials are recorded in MLflow", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sweep", description="Keras fit() hyperparameter sweeps on Ray Tune, Optuna and MLflow.")
+    sub = parser.add_subparsers(dest="command")
+
+    run = sub.add_parser("run", help="run the sweep described by a YAML file")
+    run.add_argument("file")
+    run.add_argument("--trials", type=int, help="override search.trials")
+    run.add_argument("--name", help="override the sweep name")
+    run.add_argument("--storage", help="folder or URI for checkpoints and Ray state (default ./sweep_runs)")
+    run.add_argument("--tracking-uri", help="MLflow tracking URI (default sqlite:///mlflow.db)")
+    run.add_argument("--address", help="Ray cluster address: auto, HOST:PORT or ray://HOST:PORT")
+    run.add_argument("--quiet", action="store_true", help="no progress output")
+    run.add_argument("--json", action="store_true", help="print the best trial as JSON at the end")
+    run.set_defaults(handler=_cmd_run)
+
+    best = sub.add_parser("best", help="show the best trial of a sweep")
+    best.add_argument("name")
+    best.add_argument("--tracking-uri")
+    best.add_argument("--json", action="store_true")
+    best.set_defaults(handler=_cmd_best)
+
+    status = sub.add_parser("status", help="show how many trials ran, stopped early or failed")
+    status.add_argument("name")
+    status.add_argument("--tracking-uri")
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(handler=_cmd_status)
+
+    ui = sub.add_parser("ui", help="start the MLflow UI on 127.0.0.1 for the sweep store")
+    ui.add_argument("--tracking-uri")
+    ui.add_argument("--port", type=int, default=5000)
+    ui.set_defaults(handler=_cmd_ui)
+    return parser
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    import sweep
+
+    result = sweep.run(
+        args.file,
+        storage=args.storage,
+        address=args.address,
+        quiet=args.quiet or args.json,
+        name=args.name,
+        trials=args.trials,
+        tracking_uri=args.tracking_uri,
+    )
+    if args.json:
+        from sweep import tracking
+
+        print(json.dumps(tracking.best_summary(result.tracking_uri, result.name), default=str))
+    else:
+        _print_result(result)
+    return EXIT_OK if result.best is not None else EXIT_FAILED
+
+
+def _print_result(result: Any) -> None:
+    from sweep.progress import format_duration, format_params, format_value
+
+    console = Console(highlight=False)
+    counts = ", ".join(f"{n} {status.replace('_', ' ')}" for status, n in sorted(result.counts().items()))
+    console.print(f"[bold]sweep {result.name}[/] finished in {format_duration(result.wall_seconds)}: {counts or 'no trials'}")
+    best = result.best
+    if best is None:
+        console.print("[red]no trial produced a result[/]; see the failed trials' reasons in MLflow")
+    else:
+        console.print(f"[bold green]best[/] {result.metric} = {format_value(best.value)} (trial {best.trial_id}, epoch {best.epoch} of {best.epochs})")
+        console.print(f"  params: {format_params(best.params)}")
+        console.print(f"  checkpoint: {best.checkpoint}")
+    console.print(f"MLflow: experiment '{result.experiment}', parent run {result.parent_run_id}")
+    console.print(f"  look: sweep ui --tracking-uri {result.tracking_uri}   (then open http://127.0.0.1:5000)")
+
+
+def _cmd_best(args: argparse.Namespace) -> int:
+    from sweep import tracking
+
+    uri = tracking.resolve_uri(args.tracking_uri)
+    summary = tracking.best_summary(uri, args.name)
+    if summary is None:
+        print(f"error: no sweep named {args.name!r} in {uri}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if args.json:
+        print(json.dumps(summary, default=str))
+    else:
+        console = Console(highlight=False)
+        console.print(f"[bold]{args.name}[/]: best {summary['metric']} = {summary['value']} ({summary['mode']})")
+        for key in ("params", "trial_id", "epochs", "best_epoch", "checkpoint", "mlflow_run_id", "tracking_uri"):
+            console.print(f"  {key}: {summary[key]}")
+    return EXIT_OK if summary["value"] is not None else EXIT_FAILED
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from sweep import tracking
+
+    uri = tracking.resolve_uri(args.tracking_uri)
+    summary = tracking.status_summary(uri, args.name)
+    if summary is None:
+        print(f"error: no sweep named {args.name!r} in {uri}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if args.json:
+        print(json.dumps(summary, default=str))
+    else:
+        counts = ", ".join(f"{n} {s.replace('_', ' ')}" for s, n in sorted(summary["trials"].items())) or "no trials yet"
+        print(f"{args.name}: {summary['sweep_status'].lower()}; {counts} (of {summary['trials_requested']} requested)")
+    return EXIT_OK
+
+
+def _cmd_ui(args: argparse.Namespace) -> int:
+    from sweep import tracking
+
+    uri = tracking.resolve_uri(args.tracking_uri)
+    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(args.port)]
+    print(f"MLflow UI for {uri} at http://127.0.0.1:{args.port} (Ctrl-C stops it)")
+    return subprocess.call(command, env=os.environ.copy())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

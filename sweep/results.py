@@ -1,0 +1,209 @@
+"""What a sweep knows about its trials: one ``TrialOutcome`` per trial, kept by the ``Ledger``.
+
+The ledger is the first Ray Tune callback on the driver. It turns Tune's stream of results into
+small typed records (status, epochs, best value, checkpoint) that the tracker, the live view
+and the final ``SweepResult`` all read, so no one re-derives trial state from Ray internals or
+rescans files. It keeps a constant amount of data per trial (no metric histories), so driver
+memory stays flat on long sweeps.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import pandas as pd
+from ray import tune
+
+# Keys the reporting callback adds beside Keras' own logs (see callbacks.TuneReporter).
+KEYS_FIELD = "sweep_keys"  # comma-joined names of the Keras logs in this result
+END_FIELD = "sweep_end"  # on a trial's last epoch: "completed" or a failure reason
+IMPROVED_FIELD = "sweep_improved"  # 1.0 when this epoch improved the objective (and checkpointed)
+
+COMPLETED, STOPPED_EARLY, FAILED, RUNNING, PENDING = "completed", "stopped_early", "failed", "running", "pending"
+STATUSES = (RUNNING, COMPLETED, STOPPED_EARLY, FAILED)
+
+
+def keras_metrics(result: dict[str, Any]) -> dict[str, float]:
+    """The Keras logs of one Tune result (loss, metrics, val_*), without Ray's own keys."""
+    names = str(result.get(KEYS_FIELD, "")).split(",")
+    return {name: float(result[name]) for name in names if name and name in result}
+
+
+def is_better(value: float, best: float | None, mode: str) -> bool:
+    """True when ``value`` beats ``best`` under ``mode``; NaN never beats anything."""
+    if value is None or math.isnan(value):
+        return False
+    if best is None or math.isnan(best):
+        return True
+    return value > best if mode == "max" else value < best
+
+
+@dataclass
+class TrialOutcome:
+    """Everything the sweep keeps about one trial."""
+
+    trial_id: str
+    number: int
+    params: dict[str, Any]
+    status: str = PENDING
+    epochs: int = 0
+    value: float | None = None  # best objective over the epochs it ran
+    best_epoch: int | None = None
+    last_metrics: dict[str, float] = field(default_factory=dict)
+    reason: str | None = None  # why it failed
+    checkpoint: str | None = None  # path of its best checkpoint
+    node_ip: str | None = None
+    started_at: float | None = None
+    ended_at: float | None = None
+    mlflow_run_id: str | None = None
+
+    def row(self) -> dict[str, Any]:
+        """One flat row for trials.csv and the DataFrame: params as ``param.<name>``."""
+        data = asdict(self)
+        params = data.pop("params")
+        last = data.pop("last_metrics")
+        data.update({f"param.{k}": v for k, v in params.items()})
+        data.update({f"last.{k}": v for k, v in last.items()})
+        return data
+
+
+@dataclass
+class BestTrial:
+    """The winning trial, as ``SweepResult.best`` and ``sweep best --json`` report it."""
+
+    trial_id: str
+    params: dict[str, Any]
+    value: float
+    epoch: int | None
+    epochs: int
+    checkpoint: str | None
+    mlflow_run_id: str | None
+
+
+@dataclass
+class SweepResult:
+    """What ``sweep.run()`` returns."""
+
+    name: str
+    metric: str
+    mode: str
+    best: BestTrial | None
+    trials: pd.DataFrame
+    tracking_uri: str
+    experiment: str
+    parent_run_id: str | None
+    storage: str
+    wall_seconds: float
+
+    def counts(self) -> dict[str, int]:
+        if self.trials.empty:
+            return {}
+        return self.trials["status"].value_counts().to_dict()
+
+
+class Ledger(tune.Callback):
+    """Keeps one ``TrialOutcome`` per trial as Tune reports on it (driver side, cheap)."""
+
+    def __init__(self, metric: str, mode: str, hyperparameters: Any, max_epochs: int):
+        self.metric, self.mode, self.max_epochs = metric, mode, max_epochs
+        self._hyperparameters = hyperparameters  # config dict -> hp dict (space.hyperparameters)
+        self.outcomes: dict[str, TrialOutcome] = {}
+        self.started = time.time()
+        self.best: TrialOutcome | None = None
+
+    # -- Tune callback hooks --------------------------------------------------------------
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        outcome = self.outcome(trial)
+        outcome.status, outcome.started_at = RUNNING, outcome.started_at or time.time()
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        outcome = self.outcome(trial)
+        outcome.status = RUNNING
+        outcome.epochs = int(result.get("training_iteration", outcome.epochs + 1))
+        outcome.last_metrics = keras_metrics(result)
+        outcome.node_ip = result.get("node_ip", outcome.node_ip)
+        value = outcome.last_metrics.get(self.metric)
+        if value is not None and is_better(value, outcome.value, self.mode):
+            outcome.value, outcome.best_epoch = value, outcome.epochs
+            if self.best is None or is_better(value, self.best.value, self.mode):
+                self.best = outcome
+        end = result.get(END_FIELD)
+        if end and end != COMPLETED:
+            outcome.reason = str(end)
+
+    def on_checkpoint(self, iteration: int, trials: list, trial: Any, checkpoint: Any, **info: Any) -> None:
+        self.outcome(trial).checkpoint = checkpoint.path
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        outcome = self.outcome(trial)
+        end = (trial.last_result or {}).get(END_FIELD)
+        if end == COMPLETED:
+            outcome.status = COMPLETED
+        elif end:
+            outcome.status, outcome.reason = FAILED, str(end)
+        else:
+            outcome.status = STOPPED_EARLY
+        outcome.ended_at = time.time()
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        outcome = self.outcome(trial)
+        outcome.status, outcome.ended_at = FAILED, time.time()
+        outcome.reason = error_summary(trial)
+
+    # -- queries -----------------------------------------------------------------------------
+    def outcome(self, trial: Any) -> TrialOutcome:
+        outcome = self.outcomes.get(trial.trial_id)
+        if outcome is None:
+            outcome = TrialOutcome(
+                trial_id=trial.trial_id,
+                number=len(self.outcomes),
+                params=self._hyperparameters(trial.config),
+            )
+            self.outcomes[trial.trial_id] = outcome
+        return outcome
+
+    def count(self, status: str) -> int:
+        return sum(1 for o in self.outcomes.values() if o.status == status)
+
+    def frame(self) -> pd.DataFrame:
+        rows = [o.row() for o in sorted(self.outcomes.values(), key=lambda o: o.number)]
+        return pd.DataFrame(rows)
+
+    def best_trial(self) -> BestTrial | None:
+        best = self.best
+        if best is None or best.value is None:
+            return None
+        return BestTrial(
+            trial_id=best.trial_id,
+            params=best.params,
+            value=best.value,
+            epoch=best.best_epoch,
+            epochs=best.epochs,
+            checkpoint=best.checkpoint,
+            mlflow_run_id=best.mlflow_run_id,
+        )
+
+
+def error_summary(trial: Any) -> str:
+    """The last meaningful line of a failed trial's traceback (e.g. ``ValueError: ...``)."""
+    text = ""
+    try:
+        text = trial.get_error() or ""
+    except Exception:  # the error file may be gone on remote storage; fall back below
+        pass
+    text = text or str(getattr(trial, "error_msg", "") or "")
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    for line in reversed(lines):
+        if not line.startswith(("File ", "^", "~")) and ("Error" in line or "Exception" in line or ":" in line):
+            return _strip_ray_prefix(line)[:500]
+    return lines[-1][:500] if lines else "unknown error"
+
+
+def _strip_ray_prefix(line: str) -> str:
+    for prefix in ("ray.exceptions.RayTaskError", "ray::"):
+        if line.startswith(prefix) and ": " in line:
+            return line.split(": ", 1)[1]
+    return line

@@ -1,0 +1,438 @@
+"""MLflow: one parent run per sweep, one nested child run per trial, written from the driver.
+
+Workers never talk to MLflow. The tracker is a Ray Tune callback on the driver that turns
+results into operations on a queue; one writer thread drains the queue in order and sends
+metrics with ``log_batch``, so a slow tracking server never stalls Tune's event loop, let
+alone a trial's ``fit()``. ``close()`` flushes everything before the sweep reports its end.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ray import tune
+
+from sweep.results import COMPLETED, FAILED, Ledger, SweepResult, TrialOutcome, keras_metrics
+
+log = logging.getLogger("sweep.tracking")
+
+DEFAULT_URI = "sqlite:///mlflow.db"
+ROLE_TAG, NAME_TAG, TRIAL_TAG, STATUS_TAG = "sweep.role", "sweep.name", "sweep.trial_id", "sweep.status"
+MAX_BATCH = 1000  # MLflow's per-request limit on metrics
+
+
+def default_uri() -> str:
+    """``sqlite:///mlflow.db`` in the working directory, as an absolute URI (stable for workers/UI)."""
+    return f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+
+
+def resolve_uri(uri: str | None) -> str:
+    """Explicit URI, else ``MLFLOW_TRACKING_URI``, else the embedded sqlite file."""
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or default_uri()
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        relative = uri[len("sqlite:///") :]
+        uri = f"sqlite:///{Path(relative).resolve()}"
+    return uri
+
+
+def client(uri: str) -> Any:
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+def artifact_location(uri: str, experiment: str) -> str | None:
+    """Keep a sqlite store's artifacts next to its file (not in the working directory)."""
+    if uri.startswith("sqlite:///"):
+        return (Path(uri[len("sqlite:///") :]).parent / "mlartifacts" / experiment).as_uri()
+    return None
+
+
+def ensure_experiment(mlflow_client: Any, uri: str, name: str) -> str:
+    experiment = mlflow_client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    return mlflow_client.create_experiment(name, artifact_location=artifact_location(uri, name))
+
+
+# ---------------------------------------------------------------------------------------------
+# the writer thread
+
+
+@dataclass
+class _Op:
+    kind: str  # start | metrics | tags | artifact | end
+    key: str  # the trial id (child runs) or "parent"
+    payload: Any = None
+    done: threading.Event | None = None
+
+
+@dataclass
+class Writer:
+    """Applies tracking operations in order on one background thread; batches metrics."""
+
+    uri: str
+    experiment_id: str
+    run_ids: dict[str, str] = field(default_factory=dict)
+    max_queue: int = 100_000
+
+    def __post_init__(self) -> None:
+        self._client = client(self.uri)
+        self._queue: queue.Queue[_Op] = queue.Queue(maxsize=self.max_queue)
+        self._thread = threading.Thread(target=self._loop, name="sweep-mlflow-writer", daemon=True)
+        self._thread.start()
+        self.errors: list[str] = []
+
+    def submit(self, kind: str, key: str, payload: Any = None) -> None:
+        self._queue.put(_Op(kind, key, payload))
+
+    def flush(self, timeout: float = 120.0) -> None:
+        done = threading.Event()
+        self._queue.put(_Op("flush", "", done=done))
+        done.wait(timeout)
+
+    def close(self) -> None:
+        self.flush()
+        self._queue.put(_Op("stop", ""))
+        self._thread.join(timeout=30)
+
+    def _loop(self) -> None:
+        while True:
+            ops = [self._queue.get()]
+            while len(ops) < 5000:
+                try:
+                    ops.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            for group in _coalesce(ops):
+                if group.kind == "stop":
+                    return
+                if group.kind == "flush":
+                    group.done.set()
+                    continue
+                self._apply_with_retry(group)
+
+    def _apply_with_retry(self, op: _Op) -> None:
+        for attempt in range(5):
+            try:
+                self._apply(op)
+                return
+            except Exception as exc:  # tracking must never take the sweep down
+                if attempt == 4:
+                    message = f"MLflow {op.kind} for {op.key} failed: {exc}"
+                    self.errors.append(message)
+                    log.warning(message)
+                    return
+                time.sleep(0.5 * 2**attempt)
+
+    def _apply(self, op: _Op) -> None:
+        from mlflow.entities import Metric, Param, RunTag
+
+        if op.kind == "start":
+            if op.key in self.run_ids:
+                return
+            tags = {"mlflow.runName": op.payload["name"], **op.payload["tags"]}
+            run = self._client.create_run(self.experiment_id, tags=tags, run_name=op.payload["name"])
+            self.run_ids[op.key] = run.info.run_id
+            params = [Param(k, _param_text(v)) for k, v in op.payload["params"].items()]
+            if params:
+                self._client.log_batch(run.info.run_id, params=params)
+            return
+        run_id = self.run_ids.get(op.key)
+        if run_id is None:
+            return
+        if op.kind == "metrics":
+            metrics = [Metric(name, value, ts, step) for name, value, step, ts in op.payload]
+            for start in range(0, len(metrics), MAX_BATCH):
+                self._client.log_batch(run_id, metrics=metrics[start : start + MAX_BATCH])
+        elif op.kind == "tags":
+            self._client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in op.payload.items()])
+        elif op.kind == "artifact":
+            local, artifact_path = op.payload
+            self._client.log_artifact(run_id, local, artifact_path)
+        elif op.kind == "end":
+            self._client.set_terminated(run_id, op.payload)
+
+
+def _coalesce(ops: list[_Op]) -> list[_Op]:
+    """Merge consecutive metric operations of the same run into one (one log_batch)."""
+    merged: list[_Op] = []
+    for op in ops:
+        last = merged[-1] if merged else None
+        if op.kind == "metrics" and last is not None and last.kind == "metrics" and last.key == op.key:
+            last.payload = last.payload + op.payload
+        else:
+            merged.append(_Op(op.kind, op.key, list(op.payload) if op.kind == "metrics" else op.payload, op.done))
+    return merged
+
+
+def _param_text(value: Any) -> str:
+    return str(value)[:6000]
+
+
+# ---------------------------------------------------------------------------------------------
+# the Tune callback
+
+
+class MLflowTracker(tune.Callback):
+    """Logs the sweep to MLflow from the driver as Tune reports (see the module docstring)."""
+
+    def __init__(self, ledger: Ledger, uri: str, experiment: str, sweep_name: str, sweep_params: dict[str, Any]):
+        self.ledger, self.uri, self.sweep_name = ledger, uri, sweep_name
+        self._client = client(uri)
+        self.experiment_id = ensure_experiment(self._client, uri, experiment)
+        parent = self._client.create_run(
+            self.experiment_id,
+            run_name=sweep_name,
+            tags={"mlflow.runName": sweep_name, ROLE_TAG: "parent", NAME_TAG: sweep_name},
+        )
+        self.parent_run_id = parent.info.run_id
+        self._client.log_batch(self.parent_run_id, params=[_param(k, v) for k, v in sweep_params.items()])
+        self.writer = Writer(uri, self.experiment_id, {"parent": self.parent_run_id})
+
+    # -- Tune hooks ------------------------------------------------------------------------
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        outcome = self.ledger.outcome(trial)
+        if outcome.trial_id in self.writer.run_ids:
+            return
+        tags = {
+            "mlflow.parentRunId": self.parent_run_id,
+            ROLE_TAG: "trial",
+            NAME_TAG: self.sweep_name,
+            TRIAL_TAG: outcome.trial_id,
+            "sweep.trial_number": outcome.number,
+            STATUS_TAG: "running",
+        }
+        name = f"{self.sweep_name}-{outcome.number:04d}"
+        self.writer.submit("start", outcome.trial_id, {"name": name, "tags": tags, "params": outcome.params})
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        step = int(result.get("training_iteration", 0))
+        ts = int(result.get("timestamp", time.time()) * 1000)
+        metrics = [(name, value, step, ts) for name, value in keras_metrics(result).items()]
+        if metrics:
+            self.writer.submit("metrics", trial.trial_id, metrics)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._end_trial(self.ledger.outcome(trial))
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._end_trial(self.ledger.outcome(trial))
+
+    def _end_trial(self, outcome: TrialOutcome) -> None:
+        tags: dict[str, Any] = {STATUS_TAG: outcome.status, "sweep.epochs": outcome.epochs}
+        if outcome.status != COMPLETED:
+            tags["sweep.stopped_epoch"] = outcome.epochs
+        if outcome.reason:
+            tags["sweep.reason"] = outcome.reason
+        if outcome.value is not None:
+            tags.update({"sweep.best_value": repr(outcome.value), "sweep.best_epoch": outcome.best_epoch})
+        if outcome.node_ip:
+            tags["sweep.node_ip"] = outcome.node_ip
+        if outcome.checkpoint:
+            tags["sweep.checkpoint"] = outcome.checkpoint
+            self.writer.submit("artifact", outcome.trial_id, (str(Path(outcome.checkpoint) / "model.keras"), "checkpoint"))
+        self.writer.submit("tags", outcome.trial_id, tags)
+        self.writer.submit("end", outcome.trial_id, "FAILED" if outcome.status == FAILED else "FINISHED")
+
+    # -- the end of the sweep ----------------------------------------------------------------
+    def finish(self, result: SweepResult, status: str = "FINISHED") -> None:
+        """Flush trials, then give the parent run the best trial, its model and trials.csv."""
+        self.writer.close()
+        for outcome in self.ledger.outcomes.values():
+            outcome.mlflow_run_id = self.writer.run_ids.get(outcome.trial_id)
+        if result.best is not None:
+            result.best.mlflow_run_id = self.writer.run_ids.get(result.best.trial_id)
+        self._log_summary(result)
+        self._client.set_terminated(self.parent_run_id, status)
+
+    def _log_summary(self, result: SweepResult) -> None:
+        from mlflow.entities import Metric
+
+        with tempfile.TemporaryDirectory(prefix="sweep-summary-") as folder:
+            csv_path = Path(folder) / "trials.csv"
+            result.trials.to_csv(csv_path, index=False)
+            self._client.log_artifact(self.parent_run_id, str(csv_path))
+        counts = result.counts()
+        tags = {f"sweep.trials.{status}": count for status, count in counts.items()}
+        tags.update({"sweep.metric": result.metric, "sweep.mode": result.mode, "sweep.storage": result.storage})
+        best = result.best
+        if best is None:
+            self._client.log_batch(self.parent_run_id, tags=[_tag(k, v) for k, v in tags.items()])
+            return
+        tags.update(
+            {
+                "sweep.best_trial_id": best.trial_id,
+                "sweep.best_run_id": best.mlflow_run_id or "",
+                "sweep.best_value": repr(best.value),
+                "sweep.best_epoch": best.epoch,
+                "sweep.best_epochs": best.epochs,
+                "sweep.best_checkpoint": best.checkpoint or "",
+            }
+        )
+        now = int(time.time() * 1000)
+        self._client.log_batch(
+            self.parent_run_id,
+            metrics=[Metric(result.metric, best.value, now, 0)],
+            params=[_param(k, v) for k, v in best.params.items()],  # under their own names
+            tags=[_tag(k, v) for k, v in tags.items()],
+        )
+        if best.checkpoint:
+            self._log_best_model(best.checkpoint)
+
+    def _log_best_model(self, checkpoint: str) -> None:
+        """The best trial's checkpoint, logged with MLflow's Keras flavor on the parent run."""
+        import mlflow
+
+        from sweep.callbacks import load_checkpoint
+
+        model = load_checkpoint(checkpoint)
+        mlflow.set_tracking_uri(self.uri)
+        with mlflow.start_run(run_id=self.parent_run_id):
+            mlflow.keras.log_model(model, name="model")
+            mlflow.log_artifact(str(Path(checkpoint) / "model.keras"), "best_checkpoint")
+
+
+def _param(key: str, value: Any) -> Any:
+    from mlflow.entities import Param
+
+    return Param(key, _param_text(value))
+
+
+def _tag(key: str, value: Any) -> Any:
+    from mlflow.entities import RunTag
+
+    return RunTag(key, str(value))
+
+
+# ---------------------------------------------------------------------------------------------
+# reading a sweep back (``sweep best``, ``sweep status``): MLflow is the source of truth
+
+
+def find_parent_run(uri: str, name: str) -> Any | None:
+    """The newest parent run of the sweep called ``name`` in any experiment of the store."""
+    mlflow_client = client(uri)
+    experiment_ids = [e.experiment_id for e in mlflow_client.search_experiments()]
+    if not experiment_ids:
+        return None
+    runs = mlflow_client.search_runs(
+        experiment_ids,
+        filter_string=f"tags.`{ROLE_TAG}` = 'parent' and tags.`{NAME_TAG}` = '{_quote(name)}'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    return runs[0] if runs else None
+
+
+def child_runs(uri: str, parent: Any) -> list[Any]:
+    """Every trial run of a sweep (paged, so large sweeps come back whole)."""
+    mlflow_client = client(uri)
+    runs: list[Any] = []
+    token = None
+    while True:
+        page = mlflow_client.search_runs(
+            [parent.info.experiment_id],
+            filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'",
+            max_results=5000,
+            page_token=token,
+        )
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def best_summary(uri: str, name: str) -> dict[str, Any] | None:
+    """The fields of ``sweep best --json``, from the parent run (or its children while running)."""
+    parent = find_parent_run(uri, name)
+    if parent is None:
+        return None
+    tags = parent.data.tags
+    metric = tags.get("sweep.metric") or parent.data.params.get("config.objective.metric", "val_loss")
+    mode = tags.get("sweep.mode") or parent.data.params.get("config.objective.mode", "min")
+    children = child_runs(uri, parent)
+    chosen = tags.get("sweep.best_run_id")  # the finished sweep's own pick wins ties
+    best_child = next((r for r in children if r.info.run_id == chosen), None) or _best_child(children, metric, mode)
+    summary: dict[str, Any] = {
+        "name": name,
+        "metric": metric,
+        "mode": mode,
+        "value": None,
+        "params": {},
+        "trial_id": None,
+        "epochs": None,
+        "best_epoch": None,
+        "checkpoint": None,
+        "mlflow_run_id": None,
+        "parent_run_id": parent.info.run_id,
+        "experiment_id": parent.info.experiment_id,
+        "tracking_uri": uri,
+        "sweep_status": parent.info.status,
+    }
+    if best_child is None:
+        return summary
+    child_tags = best_child.data.tags
+    summary.update(
+        value=_child_value(best_child, metric),
+        params=dict(best_child.data.params),
+        trial_id=child_tags.get(TRIAL_TAG),
+        epochs=_int(child_tags.get("sweep.epochs")),
+        best_epoch=_int(child_tags.get("sweep.best_epoch")),
+        checkpoint=child_tags.get("sweep.checkpoint"),
+        mlflow_run_id=best_child.info.run_id,
+    )
+    return summary
+
+
+def status_summary(uri: str, name: str) -> dict[str, Any] | None:
+    """Counts of trials by status, for ``sweep status``."""
+    parent = find_parent_run(uri, name)
+    if parent is None:
+        return None
+    counts: dict[str, int] = {}
+    for run in child_runs(uri, parent):
+        status = run.data.tags.get(STATUS_TAG, "running")
+        counts[status] = counts.get(status, 0) + 1
+    return {
+        "name": name,
+        "sweep_status": parent.info.status,
+        "trials_requested": _int(parent.data.params.get("config.search.trials")),
+        "trials": counts,
+        "parent_run_id": parent.info.run_id,
+        "tracking_uri": uri,
+    }
+
+
+def _best_child(children: list[Any], metric: str, mode: str) -> Any | None:
+    scored = [(run, _child_value(run, metric)) for run in children]
+    scored = [(run, value) for run, value in scored if value is not None and value == value]
+    if not scored:
+        return None
+    pick = max if mode == "max" else min
+    return pick(scored, key=lambda pair: pair[1])[0]
+
+
+def _child_value(run: Any, metric: str) -> float | None:
+    text = run.data.tags.get("sweep.best_value")
+    if text is not None:
+        return float(text)
+    return run.data.metrics.get(metric)
+
+
+def _int(text: Any) -> int | None:
+    try:
+        return int(text)
+    except (TypeError, ValueError):
+        return None
+
+
+def _quote(text: str) -> str:
+    return text.replace("'", "\\'")
