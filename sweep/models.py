@@ -1,0 +1,359 @@
+"""Models: the built-in builders, user factories, optimizers and compiling.
+
+A *builder* is any callable ``builder(hp, info) -> keras.Model``: ``hp`` is the trial's sampled
+hyperparameters (a plain dict) and ``info`` the :class:`~sweep.data.DataInfo` of the arrays.
+:func:`resolve_builder` turns ``model.builder`` of the sweep file into one:
+
+* ``mlp`` / ``cnn``: the built-ins in :data:`BUILDERS`, with ``model.args`` bound as keyword
+  arguments. Inside a built-in, **a key of hp beats the same key of model.args**, so a sweep can
+  search e.g. ``dropout`` while ``model.args`` fixes the rest.
+* ``package.module:function``: a user factory called as ``function(hp, info, **model.args)``.
+  ``model.args`` are only passed when the factory accepts them (named keyword parameters or
+  ``**kwargs``); an argument it does not accept is an error naming ``model.args``, never
+  silently dropped. With no ``model.args`` the factory is called as ``function(hp, info)``.
+
+The result is a :func:`functools.partial` (picklable with cloudpickle, so it ships to Ray
+workers) that carries a ``spec`` attribute (``"mlp"`` or ``"pkg.mod:fn"``) used in messages.
+
+:func:`build` calls the builder and compiles the model unless the factory already compiled it:
+optimizer from :func:`make_optimizer`, loss ``model.loss`` or by task, metrics ``model.metrics``
+or by task. Nothing here depends on Keras' global layer-name counters.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+import keras
+
+from sweep.config import InputError, ModelConfig
+from sweep.imports import is_spec, resolve
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from sweep.data import DataInfo
+
+Builder = Callable[[dict, "DataInfo"], keras.Model]
+
+
+# ---------------------------------------------------------------------------------------------
+# built-in builders
+
+
+def _as_list(value: Any, count: int, key: str) -> list[int]:
+    """``64`` -> ``[64] * count``; ``[64, 32]`` -> ``[64, 32]``."""
+    if isinstance(value, (list, tuple)) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+        return [int(v) for v in value]
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return [int(value)] * count
+    raise InputError(key, f"expected an integer or a list of integers, got {value!r}")
+
+
+def _key(hp: dict, name: str) -> str:
+    """Where a value came from, for messages: the space (hp) or model.args."""
+    return f"search.space.{name}" if hp.get(name) is not None else f"model.args.{name}"
+
+
+def _pick(hp: dict, name: str, default: Any) -> Any:
+    """hp beats the builder's (model.args) value."""
+    value = hp.get(name)
+    return default if value is None else value
+
+
+def _output(x: Any, info: "DataInfo") -> Any:
+    activation = "softmax" if info.task == "classification" else None
+    return keras.layers.Dense(int(info.num_outputs), activation=activation)(x)
+
+
+def mlp(
+    hp: dict,
+    info: "DataInfo",
+    units: int | list[int] | tuple[int, ...] = (128, 128),
+    dropout: float = 0.0,
+    activation: str = "relu",
+    layers: int | None = None,
+) -> keras.Model:
+    """A multilayer perceptron: Flatten (if needed), Dense stack, Dense output.
+
+    ``units``: the hidden layer widths (a list), or one width for every hidden layer (an int).
+    ``layers``: number of hidden layers; repeats the first width (``layers: 0`` gives a linear /
+    logistic model). Without ``layers``, an int ``units`` keeps the depth of ``model.args``'s units
+    (two layers by default). ``dropout`` follows each hidden layer when > 0. Each of ``units``,
+    ``layers``, ``dropout`` and ``activation`` can be searched: the hp value wins over model.args.
+    Output: softmax over ``info.num_outputs`` classes, or linear for regression.
+    """
+    base_units = _as_list(units, 1, "model.args.units")
+    units_value = _pick(hp, "units", units)
+    depth = _pick(hp, "layers", layers)
+    if depth is None:
+        widths = _as_list(units_value, len(base_units), _key(hp, "units"))
+    else:
+        first = _as_list(units_value, 1, _key(hp, "units"))[:1] or [128]
+        widths = first * max(int(depth), 0)
+    rate = float(_pick(hp, "dropout", dropout))
+    act = _pick(hp, "activation", activation)
+
+    inputs = keras.Input(shape=tuple(info.input_shape))
+    x = inputs if len(info.input_shape) == 1 else keras.layers.Flatten()(inputs)
+    for width in widths:
+        x = keras.layers.Dense(width, activation=act)(x)
+        if rate > 0:
+            x = keras.layers.Dropout(rate)(x)
+    return keras.Model(inputs, _output(x, info))
+
+
+def image_shape(input_shape: tuple[int, ...]) -> tuple[int, int, int]:
+    """The (H, W, C) a ``cnn`` sees for ``input_shape`` (square 1-D lengths become (s, s, 1))."""
+    shape = tuple(int(d) for d in input_shape)
+    if len(shape) == 3:
+        return shape  # type: ignore[return-value]
+    if len(shape) == 2:
+        return (shape[0], shape[1], 1)
+    if len(shape) == 1:
+        side = math.isqrt(shape[0])
+        if side * side == shape[0] and side >= 2:
+            return (side, side, 1)
+    raise InputError(
+        "model.builder",
+        f"expected cnn inputs of shape (H, W, C), (H, W) or a square length such as 64 "
+        f"(use data.reshape otherwise), got {shape}",
+    )
+
+
+def cnn(
+    hp: dict,
+    info: "DataInfo",
+    filters: int | list[int] | tuple[int, ...] = (16, 32),
+    kernel_size: int = 3,
+    dense: int = 64,
+    dropout: float = 0.0,
+    activation: str = "relu",
+) -> keras.Model:
+    """A small convolutional network for image-shaped inputs.
+
+    Inputs of shape (H, W, C) are used as they are; (H, W) gets a channel axis, and a 1-D input
+    whose length is a square (digits: 64 -> 8x8x1) is reshaped inside the model, so no
+    ``data.reshape`` is needed. Each entry of ``filters`` is a Conv2D (padding same) followed by
+    a 2x2 MaxPool while the feature map stays at least 2x2; then GlobalAveragePooling, a Dense
+    layer of ``dense`` units (none when 0), Dropout when > 0, and the output layer as in ``mlp``.
+    ``filters`` (list, or an int repeated for every conv layer), ``kernel_size``, ``dense``,
+    ``dropout`` and ``activation`` can be searched: the hp value wins over model.args.
+    """
+    image = image_shape(info.input_shape)
+    base = _as_list(filters, 1, "model.args.filters")
+    conv_filters = _as_list(_pick(hp, "filters", filters), len(base), _key(hp, "filters"))
+    kernel = int(_pick(hp, "kernel_size", kernel_size))
+    dense_units = int(_pick(hp, "dense", dense))
+    rate = float(_pick(hp, "dropout", dropout))
+    act = _pick(hp, "activation", activation)
+
+    inputs = keras.Input(shape=tuple(info.input_shape))
+    x = inputs if tuple(info.input_shape) == image else keras.layers.Reshape(image)(inputs)
+    height, width = image[0], image[1]
+    for count in conv_filters:
+        x = keras.layers.Conv2D(count, kernel, padding="same", activation=act)(x)
+        if height >= 4 and width >= 4:  # pool only while the result stays at least 2x2
+            x = keras.layers.MaxPooling2D(2)(x)
+            height, width = height // 2, width // 2
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    if dense_units > 0:
+        x = keras.layers.Dense(dense_units, activation=act)(x)
+    if rate > 0:
+        x = keras.layers.Dropout(rate)(x)
+    return keras.Model(inputs, _output(x, info))
+
+
+BUILDERS: dict[str, Callable[..., keras.Model]] = {"mlp": mlp, "cnn": cnn}
+
+
+# ---------------------------------------------------------------------------------------------
+# resolving model.builder
+
+
+def resolve_builder(model_cfg: ModelConfig, search_paths: tuple[Path, ...] = ()) -> Builder:
+    """``model.builder`` -> a picklable ``builder(hp, info)`` with ``model.args`` bound."""
+    name, args = model_cfg.builder, dict(model_cfg.args)
+    if name in BUILDERS:
+        fn = BUILDERS[name]
+        _check_args(fn, args, f"{name}")
+        builder = functools.partial(fn, **args)
+    elif is_spec(name):
+        fn = resolve(name, "model.builder", search_paths)
+        _check_signature(fn, name)
+        if args:
+            _check_args(fn, args, repr(name))
+        builder = functools.partial(fn, **args)
+    else:
+        raise InputError("model.builder", f"expected mlp, cnn or package.module:function, got {name!r}")
+    builder.spec = name  # type: ignore[attr-defined]  # partial has a __dict__; kept by pickle
+    return builder
+
+
+def _signature(fn: Callable[..., Any]) -> inspect.Signature | None:
+    try:
+        return inspect.signature(fn)
+    except (TypeError, ValueError):  # some builtins / C callables have none
+        return None
+
+
+def _check_signature(fn: Callable[..., Any], spec: str) -> None:
+    sig = _signature(fn)
+    if sig is None:
+        return
+    try:
+        sig.bind({}, None)
+    except TypeError:
+        raise InputError("model.builder", f"expected {spec!r} to accept (hp, info), got a function with signature {sig}") from None
+
+
+def _check_args(fn: Callable[..., Any], args: dict[str, Any], label: str) -> None:
+    sig = _signature(fn)
+    if sig is None or not args:
+        return
+    params = list(sig.parameters.values())
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return
+    accepted = [p.name for p in params[2:] if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    for key in args:
+        if key not in accepted:
+            choices = ", ".join(accepted) if accepted else "none"
+            raise InputError(f"model.args.{key}", f"expected an argument {label} accepts ({choices}), got {key!r}")
+
+
+# ---------------------------------------------------------------------------------------------
+# optimizers
+
+
+OPTIMIZERS: dict[str, type] = {
+    "adam": keras.optimizers.Adam,
+    "sgd": keras.optimizers.SGD,
+    "rmsprop": keras.optimizers.RMSprop,
+    "adamw": keras.optimizers.AdamW,
+    "nadam": keras.optimizers.Nadam,
+    "adagrad": keras.optimizers.Adagrad,
+    "adamax": keras.optimizers.Adamax,
+    "adadelta": keras.optimizers.Adadelta,
+    "ftrl": keras.optimizers.Ftrl,
+    "lion": keras.optimizers.Lion,
+}
+
+# hp keys that configure the optimizer; each is passed only to optimizers whose constructor
+# names it (momentum reaches sgd/rmsprop but not adam: conditional spaces produce such keys).
+OPTIMIZER_HP_KEYS: dict[str, type] = {
+    "learning_rate": float,
+    "momentum": float,
+    "nesterov": bool,
+    "weight_decay": float,
+    "beta_1": float,
+    "beta_2": float,
+    "epsilon": float,
+    "rho": float,
+    "amsgrad": bool,
+    "clipnorm": float,
+    "clipvalue": float,
+    "global_clipnorm": float,
+}
+
+
+def make_optimizer(hp: dict) -> keras.optimizers.Optimizer:
+    """A fresh optimizer from ``hp['optimizer']`` (default adam) and the keys above that it accepts.
+
+    Keys missing from hp keep the Keras defaults (e.g. learning_rate 0.001 for adam).
+    """
+    name = hp.get("optimizer") or "adam"
+    cls = OPTIMIZERS.get(str(name).lower())
+    if cls is None:
+        raise InputError("search.space.optimizer", f"expected one of {', '.join(OPTIMIZERS)}, got {name!r}")
+    sig = _signature(cls)
+    accepted = set(sig.parameters) if sig is not None else set()
+    kwargs = {
+        key: convert(hp[key])
+        for key, convert in OPTIMIZER_HP_KEYS.items()
+        if key in accepted and hp.get(key) is not None
+    }
+    return cls(**kwargs)
+
+
+# ---------------------------------------------------------------------------------------------
+# compiling
+
+
+def default_loss(info: "DataInfo") -> str:
+    return "sparse_categorical_crossentropy" if info.task == "classification" else "mse"
+
+
+def default_metrics(info: "DataInfo") -> list[str]:
+    return ["accuracy"] if info.task == "classification" else ["mae"]
+
+
+def _spec_of(builder: Callable[..., Any]) -> str:
+    spec = getattr(builder, "spec", None)
+    if spec:
+        return str(spec)
+    fn = getattr(builder, "func", builder)
+    return f"{getattr(fn, '__module__', '?')}:{getattr(fn, '__qualname__', type(fn).__name__)}"
+
+
+def is_compiled(model: keras.Model) -> bool:
+    return bool(getattr(model, "compiled", False)) and getattr(model, "optimizer", None) is not None
+
+
+def build(builder: Builder, hp: dict, info: "DataInfo", model_cfg: ModelConfig) -> keras.Model:
+    """Call the builder and compile its model (unless it came back compiled).
+
+    Errors a factory raises become ``InputError('model.builder', ...)`` (chained, so the
+    traceback is kept). When we compile with the task's default loss, the output width is
+    checked against ``info.num_outputs`` (:func:`check_model_output`). A model the factory
+    compiled itself is returned untouched, its optimizer, loss and metrics included.
+    """
+    spec = _spec_of(builder)
+    try:
+        model = builder(hp, info)
+    except InputError:
+        raise
+    except Exception as exc:
+        first = str(exc).strip().splitlines()
+        detail = f"{type(exc).__name__}: {first[0][:300]}" if first else type(exc).__name__
+        raise InputError("model.builder", f"expected {spec!r} to build a model, but it raised {detail}") from exc
+    if not isinstance(model, keras.Model):
+        raise InputError("model.builder", f"expected {spec!r} to return a keras.Model, got {type(model).__name__}")
+    if is_compiled(model):
+        return model
+    if model_cfg.loss is None:
+        check_model_output(model, info)
+    model.compile(
+        optimizer=make_optimizer(hp),
+        loss=model_cfg.loss or default_loss(info),
+        metrics=list(model_cfg.metrics) if model_cfg.metrics else default_metrics(info),
+        steps_per_execution=int(hp.get("steps_per_execution", 1) or 1),
+    )
+    return model
+
+
+def check_model_output(model: keras.Model, info: "DataInfo") -> None:
+    """The default losses need one output of width ``info.num_outputs``.
+
+    Sparse categorical cross-entropy (classification) wants one score per class; mse
+    (regression) one value per target column. Models with several outputs, or whose output
+    shape is not known before fitting (unbuilt subclassed models), are not checked.
+    """
+    try:
+        outputs = model.outputs
+    except (AttributeError, ValueError):
+        return
+    if not outputs or len(outputs) != 1:
+        return
+    shape = tuple(outputs[0].shape)
+    width = shape[-1] if len(shape) >= 2 else 1
+    if width is None or int(width) == int(info.num_outputs):
+        return
+    if info.task == "classification":
+        expected = f"a final layer with {info.num_outputs} units, one per class (softmax with sparse_categorical_crossentropy)"
+        hint = " (or set model.loss to a loss that fits your output)"
+    else:
+        expected = f"a final layer with {info.num_outputs} unit(s), one per regression target"
+        hint = " (or set model.loss)"
+    raise InputError("model.builder", f"expected {expected}, got output shape {shape}{hint}")
