@@ -94,7 +94,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _print_result(result: Any) -> None:
     from sweep.progress import format_duration, format_params, format_value
 
-    console = Console(highlight=False)
+    console = Console(highlight=False, soft_wrap=True)
     counts = ", ".join(f"{n} {status.replace('_', ' ')}" for status, n in sorted(result.counts().items()))
     console.print(f"[bold]sweep {result.name}[/] finished in {format_duration(result.wall_seconds)}: {counts or 'no trials'}")
     best = result.best

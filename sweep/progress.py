@@ -14,9 +14,8 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
-from ray import tune
 
-from sweep.results import COMPLETED, FAILED, RUNNING, STOPPED_EARLY, Ledger, TrialOutcome
+from sweep.results import COMPLETED, FAILED, RUNNING, STOPPED_EARLY, DriverCallback, Ledger, TrialOutcome
 
 HEARTBEAT_SECONDS = 30.0
 
@@ -34,8 +33,10 @@ def format_duration(seconds: float) -> str:
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}" if seconds >= 3600 else f"{seconds // 60}:{seconds % 60:02d}"
 
 
-class LiveView(tune.Callback):
+class LiveView(DriverCallback):
     """Shows counts by status, the best trial so far, elapsed time and an ETA."""
+
+    transient = ("stream", "console", "_live")
 
     def __init__(self, ledger: Ledger, name: str, total: int, stream: TextIO | None = None, quiet: bool = False):
         self.ledger, self.name, self.total, self.quiet = ledger, name, total, quiet

@@ -104,7 +104,25 @@ class SweepResult:
         return self.trials["status"].value_counts().to_dict()
 
 
-class Ledger(tune.Callback):
+class DriverCallback(tune.Callback):
+    """A Tune callback that lives on the driver and holds threads, clients or consoles.
+
+    Tune pickles its run config (callbacks included) into the experiment folder; those live
+    objects cannot be pickled and are meaningless elsewhere, so they are left out.
+    """
+
+    transient: tuple[str, ...] = ()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k not in self.transient}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        for name in self.transient:
+            self.__dict__.setdefault(name, None)
+
+
+class Ledger(DriverCallback):
     """Keeps one ``TrialOutcome`` per trial as Tune reports on it (driver side, cheap)."""
 
     def __init__(self, metric: str, mode: str, hyperparameters: Any, max_epochs: int):
@@ -135,7 +153,12 @@ class Ledger(tune.Callback):
             outcome.reason = str(end)
 
     def on_checkpoint(self, iteration: int, trials: list, trial: Any, checkpoint: Any, **info: Any) -> None:
-        self.outcome(trial).checkpoint = checkpoint.path
+        """Trials checkpoint only on improvement, so the newest checkpoint is the best one and
+        the one it supersedes can go (local storage; remote storage keeps Ray's own policy)."""
+        outcome = self.outcome(trial)
+        previous, outcome.checkpoint = outcome.checkpoint, checkpoint.path
+        if previous and previous != checkpoint.path:
+            remove_local_folder(previous)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         outcome = self.outcome(trial)
@@ -185,6 +208,15 @@ class Ledger(tune.Callback):
             checkpoint=best.checkpoint,
             mlflow_run_id=best.mlflow_run_id,
         )
+
+
+def remove_local_folder(path: str) -> None:
+    import shutil
+    from pathlib import Path
+
+    folder = Path(path)
+    if folder.is_dir() and folder.name.startswith("checkpoint_"):
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def error_summary(trial: Any) -> str:

@@ -8,12 +8,14 @@ start spending workers on the sweep.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 from sweep import config as config_module
 from sweep.config import CategoricalParam, InputError, SweepConfig, SweepConfigError, condition_order
@@ -125,9 +127,46 @@ def _preflight_model(config: SweepConfig, builder: Callable, dataset: Any) -> No
 
 
 def _quiet_tensorflow() -> None:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    """TensorFlow's C++ start-up chatter (oneDNN, missing CUDA) is noise in a sweep's output.
+
+    TF 2.21 prints it through absl before any log level applies, so the one import in the
+    driver runs with file descriptor 2 pointed at /dev/null; an import error still raises.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    if "tensorflow" not in sys.modules:
+        with _stderr_silenced():
+            import tensorflow  # noqa: F401
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
+
+
+@contextlib.contextmanager
+def _stderr_silenced() -> Iterator[None]:
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def _quiet_ray_and_optuna() -> None:
+    """Keep the terminal for the sweep's own view: Ray/Optuna notices that need no action go."""
+    import warnings
+
+    import optuna
+
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # we record results ourselves
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    for name in ("ray.tune.analysis.experiment_analysis", "ray.tune.result_grid", "ray._private.authentication"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    logging.getLogger("mlflow").setLevel(logging.ERROR)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -142,7 +181,7 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         return
     address = address or os.environ.get("RAY_ADDRESS")
     env = {"env_vars": {"TF_CPP_MIN_LOG_LEVEL": "2", "KERAS_BACKEND": "tensorflow", "PYTHONWARNINGS": "ignore"}}
-    common = dict(log_to_driver=False, logging_level=logging.WARNING, runtime_env=env)
+    common = dict(log_to_driver=False, logging_level=logging.ERROR, runtime_env=env)
     if address:
         ray.init(address=address, **common)
     else:
@@ -151,8 +190,7 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
 
 def execute(prepared: Prepared, *, storage: str | None = None, address: str | None = None, quiet: bool = False, stream: Any = None) -> SweepResult:
     """Launch the trials and return the result; MLflow is complete when this returns."""
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    _quiet_ray_and_optuna()
     import ray
     from ray import tune
 
@@ -188,7 +226,9 @@ def execute(prepared: Prepared, *, storage: str | None = None, address: str | No
             name=config.name,
             storage_path=storage_path,
             callbacks=[ledger, tracker, view],
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            # Trials checkpoint only on improvement and the ledger prunes superseded ones; Ray's
+            # own num_to_keep would force an experiment snapshot per checkpoint (cost grows with trials).
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
             failure_config=tune.FailureConfig(max_failures=0),
             verbose=0,
         ),
@@ -216,7 +256,7 @@ def execute(prepared: Prepared, *, storage: str | None = None, address: str | No
         )
         if result.best is None and status == "FINISHED":
             status = "FAILED"
-        tracker.finish(result, status)
+        tracker.finish(result, status, input_example=prepared.dataset.x_val[:5])
         result.trials = ledger.frame()  # now with MLflow run ids
     return result
 

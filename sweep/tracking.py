@@ -20,7 +20,7 @@ from typing import Any
 
 from ray import tune
 
-from sweep.results import COMPLETED, FAILED, Ledger, SweepResult, TrialOutcome, keras_metrics
+from sweep.results import COMPLETED, FAILED, DriverCallback, Ledger, SweepResult, TrialOutcome, keras_metrics
 
 log = logging.getLogger("sweep.tracking")
 
@@ -182,8 +182,10 @@ def _param_text(value: Any) -> str:
 # the Tune callback
 
 
-class MLflowTracker(tune.Callback):
+class MLflowTracker(DriverCallback):
     """Logs the sweep to MLflow from the driver as Tune reports (see the module docstring)."""
+
+    transient = ("_client", "writer")
 
     def __init__(self, ledger: Ledger, uri: str, experiment: str, sweep_name: str, sweep_params: dict[str, Any]):
         self.ledger, self.uri, self.sweep_name = ledger, uri, sweep_name
@@ -244,17 +246,17 @@ class MLflowTracker(tune.Callback):
         self.writer.submit("end", outcome.trial_id, "FAILED" if outcome.status == FAILED else "FINISHED")
 
     # -- the end of the sweep ----------------------------------------------------------------
-    def finish(self, result: SweepResult, status: str = "FINISHED") -> None:
+    def finish(self, result: SweepResult, status: str = "FINISHED", input_example: Any = None) -> None:
         """Flush trials, then give the parent run the best trial, its model and trials.csv."""
         self.writer.close()
         for outcome in self.ledger.outcomes.values():
             outcome.mlflow_run_id = self.writer.run_ids.get(outcome.trial_id)
         if result.best is not None:
             result.best.mlflow_run_id = self.writer.run_ids.get(result.best.trial_id)
-        self._log_summary(result)
+        self._log_summary(result, input_example)
         self._client.set_terminated(self.parent_run_id, status)
 
-    def _log_summary(self, result: SweepResult) -> None:
+    def _log_summary(self, result: SweepResult, input_example: Any = None) -> None:
         from mlflow.entities import Metric
 
         with tempfile.TemporaryDirectory(prefix="sweep-summary-") as folder:
@@ -286,18 +288,23 @@ class MLflowTracker(tune.Callback):
             tags=[_tag(k, v) for k, v in tags.items()],
         )
         if best.checkpoint:
-            self._log_best_model(best.checkpoint)
+            self._log_best_model(best.checkpoint, input_example)
 
-    def _log_best_model(self, checkpoint: str) -> None:
+    def _log_best_model(self, checkpoint: str, input_example: Any = None) -> None:
         """The best trial's checkpoint, logged with MLflow's Keras flavor on the parent run."""
         import mlflow
 
         from sweep.callbacks import load_checkpoint
 
+        from mlflow.models import infer_signature
+
         model = load_checkpoint(checkpoint)
+        signature = None
+        if input_example is not None:
+            signature = infer_signature(input_example, model.predict(input_example, verbose=0))
         mlflow.set_tracking_uri(self.uri)
         with mlflow.start_run(run_id=self.parent_run_id):
-            mlflow.keras.log_model(model, name="model")
+            mlflow.keras.log_model(model, name="model", signature=signature)
             mlflow.log_artifact(str(Path(checkpoint) / "model.keras"), "best_checkpoint")
 
 
