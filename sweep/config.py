@@ -11,7 +11,8 @@ from __future__ import annotations
 import copy
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, Mapping, Union
+from types import UnionType
+from typing import Annotated, Any, Literal, Mapping, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -405,43 +406,149 @@ def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
 # ---------------------------------------------------------------------------------------------
 # turning pydantic errors into one line
 
-_TAGS = {"float", "int", "categorical", "asha", "hyperband", "median", "fifo"}
-_UNION_MEMBERS = {"str", "int", "float", "bool", "none", "dict[str,dict[str,any]]", "list[str]"}
-
-
 def _first_error(label: str, exc: ValidationError) -> SweepConfigError:
-    error = exc.errors(include_url=False)[0]
-    loc = [str(part) for part in error["loc"]]
+    errors = exc.errors(include_url=False)
+    error = errors[0]
+    raw = list(error["loc"])
+    key_parts, union_at = _walk(raw)
+    expected = None
+    if union_at is not None and error["type"] != "value_error":
+        # every member of a plain union (``str | int | ...``) failed: prefer a member whose
+        # shape matched and failed deeper inside, else list what each member expects
+        prefix = raw[:union_at]
+        group = [e for e in errors if list(e["loc"])[:union_at] == prefix and len(e["loc"]) > union_at]
+        deeper = [e for e in group if len(e["loc"]) > union_at + 1]
+        if deeper:
+            error, raw = deeper[0], list(deeper[0]["loc"])
+            key_parts, _ = _walk(raw)
+        else:
+            words = _dedupe([_UNION_WORDS.get(e["type"], "") for e in group if e["type"] in _UNION_WORDS])
+            if words:
+                expected = f"expected {_or(words)}, got {_show(error.get('input'))}"
     ctx_error = (error.get("ctx") or {}).get("error")
     if isinstance(ctx_error, _KeyedError):
-        loc = [p for p in loc if p != "__root__"] + ctx_error.subkey.split(".")
-        loc = _dedupe_prefix(loc, ctx_error.subkey)
-    key = ".".join(_clean_loc(loc))
-    return SweepConfigError(label, key, _expected(error, key))
+        key_parts = _dedupe_prefix(key_parts, ctx_error.subkey)
+    elif error["type"] in ("union_tag_invalid", "union_tag_not_found"):
+        key_parts = key_parts + ["type"]
+    key = ".".join(key_parts)
+    return SweepConfigError(label, key, expected or _expected(error, raw))
 
 
 def _dedupe_prefix(loc: list[str], subkey: str) -> list[str]:
     """A model validator's loc already names its section; the subkey restates part of it."""
     sub = subkey.split(".")
-    head = loc[: len(loc) - len(sub)]
+    head = list(loc)
     if head and sub and head[-1] == sub[0]:
         head = head[:-1]
     return head + sub
 
 
-def _clean_loc(loc: list[str]) -> list[str]:
-    cleaned = []
-    for i, part in enumerate(loc):
-        parent = loc[i - 1] if i else ""
-        if part in _TAGS and parent not in ("space",) and i and (loc[i - 2] == "space" or parent == "scheduler"):
-            continue  # the discriminator tag pydantic inserts for tagged unions
-        if part.lower().replace(" ", "") in _UNION_MEMBERS or part.startswith(("list[", "dict[", "function-")):
+def _unwrap(annotation: Any) -> Any:
+    """Strip ``Annotated`` and ``Optional``: what pydantic validates without a loc step."""
+    while True:
+        if get_origin(annotation) is Annotated:
+            annotation = get_args(annotation)[0]
             continue
-        cleaned.append(part)
-    return cleaned
+        if get_origin(annotation) in (Union, UnionType):
+            members = [m for m in get_args(annotation) if m is not type(None)]
+            if len(members) == 1:
+                annotation = members[0]
+                continue
+        return annotation
 
 
-def _expected(error: dict[str, Any], key: str) -> str:
+def _tagged_members(annotation: Any) -> dict[str, type[BaseModel]] | None:
+    """``{tag: model}`` when ``annotation`` is a union of models told apart by ``type``."""
+    if get_origin(annotation) not in (Union, UnionType):
+        return None
+    members: dict[str, type[BaseModel]] = {}
+    for member in get_args(annotation):
+        field = getattr(member, "model_fields", {}).get("type") if isinstance(member, type) else None
+        if field is None or get_origin(field.annotation) is not Literal:
+            return None
+        for tag in get_args(field.annotation):
+            members[tag] = member
+    return members
+
+
+def _member_label_matches(member: Any, label: str) -> bool:
+    label = label.lower().replace(" ", "")
+    origin = get_origin(member)
+    if origin is not None:
+        return label.startswith(getattr(origin, "__name__", str(origin)).lower() + "[")
+    return label == getattr(member, "__name__", "").lower()
+
+
+def _walk(loc: list[Any]) -> tuple[list[str], int | None]:
+    """The user's key path for a pydantic loc (tags and union labels dropped).
+
+    Walks the schema alongside the loc so that only pydantic's own steps (a discriminated
+    union's tag, a plain union's member label) are dropped; user keys that happen to read
+    like one (a parameter named ``int``) stay. Also returns the loc index of the first plain
+    union member label, if any.
+    """
+    parts: list[str] = []
+    union_at: int | None = None
+    annotation: Any = SweepConfig
+    for index, part in enumerate(loc):
+        annotation = _unwrap(annotation)
+        tagged = _tagged_members(annotation)
+        if tagged is not None and part in tagged:
+            annotation = tagged[part]  # the discriminator tag pydantic inserts
+            continue
+        if get_origin(annotation) in (Union, UnionType):
+            members = [m for m in get_args(annotation) if m is not type(None)]
+            if isinstance(part, str) and (part.startswith("function-") or any(_member_label_matches(m, part) for m in members)):
+                if union_at is None:
+                    union_at = index
+                annotation = next((m for m in members if _member_label_matches(m, part)), Any)
+                continue
+        if isinstance(part, str) and part.startswith("function-"):
+            continue
+        parts.append(str(part))
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            field = annotation.model_fields.get(str(part))
+            annotation = field.annotation if field is not None else Any
+        elif get_origin(annotation) in (dict, list):
+            annotation = get_args(annotation)[-1] if get_args(annotation) else Any
+        else:
+            annotation = Any
+    return parts, union_at
+
+
+def _annotation_at(loc: list[Any]) -> Any:
+    annotation: Any = SweepConfig
+    for part in loc:
+        annotation = _unwrap(annotation)
+        tagged = _tagged_members(annotation)
+        if tagged is not None and part in tagged:
+            annotation = tagged[part]
+        elif isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            field = annotation.model_fields.get(str(part))
+            annotation = field.annotation if field is not None else Any
+        elif get_origin(annotation) in (dict, list):
+            annotation = get_args(annotation)[-1] if get_args(annotation) else Any
+        else:
+            return Any
+    return _unwrap(annotation)
+
+
+_UNION_WORDS = {
+    "string_type": "a string",
+    "int_type": "a number",
+    "int_parsing": "a number",
+    "float_type": "a number",
+    "float_parsing": "a number",
+    "bool_type": "a boolean",
+    "bool_parsing": "a boolean",
+    "dict_type": "a mapping",
+    "model_type": "a mapping",
+    "model_attributes_type": "a mapping",
+    "list_type": "a list",
+}
+
+
+def _expected(error: dict[str, Any], raw_loc: list[Any]) -> str:
     kind, ctx, value = error["type"], error.get("ctx") or {}, error.get("input")
     got = f", got {_show(value)}"
     simple = {
@@ -456,6 +563,7 @@ def _expected(error: dict[str, Any], key: str) -> str:
         "string_type": f"expected a string{got}",
         "dict_type": f"expected a mapping{got}",
         "model_type": f"expected a mapping{got}",
+        "model_attributes_type": f"expected a mapping{got}",
         "list_type": f"expected a list{got}",
         "too_short": f"expected at least {ctx.get('min_length', 1)} item(s){got}",
         "string_pattern_mismatch": f"expected letters, digits, '.', '_' or '-' (starting with a letter or digit){got}",
@@ -463,34 +571,39 @@ def _expected(error: dict[str, Any], key: str) -> str:
     if kind in simple:
         return simple[kind]
     if kind == "extra_forbidden":
-        return "unknown key" + _allowed_keys_hint(key)
+        return "unknown key" + _allowed_keys_hint(raw_loc[:-1])
     if kind == "literal_error":
         return f"expected one of {ctx.get('expected', '').replace(' or ', ', ')}{got}"
     if kind in ("union_tag_invalid", "union_tag_not_found"):
-        tags = ctx.get("expected_tags", "")
-        return f"expected type to be one of {tags}" + (f", got {_show(ctx.get('tag'))}" if ctx.get("tag") else "")
+        tags = ", ".join(repr(t) for t in (_tagged_members(_annotation_at(raw_loc)) or {}))
+        if kind == "union_tag_not_found":
+            return f"required key is missing (expected one of {tags})"
+        return f"expected one of {tags}, got {_show(ctx.get('tag'))}"
     if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
         sign = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}[kind]
         bound = next(iter(v for k, v in ctx.items() if k in ("gt", "ge", "lt", "le")), "")
+        if isinstance(bound, float) and bound.is_integer():
+            bound = int(bound)
         return f"expected a value {sign} {bound}{got}"
     if kind == "value_error":
-        message = str(ctx.get("error", error["msg"]))
-        return message
+        return str(ctx.get("error", error["msg"]))
     return f"{error['msg'][0].lower()}{error['msg'][1:]}{got}"
 
 
-def _allowed_keys_hint(key: str) -> str:
-    parts = key.split(".")
-    model: Any = SweepConfig
-    for part in parts[:-1]:
-        field = getattr(model, "model_fields", {}).get(part)
-        if field is None:
-            return ""
-        model = field.annotation
-        if not (isinstance(model, type) and issubclass(model, BaseModel)):
-            return ""
-    names = list(getattr(model, "model_fields", {}))
+def _allowed_keys_hint(parent_loc: list[Any]) -> str:
+    model = _annotation_at(parent_loc)
+    if not (isinstance(model, type) and issubclass(model, BaseModel)):
+        return ""
+    names = [n for n in model.model_fields if n != "when"] + (["when"] if "when" in model.model_fields else [])
     return f" (expected one of: {', '.join(names)})" if names else ""
+
+
+def _dedupe(items: list[str]) -> list[str]:
+    return list(dict.fromkeys(i for i in items if i))
+
+
+def _or(words: list[str]) -> str:
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} or {words[-1]}"
 
 
 def _show(value: Any) -> str:
@@ -500,4 +613,7 @@ def _show(value: Any) -> str:
 
 
 def _kind(value: Any) -> str:
-    return "an empty file" if value is None else f"a {type(value).__name__}"
+    if value is None:
+        return "an empty file"
+    names = {str: "a string", list: "a list", int: "a number", float: "a number", bool: "a boolean"}
+    return f"{names.get(type(value), 'a ' + type(value).__name__)} {_show(value)}"

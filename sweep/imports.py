@@ -56,6 +56,9 @@ def _pickle_by_value_if_local(module: Any) -> None:
     if module.__name__.split(".")[0] == "sweep":
         return
     cloudpickle.register_pickle_by_value(module)
+    from ray import cloudpickle as ray_cloudpickle  # Ray ships its own copy, used for trainables
+
+    ray_cloudpickle.register_pickle_by_value(module)
 
 
 def _one_line(exc: BaseException) -> str:
