@@ -161,8 +161,17 @@ def _check_condition(space: Mapping[str, Any], name: str, parent: str, wanted: A
     values = wanted if isinstance(wanted, list) else [wanted]
     if isinstance(parent_param, CategoricalParam):
         for value in values:
-            if value not in parent_param.choices:
-                raise _KeyedError(key, f"expected one of {parent_param.choices}, got {value!r}")
+            if not any(isinstance(value, bool) == isinstance(c, bool) and value == c for c in parent_param.choices):
+                raise _KeyedError(key, f"expected one of {', '.join(map(_show, parent_param.choices))}, got {_show(value)}")
+    elif isinstance(parent_param, IntParam):
+        allowed = range(parent_param.low, parent_param.high + 1, parent_param.step)
+        for value in values:
+            if isinstance(value, bool) or not isinstance(value, int) or value not in allowed:
+                raise _KeyedError(
+                    key, f"expected an integer {parent_param.low}..{parent_param.high} (step {parent_param.step}), got {_show(value)}"
+                )
+    else:
+        raise _KeyedError(key, f"expected a categorical or int parameter, got float parameter {parent!r}")
 
 
 def condition_order(space: Mapping[str, Any]) -> list[str]:
@@ -172,18 +181,19 @@ def condition_order(space: Mapping[str, Any]) -> list[str]:
 
 def _condition_order(space: Mapping[str, Any]) -> list[str]:
     ordered: list[str] = []
-    visiting: set[str] = set()
+    visiting: list[str] = []
 
     def visit(name: str) -> None:
         if name in ordered:
             return
         if name in visiting:
-            raise _KeyedError(f"space.{name}.when", "expected conditions without a cycle")
-        visiting.add(name)
+            cycle = visiting[visiting.index(name):] + [name]
+            raise _KeyedError(f"space.{name}.when", f"expected conditions without a cycle, got {' -> '.join(cycle)}")
+        visiting.append(name)
         for parent in (space[name].when or {}):
             if parent in space:
                 visit(parent)
-        visiting.discard(name)
+        visiting.pop()
         ordered.append(name)
 
     for name in space:
@@ -233,6 +243,15 @@ class ModelConfig(_Strict):
     args: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments of the builder.")
     loss: str | None = Field(default=None, description="Default: by task.")
     metrics: list[str] | None = Field(default=None, description="Default: accuracy or mae, by task.")
+
+    @field_validator("builder")
+    @classmethod
+    def _builder_form(cls, value: str) -> str:
+        from sweep.imports import is_spec  # imports depends on this module
+
+        if value in ("mlp", "cnn") or is_spec(value):
+            return value
+        raise ValueError(f"expected mlp, cnn or package.module:function, got {value!r}")
 
 
 class FitConfig(_Strict):
@@ -565,7 +584,7 @@ def _expected(error: dict[str, Any], raw_loc: list[Any]) -> str:
         "model_type": f"expected a mapping{got}",
         "model_attributes_type": f"expected a mapping{got}",
         "list_type": f"expected a list{got}",
-        "too_short": f"expected at least {ctx.get('min_length', 1)} item(s){got}",
+        "too_short": f"expected at least {ctx.get('min_length', 1)} item{'' if ctx.get('min_length', 1) == 1 else 's'}{got}",
         "string_pattern_mismatch": f"expected letters, digits, '.', '_' or '-' (starting with a letter or digit){got}",
     }
     if kind in simple:

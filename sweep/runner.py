@@ -166,7 +166,10 @@ def _quiet_ray_and_optuna() -> None:
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     for name in ("ray.tune.analysis.experiment_analysis", "ray.tune.result_grid", "ray._private.authentication"):
         logging.getLogger(name).setLevel(logging.ERROR)
-    logging.getLogger("mlflow").setLevel(logging.ERROR)
+    import mlflow  # noqa: F401 - mlflow sets up its logger on import; quiet it afterwards
+
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
 
 
 # ---------------------------------------------------------------------------------------------

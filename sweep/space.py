@@ -1,40 +1,76 @@
 """Search-space entries -> Optuna: samplers and the define-by-run function Ray's OptunaSearch runs.
 
 Define-by-run is what makes conditional entries real: an entry with ``when:`` is only
-suggested when its parents have the wanted values, so a trial with ``optimizer: adam`` never
-has a ``momentum`` at all (not a dummy value that TPE would learn from).
+suggested when its parents were suggested and have the wanted values, so a trial with
+``optimizer: adam`` never has a ``momentum`` at all (not a dummy value that TPE would learn
+from, nor a value the trial would log as if it mattered).
+
+Samplers (``search.sampler``):
+
+* ``tpe``: ``TPESampler(multivariate=True, group=True, constant_liar=True)``. Multivariate TPE
+  models the parameters jointly; ``group`` splits the history into the sub-spaces that
+  conditional entries create (trials with and without ``momentum``) instead of dropping to
+  independent sampling; ``constant_liar`` keeps parallel trials apart while results are pending.
+* ``random``: ``RandomSampler``.
+* ``cmaes``: ``CmaEsSampler`` for the numeric parameters every trial has; categorical and
+  conditional entries fall back to a seeded ``RandomSampler`` (quietly).
+* ``grid``: every *distinct* configuration once, in a seeded shuffled order. Conditions are
+  respected: ``momentum`` values are only crossed with ``optimizer: sgd``, so ``adam`` is not
+  run once per momentum value. After the grid is exhausted configurations repeat, so callers
+  should cap trials at :func:`grid_size`.
+
+``search.seed`` goes into the sampler (and nowhere else): the same seed gives the same sequence
+of suggestions for the same sequence of results.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+import random
+import warnings
+from typing import Any, Callable, Iterator, Mapping
 
 import optuna
+from optuna.distributions import BaseDistribution
+from optuna.samplers import BaseSampler
+from optuna.trial import FrozenTrial, TrialState
 
 from sweep.config import CategoricalParam, FloatParam, IntParam, SearchConfig, condition_order
 
+__all__ = [
+    "SAMPLERS",
+    "DefineByRun",
+    "define_by_run",
+    "grid_configs",
+    "grid_size",
+    "hyperparameters",
+    "make_sampler",
+    "make_searcher",
+]
 
-def _tpe(search: SearchConfig) -> optuna.samplers.BaseSampler:
-    # multivariate+group model the joint (and conditional) structure; constant_liar keeps
-    # parallel workers from being handed the same point while results are pending.
-    return optuna.samplers.TPESampler(seed=search.seed, multivariate=True, group=True, constant_liar=True)
+
+def _tpe(search: SearchConfig) -> BaseSampler:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # ``group``
+        return optuna.samplers.TPESampler(seed=search.seed, multivariate=True, group=True, constant_liar=True)
 
 
-def _random(search: SearchConfig) -> optuna.samplers.BaseSampler:
+def _random(search: SearchConfig) -> BaseSampler:
     return optuna.samplers.RandomSampler(seed=search.seed)
 
 
-def _cmaes(search: SearchConfig) -> optuna.samplers.BaseSampler:
+def _cmaes(search: SearchConfig) -> BaseSampler:
     return optuna.samplers.CmaEsSampler(
-        seed=search.seed, independent_sampler=optuna.samplers.RandomSampler(seed=search.seed), warn_independent_sampling=False
+        seed=search.seed,
+        independent_sampler=optuna.samplers.RandomSampler(seed=search.seed),
+        warn_independent_sampling=False,
     )
 
 
-def _grid(search: SearchConfig) -> optuna.samplers.BaseSampler:
-    return optuna.samplers.GridSampler(grid_points(search), seed=search.seed)
+def _grid(search: SearchConfig) -> BaseSampler:
+    return ConditionalGridSampler(grid_configs(search), seed=search.seed)
 
 
-SAMPLERS: dict[str, Callable[[SearchConfig], optuna.samplers.BaseSampler]] = {
+SAMPLERS: dict[str, Callable[[SearchConfig], BaseSampler]] = {
     "tpe": _tpe,
     "random": _random,
     "cmaes": _cmaes,
@@ -42,40 +78,37 @@ SAMPLERS: dict[str, Callable[[SearchConfig], optuna.samplers.BaseSampler]] = {
 }
 
 
-def make_sampler(search: SearchConfig) -> optuna.samplers.BaseSampler:
+def make_sampler(search: SearchConfig) -> BaseSampler:
+    """The Optuna sampler named by ``search.sampler``, seeded with ``search.seed``."""
     return SAMPLERS[search.sampler](search)
 
 
-def grid_points(search: SearchConfig) -> dict[str, list[Any]]:
-    points: dict[str, list[Any]] = {}
-    for name, param in search.space.items():
-        if isinstance(param, CategoricalParam):
-            points[name] = list(param.choices)
-        elif isinstance(param, IntParam):
-            points[name] = list(range(param.low, param.high + 1, param.step))
-    return points
+# ---------------------------------------------------------------------------------------------
+# define-by-run
 
 
-def grid_size(search: SearchConfig) -> int:
-    size = 1
-    for values in grid_points(search).values():
-        size *= len(values)
-    return size
+def _same(a: Any, b: Any) -> bool:
+    """Equal, but ``true`` is not ``1`` (YAML keeps booleans and numbers apart, so do we)."""
+    return isinstance(a, bool) == isinstance(b, bool) and a == b
 
 
-def _condition_holds(when: dict[str, Any] | None, chosen: dict[str, Any]) -> bool:
+def _condition_holds(when: Mapping[str, Any] | None, chosen: Mapping[str, Any]) -> bool:
+    """Every parent in ``when`` was suggested and has the wanted value (a list: any of them)."""
     for parent, wanted in (when or {}).items():
         if parent not in chosen:
             return False
         allowed = wanted if isinstance(wanted, list) else [wanted]
-        if chosen[parent] not in allowed:
+        if not any(_same(chosen[parent], value) for value in allowed):
             return False
     return True
 
 
 class DefineByRun:
-    """Suggests every entry whose ``when:`` holds, parents first (a picklable callable:
-    Ray saves the searcher, this function included, with the experiment's state)."""
+    """Suggests every entry whose ``when:`` holds, parents first.
+
+    A class rather than a closure so it pickles: Ray saves the searcher, this function
+    included, with the experiment's state.
+    """
 
     def __init__(self, search: SearchConfig):
         self.space = dict(search.space)
@@ -92,7 +125,7 @@ class DefineByRun:
             elif isinstance(param, IntParam):
                 chosen[name] = trial.suggest_int(name, param.low, param.high, step=param.step, log=param.log)
             else:
-                chosen[name] = trial.suggest_categorical(name, param.choices)
+                chosen[name] = trial.suggest_categorical(name, list(param.choices))
         return None
 
 
@@ -101,18 +134,163 @@ def define_by_run(search: SearchConfig) -> DefineByRun:
     return DefineByRun(search)
 
 
-def make_searcher(search: SearchConfig, metric: str, mode: str, points_to_evaluate: list[dict] | None = None) -> Any:
+def make_searcher(
+    search: SearchConfig, metric: str, mode: str, points_to_evaluate: list[dict] | None = None
+) -> Any:
+    """Ray Tune's ``OptunaSearch`` over the space (in a ``ConcurrencyLimiter`` with max_concurrent).
+
+    The seed lives in the sampler only: OptunaSearch ignores (and warns about) ``seed=`` when a
+    sampler is given.
+    """
     from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.optuna import OptunaSearch
 
     searcher = OptunaSearch(
-        space=define_by_run(search), metric=metric, mode=mode, sampler=make_sampler(search), points_to_evaluate=points_to_evaluate
+        space=define_by_run(search),
+        metric=metric,
+        mode=mode,
+        sampler=make_sampler(search),
+        points_to_evaluate=points_to_evaluate,
     )
     if search.max_concurrent:
         return ConcurrencyLimiter(searcher, max_concurrent=search.max_concurrent)
     return searcher
 
 
-def hyperparameters(config: dict[str, Any]) -> dict[str, Any]:
-    """The hyperparameters in a Tune trial config (no Nones, no private keys)."""
+# ---------------------------------------------------------------------------------------------
+# grid
+
+
+def _grid_values(name: str, param: Any) -> list[Any]:
+    if isinstance(param, CategoricalParam):
+        return list(param.choices)
+    if isinstance(param, IntParam):
+        return list(range(param.low, param.high + 1, param.step))
+    raise ValueError(f"search.space.{name}: expected categorical or int with sampler: grid, got float")
+
+
+def _is_parent(search: SearchConfig) -> set[str]:
+    return {parent for param in search.space.values() for parent in (param.when or {})}
+
+
+def grid_configs(search: SearchConfig) -> list[dict[str, Any]]:
+    """Every distinct configuration of the grid, in ``condition_order``; inactive entries absent."""
+    order = condition_order(search.space)
+
+    def expand(index: int, chosen: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        if index == len(order):
+            yield dict(chosen)
+            return
+        name = order[index]
+        param = search.space[name]
+        if not _condition_holds(param.when, chosen):
+            yield from expand(index + 1, chosen)
+            return
+        for value in _grid_values(name, param):
+            chosen[name] = value
+            yield from expand(index + 1, chosen)
+        del chosen[name]
+
+    return list(expand(0, {}))
+
+
+def grid_size(search: SearchConfig) -> int:
+    """How many distinct configurations the full grid has (conditions respected).
+
+    Counted without listing them: only values of ``when:`` parents branch.
+    """
+    order = condition_order(search.space)
+    parents = _is_parent(search)
+
+    def count(index: int, chosen: dict[str, Any]) -> int:
+        if index == len(order):
+            return 1
+        name = order[index]
+        param = search.space[name]
+        if not _condition_holds(param.when, chosen):
+            return count(index + 1, chosen)
+        values = _grid_values(name, param)
+        if name not in parents:
+            return len(values) * count(index + 1, chosen)
+        total = 0
+        for value in values:
+            chosen[name] = value
+            total += count(index + 1, chosen)
+        del chosen[name]
+        return total
+
+    return count(0, {})
+
+
+def _key(config: Mapping[str, Any]) -> tuple[Any, ...]:
+    return tuple(sorted((name, type(value).__name__, repr(value)) for name, value in config.items()))
+
+
+class ConditionalGridSampler(BaseSampler):
+    """Runs each of a list of configurations once, in a seeded shuffled order.
+
+    Unlike ``optuna.samplers.GridSampler`` it takes the distinct configurations of a
+    conditional space (so no duplicates for inactive entries) and never calls
+    ``study.stop()`` (which raises under Ray's ask-and-tell). The next configuration is the
+    first in the shuffled order that no trial has taken yet, so trials asked for in parallel
+    get different ones; once all are taken they repeat in order.
+    """
+
+    _ATTR = "sweep_grid_id"
+
+    def __init__(self, configs: list[dict[str, Any]], seed: int | None = None):
+        if not configs:
+            raise ValueError("expected at least one grid configuration")
+        self._configs = configs
+        self._order = list(range(len(configs)))
+        random.Random(seed).shuffle(self._order)
+        self._fallback = optuna.samplers.RandomSampler(seed=seed)
+        self._index = {_key(config): i for i, config in enumerate(configs)}
+
+    def reseed_rng(self) -> None:
+        self._fallback.reseed_rng()
+
+    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        if "fixed_params" in trial.system_attrs or self._ATTR in trial.system_attrs:
+            return  # an enqueued point (points_to_evaluate) or a retried trial
+        taken: set[Any] = set()
+        for other in study.get_trials(deepcopy=False):
+            if self._ATTR in other.system_attrs:
+                taken.add(other.system_attrs[self._ATTR])
+            elif isinstance(other.system_attrs.get("fixed_params"), dict):  # an enqueued point
+                taken.add(self._index.get(_key(other.system_attrs["fixed_params"])))
+        fresh = [i for i in self._order if i not in taken]
+        grid_id = fresh[0] if fresh else self._order[trial.number % len(self._order)]
+        study._storage.set_trial_system_attr(trial._trial_id, self._ATTR, grid_id)
+
+    def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
+        return {}
+
+    def sample_relative(
+        self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
+    ) -> dict[str, Any]:
+        return {}
+
+    def sample_independent(
+        self, study: optuna.Study, trial: FrozenTrial, param_name: str, param_distribution: BaseDistribution
+    ) -> Any:
+        grid_id = trial.system_attrs.get(self._ATTR)
+        config = self._configs[grid_id] if grid_id is not None else {}
+        if param_name in config:
+            return config[param_name]
+        # a partial enqueued point: fill in the rest at random
+        return self._fallback.sample_independent(study, trial, param_name, param_distribution)
+
+    def after_trial(
+        self, study: optuna.Study, trial: FrozenTrial, state: TrialState, values: Any
+    ) -> None:
+        return None
+
+
+# ---------------------------------------------------------------------------------------------
+# trial configs
+
+
+def hyperparameters(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The hyperparameters in a Tune trial config (no ``None`` values, no ``_private`` keys)."""
     return {k: v for k, v in config.items() if v is not None and not str(k).startswith("_")}
