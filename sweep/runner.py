@@ -210,7 +210,7 @@ def execute(prepared: Prepared, *, storage: str | None = None, address: str | No
         tracker = tracking.MLflowTracker(ledger, uri, config.experiment, config.name, sweep_params(config))
     except Exception as exc:
         raise SweepConfigError(prepared.label, "tracking.uri", f"expected a reachable MLflow tracking store at {uri}, but: {str(exc).splitlines()[0][:300]}") from None
-    view = LiveView(ledger, config.name, config.search.trials, stream=stream, quiet=quiet)
+    view = LiveView(ledger, config.name, trial_budget(config), stream=stream, quiet=quiet)
     ensure_ray(address)
     data_ref = ray.put(prepared.dataset)
     settings = trainable.TrialSettings.from_config(config)
@@ -221,7 +221,7 @@ def execute(prepared: Prepared, *, storage: str | None = None, address: str | No
             mode=config.objective.mode,
             search_alg=space.make_searcher(config.search, config.objective.metric, config.objective.mode),
             scheduler=schedulers.build(config),
-            num_samples=config.search.trials,
+            num_samples=trial_budget(config),
             max_concurrent_trials=config.search.max_concurrent,
             reuse_actors=True,
         ),
@@ -262,6 +262,15 @@ def execute(prepared: Prepared, *, storage: str | None = None, address: str | No
         tracker.finish(result, status, input_example=prepared.dataset.x_val[:5])
         result.trials = ledger.frame()  # now with MLflow run ids
     return result
+
+
+def trial_budget(config: SweepConfig) -> int:
+    """``search.trials``, capped by the grid's size: a grid never repeats a configuration."""
+    from sweep import space
+
+    if config.search.sampler == "grid":
+        return min(config.search.trials, space.grid_size(config.search))
+    return config.search.trials
 
 
 def sweep_params(config: SweepConfig) -> dict[str, Any]:

@@ -290,7 +290,7 @@ def test_unknown_builder_error():
         "model.builder",
         "expected mlp, cnn or package.module:function, got 'foo'",
         models.resolve_builder,
-        ModelConfig(builder="foo"),
+        ModelConfig.model_construct(builder="foo", args={}),
     )
 
 
