@@ -24,6 +24,13 @@ def run(source: Any, **overrides: Any) -> Any:
     return _run(source, **overrides)
 
 
+def load_best(name: str, tracking_uri: str | None = None) -> Any:
+    """The best model of sweep ``name`` as a ``keras.Model`` (loaded with safe_mode=True)."""
+    from sweep.export import load_best as _load_best
+
+    return _load_best(name, tracking_uri)
+
+
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
         import importlib
@@ -32,4 +39,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'sweep' has no attribute {name!r}")
 
 
-__all__ = ["run", "load", "SweepConfig", "SweepConfigError", "SweepResult", "BestTrial", "TrialOutcome"]
+__all__ = ["run", "load", "load_best", "SweepConfig", "SweepConfigError", "SweepResult", "BestTrial", "TrialOutcome"]

@@ -63,6 +63,20 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true")
     status.set_defaults(handler=_cmd_status)
 
+    report = sub.add_parser("report", help="write an HTML report with plots (static, one file) and the PNGs")
+    report.add_argument("name")
+    report.add_argument("--tracking-uri")
+    report.add_argument("--out", help="folder for report.html and the PNGs (default ./sweep_reports/NAME)")
+    report.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    report.set_defaults(handler=_cmd_report)
+
+    export = sub.add_parser("export", help="write the best model of a sweep as DIR/model.keras")
+    export.add_argument("name")
+    export.add_argument("dir")
+    export.add_argument("--tracking-uri")
+    export.add_argument("--saved-model", action="store_true", help="also write a TensorFlow SavedModel to DIR/saved_model")
+    export.set_defaults(handler=_cmd_export)
+
     ui = sub.add_parser("ui", help="start the MLflow UI on 127.0.0.1 for the sweep store")
     ui.add_argument("--tracking-uri")
     ui.add_argument("--port", type=int, default=5000)
@@ -139,6 +153,32 @@ def _cmd_status(args: argparse.Namespace) -> int:
     else:
         counts = ", ".join(f"{n} {s.replace('_', ' ')}" for s, n in sorted(summary["trials"].items())) or "no trials yet"
         print(f"{args.name}: {summary['sweep_status'].lower()}; {counts} (of {summary['trials_requested']} requested)")
+    return EXIT_OK
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from sweep import report
+
+    try:
+        page = report.write_report(args.name, args.tracking_uri, args.out)
+    except LookupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if not args.quiet:
+        print(f"report: {page.resolve()}")
+    return EXIT_OK
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from sweep import export
+
+    try:
+        written = export.export_best(args.name, args.dir, tracking_uri=args.tracking_uri, saved_model=args.saved_model)
+    except LookupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    for path in written:
+        print(f"wrote {path}")
     return EXIT_OK
 
 

@@ -119,6 +119,13 @@ class SearchConfig(_Strict):
         default=None, ge=1, description="Trials running at once (default: as many as resources allow)."
     )
     space: dict[str, Param] = Field(min_length=1)
+    warm_start: str | None = Field(
+        default=None,
+        min_length=1,
+        description="Name of an earlier sweep (or MLflow experiment) whose finished trials seed this one: "
+        "its best configurations run first and its full-budget results inform the sampler; "
+        "values outside this space are dropped with a warning.",
+    )
 
     @field_validator("space", mode="before")
     @classmethod
@@ -314,6 +321,11 @@ class TrackingConfig(_Strict):
 
     uri: str | None = Field(default=None, description="Default: sqlite:///mlflow.db in the working directory.")
     experiment: str | None = Field(default=None, description="Default: the sweep name.")
+    registered_model: str | None = Field(
+        default=None,
+        min_length=1,
+        description="MLflow Model Registry name the best model is registered under (default: the sweep name).",
+    )
 
 
 class SweepConfig(_Strict):

@@ -208,6 +208,7 @@ def execute(prepared: Prepared, *, storage: str | None = None, address: str | No
     ledger = Ledger(config.objective.metric, config.objective.mode, space.hyperparameters, config.max_epochs)
     try:
         tracker = tracking.MLflowTracker(ledger, uri, config.experiment, config.name, sweep_params(config))
+        tracker.registered_model = config.tracking.registered_model or config.name
     except Exception as exc:
         raise SweepConfigError(prepared.label, "tracking.uri", f"expected a reachable MLflow tracking store at {uri}, but: {str(exc).splitlines()[0][:300]}") from None
     view = LiveView(ledger, config.name, trial_budget(config), stream=stream, quiet=quiet)
@@ -261,6 +262,10 @@ def execute(prepared: Prepared, *, storage: str | None = None, address: str | No
             status = "FAILED"
         tracker.finish(result, status, input_example=prepared.dataset.x_val[:5])
         result.trials = ledger.frame()  # now with MLflow run ids
+        if status != "KILLED":
+            from sweep.report import log_to_parent_run
+
+            log_to_parent_run(uri, config.name, tracker.parent_run_id)  # warns, never raises
     return result
 
 

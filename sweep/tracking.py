@@ -186,6 +186,7 @@ class MLflowTracker(DriverCallback):
     """Logs the sweep to MLflow from the driver as Tune reports (see the module docstring)."""
 
     transient = ("_client", "writer")
+    registered_model: str | None = None  # Model Registry name for the best model (runner sets it)
 
     def __init__(self, ledger: Ledger, uri: str, experiment: str, sweep_name: str, sweep_params: dict[str, Any]):
         self.ledger, self.uri, self.sweep_name = ledger, uri, sweep_name
@@ -304,7 +305,13 @@ class MLflowTracker(DriverCallback):
             signature = infer_signature(input_example, model.predict(input_example, verbose=0))
         mlflow.set_tracking_uri(self.uri)
         with mlflow.start_run(run_id=self.parent_run_id):
-            mlflow.keras.log_model(model, name="model", signature=signature)
+            mlflow.keras.log_model(
+                model,
+                name="model",
+                signature=signature,
+                input_example=input_example,
+                registered_model_name=self.registered_model,
+            )
             mlflow.log_artifact(str(Path(checkpoint) / "model.keras"), "best_checkpoint")
 
 

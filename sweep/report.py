@@ -1,0 +1,478 @@
+"""The sweep report: one static HTML file (plots embedded) and the PNGs, read back from MLflow.
+
+MLflow is the source of truth, so a report can be made for a running sweep, a finished one,
+or one recorded on another machine: ``sweep report NAME``. The HTML needs no server and no
+network (images are base64 ``data:`` URIs, styles inline), so it can be mailed or attached to
+a ticket. The runner logs the same files to the parent run at the end of every sweep.
+
+Plots use matplotlib's Agg backend with a fixed size and dpi, so every PNG has the pixel size
+in ``PLOT_PIXELS`` (tests and layouts can rely on it).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import logging
+import math
+import tempfile
+import time
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sweep import tracking
+
+log = logging.getLogger("sweep.report")
+
+DPI = 100
+FIGSIZE = (10.0, 4.5)  # inches; PLOT_PIXELS = FIGSIZE * DPI
+PLOT_PIXELS = (int(FIGSIZE[0] * DPI), int(FIGSIZE[1] * DPI))
+PLOTS = ("history", "learning_curves", "parallel_coordinates", "importance")
+TITLES = {
+    "history": "Optimization history",
+    "learning_curves": "Learning curves",
+    "parallel_coordinates": "Hyperparameters vs objective",
+    "importance": "Hyperparameter importance",
+}
+HTML_NAME = "report.html"
+ARTIFACT_DIR = "report"
+STATUS_COLORS = {"completed": "#1f77b4", "stopped_early": "#ff7f0e", "failed": "#d62728", "running": "#7f7f7f"}
+
+
+@dataclass
+class TrialRecord:
+    """One trial as MLflow recorded it: params, status, best value and its objective per epoch."""
+
+    run_id: str
+    trial_id: str
+    number: int
+    status: str
+    params: dict[str, str]
+    value: float | None
+    epochs: int | None
+    best_epoch: int | None
+    start_ms: int | None
+    end_ms: int | None
+    curve: list[tuple[int, float]] = field(default_factory=list)
+
+
+@dataclass
+class SweepData:
+    """Everything the report draws, fetched once from MLflow."""
+
+    name: str
+    metric: str
+    mode: str
+    parent_run_id: str
+    status: str
+    start_ms: int
+    trials: list[TrialRecord]
+
+    def ranked(self) -> list[TrialRecord]:
+        """Trials best first; trials without a value last (in trial order)."""
+        scored = [t for t in self.trials if _finite(t.value)]
+        scored.sort(key=lambda t: t.value, reverse=self.mode == "max")  # type: ignore[arg-type, return-value]
+        rest = sorted((t for t in self.trials if not _finite(t.value)), key=lambda t: t.number)
+        return scored + rest
+
+
+# ---------------------------------------------------------------------------------------------
+# reading back
+
+
+def collect(uri: str, name: str, parent_run_id: str | None = None) -> SweepData | None:
+    """Fetch a sweep's parent run, its trial runs and the objective's history of every trial.
+
+    Histories are fetched concurrently (one request per trial): against a remote tracking
+    server that is the slow part, and the requests are independent.
+    """
+    mlflow_client = tracking.client(uri)
+    parent = mlflow_client.get_run(parent_run_id) if parent_run_id else tracking.find_parent_run(uri, name)
+    if parent is None:
+        return None
+    tags, params = parent.data.tags, parent.data.params
+    metric = tags.get("sweep.metric") or params.get("config.objective.metric", "val_loss")
+    mode = tags.get("sweep.mode") or params.get("config.objective.mode", "min")
+    children = tracking.child_runs(uri, parent)
+
+    def history(run: Any) -> list[tuple[int, float]]:
+        points = mlflow_client.get_metric_history(run.info.run_id, metric)
+        return sorted((int(m.step), float(m.value)) for m in points)
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        curves = list(pool.map(history, children))
+    trials = [_record(run, curve, metric) for run, curve in zip(children, curves)]
+    trials.sort(key=lambda t: t.number)
+    return SweepData(
+        name=tags.get(tracking.NAME_TAG, name),
+        metric=metric,
+        mode=mode,
+        parent_run_id=parent.info.run_id,
+        status=parent.info.status,
+        start_ms=parent.info.start_time,
+        trials=trials,
+    )
+
+
+def _record(run: Any, curve: list[tuple[int, float]], metric: str) -> TrialRecord:
+    tags = run.data.tags
+    value = tracking._child_value(run, metric)  # a running trial: its best so far
+    return TrialRecord(
+        run_id=run.info.run_id,
+        trial_id=tags.get(tracking.TRIAL_TAG, run.info.run_id),
+        number=tracking._int(tags.get("sweep.trial_number")) or 0,
+        status=tags.get(tracking.STATUS_TAG, "running"),
+        params=dict(run.data.params),
+        value=value,
+        epochs=tracking._int(tags.get("sweep.epochs")) or (max(s for s, _ in curve) if curve else None),
+        best_epoch=tracking._int(tags.get("sweep.best_epoch")),
+        start_ms=run.info.start_time,
+        end_ms=run.info.end_time,
+        curve=curve,
+    )
+
+
+def _finite(value: float | None) -> bool:
+    return value is not None and math.isfinite(value)
+
+
+# ---------------------------------------------------------------------------------------------
+# plots
+
+
+def _figure() -> tuple[Any, Any]:
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt, plt.figure(figsize=FIGSIZE, dpi=DPI)
+
+
+def _save(plt: Any, fig: Any, path: Path) -> Path:
+    fig.savefig(path, dpi=DPI, format="png")  # no bbox_inches: the pixel size stays PLOT_PIXELS
+    plt.close(fig)
+    return path
+
+
+def _empty(ax: Any, text: str) -> None:
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, fontsize=12, color="#555")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def plot_history(data: SweepData, path: Path) -> Path:
+    """Objective of each trial and the best so far, against trial number and wall time."""
+    plt, fig = _figure()
+    by_number, by_time = fig.subplots(1, 2)
+    finished = [t for t in data.trials if _finite(t.value)]
+    if not finished:
+        _empty(by_number, "no finished trial yet")
+        _empty(by_time, "")
+        return _save(plt, fig, path)
+    pick = max if data.mode == "max" else min
+    for ax, xs in ((by_number, [t.number for t in finished]), (by_time, [_minutes(t, data) for t in finished])):
+        order = sorted(range(len(finished)), key=lambda i: xs[i])
+        best: list[float] = []
+        for i in order:
+            best.append(finished[i].value if not best else pick(best[-1], finished[i].value))  # type: ignore[arg-type]
+        for status in sorted({t.status for t in finished}):
+            points = [(xs[i], finished[i].value) for i in order if finished[i].status == status]
+            ax.scatter(*zip(*points), s=22, color=STATUS_COLORS.get(status, "#333"), label=status.replace("_", " "), zorder=3)
+        ax.step([xs[i] for i in order], best, where="post", color="#2ca02c", label="best so far", zorder=2)
+        ax.set_ylabel(data.metric)
+        ax.grid(alpha=0.3)
+    by_number.set_xlabel("trial number")
+    by_time.set_xlabel("minutes since the sweep started (trial end)")
+    by_number.legend(fontsize=8)
+    fig.suptitle(f"{data.name}: {data.metric} ({data.mode})")
+    fig.tight_layout()
+    return _save(plt, fig, path)
+
+
+def _minutes(trial: TrialRecord, data: SweepData) -> float:
+    end = trial.end_ms or trial.start_ms or data.start_ms
+    return max(0.0, (end - data.start_ms) / 60000.0)
+
+
+def plot_learning_curves(data: SweepData, path: Path) -> Path:
+    """The objective per epoch of every trial; an x marks the epoch where ASHA stopped a trial."""
+    plt, fig = _figure()
+    ax = fig.subplots()
+    drawn = [t for t in data.trials if t.curve]
+    if not drawn:
+        _empty(ax, "no epoch reported yet")
+        return _save(plt, fig, path)
+    labelled: set[str] = set()
+    for trial in drawn:
+        steps, values = zip(*trial.curve)
+        color = STATUS_COLORS.get(trial.status, "#333")
+        label = trial.status.replace("_", " ") if trial.status not in labelled else None
+        labelled.add(trial.status)
+        ax.plot(steps, values, color=color, alpha=0.75, linewidth=1.2, marker=".", label=label)
+        if trial.status == "stopped_early":
+            ax.scatter([steps[-1]], [values[-1]], marker="x", s=60, color=color, zorder=3)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(data.metric)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, title="x = stopped early", title_fontsize=8)
+    ax.set_title(f"{data.metric} per epoch, {len(drawn)} trials")
+    fig.tight_layout()
+    return _save(plt, fig, path)
+
+
+def _axis_values(trials: list[TrialRecord], name: str) -> tuple[list[float], list[str] | None, bool]:
+    """Map one parameter onto [0, 1]: numbers (log scale when they span decades) or categories."""
+    raw = [t.params.get(name) for t in trials]
+    numbers = [_number(v) for v in raw]
+    if all(n is not None for n, v in zip(numbers, raw) if v is not None):
+        present = [n for n in numbers if n is not None]
+        low, high = min(present), max(present)
+        use_log = low > 0 and high / low >= 100
+        tf = (lambda x: math.log10(x)) if use_log else (lambda x: x)
+        span = (tf(high) - tf(low)) or 1.0
+        return [math.nan if n is None else (tf(n) - tf(low)) / span for n in numbers], None, use_log
+    labels = sorted({str(v) for v in raw if v is not None})
+    position = {label: (i / (len(labels) - 1) if len(labels) > 1 else 0.5) for i, label in enumerate(labels)}
+    return [math.nan if v is None else position[str(v)] for v in raw], labels, False
+
+
+def _number(text: Any) -> float | None:
+    if text is None or str(text) in ("True", "False", "None"):
+        return None
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def plot_parallel_coordinates(data: SweepData, path: Path) -> Path:
+    """One line per trial through every hyperparameter to the objective, coloured by the objective.
+
+    Conditional parameters a trial did not have leave a gap in its line.
+    """
+    plt, fig = _figure()
+    ax = fig.subplots()
+    trials = [t for t in data.trials if _finite(t.value)]
+    names = sorted({name for t in trials for name in t.params})
+    if not trials or not names:
+        _empty(ax, "no finished trial yet")
+        return _save(plt, fig, path)
+    import matplotlib as mpl
+
+    columns = [_axis_values(trials, name) for name in names]
+    values = [t.value for t in trials]
+    low, high = min(values), max(values)  # type: ignore[type-var]
+    norm = mpl.colors.Normalize(vmin=low, vmax=high if high > low else low + 1e-12)
+    cmap = mpl.colormaps["viridis" if data.mode == "max" else "viridis_r"]
+    xs = list(range(len(names) + 1))
+    for i, trial in enumerate(trials):
+        objective = (trial.value - low) / ((high - low) or 1.0)  # type: ignore[operator]
+        ys = [column[0][i] for column in columns] + [objective]
+        ax.plot(xs, ys, color=cmap(norm(trial.value)), alpha=0.8, linewidth=1.3, marker="o", markersize=3)
+    for x, (name, (_, labels, use_log)) in enumerate(zip(names, columns)):
+        ax.axvline(x, color="#999", linewidth=0.8)
+        if labels:
+            for label in labels:
+                position = labels.index(label) / (len(labels) - 1) if len(labels) > 1 else 0.5
+                ax.text(x + 0.03, position, label, fontsize=7, va="center", color="#333")
+    ax.axvline(xs[-1], color="#999", linewidth=0.8)
+    ax.set_xticks(xs, [f"{n}\n(log)" if c[2] else n for n, c in zip(names, columns)] + [data.metric], fontsize=8)
+    ax.set_yticks([0, 1], ["low", "high"], fontsize=8)
+    ax.set_xlim(-0.2, xs[-1] + 0.4)
+    fig.colorbar(mpl.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, label=data.metric)
+    ax.set_title("each line is a trial (gaps: parameter not used by that trial)")
+    fig.tight_layout()
+    return _save(plt, fig, path)
+
+
+def importances(data: SweepData) -> tuple[dict[str, float], str | None]:
+    """Optuna's parameter importances (fANOVA) over the trials that have a value.
+
+    Built on an in-memory Optuna study from MLflow's records, so it works for any recorded
+    sweep. Parameters that only some trials have (conditional ones) are left out by Optuna;
+    with fewer than two usable trials or no varying parameter there is nothing to rank, and
+    the second element says why.
+    """
+    import optuna
+
+    trials = [t for t in data.trials if _finite(t.value)]
+    if len(trials) < 2:
+        return {}, f"needs at least 2 finished trials, has {len(trials)}"
+    distributions = _distributions(trials)
+    study = optuna.create_study(direction="maximize" if data.mode == "max" else "minimize")
+    frozen = []
+    for trial in trials:
+        params = {k: _parse(v, distributions[k]) for k, v in trial.params.items() if k in distributions}
+        dists = {k: distributions[k] for k in params}
+        frozen.append(optuna.trial.create_trial(params=params, distributions=dists, value=trial.value))
+    study.add_trials(frozen)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            found = optuna.importance.get_param_importances(study)
+    except (RuntimeError, ValueError) as exc:
+        return {}, str(exc).splitlines()[0][:200]
+    if not found:
+        return {}, "no parameter was used by every trial"
+    return dict(found), None
+
+
+def _distributions(trials: list[TrialRecord]) -> dict[str, Any]:
+    """Distributions that cover the recorded values (MLflow keeps params as text)."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution
+
+    result: dict[str, Any] = {}
+    for name in sorted({n for t in trials for n in t.params}):
+        raw = [t.params[name] for t in trials if name in t.params]
+        numbers = [_number(v) for v in raw]
+        if all(n is not None for n in numbers):
+            low, high = min(numbers), max(numbers)  # type: ignore[type-var]
+            result[name] = FloatDistribution(low, high if high > low else low + 1e-12)
+        else:
+            result[name] = CategoricalDistribution(sorted(set(raw)))
+    return result
+
+
+def _parse(text: str, distribution: Any) -> Any:
+    from optuna.distributions import FloatDistribution
+
+    return float(text) if isinstance(distribution, FloatDistribution) else text
+
+
+def plot_importance(data: SweepData, path: Path) -> tuple[Path, dict[str, float]]:
+    """Horizontal bars of Optuna's importances, or the reason there are none."""
+    plt, fig = _figure()
+    ax = fig.subplots()
+    found, why = importances(data)
+    if not found:
+        _empty(ax, f"importance not available: {why}")
+        return _save(plt, fig, path), {}
+    names = list(found)[::-1]
+    ax.barh(names, [found[n] for n in names], color="#1f77b4")
+    ax.set_xlabel(f"importance for {data.metric} (fANOVA, sums to 1)")
+    ax.set_xlim(0, 1)
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    return _save(plt, fig, path), found
+
+
+# ---------------------------------------------------------------------------------------------
+# the HTML
+
+
+def render(data: SweepData, out_dir: Path) -> Path:
+    """Write the four PNGs and ``report.html`` (PNGs embedded) into ``out_dir``; return the HTML path."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "history": plot_history(data, out_dir / "history.png"),
+        "learning_curves": plot_learning_curves(data, out_dir / "learning_curves.png"),
+        "parallel_coordinates": plot_parallel_coordinates(data, out_dir / "parallel_coordinates.png"),
+    }
+    paths["importance"], found = plot_importance(data, out_dir / "importance.png")
+    page = out_dir / HTML_NAME
+    page.write_text(_html(data, paths, found), encoding="utf-8")
+    return page
+
+
+_STYLE = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1100px;color:#222}
+h1{margin-bottom:.2em} .meta{color:#555;margin-top:0} img{max-width:100%;border:1px solid #ddd}
+table{border-collapse:collapse;font-size:13px;width:100%} th,td{border:1px solid #ddd;padding:4px 6px;text-align:left}
+th{background:#f4f4f4} tr.best td{background:#eaf6ea;font-weight:600} td.num{text-align:right;font-variant-numeric:tabular-nums}
+.stopped_early{color:#b35900} .failed{color:#b00} .completed{color:#1f5f9e}
+"""
+
+
+def _html(data: SweepData, paths: dict[str, Path], found: dict[str, float]) -> str:
+    e = html.escape
+    counts: dict[str, int] = {}
+    for trial in data.trials:
+        counts[trial.status] = counts.get(trial.status, 0) + 1
+    summary = ", ".join(f"{n} {s.replace('_', ' ')}" for s, n in sorted(counts.items())) or "no trials"
+    ranked = data.ranked()
+    best = ranked[0] if ranked and _finite(ranked[0].value) else None
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>sweep report: {e(data.name)}</title><style>{_STYLE}</style></head><body>",
+        f"<h1>sweep {e(data.name)}</h1>",
+        f'<p class="meta">objective {e(data.metric)} ({e(data.mode)}) &middot; {len(data.trials)} trials: {e(summary)} '
+        f"&middot; MLflow parent run {e(data.parent_run_id)} ({e(data.status.lower())}) "
+        f"&middot; generated {e(time.strftime('%Y-%m-%d %H:%M:%S'))}</p>",
+    ]
+    if best is not None:
+        params = ", ".join(f"{k}={v}" for k, v in sorted(best.params.items()))
+        parts.append(f"<p><b>best</b> {e(data.metric)} = {best.value:.6g} (trial {best.number}, {e(best.trial_id)}): {e(params)}</p>")
+    for key in PLOTS:
+        encoded = base64.b64encode(paths[key].read_bytes()).decode("ascii")
+        parts.append(f'<h2 id="{key}">{e(TITLES[key])}</h2>')
+        parts.append(f'<img id="plot-{key}" alt="{e(TITLES[key])}" width="{PLOT_PIXELS[0]}" height="{PLOT_PIXELS[1]}" src="data:image/png;base64,{encoded}">')
+        if key == "importance" and found:
+            parts.append("<p>" + e(", ".join(f"{k}: {v:.3f}" for k, v in found.items())) + "</p>")
+    parts.append(_table(data, ranked))
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
+
+
+def _table(data: SweepData, ranked: list[TrialRecord]) -> str:
+    """All trials, best first (the top ones are the table's first rows)."""
+    e = html.escape
+    names = sorted({n for t in data.trials for n in t.params})
+    head = ["rank", "trial", data.metric, "status", "best epoch", "epochs"] + names + ["MLflow run"]
+    rows = ['<h2 id="trials">Top trials</h2>', '<table id="trials-table">', "<thead><tr>" + "".join(f"<th>{e(h)}</th>" for h in head) + "</tr></thead>", "<tbody>"]
+    for rank, trial in enumerate(ranked, start=1):
+        value = f"{trial.value:.6g}" if _finite(trial.value) else ""
+        cells = [
+            f'<td class="num">{rank if value else ""}</td>',
+            f'<td class="num">{trial.number}</td>',
+            f'<td class="num">{value}</td>',
+            f'<td class="{e(trial.status)}">{e(trial.status.replace("_", " "))}</td>',
+            f'<td class="num">{"" if trial.best_epoch is None else trial.best_epoch}</td>',
+            f'<td class="num">{"" if trial.epochs is None else trial.epochs}</td>',
+        ]
+        cells += [f"<td>{e(trial.params.get(n, ''))}</td>" for n in names]
+        cells.append(f"<td>{e(trial.run_id)}</td>")
+        css = ' class="best"' if rank == 1 and value else ""
+        rows.append(f'<tr{css} data-trial-id="{e(trial.trial_id)}">' + "".join(cells) + "</tr>")
+    rows += ["</tbody>", "</table>"]
+    return "\n".join(rows)
+
+
+# ---------------------------------------------------------------------------------------------
+# entry points
+
+
+def write_report(name: str, uri: str | None = None, out: str | Path | None = None) -> Path:
+    """``sweep report NAME``: the report of the newest sweep called ``name``; returns the HTML path.
+
+    ``out`` defaults to ``./sweep_reports/NAME``. Raises ``LookupError`` when no such sweep.
+    """
+    uri = tracking.resolve_uri(uri)
+    data = collect(uri, name)
+    if data is None:
+        raise LookupError(f"no sweep named {name!r} in {uri}")
+    return render(data, Path(out) if out else Path("sweep_reports") / name)
+
+
+def log_to_parent_run(uri: str, name: str, parent_run_id: str) -> Path | None:
+    """At the end of a sweep: log the report's files under ``report/`` of the parent run.
+
+    Never raises: a plot that fails must not fail a sweep whose trials are all recorded; it
+    logs a warning instead and returns None.
+    """
+    try:
+        data = collect(uri, name, parent_run_id)
+        if data is None:
+            return None
+        with tempfile.TemporaryDirectory(prefix="sweep-report-") as folder:
+            page = render(data, Path(folder))
+            tracking.client(uri).log_artifacts(parent_run_id, folder, ARTIFACT_DIR)
+            return Path(ARTIFACT_DIR) / page.name
+    except Exception as exc:  # the report is a convenience, the sweep's records are not
+        log.warning("the sweep report could not be made (%s: %s); the sweep itself is recorded", type(exc).__name__, exc)
+        return None
