@@ -31,6 +31,13 @@ def load_best(name: str, tracking_uri: str | None = None) -> Any:
     return _load_best(name, tracking_uri)
 
 
+def resume(name: str, **options: Any) -> Any:
+    """Continue the unfinished sweep ``name`` (see ``sweep.runner.resume``)."""
+    from sweep.runner import resume as _resume
+
+    return _resume(name, **options)
+
+
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
         import importlib
@@ -39,4 +46,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'sweep' has no attribute {name!r}")
 
 
-__all__ = ["run", "load", "load_best", "SweepConfig", "SweepConfigError", "SweepResult", "BestTrial", "TrialOutcome"]
+__all__ = ["run", "resume", "load", "load_best", "SweepConfig", "SweepConfigError", "SweepResult", "BestTrial", "TrialOutcome"]

@@ -18,14 +18,14 @@ import keras
 from ray import tune
 
 from sweep.config import FitConfig, InputError, ObjectiveConfig
-from sweep.results import COMPLETED, END_FIELD, IMPROVED_FIELD, KEYS_FIELD, is_better
+from sweep.results import COMPLETED, END_FIELD, EPOCH_FIELD, IMPROVED_FIELD, KEYS_FIELD, is_better
 
 MODEL_FILE = "model.keras"
 META_FILE = "meta.json"
 
 
 class TuneReporter(keras.callbacks.Callback):
-    """Reports each epoch's logs to Tune (epoch N is training_iteration N); checkpoints on improvement.
+    """Reports each epoch's logs to Tune (with the true epoch number, which survives a resume); checkpoints on improvement.
 
     Put it last in the callback list so that flags set by earlier callbacks in the same epoch
     (EarlyStopping, TerminateOnNaN) are visible when it decides whether this is the last epoch.
@@ -41,7 +41,7 @@ class TuneReporter(keras.callbacks.Callback):
         metrics = {name: float(value) for name, value in (logs or {}).items() if _is_number(value)}
         value = metrics.get(self.metric)
         improved = value is not None and is_better(value, self.best, self.mode)
-        report = {**metrics, KEYS_FIELD: ",".join(metrics), IMPROVED_FIELD: float(improved), **self._extra()}
+        report = {**metrics, KEYS_FIELD: ",".join(metrics), EPOCH_FIELD: epoch + 1, IMPROVED_FIELD: float(improved), **self._extra()}
         end = self._end_reason(epoch, metrics)
         if end:
             report[END_FIELD] = end

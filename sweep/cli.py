@@ -49,7 +49,17 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--address", help="Ray cluster address: auto, HOST:PORT or ray://HOST:PORT")
     run.add_argument("--quiet", action="store_true", help="no progress output")
     run.add_argument("--json", action="store_true", help="print the best trial as JSON at the end")
+    run.add_argument("--fresh", action="store_true", help="start over even if an unfinished sweep of this name exists")
     run.set_defaults(handler=_cmd_run)
+
+    resume = sub.add_parser("resume", help="continue an unfinished sweep whose driver died")
+    resume.add_argument("name")
+    resume.add_argument("--tracking-uri")
+    resume.add_argument("--storage", help="default: the storage the sweep was started with")
+    resume.add_argument("--address")
+    resume.add_argument("--quiet", action="store_true")
+    resume.add_argument("--json", action="store_true")
+    resume.set_defaults(handler=_cmd_resume)
 
     best = sub.add_parser("best", help="show the best trial of a sweep")
     best.add_argument("name")
@@ -95,7 +105,25 @@ def _cmd_run(args: argparse.Namespace) -> int:
         name=args.name,
         trials=args.trials,
         tracking_uri=args.tracking_uri,
+        fresh=args.fresh,
     )
+    return _finish_run(args, result)
+
+
+def _cmd_resume(args: argparse.Namespace) -> int:
+    from sweep.runner import resume
+
+    result = resume(
+        args.name,
+        tracking_uri=args.tracking_uri,
+        storage=args.storage,
+        address=args.address,
+        quiet=args.quiet or args.json,
+    )
+    return _finish_run(args, result)
+
+
+def _finish_run(args: argparse.Namespace, result: Any) -> int:
     if args.json:
         from sweep import tracking
 

@@ -267,6 +267,11 @@ class FitConfig(_Strict):
     epochs: int = Field(default=10, ge=1)
     batch_size: int = Field(default=32, ge=1, description="Used when the space has no batch_size.")
     shuffle: bool = True
+    steps_per_execution: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        default="auto",
+        description="Train steps per compiled call: auto (from batch size and rows, at most 32) or an integer >= 1; "
+        "same math, fewer Python round trips. Batch-level callbacks run once per call.",
+    )
     callbacks: list[str | dict[str, dict[str, Any]]] = Field(
         default_factory=list,
         description="Keras callbacks by name, e.g. [early_stopping] or [{early_stopping: {patience: 3}}].",
@@ -314,6 +319,18 @@ class ResourcesConfig(_Strict):
     cpus_per_trial: float = Field(default=1, gt=0)
     gpus_per_trial: float = Field(default=0, ge=0)
     custom: dict[str, float] = Field(default_factory=dict, description="Custom Ray resources per trial.")
+    scale_batch_size: bool = Field(
+        default=False,
+        description="With gpus_per_trial > 1 (MirroredStrategy): multiply the batch size by the number of GPUs.",
+    )
+
+    @field_validator("gpus_per_trial")
+    @classmethod
+    def _whole_gpus_above_one(cls, value: float) -> float:
+        """Ray shares a GPU only below 1: 0.5 is fine, 1.5 is not (it cannot be placed)."""
+        if value > 1 and value != int(value):
+            raise ValueError(f"expected a fraction up to 1 or a whole number of GPUs, got {value}")
+        return value
 
 
 class TrackingConfig(_Strict):

@@ -8,6 +8,9 @@ a local checkpoint path recorded by the sweep is the fallback. Loading always us
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -15,8 +18,24 @@ from typing import Any
 
 from sweep import tracking
 
+log = logging.getLogger("sweep.export")
+
 MODEL_FILE = "model.keras"
 BEST_ARTIFACT = "best_checkpoint/model.keras"
+
+
+@contextlib.contextmanager
+def _no_progress_bar() -> Any:
+    """MLflow draws a download progress bar on the terminal; a sweep's output has no room for it."""
+    saved = os.environ.get("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
+    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", None)
+        else:
+            os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = saved
 
 
 def _fetch_best_file(name: str, uri: str, folder: Path) -> Path:
@@ -26,7 +45,8 @@ def _fetch_best_file(name: str, uri: str, folder: Path) -> Path:
         raise LookupError(f"no sweep named {name!r} in {uri}")
     mlflow_client = tracking.client(uri)
     try:
-        return Path(mlflow_client.download_artifacts(parent.info.run_id, BEST_ARTIFACT, str(folder)))
+        with _no_progress_bar():
+            return Path(mlflow_client.download_artifacts(parent.info.run_id, BEST_ARTIFACT, str(folder)))
     except Exception:  # not logged (sweep still running or no checkpoint): fall back below
         pass
     summary = tracking.best_summary(uri, name) or {}
@@ -67,3 +87,68 @@ def export_best(name: str, directory: str | Path, tracking_uri: str | None = Non
         model.export(str(target_dir), format="tf_saved_model", verbose=False)
         written.append(target_dir)
     return written
+
+
+def model_requirements() -> list[str]:
+    """The logged model's pip requirements, stated rather than inferred.
+
+    Without them MLflow infers requirements by re-importing the model in a subprocess, about
+    5 s per save on 2 cores (measured with benchmarks/peers.py --profile), twice per sweep.
+    """
+    import keras
+    import mlflow
+    import tensorflow as tf
+
+    return [f"mlflow=={mlflow.__version__}", f"keras=={keras.__version__}", f"tensorflow=={tf.__version__}"]
+
+
+def attach_input_example(model_info: Any, model: Any, signature: Any, input_example: Any) -> None:
+    """Give an already logged Keras model its input example (files and ``MLmodel`` entry).
+
+    MLflow 3's Keras flavor writes the example before it creates the model folder, so
+    ``log_model(input_example=...)`` fails with FileNotFoundError. Saving into a folder that
+    already exists works; the example files it writes are then added to the logged model, and
+    its ``MLmodel`` gains ``saved_input_example_info``, keeping the model id and registry version.
+    """
+    try:
+        with _no_progress_bar():
+            _attach_input_example(model_info, model, signature, input_example)
+    except Exception as exc:  # the model is logged and registered; only its example is missing
+        log.warning("the best model was logged without its input example (%s: %s)", type(exc).__name__, exc)
+
+
+def _attach_input_example(model_info: Any, model: Any, signature: Any, input_example: Any) -> None:
+    import mlflow
+    from mlflow.models import Model
+
+    with tempfile.TemporaryDirectory(prefix="sweep-example-") as folder:
+        saved = Path(folder) / "saved"
+        saved.mkdir()
+        mlflow.keras.save_model(model, str(saved), signature=signature, input_example=input_example, pip_requirements=model_requirements())
+        example_info = Model.load(str(saved)).saved_input_example_info
+        upload = Path(folder) / "upload"
+        upload.mkdir()
+        for key in ("artifact_path", "serving_input_path"):
+            name = (example_info or {}).get(key)
+            if name and (saved / name).is_file():
+                shutil.copyfile(saved / name, upload / name)
+        location = mlflow.get_logged_model(model_info.model_id).artifact_location
+        logged = Model.load(mlflow.artifacts.download_artifacts(artifact_uri=f"{location}/MLmodel", dst_path=str(Path(folder) / "dl")))
+        logged.saved_input_example_info = example_info
+        logged.save(str(upload / "MLmodel"))
+        mlflow.MlflowClient().log_model_artifacts(model_info.model_id, str(upload))
+
+
+def register(model_info: Any, name: str) -> Any | None:
+    """Register a logged model as a new version of ``name`` in the MLflow Model Registry.
+
+    Separate from ``log_model`` so that a tracking store without a registry (or without the
+    permission to write to it) costs the registration only, with a warning, never the sweep.
+    """
+    import mlflow
+
+    try:
+        return mlflow.register_model(model_info.model_uri, name)
+    except Exception as exc:  # the model stays logged on the parent run
+        log.warning("the best model was not registered as %r (%s: %s)", name, type(exc).__name__, str(exc).splitlines()[0][:300])
+        return None

@@ -301,13 +301,15 @@ def is_compiled(model: keras.Model) -> bool:
     return bool(getattr(model, "compiled", False)) and getattr(model, "optimizer", None) is not None
 
 
-def build(builder: Builder, hp: dict, info: "DataInfo", model_cfg: ModelConfig) -> keras.Model:
+def build(builder: Builder, hp: dict, info: "DataInfo", model_cfg: ModelConfig, steps_per_execution: int | None = None) -> keras.Model:
     """Call the builder and compile its model (unless it came back compiled).
 
     Errors a factory raises become ``InputError('model.builder', ...)`` (chained, so the
     traceback is kept). When we compile with the task's default loss, the output width is
     checked against ``info.num_outputs`` (:func:`check_model_output`). A model the factory
     compiled itself is returned untouched, its optimizer, loss and metrics included.
+    ``steps_per_execution`` (train steps per compiled call, see ``worker.steps_per_execution``)
+    defaults to ``hp['steps_per_execution']`` or 1.
     """
     spec = _spec_of(builder)
     try:
@@ -328,7 +330,7 @@ def build(builder: Builder, hp: dict, info: "DataInfo", model_cfg: ModelConfig) 
         optimizer=make_optimizer(hp),
         loss=model_cfg.loss or default_loss(info),
         metrics=list(model_cfg.metrics) if model_cfg.metrics else default_metrics(info),
-        steps_per_execution=int(hp.get("steps_per_execution", 1) or 1),
+        steps_per_execution=int(steps_per_execution or hp.get("steps_per_execution", 1) or 1),
     )
     return model
 

@@ -185,6 +185,9 @@ def plot_history(data: SweepData, path: Path) -> Path:
         ax.step([xs[i] for i in order], best, where="post", color="#2ca02c", label="best so far", zorder=2)
         ax.set_ylabel(data.metric)
         ax.grid(alpha=0.3)
+    from matplotlib.ticker import MaxNLocator
+
+    by_number.xaxis.set_major_locator(MaxNLocator(integer=True))
     by_number.set_xlabel("trial number")
     by_time.set_xlabel("minutes since the sweep started (trial end)")
     by_number.legend(fontsize=8)
@@ -215,6 +218,9 @@ def plot_learning_curves(data: SweepData, path: Path) -> Path:
         ax.plot(steps, values, color=color, alpha=0.75, linewidth=1.2, marker=".", label=label)
         if trial.status == "stopped_early":
             ax.scatter([steps[-1]], [values[-1]], marker="x", s=60, color=color, zorder=3)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel(data.metric)
     ax.grid(alpha=0.3)
@@ -294,8 +300,7 @@ def importances(data: SweepData) -> tuple[dict[str, float], str | None]:
     """Optuna's parameter importances (fANOVA) over the trials that have a value.
 
     Built on an in-memory Optuna study from MLflow's records, so it works for any recorded
-    sweep. Parameters that only some trials have (conditional ones) are left out by Optuna;
-    with fewer than two usable trials or no varying parameter there is nothing to rank, and
+    sweep (conditional parameters are rated on the trials that have them); with fewer than two usable trials or no varying parameter there is nothing to rank, and
     the second element says why.
     """
     import optuna
@@ -304,6 +309,7 @@ def importances(data: SweepData) -> tuple[dict[str, float], str | None]:
     if len(trials) < 2:
         return {}, f"needs at least 2 finished trials, has {len(trials)}"
     distributions = _distributions(trials)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="maximize" if data.mode == "max" else "minimize")
     frozen = []
     for trial in trials:
@@ -406,7 +412,7 @@ def _html(data: SweepData, paths: dict[str, Path], found: dict[str, float]) -> s
         f"&middot; generated {e(time.strftime('%Y-%m-%d %H:%M:%S'))}</p>",
     ]
     if best is not None:
-        params = ", ".join(f"{k}={v}" for k, v in sorted(best.params.items()))
+        params = ", ".join(f"{k}={_short(v)}" for k, v in sorted(best.params.items()))
         parts.append(f"<p><b>best</b> {e(data.metric)} = {best.value:.6g} (trial {best.number}, {e(best.trial_id)}): {e(params)}</p>")
     for key in PLOTS:
         encoded = base64.b64encode(paths[key].read_bytes()).decode("ascii")
@@ -417,6 +423,14 @@ def _html(data: SweepData, paths: dict[str, Path], found: dict[str, float]) -> s
     parts.append(_table(data, ranked))
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
+
+
+def _short(text: str) -> str:
+    """MLflow keeps params as full-precision text; 6 significant digits read better in a table."""
+    number = _number(text)
+    if number is None or number == int(number) or "e" in str(text).lower():
+        return str(text)
+    return f"{number:.6g}"
 
 
 def _table(data: SweepData, ranked: list[TrialRecord]) -> str:
@@ -435,7 +449,7 @@ def _table(data: SweepData, ranked: list[TrialRecord]) -> str:
             f'<td class="num">{"" if trial.best_epoch is None else trial.best_epoch}</td>',
             f'<td class="num">{"" if trial.epochs is None else trial.epochs}</td>',
         ]
-        cells += [f"<td>{e(trial.params.get(n, ''))}</td>" for n in names]
+        cells += [f"<td>{e(_short(trial.params.get(n, '')))}</td>" for n in names]
         cells.append(f"<td>{e(trial.run_id)}</td>")
         css = ' class="best"' if rank == 1 and value else ""
         rows.append(f'<tr{css} data-trial-id="{e(trial.trial_id)}">' + "".join(cells) + "</tr>")

@@ -20,6 +20,7 @@ from ray import tune
 # Keys the reporting callback adds beside Keras' own logs (see callbacks.TuneReporter).
 KEYS_FIELD = "sweep_keys"  # comma-joined names of the Keras logs in this result
 END_FIELD = "sweep_end"  # on a trial's last epoch: "completed" or a failure reason
+EPOCH_FIELD = "sweep_epoch"  # the epoch number, 1-based; schedulers and MLflow steps use it
 IMPROVED_FIELD = "sweep_improved"  # 1.0 when this epoch improved the objective (and checkpointed)
 
 COMPLETED, STOPPED_EARLY, FAILED, RUNNING, PENDING = "completed", "stopped_early", "failed", "running", "pending"
@@ -30,6 +31,12 @@ def keras_metrics(result: dict[str, Any]) -> dict[str, float]:
     """The Keras logs of one Tune result (loss, metrics, val_*), without Ray's own keys."""
     names = str(result.get(KEYS_FIELD, "")).split(",")
     return {name: float(result[name]) for name in names if name and name in result}
+
+
+def epoch_of(result: dict[str, Any]) -> int:
+    """The epoch a result belongs to: the reporter's own count, which a resumed trial continues
+    (Tune's training_iteration restarts at 1 in a new session)."""
+    return int(result.get(EPOCH_FIELD) or result.get("training_iteration", 0))
 
 
 def is_better(value: float, best: float | None, mode: str) -> bool:
@@ -140,7 +147,7 @@ class Ledger(DriverCallback):
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         outcome = self.outcome(trial)
         outcome.status = RUNNING
-        outcome.epochs = int(result.get("training_iteration", outcome.epochs + 1))
+        outcome.epochs = epoch_of(result)
         outcome.last_metrics = keras_metrics(result)
         outcome.node_ip = result.get("node_ip", outcome.node_ip)
         value = outcome.last_metrics.get(self.metric)
@@ -154,11 +161,13 @@ class Ledger(DriverCallback):
 
     def on_checkpoint(self, iteration: int, trials: list, trial: Any, checkpoint: Any, **info: Any) -> None:
         """Trials checkpoint only on improvement, so the newest checkpoint is the best one and
-        the one it supersedes can go (local storage; remote storage keeps Ray's own policy)."""
+        the one it supersedes can go (on whatever filesystem ``--storage`` names)."""
+        from sweep import storage
+
         outcome = self.outcome(trial)
-        previous, outcome.checkpoint = outcome.checkpoint, checkpoint.path
-        if previous and previous != checkpoint.path:
-            remove_local_folder(previous)
+        previous, outcome.checkpoint = outcome.checkpoint, storage.checkpoint_location(checkpoint)
+        if previous and previous != outcome.checkpoint:
+            storage.remove_checkpoint(previous)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         outcome = self.outcome(trial)
@@ -178,15 +187,38 @@ class Ledger(DriverCallback):
 
     # -- queries -----------------------------------------------------------------------------
     def outcome(self, trial: Any) -> TrialOutcome:
-        outcome = self.outcomes.get(trial.trial_id)
+        """The trial's record; a resumed trial keeps the identity it had before the crash."""
+        key = trial.config.get("_resume_trial_id") or trial.trial_id
+        outcome = self.outcomes.get(key)
         if outcome is None:
             outcome = TrialOutcome(
-                trial_id=trial.trial_id,
+                trial_id=key,
                 number=len(self.outcomes),
                 params=self._hyperparameters(trial.config),
             )
-            self.outcomes[trial.trial_id] = outcome
+            self.outcomes[key] = outcome
         return outcome
+
+    def seed(self, priors: list[Any]) -> None:
+        """Take in the trials of an earlier session (``recovery.PriorTrial``) before Tune starts."""
+        for prior in priors:
+            ended = prior.status in (COMPLETED, STOPPED_EARLY, FAILED)
+            outcome = TrialOutcome(
+                trial_id=prior.trial_id,
+                number=prior.number,
+                params=prior.params,
+                status=prior.status if ended else PENDING,
+                epochs=prior.epochs,
+                value=prior.value,
+                best_epoch=prior.best_epoch,
+                reason=prior.reason,
+                checkpoint=prior.checkpoint,
+                mlflow_run_id=prior.run_id,
+                ended_at=time.time() if ended else None,
+            )
+            self.outcomes[prior.trial_id] = outcome
+            if outcome.value is not None and (self.best is None or is_better(outcome.value, self.best.value, self.mode)):
+                self.best = outcome
 
     def count(self, status: str) -> int:
         return sum(1 for o in self.outcomes.values() if o.status == status)

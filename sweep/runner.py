@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
+from sweep import cluster
 from sweep import config as config_module
 from sweep.config import CategoricalParam, InputError, SweepConfig, SweepConfigError, condition_order
 from sweep.results import SweepResult
@@ -44,18 +45,122 @@ def run(
     address: str | None = None,
     quiet: bool = False,
     stream: Any = None,
+    fresh: bool = False,
     **overrides: Any,
 ) -> SweepResult:
     """Run a sweep from a YAML path or a dict; ``overrides`` are dotted keys or aliases.
 
     Example: ``sweep.run("search_spaces/digits_mlp.yaml", trials=8, epochs=4)``.
+
+    The resume rule, with no prompt: if the newest run of a sweep with this name never
+    finished (its driver died) and no live driver holds it, the same sweep file continues it;
+    a changed file is refused unless ``fresh=True`` (which closes the old run as KILLED and
+    starts over). A finished sweep of the same name is never touched: a new run starts.
     """
     tracking_uri = overrides.pop("tracking_uri", None)
     config = config_module.load(source, overrides)
+    if cluster.is_client_address(cluster.resolve_address(address)):  # Ray Client: the driver runs on the cluster
+        extra = {**overrides, "tracking_uri": tracking_uri or config.tracking.uri, "fresh": fresh}
+        return cluster.run_via_client(source, cluster.resolve_address(address), storage=storage, quiet=quiet, overrides=extra)
     if tracking_uri:
         config.tracking.uri = tracking_uri
-    prepared = prepare(config, _label(source), _search_paths(source))
-    return execute(prepared, storage=storage, address=address, quiet=quiet, stream=stream)
+    label = _label(source)
+    storage_dir = storage_folder(storage, config.name)
+    resume_state = _decide_resume(config, label, storage_dir, fresh)
+    prepared = prepare(config, label, _search_paths(source))
+    return execute(prepared, storage=storage, address=address, quiet=quiet, stream=stream, resume=resume_state)
+
+
+def resume(
+    name: str,
+    *,
+    tracking_uri: str | None = None,
+    storage: str | None = None,
+    address: str | None = None,
+    quiet: bool = False,
+    stream: Any = None,
+) -> SweepResult:
+    """Continue the unfinished sweep ``name`` from the sweep file recorded on its parent run."""
+    import json
+
+    from sweep import recovery as resume_module
+    from sweep import tracking
+
+    uri = tracking.resolve_uri(tracking_uri)
+    parent = resume_module.unfinished_parent(uri, name)
+    if parent is None:
+        raise SweepConfigError(name, "", f"expected an unfinished sweep named {name!r} in {uri}, found none to resume")
+    raw = json.loads(Path(tracking.client(uri).download_artifacts(parent.info.run_id, "sweep/config.json")).read_text())
+    source_file = parent.data.tags.get("sweep.file", "")
+    config = config_module.load(raw, {"tracking.uri": uri})
+    label = source_file or name
+    storage_dir = storage_folder(storage or parent.data.tags.get("sweep.storage_root"), config.name)
+    state = _decide_resume(config, label, storage_dir, fresh=False)
+    search = (Path(source_file).parent,) if source_file else ()
+    prepared = prepare(config, label, search + (Path.cwd(),))
+    root = storage or parent.data.tags.get("sweep.storage_root")
+    return execute(prepared, storage=root, address=address, quiet=quiet, stream=stream, resume=state)
+
+
+def storage_folder(storage: str | None, name: str) -> str:
+    """Where Ray keeps this sweep's checkpoints and state: ``<storage>/<name>``."""
+    root = storage or DEFAULT_STORAGE
+    if "://" in root:
+        return f"{root.rstrip('/')}/{name}"
+    return str(Path(root).expanduser().resolve() / name)
+
+
+def config_hash(config: SweepConfig) -> str:
+    """What must not change for a resume to make sense (the budget and the store may)."""
+    import hashlib
+
+    data = config.model_dump_json(exclude={"search": {"trials"}, "tracking": {"uri"}})
+    return hashlib.sha256(data.encode()).hexdigest()[:16]
+
+
+def _decide_resume(config: SweepConfig, label: str, storage_dir: str, fresh: bool) -> Any:
+    from sweep import recovery as resume_module
+    from sweep import tracking
+
+    uri = tracking.resolve_uri(config.tracking.uri)
+    if not _store_exists(uri):
+        return None
+    try:
+        parent = resume_module.unfinished_parent(uri, config.name)
+    except Exception:
+        return None  # an unreachable store is reported when tracking starts
+    if parent is None:
+        return None
+    holder = resume_module.live_driver(storage_dir)
+    if holder is not None:
+        raise SweepConfigError(label, "name", f"expected a sweep that is not running, but {config.name!r} is running (pid {holder.get('pid')} on {holder.get('host')})")
+    if fresh:
+        _close_abandoned(uri, parent)
+        return None
+    if parent.data.tags.get("sweep.config_hash") != config_hash(config):
+        raise SweepConfigError(
+            label, "name",
+            f"expected the same sweep file as the unfinished sweep {config.name!r} (it changed): "
+            f"run `sweep resume {config.name}` to continue it, or `sweep run FILE --fresh` to start over",
+        )
+    return resume_module.load_state(uri, parent, config)
+
+
+def _store_exists(uri: str) -> bool:
+    if uri.startswith("sqlite:///"):
+        return Path(uri[len("sqlite:///") :]).exists()
+    return True
+
+
+def _close_abandoned(uri: str, parent: Any) -> None:
+    """``--fresh``: the old unfinished runs end as KILLED rather than RUNNING forever."""
+    from sweep import tracking
+
+    client = tracking.client(uri)
+    for run in tracking.child_runs(uri, parent):
+        if run.info.status == "RUNNING":
+            client.set_terminated(run.info.run_id, "KILLED")
+    client.set_terminated(parent.info.run_id, "KILLED")
 
 
 def _label(source: Any) -> str:
@@ -184,15 +289,35 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         return
     address = address or os.environ.get("RAY_ADDRESS")
     env = {"env_vars": {"TF_CPP_MIN_LOG_LEVEL": "2", "KERAS_BACKEND": "tensorflow", "PYTHONWARNINGS": "ignore"}}
+    # A reused worker waits this long for a stopped trial's thread to end; past it (Ray's default
+    # is 2 s, less than one busy epoch on 2 cores) the reuse fails and the *next* trial errors.
+    env["env_vars"]["TUNE_FUNCTION_THREAD_TIMEOUT_S"] = os.environ.get("TUNE_FUNCTION_THREAD_TIMEOUT_S", "30")
     common = dict(log_to_driver=False, logging_level=logging.ERROR, runtime_env=env)
     if address:
-        ray.init(address=address, **common)
+        address = cluster.bootstrap_address(address)  # "auto" -> the HOST:PORT Ray would pick
+        with cluster.connecting(address):  # a loopback-only cluster is joined on loopback
+            ray.init(address=address, **common)
     else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1", **common)
+        with cluster.loopback_only():  # otherwise Ray 2.x on Linux listens on every interface
+            ray.init(num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1", **common)
 
 
-def execute(prepared: Prepared, *, storage: str | None = None, address: str | None = None, quiet: bool = False, stream: Any = None) -> SweepResult:
-    """Launch the trials and return the result; MLflow is complete when this returns."""
+def execute(
+    prepared: Prepared,
+    *,
+    storage: str | None = None,
+    address: str | None = None,
+    quiet: bool = False,
+    stream: Any = None,
+    resume: Any = None,
+) -> SweepResult:
+    """Launch the trials and return the result; MLflow is complete when this returns.
+
+    With ``resume`` (a ``recovery.ResumeState``) the earlier session's ended trials are kept,
+    given to Optuna as history and not re-run; its interrupted trials run first, from their
+    checkpoints, in their own MLflow runs; only the rest of the budget is new.
+    """
+    from sweep import recovery as resume_module
     _quiet_ray_and_optuna()
     import ray
     from ray import tune
@@ -206,12 +331,29 @@ def execute(prepared: Prepared, *, storage: str | None = None, address: str | No
     uri = tracking.resolve_uri(config.tracking.uri)
     storage_path = str(Path(storage or DEFAULT_STORAGE).expanduser().resolve()) if "://" not in (storage or "") else storage
     ledger = Ledger(config.objective.metric, config.objective.mode, space.hyperparameters, config.max_epochs)
+    storage_dir = storage_folder(storage_path, config.name)
+    if resume is not None:
+        ledger.seed(resume.ended + resume.interrupted)
+    from sweep import warmstart
+
+    try:  # before the parent run exists, so a wrong warm_start name leaves no empty run behind
+        warm = warmstart.prepare(config.search, config.objective.metric, config.objective.mode, uri)
+    except InputError as exc:
+        raise SweepConfigError(prepared.label, exc.key, exc.expected) from None
     try:
-        tracker = tracking.MLflowTracker(ledger, uri, config.experiment, config.name, sweep_params(config))
+        tracker = tracking.MLflowTracker(
+            ledger, uri, config.experiment, config.name, sweep_params(config), parent_tags(prepared, storage_path), resume=resume
+        )
+        if resume is None:
+            tracker.log_config(config.model_dump_json(indent=2))
         tracker.registered_model = config.tracking.registered_model or config.name
     except Exception as exc:
         raise SweepConfigError(prepared.label, "tracking.uri", f"expected a reachable MLflow tracking store at {uri}, but: {str(exc).splitlines()[0][:300]}") from None
     view = LiveView(ledger, config.name, trial_budget(config), stream=stream, quiet=quiet)
+    ended = len(resume.ended) if resume is not None else 0
+    if resume is not None and not quiet:
+        print(f"resuming sweep {config.name}: {ended} trial(s) ended, {resume.remaining} interrupted trial(s) continue", file=stream or sys.stdout)
+    resume_module.take_lock(storage_dir)
     ensure_ray(address)
     data_ref = ray.put(prepared.dataset)
     settings = trainable.TrialSettings.from_config(config)
@@ -220,9 +362,20 @@ def execute(prepared: Prepared, *, storage: str | None = None, address: str | No
         tune_config=tune.TuneConfig(
             metric=config.objective.metric,
             mode=config.objective.mode,
-            search_alg=space.make_searcher(config.search, config.objective.metric, config.objective.mode),
+            search_alg=_with_resumed_trials(
+                space.make_searcher(
+                    config.search,
+                    config.objective.metric,
+                    config.objective.mode,
+                    points_to_evaluate=(warm.points or None) if warm and resume is None else None,  # re-runs happened before
+                    history=(warmstart.frozen_history(config.search, warm) or [])
+                    + (resume_module.optuna_history(config, resume) if resume is not None else [])
+                    or None,
+                ),
+                resume,
+            ),
             scheduler=schedulers.build(config),
-            num_samples=trial_budget(config),
+            num_samples=max(1, trial_budget(config) - ended),
             max_concurrent_trials=config.search.max_concurrent,
             reuse_actors=True,
         ),
@@ -239,7 +392,8 @@ def execute(prepared: Prepared, *, storage: str | None = None, address: str | No
     )
     status = "FAILED"
     try:
-        tuner.fit()
+        if trial_budget(config) > ended:
+            tuner.fit()
         status = "FINISHED"
     except KeyboardInterrupt:
         status = "KILLED"
@@ -262,11 +416,30 @@ def execute(prepared: Prepared, *, storage: str | None = None, address: str | No
             status = "FAILED"
         tracker.finish(result, status, input_example=prepared.dataset.x_val[:5])
         result.trials = ledger.frame()  # now with MLflow run ids
+        resume_module.release_lock(storage_dir)
         if status != "KILLED":
             from sweep.report import log_to_parent_run
 
             log_to_parent_run(uri, config.name, tracker.parent_run_id)  # warns, never raises
     return result
+
+
+def _with_resumed_trials(searcher: Any, resume: Any) -> Any:
+    from sweep import recovery as resume_module
+
+    if resume is None or not resume.interrupted:
+        return searcher
+    return resume_module.resuming_searcher(searcher, resume.resume_configs())
+
+
+def parent_tags(prepared: Prepared, storage_root: str) -> dict[str, str]:
+    """What ``sweep resume`` needs to find again: the file, the storage, the config's identity."""
+    label = prepared.label
+    return {
+        "sweep.file": str(Path(label).resolve()) if label != "<dict>" else "",
+        "sweep.storage_root": storage_root,
+        "sweep.config_hash": config_hash(prepared.config),
+    }
 
 
 def trial_budget(config: SweepConfig) -> int:

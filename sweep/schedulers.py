@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from sweep.results import EPOCH_FIELD
 from sweep.config import AshaConfig, FifoConfig, HyperbandConfig, MedianConfig, SweepConfig
 
 
@@ -11,7 +12,7 @@ def _asha(section: AshaConfig, max_t: int) -> Any:
     from ray.tune.schedulers import ASHAScheduler
 
     return ASHAScheduler(
-        time_attr="training_iteration",
+        time_attr=EPOCH_FIELD,
         max_t=max_t,
         grace_period=section.grace_period,
         reduction_factor=section.reduction_factor,
@@ -21,14 +22,14 @@ def _asha(section: AshaConfig, max_t: int) -> Any:
 def _hyperband(section: HyperbandConfig, max_t: int) -> Any:
     from ray.tune.schedulers import HyperBandScheduler
 
-    return HyperBandScheduler(time_attr="training_iteration", max_t=max_t, reduction_factor=section.reduction_factor)
+    return HyperBandScheduler(time_attr=EPOCH_FIELD, max_t=max_t, reduction_factor=section.reduction_factor)
 
 
 def _median(section: MedianConfig, max_t: int) -> Any:
     from ray.tune.schedulers import MedianStoppingRule
 
     return MedianStoppingRule(
-        time_attr="training_iteration",
+        time_attr=EPOCH_FIELD,
         grace_period=section.grace_period,
         min_samples_required=section.min_samples_required,
     )

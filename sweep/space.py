@@ -78,8 +78,10 @@ SAMPLERS: dict[str, Callable[[SearchConfig], BaseSampler]] = {
 }
 
 
-def make_sampler(search: SearchConfig) -> BaseSampler:
-    """The Optuna sampler named by ``search.sampler``, seeded with ``search.seed``."""
+def make_sampler(search: SearchConfig, seed_offset: int = 0) -> BaseSampler:
+    """The Optuna sampler named by ``search.sampler``, seeded with ``search.seed`` (+ offset)."""
+    if seed_offset and search.seed is not None:
+        search = search.model_copy(update={"seed": search.seed + seed_offset})
     return SAMPLERS[search.sampler](search)
 
 
@@ -135,22 +137,32 @@ def define_by_run(search: SearchConfig) -> DefineByRun:
 
 
 def make_searcher(
-    search: SearchConfig, metric: str, mode: str, points_to_evaluate: list[dict] | None = None
+    search: SearchConfig,
+    metric: str,
+    mode: str,
+    points_to_evaluate: list[dict] | None = None,
+    history: list[optuna.trial.FrozenTrial] | None = None,
 ) -> Any:
     """Ray Tune's ``OptunaSearch`` over the space (in a ``ConcurrencyLimiter`` with max_concurrent).
 
     The seed lives in the sampler only: OptunaSearch ignores (and warns about) ``seed=`` when a
-    sampler is given.
+    sampler is given. ``history`` (finished trials of a resumed or warm-started sweep) is put in
+    the study before the first suggestion, through a pre-filled Optuna storage (Ray's
+    ``add_evaluated_point`` refuses define-by-run spaces); the sampler's seed is offset by its
+    length so a resumed sweep does not replay the suggestions it already made.
     """
     from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.optuna import OptunaSearch
 
+    storage, study_name = _seeded_storage(search, mode, history) if history else (None, None)
     searcher = OptunaSearch(
         space=define_by_run(search),
         metric=metric,
         mode=mode,
-        sampler=make_sampler(search),
+        sampler=make_sampler(search, seed_offset=len(history or ())),
         points_to_evaluate=points_to_evaluate,
+        storage=storage,
+        study_name=study_name,
     )
     if search.max_concurrent:
         return ConcurrencyLimiter(searcher, max_concurrent=search.max_concurrent)
@@ -294,3 +306,60 @@ class ConditionalGridSampler(BaseSampler):
 def hyperparameters(config: Mapping[str, Any]) -> dict[str, Any]:
     """The hyperparameters in a Tune trial config (no ``None`` values, no ``_private`` keys)."""
     return {k: v for k, v in config.items() if v is not None and not str(k).startswith("_")}
+
+
+# ---------------------------------------------------------------------------------------------
+# finished trials from elsewhere (MLflow): typed params, Optuna trials, a pre-filled study
+
+
+def distribution(param: Any) -> Any:
+    """The Optuna distribution of one space entry."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    if isinstance(param, FloatParam):
+        return FloatDistribution(param.low, param.high, log=param.log, step=param.step)
+    if isinstance(param, IntParam):
+        return IntDistribution(param.low, param.high, log=param.log, step=param.step)
+    return CategoricalDistribution(param.choices)
+
+
+def typed_params(search: SearchConfig, raw: dict[str, str]) -> tuple[dict[str, Any], list[str]]:
+    """MLflow's string params back to the space's types; also the names that did not fit it."""
+    typed: dict[str, Any] = {}
+    dropped: list[str] = []
+    for name, text in raw.items():
+        param = search.space.get(name)
+        value = _parse(param, text) if param is not None else None
+        if value is None or not distribution(param)._contains(distribution(param).to_internal_repr(value)):
+            dropped.append(name)
+        else:
+            typed[name] = value
+    return typed, dropped
+
+
+def _parse(param: Any, text: str) -> Any:
+    try:
+        if isinstance(param, FloatParam):
+            return float(text)
+        if isinstance(param, IntParam):
+            return int(float(text))
+    except ValueError:
+        return None
+    return next((choice for choice in param.choices if str(choice) == text), None)
+
+
+def frozen_trial(search: SearchConfig, params: dict[str, Any], value: float | None, failed: bool = False) -> Any:
+    """An Optuna trial record for a trial that already ran (COMPLETE with its value, or FAIL)."""
+    from optuna.trial import TrialState, create_trial
+
+    distributions = {name: distribution(search.space[name]) for name in params}
+    if failed or value is None or value != value:
+        return create_trial(state=TrialState.FAIL, params=params, distributions=distributions)
+    return create_trial(state=TrialState.COMPLETE, value=value, params=params, distributions=distributions)
+
+
+def _seeded_storage(search: SearchConfig, mode: str, history: list[Any]) -> tuple[Any, str]:
+    storage = optuna.storages.InMemoryStorage()
+    study = optuna.create_study(storage=storage, study_name="sweep", direction="maximize" if mode == "max" else "minimize")
+    study.add_trials(history)
+    return storage, "sweep"

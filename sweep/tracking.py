@@ -20,7 +20,7 @@ from typing import Any
 
 from ray import tune
 
-from sweep.results import COMPLETED, FAILED, DriverCallback, Ledger, SweepResult, TrialOutcome, keras_metrics
+from sweep.results import COMPLETED, FAILED, DriverCallback, Ledger, epoch_of, SweepResult, TrialOutcome, keras_metrics
 
 log = logging.getLogger("sweep.tracking")
 
@@ -69,7 +69,7 @@ def ensure_experiment(mlflow_client: Any, uri: str, name: str) -> str:
 
 @dataclass
 class _Op:
-    kind: str  # start | metrics | tags | artifact | end
+    kind: str  # start | reopen | metrics | tags | artifact | checkpoint | end
     key: str  # the trial id (child runs) or "parent"
     payload: Any = None
     done: threading.Event | None = None
@@ -139,7 +139,8 @@ class Writer:
         if op.kind == "start":
             if op.key in self.run_ids:
                 return
-            tags = {"mlflow.runName": op.payload["name"], **op.payload["tags"]}
+            # str(): a tracking server (REST/protobuf) rejects non-string tag values that sqlite accepts
+            tags = {k: str(v) for k, v in {"mlflow.runName": op.payload["name"], **op.payload["tags"]}.items()}
             run = self._client.create_run(self.experiment_id, tags=tags, run_name=op.payload["name"])
             self.run_ids[op.key] = run.info.run_id
             params = [Param(k, _param_text(v)) for k, v in op.payload["params"].items()]
@@ -158,8 +159,16 @@ class Writer:
         elif op.kind == "artifact":
             local, artifact_path = op.payload
             self._client.log_artifact(run_id, local, artifact_path)
+        elif op.kind == "checkpoint":  # a checkpoint location: local folder or a --storage URI
+            from sweep import storage
+
+            with storage.local_copy(op.payload) as folder:
+                self._client.log_artifact(run_id, str(folder / "model.keras"), "checkpoint")
         elif op.kind == "end":
             self._client.set_terminated(run_id, op.payload)
+        elif op.kind == "reopen":
+            self._client.update_run(run_id, status="RUNNING")
+            self._client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in op.payload.items()])
 
 
 def _coalesce(ops: list[_Op]) -> list[_Op]:
@@ -188,23 +197,44 @@ class MLflowTracker(DriverCallback):
     transient = ("_client", "writer")
     registered_model: str | None = None  # Model Registry name for the best model (runner sets it)
 
-    def __init__(self, ledger: Ledger, uri: str, experiment: str, sweep_name: str, sweep_params: dict[str, Any]):
+    def __init__(
+        self,
+        ledger: Ledger,
+        uri: str,
+        experiment: str,
+        sweep_name: str,
+        sweep_params: dict[str, Any],
+        parent_tags: dict[str, Any] | None = None,
+        resume: Any = None,
+    ):
+        """Create the parent run, or with ``resume`` (a ``recovery.ResumeState``) reopen it."""
         self.ledger, self.uri, self.sweep_name = ledger, uri, sweep_name
         self._client = client(uri)
         self.experiment_id = ensure_experiment(self._client, uri, experiment)
-        parent = self._client.create_run(
-            self.experiment_id,
-            run_name=sweep_name,
-            tags={"mlflow.runName": sweep_name, ROLE_TAG: "parent", NAME_TAG: sweep_name},
-        )
-        self.parent_run_id = parent.info.run_id
-        self._client.log_batch(self.parent_run_id, params=[_param(k, v) for k, v in sweep_params.items()])
-        self.writer = Writer(uri, self.experiment_id, {"parent": self.parent_run_id})
+        self.skip_steps: dict[str, int] = {}  # epochs of reopened runs already in MLflow
+        run_ids = {}
+        if resume is None:
+            tags = {"mlflow.runName": sweep_name, ROLE_TAG: "parent", NAME_TAG: sweep_name, **(parent_tags or {})}
+            parent = self._client.create_run(self.experiment_id, run_name=sweep_name, tags=tags)
+            self.parent_run_id = parent.info.run_id
+            self._client.log_batch(self.parent_run_id, params=[_param(k, v) for k, v in sweep_params.items()])
+        else:
+            self.parent_run_id = resume.parent_run_id
+            self._client.update_run(self.parent_run_id, status="RUNNING")
+            self._client.set_tag(self.parent_run_id, "sweep.resumed", "true")
+            run_ids = {t.trial_id: t.run_id for t in resume.ended + resume.interrupted}
+            self.skip_steps = {t.trial_id: t.last_step for t in resume.interrupted}
+        self.writer = Writer(uri, self.experiment_id, {"parent": self.parent_run_id, **run_ids})
+
+    def log_config(self, text: str) -> None:
+        """The validated sweep file, as ``sweep/config.json`` on the parent run (``sweep resume`` reads it)."""
+        self._client.log_text(self.parent_run_id, text, "sweep/config.json")
 
     # -- Tune hooks ------------------------------------------------------------------------
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         outcome = self.ledger.outcome(trial)
-        if outcome.trial_id in self.writer.run_ids:
+        if outcome.trial_id in self.writer.run_ids:  # a resumed trial continues in its own run
+            self.writer.submit("reopen", outcome.trial_id, {STATUS_TAG: "running", "sweep.resumed_from_epoch": outcome.epochs})
             return
         tags = {
             "mlflow.parentRunId": self.parent_run_id,
@@ -218,11 +248,27 @@ class MLflowTracker(DriverCallback):
         self.writer.submit("start", outcome.trial_id, {"name": name, "tags": tags, "params": outcome.params})
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
-        step = int(result.get("training_iteration", 0))
+        key = self.ledger.outcome(trial).trial_id
+        step = epoch_of(result)
+        if step <= self.skip_steps.get(key, 0):
+            return  # logged before the crash: an epoch is never logged twice
         ts = int(result.get("timestamp", time.time()) * 1000)
         metrics = [(name, value, step, ts) for name, value in keras_metrics(result).items()]
         if metrics:
-            self.writer.submit("metrics", trial.trial_id, metrics)
+            self.writer.submit("metrics", key, metrics)
+        identified = self.__dict__.setdefault("_identified", set())
+        if key not in identified:  # where it runs: node id/ip, cpus, gpus (once per trial)
+            from sweep.placement import identity_tags
+
+            node_tags = identity_tags(result)
+            if node_tags:
+                identified.add(key)
+                self.writer.submit("tags", key, node_tags)
+
+    def on_checkpoint(self, iteration: int, trials: list, trial: Any, checkpoint: Any, **info: Any) -> None:
+        """Record where the newest (= best) checkpoint is, so a resume can continue from it."""
+        outcome = self.ledger.outcome(trial)
+        self.writer.submit("tags", outcome.trial_id, {"sweep.checkpoint": checkpoint.path, "sweep.checkpoint_epoch": outcome.best_epoch})
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._end_trial(self.ledger.outcome(trial))
@@ -242,7 +288,7 @@ class MLflowTracker(DriverCallback):
             tags["sweep.node_ip"] = outcome.node_ip
         if outcome.checkpoint:
             tags["sweep.checkpoint"] = outcome.checkpoint
-            self.writer.submit("artifact", outcome.trial_id, (str(Path(outcome.checkpoint) / "model.keras"), "checkpoint"))
+            self.writer.submit("checkpoint", outcome.trial_id, outcome.checkpoint)
         self.writer.submit("tags", outcome.trial_id, tags)
         self.writer.submit("end", outcome.trial_id, "FAILED" if outcome.status == FAILED else "FINISHED")
 
@@ -293,6 +339,12 @@ class MLflowTracker(DriverCallback):
 
     def _log_best_model(self, checkpoint: str, input_example: Any = None) -> None:
         """The best trial's checkpoint, logged with MLflow's Keras flavor on the parent run."""
+        from sweep import storage
+
+        with storage.local_copy(checkpoint) as folder:  # a local folder, or a temp copy of a URI
+            self._log_model_from(Path(folder), input_example)
+
+    def _log_model_from(self, checkpoint: Path, input_example: Any = None) -> None:
         import mlflow
 
         from sweep.callbacks import load_checkpoint
@@ -305,13 +357,17 @@ class MLflowTracker(DriverCallback):
             signature = infer_signature(input_example, model.predict(input_example, verbose=0))
         mlflow.set_tracking_uri(self.uri)
         with mlflow.start_run(run_id=self.parent_run_id):
-            mlflow.keras.log_model(
-                model,
-                name="model",
-                signature=signature,
-                input_example=input_example,
-                registered_model_name=self.registered_model,
-            )
+            from sweep.export import model_requirements  # stated, not inferred (saves ~5 s)
+
+            info = mlflow.keras.log_model(model, name="model", signature=signature, pip_requirements=model_requirements())
+            if self.registered_model:
+                from sweep.export import register
+
+                register(info, self.registered_model)  # warns, never raises (a store without a registry)
+            if input_example is not None:
+                from sweep.export import attach_input_example
+
+                attach_input_example(info, model, signature, input_example)  # see there: MLflow bug
             mlflow.log_artifact(str(Path(checkpoint) / "model.keras"), "best_checkpoint")
 
 

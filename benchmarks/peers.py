@@ -1,0 +1,531 @@
+"""Side-by-side benchmark: the same Keras sweep through ``sweep`` and its peers.
+
+    python benchmarks/peers.py            # default size: 16k x 64 rows, 24 trials, <= 9 epochs (< 10 min on 2 cores)
+    python benchmarks/peers.py --quick    # 4k rows, 8 trials, <= 3 epochs (< 2 min)
+    python benchmarks/peers.py --systems sweep,optuna --profile
+
+Systems, each run in its own subprocess, one after the other (so one's memory and threads do
+not affect the next):
+
+* ``sweep``       ``sweep.run(dict)``: warm workers, checkpoints on improvement, async MLflow.
+* ``ray``         the Ray Tune docs recipe: function trainable + ``TuneReportCheckpointCallback``
+                  + OptunaSearch + ASHA + ``MLflowLoggerCallback``, default settings (no actor reuse).
+* ``ray_reuse``   the same with ``reuse_actors=True``.
+* ``optuna``      Optuna alone, ``n_jobs`` = slots (threads), ``KerasPruningCallback``,
+                  ``SuccessiveHalvingPruner``, ``MLflowCallback``.
+* ``kerastuner``  KerasTuner Hyperband (one process: KerasTuner has no in-process parallelism,
+                  so its slots are 1 and TensorFlow uses every core; no MLflow integration).
+
+Same data (seeded synthetic classification, 64 features, 10 classes, via ``sweep.data``), same
+model (256-256 MLP, softmax), same space (lr log 1e-4..1e-1, batch 16/32/64/128,
+adam/sgd/rmsprop), same trial budget, same epoch budget (ASHA / halving with eta 3), 2 slots,
+each system's MLflow in its own temporary sqlite store.
+
+Every system's trial code uses the same tiny Keras callback (``sweep.worker.EpochTimer``) to
+time each epoch inside ``fit()`` and writes trial start/end and epoch events to JSON lines
+(``SWEEP_TRACE_DIR``); the parent reads those and computes, identically for all systems:
+wall time (process start to best printed), epochs trained, best val_accuracy, time to reach
+the final best, utilization = seconds inside fit epochs / (sweep-phase wall x slots),
+overhead per trial = (sweep-phase wall x slots - seconds inside fit) / trials, and start-up
+time before the first trial. Results: a table on the terminal, ``benchmarks/out/peers.json``
+and ``benchmarks/out/peers.png`` (best-so-far objective vs wall time).
+
+Timings depend on the machine and on what else runs on it; run the default size once on a
+quiet machine and compare systems only within one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Callable
+
+REPO = Path(__file__).resolve().parents[1]
+OUT = REPO / "benchmarks" / "out"
+SYSTEMS = ("sweep", "ray", "ray_reuse", "optuna", "kerastuner")
+LABELS = {
+    "sweep": "sweep",
+    "ray": "Ray Tune docs recipe",
+    "ray_reuse": "Ray Tune + reuse_actors",
+    "optuna": "Optuna n_jobs=2",
+    "kerastuner": "KerasTuner Hyperband",
+}
+SIZES = {
+    "default": {"rows": 16000, "trials": 24, "epochs": 9, "slots": 2},
+    "quick": {"rows": 4000, "trials": 8, "epochs": 3, "slots": 2},
+}
+METRIC = "val_accuracy"
+LR, BATCHES, OPTIMIZERS = (1e-4, 1e-1), [16, 32, 64, 128], ["adam", "sgd", "rmsprop"]
+SEED, ETA = 0, 3
+
+
+# =============================================================================================
+# the shared workload
+
+
+def data_config(size: dict) -> dict:
+    return {"source": "synthetic", "samples": size["rows"], "features": 64, "classes": 10, "validation_split": 0.2, "seed": SEED}
+
+
+def load_data(size: dict) -> Any:
+    """The arrays every system trains on: exactly what ``sweep`` loads for the same keys."""
+    from sweep import data
+    from sweep.config import DataConfig
+
+    return data.load(DataConfig(**data_config(size)))
+
+
+def build_model(lr: float, optimizer: str, info: Any) -> Any:
+    """The 256-256 MLP every peer builds (sweep builds the same through its ``mlp`` builder)."""
+    import keras
+
+    inputs = keras.Input(shape=tuple(info.input_shape))
+    x = keras.layers.Dense(256, activation="relu")(inputs)
+    x = keras.layers.Dense(256, activation="relu")(x)
+    model = keras.Model(inputs, keras.layers.Dense(info.num_outputs, activation="softmax")(x))
+    opt = {"adam": keras.optimizers.Adam, "sgd": keras.optimizers.SGD, "rmsprop": keras.optimizers.RMSprop}[optimizer]
+    model.compile(optimizer=opt(learning_rate=lr), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def timing_callbacks(trial: str) -> tuple[Any, list]:
+    """The trace and the epoch timer every system's trial code uses (the same callback for all)."""
+    from sweep import worker
+
+    trace = worker.Trace(str(trial))
+    return trace, [worker.EpochTimer(trace, METRIC)]
+
+
+# =============================================================================================
+# the systems (each runs in its own process)
+
+
+def run_sweep(size: dict, work: Path) -> float:
+    import sweep
+    from sweep.runner import ensure_ray
+
+    config = {
+        "name": "bench-sweep",
+        "data": data_config(size),
+        "model": {"builder": "mlp", "args": {"units": [256, 256]}},
+        "fit": {"epochs": size["epochs"]},
+        "objective": {"metric": METRIC, "mode": "max"},
+        "search": {
+            "sampler": "tpe",
+            "seed": SEED,
+            "trials": size["trials"],
+            "max_concurrent": size["slots"],
+            "space": {
+                "learning_rate": {"type": "float", "low": LR[0], "high": LR[1], "log": True},
+                "batch_size": {"type": "categorical", "choices": BATCHES},
+                "optimizer": {"type": "categorical", "choices": OPTIMIZERS},
+            },
+        },
+        "scheduler": {"type": "asha", "grace_period": 1, "reduction_factor": ETA},
+        "resources": {"cpus_per_trial": 1},
+    }
+    ensure_ray(num_cpus=size["slots"])
+    result = sweep.run(config, storage=str(work / "runs"), tracking_uri=f"sqlite:///{work / 'mlflow.db'}", quiet=True)
+    return float(result.best.value)
+
+
+def _ray_trainable(config: dict, data: Any) -> None:
+    """The docs recipe's function trainable (plus the shared epoch timer)."""
+    from ray import tune
+    from ray.tune.integration.keras import TuneReportCheckpointCallback
+
+    trace, timers = timing_callbacks(tune.get_context().get_trial_id())
+    trace.mark("trial_start")
+    dataset = data  # tune.with_parameters: put in the object store once, fetched per trial
+    model = build_model(config["lr"], config["optimizer"], dataset.info)
+    model.fit(
+        dataset.x_train, dataset.y_train, batch_size=config["batch_size"], epochs=config["epochs"],
+        validation_data=(dataset.x_val, dataset.y_val), verbose=0,
+        callbacks=[*timers, TuneReportCheckpointCallback(metrics=[METRIC, "accuracy", "loss", "val_loss"])],
+    )
+    trace.mark("trial_end")
+
+
+def run_ray(size: dict, work: Path, reuse: bool = False) -> float:
+    import ray
+    from optuna.samplers import TPESampler
+    from ray import tune
+    from ray.air.integrations.mlflow import MLflowLoggerCallback
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    ray.init(num_cpus=size["slots"], include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
+    dataset = load_data(size)
+    space = {
+        "lr": tune.loguniform(*LR),
+        "batch_size": tune.choice(BATCHES),
+        "optimizer": tune.choice(OPTIMIZERS),
+        "epochs": size["epochs"],
+    }
+    tuner = tune.Tuner(
+        tune.with_resources(tune.with_parameters(_ray_trainable, data=dataset), {"cpu": 1}),
+        param_space=space,
+        tune_config=tune.TuneConfig(
+            metric=METRIC, mode="max", num_samples=size["trials"], max_concurrent_trials=size["slots"],
+            search_alg=OptunaSearch(sampler=TPESampler(seed=SEED)),
+            scheduler=ASHAScheduler(max_t=size["epochs"], grace_period=1, reduction_factor=ETA),
+            reuse_actors=reuse,
+        ),
+        run_config=tune.RunConfig(
+            storage_path=str(work / "ray"), verbose=0,
+            callbacks=[MLflowLoggerCallback(tracking_uri=f"sqlite:///{work / 'mlflow.db'}", experiment_name="bench-ray")],
+        ),
+    )
+    results = tuner.fit()
+    return float(results.get_best_result(metric=METRIC, mode="max", scope="all").metrics_dataframe[METRIC].max())
+
+
+def run_optuna(size: dict, work: Path) -> float:
+    import optuna
+    from optuna_integration import KerasPruningCallback, MLflowCallback
+
+    dataset = load_data(size)
+
+    def objective(trial: optuna.Trial) -> float:
+        trace, timers = timing_callbacks(f"optuna-{trial.number}")
+        trace.mark("trial_start")
+        lr = trial.suggest_float("lr", *LR, log=True)
+        batch = trial.suggest_categorical("batch_size", BATCHES)
+        optimizer = trial.suggest_categorical("optimizer", OPTIMIZERS)
+        model = build_model(lr, optimizer, dataset.info)
+        try:
+            history = model.fit(
+                dataset.x_train, dataset.y_train, batch_size=batch, epochs=size["epochs"],
+                validation_data=(dataset.x_val, dataset.y_val), verbose=0,
+                callbacks=[*timers, KerasPruningCallback(trial, METRIC)],
+            )
+        finally:
+            trace.mark("trial_end")
+        return max(history.history[METRIC])
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(
+        direction="maximize", sampler=optuna.samplers.TPESampler(seed=SEED),
+        pruner=optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=ETA),
+    )
+    tracker = MLflowCallback(tracking_uri=f"sqlite:///{work / 'mlflow.db'}", metric_name=METRIC)
+    study.optimize(objective, n_trials=size["trials"], n_jobs=size["slots"], callbacks=[tracker])
+    return float(study.best_value)
+
+
+def run_kerastuner(size: dict, work: Path) -> float:
+    import keras_tuner as kt
+
+    dataset = load_data(size)
+
+    class MLP(kt.HyperModel):
+        def build(self, hp: Any) -> Any:
+            lr = hp.Float("lr", *LR, sampling="log")
+            return build_model(lr, hp.Choice("optimizer", OPTIMIZERS), dataset.info)
+
+        def fit(self, hp: Any, model: Any, *args: Any, **kwargs: Any) -> Any:
+            return model.fit(*args, batch_size=hp.Choice("batch_size", BATCHES), **kwargs)
+
+    class Tuner(kt.Hyperband):
+        def run_trial(self, trial: Any, *args: Any, **kwargs: Any) -> Any:
+            trace, timers = timing_callbacks(f"kt-{trial.trial_id}")
+            trace.mark("trial_start")
+            kwargs["callbacks"] = [*kwargs.get("callbacks", []), *timers]
+            try:
+                return super().run_trial(trial, *args, **kwargs)
+            finally:
+                trace.mark("trial_end")
+
+    # one Hyperband iteration at max_epochs=9, factor=3 runs ~25 trials; more iterations for smaller sizes
+    tuner = Tuner(
+        MLP(), objective=kt.Objective(METRIC, "max"), max_epochs=size["epochs"], factor=ETA, seed=SEED,
+        hyperband_iterations=max(1, round(size["trials"] / kerastuner_trials_per_iteration(size["epochs"]))),
+        directory=str(work / "kt"), project_name="bench", overwrite=True,
+    )
+    tuner.search(dataset.x_train, dataset.y_train, validation_data=(dataset.x_val, dataset.y_val), verbose=0)
+    return float(tuner.oracle.get_best_trials(1)[0].score)
+
+
+def kerastuner_trials_per_iteration(max_epochs: int, factor: int = ETA) -> int:
+    """Trials in one KerasTuner Hyperband iteration (its brackets: s_max..0)."""
+    import math
+
+    s_max = int(math.log(max_epochs, factor) + 1e-9)
+    total = 0
+    for s in range(s_max, -1, -1):
+        n = math.ceil((s_max + 1) / (s + 1) * factor**s)
+        for rung in range(s + 1):
+            total += max(1, int(n / factor**rung))
+    return total
+
+
+RUNNERS: dict[str, Callable[[dict, Path], float]] = {
+    "sweep": run_sweep,
+    "ray": run_ray,
+    "ray_reuse": lambda size, work: run_ray(size, work, reuse=True),
+    "optuna": run_optuna,
+    "kerastuner": run_kerastuner,
+}
+
+
+def child(system: str, size: dict, result_path: Path, work: Path) -> None:
+    """Run one system in this process; write its best value and the moment it was printed."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    os.environ.setdefault("PYTHONWARNINGS", "ignore")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    best = RUNNERS[system](size, work)
+    print(f"{system}: best {METRIC} = {best:.4f}", flush=True)
+    result_path.write_text(json.dumps({"best": best, "best_printed_at": time.time()}))
+
+
+# =============================================================================================
+# the parent: launch, read traces, compute, report
+
+
+def launch(system: str, size: dict, out: Path, timeout: float) -> dict:
+    """Run ``system`` in a fresh interpreter; return its raw result and trace events."""
+    with tempfile.TemporaryDirectory(prefix=f"peers-{system}-") as tmp:
+        work = Path(tmp)
+        (work / "trace").mkdir()
+        env = {**os.environ, "SWEEP_TRACE_DIR": str(work / "trace"), "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+        command = [sys.executable, __file__, "--child", system, "--size-json", json.dumps(size), "--work", str(work)]
+        log = out / f"{system}.log"
+        launched = time.time()
+        with open(log, "w") as handle:
+            proc = subprocess.run(command, env=env, stdout=handle, stderr=subprocess.STDOUT, timeout=timeout, cwd=work)
+        finished = time.time()
+        events = read_trace(work / "trace")
+        (out / f"{system}-trace.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
+        result_file = work / "result.json"
+        raw = json.loads(result_file.read_text()) if result_file.exists() else {}
+    if proc.returncode != 0 or not raw:
+        tail = log.read_text().strip().splitlines()[-5:]
+        return {"system": system, "error": f"exit {proc.returncode}: " + " | ".join(tail)[-600:], "launched": launched}
+    return {"system": system, "launched": launched, "finished": finished, **raw, "events": events}
+
+
+def read_trace(folder: Path) -> list[dict]:
+    events = []
+    for path in sorted(folder.glob("*.jsonl")):
+        for line in path.read_text().splitlines():
+            try:
+                events.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # a line cut short by a killed worker
+    return sorted(events, key=lambda e: e["t"])
+
+
+def summarize(run: dict, slots: int) -> dict:
+    """The benchmark's figures for one system, from its trace (same code for every system)."""
+    if "error" in run:
+        return {"system": run["system"], "error": run["error"]}
+    events, launched = run["events"], run["launched"]
+    trials: dict[str, list[dict]] = defaultdict(list)
+    for event in events:
+        trials[event["trial"]].append(event)
+    starts = [min(e["t"] for e in evs) for evs in trials.values()]
+    ends = [max(e["t"] for e in evs) for evs in trials.values()]
+    fit_seconds, epochs, curve, best = 0.0, 0, [], None
+    began: dict[tuple, float] = {}
+    for event in events:
+        key = (event["trial"], event.get("epoch"))
+        if event["event"] == "epoch_begin":
+            began[key] = event["t"]
+        elif event["event"] == "epoch_end" and key in began:
+            fit_seconds += event["t"] - began.pop(key)
+            epochs += 1
+            value = event.get("value")
+            if value is not None and (best is None or value > best):
+                best = value
+                curve.append((event["t"] - launched, value))
+    phase = max(ends) - min(starts) if starts else float("nan")
+    slot_seconds = phase * slots
+    final = run["best"]
+    reached = next((t for t, v in curve if v >= final - 1e-9), curve[-1][0] if curve else float("nan"))
+    return {
+        "system": run["system"],
+        "label": LABELS[run["system"]],
+        "slots": slots,
+        "wall_s": run["best_printed_at"] - launched,
+        "trials": len(trials),
+        "epochs": epochs,
+        "best": final,
+        "time_to_best_s": reached,
+        "fit_s": fit_seconds,
+        "sweep_phase_s": phase,
+        "utilization": fit_seconds / slot_seconds if slot_seconds else float("nan"),
+        "overhead_per_trial_s": (slot_seconds - fit_seconds) / max(1, len(trials)),
+        "startup_s": min(starts) - launched if starts else float("nan"),
+        "curve": curve,
+    }
+
+
+def add_ratios(rows: list[dict]) -> None:
+    base = next((r for r in rows if r["system"] == "sweep" and "error" not in r), None)
+    for row in rows:
+        if base and "error" not in row:
+            row["wall_ratio_to_sweep"] = row["wall_s"] / base["wall_s"]
+
+
+def print_table(rows: list[dict], size_name: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"peers benchmark ({size_name}: {SIZES[size_name]})")
+    for column in ("system", "wall s", "x sweep", "trials", "epochs", f"best {METRIC}", "to best s", "fit s", "util", "overhead/trial s", "start-up s"):
+        table.add_column(column, justify="left" if column == "system" else "right")
+    for r in rows:
+        if "error" in r:
+            table.add_row(LABELS[r["system"]], "[red]failed[/red]", "", "", "", "", "", "", "", "", r["error"][:60])
+            continue
+        table.add_row(
+            r["label"], f"{r['wall_s']:.1f}", f"{r.get('wall_ratio_to_sweep', float('nan')):.2f}", str(r["trials"]), str(r["epochs"]),
+            f"{r['best']:.4f}", f"{r['time_to_best_s']:.1f}", f"{r['fit_s']:.1f}", f"{r['utilization']:.0%}",
+            f"{r['overhead_per_trial_s']:.2f}", f"{r['startup_s']:.1f}",
+        )
+    Console(width=200).print(table)
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for r in rows:
+        if "error" in r or not r["curve"]:
+            continue
+        times, values = zip(*r["curve"])
+        ax.step([*times, r["wall_s"]], [*values, values[-1]], where="post", label=f"{r['label']} ({r['wall_s']:.0f} s)")
+    ax.set_xlabel("wall time since process start (s)")
+    ax.set_ylabel(f"best {METRIC} so far")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+# =============================================================================================
+# --profile: where a sweep trial's non-fit time goes (from sweep's own trace)
+
+
+def profile(run: dict) -> dict[str, float]:
+    """Seconds per phase, summed over the sweep's trials (worker-side; tracking runs on the driver)."""
+    events, launched = run["events"], run["launched"]
+    by_trial: dict[str, dict[str, Any]] = defaultdict(lambda: {"epochs": {}})
+    for e in events:
+        slot = by_trial[e["trial"]]
+        if e["event"] in ("epoch_begin", "epoch_end", "reported"):
+            slot["epochs"].setdefault(e["epoch"], {})[e["event"]] = e["t"]
+        else:
+            slot[e["event"]] = e["t"]
+        slot["pid"] = e["pid"]
+    totals: dict[str, float] = defaultdict(float)
+    first_on_pid: dict[int, float] = {}
+    last_end_on_pid: dict[int, float] = {}
+    for trial, s in sorted(by_trial.items(), key=lambda kv: kv[1].get("trial_start", 0)):
+        start = s.get("trial_start")
+        if start is None:
+            continue
+        pid = s["pid"]
+        if pid not in first_on_pid:
+            first_on_pid[pid] = start
+            totals["worker start (launch -> first trial on a worker)"] += start - launched
+        else:
+            totals["between trials on a warm worker (Ray reset + scheduling)"] += start - last_end_on_pid[pid]
+        totals["data fetch"] += s.get("data_ready", start) - start
+        totals["reset (clear_session, gc, seed)"] += s.get("reset_done", start) - s.get("data_ready", start)
+        totals["build + compile"] += s.get("model_ready", start) - s.get("reset_done", start)
+        epochs = [s["epochs"][k] for k in sorted(s["epochs"])]
+        seconds = [ep["epoch_end"] - ep["epoch_begin"] for ep in epochs if "epoch_begin" in ep and "epoch_end" in ep]
+        if epochs and "epoch_begin" in epochs[0]:
+            totals["fit start -> first epoch (fit set-up)"] += epochs[0]["epoch_begin"] - s.get("model_ready", start)
+        if len(seconds) > 1:
+            later = sorted(seconds[1:])[len(seconds[1:]) // 2]
+            totals["first-epoch tracing (first epoch - median later)"] += max(0.0, seconds[0] - later)
+        totals["report + checkpoint"] += sum(ep["reported"] - ep["epoch_end"] for ep in epochs if "reported" in ep and "epoch_end" in ep)
+        between = [b["epoch_begin"] - a["reported"] for a, b in zip(epochs, epochs[1:]) if "reported" in a and "epoch_begin" in b]
+        totals["between epochs (Keras)"] += sum(between)
+        last = epochs[-1].get("reported") if epochs else None
+        end = s.get("trial_end")
+        if last and end:
+            totals["teardown (clear_session, gc)"] += end - last
+        last_end_on_pid[pid] = end or last or start
+        totals["inside fit epochs"] += sum(seconds)
+    if last_end_on_pid:
+        totals["after last trial -> best printed (driver: tracking flush, result)"] = run["best_printed_at"] - max(last_end_on_pid.values())
+    return dict(totals)
+
+
+def print_profile(totals: dict[str, float], trials: int) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"sweep: where the time goes ({trials} trials; worker-side phases summed over trials)")
+    table.add_column("phase")
+    table.add_column("total s", justify="right")
+    table.add_column("per trial s", justify="right")
+    for name, seconds in totals.items():
+        table.add_row(name, f"{seconds:.2f}", f"{seconds / max(1, trials):.3f}")
+    Console(width=200).print(table)
+
+
+# =============================================================================================
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="4k rows, 8 trials, 3 epochs (under 2 minutes)")
+    parser.add_argument("--systems", default=",".join(SYSTEMS), help=f"comma-separated subset of {','.join(SYSTEMS)}")
+    parser.add_argument("--profile", action="store_true", help="also break down sweep's non-fit time per phase")
+    parser.add_argument("--out", default=str(OUT))
+    parser.add_argument("--timeout", type=float, default=600, help="seconds per system")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--size-json", help=argparse.SUPPRESS)
+    parser.add_argument("--work", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        work = Path(args.work)
+        child(args.child, json.loads(args.size_json), work / "result.json", work)
+        return 0
+    size_name = "quick" if args.quick else "default"
+    size = SIZES[size_name]
+    systems = [s.strip() for s in args.systems.split(",") if s.strip()]
+    unknown = [s for s in systems if s not in SYSTEMS]
+    if unknown:
+        parser.error(f"--systems: expected names among {', '.join(SYSTEMS)}, got {', '.join(unknown)}")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    runs, rows = [], []
+    for system in systems:
+        print(f"running {LABELS[system]} ...", flush=True)
+        run = launch(system, size, out, args.timeout)
+        runs.append(run)
+        slots = 1 if system == "kerastuner" else size["slots"]
+        rows.append(summarize(run, slots))
+    add_ratios(rows)
+    print_table(rows, size_name)
+    report: dict[str, Any] = {"size": size_name, **size, "cpus": os.cpu_count(), "systems": rows}
+    sweep_run = next((r for r in runs if r["system"] == "sweep" and "error" not in r), None)
+    if args.profile and sweep_run:
+        totals = profile(sweep_run)
+        report["sweep_profile_s"] = totals
+        print_profile(totals, next(r["trials"] for r in rows if r["system"] == "sweep"))
+    (out / "peers.json").write_text(json.dumps(report, indent=2))
+    plot(rows, out / "peers.png")
+    print(f"wrote {out / 'peers.json'} and {out / 'peers.png'}")
+    return 0 if all("error" not in r for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,137 @@
+"""Connecting a sweep to Ray: a local Ray on 127.0.0.1 only, a cluster address, or Ray Client.
+
+Three ways in (``--address`` or ``RAY_ADDRESS``):
+
+- none: a local Ray starts for this process. Ray 2.x on Linux turns ``127.0.0.1`` into the
+  machine's routable IP (``services.resolve_ip_for_localhost``) and its GCS, raylet and
+  workers then listen on every interface. Ray's single-machine mode (the one it uses on macOS
+  and Windows, switched by ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``) keeps the node IP at
+  127.0.0.1 and every listener on loopback; ``loopback_only`` turns it on for the start.
+- ``auto`` or ``HOST:PORT``: this process becomes a driver of that cluster (it must run on a
+  cluster node, e.g. through ``ray job submit``); Tune's callbacks (ledger, MLflow writer,
+  live view) run here.
+- ``ray://HOST:PORT`` (Ray Client): Tune would run its whole loop, callbacks included, in a
+  remote actor, so the sweep's driver-side state would stay on the cluster. Instead the whole
+  sweep runs as one task on the cluster (``run_via_client``) and its ``SweepResult`` comes back.
+  The tracking URI and storage must then be reachable from the cluster (an ``mlflow server``,
+  a shared path or a cloud URI).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+SINGLE_MACHINE_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+CLIENT_PREFIX = "ray://"
+
+
+def resolve_address(address: str | None) -> str | None:
+    """``address`` if given, else ``RAY_ADDRESS``, else None (start a local Ray)."""
+    return address or os.environ.get("RAY_ADDRESS") or None
+
+
+def is_client_address(address: str | None) -> bool:
+    return bool(address) and str(address).startswith(CLIENT_PREFIX)
+
+
+@contextlib.contextmanager
+def loopback_only() -> Iterator[None]:
+    """Start Ray in single-machine mode: node IP 127.0.0.1, every listener on loopback.
+
+    The environment variable reaches the processes Ray spawns (GCS, raylet, workers); the
+    module constant is read by ``ray.init`` in this process, where Ray was already imported.
+    Both are restored afterwards so a later ``ray.init(address=...)`` behaves normally.
+    """
+    from ray._private import ray_constants
+
+    saved_env, saved_flag = os.environ.get(SINGLE_MACHINE_ENV), ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[SINGLE_MACHINE_ENV] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved_flag
+        if saved_env is None:
+            os.environ.pop(SINGLE_MACHINE_ENV, None)
+        else:
+            os.environ[SINGLE_MACHINE_ENV] = saved_env
+
+
+def connecting(address: str) -> contextlib.AbstractContextManager:
+    """How to connect to ``address``: a cluster on this machine's loopback (127.0.0.1, e.g. one
+    started by ``ray start --head --node-ip-address 127.0.0.1`` in single-machine mode) must be
+    joined in single-machine mode too, or Ray rewrites 127.0.0.1 to the routable IP, where
+    nothing listens."""
+    return loopback_only() if is_loopback(address) else contextlib.nullcontext()
+
+
+def is_loopback(address: str | None) -> bool:
+    """True for ``127.0.0.1:PORT``, ``localhost:PORT`` and ``[::1]:PORT``."""
+    if not address or "://" in address:
+        return False
+    host = address.rsplit(":", 1)[0].strip("[]")
+    return host in ("127.0.0.1", "localhost", "::1")
+
+
+def bootstrap_address(address: str) -> str:
+    """``auto`` as Ray would read it (RAY_ADDRESS, then the newest local cluster), else as given.
+
+    Resolved here rather than by ``ray.init("auto")`` so that a loopback cluster is recognised
+    (see ``connecting``); trials of a driver that joined a loopback cluster through ``auto``
+    were cancelled before they started (Ray 2.60).
+    """
+    if address != "auto":
+        return address
+    try:
+        from ray._private.services import get_ray_address_from_environment
+
+        return get_ray_address_from_environment("auto", None) or address
+    except Exception:  # no cluster found: let ray.init report it
+        return address
+
+
+# ---------------------------------------------------------------------------------------------
+# Ray Client
+
+
+def run_via_client(source: str | Path | Mapping[str, Any], address: str, *, storage: str | None, quiet: bool, overrides: dict[str, Any]) -> Any:
+    """Run the whole sweep as one task on the cluster behind ``ray://`` and return its result.
+
+    The sweep file's folder travels as the task's working directory (so its relative paths and
+    modules next to it resolve there); the tracking URI and storage are resolved here first, so
+    the defaults point at this machine's ``./mlflow.db`` and ``./sweep_runs`` (useful only when
+    the cluster shares this filesystem; otherwise pass an MLflow server and a shared/cloud URI).
+    """
+    import ray
+
+    from sweep import tracking
+    from sweep.config import SweepConfigError
+
+    overrides = dict(overrides)
+    overrides["tracking_uri"] = tracking.resolve_uri(overrides.get("tracking_uri"))
+    storage = storage if storage and "://" in storage else str(Path(storage or "sweep_runs").expanduser().resolve())
+    runtime_env: dict[str, Any] = {"env_vars": {"TF_CPP_MIN_LOG_LEVEL": "2", "KERAS_BACKEND": "tensorflow"}}
+    if not isinstance(source, Mapping):
+        path = Path(source).resolve()
+        runtime_env["working_dir"] = str(path.parent)
+        source = path.name
+    if not ray.is_initialized():
+        ray.init(address=address, runtime_env=runtime_env, log_to_driver=False, logging_level="ERROR")
+    task = ray.remote(num_cpus=0)(_run_on_cluster)
+    try:
+        return ray.get(task.remote(source, storage, quiet, overrides))
+    except ray.exceptions.RayTaskError as exc:
+        cause = getattr(exc, "cause", None)
+        if isinstance(cause, SweepConfigError):
+            raise cause from None
+        raise
+
+
+def _run_on_cluster(source: Any, storage: str, quiet: bool, overrides: dict[str, Any]) -> Any:
+    """The task body: an ordinary ``sweep.run`` in a process that is already a cluster driver."""
+    from sweep import runner
+
+    return runner.run(source, storage=storage, address="auto", quiet=quiet, **overrides)

@@ -1,0 +1,133 @@
+"""The sweep-file reference, generated from the pydantic models in ``sweep.config``.
+
+One source of truth: ``python -m sweep.docs > docs/reference.md`` rewrites the page, and a test
+fails when the committed page differs from what the models say.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import sys
+import types
+import typing
+from typing import Any, get_args, get_origin
+
+from pydantic import BaseModel
+from pydantic_core import PydanticUndefined
+
+from sweep import config as c
+
+HEADER = """# Sweep file reference
+
+Generated from the pydantic models in `sweep/config.py` by `python -m sweep.docs > docs/reference.md`;
+do not edit by hand (a test keeps this page in sync). Unknown keys are errors; every mistake is
+reported as one line `FILE: key.path: expected ...`.
+"""
+
+SECTIONS: list[tuple[str, type[BaseModel] | None, str]] = [
+    ("top level", c.SweepConfig, ""),
+    ("data", c.DataConfig, "data."),
+    ("model", c.ModelConfig, "model."),
+    ("fit", c.FitConfig, "fit."),
+    ("objective", c.ObjectiveConfig, "objective."),
+    ("search", c.SearchConfig, "search."),
+    ("search.space entries: type: float", c.FloatParam, "search.space.NAME."),
+    ("search.space entries: type: int", c.IntParam, "search.space.NAME."),
+    ("search.space entries: type: categorical", c.CategoricalParam, "search.space.NAME."),
+    ("scheduler: type: asha", c.AshaConfig, "scheduler."),
+    ("scheduler: type: hyperband", c.HyperbandConfig, "scheduler."),
+    ("scheduler: type: median", c.MedianConfig, "scheduler."),
+    ("scheduler: type: fifo", c.FifoConfig, "scheduler."),
+    ("resources", c.ResourcesConfig, "resources."),
+    ("tracking", c.TrackingConfig, "tracking."),
+]
+
+
+def type_text(annotation: Any) -> str:
+    """A short, readable type: ``float``, ``int | null``, ``one of: tpe, random``, ``list of str``."""
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin is typing.Annotated:
+        return type_text(args[0])
+    if origin is typing.Literal:
+        return " \\| ".join(str(a) for a in args) if len(args) > 1 else str(args[0])
+    if origin in (typing.Union, types.UnionType):
+        if all(inspect.isclass(a) and issubclass(a, BaseModel) for a in args):
+            return "section, chosen by `type`"
+        return " \\| ".join(type_text(a) for a in args)
+    if origin in (list, tuple):
+        return f"list of {type_text(args[0])}" if args else "list"
+    if origin is dict:
+        return f"mapping of {type_text(args[0])} to {type_text(args[1])}" if args else "mapping"
+    if annotation is type(None):
+        return "null"
+    if inspect.isclass(annotation) and issubclass(annotation, BaseModel):
+        return "section"
+    if annotation is Any:
+        return "any"
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def default_text(field: Any) -> str:
+    if field.is_required():
+        return "**required**"
+    if field.default_factory is not None:
+        value = field.default_factory()
+        if isinstance(value, BaseModel):
+            value = value.model_dump(mode="json", exclude_defaults=True) or "(section defaults)"
+            return f"`{json.dumps(value)}`" if not isinstance(value, str) else value
+        return f"`{json.dumps(value)}`"
+    if field.default is PydanticUndefined:
+        return ""
+    return f"`{json.dumps(field.default)}`"
+
+
+def constraints_text(field: Any) -> str:
+    parts = []
+    for item in field.metadata:
+        for name, symbol in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<"), ("min_length", "min length"), ("pattern", "pattern")):
+            value = getattr(item, name, None)
+            if value is not None:
+                parts.append(f"{symbol} `{value}`" if name != "pattern" else f"matches `{value}`")
+    return ", ".join(parts)
+
+
+def _section_doc(annotation: Any) -> str:
+    """For a field that is a whole section: the first line of its docstring and where it is described."""
+    while get_origin(annotation) is typing.Annotated:
+        annotation = get_args(annotation)[0]
+    if inspect.isclass(annotation) and issubclass(annotation, BaseModel):
+        title = next((t for t, m, _ in SECTIONS if m is annotation), "")
+        first = inspect.cleandoc(annotation.__doc__ or "").splitlines()[0] if annotation.__doc__ else ""
+        first = first.replace("``", "`")
+        return f"{first} See [{title}](#{title.replace(' ', '-')})." if title else first
+    args = get_args(annotation)
+    if get_origin(annotation) in (typing.Union, types.UnionType) and all(inspect.isclass(a) and issubclass(a, BaseModel) for a in args):
+        return "See the `scheduler:` sections below."
+    return ""
+
+
+def section(title: str, model: type[BaseModel], prefix: str) -> str:
+    doc = inspect.cleandoc(model.__doc__ or "").replace("``", "`")
+    if doc.startswith("Base for") or not model.__doc__:
+        doc = ""
+    lines = [f"## {title}", ""]
+    if doc:
+        lines += [doc, ""]
+    lines += ["| key | type | default | description |", "|---|---|---|---|"]
+    for name, field in model.model_fields.items():
+        description = (field.description or _section_doc(field.annotation)).replace("|", "\\|").replace("\n", " ")
+        extra = constraints_text(field)
+        if extra:
+            description = f"{description} ({extra})" if description else extra
+        lines.append(f"| `{prefix}{name}` | {type_text(field.annotation)} | {default_text(field)} | {description} |")
+    return "\n".join(lines) + "\n"
+
+
+def reference() -> str:
+    """The whole page, as Markdown."""
+    return "\n".join([HEADER] + [section(title, model, prefix) for title, model, prefix in SECTIONS if model is not None])
+
+
+if __name__ == "__main__":
+    sys.stdout.write(reference())

@@ -1,0 +1,110 @@
+"""Warm workers on real Ray: a trial on a reused worker computes what it computes on a fresh one.
+
+Three trials run one after another through sweep's own trainable, on one reused worker:
+adam, then rmsprop (other optimizer slots, other batch size), then adam again. The third must
+reproduce the first bit for bit, and both must match a plain in-process fit of the same seed.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections import defaultdict
+
+import keras
+import numpy as np
+import pytest
+from ray import tune
+
+from sweep import models, trainable, worker
+from sweep.config import FitConfig, ModelConfig, ObjectiveConfig, ResourcesConfig
+from sweep.data import DataInfo, Dataset
+from sweep.results import KEYS_FIELD
+
+pytestmark = pytest.mark.slow
+
+SEED, EPOCHS = 3, 3
+UNITS = [32, 32]
+
+
+class Collector(tune.Callback):
+    """A Tune callback keeping every result, by trial, in order (driver side)."""
+
+    def __init__(self):
+        self.results = defaultdict(list)
+        self.configs = {}
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        self.results[trial.trial_id].append(result)
+        self.configs[trial.trial_id] = dict(trial.config)
+
+
+def dataset() -> Dataset:
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(600, 10)).astype("float32")
+    y = ((x[:, 0] > 0).astype("int64") + (x[:, 1] > 0.5)).astype("int64")
+    info = DataInfo(input_shape=(10,), num_outputs=3, task="classification", n_train=480, n_val=120, source="test", fingerprint="warm")
+    return Dataset(x[:480], y[:480], x[480:], y[480:], info)
+
+
+@pytest.fixture(scope="module")
+def three_trials(ray_session, tmp_path_factory):
+    import ray
+
+    data = dataset()
+    settings = trainable.TrialSettings(
+        fit=FitConfig(epochs=EPOCHS), model=ModelConfig(args={"units": UNITS}), objective=ObjectiveConfig(metric="val_accuracy", mode="max"),
+        resources=ResourcesConfig(), epochs=EPOCHS, seed=SEED,
+    )
+    builder = models.resolve_builder(settings.model)
+    collector = Collector()
+    tuner = tune.Tuner(
+        trainable.make(settings, ray.put(data), data.info.fingerprint, builder),
+        param_space={
+            "learning_rate": 0.01,
+            "optimizer": tune.grid_search(["adam", "rmsprop", "adam"]),
+            "batch_size": tune.sample_from(lambda spec: 16 if spec.config.optimizer == "rmsprop" else 32),
+        },
+        tune_config=tune.TuneConfig(max_concurrent_trials=1, reuse_actors=True),
+        run_config=tune.RunConfig(storage_path=str(tmp_path_factory.mktemp("warm")), callbacks=[collector], verbose=0),
+    )
+    grid = tuner.fit()
+    assert not grid.errors, grid.errors
+    trials = sorted(collector.results.values(), key=lambda results: results[0]["timestamp"])
+    return data, [collector.configs[r[0]["trial_id"]] for r in trials], trials
+
+
+def history(results: list[dict]) -> dict[str, list[float]]:
+    names = results[0][KEYS_FIELD].split(",")
+    return {name: [r[name] for r in results] for name in names}
+
+
+def test_three_trials_ran_on_one_reused_worker(three_trials):
+    _, configs, trials = three_trials
+    assert [c["optimizer"] for c in configs] == ["adam", "rmsprop", "adam"]
+    assert [len(t) for t in trials] == [EPOCHS] * 3
+    assert len({r["pid"] for t in trials for r in t}) == 1  # one process ran all three
+
+
+def test_a_reused_worker_reproduces_a_fresh_one_bit_for_bit(three_trials):
+    _, _, (first, _, third) = three_trials
+    assert history(third) == history(first)
+    assert history(first)["val_accuracy"] != []
+
+
+def test_worker_metrics_match_a_plain_fit(three_trials):
+    data, _, (first, _, _) = three_trials
+    keras.utils.set_random_seed(SEED)
+    model = functools.partial(models.mlp, units=UNITS)({}, data.info)
+    model.compile(optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    plain = model.fit(data.x_train, data.y_train, batch_size=32, epochs=EPOCHS, validation_data=(data.x_val, data.y_val), verbose=0).history
+    got = history(first)
+    for name, values in plain.items():
+        np.testing.assert_allclose(got[name], values, rtol=0, atol=1e-4, err_msg=name)
+
+
+def test_results_carry_worker_memory_but_not_as_keras_metrics(three_trials):
+    _, _, trials = three_trials
+    for result in (r for t in trials for r in t):
+        assert result[worker.RSS_FIELD] > 50
+        assert result[worker.EPOCH_SECONDS_FIELD] > 0
+        assert worker.RSS_FIELD not in result[KEYS_FIELD].split(",")  # so MLflow does not log it as a model metric

@@ -1,0 +1,138 @@
+"""The HTML/PNG report from a real sqlite MLflow store laid out like a sweep (no Ray needed)."""
+
+from __future__ import annotations
+
+import struct
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from sweep import report, tracking
+
+PARAMS = [
+    {"learning_rate": "0.01", "optimizer": "sgd", "momentum": "0.9"},
+    {"learning_rate": "0.001", "optimizer": "adam"},
+    {"learning_rate": "0.1", "optimizer": "sgd", "momentum": "0.5"},
+    {"learning_rate": "0.0003", "optimizer": "rmsprop"},
+    {"learning_rate": "0.03", "optimizer": "adam"},
+]
+CURVES = [[0.5, 0.7, 0.8], [0.3, 0.4], [0.6, 0.75, 0.85], [0.2], [0.55, 0.65, 0.7]]
+
+
+def make_sweep(uri: str, name: str = "fake", curves: list[list[float]] = CURVES) -> str:
+    """A parent run and one child per trial, tagged as MLflowTracker tags them."""
+    from mlflow.entities import Metric
+
+    client = tracking.client(uri)
+    experiment_id = tracking.ensure_experiment(client, uri, name)
+    parent = client.create_run(experiment_id, tags={tracking.ROLE_TAG: "parent", tracking.NAME_TAG: name, "sweep.metric": "val_accuracy", "sweep.mode": "max"})
+    for number, (params, curve) in enumerate(zip(PARAMS, curves)):
+        status = "completed" if len(curve) == 3 else "stopped_early"
+        tags = {
+            "mlflow.parentRunId": parent.info.run_id,
+            tracking.ROLE_TAG: "trial",
+            tracking.NAME_TAG: name,
+            tracking.TRIAL_TAG: f"t{number}",
+            "sweep.trial_number": str(number),
+            tracking.STATUS_TAG: status,
+            "sweep.epochs": str(len(curve)),
+            "sweep.best_value": repr(max(curve)),
+            "sweep.best_epoch": str(curve.index(max(curve)) + 1),
+        }
+        run = client.create_run(experiment_id, tags=tags)
+        for key, value in params.items():
+            client.log_param(run.info.run_id, key, value)
+        client.log_batch(run.info.run_id, metrics=[Metric("val_accuracy", v, 0, step) for step, v in enumerate(curve, start=1)])
+        client.set_terminated(run.info.run_id, "FINISHED")
+    client.set_terminated(parent.info.run_id, "FINISHED")
+    return parent.info.run_id
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
+    assert data[12:16] == b"IHDR"
+    return struct.unpack(">II", data[16:24])
+
+
+class Page(HTMLParser):
+    """Collects images, table rows and checks that every opened tag is closed in order."""
+
+    VOID = {"meta", "img", "br", "hr", "link", "input"}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stack: list[str] = []
+        self.images: dict[str, str] = {}
+        self.rows: list[str] = []
+        self.errors: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "img":
+            self.images[attrs.get("id", "")] = attrs.get("src", "")
+        if tag == "tr" and "data-trial-id" in attrs:
+            self.rows.append(attrs["data-trial-id"])
+        if tag not in self.VOID:
+            self.stack.append(tag)
+
+    def handle_endtag(self, tag):
+        if not self.stack or self.stack[-1] != tag:
+            self.errors.append(f"unexpected </{tag}> (open: {self.stack[-3:]})")
+        else:
+            self.stack.pop()
+
+
+def parse(page: Path) -> Page:
+    parser = Page()
+    parser.feed(page.read_text(encoding="utf-8"))
+    parser.close()
+    assert not parser.errors and not parser.stack, (parser.errors, parser.stack)
+    return parser
+
+
+def test_report_has_every_plot_one_row_per_trial_and_valid_html(tmp_path, mlflow_uri):
+    make_sweep(mlflow_uri)
+    page = report.write_report("fake", mlflow_uri, tmp_path / "out")
+    parsed = parse(page)
+    assert set(parsed.images) == {f"plot-{key}" for key in report.PLOTS}
+    assert all(src.startswith("data:image/png;base64,") and len(src) > 1000 for src in parsed.images.values())
+    assert sorted(parsed.rows) == [f"t{i}" for i in range(len(PARAMS))]
+    assert parsed.rows[0] == "t2", "the best trial (0.85) is the first row"
+    for key in report.PLOTS:
+        assert png_size(tmp_path / "out" / f"{key}.png") == report.PLOT_PIXELS
+    assert "http://" not in page.read_text() and "https://" not in page.read_text(), "self-contained: no external resources"
+
+
+def test_importance_ranks_the_params_even_with_a_conditional_one():
+    data = report.SweepData("x", "val_accuracy", "max", "p", "FINISHED", 0, [
+        report.TrialRecord(f"r{i}", f"t{i}", i, "completed", params, max(curve), len(curve), 1, 0, 0)
+        for i, (params, curve) in enumerate(zip(PARAMS, CURVES))
+    ])
+    found, why = report.importances(data)
+    assert why is None
+    assert {"learning_rate", "optimizer"} <= set(found) <= {"learning_rate", "optimizer", "momentum"}
+    assert sum(found.values()) == pytest.approx(1.0)
+
+
+def test_too_few_trials_still_give_a_report_that_says_why(tmp_path, mlflow_uri):
+    make_sweep(mlflow_uri, "tiny", curves=[[0.5, 0.6, 0.7]])
+    page = report.write_report("tiny", mlflow_uri, tmp_path)
+    parsed = parse(page)
+    assert len(parsed.rows) == 1 and len(parsed.images) == len(report.PLOTS)
+    assert report.importances(report.collect(mlflow_uri, "tiny"))[1] == "needs at least 2 finished trials, has 1"
+
+
+def test_report_of_an_unknown_sweep_is_one_error_line(tmp_path, mlflow_uri):
+    import subprocess
+    import sys
+
+    make_sweep(mlflow_uri)
+    out = subprocess.run([sys.executable, "-m", "sweep.cli", "report", "nope", "--tracking-uri", mlflow_uri, "--out", str(tmp_path)], capture_output=True, text=True)
+    assert out.returncode == 2
+    assert out.stderr.strip() == f"error: no sweep named 'nope' in {mlflow_uri}"
+
+
+def test_log_to_parent_run_never_raises(mlflow_uri):
+    assert report.log_to_parent_run(mlflow_uri, "missing", "no-such-run-id") is None
