@@ -619,7 +619,7 @@ def _expected(error: dict[str, Any], raw_loc: list[Any]) -> str:
     if kind in simple:
         return simple[kind]
     if kind == "extra_forbidden":
-        return "unknown key" + _allowed_keys_hint(raw_loc[:-1])
+        return "unknown key" + _allowed_keys_hint(raw_loc[:-1], raw_loc[-1] if raw_loc else None)
     if kind == "literal_error":
         return f"expected one of {ctx.get('expected', '').replace(' or ', ', ')}{got}"
     if kind in ("union_tag_invalid", "union_tag_not_found"):
@@ -638,12 +638,19 @@ def _expected(error: dict[str, Any], raw_loc: list[Any]) -> str:
     return f"{error['msg'][0].lower()}{error['msg'][1:]}{got}"
 
 
-def _allowed_keys_hint(parent_loc: list[Any]) -> str:
+def _allowed_keys_hint(parent_loc: list[Any], key: Any = None) -> str:
+    """The keys allowed where an unknown one was found, and the likely intended one for a typo."""
+    import difflib
+
     model = _annotation_at(parent_loc)
     if not (isinstance(model, type) and issubclass(model, BaseModel)):
         return ""
     names = [n for n in model.model_fields if n != "when"] + (["when"] if "when" in model.model_fields else [])
-    return f" (expected one of: {', '.join(names)})" if names else ""
+    if not names:
+        return ""
+    close = difflib.get_close_matches(str(key), names, n=1, cutoff=0.75) if key is not None else []
+    guess = f"; did you mean {close[0]!r}?" if close else ""
+    return f" (expected one of: {', '.join(names)}{guess})"
 
 
 def _dedupe(items: list[str]) -> list[str]:
