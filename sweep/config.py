@@ -29,6 +29,9 @@ class SweepConfigError(ValueError):
         self.file, self.key, self.expected = file, key, expected
         super().__init__(f"{file}: {key}: {expected}" if key else f"{file}: {expected}")
 
+    def __reduce__(self) -> tuple:  # picklable, so it crosses from a Ray worker intact
+        return (type(self), (self.file, self.key, self.expected))
+
 
 class InputError(ValueError):
     """A user mistake found outside config validation (data, model factory, ...).
@@ -40,6 +43,9 @@ class InputError(ValueError):
     def __init__(self, key: str, expected: str):
         self.key, self.expected = key, expected
         super().__init__(f"{key}: {expected}")
+
+    def __reduce__(self) -> tuple:  # picklable, so it crosses from a Ray worker intact
+        return (type(self), (self.key, self.expected))
 
 
 class _Strict(BaseModel):
@@ -345,6 +351,22 @@ class TrackingConfig(_Strict):
     )
 
 
+class FailureConfig(_Strict):
+    """What the sweep does when trials fail."""
+
+    max_retries: int = Field(
+        default=2,
+        ge=0,
+        description="Times a trial whose worker died (killed, lost node) is restarted from its latest checkpoint.",
+    )
+    fail_fast: int = Field(
+        default=3,
+        ge=0,
+        description="Stop the sweep when this many trials failed with the same error before any trial "
+        "reported an epoch (a broken model factory, data that does not fit); 0 never stops.",
+    )
+
+
 class SweepConfig(_Strict):
     """One sweep file."""
 
@@ -357,6 +379,7 @@ class SweepConfig(_Strict):
     scheduler: SchedulerConfig = Field(default_factory=lambda: AshaConfig(type="asha"))
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    failure: FailureConfig = Field(default_factory=FailureConfig)
 
     @model_validator(mode="after")
     def _check_scheduler_fits_epochs(self) -> "SweepConfig":

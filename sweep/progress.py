@@ -79,11 +79,17 @@ class LiveView(DriverCallback):
     def _trial_line(self, outcome: TrialOutcome) -> None:
         if self.interactive or self.quiet:
             return
-        reason = f" ({outcome.reason})" if outcome.reason else ""
+        reason = f" ({self._reason_once(outcome)})" if outcome.reason else ""
         self._print(
             f"trial {outcome.number:>4} {outcome.status}{reason} after {outcome.epochs} epoch(s): "
             f"{self.ledger.metric}={format_value(outcome.value)}  |  {self.summary_line()}"
         )
+
+    def _reason_once(self, outcome: TrialOutcome) -> str:
+        """A failure reason in full the first time; later trials failing alike point back to it."""
+        seen = self.__dict__.setdefault("_reasons_seen", {})
+        first = seen.setdefault(outcome.reason, outcome.number)
+        return outcome.reason if first == outcome.number else f"same error as trial {first}"
 
     def _print(self, line: str) -> None:
         print(line, file=self.stream, flush=True)

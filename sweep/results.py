@@ -10,6 +10,7 @@ memory stays flat on long sweeps.
 from __future__ import annotations
 
 import math
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -66,6 +67,7 @@ class TrialOutcome:
     started_at: float | None = None
     ended_at: float | None = None
     mlflow_run_id: str | None = None
+    retries: int = 0  # restarts from its checkpoint after its worker died
 
     def row(self) -> dict[str, Any]:
         """One flat row for trials.csv and the DataFrame: params as ``param.<name>``."""
@@ -104,6 +106,7 @@ class SweepResult:
     parent_run_id: str | None
     storage: str
     wall_seconds: float
+    stopped_because: str | None = None  # set when failure.fail_fast ended the sweep
 
     def counts(self) -> dict[str, int]:
         if self.trials.empty:
@@ -138,6 +141,7 @@ class Ledger(DriverCallback):
         self.outcomes: dict[str, TrialOutcome] = {}
         self.started = time.time()
         self.best: TrialOutcome | None = None
+        self.first_error: str | None = None  # traceback tail of the first trial that failed before any epoch
 
     # -- Tune callback hooks --------------------------------------------------------------
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -180,10 +184,18 @@ class Ledger(DriverCallback):
             outcome.status = STOPPED_EARLY
         outcome.ended_at = time.time()
 
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        """Its worker died and Tune restarts it from its latest checkpoint (``failure.max_retries``)."""
+        outcome = self.outcome(trial)
+        outcome.retries += 1
+        outcome.reason = error_summary(trial)
+
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         outcome = self.outcome(trial)
         outcome.status, outcome.ended_at = FAILED, time.time()
         outcome.reason = error_summary(trial)
+        if self.first_error is None and outcome.epochs == 0:
+            self.first_error = traceback_tail(trial)
 
     # -- queries -----------------------------------------------------------------------------
     def outcome(self, trial: Any) -> TrialOutcome:
@@ -242,23 +254,76 @@ class Ledger(DriverCallback):
         )
 
 
-def remove_local_folder(path: str) -> None:
-    import shutil
-    from pathlib import Path
+class FailFast(tune.Stopper):
+    """Stops a sweep whose first trials all fail the same way before reporting one epoch.
 
-    folder = Path(path)
-    if folder.is_dir() and folder.name.startswith("checkpoint_"):
-        shutil.rmtree(folder, ignore_errors=True)
+    A broken model factory or data that does not fit the model fails every trial identically;
+    running the whole budget would only print the same traceback again and again.
+    """
+
+    def __init__(self, ledger: Ledger, limit: int):
+        self.ledger, self.limit = ledger, limit
+        self.error: str | None = None  # latched: trials Tune stops afterwards do not undo it
+
+    def __call__(self, trial_id: str, result: dict) -> bool:
+        return False
+
+    def stop_all(self) -> bool:
+        return self.tripped() is not None
+
+    def tripped(self) -> str | None:
+        """The shared error line once ``limit`` trials failed with it and none got an epoch in."""
+        if self.error is not None or self.limit <= 0:
+            return self.error
+        outcomes = self.ledger.outcomes.values()
+        if any(o.epochs > 0 for o in outcomes):
+            return None
+        reasons = [o.reason for o in outcomes if o.status == FAILED and not _hyperparameter_specific(o.reason)]
+        if len(reasons) >= self.limit and len(set(reasons)) == 1:
+            self.error = reasons[0]
+        return self.error
 
 
-def error_summary(trial: Any) -> str:
-    """The last meaningful line of a failed trial's traceback (e.g. ``ValueError: ...``)."""
+def _hyperparameter_specific(reason: str | None) -> bool:
+    """Failures caused by one configuration (infeasible batch size, out of memory), not by the sweep."""
+    return bool(reason) and any(kind in reason for kind in ("InfeasibleTrial", "ResourceExhaustedError", "OutOfMemoryError"))
+
+
+def _error_text(trial: Any) -> str:
     text = ""
     try:
         text = trial.get_error() or ""
     except Exception:  # the error file may be gone on remote storage; fall back below
         pass
-    text = text or str(getattr(trial, "error_msg", "") or "")
+    return text or str(getattr(trial, "error_msg", "") or "")
+
+
+def traceback_tail(trial: Any, lines: int = 10) -> str:
+    """The end of the failed trial's own traceback: its root cause, without Ray's frames.
+
+    Ray chains the user's exception under its own wrappers; the first exception of the chain
+    is where the user's code failed, so that part is shown, minus Ray frames and caret lines.
+    """
+    root = re.split(r"\n\s*(?:The above exception was the direct cause|During handling of the above exception)[^\n]*\n", _error_text(trial).strip())[0]
+    kept: list[str] = []
+    skip_code = False
+    for line in root.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("File ") and "/ray/" in stripped:
+            skip_code = True  # a Ray frame: drop it and the source line under it
+            continue
+        if not stripped or set(stripped) <= set("^~ ") or (skip_code and not stripped.startswith("File ")):
+            skip_code = skip_code and bool(stripped) and set(stripped) <= set("^~ ")
+            continue
+        skip_code = False
+        if not stripped.startswith(("Failure # ", "ray::")):
+            kept.append(line.rstrip())
+    return "\n".join(kept[-lines:])
+
+
+def error_summary(trial: Any) -> str:
+    """The last meaningful line of a failed trial's traceback (e.g. ``ValueError: ...``)."""
+    text = _error_text(trial)
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
     for line in reversed(lines):
         if not line.startswith(("File ", "^", "~")) and ("Error" in line or "Exception" in line or ":" in line):

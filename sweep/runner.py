@@ -258,6 +258,15 @@ def _stderr_silenced() -> Iterator[None]:
         os.close(devnull)
 
 
+class _TrialFailureFilter(logging.Filter):
+    """Drops Ray Tune's own reports of trial failures; every other Tune message passes."""
+
+    PREFIXES = ("Trial task failed for trial", "Trials did not complete")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.PREFIXES)
+
+
 def _quiet_ray_and_optuna() -> None:
     """Keep the terminal for the sweep's own view: Ray/Optuna notices that need no action go."""
     import warnings
@@ -265,12 +274,19 @@ def _quiet_ray_and_optuna() -> None:
     import optuna
 
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # we record results ourselves
+    os.environ.setdefault("RAY_IGNORE_UNHANDLED_ERRORS", "1")  # a stopped trial's error is ours to report, once
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     for name in ("ray.tune.analysis.experiment_analysis", "ray.tune.result_grid", "ray._private.authentication"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    # A failed trial's traceback is the sweep's to tell (one line per trial in the live view,
+    # the tail once when fail_fast stops a sweep), not Ray's to print in full for every trial.
+    for name in ("ray.tune.execution.tune_controller", "ray.tune.tune"):
+        tune_logger = logging.getLogger(name)
+        if not any(isinstance(f, _TrialFailureFilter) for f in tune_logger.filters):
+            tune_logger.addFilter(_TrialFailureFilter())
     import mlflow  # noqa: F401 - mlflow sets up its logger on import; quiet it afterwards
 
     logging.getLogger("mlflow").setLevel(logging.WARNING)
@@ -324,7 +340,7 @@ def execute(
 
     from sweep import schedulers, space, trainable, tracking
     from sweep.progress import LiveView
-    from sweep.results import Ledger
+    from sweep.results import FailFast, Ledger
 
     config = prepared.config
     started = time.time()
@@ -349,6 +365,7 @@ def execute(
         tracker.registered_model = config.tracking.registered_model or config.name
     except Exception as exc:
         raise SweepConfigError(prepared.label, "tracking.uri", f"expected a reachable MLflow tracking store at {uri}, but: {str(exc).splitlines()[0][:300]}") from None
+    fail_fast = FailFast(ledger, config.failure.fail_fast)
     view = LiveView(ledger, config.name, trial_budget(config), stream=stream, quiet=quiet)
     ended = len(resume.ended) if resume is not None else 0
     if resume is not None and not quiet:
@@ -386,7 +403,9 @@ def execute(
             # Trials checkpoint only on improvement and the ledger prunes superseded ones; Ray's
             # own num_to_keep would force an experiment snapshot per checkpoint (cost grows with trials).
             checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
-            failure_config=tune.FailureConfig(max_failures=0),
+            stop=fail_fast,
+            # A trial whose worker died restarts from its latest checkpoint (the tracker tags the retry).
+            failure_config=tune.FailureConfig(max_failures=config.failure.max_retries),
             verbose=0,
         ),
     )
@@ -414,6 +433,10 @@ def execute(
         )
         if result.best is None and status == "FINISHED":
             status = "FAILED"
+        result.stopped_because = _fail_fast_message(fail_fast, ledger)
+        if result.stopped_because:
+            status = "FAILED"
+            print(result.stopped_because, file=sys.stderr)
         tracker.finish(result, status, input_example=prepared.dataset.x_val[:5])
         result.trials = ledger.frame()  # now with MLflow run ids
         resume_module.release_lock(storage_dir)
@@ -422,6 +445,20 @@ def execute(
 
             log_to_parent_run(uri, config.name, tracker.parent_run_id)  # warns, never raises
     return result
+
+
+def _fail_fast_message(fail_fast: Any, ledger: Any) -> str | None:
+    """One message for a sweep stopped by ``failure.fail_fast``: the error once, with its trial's traceback tail."""
+    error = fail_fast.tripped()
+    if error is None:
+        return None
+    failed = ledger.count("failed")
+    tail = ledger.first_error or error
+    return (
+        f"sweep stopped: the first {failed} trials all failed with the same error before finishing an epoch "
+        f"(failure.fail_fast: {fail_fast.limit}):\n  {error}\n"
+        f"the first failed trial's traceback ends with:\n" + "\n".join(f"    {line}" for line in tail.splitlines())
+    )
 
 
 def _with_resumed_trials(searcher: Any, resume: Any) -> Any:

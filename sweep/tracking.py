@@ -211,7 +211,9 @@ class MLflowTracker(DriverCallback):
         self.ledger, self.uri, self.sweep_name = ledger, uri, sweep_name
         self._client = client(uri)
         self.experiment_id = ensure_experiment(self._client, uri, experiment)
-        self.skip_steps: dict[str, int] = {}  # epochs of reopened runs already in MLflow
+        # The last epoch logged per trial: a trial restarted from its checkpoint (a retry after
+        # its worker died, or a resumed sweep) re-reports epochs MLflow already has; never twice.
+        self.logged_steps: dict[str, int] = {}
         run_ids = {}
         if resume is None:
             tags = {"mlflow.runName": sweep_name, ROLE_TAG: "parent", NAME_TAG: sweep_name, **(parent_tags or {})}
@@ -223,7 +225,7 @@ class MLflowTracker(DriverCallback):
             self._client.update_run(self.parent_run_id, status="RUNNING")
             self._client.set_tag(self.parent_run_id, "sweep.resumed", "true")
             run_ids = {t.trial_id: t.run_id for t in resume.ended + resume.interrupted}
-            self.skip_steps = {t.trial_id: t.last_step for t in resume.interrupted}
+            self.logged_steps = {t.trial_id: t.last_step for t in resume.interrupted}
         self.writer = Writer(uri, self.experiment_id, {"parent": self.parent_run_id, **run_ids})
 
     def log_config(self, text: str) -> None:
@@ -250,8 +252,9 @@ class MLflowTracker(DriverCallback):
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         key = self.ledger.outcome(trial).trial_id
         step = epoch_of(result)
-        if step <= self.skip_steps.get(key, 0):
-            return  # logged before the crash: an epoch is never logged twice
+        if step <= self.logged_steps.get(key, 0):
+            return  # logged before a restart: an epoch is never logged twice
+        self.logged_steps[key] = step
         ts = int(result.get("timestamp", time.time()) * 1000)
         metrics = [(name, value, step, ts) for name, value in keras_metrics(result).items()]
         if metrics:
@@ -269,6 +272,11 @@ class MLflowTracker(DriverCallback):
         """Record where the newest (= best) checkpoint is, so a resume can continue from it."""
         outcome = self.ledger.outcome(trial)
         self.writer.submit("tags", outcome.trial_id, {"sweep.checkpoint": checkpoint.path, "sweep.checkpoint_epoch": outcome.best_epoch})
+
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        """The run shows each retry: how many, and why the worker was lost."""
+        outcome = self.ledger.outcome(trial)
+        self.writer.submit("tags", outcome.trial_id, {"sweep.retries": outcome.retries, "sweep.retry_reason": outcome.reason or "", "sweep.retried_from_epoch": outcome.best_epoch or 0})
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._end_trial(self.ledger.outcome(trial))

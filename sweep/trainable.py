@@ -90,6 +90,7 @@ def run_trial(hp: dict[str, Any], settings: TrialSettings, data_ref: Any, finger
     strategy = placement.strategy(settings.resources)  # MirroredStrategy when > 1 GPU, else None
     replicas = strategy.num_replicas_in_sync if strategy is not None else 1
     batch_size = placement.batch_size(int(hp.get("batch_size", settings.fit.batch_size)), settings.resources, replicas)
+    check_batch_size(batch_size, len(dataset.x_train))
     steps = worker.steps_per_execution(getattr(settings.fit, "steps_per_execution", "auto"), batch_size, len(dataset.x_train))
     if checkpoint is None:
         with strategy.scope() if strategy is not None else contextlib.nullcontext():
@@ -119,6 +120,18 @@ def run_trial(hp: dict[str, Any], settings: TrialSettings, data_ref: Any, finger
         # or the next trial fails); the next trial's reset_state clears it instead.
         del model
         trace.mark("trial_end")
+
+
+class InfeasibleTrial(ValueError):
+    """This trial's hyperparameters cannot run here (not a bug in the sweep): the trial fails,
+    the sweep goes on, and ``failure.fail_fast`` does not count it as a systematic error."""
+
+
+def check_batch_size(batch_size: int, rows: int) -> None:
+    """A batch larger than the training data is not the batch size the search asked for
+    (Keras silently trains on the whole set at once): the trial fails, saying so in one line."""
+    if batch_size > rows:
+        raise InfeasibleTrial(f"batch_size {batch_size} is larger than the {rows} training rows")
 
 
 def _trial_id() -> str | None:

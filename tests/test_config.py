@@ -184,7 +184,7 @@ BAD = [
     (
         "unknown-top-level-key",
         FULL + "trainer: {}\n",
-        "trainer: unknown key (expected one of: name, data, model, fit, objective, search, scheduler, resources, tracking)",
+        "trainer: unknown key (expected one of: name, data, model, fit, objective, search, scheduler, resources, tracking, failure)",
     ),
     ("unknown-fit-key", sub("epochs: 27", "epoch: 27"), "fit.epoch: unknown key (expected one of: epochs, batch_size, shuffle, steps_per_execution, callbacks; did you mean 'epochs'?)"),
     (

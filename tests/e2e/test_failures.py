@@ -1,0 +1,122 @@
+"""Faults inside trials: NaN loss, an infeasible batch size, a factory that raises, a worker
+process SIGKILLed mid-epoch, and a sweep whose every trial fails the same way. Each test states
+the fault and asserts what survived."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+USER_CODE = Path(__file__).parent / "user_code"
+
+
+def _sweep(folder: Path, name: str, space: dict, **extra) -> dict:
+    for module in ("faulty_models.py", "my_data.py"):
+        shutil.copy(USER_CODE / module, folder / module)
+    sweep = {
+        "name": name,
+        "data": {"source": "my_data:make", "args": {"rows": 400}, "validation_split": 0.25},
+        "model": {"builder": "faulty_models:build", "loss": "mse", "metrics": ["mae"]},
+        "fit": {"epochs": 3, "batch_size": 16},
+        "objective": {"metric": "val_loss", "mode": "min"},
+        "search": {"sampler": "grid", "seed": 0, "trials": 20, "space": space},
+        "scheduler": {"type": "fifo"},
+        "tracking": {"uri": f"sqlite:///{folder / 'mlflow.db'}"},
+    }
+    for key, value in extra.items():
+        sweep[key] = {**sweep.get(key, {}), **value}
+    return sweep
+
+
+def _children(uri: str, name: str) -> dict[str, object]:
+    from sweep import tracking
+
+    parent = tracking.find_parent_run(uri, name)
+    return {c.data.params.get("fault", "") + "/" + c.data.params.get("batch_size", ""): c for c in tracking.child_runs(uri, parent)}
+
+
+def test_failing_trials_fail_alone_with_their_reason(ray_session, tmp_path, monkeypatch):
+    import sweep
+
+    monkeypatch.chdir(tmp_path)
+    space = {"fault": {"type": "categorical", "choices": ["none", "nan", "raise"]},
+             "batch_size": {"type": "categorical", "choices": [16, 100000]}}
+    config = _sweep(tmp_path, "e2e-faults", space)
+    result = sweep.run(config, storage=str(tmp_path / "runs"), quiet=True)
+
+    assert result.stopped_because is None, "infeasible and differing failures do not stop the sweep"
+    rows = {(r["param.fault"], int(r["param.batch_size"])): r for r in result.trials.to_dict("records")}
+    assert len(rows) == 6, "every grid point ran once"
+    assert rows[("none", 16)]["status"] == "completed" and rows[("none", 16)]["epochs"] == 3
+    nan = rows[("nan", 16)]
+    assert (nan["status"], nan["reason"], nan["epochs"]) == ("failed", "nan_loss", 1), "NaN stops the trial in its first epoch"
+    assert rows[("raise", 16)]["status"] == "failed"
+    assert rows[("raise", 16)]["reason"].endswith("it raised RuntimeError: faulty factory refused to build")
+    for fault in ("none", "nan", "raise"):
+        huge = rows[(fault, 100000)]
+        assert huge["status"] == "failed"
+        assert huge["reason"].endswith("batch_size 100000 is larger than the 300 training rows"), huge["reason"]
+        assert "\n" not in huge["reason"]
+
+    children = _children(result.tracking_uri, "e2e-faults")
+    assert len(children) == 6
+    assert children["nan/16"].data.tags["sweep.status"] == "failed"
+    assert children["nan/16"].data.tags["sweep.reason"] == "nan_loss"
+    assert children["raise/16"].info.status == "FAILED"
+    assert children["none/16"].info.status == "FINISHED"
+
+
+def test_a_sweep_whose_every_trial_fails_the_same_way_stops_early_and_says_it_once(ray_session, tmp_path):
+    import yaml
+
+    space = {"learning_rate": {"type": "float", "low": 1e-3, "high": 1e-1, "log": True}}
+    config = _sweep(tmp_path, "e2e-broken", space, model={"builder": "faulty_models:build_always_broken"},
+                    search={"sampler": "random", "trials": 12})
+    path = tmp_path / "broken.yaml"
+    path.write_text(yaml.safe_dump(config))
+    run = subprocess.run([sys.executable, "-m", "sweep.cli", "run", str(path), "--storage", str(tmp_path / "runs"),
+                          "--address", ray_session], capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert run.returncode == 1, run.stderr[-3000:]
+    output = run.stdout + run.stderr
+    assert "sweep stopped: the first" in run.stderr
+    assert output.count("in build_always_broken") == 1, "the trial's own traceback, once: " + output[-4000:]
+    assert "ValueError: cannot build a model for input shape (6,): broken on purpose" in run.stderr
+    assert "same error as trial 0" in run.stdout, "later identical failures point back instead of repeating"
+    assert "Unhandled error" not in output and "Trial task failed" not in output
+
+    from sweep import tracking
+
+    summary = tracking.status_summary(config["tracking"]["uri"], "e2e-broken")
+    failed = summary["trials"].get("failed", 0)
+    assert 3 <= failed < 12, summary
+    assert summary["sweep_status"] == "FAILED"
+
+
+def test_a_worker_killed_mid_epoch_retries_from_its_checkpoint(ray_session, tmp_path, monkeypatch):
+    import sweep
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.chdir(tmp_path)
+    space = {"fault": {"type": "categorical", "choices": ["kill_once", "none"]}}
+    config = _sweep(tmp_path, "e2e-killed", space, fit={"epochs": 6, "batch_size": 8, "steps_per_execution": 1},
+                    data={"args": {"rows": 4000}})
+    result = sweep.run(config, storage=str(tmp_path / "runs"), quiet=True)
+
+    assert (tmp_path / "killed.marker").exists(), "the fault was injected"
+    assert list(result.trials["status"]) == ["completed", "completed"]
+    killed = result.trials.set_index("param.fault").loc["kill_once"]
+    assert killed["retries"] == 1 and killed["epochs"] == 6
+    child = _children(result.tracking_uri, "e2e-killed")["kill_once/"]
+    assert child.data.tags["sweep.retries"] == "1"
+    assert int(child.data.tags["sweep.retried_from_epoch"]) >= 1, "restarted from its checkpoint, not from scratch"
+    assert child.info.status == "FINISHED"
+    client = MlflowClient(result.tracking_uri)
+    for metric in ("loss", "val_loss"):
+        steps = [m.step for m in client.get_metric_history(child.info.run_id, metric)]
+        assert sorted(steps) == list(range(1, 7)), (metric, steps)
