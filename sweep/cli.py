@@ -147,7 +147,9 @@ def _print_result(result: Any) -> None:
         console.print(f"  params: {format_params(best.params)}")
         console.print(f"  checkpoint: {best.checkpoint}")
     console.print(f"MLflow: experiment '{result.experiment}', parent run {result.parent_run_id}")
-    console.print(f"  look: sweep ui --tracking-uri {result.tracking_uri}   (then open http://127.0.0.1:5000)")
+    from sweep.tracking import redact
+
+    console.print(f"  look: sweep ui --tracking-uri {redact(result.tracking_uri)}   (then open http://127.0.0.1:5000)")
 
 
 def _cmd_best(args: argparse.Namespace) -> int:

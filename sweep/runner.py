@@ -357,14 +357,15 @@ def execute(
     except InputError as exc:
         raise SweepConfigError(prepared.label, exc.key, exc.expected) from None
     try:
+        tracking.check_reachable(uri)
         tracker = tracking.MLflowTracker(
             ledger, uri, config.experiment, config.name, sweep_params(config), parent_tags(prepared, storage_path), resume=resume
         )
         if resume is None:
-            tracker.log_config(config.model_dump_json(indent=2))
+            tracker.log_config(_config_json(config))
         tracker.registered_model = config.tracking.registered_model or config.name
     except Exception as exc:
-        raise SweepConfigError(prepared.label, "tracking.uri", f"expected a reachable MLflow tracking store at {uri}, but: {str(exc).splitlines()[0][:300]}") from None
+        raise SweepConfigError(prepared.label, "tracking.uri", f"expected a reachable MLflow tracking store at {tracking.redact(uri)}, but: {str(exc).splitlines()[0][:300]}") from None
     fail_fast = FailFast(ledger, config.failure.fail_fast)
     view = LiveView(ledger, config.name, trial_budget(config), stream=stream, quiet=quiet)
     ended = len(resume.ended) if resume is not None else 0
@@ -447,6 +448,18 @@ def execute(
     return result
 
 
+def _config_json(config: SweepConfig) -> str:
+    """The validated sweep file for ``sweep/config.json``, with no password in the tracking URI."""
+    from sweep.tracking import redact
+
+    data = config.model_dump(mode="json")
+    if data["tracking"].get("uri"):
+        data["tracking"]["uri"] = redact(data["tracking"]["uri"])
+    import json
+
+    return json.dumps(data, indent=2)
+
+
 def _fail_fast_message(fail_fast: Any, ledger: Any) -> str | None:
     """One message for a sweep stopped by ``failure.fail_fast``: the error once, with its trial's traceback tail."""
     error = fail_fast.tripped()
@@ -500,4 +513,8 @@ def sweep_params(config: SweepConfig) -> dict[str, Any]:
             flat[prefix] = value
 
     walk("config", config.model_dump(mode="json"))
+    if flat.get("config.tracking.uri"):  # never a password in a param
+        from sweep.tracking import redact
+
+        flat["config.tracking.uri"] = redact(flat["config.tracking.uri"])
     return flat

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ray import tune
 
 from sweep.results import COMPLETED, FAILED, DriverCallback, Ledger, epoch_of, SweepResult, TrialOutcome, keras_metrics
 
@@ -41,6 +40,32 @@ def resolve_uri(uri: str | None) -> str:
         relative = uri[len("sqlite:///") :]
         uri = f"sqlite:///{Path(relative).resolve()}"
     return uri
+
+
+def check_reachable(uri: str, timeout: float = 5.0) -> None:
+    """Fail in seconds, not after MLflow's minutes of HTTP retries, when a tracking server is down."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    import urllib.error
+    import urllib.request
+
+    try:
+        urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout).close()
+    except urllib.error.HTTPError:
+        return  # it answered: reachable (some proxies do not serve /health)
+    except (OSError, ValueError) as exc:
+        raise ConnectionError(f"no answer from {redact(uri)} within {timeout:.0f} s ({getattr(exc, 'reason', exc)})") from None
+
+
+def redact(uri: str) -> str:
+    """A URI without the password of ``user:password@host``, for logs, params and errors."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri
+    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def client(uri: str) -> Any:
@@ -88,13 +113,15 @@ class Writer:
         self._client = client(self.uri)
         self._queue: queue.Queue[_Op] = queue.Queue(maxsize=self.max_queue)
         self._thread = threading.Thread(target=self._loop, name="sweep-mlflow-writer", daemon=True)
-        self._thread.start()
         self.errors: list[str] = []
+        self.outage_since: float | None = None  # monotonic time the current tracking outage began
+        self._thread.start()
 
     def submit(self, kind: str, key: str, payload: Any = None) -> None:
         self._queue.put(_Op(kind, key, payload))
 
-    def flush(self, timeout: float = 120.0) -> None:
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait until everything submitted so far landed (or ran out of retries)."""
         done = threading.Event()
         self._queue.put(_Op("flush", "", done=done))
         done.wait(timeout)
@@ -121,17 +148,46 @@ class Writer:
                 self._apply_with_retry(group)
 
     def _apply_with_retry(self, op: _Op) -> None:
-        for attempt in range(5):
+        """Apply ``op``, retrying through a tracking outage (a server restarting, a network
+        blip) for up to ``SWEEP_TRACKING_RETRY_S`` seconds (default 900). Training is never
+        held up: Tune keeps reporting into the bounded queue while this thread waits. One
+        warning when an outage starts, one line when writes land again."""
+        deadline = time.monotonic() + float(os.environ.get("SWEEP_TRACKING_RETRY_S", "900"))
+        attempt = 0
+        while True:
             try:
+                if attempt and op.kind == "start":
+                    self._adopt_started_run(op)  # the failed attempt may have created it after all
                 self._apply(op)
+                if self.outage_since is not None:
+                    log.warning("MLflow reachable again after %.0f s; buffered tracking writes are landing", time.monotonic() - self.outage_since)
+                    self.outage_since = None
                 return
             except Exception as exc:  # tracking must never take the sweep down
-                if attempt == 4:
-                    message = f"MLflow {op.kind} for {op.key} failed: {exc}"
+                if self.outage_since is None:
+                    self.outage_since = time.monotonic()
+                    log.warning("MLflow write failed (%s); training goes on, tracking writes are buffered and retried", _first_line(exc))
+                if time.monotonic() >= deadline:
+                    message = f"MLflow {op.kind} for {op.key} failed after retrying: {_first_line(exc)}"
                     self.errors.append(message)
                     log.warning(message)
                     return
-                time.sleep(0.5 * 2**attempt)
+                time.sleep(min(10.0, 0.5 * 2**attempt))
+                attempt += 1
+
+    def _adopt_started_run(self, op: _Op) -> None:
+        """Reuse a child run that an earlier, seemingly failed ``start`` did create: never two runs per trial."""
+        if op.key in self.run_ids:
+            return
+        trial = op.payload["tags"].get(TRIAL_TAG)
+        parent = op.payload["tags"].get("mlflow.parentRunId")
+        if not trial or not parent:
+            return
+        found = self._client.search_runs(
+            [self.experiment_id], f"tags.`{TRIAL_TAG}` = '{trial}' and tags.`mlflow.parentRunId` = '{parent}'", max_results=1
+        )
+        if found:
+            self.run_ids[op.key] = found[0].info.run_id
 
     def _apply(self, op: _Op) -> None:
         from mlflow.entities import Metric, Param, RunTag
@@ -169,6 +225,11 @@ class Writer:
         elif op.kind == "reopen":
             self._client.update_run(run_id, status="RUNNING")
             self._client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in op.payload.items()])
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:300]
 
 
 def _coalesce(ops: list[_Op]) -> list[_Op]:
@@ -209,6 +270,10 @@ class MLflowTracker(DriverCallback):
     ):
         """Create the parent run, or with ``resume`` (a ``recovery.ResumeState``) reopen it."""
         self.ledger, self.uri, self.sweep_name = ledger, uri, sweep_name
+        # The writer retries through outages itself (and says so); MLflow's own HTTP retries
+        # (7, with minutes of backoff) would only hide an outage from the user.
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
         self._client = client(uri)
         self.experiment_id = ensure_experiment(self._client, uri, experiment)
         # The last epoch logged per trial: a trial restarted from its checkpoint (a retry after
@@ -452,7 +517,7 @@ def best_summary(uri: str, name: str) -> dict[str, Any] | None:
         "mlflow_run_id": None,
         "parent_run_id": parent.info.run_id,
         "experiment_id": parent.info.experiment_id,
-        "tracking_uri": uri,
+        "tracking_uri": redact(uri),
         "sweep_status": parent.info.status,
     }
     if best_child is None:
@@ -485,7 +550,7 @@ def status_summary(uri: str, name: str) -> dict[str, Any] | None:
         "trials_requested": _int(parent.data.params.get("config.search.trials")),
         "trials": counts,
         "parent_run_id": parent.info.run_id,
-        "tracking_uri": uri,
+        "tracking_uri": redact(uri),
     }
 
 

@@ -65,7 +65,6 @@ def make(settings: TrialSettings, data_ref: Any, fingerprint: str, builder: Call
 def run_trial(hp: dict[str, Any], settings: TrialSettings, data_ref: Any, fingerprint: str, builder: Callable) -> None:
     """One trial: build and compile the model, then fit with the Tune reporter attached."""
     configure_worker(settings.resources)
-    import keras
     from ray import tune
 
     from sweep import models, worker

@@ -13,8 +13,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,29 +23,12 @@ from typing import Any, Iterator
 import pytest
 import yaml
 
+from .servers import MlflowServer, free_port, kill_group
+
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
 EPOCHS = 2
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _kill_group(proc: subprocess.Popen) -> None:
-    """Stop a process this module started, with everything it spawned (its own session)."""
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +48,7 @@ def _env(ray_tmp: Path, **extra: str) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def cluster(ray_tmp: Path) -> Iterator[dict[str, Any]]:
     """Head (1 CPU, cpu_node) + CPU node (1 CPU, cpu_node) + GPU node (4 CPUs, 2 fake GPUs)."""
-    client_port, dashboard_port = _free_port(), _free_port()
+    client_port, dashboard_port = free_port(), free_port()
     spec = {
         "head": {"num_cpus": 1, "resources": {"cpu_node": 1}, "include_dashboard": True, "dashboard_port": dashboard_port, "ray_client_server_port": client_port},
         "nodes": [{"num_cpus": 1, "resources": {"cpu_node": 1}}, {"num_cpus": 4, "num_gpus": 2}],
@@ -87,35 +68,18 @@ def cluster(ray_tmp: Path) -> Iterator[dict[str, Any]]:
         with contextlib.suppress(Exception):
             proc.stdin.close()  # the helper shuts its nodes down when stdin closes
             proc.wait(60)
-        _kill_group(proc)
+        kill_group(proc)
         log.close()
 
 
 @pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory) -> Iterator[str]:
     """A real MLflow tracking server on 127.0.0.1: sqlite backend, artifacts proxied."""
-    folder = tmp_path_factory.mktemp("mlflow-server")
-    port = _free_port()
-    command = [
-        sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-        "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}", "--artifacts-destination", str(folder / "artifacts"),
-    ]
-    log = (folder / "server.log").open("w")
-    proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    uri = f"http://127.0.0.1:{port}"
+    server = MlflowServer(tmp_path_factory.mktemp("mlflow-server")).start()
     try:
-        deadline = time.time() + 90
-        while time.time() < deadline:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
-                break
-            assert proc.poll() is None, (folder / "server.log").read_text()[-3000:]
-            time.sleep(0.5)
-        else:
-            pytest.fail("mlflow server did not start in 90 s")
-        yield uri
+        yield server.uri
     finally:
-        _kill_group(proc)
-        log.close()
+        server.stop()
 
 
 def _sweep_file(folder: Path, name: str, trials: int, resources: dict[str, Any]) -> Path:

@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from .servers import child_run_progress
+
 pytestmark = pytest.mark.slow
 
 TRIALS, EPOCHS = 6, 6
@@ -39,32 +41,6 @@ def _sweep_file(folder: Path) -> Path:
     return path
 
 
-def _progress(db: Path) -> tuple[int, int]:
-    """(ended trials, running trials with a checkpoint), read straight from the sqlite file.
-
-    Read-only sqlite, not an MlflowClient: a second MLflow store object on a database the
-    driver is still creating races its schema migration.
-    """
-    import sqlite3
-
-    if not db.exists():
-        return 0, 0
-    query = """
-        SELECT r.status,
-               (SELECT value FROM tags t WHERE t.run_uuid = r.run_uuid AND t.key = 'sweep.status'),
-               EXISTS (SELECT 1 FROM tags t WHERE t.run_uuid = r.run_uuid AND t.key = 'sweep.checkpoint')
-        FROM runs r
-        WHERE EXISTS (SELECT 1 FROM tags t WHERE t.run_uuid = r.run_uuid AND t.key = 'mlflow.parentRunId')"""
-    try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as connection:
-            rows = connection.execute(query).fetchall()
-    except sqlite3.OperationalError:  # tables not created yet, or locked for a moment
-        return 0, 0
-    ended = sum(1 for _, status, _ in rows if status in ("completed", "stopped_early"))
-    running = sum(1 for state, _, checkpoint in rows if state == "RUNNING" and checkpoint)
-    return ended, running
-
-
 def _children(uri: str):
     from sweep import tracking
 
@@ -84,7 +60,7 @@ def test_sigkill_driver_then_resume(ray_session, tmp_path):
     while time.time() < deadline:  # kill once some trials ended and another is mid-way
         time.sleep(0.5)
         assert driver.poll() is None, driver.stdout.read()[-3000:]
-        ended, running = _progress(tmp_path / "mlflow.db")
+        ended, running = child_run_progress(tmp_path / "mlflow.db")
         if ended >= 2 and running:
             break
     else:

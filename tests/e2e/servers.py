@@ -1,0 +1,88 @@
+"""Real processes the end-to-end tests start: an MLflow tracking server on 127.0.0.1 that can
+be stopped and started again on the same port, and read-only views of its sqlite store."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def kill_group(proc: subprocess.Popen) -> None:
+    """Stop a process a test started, with everything it spawned (its own session)."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+
+
+class MlflowServer:
+    """``mlflow server`` on 127.0.0.1: sqlite backend, artifacts proxied, restartable."""
+
+    def __init__(self, folder: Path, port: int | None = None):
+        self.folder, self.port = folder, port or free_port()
+        self.db = folder / "mlflow.db"
+        self.uri = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 90) -> "MlflowServer":
+        command = [
+            sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
+            "--backend-store-uri", f"sqlite:///{self.db}", "--artifacts-destination", str(self.folder / "artifacts"),
+        ]
+        log = (self.folder / "server.log").open("a")
+        self.proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                return self
+            if self.proc.poll() is not None:
+                raise RuntimeError((self.folder / "server.log").read_text()[-3000:])
+            time.sleep(0.5)
+        raise RuntimeError(f"mlflow server did not start in {timeout:.0f} s")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            kill_group(self.proc)
+            self.proc = None
+
+
+def child_run_progress(db: Path) -> tuple[int, int]:
+    """(ended trials, running trials with a checkpoint) of an MLflow sqlite store, read-only.
+
+    Read-only sqlite, not an MlflowClient: a second MLflow store object on a database that a
+    driver is still creating races its schema migration.
+    """
+    if not db.exists():
+        return 0, 0
+    query = """
+        SELECT r.status,
+               (SELECT value FROM tags t WHERE t.run_uuid = r.run_uuid AND t.key = 'sweep.status'),
+               EXISTS (SELECT 1 FROM tags t WHERE t.run_uuid = r.run_uuid AND t.key = 'sweep.checkpoint')
+        FROM runs r
+        WHERE EXISTS (SELECT 1 FROM tags t WHERE t.run_uuid = r.run_uuid AND t.key = 'mlflow.parentRunId')"""
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)) as connection:
+            rows = connection.execute(query).fetchall()
+    except sqlite3.OperationalError:  # tables not created yet, or locked for a moment
+        return 0, 0
+    ended = sum(1 for _, status, _ in rows if status in ("completed", "stopped_early"))
+    running = sum(1 for state, _, checkpoint in rows if state == "RUNNING" and checkpoint)
+    return ended, running

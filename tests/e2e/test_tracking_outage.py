@@ -1,0 +1,88 @@
+"""Fault: the MLflow tracking server goes away mid-sweep and comes back. What must survive:
+training goes on, and at the end every run, epoch metric and checkpoint artifact is there.
+Also checked on the same sweep: credentials in the environment never reach MLflow or the output."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from .servers import MlflowServer, child_run_progress
+
+pytestmark = pytest.mark.slow
+
+TRIALS, EPOCHS = 4, 6
+SECRETS = {"MLFLOW_TRACKING_TOKEN": "tok-SECRET-3141", "AWS_SECRET_ACCESS_KEY": "aws-SECRET-2718"}
+
+
+def _sweep_file(folder: Path, uri: str) -> Path:
+    sweep = {
+        "name": "e2e-outage",
+        "data": {"source": "synthetic", "samples": 3000, "features": 16, "classes": 3, "validation_split": 0.2},
+        "model": {"builder": "mlp", "args": {"units": [32]}},
+        "fit": {"epochs": EPOCHS, "batch_size": 8, "steps_per_execution": 1},
+        "objective": {"metric": "val_accuracy", "mode": "max"},
+        "search": {"sampler": "random", "seed": 1, "trials": TRIALS,
+                   "space": {"learning_rate": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True}}},
+        "scheduler": {"type": "fifo"},
+        "tracking": {"uri": uri},
+    }
+    path = folder / "outage.yaml"
+    path.write_text(yaml.safe_dump(sweep))
+    return path
+
+
+def test_server_restart_mid_sweep_loses_nothing_and_no_secret_leaks(ray_session, tmp_path):
+    import os
+
+    from mlflow.tracking import MlflowClient
+
+    from sweep import tracking
+
+    server = MlflowServer(tmp_path / "server")
+    server.folder.mkdir()
+    server.start()
+    try:
+        path = _sweep_file(tmp_path, server.uri)
+        env = {**os.environ, **SECRETS}
+        driver = subprocess.Popen([sys.executable, "-m", "sweep.cli", "run", str(path), "--storage", str(tmp_path / "runs"),
+                                   "--address", ray_session], cwd=tmp_path, env=env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        deadline = time.time() + 240
+        while child_run_progress(server.db) == (0, 0):  # some trial is running with a checkpoint
+            assert time.time() < deadline and driver.poll() is None, "the sweep never got going"
+            time.sleep(0.5)
+        server.stop()  # the outage: every tracking write fails for a while
+        time.sleep(8)
+        assert driver.poll() is None, "the sweep goes on while tracking is down"
+        server.start()
+        output, _ = driver.communicate(timeout=600)
+        assert driver.returncode == 0, output[-3000:]
+
+        assert "tracking writes are buffered and retried" in output, "the user is told about the outage"
+        client = MlflowClient(server.uri)
+        parent = tracking.find_parent_run(server.uri, "e2e-outage")
+        children = tracking.child_runs(server.uri, parent)
+        assert parent.info.status == "FINISHED"
+        assert len(children) == TRIALS, "one run per trial, none duplicated by a retried create"
+        for child in children:
+            assert child.info.status == "FINISHED"
+            for metric in ("loss", "accuracy", "val_loss", "val_accuracy"):
+                steps = sorted(m.step for m in client.get_metric_history(child.info.run_id, metric))
+                assert steps == list(range(1, EPOCHS + 1)), (metric, steps)
+            assert [a.path for a in client.list_artifacts(child.info.run_id, "checkpoint")] == ["checkpoint/model.keras"]
+
+        recorded = [output]
+        for run in [parent, *children]:
+            recorded += [str(run.data.params), str(run.data.tags)]
+        config_json = Path(client.download_artifacts(parent.info.run_id, "sweep/config.json", str(tmp_path))).read_text()
+        recorded.append(config_json)
+        for name, secret in SECRETS.items():
+            assert not any(secret in text for text in recorded), f"{name}'s value leaked"
+    finally:
+        server.stop()
