@@ -11,7 +11,7 @@ import json
 import os
 import subprocess
 import sys
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from rich.console import Console
 
@@ -152,13 +152,22 @@ def _print_result(result: Any) -> None:
     console.print(f"  look: sweep ui --tracking-uri {redact(result.tracking_uri)}   (then open http://127.0.0.1:5000)")
 
 
-def _cmd_best(args: argparse.Namespace) -> int:
+def _summary(args: argparse.Namespace, read: Callable[[str, str], dict | None]) -> dict | None:
+    """What ``read(uri, name)`` says of the sweep ``args.name``, or None after saying it does not exist."""
     from sweep import tracking
 
     uri = tracking.resolve_uri(args.tracking_uri)
-    summary = tracking.best_summary(uri, args.name)
+    summary = read(uri, args.name)
     if summary is None:
-        print(f"error: no sweep named {args.name!r} in {uri}", file=sys.stderr)
+        print(f"error: no sweep named {args.name!r} in {tracking.redact(uri)}", file=sys.stderr)
+    return summary
+
+
+def _cmd_best(args: argparse.Namespace) -> int:
+    from sweep import tracking
+
+    summary = _summary(args, tracking.best_summary)
+    if summary is None:
         return EXIT_BAD_INPUT
     if args.json:
         print(json.dumps(summary, default=str))
@@ -173,10 +182,8 @@ def _cmd_best(args: argparse.Namespace) -> int:
 def _cmd_status(args: argparse.Namespace) -> int:
     from sweep import tracking
 
-    uri = tracking.resolve_uri(args.tracking_uri)
-    summary = tracking.status_summary(uri, args.name)
+    summary = _summary(args, tracking.status_summary)
     if summary is None:
-        print(f"error: no sweep named {args.name!r} in {uri}", file=sys.stderr)
         return EXIT_BAD_INPUT
     if args.json:
         print(json.dumps(summary, default=str))

@@ -31,9 +31,11 @@ def resolve(spec: str, key: str, search_paths: tuple[Path, ...] = ()) -> Callabl
     if not is_spec(spec):
         raise InputError(key, f"expected package.module:function, got {spec!r}")
     module_name, _, attr_path = spec.partition(":")
-    for path in search_paths:
-        if str(path) not in sys.path:
-            sys.path.append(str(path))
+    for path in reversed(search_paths):  # the sweep file's folder first, as Python does for a script
+        if str(path) in sys.path:
+            sys.path.remove(str(path))
+        sys.path.insert(0, str(path))
+    _forget_if_shadowed(module_name, search_paths)
     try:
         module = importlib.import_module(module_name)
     except Exception as exc:  # ImportError, or the user's module raising at import
@@ -47,6 +49,32 @@ def resolve(spec: str, key: str, search_paths: tuple[Path, ...] = ()) -> Callabl
         raise InputError(key, f"expected {spec!r} to be callable, got {type(target).__name__}")
     _pickle_by_value_if_local(module)
     return target
+
+
+def _local_file(module_name: str, search_paths: tuple[Path, ...]) -> Path | None:
+    """The user's file for ``module_name`` in the first search path that has one."""
+    relative = Path(*module_name.split("."))
+    for path in search_paths:
+        for candidate in (path / relative.with_suffix(".py"), path / relative / "__init__.py"):
+            if candidate.is_file():
+                return candidate.resolve()
+    return None
+
+
+def _forget_if_shadowed(module_name: str, search_paths: tuple[Path, ...]) -> None:
+    """A module of the same name loaded earlier from another folder (a previous sweep in the same
+    notebook or process) must not stand in for the one next to this sweep file."""
+    loaded = sys.modules.get(module_name)
+    wanted = _local_file(module_name, search_paths)
+    if loaded is None or wanted is None:
+        return
+    current = getattr(loaded, "__file__", None)
+    if current is not None and Path(current).resolve() == wanted:
+        return
+    root = module_name.split(".")[0]
+    for name in [n for n in sys.modules if n == root or n.startswith(root + ".")]:
+        del sys.modules[name]
+    importlib.invalidate_caches()
 
 
 def _pickle_by_value_if_local(module: Any) -> None:

@@ -6,18 +6,49 @@ finished trial and a heartbeat, never cursor tricks.
 
 from __future__ import annotations
 
+import bisect
+import math
 import sys
 import time
-from typing import Any, TextIO
+from typing import Any, Sequence, TextIO
 
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from sweep.results import COMPLETED, FAILED, RUNNING, STOPPED_EARLY, DriverCallback, Ledger, TrialOutcome
+from sweep.results import COMPLETED, FAILED, RUNNING, STOPPED_EARLY, DriverCallback, Ledger, TrialOutcome, epoch_of
 
 HEARTBEAT_SECONDS = 30.0
+RENDER_SECONDS = 0.25  # the rich view redraws at most this often, however fast Tune steps
+
+
+def rung_milestones(scheduler: Any, max_epochs: int) -> list[int]:
+    """The epochs at which the scheduler judges trials, ending with the full budget.
+
+    ASHA: ``grace_period * reduction_factor**k`` up to ``max_epochs`` (Ray's own rungs);
+    HyperBand: ``reduction_factor**k``; the median rule: its grace period. A milestone is
+    reached at the first whole epoch at or past it. FIFO (or no scheduler) stops no one early,
+    so it has none.
+    """
+    kind = getattr(scheduler, "type", None)
+    if kind in ("asha", "hyperband"):
+        start = float(getattr(scheduler, "grace_period", 1) if kind == "asha" else 1)
+        factor = float(scheduler.reduction_factor)
+        points, k = [], 0
+        while start * factor**k <= max_epochs * (1 + 1e-9):
+            points.append(math.ceil(start * factor**k - 1e-9))
+            k += 1
+    elif kind == "median":
+        points = [int(scheduler.grace_period)]
+    else:
+        return []
+    return sorted({p for p in points if 1 <= p <= max_epochs} | {int(max_epochs)})
+
+
+def format_rungs(rungs: Sequence[int], counts: Sequence[int]) -> str:
+    """``epoch>=1: 32, >=3: 12, >=9: 5``: how many trials reached each milestone."""
+    return ", ".join(f"{'epoch' if i == 0 else ''}>={rung}: {count}" for i, (rung, count) in enumerate(zip(rungs, counts)))
 
 
 def format_value(value: float | None) -> str:
@@ -34,17 +65,45 @@ def format_duration(seconds: float) -> str:
 
 
 class LiveView(DriverCallback):
-    """Shows counts by status, the best trial so far, elapsed time and an ETA."""
+    """Shows counts by status, the best trial so far, rung survival, elapsed time and an ETA.
+
+    Rung survival (how many trials reached each scheduler milestone) is kept as running
+    counters, updated when a trial's epoch crosses a milestone, so showing it costs the same
+    on the thousandth trial as on the first.
+    """
 
     transient = ("stream", "console", "_live")
+    # defaults for a view unpickled from a state saved before these existed
+    rungs: list[int] = []
+    rung_counts: list[int] = []
+    _last_render = 0.0
 
-    def __init__(self, ledger: Ledger, name: str, total: int, stream: TextIO | None = None, quiet: bool = False):
+    def __init__(
+        self,
+        ledger: Ledger,
+        name: str,
+        total: int,
+        stream: TextIO | None = None,
+        quiet: bool = False,
+        rungs: Sequence[int] | None = None,
+    ):
         self.ledger, self.name, self.total, self.quiet = ledger, name, total, quiet
         self.stream = stream or sys.stdout
         self.console = Console(file=self.stream)
         self.interactive = self.console.is_terminal and not quiet
         self._live: Live | None = None
         self._last_line = 0.0
+        self._last_render = 0.0
+        self.rungs: list[int] = sorted(set(int(r) for r in rungs or ()))
+        self.rung_counts: list[int] = [0] * len(self.rungs)
+        self._rungs_reached: dict[str, int] = {}  # trial id -> how many milestones it has passed
+        for outcome in list(ledger.outcomes.values()):  # trials of an earlier session (resume)
+            self._note_epochs(outcome.trial_id, outcome.epochs)
+
+    @staticmethod
+    def rungs_for(config: Any) -> list[int]:
+        """The milestones of a ``SweepConfig``'s scheduler (see ``rung_milestones``)."""
+        return rung_milestones(config.scheduler, config.max_epochs)
 
     # -- Tune hooks --------------------------------------------------------------------------
     def setup(self, **info: Any) -> None:
@@ -54,9 +113,17 @@ class LiveView(DriverCallback):
         elif not self.quiet:
             self._print(f"sweep {self.name}: {self.total} trials, objective {self.ledger.metric} ({self.ledger.mode})")
 
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        if self.rungs:
+            outcome = self.ledger.outcome(trial)
+            self._note_epochs(outcome.trial_id, max(epoch_of(result), outcome.epochs))
+
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
         if self._live is not None:
-            self._live.update(self.render())
+            now = time.time()
+            if now - self._last_render >= RENDER_SECONDS:
+                self._last_render = now
+                self._live.update(self.render())
         elif not self.quiet and time.time() - self._last_line > HEARTBEAT_SECONDS:
             self._print(self.summary_line())
 
@@ -74,6 +141,21 @@ class LiveView(DriverCallback):
             self._live.update(self.render())
             self._live.stop()
             self._live = None
+
+    def _note_epochs(self, key: str, epochs: int) -> None:
+        """Count the milestones ``epochs`` passes that this trial had not passed before."""
+        if not self.rungs:
+            return
+        before = self._rungs_reached.get(key, 0)
+        now = bisect.bisect_right(self.rungs, epochs)
+        if now > before:
+            for index in range(before, now):
+                self.rung_counts[index] += 1
+            self._rungs_reached[key] = now
+
+    def rung_survival(self) -> str:
+        """``epoch>=1: 32, >=3: 12, ...``; empty when the scheduler has no milestones."""
+        return format_rungs(self.rungs, self.rung_counts)
 
     # -- rendering ---------------------------------------------------------------------------
     def _trial_line(self, outcome: TrialOutcome) -> None:
@@ -105,13 +187,23 @@ class LiveView(DriverCallback):
         elapsed = time.time() - self.ledger.started
         return elapsed / done * max(0, self.total - done)
 
+    def best_text(self) -> str:
+        best = self.ledger.best
+        if best is None or best.value is None:
+            return "best -"
+        params = format_params(best.params)
+        return f"best {format_value(best.value)} (trial {best.number}{': ' + params if params else ''})"
+
     def summary_line(self) -> str:
         c = self.counts()
-        best = self.ledger.best
-        best_text = f"best {format_value(best.value)} (trial {best.number})" if best else "best -"
+        eta = self.eta()
+        rungs = self.rung_survival()
         return (
             f"running {c[RUNNING]}, completed {c[COMPLETED]}, stopped early {c[STOPPED_EARLY]}, "
-            f"failed {c[FAILED]} of {self.total}; {best_text}; elapsed {format_duration(time.time() - self.ledger.started)}"
+            f"failed {c[FAILED]} of {self.total}; {self.best_text()}"
+            + (f"; reached {rungs}" if rungs else "")
+            + f"; elapsed {format_duration(time.time() - self.ledger.started)}"
+            + (f", eta {format_duration(eta)}" if eta is not None else "")
         )
 
     def render(self) -> Group:
@@ -133,7 +225,18 @@ class LiveView(DriverCallback):
             f"[red]failed {c[FAILED]}",
             f"[bold]of {self.total}",
         )
-        return Group(header, counts, self._best_table())
+        parts: list[Any] = [header, counts, Text(self.best_text())]
+        if self.rungs:
+            parts.append(self._rung_table())
+        parts.append(self._best_table())
+        return Group(*parts)
+
+    def _rung_table(self) -> Table:
+        table = Table(title="rung survival", title_justify="left", expand=False)
+        for rung in self.rungs:
+            table.add_column(f"epoch>={rung}", justify="right")
+        table.add_row(*(str(count) for count in self.rung_counts))
+        return table
 
     def _best_table(self) -> Table:
         table = Table(title="top trials", title_justify="left", expand=False)

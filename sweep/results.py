@@ -37,7 +37,8 @@ def keras_metrics(result: dict[str, Any]) -> dict[str, float]:
 def epoch_of(result: dict[str, Any]) -> int:
     """The epoch a result belongs to: the reporter's own count, which a resumed trial continues
     (Tune's training_iteration restarts at 1 in a new session)."""
-    return int(result.get(EPOCH_FIELD) or result.get("training_iteration", 0))
+    epoch = result.get(EPOCH_FIELD)
+    return int(epoch if epoch is not None else result.get("training_iteration", 0))
 
 
 def is_better(value: float, best: float | None, mode: str) -> bool:
@@ -152,7 +153,7 @@ class Ledger(DriverCallback):
         outcome = self.outcome(trial)
         outcome.status = RUNNING
         outcome.epochs = epoch_of(result)
-        outcome.last_metrics = keras_metrics(result)
+        outcome.last_metrics = keras_metrics(result) or outcome.last_metrics  # a final infeasible report has none
         outcome.node_ip = result.get("node_ip", outcome.node_ip)
         value = outcome.last_metrics.get(self.metric)
         if value is not None and is_better(value, outcome.value, self.mode):
@@ -286,7 +287,10 @@ class FailFast(tune.Stopper):
 
 def _hyperparameter_specific(reason: str | None) -> bool:
     """Failures caused by one configuration (infeasible batch size, out of memory), not by the sweep."""
-    return bool(reason) and any(kind in reason for kind in ("InfeasibleTrial", "ResourceExhaustedError", "OutOfMemoryError"))
+    return bool(reason) and (
+        reason.startswith(("infeasible: ", "out of memory: "))
+        or any(kind in reason for kind in ("InfeasibleTrial", "ResourceExhaustedError", "OutOfMemoryError"))
+    )
 
 
 def _error_text(trial: Any) -> str:

@@ -367,7 +367,7 @@ def execute(
     except Exception as exc:
         raise SweepConfigError(prepared.label, "tracking.uri", f"expected a reachable MLflow tracking store at {tracking.redact(uri)}, but: {str(exc).splitlines()[0][:300]}") from None
     fail_fast = FailFast(ledger, config.failure.fail_fast)
-    view = LiveView(ledger, config.name, trial_budget(config), stream=stream, quiet=quiet)
+    view = LiveView(ledger, config.name, trial_budget(config), stream=stream, quiet=quiet, rungs=LiveView.rungs_for(config))
     ended = len(resume.ended) if resume is not None else 0
     if resume is not None and not quiet:
         print(f"resuming sweep {config.name}: {ended} trial(s) ended, {resume.remaining} interrupted trial(s) continue", file=stream or sys.stdout)

@@ -67,8 +67,8 @@ def run_trial(hp: dict[str, Any], settings: TrialSettings, data_ref: Any, finger
     configure_worker(settings.resources)
     from ray import tune
 
-    from sweep import models, worker
-    from sweep.callbacks import TuneReporter, keras_callbacks, load_checkpoint, read_meta
+    from sweep import worker
+    from sweep.callbacks import load_checkpoint, read_meta
 
     trace = worker.Trace(_trial_id())
     trace.mark("trial_start")
@@ -76,7 +76,7 @@ def run_trial(hp: dict[str, Any], settings: TrialSettings, data_ref: Any, finger
     trace.mark("data_ready")
     reset_state(settings.seed)
     trace.mark("reset_done")
-    initial_epoch, best = 0, None
+    initial_epoch, best, model = 0, None, None
     checkpoint = tune.get_checkpoint()
     if checkpoint is None and hp.get("_resume_from"):  # interrupted before its driver died (sweep.resume)
         checkpoint = tune.Checkpoint(hp["_resume_from"])
@@ -86,12 +86,31 @@ def run_trial(hp: dict[str, Any], settings: TrialSettings, data_ref: Any, finger
             model = load_checkpoint(folder)
             meta = read_meta(folder)
         initial_epoch, best = int(meta.get("epoch", 0)), meta.get("value")
+    progress = {"epoch": initial_epoch}  # the last epoch reported, for an infeasible trial's final report
+    try:
+        _build_and_fit(hp, settings, dataset, builder, model, initial_epoch, best, trace, progress)
+    except Exception as exc:
+        if not isinstance(exc, infeasible_errors()):
+            raise
+        report_infeasible(settings.objective, exc, progress["epoch"])  # say so; the search learns it is the worst
+    finally:
+        trace.mark("trial_end")
+
+
+def _build_and_fit(
+    hp: dict[str, Any], settings: TrialSettings, dataset: Any, builder: Callable, model: Any,
+    initial_epoch: int, best: float | None, trace: Any, progress: dict[str, int],
+) -> None:
+    """Build (unless resuming ``model``), then fit with the Tune reporter attached."""
+    from sweep import models, worker
+    from sweep.callbacks import TuneReporter, keras_callbacks
+
     strategy = placement.strategy(settings.resources)  # MirroredStrategy when > 1 GPU, else None
     replicas = strategy.num_replicas_in_sync if strategy is not None else 1
     batch_size = placement.batch_size(int(hp.get("batch_size", settings.fit.batch_size)), settings.resources, replicas)
     check_batch_size(batch_size, len(dataset.x_train))
     steps = worker.steps_per_execution(getattr(settings.fit, "steps_per_execution", "auto"), batch_size, len(dataset.x_train))
-    if checkpoint is None:
+    if model is None:
         with strategy.scope() if strategy is not None else contextlib.nullcontext():
             model = models.build(builder, hp, dataset.info, settings.model, steps_per_execution=steps)
     trace.mark("model_ready")
@@ -100,6 +119,7 @@ def run_trial(hp: dict[str, Any], settings: TrialSettings, data_ref: Any, finger
     callbacks.append(worker.EpochTimer(trace, settings.objective.metric))
     callbacks.append(TuneReporter(settings.objective, settings.epochs, best=best, extra=lambda: {**worker.result_fields(trace), **identity}))
     callbacks.append(worker.ReportDone(trace))
+    callbacks.append(_epoch_counter(progress))
     try:
         model.fit(
             dataset.x_train,
@@ -118,12 +138,43 @@ def run_trial(hp: dict[str, Any], settings: TrialSettings, data_ref: Any, finger
         # worker (a stopped trial's thread must end within TUNE_FUNCTION_THREAD_TIMEOUT_S, 2 s,
         # or the next trial fails); the next trial's reset_state clears it instead.
         del model
-        trace.mark("trial_end")
+
+
+def _epoch_counter(progress: dict[str, int]) -> Any:
+    """A callback keeping the last finished epoch where the trial's error handler can read it."""
+    import keras
+
+    class EpochCounter(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            progress["epoch"] = epoch + 1
+
+    return EpochCounter()
 
 
 class InfeasibleTrial(ValueError):
     """This trial's hyperparameters cannot run here (not a bug in the sweep): the trial fails,
     the sweep goes on, and ``failure.fail_fast`` does not count it as a systematic error."""
+
+
+def infeasible_errors() -> tuple[type[BaseException], ...]:
+    """Errors that say "this configuration cannot run here": too big a batch, out of memory."""
+    import tensorflow as tf
+
+    return (InfeasibleTrial, MemoryError, tf.errors.ResourceExhaustedError)
+
+
+def report_infeasible(objective: Any, exc: BaseException, epoch: int) -> None:
+    """End the trial as failed with a one-line reason, reporting the objective's worst value
+    (-inf for max, +inf for min) so Optuna ranks this region below every feasible trial and
+    moves away from it, instead of learning nothing from a bare failure."""
+    from ray import tune
+
+    from sweep.results import END_FIELD, EPOCH_FIELD, KEYS_FIELD
+
+    kind = "out of memory" if not isinstance(exc, InfeasibleTrial) else "infeasible"
+    detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+    worst = float("-inf") if objective.mode == "max" else float("inf")
+    tune.report({objective.metric: worst, KEYS_FIELD: "", EPOCH_FIELD: epoch, END_FIELD: f"{kind}: {detail}"})
 
 
 def check_batch_size(batch_size: int, rows: int) -> None:

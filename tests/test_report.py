@@ -136,3 +136,49 @@ def test_report_of_an_unknown_sweep_is_one_error_line(tmp_path, mlflow_uri):
 
 def test_log_to_parent_run_never_raises(mlflow_uri):
     assert report.log_to_parent_run(mlflow_uri, "missing", "no-such-run-id") is None
+
+
+def make_running_sweep(uri: str, name: str = "live") -> str:
+    """A sweep mid-run, as the tracker leaves it: the parent and one trial still RUNNING, the
+    running trial tagged ``running`` with per-epoch metrics but no best value yet."""
+    from mlflow.entities import Metric
+
+    client = tracking.client(uri)
+    experiment_id = tracking.ensure_experiment(client, uri, name)
+    parent = client.create_run(experiment_id, tags={tracking.ROLE_TAG: "parent", tracking.NAME_TAG: name, "sweep.metric": "val_accuracy", "sweep.mode": "max"})
+    client.log_param(parent.info.run_id, "config.search.trials", "4")
+    for number, (status, curve) in enumerate([("completed", [0.5, 0.7, 0.8]), ("stopped_early", [0.3]), ("running", [0.6, 0.9])]):
+        tags = {
+            "mlflow.parentRunId": parent.info.run_id,
+            tracking.ROLE_TAG: "trial",
+            tracking.NAME_TAG: name,
+            tracking.TRIAL_TAG: f"t{number}",
+            "sweep.trial_number": str(number),
+            tracking.STATUS_TAG: status,
+        }
+        if status != "running":
+            tags.update({"sweep.epochs": str(len(curve)), "sweep.best_value": repr(max(curve)), "sweep.best_epoch": str(curve.index(max(curve)) + 1)})
+        run = client.create_run(experiment_id, tags=tags)
+        client.log_param(run.info.run_id, "learning_rate", str(0.01 * (number + 1)))
+        client.log_batch(run.info.run_id, metrics=[Metric("val_accuracy", v, 0, step) for step, v in enumerate(curve, start=1)])
+        if status != "running":
+            client.set_terminated(run.info.run_id, "FINISHED")
+    return parent.info.run_id
+
+
+def test_status_best_and_report_work_while_a_sweep_runs(tmp_path, mlflow_uri, capsys):
+    import json
+
+    from sweep import cli
+
+    make_running_sweep(mlflow_uri)
+    assert cli.main(["status", "live", "--json", "--tracking-uri", mlflow_uri]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["sweep_status"] == "RUNNING"
+    assert status["trials"] == {"completed": 1, "stopped_early": 1, "running": 1}
+    assert status["trials_requested"] == 4
+    assert cli.main(["best", "live", "--json", "--tracking-uri", mlflow_uri]) == 0
+    best = json.loads(capsys.readouterr().out)
+    assert best["trial_id"] == "t2" and best["value"] == pytest.approx(0.9), "a running trial's latest value counts"
+    parsed = parse(report.write_report("live", mlflow_uri, tmp_path / "out"))
+    assert sorted(parsed.rows) == ["t0", "t1", "t2"]
