@@ -325,6 +325,12 @@ class ResourcesConfig(_Strict):
     cpus_per_trial: float = Field(default=1, gt=0)
     gpus_per_trial: float = Field(default=0, ge=0)
     custom: dict[str, float] = Field(default_factory=dict, description="Custom Ray resources per trial.")
+    checkpoint_quota_mb: float | None = Field(
+        default=None,
+        gt=0,
+        description="Disk quota for the sweep's checkpoints under --storage (local paths). Over it, the checkpoints "
+        "of ended trials go, worst first, once MLflow has their copy; the best trial's and running trials' stay.",
+    )
     scale_batch_size: bool = Field(
         default=False,
         description="With gpus_per_trial > 1 (MirroredStrategy): multiply the batch size by the number of GPUs.",

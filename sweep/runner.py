@@ -364,6 +364,7 @@ def execute(
         if resume is None:
             tracker.log_config(_config_json(config))
         tracker.registered_model = config.tracking.registered_model or config.name
+        tracker.checkpoint_quota_mb = config.resources.checkpoint_quota_mb
     except Exception as exc:
         raise SweepConfigError(prepared.label, "tracking.uri", f"expected a reachable MLflow tracking store at {tracking.redact(uri)}, but: {str(exc).splitlines()[0][:300]}") from None
     fail_fast = FailFast(ledger, config.failure.fail_fast)

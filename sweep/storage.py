@@ -82,3 +82,11 @@ def remove_checkpoint(location: str) -> None:
         filesystem.delete_dir(path)
     except OSError:  # already gone, or no permission to delete: keeping it is harmless
         pass
+
+
+def size_bytes(location: str) -> int:
+    """Bytes a local checkpoint folder takes (0 for remote ones: the quota covers local disks)."""
+    local = local_path(location)
+    if local is None or not local.is_dir():
+        return 0
+    return sum(entry.stat().st_size for entry in local.rglob("*") if entry.is_file())

@@ -220,11 +220,23 @@ class Writer:
 
             with storage.local_copy(op.payload) as folder:
                 self._client.log_artifact(run_id, str(folder / "model.keras"), "checkpoint")
+        elif op.kind == "evict":  # after the trial's "checkpoint" op: MLflow already holds its copy
+            from sweep import storage
+
+            storage.remove_checkpoint(op.payload)
+            self._client.set_tag(run_id, "sweep.checkpoint_evicted", "disk quota (resources.checkpoint_quota_mb)")
         elif op.kind == "end":
             self._client.set_terminated(run_id, op.payload)
         elif op.kind == "reopen":
             self._client.update_run(run_id, status="RUNNING")
             self._client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in op.payload.items()])
+
+
+def _badness(value: float | None, mode: str) -> float:
+    """Larger is worse; a trial with no value is the worst of all."""
+    if value is None or value != value:
+        return float("inf")
+    return -value if mode == "max" else value
 
 
 def _first_line(exc: BaseException) -> str:
@@ -257,6 +269,7 @@ class MLflowTracker(DriverCallback):
 
     transient = ("_client", "writer")
     registered_model: str | None = None  # Model Registry name for the best model (runner sets it)
+    checkpoint_quota_mb: float | None = None  # resources.checkpoint_quota_mb (runner sets it)
 
     def __init__(
         self,
@@ -337,6 +350,37 @@ class MLflowTracker(DriverCallback):
         """Record where the newest (= best) checkpoint is, so a resume can continue from it."""
         outcome = self.ledger.outcome(trial)
         self.writer.submit("tags", outcome.trial_id, {"sweep.checkpoint": checkpoint.path, "sweep.checkpoint_epoch": outcome.best_epoch})
+        self.enforce_quota()
+
+    def enforce_quota(self) -> list[str]:
+        """Keep the sweep's local checkpoints under ``checkpoint_quota_mb``: evict those of ended
+        trials, worst first, never the sweep's best nor a running trial's (it may need it to
+        retry). Eviction goes through the writer queue, after the trial's checkpoint artifact
+        was logged, so MLflow keeps every trial's best model. Returns the evicted trial ids."""
+        if not self.checkpoint_quota_mb:
+            return []
+        from sweep import storage
+        from sweep.results import FAILED, STOPPED_EARLY
+
+        sizes: dict[str, int] = self.__dict__.setdefault("_checkpoint_sizes", {})
+        live = {o.checkpoint: o for o in self.ledger.outcomes.values() if o.checkpoint}
+        for location in [loc for loc in sizes if loc not in live]:
+            del sizes[location]
+        for location in live:
+            if location not in sizes:
+                sizes[location] = storage.size_bytes(location)
+        total, quota = sum(sizes.values()), self.checkpoint_quota_mb * 1024 * 1024
+        ended = [o for o in live.values() if o.status in (COMPLETED, STOPPED_EARLY, FAILED) and o is not self.ledger.best]
+        ended.sort(key=lambda o: _badness(o.value, self.ledger.mode), reverse=True)
+        evicted = []
+        for outcome in ended:
+            if total <= quota:
+                break
+            total -= sizes.pop(outcome.checkpoint, 0)
+            self.writer.submit("evict", outcome.trial_id, outcome.checkpoint)
+            outcome.checkpoint = None
+            evicted.append(outcome.trial_id)
+        return evicted
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         """The run shows each retry: how many, and why the worker was lost."""
@@ -364,6 +408,7 @@ class MLflowTracker(DriverCallback):
             self.writer.submit("checkpoint", outcome.trial_id, outcome.checkpoint)
         self.writer.submit("tags", outcome.trial_id, tags)
         self.writer.submit("end", outcome.trial_id, "FAILED" if outcome.status == FAILED else "FINISHED")
+        self.enforce_quota()  # this trial's checkpoint may go now that its artifact is queued
 
     # -- the end of the sweep ----------------------------------------------------------------
     def finish(self, result: SweepResult, status: str = "FINISHED", input_example: Any = None) -> None:
