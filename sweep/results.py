@@ -24,6 +24,11 @@ END_FIELD = "sweep_end"  # on a trial's last epoch: "completed" or a failure rea
 EPOCH_FIELD = "sweep_epoch"  # the epoch number, 1-based; schedulers and MLflow steps use it
 IMPROVED_FIELD = "sweep_improved"  # 1.0 when this epoch improved the objective (and checkpointed)
 
+# What a warm worker reports about itself beside the Keras logs (see sweep.worker), and the
+# MLflow metric names they are logged under: they describe the worker, not the model.
+RSS_FIELD, GPU_FIELD, EPOCH_SECONDS_FIELD = "worker_peak_rss_mb", "worker_gpu_peak_mb", "epoch_seconds"
+WORKER_METRICS = {RSS_FIELD: "worker/peak_rss_mb", GPU_FIELD: "worker/gpu_peak_mb", EPOCH_SECONDS_FIELD: "worker/epoch_seconds"}
+
 COMPLETED, STOPPED_EARLY, FAILED, RUNNING, PENDING = "completed", "stopped_early", "failed", "running", "pending"
 STATUSES = (RUNNING, COMPLETED, STOPPED_EARLY, FAILED)
 
@@ -32,6 +37,11 @@ def keras_metrics(result: dict[str, Any]) -> dict[str, float]:
     """The Keras logs of one Tune result (loss, metrics, val_*), without Ray's own keys."""
     names = str(result.get(KEYS_FIELD, "")).split(",")
     return {name: float(result[name]) for name in names if name and name in result}
+
+
+def worker_metrics(result: dict[str, Any]) -> dict[str, float]:
+    """The worker's memory and epoch time in one result, under their MLflow names."""
+    return {name: float(result[field]) for field, name in WORKER_METRICS.items() if result.get(field) is not None}
 
 
 def epoch_of(result: dict[str, Any]) -> int:

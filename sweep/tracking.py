@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 
-from sweep.results import COMPLETED, FAILED, DriverCallback, Ledger, epoch_of, SweepResult, TrialOutcome, keras_metrics
+from sweep.results import COMPLETED, FAILED, DriverCallback, Ledger, epoch_of, SweepResult, TrialOutcome, keras_metrics, worker_metrics
 
 log = logging.getLogger("sweep.tracking")
 
@@ -334,7 +334,8 @@ class MLflowTracker(DriverCallback):
             return  # logged before a restart: an epoch is never logged twice
         self.logged_steps[key] = step
         ts = int(result.get("timestamp", time.time()) * 1000)
-        metrics = [(name, value, step, ts) for name, value in keras_metrics(result).items()]
+        logged = {**keras_metrics(result), **worker_metrics(result)}
+        metrics = [(name, value, step, ts) for name, value in logged.items()]
         if metrics:
             self.writer.submit("metrics", key, metrics)
         identified = self.__dict__.setdefault("_identified", set())
