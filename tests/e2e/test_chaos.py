@@ -50,7 +50,8 @@ def _trial_workers() -> list[psutil.Process]:
 def _killer(stop: threading.Event, killed: list[int]) -> None:
     chooser = random.Random(7)
     while not stop.is_set() and len(killed) < KILLS:
-        time.sleep(chooser.uniform(1.5, 4.0))
+        if stop.wait(chooser.uniform(1.5, 4.0)):
+            return  # the sweep ended: kill nothing more
         workers = _trial_workers()
         if workers:
             victim = chooser.choice(workers)

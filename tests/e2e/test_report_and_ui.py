@@ -164,6 +164,12 @@ def test_warm_start_runs_the_earlier_best_first(finished, tmp_path, caplog):
     got = [{"learning_rate": row["param.learning_rate"], "optimizer": row["param.optimizer"]} for _, row in first.iterrows()]
     assert got == expected
     assert second.best.value >= completed["value"].iloc[0] - 0.05, "re-running the earlier best reaches about its value"
+    earlier_best = completed["value"].iloc[0]
+    first_curve = list(result.trials.sort_values("number")["value"])
+    second_curve = list(second.trials.sort_values("number")["value"])
+    first_hit = 1 + first_curve.index(earlier_best)
+    second_hit = 1 + next(i for i, v in enumerate(second_curve) if v is not None and v >= earlier_best - 0.05)
+    assert second_hit < first_hit or second_hit == 1, ("the refined sweep reaches the earlier best in fewer trials", first_hit, second_hit)
 
 
 def test_warm_start_from_an_unknown_sweep_is_one_line(finished, tmp_path):

@@ -3,14 +3,15 @@
 - ``none``: a plain regression MLP.
 - ``nan``: a plain MLP whose learning rate makes the loss overflow to NaN in the first epoch.
 - ``raise``: the factory raises, as a broken user factory would.
-- ``kill_once``: the worker process is SIGKILLed ~2.5 s into the trial, once per marker file
-  (a worker lost mid-epoch); the retried trial trains normally.
+- ``kill_once``: the worker process is SIGKILLed just after its trial's first checkpoint, once
+  per marker file (a worker lost mid-epoch); the retried trial trains normally.
 The driver's preflight build (no Ray actor) never faults.
 """
 
 import os
 import signal
 import threading
+import time
 from pathlib import Path
 
 import keras
@@ -24,11 +25,22 @@ def _in_trial_worker() -> bool:
     return ray.is_initialized() and ray.get_runtime_context().get_actor_id() is not None
 
 
-def _kill_this_worker_soon(seconds: float) -> None:
+def _kill_this_worker_after_first_checkpoint(timeout: float = 60) -> None:
+    """SIGKILL this worker mid-epoch, once its trial has saved a checkpoint (once per marker)."""
     if MARKER.exists():
         return
     MARKER.write_text(str(os.getpid()))
-    threading.Timer(seconds, os.kill, (os.getpid(), signal.SIGKILL)).start()
+    # the test's --storage is runs/ next to this file; Tune names trial folders after their config
+    pattern = "runs/*/*fault=kill_once*/checkpoint_*"
+
+    def watch() -> None:
+        deadline = time.time() + timeout
+        while time.time() < deadline and not any(MARKER.parent.glob(pattern)):
+            time.sleep(0.05)
+        time.sleep(0.1)  # into the next epoch
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, daemon=True).start()
 
 
 def build(hp, info):
@@ -37,7 +49,7 @@ def build(hp, info):
         if fault == "raise":
             raise RuntimeError("faulty factory refused to build")
         if fault == "kill_once":
-            _kill_this_worker_soon(2.5)
+            _kill_this_worker_after_first_checkpoint()
     inputs = keras.Input(shape=info.input_shape)
     x = keras.layers.Dense(32, activation="relu")(inputs)
     outputs = keras.layers.Dense(info.num_outputs)(x)
