@@ -50,7 +50,10 @@ def cluster(ray_tmp: Path) -> Iterator[dict[str, Any]]:
     """Head (1 CPU, cpu_node) + CPU node (1 CPU, cpu_node) + GPU node (4 CPUs, 2 fake GPUs)."""
     client_port, dashboard_port = free_port(), free_port()
     spec = {
-        "head": {"num_cpus": 1, "resources": {"cpu_node": 1}, "include_dashboard": True, "dashboard_port": dashboard_port, "ray_client_server_port": client_port},
+        "head": {"num_cpus": 1, "resources": {"cpu_node": 1}, "include_dashboard": True, "dashboard_port": dashboard_port, "ray_client_server_port": client_port,
+                 # not Ray's default 52365: the test session's own Ray may hold it, and a head whose
+                 # agent cannot bind answers every job submission "No available agent"
+                 "dashboard_agent_listen_port": free_port()},
         "nodes": [{"num_cpus": 1, "resources": {"cpu_node": 1}}, {"num_cpus": 4, "num_gpus": 2}],
     }
     log = (ray_tmp / "cluster.log").open("w")
