@@ -182,10 +182,11 @@ class LiveView(DriverCallback):
 
     def eta(self) -> float | None:
         done = sum(1 for o in self.ledger.outcomes.values() if o.ended_at is not None)
-        if not done:
+        done_here = done - getattr(self.ledger, "prior_ended", 0)  # a resumed sweep's rate is this session's
+        if done_here <= 0:
             return None
         elapsed = time.time() - self.ledger.started
-        return elapsed / done * max(0, self.total - done)
+        return elapsed / done_here * max(0, self.total - done)
 
     def best_text(self) -> str:
         best = self.ledger.best

@@ -152,6 +152,7 @@ class Ledger(DriverCallback):
         self.outcomes: dict[str, TrialOutcome] = {}
         self.started = time.time()
         self.best: TrialOutcome | None = None
+        self.prior_ended = 0  # trials that ended in an earlier session of a resumed sweep
         self.first_error: str | None = None  # traceback tail of the first trial that failed before any epoch
 
     # -- Tune callback hooks --------------------------------------------------------------
@@ -240,6 +241,7 @@ class Ledger(DriverCallback):
                 ended_at=time.time() if ended else None,
             )
             self.outcomes[prior.trial_id] = outcome
+            self.prior_ended += int(ended)
             if outcome.value is not None and (self.best is None or is_better(outcome.value, self.best.value, self.mode)):
                 self.best = outcome
 

@@ -183,3 +183,18 @@ def test_epoch_boundaries(epochs, expected):
     d.start(trial)
     d.epoch(trial, epochs, 0.1)
     assert d.view.rung_counts == expected
+
+
+def test_eta_of_a_resumed_sweep_uses_this_sessions_rate():
+    driver = Driver(total=8)
+    priors = [
+        SimpleNamespace(trial_id=f"p{i}", number=i, params={}, status=COMPLETED, epochs=9, value=0.5,
+                        best_epoch=9, reason=None, checkpoint=None, run_id=None)
+        for i in range(4)
+    ]
+    driver.ledger.seed(priors)
+    assert driver.view.eta() is None, "nothing ended in this session yet: no rate to go by"
+    driver.ledger.started -= 10.0  # this session has run 10 s
+    driver.run(make_trial(4, lr=0.1), [0.6, 0.7], completed=True)
+    eta = driver.view.eta()
+    assert eta is not None and 29 <= eta <= 32, "3 trials left at 10 s each, not at the earlier session's pace"
