@@ -316,6 +316,10 @@ class MLflowTracker(DriverCallback):
         if outcome.trial_id in self.writer.run_ids:  # a resumed trial continues in its own run
             self.writer.submit("reopen", outcome.trial_id, {STATUS_TAG: "running", "sweep.resumed_from_epoch": outcome.epochs})
             return
+        self._submit_start(outcome)
+
+    def _submit_start(self, outcome: TrialOutcome) -> None:
+        """Queue the creation of the trial's child run (the writer skips it when the run exists)."""
         tags = {
             "mlflow.parentRunId": self.parent_run_id,
             ROLE_TAG: "trial",
@@ -395,6 +399,8 @@ class MLflowTracker(DriverCallback):
         self._end_trial(self.ledger.outcome(trial))
 
     def _end_trial(self, outcome: TrialOutcome) -> None:
+        # A trial whose worker died before Tune called on_trial_start still gets its run: every trial once.
+        self._submit_start(outcome)
         tags: dict[str, Any] = {STATUS_TAG: outcome.status, "sweep.epochs": outcome.epochs}
         if outcome.status != COMPLETED:
             tags["sweep.stopped_epoch"] = outcome.epochs
