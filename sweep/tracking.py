@@ -399,8 +399,8 @@ class MLflowTracker(DriverCallback):
         self._end_trial(self.ledger.outcome(trial))
 
     def _end_trial(self, outcome: TrialOutcome) -> None:
-        # A trial whose worker died before Tune called on_trial_start still gets its run: every trial once.
-        self._submit_start(outcome)
+        if outcome.started_at is None:  # its worker died before Tune called on_trial_start: it still gets its run
+            self._submit_start(outcome)
         tags: dict[str, Any] = {STATUS_TAG: outcome.status, "sweep.epochs": outcome.epochs}
         if outcome.status != COMPLETED:
             tags["sweep.stopped_epoch"] = outcome.epochs

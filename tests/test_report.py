@@ -20,31 +20,42 @@ PARAMS = [
 CURVES = [[0.5, 0.7, 0.8], [0.3, 0.4], [0.6, 0.75, 0.85], [0.2], [0.55, 0.65, 0.7]]
 
 
-def make_sweep(uri: str, name: str = "fake", curves: list[list[float]] = CURVES) -> str:
-    """A parent run and one child per trial, tagged as MLflowTracker tags them."""
+def _fake_parent(client, experiment_id: str, name: str):
+    """The parent run, tagged as MLflowTracker tags it."""
+    return client.create_run(experiment_id, tags={tracking.ROLE_TAG: "parent", tracking.NAME_TAG: name, "sweep.metric": "val_accuracy", "sweep.mode": "max"})
+
+
+def _fake_trial(client, experiment_id: str, parent, name: str, number: int, status: str, curve: list[float], params: dict) -> str:
+    """One child run with its params and per-epoch val_accuracy; ended trials carry their best value."""
     from mlflow.entities import Metric
 
+    tags = {
+        "mlflow.parentRunId": parent.info.run_id,
+        tracking.ROLE_TAG: "trial",
+        tracking.NAME_TAG: name,
+        tracking.TRIAL_TAG: f"t{number}",
+        "sweep.trial_number": str(number),
+        tracking.STATUS_TAG: status,
+    }
+    if status != "running":
+        tags.update({"sweep.epochs": str(len(curve)), "sweep.best_value": repr(max(curve)), "sweep.best_epoch": str(curve.index(max(curve)) + 1)})
+    run = client.create_run(experiment_id, tags=tags)
+    for key, value in params.items():
+        client.log_param(run.info.run_id, key, value)
+    client.log_batch(run.info.run_id, metrics=[Metric("val_accuracy", v, 0, step) for step, v in enumerate(curve, start=1)])
+    if status != "running":
+        client.set_terminated(run.info.run_id, "FINISHED")
+    return run.info.run_id
+
+
+def make_sweep(uri: str, name: str = "fake", curves: list[list[float]] = CURVES) -> str:
+    """A parent run and one child per trial, tagged as MLflowTracker tags them."""
     client = tracking.client(uri)
     experiment_id = tracking.ensure_experiment(client, uri, name)
-    parent = client.create_run(experiment_id, tags={tracking.ROLE_TAG: "parent", tracking.NAME_TAG: name, "sweep.metric": "val_accuracy", "sweep.mode": "max"})
+    parent = _fake_parent(client, experiment_id, name)
     for number, (params, curve) in enumerate(zip(PARAMS, curves)):
         status = "completed" if len(curve) == 3 else "stopped_early"
-        tags = {
-            "mlflow.parentRunId": parent.info.run_id,
-            tracking.ROLE_TAG: "trial",
-            tracking.NAME_TAG: name,
-            tracking.TRIAL_TAG: f"t{number}",
-            "sweep.trial_number": str(number),
-            tracking.STATUS_TAG: status,
-            "sweep.epochs": str(len(curve)),
-            "sweep.best_value": repr(max(curve)),
-            "sweep.best_epoch": str(curve.index(max(curve)) + 1),
-        }
-        run = client.create_run(experiment_id, tags=tags)
-        for key, value in params.items():
-            client.log_param(run.info.run_id, key, value)
-        client.log_batch(run.info.run_id, metrics=[Metric("val_accuracy", v, 0, step) for step, v in enumerate(curve, start=1)])
-        client.set_terminated(run.info.run_id, "FINISHED")
+        _fake_trial(client, experiment_id, parent, name, number, status, curve, params)
     client.set_terminated(parent.info.run_id, "FINISHED")
     return parent.info.run_id
 
@@ -141,28 +152,12 @@ def test_log_to_parent_run_never_raises(mlflow_uri):
 def make_running_sweep(uri: str, name: str = "live") -> str:
     """A sweep mid-run, as the tracker leaves it: the parent and one trial still RUNNING, the
     running trial tagged ``running`` with per-epoch metrics but no best value yet."""
-    from mlflow.entities import Metric
-
     client = tracking.client(uri)
     experiment_id = tracking.ensure_experiment(client, uri, name)
-    parent = client.create_run(experiment_id, tags={tracking.ROLE_TAG: "parent", tracking.NAME_TAG: name, "sweep.metric": "val_accuracy", "sweep.mode": "max"})
+    parent = _fake_parent(client, experiment_id, name)
     client.log_param(parent.info.run_id, "config.search.trials", "4")
     for number, (status, curve) in enumerate([("completed", [0.5, 0.7, 0.8]), ("stopped_early", [0.3]), ("running", [0.6, 0.9])]):
-        tags = {
-            "mlflow.parentRunId": parent.info.run_id,
-            tracking.ROLE_TAG: "trial",
-            tracking.NAME_TAG: name,
-            tracking.TRIAL_TAG: f"t{number}",
-            "sweep.trial_number": str(number),
-            tracking.STATUS_TAG: status,
-        }
-        if status != "running":
-            tags.update({"sweep.epochs": str(len(curve)), "sweep.best_value": repr(max(curve)), "sweep.best_epoch": str(curve.index(max(curve)) + 1)})
-        run = client.create_run(experiment_id, tags=tags)
-        client.log_param(run.info.run_id, "learning_rate", str(0.01 * (number + 1)))
-        client.log_batch(run.info.run_id, metrics=[Metric("val_accuracy", v, 0, step) for step, v in enumerate(curve, start=1)])
-        if status != "running":
-            client.set_terminated(run.info.run_id, "FINISHED")
+        _fake_trial(client, experiment_id, parent, name, number, status, curve, {"learning_rate": str(0.01 * (number + 1))})
     return parent.info.run_id
 
 
