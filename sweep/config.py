@@ -282,6 +282,12 @@ class FitConfig(_Strict):
         default_factory=list,
         description="Keras callbacks by name, e.g. [early_stopping] or [{early_stopping: {patience: 3}}].",
     )
+    reuse_model: bool = Field(
+        default=True,
+        description="A warm worker keeps its compiled model for the next trial with the same architecture and optimizer "
+        "settings (learning rate and batch size may differ): weights and optimizer state are reset from the trial's seed, "
+        "so the math is a fresh build's, without retracing. false: build every trial.",
+    )
 
 
 class ObjectiveConfig(_Strict):

@@ -16,9 +16,12 @@ from typing import Any, Callable
 
 from sweep import placement
 from sweep.config import FitConfig, ModelConfig, ObjectiveConfig, ResourcesConfig, SweepConfig
+from sweep.reuse import ModelCache
 
 # Per-worker state: survives between trials on a reused worker.
 _DATA_CACHE: dict[str, Any] = {}
+MODELS = ModelCache()  # compiled models by signature (sweep.reuse)
+REUSED_FIELD = "sweep_model_reused"  # in each result: did this trial train a reused compiled model
 _CONFIGURED = False
 
 
@@ -110,14 +113,17 @@ def _build_and_fit(
     batch_size = placement.batch_size(int(hp.get("batch_size", settings.fit.batch_size)), settings.resources, replicas)
     check_batch_size(batch_size, len(dataset.x_train))
     steps = worker.steps_per_execution(getattr(settings.fit, "steps_per_execution", "auto"), batch_size, len(dataset.x_train))
+    reused = False
     if model is None:
         with strategy.scope() if strategy is not None else contextlib.nullcontext():
             model = models.build(builder, hp, dataset.info, settings.model, steps_per_execution=steps)
-    trace.mark("model_ready")
+        if strategy is None and settings.fit.reuse_model:
+            model, reused = MODELS.take(model)  # same architecture as an earlier trial here: no retracing
+    trace.mark("model_ready", reused=reused)
     callbacks = keras_callbacks(settings.fit, settings.objective)
     identity = placement.trial_identity(settings.resources)  # node id/ip, cpus, gpus -> MLflow tags
     callbacks.append(worker.EpochTimer(trace, settings.objective.metric))
-    callbacks.append(TuneReporter(settings.objective, settings.epochs, best=best, extra=lambda: {**worker.result_fields(trace), **identity}))
+    callbacks.append(TuneReporter(settings.objective, settings.epochs, best=best, extra=lambda: {**worker.result_fields(trace), **identity, REUSED_FIELD: reused}))
     callbacks.append(worker.ReportDone(trace))
     callbacks.append(_epoch_counter(progress))
     try:

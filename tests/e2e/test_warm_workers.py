@@ -1,8 +1,9 @@
 """Warm workers on real Ray: a trial on a reused worker computes what it computes on a fresh one.
 
 Three trials run one after another through sweep's own trainable, on one reused worker:
-adam, then rmsprop (other optimizer slots, other batch size), then adam again. The third must
-reproduce the first bit for bit, and both must match a plain in-process fit of the same seed.
+adam, then rmsprop (other optimizer slots, other batch size), then adam again. The third reuses
+the first one's compiled model (sweep.reuse) and must reproduce the first bit for bit, and both
+must match a plain in-process fit of the same seed.
 """
 
 from __future__ import annotations
@@ -83,6 +84,8 @@ def test_three_trials_ran_on_one_reused_worker(three_trials):
     assert [c["optimizer"] for c in configs] == ["adam", "rmsprop", "adam"]
     assert [len(t) for t in trials] == [EPOCHS] * 3
     assert len({r["pid"] for t in trials for r in t}) == 1  # one process ran all three
+    # the third trial (adam again, same architecture) trained the first trial's compiled model
+    assert [t[0][trainable.REUSED_FIELD] for t in trials] == [False, False, True]
 
 
 def test_a_reused_worker_reproduces_a_fresh_one_bit_for_bit(three_trials):
