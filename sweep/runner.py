@@ -287,6 +287,7 @@ def _quiet_ray_and_optuna() -> None:
         tune_logger = logging.getLogger(name)
         if not any(isinstance(f, _TrialFailureFilter) for f in tune_logger.filters):
             tune_logger.addFilter(_TrialFailureFilter())
+    from sweep import tracking  # noqa: F401 - sets MLflow's environment (telemetry) before mlflow loads
     import mlflow  # noqa: F401 - mlflow sets up its logger on import; quiet it afterwards
 
     logging.getLogger("mlflow").setLevel(logging.WARNING)
@@ -326,8 +327,11 @@ def execute(
     quiet: bool = False,
     stream: Any = None,
     resume: Any = None,
+    trial: Callable | None = None,
 ) -> SweepResult:
     """Launch the trials and return the result; MLflow is complete when this returns.
+
+    ``trial`` replaces the Keras trial body (see ``trainable.make``); only benchmarks pass it.
 
     With ``resume`` (a ``recovery.ResumeState``) the earlier session's ended trials are kept,
     given to Optuna as history and not re-run; its interrupted trials run first, from their
@@ -377,7 +381,7 @@ def execute(
     data_ref = ray.put(prepared.dataset)
     settings = trainable.TrialSettings.from_config(config)
     tuner = tune.Tuner(
-        trainable.make(settings, data_ref, prepared.dataset.info.fingerprint, prepared.builder),
+        trainable.make(settings, data_ref, prepared.dataset.info.fingerprint, prepared.builder, trial),
         tune_config=tune.TuneConfig(
             metric=config.objective.metric,
             mode=config.objective.mode,

@@ -1,31 +1,34 @@
 """MLflow: one parent run per sweep, one nested child run per trial, written from the driver.
 
 Workers never talk to MLflow. The tracker is a Ray Tune callback on the driver that turns
-results into operations on a queue; one writer thread drains the queue in order and sends
-metrics with ``log_batch``, so a slow tracking server never stalls Tune's event loop, let
-alone a trial's ``fit()``. ``close()`` flushes everything before the sweep reports its end.
+results into operations; a writer process (``sweep.writer``) applies them in order, batched
+per run, so neither a slow tracking server nor MLflow's own CPU cost stalls Tune's event
+loop, let alone a trial's ``fit()``. ``close()`` flushes everything before the sweep
+reports its end.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import queue
 import tempfile
-import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 
+from sweep.writer import TRIAL_TAG, WriterProcess, _param_text, client  # noqa: F401 - TRIAL_TAG, client: this module's API
 from sweep.results import COMPLETED, FAILED, DriverCallback, Ledger, epoch_of, SweepResult, TrialOutcome, keras_metrics, worker_metrics
 
 log = logging.getLogger("sweep.tracking")
 
+# MLflow 3 records a usage event for every client call on a background thread; in a sweep's
+# driver that is thousands of events competing with Tune for the GIL (a fifth of the driver's
+# samples in benchmarks/scale.py). Off unless the user turns it on (MLFLOW_DISABLE_TELEMETRY=false).
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
 DEFAULT_URI = "sqlite:///mlflow.db"
-ROLE_TAG, NAME_TAG, TRIAL_TAG, STATUS_TAG = "sweep.role", "sweep.name", "sweep.trial_id", "sweep.status"
-MAX_BATCH = 1000  # MLflow's per-request limit on metrics
+ROLE_TAG, NAME_TAG, STATUS_TAG = "sweep.role", "sweep.name", "sweep.status"
 
 
 def default_uri() -> str:
@@ -68,12 +71,6 @@ def redact(uri: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
-def client(uri: str) -> Any:
-    from mlflow.tracking import MlflowClient
-
-    return MlflowClient(tracking_uri=uri)
-
-
 def artifact_location(uri: str, experiment: str) -> str | None:
     """Keep a sqlite store's artifacts next to its file (not in the working directory)."""
     if uri.startswith("sqlite:///"):
@@ -88,176 +85,11 @@ def ensure_experiment(mlflow_client: Any, uri: str, name: str) -> str:
     return mlflow_client.create_experiment(name, artifact_location=artifact_location(uri, name))
 
 
-# ---------------------------------------------------------------------------------------------
-# the writer thread
-
-
-@dataclass
-class _Op:
-    kind: str  # start | reopen | metrics | tags | artifact | checkpoint | end
-    key: str  # the trial id (child runs) or "parent"
-    payload: Any = None
-    done: threading.Event | None = None
-
-
-@dataclass
-class Writer:
-    """Applies tracking operations in order on one background thread; batches metrics."""
-
-    uri: str
-    experiment_id: str
-    run_ids: dict[str, str] = field(default_factory=dict)
-    max_queue: int = 100_000
-
-    def __post_init__(self) -> None:
-        self._client = client(self.uri)
-        self._queue: queue.Queue[_Op] = queue.Queue(maxsize=self.max_queue)
-        self._thread = threading.Thread(target=self._loop, name="sweep-mlflow-writer", daemon=True)
-        self.errors: list[str] = []
-        self.outage_since: float | None = None  # monotonic time the current tracking outage began
-        self._thread.start()
-
-    def submit(self, kind: str, key: str, payload: Any = None) -> None:
-        self._queue.put(_Op(kind, key, payload))
-
-    def flush(self, timeout: float | None = None) -> None:
-        """Wait until everything submitted so far landed (or ran out of retries)."""
-        done = threading.Event()
-        self._queue.put(_Op("flush", "", done=done))
-        done.wait(timeout)
-
-    def close(self) -> None:
-        self.flush()
-        self._queue.put(_Op("stop", ""))
-        self._thread.join(timeout=30)
-
-    def _loop(self) -> None:
-        while True:
-            ops = [self._queue.get()]
-            while len(ops) < 5000:
-                try:
-                    ops.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
-            for group in _coalesce(ops):
-                if group.kind == "stop":
-                    return
-                if group.kind == "flush":
-                    group.done.set()
-                    continue
-                self._apply_with_retry(group)
-
-    def _apply_with_retry(self, op: _Op) -> None:
-        """Apply ``op``, retrying through a tracking outage (a server restarting, a network
-        blip) for up to ``SWEEP_TRACKING_RETRY_S`` seconds (default 900). Training is never
-        held up: Tune keeps reporting into the bounded queue while this thread waits. One
-        warning when an outage starts, one line when writes land again."""
-        deadline = time.monotonic() + float(os.environ.get("SWEEP_TRACKING_RETRY_S", "900"))
-        attempt = 0
-        while True:
-            try:
-                if attempt and op.kind == "start":
-                    self._adopt_started_run(op)  # the failed attempt may have created it after all
-                self._apply(op)
-                if self.outage_since is not None:
-                    log.warning("MLflow reachable again after %.0f s; buffered tracking writes are landing", time.monotonic() - self.outage_since)
-                    self.outage_since = None
-                return
-            except Exception as exc:  # tracking must never take the sweep down
-                if self.outage_since is None:
-                    self.outage_since = time.monotonic()
-                    log.warning("MLflow write failed (%s); training goes on, tracking writes are buffered and retried", _first_line(exc))
-                if time.monotonic() >= deadline:
-                    message = f"MLflow {op.kind} for {op.key} failed after retrying: {_first_line(exc)}"
-                    self.errors.append(message)
-                    log.warning(message)
-                    return
-                time.sleep(min(10.0, 0.5 * 2**attempt))
-                attempt += 1
-
-    def _adopt_started_run(self, op: _Op) -> None:
-        """Reuse a child run that an earlier, seemingly failed ``start`` did create: never two runs per trial."""
-        if op.key in self.run_ids:
-            return
-        trial = op.payload["tags"].get(TRIAL_TAG)
-        parent = op.payload["tags"].get("mlflow.parentRunId")
-        if not trial or not parent:
-            return
-        found = self._client.search_runs(
-            [self.experiment_id], f"tags.`{TRIAL_TAG}` = '{trial}' and tags.`mlflow.parentRunId` = '{parent}'", max_results=1
-        )
-        if found:
-            self.run_ids[op.key] = found[0].info.run_id
-
-    def _apply(self, op: _Op) -> None:
-        from mlflow.entities import Metric, Param, RunTag
-
-        if op.kind == "start":
-            if op.key in self.run_ids:
-                return
-            # str(): a tracking server (REST/protobuf) rejects non-string tag values that sqlite accepts
-            tags = {k: str(v) for k, v in {"mlflow.runName": op.payload["name"], **op.payload["tags"]}.items()}
-            run = self._client.create_run(self.experiment_id, tags=tags, run_name=op.payload["name"])
-            self.run_ids[op.key] = run.info.run_id
-            params = [Param(k, _param_text(v)) for k, v in op.payload["params"].items()]
-            if params:
-                self._client.log_batch(run.info.run_id, params=params)
-            return
-        run_id = self.run_ids.get(op.key)
-        if run_id is None:
-            return
-        if op.kind == "metrics":
-            metrics = [Metric(name, value, ts, step) for name, value, step, ts in op.payload]
-            for start in range(0, len(metrics), MAX_BATCH):
-                self._client.log_batch(run_id, metrics=metrics[start : start + MAX_BATCH])
-        elif op.kind == "tags":
-            self._client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in op.payload.items()])
-        elif op.kind == "artifact":
-            local, artifact_path = op.payload
-            self._client.log_artifact(run_id, local, artifact_path)
-        elif op.kind == "checkpoint":  # a checkpoint location: local folder or a --storage URI
-            from sweep import storage
-
-            with storage.local_copy(op.payload) as folder:
-                self._client.log_artifact(run_id, str(folder / "model.keras"), "checkpoint")
-        elif op.kind == "evict":  # after the trial's "checkpoint" op: MLflow already holds its copy
-            from sweep import storage
-
-            storage.remove_checkpoint(op.payload)
-            self._client.set_tag(run_id, "sweep.checkpoint_evicted", "disk quota (resources.checkpoint_quota_mb)")
-        elif op.kind == "end":
-            self._client.set_terminated(run_id, op.payload)
-        elif op.kind == "reopen":
-            self._client.update_run(run_id, status="RUNNING")
-            self._client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in op.payload.items()])
-
-
 def _badness(value: float | None, mode: str) -> float:
     """Larger is worse; a trial with no value is the worst of all."""
     if value is None or value != value:
         return float("inf")
     return -value if mode == "max" else value
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:300]
-
-
-def _coalesce(ops: list[_Op]) -> list[_Op]:
-    """Merge consecutive metric operations of the same run into one (one log_batch)."""
-    merged: list[_Op] = []
-    for op in ops:
-        last = merged[-1] if merged else None
-        if op.kind == "metrics" and last is not None and last.kind == "metrics" and last.key == op.key:
-            last.payload = last.payload + op.payload
-        else:
-            merged.append(_Op(op.kind, op.key, list(op.payload) if op.kind == "metrics" else op.payload, op.done))
-    return merged
-
-
-def _param_text(value: Any) -> str:
-    return str(value)[:6000]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -304,7 +136,7 @@ class MLflowTracker(DriverCallback):
             self._client.set_tag(self.parent_run_id, "sweep.resumed", "true")
             run_ids = {t.trial_id: t.run_id for t in resume.ended + resume.interrupted}
             self.logged_steps = {t.trial_id: t.last_step for t in resume.interrupted}
-        self.writer = Writer(uri, self.experiment_id, {"parent": self.parent_run_id, **run_ids})
+        self.writer = WriterProcess(uri, self.experiment_id, {"parent": self.parent_run_id, **run_ids})
 
     def log_config(self, text: str) -> None:
         """The validated sweep file, as ``sweep/config.json`` on the parent run (``sweep resume`` reads it)."""

@@ -48,16 +48,19 @@ class TrialSettings:
         )
 
 
-def make(settings: TrialSettings, data_ref: Any, fingerprint: str, builder: Callable) -> Any:
+def make(settings: TrialSettings, data_ref: Any, fingerprint: str, builder: Callable, trial: Callable | None = None) -> Any:
     """The Tune trainable: a function of the trial's hyperparameters, with our parts bound.
 
     ``data_ref`` travels inside a list so Tune passes the ObjectRef itself, not its value:
-    the worker decides whether it needs to fetch it.
+    the worker decides whether it needs to fetch it. ``trial`` replaces :func:`run_trial`
+    (same arguments); ``benchmarks/scale.py`` uses it to time the orchestrator without Keras.
     """
     from ray import tune
 
+    body = trial or run_trial
+
     def sweep_trial(hp: dict[str, Any], settings: TrialSettings, data: list, builder: Callable) -> None:
-        run_trial(hp, settings, data[0], fingerprint, builder)
+        body(hp, settings, data[0], fingerprint, builder)
 
     trainable = tune.with_parameters(sweep_trial, settings=settings, data=[data_ref], builder=builder)
     resources: dict[str, Any] = {"cpu": settings.resources.cpus_per_trial, "gpu": settings.resources.gpus_per_trial}

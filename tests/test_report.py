@@ -177,3 +177,20 @@ def test_status_best_and_report_work_while_a_sweep_runs(tmp_path, mlflow_uri, ca
     assert best["trial_id"] == "t2" and best["value"] == pytest.approx(0.9), "a running trial's latest value counts"
     parsed = parse(report.write_report("live", mlflow_uri, tmp_path / "out"))
     assert sorted(parsed.rows) == ["t0", "t1", "t2"]
+
+
+def test_a_large_sweep_fetches_only_the_best_and_latest_curves(mlflow_uri, monkeypatch):
+    """A history is one request per trial: the report fetches MAX_CURVES of them, never all."""
+    monkeypatch.setattr(report, "MAX_CURVES", 4)
+    client = tracking.client(mlflow_uri)
+    experiment_id = tracking.ensure_experiment(client, mlflow_uri, "many")
+    parent = _fake_parent(client, experiment_id, "many")
+    values = [0.50, 0.91, 0.60, 0.95, 0.55, 0.70, 0.65, 0.52]  # the best two: trials 3 and 1
+    for number, value in enumerate(values):
+        _fake_trial(client, experiment_id, parent, "many", number, "completed", [value - 0.1, value], {"learning_rate": str(number)})
+    client.set_terminated(parent.info.run_id, "FINISHED")
+    data = report.collect(mlflow_uri, "many")
+    with_curves = sorted(t.number for t in data.trials if t.curve)
+    assert len(data.trials) == 8
+    assert with_curves == [1, 3, 6, 7]  # the best two, then the two started last
+    assert all(t.epochs == 2 and t.value is not None for t in data.trials)  # every trial still has its numbers

@@ -2,24 +2,60 @@
 
 from __future__ import annotations
 
+import signal
 import sqlite3
+import subprocess
+import sys
+import time
+
+import numpy as np
 
 from sweep import tracking
-from sweep.tracking import Writer, _coalesce, _Op
+from sweep.writer import Writer, WriterProcess, _coalesce, _Op
 
 
-def test_consecutive_metrics_of_one_run_are_merged_in_order():
+def test_each_runs_operations_become_one_batch_in_order():
     ops = [
-        _Op("start", "a", {}),
+        _Op("start", "a", {"name": "a", "tags": {}, "params": {"lr": 0.1}}),
         _Op("metrics", "a", [("loss", 1.0, 1, 0)]),
-        _Op("metrics", "a", [("loss", 0.5, 2, 0)]),
+        _Op("start", "b", {"name": "b", "tags": {}, "params": {}}),
         _Op("metrics", "b", [("loss", 2.0, 1, 0)]),
+        _Op("tags", "a", {"sweep.checkpoint": "e1"}),
+        _Op("metrics", "a", [("loss", 0.5, 2, 0)]),
+        _Op("tags", "a", {"sweep.checkpoint": "e2"}),
         _Op("end", "a", "FINISHED"),
+        _Op("metrics", "b", [("loss", 1.5, 2, 0)]),
     ]
     merged = _coalesce(ops)
-    assert [op.kind for op in merged] == ["start", "metrics", "metrics", "end"]
-    assert merged[1].payload == [("loss", 1.0, 1, 0), ("loss", 0.5, 2, 0)]
-    assert ops[1].payload == [("loss", 1.0, 1, 0)], "the caller's operations are not mutated"
+    assert [(op.kind, op.key) for op in merged] == [
+        ("start", "a"), ("batch", "a"), ("end", "a"), ("start", "b"), ("batch", "b"),
+    ]
+    assert merged[1].payload == {
+        "metrics": [("loss", 1.0, 1, 0), ("loss", 0.5, 2, 0)], "tags": {"sweep.checkpoint": "e2"}, "params": {"lr": 0.1},
+    }
+    assert merged[0].payload["params"] == {}
+    assert merged[4].payload["metrics"] == [("loss", 2.0, 1, 0), ("loss", 1.5, 2, 0)]
+    assert ops[1].payload == [("loss", 1.0, 1, 0)] and ops[0].payload["params"] == {"lr": 0.1}, "the caller's operations are not mutated"
+
+
+def test_nothing_moves_across_a_flush():
+    ops = [_Op("metrics", "a", [("loss", 1.0, 1, 0)]), _Op("flush", ""), _Op("metrics", "a", [("loss", 0.5, 2, 0)])]
+    assert [op.kind for op in _coalesce(ops)] == ["batch", "flush", "batch"]
+
+
+def test_a_big_batch_respects_mlflows_request_limits(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    experiment_id = tracking.ensure_experiment(tracking.client(uri), uri, "limits")
+    writer = Writer(uri, experiment_id)
+    params = {f"p{i}": i for i in range(150)}
+    writer.submit("start", "a", {"name": "a", "tags": {}, "params": params})
+    writer.submit("tags", "a", {f"t{i}": i for i in range(120)})
+    writer.submit("metrics", "a", [("m", float(step), step, 0) for step in range(2500)])
+    writer.close()
+    assert not writer.errors
+    run = tracking.client(uri).get_run(writer.run_ids["a"])
+    assert len(run.data.params) == 150 and sum(k.startswith("t") for k in run.data.tags) == 120
+    assert len(tracking.client(uri).get_metric_history(run.info.run_id, "m")) == 2500
 
 
 def test_a_burst_of_200_trials_loses_no_metric(tmp_path):
@@ -45,6 +81,54 @@ def test_a_burst_of_200_trials_loses_no_metric(tmp_path):
     assert rows == reported == 1200
     assert runs == (200, 200)
     assert steps == 3
+
+
+def test_the_writer_process_loses_nothing_and_reports_its_run_ids(tmp_path):
+    db = tmp_path / "mlflow.db"
+    uri = f"sqlite:///{db}"
+    experiment_id = tracking.ensure_experiment(tracking.client(uri), uri, "process")
+    writer = WriterProcess(uri, experiment_id)
+    for trial in range(50):
+        key = f"t{trial}"
+        writer.submit("start", key, {"name": key, "tags": {"sweep.trial_id": key}, "params": {"lr": trial * 0.1}})
+        writer.submit("metrics", key, [("loss", np.float32(0.5), 1, 0), ("val_loss", float("nan"), 1, 0)])  # numpy and NaN travel
+        writer.submit("end", key, "FINISHED")
+    writer.flush()
+    assert len(writer.run_ids) == 50  # known in the driver after a flush
+    writer.close()
+    assert not writer.errors
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("select count(*) from metrics").fetchone()[0] == 100
+        assert conn.execute("select count(*) from runs where status = 'FINISHED'").fetchone()[0] == 50
+        assert conn.execute("select run_uuid from runs").fetchall() != []
+    assert tracking.client(uri).get_run(writer.run_ids["t3"]).data.params == {"lr": "0.30000000000000004"}
+
+
+def test_what_the_driver_handed_over_lands_after_the_driver_dies(tmp_path):
+    """The driver is SIGKILLed right after submitting: the child drains its pipe anyway."""
+    db = tmp_path / "mlflow.db"
+    uri = f"sqlite:///{db}"
+    experiment_id = tracking.ensure_experiment(tracking.client(uri), uri, "orphan")
+    script = (
+        "import os, signal, time\n"
+        "from sweep.writer import WriterProcess\n"
+        f"w = WriterProcess({uri!r}, {experiment_id!r})\n"
+        "for t in range(20):\n"
+        "    w.submit('start', f't{t}', {'name': f't{t}', 'tags': {}, 'params': {}})\n"
+        "    w.submit('metrics', f't{t}', [('loss', 1.0, 1, 0)])\n"
+        "while not w._outbox.empty(): time.sleep(0.01)\n"
+        "time.sleep(0.2)\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, timeout=120)
+    assert proc.returncode == -signal.SIGKILL
+    deadline = time.time() + 60
+    rows = 0
+    while time.time() < deadline and rows < 20:
+        time.sleep(0.5)
+        with sqlite3.connect(db) as conn:
+            rows = conn.execute("select count(*) from metrics").fetchone()[0]
+    assert rows == 20
 
 
 def test_relative_sqlite_uri_becomes_absolute(tmp_path, monkeypatch):

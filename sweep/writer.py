@@ -1,0 +1,402 @@
+"""The MLflow writer: tracking operations applied in order, batched, retried, off Tune's path.
+
+The tracker (``sweep.tracking``) turns Tune's events into small operations (``start``,
+``metrics``, ``tags``, ``checkpoint``, ``end``, ...). :class:`Writer` applies them in order on
+a background thread: it gathers a moment's operations (``BATCH_WINDOW_S``), groups them per
+run and sends each run's metrics, params and tags as one ``log_batch``
+(:func:`_coalesce`), and retries through a tracking outage for up to
+``SWEEP_TRACKING_RETRY_S`` seconds.
+
+:class:`WriterProcess` runs that same Writer in a child process (``python -m sweep.writer``),
+fed through a pipe. Why a process: MLflow's client and SQLAlchemy are Python-heavy, and in a
+thread they hold the GIL that Tune's event loop needs; in ``benchmarks/scale.py`` a thread
+writer tripled a trial's orchestration cost. In a process the writes run on another core,
+the driver only serializes small JSON lines, and what was handed to the child still lands if
+the driver dies (the child drains its pipe, then exits).
+
+This module imports only MLflow (not Ray, not TensorFlow), so the child starts fast.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+log = logging.getLogger("sweep.tracking")
+
+TRIAL_TAG = "sweep.trial_id"
+MAX_BATCH = 1000  # MLflow's per-request limit on metrics + params + tags
+MAX_PARAMS = MAX_TAGS = 100  # and on params, tags, per request
+BATCH_WINDOW_S = 0.2  # the writer gathers operations this long before writing them (see _coalesce)
+MAX_QUEUE = 100_000  # operations buffered (in the driver) before submit() waits
+
+
+def client(uri: str) -> Any:
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+@dataclass
+class _Op:
+    kind: str  # start | reopen | metrics | tags | artifact | checkpoint | end
+    key: str  # the trial id (child runs) or "parent"
+    payload: Any = None
+    done: threading.Event | None = None
+
+
+@dataclass
+class Writer:
+    """Applies tracking operations in order on one background thread, batched per run."""
+
+    uri: str
+    experiment_id: str
+    run_ids: dict[str, str] = field(default_factory=dict)
+    max_queue: int = MAX_QUEUE
+
+    def __post_init__(self) -> None:
+        self._client = client(self.uri)
+        self._queue: queue.Queue[_Op] = queue.Queue(maxsize=self.max_queue)
+        self._thread = threading.Thread(target=self._loop, name="sweep-mlflow-writer", daemon=True)
+        self.errors: list[str] = []
+        self.outage_since: float | None = None  # monotonic time the current tracking outage began
+        self._thread.start()
+
+    def submit(self, kind: str, key: str, payload: Any = None) -> None:
+        self._queue.put(_Op(kind, key, payload))
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait until everything submitted so far landed (or ran out of retries)."""
+        done = threading.Event()
+        self._queue.put(_Op("flush", "", done=done))
+        done.wait(timeout)
+
+    def close(self) -> None:
+        self.flush()
+        self._queue.put(_Op("stop", ""))
+        self._thread.join(timeout=30)
+
+    def _loop(self) -> None:
+        while True:
+            ops = [self._queue.get()]
+            if ops[0].kind not in BARRIERS:
+                time.sleep(BATCH_WINDOW_S)  # let a moment's operations gather: one request per run, not per op
+            while len(ops) < 5000:
+                try:
+                    ops.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            for group in _coalesce(ops):
+                if group.kind == "stop":
+                    return
+                if group.kind == "flush":
+                    group.done.set()
+                    continue
+                self._apply_with_retry(group)
+
+    def _apply_with_retry(self, op: _Op) -> None:
+        """Apply ``op``, retrying through a tracking outage (a server restarting, a network
+        blip) for up to ``SWEEP_TRACKING_RETRY_S`` seconds (default 900). Training is never
+        held up: Tune keeps reporting into the bounded queue while this thread waits. One
+        warning when an outage starts, one line when writes land again."""
+        deadline = time.monotonic() + float(os.environ.get("SWEEP_TRACKING_RETRY_S", "900"))
+        attempt = 0
+        while True:
+            try:
+                if attempt and op.kind == "start":
+                    self._adopt_started_run(op)  # the failed attempt may have created it after all
+                self._apply(op)
+                if self.outage_since is not None:
+                    log.warning("MLflow reachable again after %.0f s; buffered tracking writes are landing", time.monotonic() - self.outage_since)
+                    self.outage_since = None
+                return
+            except Exception as exc:  # tracking must never take the sweep down
+                if self.outage_since is None:
+                    self.outage_since = time.monotonic()
+                    log.warning("MLflow write failed (%s); training goes on, tracking writes are buffered and retried", _first_line(exc))
+                if time.monotonic() >= deadline:
+                    message = f"MLflow {op.kind} for {op.key} failed after retrying: {_first_line(exc)}"
+                    self.errors.append(message)
+                    log.warning(message)
+                    return
+                time.sleep(min(10.0, 0.5 * 2**attempt))
+                attempt += 1
+
+    def _log_batch(self, run_id: str, batch: dict[str, Any]) -> None:
+        """Params, metrics and tags of one run in as few ``log_batch`` requests as MLflow's
+        limits allow (1000 items, of which at most 100 params and 100 tags)."""
+        from mlflow.entities import Metric, Param, RunTag
+
+        params = [Param(k, _param_text(v)) for k, v in batch["params"].items()]
+        tags = [RunTag(k, str(v)) for k, v in batch["tags"].items()]
+        metrics = [Metric(name, value, ts, step) for name, value, step, ts in batch["metrics"]]
+        while params or tags or metrics:
+            chunk_params, params = params[:MAX_PARAMS], params[MAX_PARAMS:]
+            chunk_tags, tags = tags[:MAX_TAGS], tags[MAX_TAGS:]
+            room = MAX_BATCH - len(chunk_params) - len(chunk_tags)
+            chunk_metrics, metrics = metrics[:room], metrics[room:]
+            self._client.log_batch(run_id, metrics=chunk_metrics, params=chunk_params, tags=chunk_tags)
+
+    def _adopt_started_run(self, op: _Op) -> None:
+        """Reuse a child run that an earlier, seemingly failed ``start`` did create: never two runs per trial."""
+        if op.key in self.run_ids:
+            return
+        trial = op.payload["tags"].get(TRIAL_TAG)
+        parent = op.payload["tags"].get("mlflow.parentRunId")
+        if not trial or not parent:
+            return
+        found = self._client.search_runs(
+            [self.experiment_id], f"tags.`{TRIAL_TAG}` = '{trial}' and tags.`mlflow.parentRunId` = '{parent}'", max_results=1
+        )
+        if found:
+            self.run_ids[op.key] = found[0].info.run_id
+
+    def _apply(self, op: _Op) -> None:
+        from mlflow.entities import Param, RunTag
+
+        if op.kind == "start":
+            if op.key in self.run_ids:
+                return
+            # str(): a tracking server (REST/protobuf) rejects non-string tag values that sqlite accepts
+            tags = {k: str(v) for k, v in {"mlflow.runName": op.payload["name"], **op.payload["tags"]}.items()}
+            run = self._client.create_run(self.experiment_id, tags=tags, run_name=op.payload["name"])
+            self.run_ids[op.key] = run.info.run_id
+            params = [Param(k, _param_text(v)) for k, v in op.payload["params"].items()]
+            if params:
+                self._client.log_batch(run.info.run_id, params=params)
+            return
+        run_id = self.run_ids.get(op.key)
+        if run_id is None:
+            return
+        if op.kind in ("batch", "metrics", "tags"):
+            if op.kind != "batch":
+                op = _merge_run([op])[0]
+            self._log_batch(run_id, op.payload)
+        elif op.kind == "artifact":
+            local, artifact_path = op.payload
+            self._client.log_artifact(run_id, local, artifact_path)
+        elif op.kind == "checkpoint":  # a checkpoint location: local folder or a --storage URI
+            from sweep import storage
+
+            with storage.local_copy(op.payload) as folder:
+                self._client.log_artifact(run_id, str(folder / "model.keras"), "checkpoint")
+        elif op.kind == "evict":  # after the trial's "checkpoint" op: MLflow already holds its copy
+            from sweep import storage
+
+            storage.remove_checkpoint(op.payload)
+            self._client.set_tag(run_id, "sweep.checkpoint_evicted", "disk quota (resources.checkpoint_quota_mb)")
+        elif op.kind == "end":
+            self._client.set_terminated(run_id, op.payload)
+        elif op.kind == "reopen":
+            self._client.update_run(run_id, status="RUNNING")
+            self._client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in op.payload.items()])
+
+
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:300]
+
+
+BARRIERS = ("flush", "stop")  # operations that keep their place: everything before them lands first
+BATCHABLE = ("metrics", "tags")  # merge into one log_batch per run
+
+
+def _coalesce(ops: list[_Op]) -> list[_Op]:
+    """Fewer requests, same result: between barriers, each run's operations are grouped (runs
+    are independent, so only the order *within* a run matters, and it is kept), and a run's
+    consecutive metrics and tags, plus the params of its start, become one ``batch``
+    operation (one ``log_batch``: a short trial's epochs, tags and params in one request).
+    The caller's operations are not mutated."""
+    merged: list[_Op] = []
+    segment: dict[str, list[_Op]] = {}
+    for op in ops + [_Op("flush", "")]:  # a sentinel barrier ends the last segment
+        if op.kind not in BARRIERS:
+            segment.setdefault(op.key, []).append(op)
+            continue
+        for run_ops in segment.values():
+            merged.extend(_merge_run(run_ops))
+        segment = {}
+        merged.append(op)
+    return merged[:-1]
+
+
+def _merge_run(ops: list[_Op]) -> list[_Op]:
+    """One run's operations in order, consecutive metrics/tags (and a start's params) merged."""
+    out: list[_Op] = []
+    for op in ops:
+        if op.kind == "start" and op.payload.get("params"):
+            out.append(_Op("start", op.key, {**op.payload, "params": {}}, op.done))
+            op = _Op("batch", op.key, {"metrics": [], "tags": {}, "params": dict(op.payload["params"])})
+        elif op.kind in BATCHABLE:
+            op = _Op("batch", op.key, {
+                "metrics": list(op.payload) if op.kind == "metrics" else [],
+                "tags": dict(op.payload) if op.kind == "tags" else {},
+                "params": {},
+            })
+        last = out[-1] if out else None
+        if op.kind == "batch" and last is not None and last.kind == "batch":
+            last.payload["metrics"].extend(op.payload["metrics"])
+            last.payload["tags"].update(op.payload["tags"])  # a later value of the same tag wins, as it would
+            last.payload["params"].update(op.payload["params"])
+        else:
+            out.append(op)
+    return out
+
+
+def _param_text(value: Any) -> str:
+    return str(value)[:6000]
+
+
+
+
+# ---------------------------------------------------------------------------------------------
+# the writer in its own process
+
+
+class WriterProcess:
+    """:class:`Writer`'s interface (``submit``, ``flush``, ``close``, ``run_ids``, ``errors``),
+    with the Writer itself in a child process.
+
+    ``submit`` only appends to an in-memory queue (bounded by ``MAX_QUEUE``); a feeder thread
+    writes JSON lines to the child's stdin, and a reader thread takes the child's answers to
+    ``flush`` (the run ids it created, the writes that failed) from a second pipe. The child's
+    stdout and stderr are the driver's, so its outage warnings reach the user as before.
+    """
+
+    def __init__(self, uri: str, experiment_id: str, run_ids: dict[str, str] | None = None):
+        self.uri, self.experiment_id = uri, experiment_id
+        self.run_ids: dict[str, str] = dict(run_ids or {})
+        self.errors: list[str] = []
+        self._outbox: queue.Queue[str | None] = queue.Queue(maxsize=MAX_QUEUE)
+        self._answers: dict[int, threading.Event] = {}
+        self._next_flush = 0
+        reply_read, reply_write = os.pipe()
+        command = [sys.executable, "-m", "sweep.writer", "--serve", str(reply_write)]
+        self._proc = subprocess.Popen(command, stdin=subprocess.PIPE, pass_fds=(reply_write,), env=_child_env())
+        os.close(reply_write)
+        self._replies = os.fdopen(reply_read, "r", encoding="utf-8")
+        self._send(json.dumps({"uri": uri, "experiment_id": experiment_id, "run_ids": self.run_ids}))
+        threading.Thread(target=self._feed, name="sweep-mlflow-feeder", daemon=True).start()
+        threading.Thread(target=self._read, name="sweep-mlflow-replies", daemon=True).start()
+
+    def submit(self, kind: str, key: str, payload: Any = None) -> None:
+        self._outbox.put(json.dumps([kind, key, payload], default=_jsonable))
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait until everything submitted so far landed (or ran out of retries), then learn
+        the run ids the child created. Returns early if the child is gone (and says so)."""
+        self._next_flush += 1
+        ident, done = self._next_flush, threading.Event()
+        self._answers[ident] = done
+        self._outbox.put(json.dumps(["flush", str(ident), None]))
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not done.wait(0.5):
+            if self._proc.poll() is not None and not done.is_set():
+                self._child_died()
+                return
+            if deadline is not None and time.monotonic() >= deadline:
+                return
+
+    def close(self) -> None:
+        self.flush()
+        self._outbox.put(None)
+        try:
+            self._proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+
+    def _send(self, line: str) -> None:
+        assert self._proc.stdin is not None
+        self._proc.stdin.write(line.encode() + b"\n")
+        self._proc.stdin.flush()
+
+    def _feed(self) -> None:
+        while True:
+            line = self._outbox.get()
+            try:
+                if line is None:
+                    self._proc.stdin.close()  # type: ignore[union-attr]
+                    return
+                self._send(line)
+            except (BrokenPipeError, ValueError, OSError):
+                return  # the child is gone; flush() notices and says so
+
+    def _read(self) -> None:
+        for line in self._replies:
+            answer = json.loads(line)
+            self.run_ids.update(answer["run_ids"])
+            self.errors[:] = answer["errors"]
+            done = self._answers.pop(int(answer["flush"]), None)
+            if done is not None:
+                done.set()
+
+    def _child_died(self) -> None:
+        message = f"the MLflow writer process exited with code {self._proc.returncode}; tracking writes after that were not recorded"
+        if message not in self.errors:
+            self.errors.append(message)
+            log.warning(message)
+
+
+def _child_env() -> dict[str, str]:
+    """The driver's environment (MLflow credentials, retry settings), and this package importable."""
+    import sweep
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(sweep.__file__)))
+    path = os.environ.get("PYTHONPATH", "")
+    return {**os.environ, "PYTHONPATH": root + (os.pathsep + path if path else "")}
+
+
+def _jsonable(value: Any) -> Any:
+    """numpy scalars and other number-likes as plain numbers; anything else as text."""
+    item = getattr(value, "item", None)
+    if callable(item):
+        return item()
+    return str(value)
+
+
+def serve(reply_fd: int) -> None:
+    """The child: the first stdin line says where to write; then one operation per line.
+
+    Stdin's end (the driver closed it, or died) drains what arrived, then exits: operations
+    already handed over are written even when the driver is gone.
+    """
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the driver, which then closes our stdin: drain first
+    import mlflow  # noqa: F401 - configures its loggers on import; quiet them afterwards
+
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    setup = json.loads(sys.stdin.readline())
+    writer = Writer(setup["uri"], setup["experiment_id"], dict(setup["run_ids"]))
+    with os.fdopen(reply_fd, "w", encoding="utf-8") as replies:
+        for line in sys.stdin:
+            kind, key, payload = json.loads(line)
+            if kind != "flush":
+                writer.submit(kind, key, _from_json(kind, payload))
+                continue
+            writer.flush()
+            replies.write(json.dumps({"flush": key, "run_ids": writer.run_ids, "errors": writer.errors}) + "\n")
+            replies.flush()
+    writer.close()
+
+
+def _from_json(kind: str, payload: Any) -> Any:
+    """JSON made the metric tuples lists; the writer wants tuples back."""
+    if kind == "metrics":
+        return [tuple(point) for point in payload]
+    return payload
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--serve":
+        serve(int(sys.argv[2]))
