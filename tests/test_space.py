@@ -212,8 +212,11 @@ def test_samplers_registry(sampler):
 
 def test_tpe_models_conditional_groups_and_parallel_trials():
     sampler = space.make_sampler(search(CONDITIONAL, "tpe"))
-    assert isinstance(sampler, optuna.samplers.TPESampler)
-    assert sampler._multivariate and sampler._group and sampler._constant_liar
+    assert isinstance(sampler, space.BoundedHistorySampler)
+    tpe = sampler.base
+    assert isinstance(tpe, optuna.samplers.TPESampler)
+    assert tpe._multivariate and tpe._group and tpe._constant_liar
+    assert sampler.bounded._multivariate and sampler.bounded._group and not sampler.bounded._constant_liar
 
 
 # ---------------------------------------------------------------------------------------------
@@ -280,3 +283,38 @@ def test_hyperparameters_drops_none_and_private_keys():
     config = {"learning_rate": 0.01, "momentum": None, "_trial_dir": "/tmp", "optimizer": "sgd", "flag": False, "zero": 0}
     assert space.hyperparameters(config) == {"learning_rate": 0.01, "optimizer": "sgd", "flag": False, "zero": 0}
     assert space.hyperparameters({}) == {}
+
+
+def _run_study(sampler: optuna.samplers.BaseSampler, trials: int) -> optuna.Study:
+    """A maximizing study of a known optimum (lr 1e-2 with adam), ask/tell as Ray's OptunaSearch does."""
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+    for _ in range(trials):
+        trial = study.ask()
+        lr = trial.suggest_float("lr", 1e-4, 1e-1, log=True)
+        optimizer = trial.suggest_categorical("optimizer", ["adam", "sgd"])
+        study.tell(trial, -abs(math.log10(lr) + 2) - (0.3 if optimizer == "sgd" else 0.0))
+    return study
+
+
+def _tpe(seed: int, liar: bool = True) -> optuna.samplers.TPESampler:
+    return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=liar)
+
+
+def test_a_short_sweep_suggests_exactly_what_plain_tpe_would():
+    bounded = _run_study(space.BoundedHistorySampler(_tpe(3), _tpe(4, liar=False), limit=1000), 30)
+    plain = _run_study(_tpe(3), 30)
+    assert [t.params for t in bounded.trials] == [t.params for t in plain.trials]
+
+
+def test_past_its_limit_tpe_models_the_best_and_the_latest_trials_only():
+    sampler = space.BoundedHistorySampler(_tpe(3), _tpe(4, liar=False), limit=40, keep_best=10)
+    study = _run_study(sampler, 120)
+    model = sampler._model
+    assert model is not None
+    modeled = model.get_trials(deepcopy=False)
+    assert 40 <= len(modeled) <= 40 + 40 // 4  # bounded: rebuilt every limit // 4 trials
+    best_values = sorted((t.value for t in study.trials), reverse=True)[:10]
+    assert set(best_values) <= {t.value for t in modeled}  # TPE's good group is never dropped
+    assert study.best_value > -0.15  # and the search still closes in on the optimum
+    restored = pickle.loads(pickle.dumps(sampler))  # Ray saves the searcher, sampler included
+    assert restored.limit == 40 and len(restored._model.trials) == len(modeled)
