@@ -1,5 +1,6 @@
 """Does a warm worker's memory creep? 100 consecutive trials in one process, the way a reused
-Ray worker runs them: ``trainable.reset_state`` then build, compile and fit a fresh model.
+Ray worker runs them: ``trainable.reset_state``, build and compile, take the worker's cached
+compiled model when the architecture matches (``sweep.reuse``; ``--no-reuse`` to skip), fit.
 
     python benchmarks/worker_memory.py [--trials 100] [--rows 4000]
 
@@ -28,7 +29,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=100)
     parser.add_argument("--rows", type=int, default=4000)
-    parser.add_argument("--full-gc-every", type=int, default=None, help="override trainable.FULL_GC_EVERY (1: a full collection every trial)")
+    parser.add_argument("--full-gc-interval", type=float, default=None, help="override trainable.FULL_GC_INTERVAL_S (0: a full collection every trial)")
+    parser.add_argument("--no-reuse", action="store_true", help="build every trial (fit.reuse_model: false)")
     args = parser.parse_args()
 
     import numpy as np
@@ -37,8 +39,8 @@ def main() -> None:
     from sweep.config import ModelConfig
     from sweep.data import DataInfo
 
-    if args.full_gc_every:
-        trainable.FULL_GC_EVERY = args.full_gc_every
+    if args.full_gc_interval is not None:
+        trainable.FULL_GC_INTERVAL_S = args.full_gc_interval
     rng = np.random.default_rng(0)
     x = rng.normal(size=(args.rows, 64)).astype("float32")
     y = rng.integers(0, 10, size=args.rows)
@@ -51,6 +53,8 @@ def main() -> None:
         resets.append(time.perf_counter() - started)
         hp = {"learning_rate": 1e-3, "optimizer": ["adam", "sgd", "rmsprop"][trial % 3], "batch_size": 64}
         model = models.build(builder, hp, info, ModelConfig(builder="mlp", args={"units": [256, 256]}), steps_per_execution=32)
+        if not args.no_reuse:
+            model, _ = trainable.MODELS.take(model)  # as run_trial does: the compiled model of an earlier trial
         model.fit(x, y, batch_size=64, epochs=2, validation_data=(x[:500], y[:500]), verbose=0)
         del model
         if trial in (1, 10, 25, 50, args.trials):

@@ -282,6 +282,29 @@ def _number(text: Any) -> float | None:
     return value if math.isfinite(value) else None
 
 
+MAX_LINES = 300  # parallel-coordinate lines: more is ink, not information, and seconds per thousand
+MAX_IMPORTANCE_TRIALS = 500  # fANOVA's forest is fitted on an even spread of at most this many (about 1 s)
+
+
+def spread(trials: list[TrialRecord], limit: int) -> list[TrialRecord]:
+    """At most ``limit`` trials, evenly spaced through the sweep (all of them when fewer)."""
+    if len(trials) <= limit:
+        return list(trials)
+    step = len(trials) / limit
+    return [trials[int(i * step)] for i in range(limit)]
+
+
+def best_and_spread(trials: list[TrialRecord], mode: str, limit: int) -> list[TrialRecord]:
+    """The best ``limit // 2`` trials plus an even spread of the others, in trial order."""
+    if len(trials) <= limit:
+        return list(trials)
+    sign = -1.0 if mode == "max" else 1.0
+    best = sorted(trials, key=lambda t: sign * t.value)[: limit // 2]  # type: ignore[operator]
+    chosen = {id(t) for t in best}
+    rest = spread([t for t in trials if id(t) not in chosen], limit - len(best))
+    return sorted(best + rest, key=lambda t: t.number)
+
+
 def plot_parallel_coordinates(data: SweepData, path: Path) -> Path:
     """One line per trial through every hyperparameter to the objective, coloured by the objective.
 
@@ -289,7 +312,8 @@ def plot_parallel_coordinates(data: SweepData, path: Path) -> Path:
     """
     plt, fig = _figure()
     ax = fig.subplots()
-    trials = [t for t in data.trials if _finite(t.value)]
+    finished = [t for t in data.trials if _finite(t.value)]
+    trials = best_and_spread(finished, data.mode, MAX_LINES)
     names = sorted({name for t in trials for name in t.params})
     if not trials or not names:
         _empty(ax, "no finished trial yet")
@@ -317,7 +341,8 @@ def plot_parallel_coordinates(data: SweepData, path: Path) -> Path:
     ax.set_yticks([0, 1], ["low", "high"], fontsize=8)
     ax.set_xlim(-0.2, xs[-1] + 0.4)
     fig.colorbar(mpl.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, label=data.metric)
-    ax.set_title("each line is a trial (gaps: parameter not used by that trial)")
+    shown = "" if len(trials) == len(finished) else f"; the best and an even spread, {len(trials)} of {len(finished)}"
+    ax.set_title(f"each line is a trial (gaps: parameter not used by that trial{shown})")
     fig.tight_layout()
     return _save(plt, fig, path)
 
@@ -331,7 +356,7 @@ def importances(data: SweepData) -> tuple[dict[str, float], str | None]:
     """
     import optuna
 
-    trials = [t for t in data.trials if _finite(t.value)]
+    trials = spread([t for t in data.trials if _finite(t.value)], MAX_IMPORTANCE_TRIALS)
     if len(trials) < 2:
         return {}, f"needs at least 2 finished trials, has {len(trials)}"
     distributions = _distributions(trials)

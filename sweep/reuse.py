@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # pragma: no cover - keras is imported by the worker, after its TF settings
     import keras
 
-MAX_MODELS = 4  # compiled models kept per worker (e.g. one per batch size of the space)
+MAX_MODELS = 8  # compiled models kept per worker (e.g. one per optimizer of the space)
 MAX_BYTES = 512 * 1024 * 1024  # variables (weights + optimizer slots) the cache may hold
 
 

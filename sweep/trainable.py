@@ -232,27 +232,32 @@ def fetch_data(data_ref: Any, fingerprint: str) -> Any:
     return cached
 
 
-FULL_GC_EVERY = 8  # trials between full garbage collections on a warm worker
-_TRIALS_SINCE_FULL_GC = 0
+FULL_GC_INTERVAL_S = 10.0  # seconds of trials between full garbage collections on a warm worker
+_LAST_FULL_GC: float | None = None
 
 
 def reset_state(seed: int) -> None:
     """Forget everything the previous trial on this worker left behind, then seed.
 
     The one place a worker clears Keras (session, name counters) and collects the previous
-    model's cycles. A full collection with TensorFlow loaded costs ~0.45 s on 2 cores (Keras'
-    own ``clear_session()`` runs one by default, so calling both paid it twice); a young-
-    generation one ~4 ms. So each trial collects the young generations, where the previous
-    trial's objects are, and every ``FULL_GC_EVERY``-th trial (and the first) does a full
-    collection, which bounds what can creep into the old generation.
+    model's cycles. A full collection with TensorFlow loaded costs ~0.25-0.45 s on 2 cores
+    (Keras' own ``clear_session()`` runs one by default, so calling both paid it twice); a
+    young-generation one ~4 ms. So each trial collects the young generations, where the
+    previous trial's objects are, and a full collection runs on the first trial and then at
+    most once per ``FULL_GC_INTERVAL_S``: one per trial when trials are long, one per few
+    dozen when they take 0.2 s (where a full collection per 8 trials had cost 12% of the
+    worker's time), which bounds what can creep into the old generation either way.
     """
-    global _TRIALS_SINCE_FULL_GC
+    global _LAST_FULL_GC
+    import time
+
     import keras
 
     keras.backend.clear_session(free_memory=False)
-    if _TRIALS_SINCE_FULL_GC % FULL_GC_EVERY == 0:
+    now = time.monotonic()
+    if _LAST_FULL_GC is None or now - _LAST_FULL_GC >= FULL_GC_INTERVAL_S:
         gc.collect()
+        _LAST_FULL_GC = now
     else:
         gc.collect(1)
-    _TRIALS_SINCE_FULL_GC += 1
     keras.utils.set_random_seed(seed)

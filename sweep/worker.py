@@ -128,14 +128,15 @@ STEPS_PER_EXECUTION_CAP = 32
 def steps_per_execution(setting: int | str | None, batch_size: int, rows: int, cap: int = STEPS_PER_EXECUTION_CAP) -> int:
     """How many train steps Keras runs per compiled call (``fit.steps_per_execution``).
 
-    ``auto`` runs a whole epoch in one call when it has at most ``cap`` steps, else splits the
-    epoch into the fewest calls of at most ``cap`` steps, sized evenly (200 steps -> 7 calls of
-    29), so no call is a stub. The math is the same as one step per call (same batches, same
-    order); only Python round trips are saved. Batch-level callbacks then run once per call,
-    which is why the default stays at ``cap`` rather than a whole long epoch.
+    ``auto`` runs a whole epoch in one call when it has at most ``cap`` steps, else calls of
+    ``cap`` steps (the last one shorter). The math is the same as one step per call (same
+    batches, same order); only Python round trips are saved. Every epoch longer than ``cap``
+    steps gets the same value whatever its batch size, so trials that differ only in batch
+    size share one compiled model on a warm worker (``sweep.reuse``); sizing the calls evenly
+    (29 for 200 steps) had given each batch size its own graph for no measurable gain.
+    Batch-level callbacks then run once per call, which is why the cap is not a whole epoch.
     """
     if setting is None or setting == "auto":
         steps = max(1, -(-int(rows) // max(1, int(batch_size))))
-        calls = -(-steps // cap)
-        return max(1, -(-steps // calls))
+        return min(steps, cap)
     return max(1, int(setting))

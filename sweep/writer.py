@@ -19,6 +19,7 @@ This module imports only MLflow (not Ray, not TensorFlow), so the child starts f
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -39,7 +40,10 @@ BATCH_WINDOW_S = 0.2  # the writer gathers operations this long before writing t
 MAX_QUEUE = 100_000  # operations buffered (in the driver) before submit() waits
 
 
+@functools.lru_cache(maxsize=8)
 def client(uri: str) -> Any:
+    """One MlflowClient per URI and process: creating one for a sqlite store builds an engine
+    and checks the schema (~0.25 s), and the report, summary and CLI each ask for one."""
     from mlflow.tracking import MlflowClient
 
     return MlflowClient(tracking_uri=uri)

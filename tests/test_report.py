@@ -194,3 +194,11 @@ def test_a_large_sweep_fetches_only_the_best_and_latest_curves(mlflow_uri, monke
     assert len(data.trials) == 8
     assert with_curves == [1, 3, 6, 7]  # the best two, then the two started last
     assert all(t.epochs == 2 and t.value is not None for t in data.trials)  # every trial still has its numbers
+
+
+def test_big_sweeps_draw_the_best_and_an_even_spread():
+    trials = [report.TrialRecord(str(i), str(i), i, "completed", {}, float(i % 97), 1, 1, None, None) for i in range(1000)]
+    picked = report.best_and_spread(trials, "max", 100)
+    assert len(picked) == 100 and [t.number for t in picked] == sorted(t.number for t in picked)
+    assert sum(t.value == 96.0 for t in picked) == sum(t.value == 96.0 for t in trials)  # every best one kept
+    assert len(report.spread(trials, 10)) == 10 and report.spread(trials[:5], 10) == trials[:5]
