@@ -277,6 +277,7 @@ class FailFast(tune.Stopper):
     def __init__(self, ledger: Ledger, limit: int):
         self.ledger, self.limit = ledger, limit
         self.error: str | None = None  # latched: trials Tune stops afterwards do not undo it
+        self.settled = False  # some trial finished an epoch: never trips, never scans again
 
     def __call__(self, trial_id: str, result: dict) -> bool:
         return False
@@ -286,10 +287,11 @@ class FailFast(tune.Stopper):
 
     def tripped(self) -> str | None:
         """The shared error line once ``limit`` trials failed with it and none got an epoch in."""
-        if self.error is not None or self.limit <= 0:
+        if self.error is not None or self.limit <= 0 or self.settled:
             return self.error
         outcomes = self.ledger.outcomes.values()
         if any(o.epochs > 0 for o in outcomes):
+            self.settled = True  # an epoch got in: this sweep can no longer trip (Tune asks every step)
             return None
         reasons = [o.reason for o in outcomes if o.status == FAILED and not _hyperparameter_specific(o.reason)]
         if len(reasons) >= self.limit and len(set(reasons)) == 1:
