@@ -18,7 +18,7 @@ from typing import Any
 
 
 from sweep.writer import TRIAL_TAG, WriterProcess, _param_text, client  # noqa: F401 - TRIAL_TAG, client: this module's API
-from sweep.results import COMPLETED, FAILED, DriverCallback, Ledger, epoch_of, SweepResult, TrialOutcome, keras_metrics, worker_metrics
+from sweep.results import COMPLETED, FAILED, PENDING, STATUSES, DriverCallback, Ledger, epoch_of, SweepResult, TrialOutcome, keras_metrics, worker_metrics
 
 log = logging.getLogger("sweep.tracking")
 
@@ -268,7 +268,8 @@ class MLflowTracker(DriverCallback):
             result.trials.to_csv(csv_path, index=False)
             self._client.log_artifact(self.parent_run_id, str(csv_path))
         counts = result.counts()
-        tags = {f"sweep.trials.{status}": count for status, count in counts.items()}
+        # every status, zeros included: a resumed sweep's earlier counts must not linger (sweep status reads these)
+        tags = {f"sweep.trials.{status}": counts.get(status, 0) for status in (*STATUSES, PENDING, *counts)}
         tags.update({"sweep.metric": result.metric, "sweep.mode": result.mode, "sweep.storage": result.storage})
         best = result.best
         if best is None:
@@ -385,9 +386,10 @@ def best_summary(uri: str, name: str) -> dict[str, Any] | None:
     tags = parent.data.tags
     metric = tags.get("sweep.metric") or parent.data.params.get("config.objective.metric", "val_loss")
     mode = tags.get("sweep.mode") or parent.data.params.get("config.objective.mode", "min")
-    children = child_runs(uri, parent)
-    chosen = tags.get("sweep.best_run_id")  # the finished sweep's own pick wins ties
-    best_child = next((r for r in children if r.info.run_id == chosen), None) or _best_child(children, metric, mode)
+    chosen = tags.get("sweep.best_run_id")  # a finished sweep's own pick: one request, whatever its size
+    best_child = _run_or_none(uri, chosen) if chosen else None
+    if best_child is None:  # still running (or it never finished): rank the children
+        best_child = _best_child(child_runs(uri, parent), metric, mode)
     summary: dict[str, Any] = {
         "name": name,
         "metric": metric,
@@ -424,10 +426,12 @@ def status_summary(uri: str, name: str) -> dict[str, Any] | None:
     parent = find_parent_run(uri, name)
     if parent is None:
         return None
-    counts: dict[str, int] = {}
-    for run in child_runs(uri, parent):
-        status = run.data.tags.get(STATUS_TAG, "running")
-        counts[status] = counts.get(status, 0) + 1
+    counts = _final_counts(parent)
+    if counts is None:  # still running (or it never finished): count the children
+        counts = {}
+        for run in child_runs(uri, parent):
+            status = run.data.tags.get(STATUS_TAG, "running")
+            counts[status] = counts.get(status, 0) + 1
     return {
         "name": name,
         "sweep_status": parent.info.status,
@@ -436,6 +440,25 @@ def status_summary(uri: str, name: str) -> dict[str, Any] | None:
         "parent_run_id": parent.info.run_id,
         "tracking_uri": redact(uri),
     }
+
+
+def _final_counts(parent: Any) -> dict[str, int] | None:
+    """The trial counts a finished sweep wrote on its parent run (``sweep.trials.<status>``);
+    None while it runs, so ``sweep status`` of a 10,000-trial sweep is one request, not ten pages."""
+    if parent.info.status == "RUNNING":
+        return None
+    prefix = "sweep.trials."
+    counts = {key[len(prefix):]: _int(value) or 0 for key, value in parent.data.tags.items() if key.startswith(prefix)}
+    if not counts:
+        return None
+    return {status: count for status, count in counts.items() if count}
+
+
+def _run_or_none(uri: str, run_id: str) -> Any | None:
+    try:
+        return client(uri).get_run(run_id)
+    except Exception:  # deleted, or another store: fall back to ranking the children
+        return None
 
 
 def _best_child(children: list[Any], metric: str, mode: str) -> Any | None:

@@ -202,3 +202,18 @@ def test_big_sweeps_draw_the_best_and_an_even_spread():
     assert len(picked) == 100 and [t.number for t in picked] == sorted(t.number for t in picked)
     assert sum(t.value == 96.0 for t in picked) == sum(t.value == 96.0 for t in trials)  # every best one kept
     assert len(report.spread(trials, 10)) == 10 and report.spread(trials[:5], 10) == trials[:5]
+
+
+def test_status_and_best_of_a_finished_sweep_read_its_parent_run_only(mlflow_uri):
+    """A finished sweep wrote its counts and best run on the parent: no scan of 10,000 children."""
+    client = tracking.client(mlflow_uri)
+    experiment_id = tracking.ensure_experiment(client, mlflow_uri, "done")
+    parent = _fake_parent(client, experiment_id, "done")
+    best_id = _fake_trial(client, experiment_id, parent, "done", 0, "completed", [0.5, 0.9], {"learning_rate": "0.01"})
+    _fake_trial(client, experiment_id, parent, "done", 1, "completed", [0.95, 0.1], {"learning_rate": "0.1"})  # a better value, not the sweep's pick
+    for key, value in {"sweep.trials.completed": "7", "sweep.trials.stopped_early": "5", "sweep.trials.running": "0", "sweep.best_run_id": best_id}.items():
+        client.set_tag(parent.info.run_id, key, value)
+    client.set_terminated(parent.info.run_id, "FINISHED")
+    assert tracking.status_summary(mlflow_uri, "done")["trials"] == {"completed": 7, "stopped_early": 5}
+    best = tracking.best_summary(mlflow_uri, "done")
+    assert best["mlflow_run_id"] == best_id and best["value"] == 0.9 and best["trial_id"] == "t0"
