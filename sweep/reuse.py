@@ -108,9 +108,6 @@ class ModelCache:
     def __len__(self) -> int:
         return len(self._models)
 
-    def clear(self) -> None:
-        self._models.clear()
-
     def take(self, fresh: keras.Model) -> tuple[keras.Model, bool]:
         """The model this trial trains, and whether it is a reused one.
 
