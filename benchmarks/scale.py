@@ -25,8 +25,10 @@ Per system and N it prints: ms per trial = (end of the run - first trial's start
 start-up and preflight are out and the final MLflow flush is in; driver CPU seconds and peak
 RSS (the driver process: Tune's controller, the searcher, the tracker); the MLflow database
 size; and for the sweep systems a check that MLflow holds exactly N child runs and one row
-per reported epoch. Then the ratios the targets name and the growth from the smallest to the
-largest N. Results also go to ``benchmarks/out/scale.json``.
+per reported epoch, and the wall seconds of ``sweep status``, ``sweep best`` and ``sweep
+report`` on the finished sweep (each a fresh process, as a user runs it). Then the ratios
+the targets name and the growth from the smallest to the largest N. Results also go to
+``benchmarks/out/scale.json``.
 """
 
 from __future__ import annotations
@@ -150,7 +152,20 @@ def run_sweep(n: int, work: Path, noop: bool = False, reuse_model: bool = True) 
         "reported_epochs": int(result.trials["epochs"].sum()),
         "trials_recorded": len(result.trials),
         **counts,
+        **cli_seconds(f"sqlite:///{work / 'mlflow.db'}", work),
     }
+
+
+def cli_seconds(uri: str, work: Path) -> dict:
+    """Wall seconds of ``sweep status``, ``sweep best`` and ``sweep report`` on the finished
+    sweep, each a fresh process as a user runs it (imports included)."""
+    timings = {}
+    for command in (["status", "--json"], ["best", "--json"], ["report", "--quiet", "--out", str(work / "report")]):
+        started = time.time()
+        subprocess.run([sys.executable, "-m", "sweep.cli", command[0], "scale", "--tracking-uri", uri, *command[1:]],
+                       check=True, capture_output=True, cwd=work)
+        timings[f"cli_{command[0]}_s"] = round(time.time() - started, 2)
+    return timings
 
 
 def mlflow_counts(db: Path, parent_run_id: str) -> dict:
@@ -294,6 +309,8 @@ def print_table(rows: list[dict]) -> None:
         verdict = "ok" if not problems else "; ".join(problems)
         if "child_runs" in row and not problems:
             verdict = f"ok ({row['child_runs']} runs, {row['metric_rows']} rows)"
+        if "cli_status_s" in row:
+            verdict += f"; status {row['cli_status_s']} s, best {row['cli_best_s']} s, report {row['cli_report_s']} s"
         print(f"{row['system']:<14} {row['n']:>6} {row['ms_per_trial']:>9.1f} {row['wall_s']:>8.1f} {row['startup_s']:>8.1f} "
               f"{row['driver_cpu_s']:>9.1f} {row['driver_peak_rss_mb']:>10.1f} {row.get('db_mb', ''):>9}  {verdict}")
 
