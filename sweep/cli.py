@@ -147,26 +147,26 @@ def _print_result(result: Any) -> None:
         console.print(f"  params: {format_params(best.params)}")
         console.print(f"  checkpoint: {best.checkpoint}")
     console.print(f"MLflow: experiment '{result.experiment}', parent run {result.parent_run_id}")
-    from sweep.tracking import redact
+    from sweep.store import redact
 
     console.print(f"  look: sweep ui --tracking-uri {redact(result.tracking_uri)}   (then open http://127.0.0.1:5000)")
 
 
 def _summary(args: argparse.Namespace, read: Callable[[str, str], dict | None]) -> dict | None:
     """What ``read(uri, name)`` says of the sweep ``args.name``, or None after saying it does not exist."""
-    from sweep import tracking
+    from sweep import store
 
-    uri = tracking.resolve_uri(args.tracking_uri)
+    uri = store.resolve_uri(args.tracking_uri)
     summary = read(uri, args.name)
     if summary is None:
-        print(f"error: no sweep named {args.name!r} in {tracking.redact(uri)}", file=sys.stderr)
+        print(f"error: no sweep named {args.name!r} in {store.redact(uri)}", file=sys.stderr)
     return summary
 
 
 def _cmd_best(args: argparse.Namespace) -> int:
-    from sweep import tracking
+    from sweep import store
 
-    summary = _summary(args, tracking.best_summary)
+    summary = _summary(args, store.best_summary)
     if summary is None:
         return EXIT_BAD_INPUT
     if args.json:
@@ -180,9 +180,9 @@ def _cmd_best(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from sweep import tracking
+    from sweep import store
 
-    summary = _summary(args, tracking.status_summary)
+    summary = _summary(args, store.status_summary)
     if summary is None:
         return EXIT_BAD_INPUT
     if args.json:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sweep import tracking
+from sweep import store
 
 log = logging.getLogger("sweep.report")
 
@@ -95,14 +95,14 @@ def collect(uri: str, name: str, parent_run_id: str | None = None) -> SweepData 
     its learning-curve plot stays readable. Histories are fetched concurrently: against a
     remote tracking server that is the slow part, and the requests are independent.
     """
-    mlflow_client = tracking.client(uri)
-    parent = mlflow_client.get_run(parent_run_id) if parent_run_id else tracking.find_parent_run(uri, name)
+    mlflow_client = store.client(uri)
+    parent = mlflow_client.get_run(parent_run_id) if parent_run_id else store.find_parent_run(uri, name)
     if parent is None:
         return None
     tags, params = parent.data.tags, parent.data.params
     metric = tags.get("sweep.metric") or params.get("config.objective.metric", "val_loss")
     mode = tags.get("sweep.mode") or params.get("config.objective.mode", "min")
-    children = tracking.child_runs(uri, parent)
+    children = store.child_runs(uri, parent)
 
     def history(run: Any) -> list[tuple[int, float]]:
         points = mlflow_client.get_metric_history(run.info.run_id, metric)
@@ -114,7 +114,7 @@ def collect(uri: str, name: str, parent_run_id: str | None = None) -> SweepData 
     trials = [_record(run, curves.get(run.info.run_id, []), metric) for run in children]
     trials.sort(key=lambda t: t.number)
     return SweepData(
-        name=tags.get(tracking.NAME_TAG, name),
+        name=tags.get(store.NAME_TAG, name),
         metric=metric,
         mode=mode,
         parent_run_id=parent.info.run_id,
@@ -133,7 +133,7 @@ def curve_runs(children: list[Any], metric: str, mode: str, limit: int | None = 
     sign = -1.0 if mode == "max" else 1.0
 
     def badness(run: Any) -> float:
-        value = tracking._child_value(run, metric)
+        value = store._child_value(run, metric)
         return float("inf") if value is None or value != value else sign * value
 
     best = sorted(children, key=badness)[: limit // 2]
@@ -144,16 +144,16 @@ def curve_runs(children: list[Any], metric: str, mode: str, limit: int | None = 
 
 def _record(run: Any, curve: list[tuple[int, float]], metric: str) -> TrialRecord:
     tags = run.data.tags
-    value = tracking._child_value(run, metric)  # a running trial: its best so far
+    value = store._child_value(run, metric)  # a running trial: its best so far
     return TrialRecord(
         run_id=run.info.run_id,
-        trial_id=tags.get(tracking.TRIAL_TAG, run.info.run_id),
-        number=tracking._int(tags.get("sweep.trial_number")) or 0,
-        status=tags.get(tracking.STATUS_TAG, "running"),
+        trial_id=tags.get(store.TRIAL_TAG, run.info.run_id),
+        number=store._int(tags.get("sweep.trial_number")) or 0,
+        status=tags.get(store.STATUS_TAG, "running"),
         params=dict(run.data.params),
         value=value,
-        epochs=tracking._int(tags.get("sweep.epochs")) or (max(s for s, _ in curve) if curve else None),
-        best_epoch=tracking._int(tags.get("sweep.best_epoch")),
+        epochs=store._int(tags.get("sweep.epochs")) or (max(s for s, _ in curve) if curve else None),
+        best_epoch=store._int(tags.get("sweep.best_epoch")),
         start_ms=run.info.start_time,
         end_ms=run.info.end_time,
         curve=curve,
@@ -517,7 +517,7 @@ def write_report(name: str, uri: str | None = None, out: str | Path | None = Non
 
     ``out`` defaults to ``./sweep_reports/NAME``. Raises ``LookupError`` when no such sweep.
     """
-    uri = tracking.resolve_uri(uri)
+    uri = store.resolve_uri(uri)
     data = collect(uri, name)
     if data is None:
         raise LookupError(f"no sweep named {name!r} in {uri}")
@@ -536,7 +536,7 @@ def log_to_parent_run(uri: str, name: str, parent_run_id: str) -> Path | None:
             return None
         with tempfile.TemporaryDirectory(prefix="sweep-report-") as folder:
             page = render(data, Path(folder))
-            tracking.client(uri).log_artifacts(parent_run_id, folder, ARTIFACT_DIR)
+            store.client(uri).log_artifacts(parent_run_id, folder, ARTIFACT_DIR)
             return Path(ARTIFACT_DIR) / page.name
     except Exception as exc:  # the report is a convenience, the sweep's records are not
         log.warning("the sweep report could not be made (%s: %s); the sweep itself is recorded", type(exc).__name__, exc)
