@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from sweep.config import SweepConfig
+from sweep.store import _int
 
 LOCK_FILE = "driver.json"
 ENDED = ("completed", "stopped_early", "failed")
@@ -128,13 +129,6 @@ def _best(values: dict[int, float], mode: str) -> float | None:
     if not finite:
         return None
     return max(finite) if mode == "max" else min(finite)
-
-
-def _int(text: Any) -> int | None:
-    try:
-        return int(text)
-    except (TypeError, ValueError):
-        return None
 
 
 # ---------------------------------------------------------------------------------------------
