@@ -130,13 +130,7 @@ def curve_runs(children: list[Any], metric: str, mode: str, limit: int | None = 
     limit = MAX_CURVES if limit is None else limit
     if len(children) <= limit:
         return list(children)
-    sign = -1.0 if mode == "max" else 1.0
-
-    def badness(run: Any) -> float:
-        value = store._child_value(run, metric)
-        return float("inf") if value is None or value != value else sign * value
-
-    best = sorted(children, key=badness)[: limit // 2]
+    best = sorted(children, key=lambda run: store.badness(store._child_value(run, metric), mode))[: limit // 2]
     chosen = {run.info.run_id for run in best}
     recent = [run for run in sorted(children, key=lambda r: r.info.start_time or 0, reverse=True) if run.info.run_id not in chosen]
     return best + recent[: limit - len(best)]
@@ -298,8 +292,7 @@ def best_and_spread(trials: list[TrialRecord], mode: str, limit: int) -> list[Tr
     """The best ``limit // 2`` trials plus an even spread of the others, in trial order."""
     if len(trials) <= limit:
         return list(trials)
-    sign = -1.0 if mode == "max" else 1.0
-    best = sorted(trials, key=lambda t: sign * t.value)[: limit // 2]  # type: ignore[operator]
+    best = sorted(trials, key=lambda t: store.badness(t.value, mode))[: limit // 2]
     chosen = {id(t) for t in best}
     rest = spread([t for t in trials if id(t) not in chosen], limit - len(best))
     return sorted(best + rest, key=lambda t: t.number)

@@ -163,6 +163,13 @@ def _run_or_none(uri: str, run_id: str) -> Any | None:
         return None
 
 
+def badness(value: float | None, mode: str) -> float:
+    """A sort key for trials by the objective: larger is worse; no value (or NaN) is the worst of all."""
+    if value is None or value != value:
+        return float("inf")
+    return -value if mode == "max" else value
+
+
 def _best_child(children: list[Any], metric: str, mode: str) -> Any | None:
     scored = [(run, _child_value(run, metric)) for run in children]
     scored = [(run, value) for run, value in scored if value is not None and value == value]

@@ -19,7 +19,7 @@ from typing import Any
 
 from sweep.writer import WriterProcess, _param_text, client  # noqa: F401 - client: this module's API
 from sweep.store import (  # noqa: F401 - reading a sweep back lives in sweep.store; re-exported, it was here first
-    DEFAULT_URI, NAME_TAG, ROLE_TAG, STATUS_TAG, TRIAL_TAG, _child_value, _int, _quote, best_summary, child_runs,
+    DEFAULT_URI, NAME_TAG, ROLE_TAG, STATUS_TAG, TRIAL_TAG, _child_value, _int, _quote, badness, best_summary, child_runs,
     default_uri, find_parent_run, redact, resolve_uri, status_summary,
 )
 from sweep.results import COMPLETED, FAILED, PENDING, STATUSES, DriverCallback, Ledger, epoch_of, SweepResult, TrialOutcome, keras_metrics, worker_metrics
@@ -60,13 +60,6 @@ def ensure_experiment(mlflow_client: Any, uri: str, name: str) -> str:
     if experiment is not None:
         return experiment.experiment_id
     return mlflow_client.create_experiment(name, artifact_location=artifact_location(uri, name))
-
-
-def _badness(value: float | None, mode: str) -> float:
-    """Larger is worse; a trial with no value is the worst of all."""
-    if value is None or value != value:
-        return float("inf")
-    return -value if mode == "max" else value
 
 
 # ---------------------------------------------------------------------------------------------
@@ -185,7 +178,7 @@ class MLflowTracker(DriverCallback):
                 sizes[location] = storage.size_bytes(location)
         total, quota = sum(sizes.values()), self.checkpoint_quota_mb * 1024 * 1024
         ended = [o for o in live.values() if o.status in (COMPLETED, STOPPED_EARLY, FAILED) and o is not self.ledger.best]
-        ended.sort(key=lambda o: _badness(o.value, self.ledger.mode), reverse=True)
+        ended.sort(key=lambda o: badness(o.value, self.ledger.mode), reverse=True)
         evicted = []
         for outcome in ended:
             if total <= quota:
