@@ -51,7 +51,7 @@ def client(uri: str) -> Any:
 
 @dataclass
 class _Op:
-    kind: str  # start | reopen | metrics | tags | artifact | checkpoint | end
+    kind: str  # start | reopen | metrics | tags | checkpoint | evict | end (| batch, made by _coalesce)
     key: str  # the trial id (child runs) or "parent"
     payload: Any = None
     done: threading.Event | None = None
@@ -164,8 +164,7 @@ class Writer:
             self.run_ids[op.key] = found[0].info.run_id
 
     def _apply(self, op: _Op) -> None:
-        from mlflow.entities import Param, RunTag
-
+        """Apply one operation as :func:`_coalesce` left it (metrics and tags are ``batch`` by then)."""
         if op.kind == "start":
             if op.key in self.run_ids:
                 return
@@ -173,20 +172,12 @@ class Writer:
             tags = {k: str(v) for k, v in {"mlflow.runName": op.payload["name"], **op.payload["tags"]}.items()}
             run = self._client.create_run(self.experiment_id, tags=tags, run_name=op.payload["name"])
             self.run_ids[op.key] = run.info.run_id
-            params = [Param(k, _param_text(v)) for k, v in op.payload["params"].items()]
-            if params:
-                self._client.log_batch(run.info.run_id, params=params)
             return
         run_id = self.run_ids.get(op.key)
         if run_id is None:
             return
-        if op.kind in ("batch", "metrics", "tags"):
-            if op.kind != "batch":
-                op = _merge_run([op])[0]
+        if op.kind == "batch":
             self._log_batch(run_id, op.payload)
-        elif op.kind == "artifact":
-            local, artifact_path = op.payload
-            self._client.log_artifact(run_id, local, artifact_path)
         elif op.kind == "checkpoint":  # a checkpoint location: local folder or a --storage URI
             from sweep import storage
 
@@ -201,9 +192,7 @@ class Writer:
             self._client.set_terminated(run_id, op.payload)
         elif op.kind == "reopen":
             self._client.update_run(run_id, status="RUNNING")
-            self._client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in op.payload.items()])
-
-
+            self._log_batch(run_id, {"metrics": [], "tags": dict(op.payload), "params": {}})
 
 
 def _first_line(exc: BaseException) -> str:
