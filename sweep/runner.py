@@ -287,7 +287,7 @@ def _quiet_ray_and_optuna() -> None:
         tune_logger = logging.getLogger(name)
         if not any(isinstance(f, _TrialFailureFilter) for f in tune_logger.filters):
             tune_logger.addFilter(_TrialFailureFilter())
-    from sweep import tracking  # noqa: F401 - sets MLflow's environment (telemetry) before mlflow loads
+    from sweep import writer  # noqa: F401 - sets MLflow's environment (telemetry) before mlflow loads
     import mlflow  # noqa: F401 - mlflow sets up its logger on import; quiet it afterwards
 
     logging.getLogger("mlflow").setLevel(logging.WARNING)

@@ -26,12 +26,6 @@ from sweep.results import COMPLETED, FAILED, PENDING, STATUSES, DriverCallback, 
 
 log = logging.getLogger("sweep.tracking")
 
-# MLflow 3 records a usage event for every client call on a background thread; in a sweep's
-# driver that is thousands of events competing with Tune for the GIL (a fifth of the driver's
-# samples in benchmarks/scale.py). Off unless the user turns it on (MLFLOW_DISABLE_TELEMETRY=false).
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-
-
 
 def check_reachable(uri: str, timeout: float = 5.0) -> None:
     """Fail in seconds, not after MLflow's minutes of HTTP retries, when a tracking server is down."""

@@ -33,6 +33,12 @@ from typing import Any
 
 log = logging.getLogger("sweep.tracking")
 
+# MLflow 3 records a usage event for every client call on a background thread; in a sweep's
+# driver that is thousands of events competing with Tune for the GIL (a fifth of the driver's
+# samples in benchmarks/scale.py). Off unless the user turns it on (MLFLOW_DISABLE_TELEMETRY=false).
+# Set here, where every MlflowClient of the package is made, before mlflow is imported.
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
 TRIAL_TAG = "sweep.trial_id"
 MAX_BATCH = 1000  # MLflow's per-request limit on metrics + params + tags
 MAX_PARAMS = MAX_TAGS = 100  # and on params, tags, per request
