@@ -97,6 +97,7 @@ class LiveView(DriverCallback):
         self.rungs: list[int] = sorted(set(int(r) for r in rungs or ()))
         self.rung_counts: list[int] = [0] * len(self.rungs)
         self._rungs_reached: dict[str, int] = {}  # trial id -> how many milestones it has passed
+        self._reasons_seen: dict[str, int] = {}  # failure reason -> number of the trial that printed it
         for outcome in list(ledger.outcomes.values()):  # trials of an earlier session (resume)
             self._note_epochs(outcome.trial_id, outcome.epochs)
 
@@ -169,8 +170,7 @@ class LiveView(DriverCallback):
 
     def _reason_once(self, outcome: TrialOutcome) -> str:
         """A failure reason in full the first time; later trials failing alike point back to it."""
-        seen = self.__dict__.setdefault("_reasons_seen", {})
-        first = seen.setdefault(outcome.reason, outcome.number)
+        first = self._reasons_seen.setdefault(outcome.reason, outcome.number)
         return outcome.reason if first == outcome.number else f"same error as trial {first}"
 
     def _print(self, line: str) -> None:
