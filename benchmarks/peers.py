@@ -131,7 +131,8 @@ def run_sweep(size: dict, work: Path) -> float:
         "scheduler": {"type": "asha", "grace_period": 1, "reduction_factor": ETA},
         "resources": {"cpus_per_trial": 1},
     }
-    ensure_ray(num_cpus=size["slots"])
+    if (os.cpu_count() or 1) != size["slots"]:  # else sweep.run starts Ray itself, as a user's run does (alongside its preflight)
+        ensure_ray(num_cpus=size["slots"])
     result = sweep.run(config, storage=str(work / "runs"), tracking_uri=f"sqlite:///{work / 'mlflow.db'}", quiet=True)
     return float(result.best.value)
 

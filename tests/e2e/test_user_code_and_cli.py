@@ -87,4 +87,5 @@ def test_factory_that_returns_no_model_is_caught_before_any_trial(tmp_path):
                          capture_output=True, text=True, cwd=tmp_path)
     assert run.returncode == 2, run.stderr
     assert run.stderr.strip().startswith(f"error: {path}: model.builder: expected 'broken:build' to return a keras.Model")
+    assert "\n" not in run.stderr.strip(), "one line, with no noise from the local Ray that started alongside the preflight"
     assert not (tmp_path / "m.db").exists(), "nothing is tracked before the input is valid"
