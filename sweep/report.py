@@ -3,7 +3,9 @@
 MLflow is the source of truth, so a report can be made for a running sweep, a finished one,
 or one recorded on another machine: ``sweep report NAME``. The HTML needs no server and no
 network (images are base64 ``data:`` URIs, styles inline), so it can be mailed or attached to
-a ticket. The runner logs the same files to the parent run at the end of every sweep.
+a ticket. The runner logs the same files to the parent run at the end of every sweep (built
+from its ledger, which holds every trial already), and ``sweep report`` of an ended sweep
+copies those files instead of reading every run back (``--rebuild`` reads them).
 
 Plots use matplotlib's Agg backend with a fixed size and dpi, so every PNG has the pixel size
 in ``PLOT_PIXELS`` (tests and layouts can rely on it).
@@ -21,9 +23,10 @@ import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from sweep import store
+from sweep.writer import param_text
 
 log = logging.getLogger("sweep.report")
 
@@ -58,6 +61,26 @@ class TrialRecord:
     end_ms: int | None
     curve: list[tuple[int, float]] = field(default_factory=list)
 
+    @classmethod
+    def from_outcome(cls, outcome: Any) -> "TrialRecord":
+        """A ``results.TrialOutcome`` as its MLflow run holds it (params as the text MLflow keeps)."""
+        return cls(
+            run_id=outcome.mlflow_run_id,
+            trial_id=outcome.trial_id,
+            number=outcome.number,
+            status=outcome.status,
+            params={k: param_text(v) for k, v in outcome.params.items()},
+            value=outcome.value,
+            epochs=outcome.epochs,
+            best_epoch=outcome.best_epoch,
+            start_ms=_ms(outcome.started_at),
+            end_ms=_ms(outcome.ended_at),
+        )
+
+
+def _ms(seconds: float | None) -> int | None:
+    return None if seconds is None else int(seconds * 1000)
+
 
 @dataclass
 class SweepData:
@@ -86,14 +109,16 @@ class SweepData:
 MAX_CURVES = 60  # learning curves drawn (and fetched): the best trials' and the latest ones'
 
 
-def collect(uri: str, name: str, parent_run_id: str | None = None) -> SweepData | None:
-    """Fetch a sweep's parent run, its trial runs and the objective's history of some trials.
+def collect(uri: str, name: str, parent_run_id: str | None = None, outcomes: Iterable[Any] | None = None) -> SweepData | None:
+    """Fetch a sweep's parent run, its trials and the objective's history of some trials.
 
-    Every trial's final values come with the run search (a few paged requests); a history is
-    one request per trial, so only :data:`MAX_CURVES` are fetched: the best half and the most
-    recent half. A report of a 10,000-trial sweep then costs what one of 60 trials does, and
-    its learning-curve plot stays readable. Histories are fetched concurrently: against a
-    remote tracking server that is the slow part, and the requests are independent.
+    The trials come from ``outcomes`` when the caller has them (the runner's ledger at the end
+    of a sweep: reading 10,000 runs back took 5.4 s of a 10 s report), else from the child
+    runs (a few paged requests). A history is one request per trial, so only
+    :data:`MAX_CURVES` are fetched: the best half and the most recent half. A report of a
+    10,000-trial sweep then costs what one of 60 trials does, and its learning-curve plot stays
+    readable. Histories are fetched concurrently: against a remote tracking server that is the
+    slow part, and the requests are independent.
     """
     mlflow_client = store.client(uri)
     parent = mlflow_client.get_run(parent_run_id) if parent_run_id else store.find_parent_run(uri, name)
@@ -102,16 +127,21 @@ def collect(uri: str, name: str, parent_run_id: str | None = None) -> SweepData 
     tags, params = parent.data.tags, parent.data.params
     metric = tags.get("sweep.metric") or params.get("config.objective.metric", "val_loss")
     mode = tags.get("sweep.mode") or params.get("config.objective.mode", "min")
-    children = store.child_runs(uri, parent)
+    if outcomes is not None:
+        trials = [TrialRecord.from_outcome(o) for o in outcomes if getattr(o, "mlflow_run_id", None)]
+    else:
+        trials = [_record(run, metric) for run in store.child_runs(uri, parent)]
 
-    def history(run: Any) -> list[tuple[int, float]]:
-        points = mlflow_client.get_metric_history(run.info.run_id, metric)
+    def history(trial: TrialRecord) -> list[tuple[int, float]]:
+        points = mlflow_client.get_metric_history(trial.run_id, metric)
         return sorted((int(m.step), float(m.value)) for m in points)
 
-    drawn = curve_runs(children, metric, mode)
+    drawn = curve_trials(trials, mode)
     with ThreadPoolExecutor(max_workers=8) as pool:
-        curves = dict(zip((run.info.run_id for run in drawn), pool.map(history, drawn)))
-    trials = [_record(run, curves.get(run.info.run_id, []), metric) for run in children]
+        for trial, curve in zip(drawn, pool.map(history, drawn)):
+            trial.curve = curve
+            if trial.epochs is None and curve:
+                trial.epochs = max(step for step, _ in curve)
     trials.sort(key=lambda t: t.number)
     return SweepData(
         name=tags.get(store.NAME_TAG, name),
@@ -124,33 +154,31 @@ def collect(uri: str, name: str, parent_run_id: str | None = None) -> SweepData 
     )
 
 
-def curve_runs(children: list[Any], metric: str, mode: str, limit: int | None = None) -> list[Any]:
-    """The runs whose learning curves the report draws: the best ``limit // 2`` by the
+def curve_trials(trials: list[TrialRecord], mode: str, limit: int | None = None) -> list[TrialRecord]:
+    """The trials whose learning curves the report draws: the best ``limit // 2`` by the
     objective, then the most recently started, up to ``limit`` (all of them in a small sweep)."""
     limit = MAX_CURVES if limit is None else limit
-    if len(children) <= limit:
-        return list(children)
-    best = sorted(children, key=lambda run: store.badness(store._child_value(run, metric), mode))[: limit // 2]
-    chosen = {run.info.run_id for run in best}
-    recent = [run for run in sorted(children, key=lambda r: r.info.start_time or 0, reverse=True) if run.info.run_id not in chosen]
+    if len(trials) <= limit:
+        return list(trials)
+    best = sorted(trials, key=lambda t: store.badness(t.value, mode))[: limit // 2]
+    chosen = {id(t) for t in best}
+    recent = [t for t in sorted(trials, key=lambda t: t.start_ms or 0, reverse=True) if id(t) not in chosen]
     return best + recent[: limit - len(best)]
 
 
-def _record(run: Any, curve: list[tuple[int, float]], metric: str) -> TrialRecord:
+def _record(run: Any, metric: str) -> TrialRecord:
     tags = run.data.tags
-    value = store._child_value(run, metric)  # a running trial: its best so far
     return TrialRecord(
         run_id=run.info.run_id,
         trial_id=tags.get(store.TRIAL_TAG, run.info.run_id),
         number=store._int(tags.get("sweep.trial_number")) or 0,
         status=tags.get(store.STATUS_TAG, "running"),
         params=dict(run.data.params),
-        value=value,
-        epochs=store._int(tags.get("sweep.epochs")) or (max(s for s, _ in curve) if curve else None),
+        value=store._child_value(run, metric),  # a running trial: its best so far
+        epochs=store._int(tags.get("sweep.epochs")),  # a running trial: from its curve, if drawn
         best_epoch=store._int(tags.get("sweep.best_epoch")),
         start_ms=run.info.start_time,
         end_ms=run.info.end_time,
-        curve=curve,
     )
 
 
@@ -505,26 +533,52 @@ def _table(data: SweepData, ranked: list[TrialRecord]) -> str:
 # entry points
 
 
-def write_report(name: str, uri: str | None = None, out: str | Path | None = None) -> Path:
+def write_report(name: str, uri: str | None = None, out: str | Path | None = None, rebuild: bool = False) -> Path:
     """``sweep report NAME``: the report of the newest sweep called ``name``; returns the HTML path.
 
+    A sweep that ended logged its report on its parent run, and that report is copied: one
+    request at any size, where reading 10,000 trial runs back takes seconds. A running sweep
+    (or one that never got to log its report, or ``rebuild=True``) is read from its runs.
     ``out`` defaults to ``./sweep_reports/NAME``. Raises ``LookupError`` when no such sweep.
     """
     uri = store.resolve_uri(uri)
-    data = collect(uri, name)
-    if data is None:
+    parent = store.find_parent_run(uri, name)
+    if parent is None:
         raise LookupError(f"no sweep named {name!r} in {uri}")
-    return render(data, Path(out) if out else Path("sweep_reports") / name)
+    folder = Path(out) if out else Path("sweep_reports") / name
+    if not rebuild and parent.info.status != "RUNNING":
+        page = _copy_logged_report(uri, parent.info.run_id, folder)
+        if page is not None:
+            return page
+    data = collect(uri, name, parent.info.run_id)
+    assert data is not None  # the parent run was just found
+    return render(data, folder)
 
 
-def log_to_parent_run(uri: str, name: str, parent_run_id: str) -> Path | None:
+def _copy_logged_report(uri: str, parent_run_id: str, folder: Path) -> Path | None:
+    """The files under ``report/`` of the parent run, copied into ``folder``; None if it has none."""
+    import shutil
+
+    mlflow_client = store.client(uri)
+    names = {Path(f.path).name for f in mlflow_client.list_artifacts(parent_run_id, ARTIFACT_DIR) if not f.is_dir}
+    if HTML_NAME not in names or not names >= {f"{key}.png" for key in PLOTS}:
+        return None
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="sweep-report-") as temp:
+        local = Path(mlflow_client.download_artifacts(parent_run_id, ARTIFACT_DIR, temp))
+        for file in names:
+            shutil.copyfile(local / file, folder / file)
+    return folder / HTML_NAME
+
+
+def log_to_parent_run(uri: str, name: str, parent_run_id: str, outcomes: Iterable[Any] | None = None) -> Path | None:
     """At the end of a sweep: log the report's files under ``report/`` of the parent run.
 
-    Never raises: a plot that fails must not fail a sweep whose trials are all recorded; it
-    logs a warning instead and returns None.
+    ``outcomes`` are the ledger's trials (see :func:`collect`). Never raises: a plot that fails
+    must not fail a sweep whose trials are all recorded; it logs a warning instead and returns None.
     """
     try:
-        data = collect(uri, name, parent_run_id)
+        data = collect(uri, name, parent_run_id, outcomes)
         if data is None:
             return None
         with tempfile.TemporaryDirectory(prefix="sweep-report-") as folder:

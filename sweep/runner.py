@@ -493,7 +493,7 @@ def execute(
         if status != "KILLED":
             from sweep.report import log_to_parent_run
 
-            log_to_parent_run(uri, config.name, tracker.parent_run_id)  # warns, never raises
+            log_to_parent_run(uri, config.name, tracker.parent_run_id, ledger.outcomes.values())  # warns, never raises
     return result
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 
-from sweep.writer import WriterProcess, _param_text, client  # noqa: F401 - client: this module's API
+from sweep.writer import WriterProcess, client, param_text  # noqa: F401 - client: this module's API
 from sweep.store import (  # noqa: F401 - reading a sweep back lives in sweep.store; re-exported, it was here first
     DEFAULT_URI, NAME_TAG, ROLE_TAG, STATUS_TAG, TRIAL_TAG, _child_value, _int, _quote, badness, best_summary, child_runs,
     default_uri, find_parent_run, redact, resolve_uri, status_summary,
@@ -296,7 +296,7 @@ class MLflowTracker(DriverCallback):
 def _param(key: str, value: Any) -> Any:
     from mlflow.entities import Param
 
-    return Param(key, _param_text(value))
+    return Param(key, param_text(value))
 
 
 def _tag(key: str, value: Any) -> Any:

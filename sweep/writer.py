@@ -38,6 +38,8 @@ log = logging.getLogger("sweep.tracking")
 # samples in benchmarks/scale.py). Off unless the user turns it on (MLFLOW_DISABLE_TELEMETRY=false).
 # Set here, where every MlflowClient of the package is made, before mlflow is imported.
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+# Its artifact progress bars are noise in `sweep report --quiet` and a sweep's own output.
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 TRIAL_TAG = "sweep.trial_id"
 MAX_BATCH = 1000  # MLflow's per-request limit on metrics + params + tags
@@ -145,7 +147,7 @@ class Writer:
         limits allow (1000 items, of which at most 100 params and 100 tags)."""
         from mlflow.entities import Metric, Param, RunTag
 
-        params = [Param(k, _param_text(v)) for k, v in batch["params"].items()]
+        params = [Param(k, param_text(v)) for k, v in batch["params"].items()]
         tags = [RunTag(k, str(v)) for k, v in batch["tags"].items()]
         metrics = [Metric(name, value, ts, step) for name, value, step, ts in batch["metrics"]]
         while params or tags or metrics:
@@ -252,7 +254,8 @@ def _merge_run(ops: list[_Op]) -> list[_Op]:
     return out
 
 
-def _param_text(value: Any) -> str:
+def param_text(value: Any) -> str:
+    """A param value as MLflow keeps it: text, at most 6,000 characters."""
     return str(value)[:6000]
 
 

@@ -217,3 +217,50 @@ def test_status_and_best_of_a_finished_sweep_read_its_parent_run_only(mlflow_uri
     assert tracking.status_summary(mlflow_uri, "done")["trials"] == {"completed": 7, "stopped_early": 5}
     best = tracking.best_summary(mlflow_uri, "done")
     assert best["mlflow_run_id"] == best_id and best["value"] == 0.9 and best["trial_id"] == "t0"
+
+
+def _outcomes_of(uri: str, name: str) -> list:
+    """The ledger's view of a fake sweep: one TrialOutcome per child run, as the runner holds them."""
+    from sweep.results import TrialOutcome
+
+    parent = tracking.find_parent_run(uri, name)
+    outcomes = []
+    for run in tracking.child_runs(uri, parent):
+        tags = run.data.tags
+        outcomes.append(TrialOutcome(
+            trial_id=tags[tracking.TRIAL_TAG], number=int(tags["sweep.trial_number"]), params=dict(run.data.params),
+            status=tags[tracking.STATUS_TAG], epochs=int(tags["sweep.epochs"]), value=float(tags["sweep.best_value"]),
+            best_epoch=int(tags["sweep.best_epoch"]), started_at=run.info.start_time / 1000, mlflow_run_id=run.info.run_id,
+        ))
+    return outcomes
+
+
+def test_the_end_of_sweep_report_is_built_from_the_ledger_and_matches_one_read_from_mlflow(mlflow_uri):
+    parent_id = make_sweep(mlflow_uri, "ledger")
+    from_runs = report.collect(mlflow_uri, "ledger", parent_id)
+    from_ledger = report.collect(mlflow_uri, "ledger", parent_id, _outcomes_of(mlflow_uri, "ledger"))
+
+    def view(data):
+        return [(t.run_id, t.trial_id, t.number, t.status, t.params, t.value, t.epochs, t.best_epoch, t.curve) for t in data.trials]
+
+    assert view(from_ledger) == view(from_runs)
+    assert [len(t.curve) for t in from_ledger.trials] == [len(c) for c in CURVES]
+
+
+def test_report_of_an_ended_sweep_copies_the_logged_one_unless_rebuilt(mlflow_uri, tmp_path):
+    from sweep import cli
+
+    parent_id = make_sweep(mlflow_uri, "ended")
+    assert report.log_to_parent_run(mlflow_uri, "ended", parent_id, _outcomes_of(mlflow_uri, "ended")) is not None
+    client = tracking.client(mlflow_uri)
+    parent = client.get_run(parent_id)
+    _fake_trial(client, parent.info.experiment_id, parent, "ended", 9, "completed", [0.1, 0.2, 0.3], {"learning_rate": "0.5"})
+
+    copied = report.write_report("ended", mlflow_uri, tmp_path / "copy")
+    assert sorted(parse(copied).rows) == ["t0", "t1", "t2", "t3", "t4"], "the report as the sweep logged it"
+    logged = Path(client.download_artifacts(parent_id, f"{report.ARTIFACT_DIR}/{report.HTML_NAME}", str(tmp_path / "dl")))
+    assert copied.read_bytes() == logged.read_bytes()
+    assert all(png_size(tmp_path / "copy" / f"{key}.png") == report.PLOT_PIXELS for key in report.PLOTS)
+
+    assert cli.main(["report", "ended", "--tracking-uri", mlflow_uri, "--out", str(tmp_path / "fresh"), "--rebuild", "--quiet"]) == 0
+    assert sorted(parse(tmp_path / "fresh" / report.HTML_NAME).rows) == ["t0", "t1", "t2", "t3", "t4", "t9"], "--rebuild reads the runs"
