@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -216,26 +215,16 @@ class MLflowTracker(DriverCallback):
 
     # -- the end of the sweep ----------------------------------------------------------------
     def finish(self, result: SweepResult, status: str = "FINISHED", input_example: Any = None) -> None:
-        """Flush trials, then give the parent run the best trial, its model and trials.csv.
-
-        The best model (a Keras load and an MLflow model save, about a second) needs no trial's
-        run id, so it is logged while the writer process writes its last operations.
-        """
-        closing = threading.Thread(target=self.writer.close, name="sweep-mlflow-close", daemon=True)
-        closing.start()
-        try:
-            if result.best is not None and result.best.checkpoint:
-                self._log_best_model(result.best.checkpoint, input_example)
-        finally:
-            closing.join()
+        """Flush trials, then give the parent run the best trial, its model and trials.csv."""
+        self.writer.close()
         for outcome in self.ledger.outcomes.values():
             outcome.mlflow_run_id = self.writer.run_ids.get(outcome.trial_id)
         if result.best is not None:
             result.best.mlflow_run_id = self.writer.run_ids.get(result.best.trial_id)
-        self._log_summary(result)
+        self._log_summary(result, input_example)
         self._client.set_terminated(self.parent_run_id, status)
 
-    def _log_summary(self, result: SweepResult) -> None:
+    def _log_summary(self, result: SweepResult, input_example: Any = None) -> None:
         from mlflow.entities import Metric
 
         with tempfile.TemporaryDirectory(prefix="sweep-summary-") as folder:
@@ -267,6 +256,8 @@ class MLflowTracker(DriverCallback):
             params=[_param(k, v) for k, v in best.params.items()],  # under their own names
             tags=[_tag(k, v) for k, v in tags.items()],
         )
+        if best.checkpoint:
+            self._log_best_model(best.checkpoint, input_example)
 
     def _log_best_model(self, checkpoint: str, input_example: Any = None) -> None:
         """The best trial's checkpoint, logged with MLflow's Keras flavor on the parent run."""
