@@ -10,6 +10,7 @@ memory stays flat on long sweeps.
 from __future__ import annotations
 
 import math
+import os
 import re
 import time
 from dataclasses import asdict, dataclass, field
@@ -308,6 +309,18 @@ def _hyperparameter_specific(reason: str | None) -> bool:
 
 
 def _error_text(trial: Any) -> str:
+    """The failed trial's error text. Tune writes it to the trial's local folder first and
+    syncs it to storage later, so ``get_error()`` (which reads storage) can come back empty
+    while ``on_trial_error`` runs; the local file is read first."""
+    try:
+        local = trial.error_file  # None when the trial has no local folder (it ran elsewhere)
+        if local and os.path.isfile(local):
+            with open(local, encoding="utf-8", errors="replace") as handle:
+                text = handle.read()
+            if text.strip():
+                return text
+    except Exception:  # an unreadable file: try storage below
+        pass
     text = ""
     try:
         text = trial.get_error() or ""

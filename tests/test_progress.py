@@ -198,3 +198,22 @@ def test_eta_of_a_resumed_sweep_uses_this_sessions_rate():
     driver.run(make_trial(4, lr=0.1), [0.6, 0.7], completed=True)
     eta = driver.view.eta()
     assert eta is not None and 29 <= eta <= 32, "3 trials left at 10 s each, not at the earlier session's pace"
+
+
+def test_a_failed_trials_reason_is_read_from_its_local_error_file_before_storage_has_it(tmp_path):
+    """Tune writes error.txt locally and syncs it to storage later; on_trial_error must not
+    see 'unknown error' in between (a CI run did)."""
+    from sweep.results import error_summary, traceback_tail
+
+    local = tmp_path / "error.txt"
+    local.write_text(
+        "Failure # 1 (occurred at 2026-11-26)\nray::ImplicitFunc.train()\n"
+        '  File "/site-packages/ray/tune/trainable.py", line 1, in train\n    result = self.step()\n'
+        '  File "/user/faulty_models.py", line 9, in build\n    raise RuntimeError("faulty factory refused to build")\n'
+        "RuntimeError: faulty factory refused to build\n"
+    )
+    not_synced_yet = SimpleNamespace(error_file=str(local), get_error=lambda: None)
+    assert error_summary(not_synced_yet) == "RuntimeError: faulty factory refused to build"
+    assert "faulty_models.py" in traceback_tail(not_synced_yet) and "/ray/" not in traceback_tail(not_synced_yet)
+    elsewhere = SimpleNamespace(error_file=None, get_error=lambda: "ValueError: from storage")
+    assert error_summary(elsewhere) == "ValueError: from storage"
