@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from sweep.config import SweepConfig
-from sweep.store import _int
+from sweep.store import int_or_none
 
 LOCK_FILE = "driver.json"
 ENDED = ("completed", "stopped_early", "failed")
@@ -102,7 +102,7 @@ def load_state(uri: str, parent: Any, config: SweepConfig) -> ResumeState:
             value=best,
             last_value=values.get(last_step),
             epochs=int(tags.get("sweep.epochs", last_step) or last_step),
-            best_epoch=_int(tags.get("sweep.best_epoch")),
+            best_epoch=int_or_none(tags.get("sweep.best_epoch")),
             checkpoint=tags.get("sweep.checkpoint"),
             reason=tags.get("sweep.reason"),
             last_step=last_step,

@@ -128,7 +128,7 @@ def collect(uri: str, name: str, parent_run_id: str | None = None, outcomes: Ite
     metric = tags.get("sweep.metric") or params.get("config.objective.metric", "val_loss")
     mode = tags.get("sweep.mode") or params.get("config.objective.mode", "min")
     if outcomes is not None:
-        trials = [TrialRecord.from_outcome(o) for o in outcomes if getattr(o, "mlflow_run_id", None)]
+        trials = [TrialRecord.from_outcome(o) for o in outcomes if o.mlflow_run_id]  # pending trials never got a run
     else:
         trials = [_record(run, metric) for run in store.child_runs(uri, parent)]
 
@@ -171,12 +171,12 @@ def _record(run: Any, metric: str) -> TrialRecord:
     return TrialRecord(
         run_id=run.info.run_id,
         trial_id=tags.get(store.TRIAL_TAG, run.info.run_id),
-        number=store._int(tags.get("sweep.trial_number")) or 0,
+        number=store.int_or_none(tags.get("sweep.trial_number")) or 0,
         status=tags.get(store.STATUS_TAG, "running"),
         params=dict(run.data.params),
-        value=store._child_value(run, metric),  # a running trial: its best so far
-        epochs=store._int(tags.get("sweep.epochs")),  # a running trial: from its curve, if drawn
-        best_epoch=store._int(tags.get("sweep.best_epoch")),
+        value=store.child_value(run, metric),  # a running trial: its best so far
+        epochs=store.int_or_none(tags.get("sweep.epochs")),  # a running trial: from its curve, if drawn
+        best_epoch=store.int_or_none(tags.get("sweep.best_epoch")),
         start_ms=run.info.start_time,
         end_ms=run.info.end_time,
     )

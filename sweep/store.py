@@ -18,8 +18,8 @@ from sweep.writer import TRIAL_TAG, client
 DEFAULT_URI = "sqlite:///mlflow.db"
 ROLE_TAG, NAME_TAG, STATUS_TAG = "sweep.role", "sweep.name", "sweep.status"
 
-__all__ = ["DEFAULT_URI", "NAME_TAG", "ROLE_TAG", "STATUS_TAG", "TRIAL_TAG", "best_summary", "child_runs", "default_uri",
-           "find_parent_run", "redact", "resolve_uri", "status_summary"]
+__all__ = ["DEFAULT_URI", "NAME_TAG", "ROLE_TAG", "STATUS_TAG", "TRIAL_TAG", "badness", "best_summary", "child_runs",
+           "child_value", "default_uri", "find_parent_run", "int_or_none", "redact", "resolve_uri", "status_summary"]
 
 
 def default_uri() -> str:
@@ -112,11 +112,11 @@ def best_summary(uri: str, name: str) -> dict[str, Any] | None:
         return summary
     child_tags = best_child.data.tags
     summary.update(
-        value=_child_value(best_child, metric),
+        value=child_value(best_child, metric),
         params=dict(best_child.data.params),
         trial_id=child_tags.get(TRIAL_TAG),
-        epochs=_int(child_tags.get("sweep.epochs")),
-        best_epoch=_int(child_tags.get("sweep.best_epoch")),
+        epochs=int_or_none(child_tags.get("sweep.epochs")),
+        best_epoch=int_or_none(child_tags.get("sweep.best_epoch")),
         checkpoint=child_tags.get("sweep.checkpoint"),
         mlflow_run_id=best_child.info.run_id,
     )
@@ -137,7 +137,7 @@ def status_summary(uri: str, name: str) -> dict[str, Any] | None:
     return {
         "name": name,
         "sweep_status": parent.info.status,
-        "trials_requested": _int(parent.data.params.get("config.search.trials")),
+        "trials_requested": int_or_none(parent.data.params.get("config.search.trials")),
         "trials": counts,
         "parent_run_id": parent.info.run_id,
         "tracking_uri": redact(uri),
@@ -150,7 +150,7 @@ def _final_counts(parent: Any) -> dict[str, int] | None:
     if parent.info.status == "RUNNING":
         return None
     prefix = "sweep.trials."
-    counts = {key[len(prefix):]: _int(value) or 0 for key, value in parent.data.tags.items() if key.startswith(prefix)}
+    counts = {key[len(prefix):]: int_or_none(value) or 0 for key, value in parent.data.tags.items() if key.startswith(prefix)}
     if not counts:
         return None
     return {status: count for status, count in counts.items() if count}
@@ -171,7 +171,7 @@ def badness(value: float | None, mode: str) -> float:
 
 
 def _best_child(children: list[Any], metric: str, mode: str) -> Any | None:
-    scored = [(run, _child_value(run, metric)) for run in children]
+    scored = [(run, child_value(run, metric)) for run in children]
     scored = [(run, value) for run, value in scored if value is not None and value == value]
     if not scored:
         return None
@@ -179,14 +179,16 @@ def _best_child(children: list[Any], metric: str, mode: str) -> Any | None:
     return pick(scored, key=lambda pair: pair[1])[0]
 
 
-def _child_value(run: Any, metric: str) -> float | None:
+def child_value(run: Any, metric: str) -> float | None:
+    """A trial run's objective: its best (``sweep.best_value``) once ended, else its latest value."""
     text = run.data.tags.get("sweep.best_value")
     if text is not None:
         return float(text)
     return run.data.metrics.get(metric)
 
 
-def _int(text: Any) -> int | None:
+def int_or_none(text: Any) -> int | None:
+    """A tag or param (MLflow keeps text) as an int; None when absent or not a number."""
     try:
         return int(text)
     except (TypeError, ValueError):

@@ -19,7 +19,7 @@ from typing import Any
 
 from sweep.writer import WriterProcess, client, param_text  # noqa: F401 - client: this module's API
 from sweep.store import (  # noqa: F401 - reading a sweep back lives in sweep.store; re-exported, it was here first
-    DEFAULT_URI, NAME_TAG, ROLE_TAG, STATUS_TAG, TRIAL_TAG, _child_value, _int, _quote, badness, best_summary, child_runs,
+    DEFAULT_URI, NAME_TAG, ROLE_TAG, STATUS_TAG, TRIAL_TAG, badness, best_summary, child_runs,
     default_uri, find_parent_run, redact, resolve_uri, status_summary,
 )
 from sweep.results import COMPLETED, FAILED, PENDING, STATUSES, DriverCallback, Ledger, epoch_of, SweepResult, TrialOutcome, keras_metrics, worker_metrics

@@ -23,7 +23,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from sweep import tracking
+from sweep import store
 from sweep.config import CategoricalParam, FloatParam, IntParam, InputError, SearchConfig, condition_order
 
 log = logging.getLogger("sweep.warmstart")
@@ -60,28 +60,28 @@ class WarmStart:
 
 def past_trials(uri: str, source: str, metric: str) -> list[PastTrial]:
     """The trials of the newest sweep called ``source``, else of the MLflow experiment ``source``."""
-    parent = tracking.find_parent_run(uri, source)
+    parent = store.find_parent_run(uri, source)
     if parent is not None:
-        runs = tracking.child_runs(uri, parent)
+        runs = store.child_runs(uri, parent)
     else:
-        mlflow_client = tracking.client(uri)
+        mlflow_client = store.client(uri)
         experiment = mlflow_client.get_experiment_by_name(source)
         if experiment is None:
             raise InputError("search.warm_start", f"expected the name of an earlier sweep or MLflow experiment in {uri}, got {source!r}")
-        runs = [r for r in mlflow_client.search_runs([experiment.experiment_id], max_results=5000) if r.data.tags.get(tracking.ROLE_TAG) != "parent"]
+        runs = [r for r in mlflow_client.search_runs([experiment.experiment_id], max_results=5000) if r.data.tags.get(store.ROLE_TAG) != "parent"]
     return [_past(run, metric) for run in runs]
 
 
 def _past(run: Any, metric: str) -> PastTrial:
     tags = run.data.tags
-    status = tags.get(tracking.STATUS_TAG)
+    status = tags.get(store.STATUS_TAG)
     if status is None:  # a plain MLflow run, not one of ours: finished means final
         status = "completed" if run.info.status == "FINISHED" else "failed"
     return PastTrial(
         params=dict(run.data.params),
         status=status,
-        value=tracking._child_value(run, metric),
-        number=tracking._int(tags.get("sweep.trial_number")) or 0,
+        value=store.child_value(run, metric),
+        number=store.int_or_none(tags.get("sweep.trial_number")) or 0,
     )
 
 
