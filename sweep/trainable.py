@@ -80,7 +80,7 @@ def run_trial(hp: dict[str, Any], settings: TrialSettings, data_ref: Any, finger
     trace.mark("trial_start")
     dataset = fetch_data(data_ref, fingerprint)
     trace.mark("data_ready")
-    reset_state(settings.seed)
+    reset_state(settings.seed, keep_compiled=settings.fit.reuse_model and len(MODELS) > 0)
     trace.mark("reset_done")
     initial_epoch, best, model = 0, None, None
     checkpoint = tune.get_checkpoint()
@@ -203,8 +203,18 @@ def _trial_id() -> str | None:
         return None
 
 
+# Grappler skips function graphs smaller than this. Keras' fit() builds a new tf.data iterator
+# for the training and the validation data every epoch, and each one instantiates the
+# pipeline's small functions (index shuffle, batch slicing, gather; < 40 nodes each), which
+# grappler optimized anew every time: 19 ms of a 34 ms epoch of a tiny MLP on one core. A
+# model's train and eval step bodies are larger (85 nodes for the eval step of a one-layer
+# MLP, hundreds to thousands for real models) and are still optimized, once per trace.
+GRAPPLER_MIN_GRAPH_NODES = 40
+
+
 def configure_worker(resources: ResourcesConfig) -> None:
-    """Once per worker process: TF threads to match the trial's CPUs, GPU memory growth on."""
+    """Once per worker process: TF threads to match the trial's CPUs, grappler's
+    small-graph threshold, GPU memory growth on."""
     global _CONFIGURED
     if _CONFIGURED:
         return
@@ -217,6 +227,7 @@ def configure_worker(resources: ResourcesConfig) -> None:
         tf.config.threading.set_inter_op_parallelism_threads(max(1, min(threads, 2)))
     except RuntimeError:  # TF already initialised in this process: its settings stand
         pass
+    tf.config.optimizer.set_experimental_options({"min_graph_nodes": GRAPPLER_MIN_GRAPH_NODES})
     placement.configure_gpus(resources)  # hide / share (memory limit) / grow, per gpus_per_trial
     _CONFIGURED = True
 
@@ -234,30 +245,110 @@ def fetch_data(data_ref: Any, fingerprint: str) -> Any:
 
 FULL_GC_INTERVAL_S = 10.0  # seconds of trials between full garbage collections on a warm worker
 _LAST_FULL_GC: float | None = None
+_TF_SEED: int | None = None  # TensorFlow's eager global seed, as this module last set it
 
 
-def reset_state(seed: int) -> None:
-    """Forget everything the previous trial on this worker left behind, then seed.
+def reset_state(seed: int, keep_compiled: bool = False) -> bool:
+    """Forget everything the previous trial on this worker left behind, then seed; True when
+    TensorFlow's compiled functions were kept.
 
-    The one place a worker clears Keras (session, name counters) and collects the previous
-    model's cycles. A full collection with TensorFlow loaded costs ~0.25-0.45 s on 2 cores
-    (Keras' own ``clear_session()`` runs one by default, so calling both paid it twice); a
+    The one place a worker clears Keras (session, name counters, global settings), seeds
+    Python, NumPy, Keras and TensorFlow, and collects the previous model's cycles.
+
+    ``keep_compiled`` (a warm worker whose model cache may serve this trial, see
+    :mod:`sweep.reuse`) leaves TensorFlow's eager kernel cache alone when TensorFlow's seed
+    is already ``seed``. Both ``clear_session()`` and ``tf.random.set_seed()`` empty that
+    cache, which throws away the instantiated (grappler-optimized) train and eval functions
+    of every cached model: a reused trial then paid ~100 ms in its first epoch to
+    instantiate them again, and ~20 ms more building its model, about a third of a tiny
+    trial. Everything else is reset exactly as the full path does (see
+    :func:`_reset_keeping_compiled_functions`); tests prove a trial after it trains bit for
+    bit like a first trial.
+
+    Garbage: a full collection with TensorFlow loaded costs ~0.25-0.45 s on 2 cores (Keras'
+    own ``clear_session()`` runs one by default, so calling both paid it twice); a
     young-generation one ~4 ms. So each trial collects the young generations, where the
     previous trial's objects are, and a full collection runs on the first trial and then at
     most once per ``FULL_GC_INTERVAL_S``: one per trial when trials are long, one per few
     dozen when they take 0.2 s (where a full collection per 8 trials had cost 12% of the
     worker's time), which bounds what can creep into the old generation either way.
     """
-    global _LAST_FULL_GC
+    global _LAST_FULL_GC, _TF_SEED
     import time
 
     import keras
 
-    keras.backend.clear_session(free_memory=False)
+    kept = keep_compiled and _TF_SEED == seed and _reset_keeping_compiled_functions(seed)
+    if not kept:
+        keras.backend.clear_session(free_memory=False)
+    _restore_keras_config()
     now = time.monotonic()
     if _LAST_FULL_GC is None or now - _LAST_FULL_GC >= FULL_GC_INTERVAL_S:
         gc.collect()
         _LAST_FULL_GC = now
     else:
         gc.collect(1)
-    keras.utils.set_random_seed(seed)
+    if not kept:
+        keras.utils.set_random_seed(seed)
+        _TF_SEED = seed
+    return kept
+
+
+_KERAS_CONFIG: dict[str, Any] = {}  # the worker's Keras settings before any trial changed them
+
+
+def _restore_keras_config() -> None:
+    """Put back the Keras settings that live outside ``clear_session()``'s reach (module
+    globals, read from keras.json at import): a builder that calls ``keras.config.set_floatx``
+    must not change the trials after it on this worker."""
+    import keras
+
+    settings = {
+        "floatx": (keras.config.floatx, keras.config.set_floatx),
+        "epsilon": (keras.config.epsilon, keras.config.set_epsilon),
+        "image_data_format": (keras.config.image_data_format, keras.config.set_image_data_format),
+    }
+    if not _KERAS_CONFIG:
+        _KERAS_CONFIG.update({name: get() for name, (get, _) in settings.items()})
+    for name, (get, set_) in settings.items():
+        if get() != _KERAS_CONFIG[name]:
+            set_(_KERAS_CONFIG[name])
+
+
+def _reset_keeping_compiled_functions(seed: int) -> bool:
+    """``clear_session()`` + ``set_random_seed(seed)`` minus the emptying of TF's kernel cache.
+
+    What it resets: Keras' per-thread global state and settings (name counters, dtype
+    policy, floatx and the rest), which is what ``clear_session()`` replaces besides the
+    kernel cache; TF1's default graph; the Python, NumPy and Keras seeds, through
+    ``set_random_seed`` with TensorFlow's part aimed at a throwaway graph, so TensorFlow's
+    eager seed stays the ``seed`` it already is. Keras 3 layers and ``keras.random`` draw
+    through stateless ops seeded from those, and ``fit()``'s shuffling is traced in graphs
+    whose seeds derive from the global seed, so the math equals a cold run.
+
+    What it does not reset: the state of TensorFlow's *stateful* random kernels (e.g.
+    ``tf.random.uniform`` called outside ``keras.random`` inside a custom layer or in the
+    builder), which would go on drawing where the previous trial stopped on this worker
+    instead of starting over. ``fit.reuse_model: false`` restores the full reset.
+
+    Keras has no public call for the first part: it uses the module state that
+    ``clear_session()`` itself replaces, and returns False (the caller then does the full
+    reset) when a Keras version lays it out differently.
+    """
+    import threading
+
+    import keras
+    import tensorflow as tf
+
+    try:
+        from keras.src.backend.common import global_state
+    except ImportError:
+        return False
+    if not (hasattr(global_state, "GLOBAL_STATE_TRACKER") and hasattr(global_state, "GLOBAL_SETTINGS_TRACKER")):
+        return False
+    global_state.GLOBAL_STATE_TRACKER = threading.local()
+    global_state.GLOBAL_SETTINGS_TRACKER = threading.local()
+    tf.compat.v1.reset_default_graph()
+    with tf.Graph().as_default():  # tf.random.set_seed only sets this graph's seed: no cache clearing
+        keras.utils.set_random_seed(seed)
+    return True

@@ -36,7 +36,7 @@ BUILDER = functools.partial(models.mlp, units=[24, 24], dropout=0.2)
 def trial(hp: dict, seed: int, cache: ModelCache | None, data=DATA) -> tuple[dict, bool, keras.Model]:
     """What trainable.run_trial does: reset + seed, build + compile, take from the cache, fit."""
     x, y, xv, yv, info = data
-    trainable.reset_state(seed)
+    trainable.reset_state(seed, keep_compiled=cache is not None and len(cache) > 0)
     model = models.build(BUILDER, hp, info, ModelConfig(), steps_per_execution=4)
     reused = False
     if cache is not None:
@@ -55,6 +55,19 @@ def test_a_reused_model_trains_exactly_like_a_fresh_build():
     assert second == fresh  # bit for bit: weights, dropout seeds, optimizer state, shuffling
     assert second != first
     assert float(model.optimizer.learning_rate) == pytest.approx(0.002)
+
+
+def test_a_reused_model_on_a_worker_that_kept_its_compiled_functions_trains_like_a_fresh_build():
+    """The sweep's seed is the same for every trial, so a warm worker keeps TensorFlow's
+    instantiated functions (trainable.reset_state): the numbers must not change."""
+    cache = ModelCache()
+    trial({"optimizer": "adam", "learning_rate": 0.03}, seed=11, cache=cache)
+    kept = trainable.reset_state(11, keep_compiled=True)
+    assert kept  # the fast reset ran (same seed, Keras laid out as expected)
+    second, reused, _ = trial({"optimizer": "adam", "learning_rate": 0.002, "batch_size": 16}, seed=11, cache=cache)
+    assert reused
+    fresh, _, _ = trial({"optimizer": "adam", "learning_rate": 0.002, "batch_size": 16}, seed=11, cache=None)
+    assert second == fresh  # bit for bit, shuffling and dropout included
 
 
 def test_nothing_of_the_previous_trial_survives_in_a_reused_model():

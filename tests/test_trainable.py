@@ -105,6 +105,34 @@ def test_a_trial_after_another_trial_matches_a_first_trial(arrays):
         np.testing.assert_array_equal(got, want)
 
 
+def keras_draws() -> tuple:
+    """What a seeded trial draws first: Python, NumPy, a Keras initializer, a Keras layer name."""
+    import random
+
+    initial = keras.ops.convert_to_numpy(keras.initializers.GlorotUniform()((3, 2)))
+    return random.random(), float(np.random.rand()), initial.tolist(), keras.layers.Dense(1).name
+
+
+def test_the_reset_that_keeps_compiled_functions_resets_everything_else():
+    assert trainable.reset_state(SEED) is False  # the full reset; TensorFlow's seed is now SEED
+    want = keras_draws()
+    # what a previous trial may leave behind: layer names taken, global settings changed, draws made
+    keras.layers.Dense(1), keras.layers.Dense(1)
+    for keep in (True, False):
+        keras.config.set_floatx("float16")
+        keras.config.set_epsilon(1e-3)
+        keras.config.set_image_data_format("channels_first")
+        keras.config.set_dtype_policy("mixed_float16")
+        keras_draws()
+        assert trainable.reset_state(SEED, keep_compiled=keep) is keep
+        assert (keras.config.floatx(), keras.config.epsilon(), keras.config.image_data_format()) == ("float32", 1e-7, "channels_last")
+        assert keras.config.dtype_policy().name == "float32"
+        assert keras_draws() == want  # same seeds, same first layer name
+    # another seed than TensorFlow's: the full reset, which also reseeds TensorFlow
+    assert trainable.reset_state(SEED + 1, keep_compiled=True) is False
+    assert trainable.reset_state(SEED + 1, keep_compiled=True) is True
+
+
 def test_worker_reports_its_memory():
     fields = worker.memory_fields()
     assert fields[worker.RSS_FIELD] > 50  # a process with TensorFlow loaded uses well over 50 MiB
