@@ -286,7 +286,9 @@ class FitConfig(_Strict):
         default=True,
         description="A warm worker keeps its compiled model for the next trial with the same architecture and optimizer "
         "settings (learning rate and batch size may differ): weights and optimizer state are reset from the trial's seed, "
-        "so the math is a fresh build's, without retracing. false: build every trial.",
+        "so the math is a fresh build's, without retracing, and TensorFlow keeps the model's instantiated functions between "
+        "trials. false: build every trial and fully reset TensorFlow (also restarts TF's stateful random ops such as "
+        "`tf.random.uniform`, which a warm worker otherwise continues).",
     )
 
 
