@@ -10,7 +10,8 @@ Samplers (``search.sampler``):
 * ``tpe``: ``TPESampler(multivariate=True, group=True, constant_liar=True)``. Multivariate TPE
   models the parameters jointly; ``group`` splits the history into the sub-spaces that
   conditional entries create (trials with and without ``momentum``) instead of dropping to
-  independent sampling; ``constant_liar`` keeps parallel trials apart while results are pending.
+  independent sampling (on only where the space has a ``when:``, see :func:`is_conditional`);
+  ``constant_liar`` keeps parallel trials apart while results are pending.
   Past 1,000 finished trials it models the best 250 and the latest 750
   (:class:`BoundedHistorySampler`), so a suggestion's cost stops growing with the sweep.
 * ``random``: ``RandomSampler``.
@@ -51,14 +52,27 @@ __all__ = [
 
 
 def _tpe(search: SearchConfig) -> BaseSampler:
+    group = is_conditional(search)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # ``group``
-        tpe = optuna.samplers.TPESampler(seed=search.seed, multivariate=True, group=True, constant_liar=True)
+        tpe = optuna.samplers.TPESampler(seed=search.seed, multivariate=True, group=group, constant_liar=True)
         # past the history limit: the same model without the liar (the modeling study has no running trials)
         bounded = optuna.samplers.TPESampler(
-            seed=None if search.seed is None else search.seed + 1, multivariate=True, group=True, constant_liar=False
+            seed=None if search.seed is None else search.seed + 1, multivariate=True, group=group, constant_liar=False
         )
     return BoundedHistorySampler(tpe, bounded)
+
+
+def is_conditional(search: SearchConfig) -> bool:
+    """Whether some entry has a ``when:``, i.e. trials can have different sets of parameters.
+
+    Only then does TPE's ``group`` do anything: on a space where every trial has every
+    parameter the decomposition is one group, the whole space, and the suggestions are the
+    same as without it (checked: 1,000 of them, same seed, identical). But it re-decomposes
+    the whole history on every suggestion, which cost 1.2 of 5.1 ms per suggestion at 1,000
+    trials here; so it is on for conditional spaces only.
+    """
+    return any(param.when for param in search.space.values())
 
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)

@@ -219,6 +219,18 @@ def test_tpe_models_conditional_groups_and_parallel_trials():
     assert sampler.bounded._multivariate and sampler.bounded._group and not sampler.bounded._constant_liar
 
 
+def test_tpe_decomposes_groups_only_where_the_space_is_conditional():
+    static = {"lr": {"type": "float", "low": 1e-4, "high": 1e-1, "log": True}, "optimizer": {"type": "categorical", "choices": ["adam", "sgd"]}}
+    assert not space.is_conditional(search(static, "tpe"))
+    assert space.is_conditional(search(CONDITIONAL, "tpe"))
+    sampler = space.make_sampler(search(static, "tpe"))
+    assert sampler.base._multivariate and sampler.base._constant_liar and not sampler.base._group
+    # on a static space the decomposition is one group: the suggestions are the same with or without it
+    grouped = _run_study(_tpe(5), 40)
+    plain = _run_study(optuna.samplers.TPESampler(seed=5, multivariate=True, group=False, constant_liar=True), 40)
+    assert [t.params for t in grouped.trials] == [t.params for t in plain.trials]
+
+
 # ---------------------------------------------------------------------------------------------
 # Ray's OptunaSearch (no ray.init needed to suggest)
 

@@ -137,3 +137,24 @@ def test_relative_sqlite_uri_becomes_absolute(tmp_path, monkeypatch):
     assert tracking.resolve_uri(None) == f"sqlite:///{tmp_path / 'mlflow.db'}"
     assert tracking.resolve_uri("sqlite:///x/m.db") == f"sqlite:///{tmp_path / 'x' / 'm.db'}"
     assert tracking.resolve_uri("http://127.0.0.1:5000") == "http://127.0.0.1:5000"
+
+
+def test_a_store_the_sweep_creates_is_in_wal_mode_and_one_it_finds_keeps_its_mode(tmp_path, monkeypatch):
+    from sweep import writer
+
+    fresh = tmp_path / "fresh.db"
+    writer.client(f"sqlite:///{fresh}").search_experiments()  # MLflow creates its tables in the file
+    existing = tmp_path / "existing.db"
+    sqlite3.connect(existing).execute("create table t (x)").connection.close()  # somebody else's database
+    writer.client(f"sqlite:///{existing}").search_experiments()
+
+    def mode(path):
+        with sqlite3.connect(path) as connection:
+            return connection.execute("pragma journal_mode").fetchone()[0]
+
+    assert mode(fresh) == "wal"
+    assert mode(existing) == "delete"
+    assert not writer.create_sqlite_in_wal_mode(f"sqlite:///{fresh}")  # exists now: never touched again
+    monkeypatch.chdir(tmp_path)
+    assert not writer.create_sqlite_in_wal_mode("sqlite:///:memory:")
+    assert not (tmp_path / ":memory:").exists()  # no file named after sqlite's in-memory database
