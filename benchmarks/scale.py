@@ -4,6 +4,7 @@
     python benchmarks/scale.py --sizes 1000            # one size
     python benchmarks/scale.py --quick                 # N = 200, every system (a few minutes)
     python benchmarks/scale.py --sizes 10000 --systems sweep_noop,ray_noop
+    python benchmarks/scale.py --sizes 1000 --systems sweep_noop,ray_noop --repeat 3   # medians of 3 runs
 
 Systems, each in its own subprocess with its own local Ray (2 slots), one after the other:
 
@@ -38,6 +39,7 @@ import json
 import os
 import resource
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -53,6 +55,7 @@ METRIC = "val_accuracy"
 LR, OPTIMIZERS, BATCHES = (1e-3, 1e-1), ["adam", "sgd"], [8, 24]
 DATA = {"source": "synthetic", "samples": 32, "features": 8, "classes": 2, "validation_split": 0.25, "seed": SEED}
 START_DIR_ENV = "SCALE_START_DIR"
+SETTLE_S = 3.0  # pause between runs: the last run's Ray processes finish exiting before the next one starts
 
 
 # =============================================================================================
@@ -315,15 +318,33 @@ def print_table(rows: list[dict]) -> None:
               f"{row['driver_cpu_s']:>9.1f} {row['driver_peak_rss_mb']:>10.1f} {row.get('db_mb', ''):>9}  {verdict}")
 
 
+def medians(rows: list[dict]) -> dict[tuple[str, int], float]:
+    """Median ms/trial per (system, N) over the repeats (``--repeat``)."""
+    runs: dict[tuple[str, int], list[float]] = {}
+    for r in rows:
+        if "error" not in r:
+            runs.setdefault((r["system"], r["n"]), []).append(r["ms_per_trial"])
+    return {key: statistics.median(values) for key, values in runs.items()}
+
+
 def ratios(rows: list[dict]) -> list[str]:
-    """The figures the targets name: sweep vs bare Ray at each N, and growth with N."""
-    ok = {(r["system"], r["n"]): r["ms_per_trial"] for r in rows if "error" not in r}
+    """The figures the targets name: sweep vs bare Ray at each N (medians over repeats), and growth with N."""
+    ok = medians(rows)
+    spread = {}
+    for r in rows:
+        if "error" not in r:
+            spread.setdefault((r["system"], r["n"]), []).append(r["ms_per_trial"])
     lines = []
     for n in sorted({r["n"] for r in rows}):
         for mine, theirs, target in (("sweep", "ray", 0.5), ("sweep_noop", "ray_noop", 1.5), ("sweep_rebuild", "ray", None)):
             if (mine, n) in ok and (theirs, n) in ok:
                 goal = f" (target <= {target}x)" if target else ""
-                lines.append(f"N={n}: {mine} / {theirs} = {ok[(mine, n)] / ok[(theirs, n)]:.2f}x{goal}")
+                runs = len(spread[(mine, n)])
+                detail = "" if runs == 1 else (
+                    f" [medians of {runs} runs; {mine} {min(spread[(mine, n)])}-{max(spread[(mine, n)])}, "
+                    f"{theirs} {min(spread[(theirs, n)])}-{max(spread[(theirs, n)])} ms]"
+                )
+                lines.append(f"N={n}: {mine} / {theirs} = {ok[(mine, n)] / ok[(theirs, n)]:.2f}x{goal}{detail}")
     sizes = sorted({n for _, n in ok})
     if len(sizes) > 1:
         low, high = sizes[0], sizes[-1]
@@ -339,6 +360,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="N = 200")
     parser.add_argument("--systems", default=",".join(SYSTEMS))
     parser.add_argument("--timeout", type=float, default=6 * 3600, help="seconds per system and size")
+    parser.add_argument("--repeat", type=int, default=1, help="run every system this many times, interleaved; ratios use medians")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--n", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--work", help=argparse.SUPPRESS)
@@ -353,9 +375,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown systems {unknown}; expected some of {', '.join(SYSTEMS)}")
     rows = []
     for n in sizes:
-        for system in systems:
-            print(f"running {system} with N={n} ...", flush=True)
-            rows.append(launch(system, n, args.timeout))
+        for repeat in range(max(1, args.repeat)):
+            for system in systems:
+                print(f"running {system} with N={n}" + (f" (run {repeat + 1} of {args.repeat})" if args.repeat > 1 else "") + " ...", flush=True)
+                rows.append(launch(system, n, args.timeout))
+                time.sleep(SETTLE_S)
     print()
     print_table(rows)
     lines = ratios(rows)
