@@ -269,7 +269,7 @@ def _preflight_model(config: SweepConfig, builder: Callable, dataset: Any) -> No
             f"targets for {dataset.info.num_outputs} output(s) ({dataset.info.task}), but evaluating it failed: {first[:300]}",
         ) from None
     finally:
-        keras.backend.clear_session()
+        keras.backend.clear_session(free_memory=False)  # no full GC (0.25-0.45 s with TF loaded) on the start-up path
     names = sorted(set(logs) | {f"val_{name}" for name in logs})
     if config.objective.metric not in names:
         raise InputError("objective.metric", f"expected one of the metrics the model logs ({', '.join(names)}), got {config.objective.metric!r}")
