@@ -2,16 +2,55 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Optional
+
+from ray.tune.experiment import Trial
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, HyperBandScheduler, MedianStoppingRule
 
 from sweep.results import EPOCH_FIELD
 from sweep.config import AshaConfig, FifoConfig, HyperbandConfig, MedianConfig, SweepConfig
 
 
-def _asha(section: AshaConfig, max_t: int) -> Any:
-    from ray.tune.schedulers import ASHAScheduler
+class ChoosesAmongLiveTrials:
+    """Tune's FIFO choice of the next trial, without scanning the whole experiment.
 
-    return ASHAScheduler(
+    ``FIFOScheduler.choose_trial_to_run`` (inherited by ASHA and the median rule) walks
+    every trial of the experiment, finished ones included, at every step of Tune's loop:
+    quadratic in the sweep's length. At 10,000 no-op trials it was 23% of the driver's
+    samples. The trials it can return (pending, else paused) are all among the *live*
+    ones, which Tune also hands schedulers (``get_live_trials``) and which a sweep with a
+    concurrency limit keeps to a handful. When exactly one candidate is live, it is the one
+    the scan would find; when several are, the scan decides, so the order is Tune's own.
+    """
+
+    def choose_trial_to_run(self, tune_controller: Any) -> Optional[Trial]:
+        live = tune_controller.get_live_trials()
+        pending = [trial for trial in live if trial.status == Trial.PENDING]
+        if len(pending) == 1:
+            return pending[0]
+        if not pending:
+            paused = [trial for trial in live if trial.status == Trial.PAUSED]
+            if not paused:
+                return None
+            if len(paused) == 1:
+                return paused[0]
+        return super().choose_trial_to_run(tune_controller)  # type: ignore[misc]
+
+
+class LiveASHAScheduler(ChoosesAmongLiveTrials, ASHAScheduler):
+    """Ray's ASHA, choosing the next trial among the live ones (:class:`ChoosesAmongLiveTrials`)."""
+
+
+class LiveMedianStoppingRule(ChoosesAmongLiveTrials, MedianStoppingRule):
+    """Ray's median stopping rule, choosing the next trial among the live ones."""
+
+
+class LiveFIFOScheduler(ChoosesAmongLiveTrials, FIFOScheduler):
+    """Ray's FIFO scheduler, choosing the next trial among the live ones."""
+
+
+def _asha(section: AshaConfig, max_t: int) -> Any:
+    return LiveASHAScheduler(
         time_attr=EPOCH_FIELD,
         max_t=max_t,
         grace_period=section.grace_period,
@@ -20,15 +59,12 @@ def _asha(section: AshaConfig, max_t: int) -> Any:
 
 
 def _hyperband(section: HyperbandConfig, max_t: int) -> Any:
-    from ray.tune.schedulers import HyperBandScheduler
-
+    # HyperBand chooses from its own brackets (Ray's logic), not by the FIFO scan: left as it is.
     return HyperBandScheduler(time_attr=EPOCH_FIELD, max_t=max_t, reduction_factor=section.reduction_factor)
 
 
 def _median(section: MedianConfig, max_t: int) -> Any:
-    from ray.tune.schedulers import MedianStoppingRule
-
-    return MedianStoppingRule(
+    return LiveMedianStoppingRule(
         time_attr=EPOCH_FIELD,
         grace_period=section.grace_period,
         min_samples_required=section.min_samples_required,
@@ -36,9 +72,7 @@ def _median(section: MedianConfig, max_t: int) -> Any:
 
 
 def _fifo(section: FifoConfig, max_t: int) -> Any:
-    from ray.tune.schedulers import FIFOScheduler
-
-    return FIFOScheduler()
+    return LiveFIFOScheduler()
 
 
 SCHEDULERS: dict[str, Callable[[Any, int], Any]] = {
