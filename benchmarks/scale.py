@@ -318,22 +318,19 @@ def print_table(rows: list[dict]) -> None:
               f"{row['driver_cpu_s']:>9.1f} {row['driver_peak_rss_mb']:>10.1f} {row.get('db_mb', ''):>9}  {verdict}")
 
 
-def medians(rows: list[dict]) -> dict[tuple[str, int], float]:
-    """Median ms/trial per (system, N) over the repeats (``--repeat``)."""
+def runs_per_system(rows: list[dict]) -> dict[tuple[str, int], list[float]]:
+    """The ms/trial of every successful run per (system, N), over the repeats (``--repeat``)."""
     runs: dict[tuple[str, int], list[float]] = {}
     for r in rows:
         if "error" not in r:
             runs.setdefault((r["system"], r["n"]), []).append(r["ms_per_trial"])
-    return {key: statistics.median(values) for key, values in runs.items()}
+    return runs
 
 
 def ratios(rows: list[dict]) -> list[str]:
     """The figures the targets name: sweep vs bare Ray at each N (medians over repeats), and growth with N."""
-    ok = medians(rows)
-    spread = {}
-    for r in rows:
-        if "error" not in r:
-            spread.setdefault((r["system"], r["n"]), []).append(r["ms_per_trial"])
+    spread = runs_per_system(rows)
+    ok = {key: statistics.median(values) for key, values in spread.items()}
     lines = []
     for n in sorted({r["n"] for r in rows}):
         for mine, theirs, target in (("sweep", "ray", 0.5), ("sweep_noop", "ray_noop", 1.5), ("sweep_rebuild", "ray", None)):

@@ -147,9 +147,10 @@ def _decide_resume(config: SweepConfig, label: str, storage_dir: str, fresh: boo
 
 
 def _store_exists(uri: str) -> bool:
-    if uri.startswith("sqlite:///"):
-        return Path(uri[len("sqlite:///") :]).exists()
-    return True
+    from sweep.writer import sqlite_path
+
+    path = sqlite_path(uri)
+    return path.exists() if path is not None else True
 
 
 def _close_abandoned(uri: str, parent: Any) -> None:

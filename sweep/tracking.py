@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 
-from sweep.writer import WriterProcess, client, param_text  # noqa: F401 - client: this module's API
+from sweep.writer import WriterProcess, client, param_text, sqlite_path  # noqa: F401 - client: this module's API
 from sweep.store import (  # noqa: F401 - reading a sweep back lives in sweep.store; re-exported, it was here first
     DEFAULT_URI, NAME_TAG, ROLE_TAG, STATUS_TAG, TRIAL_TAG, badness, best_summary, child_runs,
     default_uri, find_parent_run, redact, resolve_uri, status_summary,
@@ -44,9 +44,8 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
 
 def artifact_location(uri: str, experiment: str) -> str | None:
     """Keep a sqlite store's artifacts next to its file (not in the working directory)."""
-    if uri.startswith("sqlite:///"):
-        return (Path(uri[len("sqlite:///") :]).parent / "mlartifacts" / experiment).as_uri()
-    return None
+    path = sqlite_path(uri)
+    return (path.parent / "mlartifacts" / experiment).as_uri() if path is not None else None
 
 
 def ensure_experiment(mlflow_client: Any, uri: str, name: str) -> str:

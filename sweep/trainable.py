@@ -281,6 +281,8 @@ def reset_state(seed: int, keep_compiled: bool = False) -> bool:
     kept = keep_compiled and _TF_SEED == seed and _reset_keeping_compiled_functions(seed)
     if not kept:
         keras.backend.clear_session(free_memory=False)
+        keras.utils.set_random_seed(seed)
+        _TF_SEED = seed
     _restore_keras_config()
     now = time.monotonic()
     if _LAST_FULL_GC is None or now - _LAST_FULL_GC >= FULL_GC_INTERVAL_S:
@@ -288,9 +290,6 @@ def reset_state(seed: int, keep_compiled: bool = False) -> bool:
         _LAST_FULL_GC = now
     else:
         gc.collect(1)
-    if not kept:
-        keras.utils.set_random_seed(seed)
-        _TF_SEED = seed
     return kept
 
 

@@ -60,6 +60,11 @@ def client(uri: str) -> Any:
     return MlflowClient(tracking_uri=uri)
 
 
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` tracking URI; None for any other store."""
+    return Path(uri[len("sqlite:///") :]) if uri.startswith("sqlite:///") else None
+
+
 def create_sqlite_in_wal_mode(uri: str) -> bool:
     """Create a sqlite store that does not exist yet in write-ahead-log mode; True if it did.
 
@@ -71,10 +76,8 @@ def create_sqlite_in_wal_mode(uri: str) -> bool:
     process on one host, as the embedded store already does; the mode is stored in the file,
     so a database someone else made is left in the mode they chose.
     """
-    if not uri.startswith("sqlite:///") or "?" in uri:
-        return False
-    path = Path(uri[len("sqlite:///") :])
-    if path.name in ("", ":memory:") or path.exists() or not path.parent.is_dir():
+    path = sqlite_path(uri)
+    if path is None or "?" in uri or path.name in ("", ":memory:") or path.exists() or not path.parent.is_dir():
         return False
     import sqlite3
 
