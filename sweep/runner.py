@@ -354,12 +354,18 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     # A reused worker waits this long for a stopped trial's thread to end; past it (Ray's default
     # is 2 s, less than one busy epoch on 2 cores) the reuse fails and the *next* trial errors.
     env["env_vars"]["TUNE_FUNCTION_THREAD_TIMEOUT_S"] = os.environ.get("TUNE_FUNCTION_THREAD_TIMEOUT_S", "30")
-    common = dict(log_to_driver=False, logging_level=logging.ERROR, runtime_env=env)
+    common = dict(log_to_driver=False, logging_level=logging.ERROR)
     if address:
         address = cluster.bootstrap_address(address)  # "auto" -> the HOST:PORT Ray would pick
         with cluster.connecting(address):  # a loopback-only cluster is joined on loopback
-            ray.init(address=address, **common)
+            ray.init(address=address, runtime_env=env, **common)
     else:
+        # A local Ray's workers inherit this process's environment, so the variables go there
+        # rather than into a job runtime_env: Ray prestarts idle workers when it starts, and
+        # only a job without a runtime_env can hand them to the trial actors (with one, they
+        # sat unused while each actor started a process of its own).
+        for name, value in env["env_vars"].items():
+            os.environ.setdefault(name, value)
         with cluster.loopback_only():  # otherwise Ray 2.x on Linux listens on every interface
             ray.init(num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1", **common)
 
