@@ -111,3 +111,33 @@ def test_results_carry_worker_memory_but_not_as_keras_metrics(three_trials):
         assert result[worker.RSS_FIELD] > 50
         assert result[worker.EPOCH_SECONDS_FIELD] > 0
         assert worker.RSS_FIELD not in result[KEYS_FIELD].split(",")  # so MLflow does not log it as a model metric
+
+
+def test_a_worker_freezes_its_imports_and_still_collects_what_trials_leave(ray_session):
+    """``configure_worker`` moves TensorFlow's objects out of the collector's way; garbage made
+    afterwards (a trial's reference cycles) is still collected."""
+    import ray
+
+    @ray.remote(num_cpus=1)
+    def configured_worker() -> tuple[int, bool]:
+        import gc
+        import weakref
+
+        from sweep import trainable
+        from sweep.config import ResourcesConfig
+
+        class Cycle:  # defined here: the worker cannot import this test module
+            pass
+
+        trainable.configure_worker(ResourcesConfig())
+        frozen = gc.get_freeze_count()
+        a, b = Cycle(), Cycle()
+        a.other, b.other = b, a
+        probe = weakref.ref(a)
+        del a, b
+        gc.collect()
+        return frozen, probe() is None
+
+    frozen, collected = ray.get(configured_worker.remote())
+    assert frozen > 100_000, "TensorFlow's objects should be in the permanent generation"
+    assert collected, "a worker must still collect the garbage its trials make"
