@@ -275,9 +275,10 @@ def reset_state(seed: int, keep_compiled: bool = False) -> bool:
     :func:`_reset_keeping_compiled_functions`); tests prove a trial after it trains bit for
     bit like a first trial.
 
-    Garbage: a full collection with TensorFlow loaded costs ~0.25-0.45 s on 2 cores (Keras'
+    Garbage: a full collection with TensorFlow loaded cost ~0.25-0.45 s on 2 cores (Keras'
     own ``clear_session()`` runs one by default, so calling both paid it twice); a
-    young-generation one ~4 ms. So each trial collects the young generations, where the
+    young-generation one ~4 ms. Since :func:`configure_worker` freezes TensorFlow's objects,
+    a full collection walks only what trials made, but it still grows with them. So each trial collects the young generations, where the
     previous trial's objects are, and a full collection runs on the first trial and then at
     most once per ``FULL_GC_INTERVAL_S``: one per trial when trials are long, one per few
     dozen when they take 0.2 s (where a full collection per 8 trials had cost 12% of the
