@@ -238,7 +238,7 @@ def configure_worker(resources: ResourcesConfig) -> None:
         pass
     tf.config.optimizer.set_experimental_options({"min_graph_nodes": GRAPPLER_MIN_GRAPH_NODES})
     placement.configure_gpus(resources)  # hide / share (memory limit) / grow, per gpus_per_trial
-    gc.freeze()  # see below
+    gc.freeze()  # see the docstring
     _CONFIGURED = True
 
 
@@ -278,11 +278,12 @@ def reset_state(seed: int, keep_compiled: bool = False) -> bool:
     Garbage: a full collection with TensorFlow loaded cost ~0.25-0.45 s on 2 cores (Keras'
     own ``clear_session()`` runs one by default, so calling both paid it twice); a
     young-generation one ~4 ms. Since :func:`configure_worker` freezes TensorFlow's objects,
-    a full collection walks only what trials made, but it still grows with them. So each trial collects the young generations, where the
-    previous trial's objects are, and a full collection runs on the first trial and then at
-    most once per ``FULL_GC_INTERVAL_S``: one per trial when trials are long, one per few
-    dozen when they take 0.2 s (where a full collection per 8 trials had cost 12% of the
-    worker's time), which bounds what can creep into the old generation either way.
+    a full collection walks only what trials made, but it still grows with them. So each
+    trial collects the young generations, where the previous trial's objects are, and a
+    full collection runs on the first trial and then at most once per
+    ``FULL_GC_INTERVAL_S``: one per trial when trials are long, one per few dozen when they
+    take 0.2 s (where a full collection per 8 trials had cost 12% of the worker's time),
+    which bounds what can creep into the old generation either way.
     """
     global _LAST_FULL_GC, _TF_SEED
     import time
