@@ -363,9 +363,14 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         # A local Ray's workers inherit this process's environment, so the variables go there
         # rather than into a job runtime_env: Ray prestarts idle workers when it starts, and
         # only a job without a runtime_env can hand them to the trial actors (with one, they
-        # sat unused while each actor started a process of its own).
+        # sat unused while each actor started a process of its own). The values win over the
+        # driver's, as the runtime_env's did (workers run Keras on TensorFlow whatever
+        # KERAS_BACKEND a user exports), except TensorFlow's log level: the driver's own is kept.
         for name, value in env["env_vars"].items():
-            os.environ.setdefault(name, value)
+            if name == "TF_CPP_MIN_LOG_LEVEL":
+                os.environ.setdefault(name, value)
+            else:
+                os.environ[name] = value
         with cluster.loopback_only():  # otherwise Ray 2.x on Linux listens on every interface
             ray.init(num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1", **common)
 

@@ -31,3 +31,27 @@ def test_the_local_ray_has_no_job_runtime_env(ray_session):
     import ray
 
     assert not ray.get_runtime_context().runtime_env
+
+
+def test_the_sweep_environment_wins_over_the_drivers_as_a_runtime_env_did(tmp_path):
+    """A user who exports KERAS_BACKEND=jax still gets TensorFlow workers; the driver's own
+    TensorFlow log level is left as it was. A fresh driver process with its own local Ray."""
+    import subprocess
+    import sys
+
+    script = (
+        "import os, ray\n"
+        "from sweep.runner import ensure_ray\n"
+        "ensure_ray(num_cpus=1)\n"
+        "@ray.remote(num_cpus=1)\n"
+        "def seen():\n"
+        "    import os\n"
+        "    return os.environ.get('KERAS_BACKEND'), os.environ.get('PYTHONWARNINGS'), os.environ.get('TF_CPP_MIN_LOG_LEVEL')\n"
+        "print(*ray.get(seen.remote()))\n"
+        "ray.shutdown()\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env.update(KERAS_BACKEND="jax", PYTHONWARNINGS="default", TF_CPP_MIN_LOG_LEVEL="1")
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split()[-3:] == ["tensorflow", "ignore", "1"]

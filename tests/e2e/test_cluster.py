@@ -93,7 +93,7 @@ def _sweep_file(folder: Path, name: str, trials: int, resources: dict[str, Any],
         "fit": {"epochs": epochs},
         "objective": {"metric": "val_accuracy", "mode": "max"},
         "search": {"sampler": "random", "seed": 0, "trials": trials, "space": {"learning_rate": {"type": "float", "low": 1e-3, "high": 1e-1, "log": True}}},
-        "scheduler": {"type": "fifo"},  # every trial runs both epochs and checkpoints
+        "scheduler": {"type": "fifo"},  # every trial runs all its epochs and checkpoints
         "resources": resources,
     }
     folder.mkdir(parents=True, exist_ok=True)
