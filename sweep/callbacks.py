@@ -66,8 +66,34 @@ class TuneReporter(keras.callbacks.Callback):
 
 def save_checkpoint(model: keras.Model, folder: Path, **meta: Any) -> None:
     """Write the model (architecture, weights, optimizer state) and a small metadata file."""
+    _reuse_keras_attr_skipsets()
     model.save(folder / MODEL_FILE)
     (folder / META_FILE).write_text(json.dumps(meta))
+
+
+# Keras' saver asks, for every layer, optimizer, metric and loss it walks, which attributes a
+# plain object of that kind has (``saving_lib.get_attr_skipset``), by building a reference
+# Layer(), Optimizer(), Metric()... It means to cache the answer in Keras' global state, but
+# stores it under "saving_attr_skipset_<kind>" and looks it up under "saving_attr_skiplist_<kind>"
+# (Keras 3.15), so every save builds them all again: a third of a checkpoint of a 256-256 MLP
+# (12.2 -> 7.9 ms per model.save here). The answer depends only on the Keras version, so we
+# compute it once per process and put it where Keras looks, before each save (that state is
+# per thread, and each trial runs in a thread of its own). What is saved does not change.
+_SKIPSET_KINDS = ("Operation", "Layer", "Functional", "Sequential", "Metric", "Optimizer", "Loss")
+_SKIPSETS: dict[str, set[str]] = {}
+
+
+def _reuse_keras_attr_skipsets() -> None:
+    try:
+        from keras.src.backend.common import global_state
+        from keras.src.saving import saving_lib
+
+        if not _SKIPSETS:
+            _SKIPSETS.update({kind: saving_lib.get_attr_skipset(kind) for kind in _SKIPSET_KINDS})
+        for kind, skipset in _SKIPSETS.items():
+            global_state.set_global_attribute(f"saving_attr_skiplist_{kind}", skipset)
+    except Exception:  # another Keras layout: it computes them itself, as before
+        _SKIPSETS.clear()
 
 
 def load_checkpoint(folder: str | Path, custom_objects: dict | None = None) -> keras.Model:
