@@ -3,6 +3,7 @@
     python benchmarks/peers.py            # default size: 16k x 64 rows, 24 trials, <= 9 epochs (< 10 min on 2 cores)
     python benchmarks/peers.py --quick    # 4k rows, 8 trials, <= 3 epochs (< 2 min)
     python benchmarks/peers.py --systems sweep,optuna --profile
+    python benchmarks/peers.py --repeat 3 # every system 3 times, interleaved; medians (~15 min)
 
 Systems, each run in its own subprocess, one after the other (so one's memory and threads do
 not affect the next):
@@ -30,8 +31,10 @@ overhead per trial = (sweep-phase wall x slots - seconds inside fit) / trials, a
 time before the first trial. Results: a table on the terminal, ``benchmarks/out/peers.json``
 and ``benchmarks/out/peers.png`` (best-so-far objective vs wall time).
 
-Timings depend on the machine and on what else runs on it; run the default size once on a
-quiet machine and compare systems only within one run.
+Timings depend on the machine and on what else runs on it; compare systems only within one
+invocation. On 2 cores one run's figures move by several percent (which trial ASHA leaves
+running alone at the end decides a second of idle slot), so ``--repeat N`` runs the systems
+N times, interleaved, and reports each figure's median; the targets are checked on those.
 """
 
 from __future__ import annotations
@@ -369,6 +372,51 @@ def summarize(run: dict, slots: int) -> dict:
     }
 
 
+MEDIAN_FIELDS = (
+    "wall_s", "epochs", "best", "time_to_best_s", "fit_s", "sweep_phase_s", "utilization", "overhead_per_trial_s", "startup_s",
+)
+
+
+def median_row(rows: list[dict]) -> dict:
+    """One system's runs as one row: each figure's median; the curve of the median-wall run."""
+    import statistics
+
+    done = [r for r in rows if "error" not in r]
+    if not done:
+        return rows[-1]
+    by_wall = sorted(done, key=lambda r: r["wall_s"])
+    row = {**by_wall[(len(by_wall) - 1) // 2], "runs": len(done), "walls": [round(r["wall_s"], 1) for r in done]}
+    row.update({field: statistics.median(r[field] for r in done) for field in MEDIAN_FIELDS})
+    return row
+
+
+# (peer, most sweep's wall may be as a fraction of the peer's): issue 4's targets
+WALL_TARGETS = {"ray": 0.25, "ray_reuse": 0.6, "optuna": 0.5, "kerastuner": 0.5}
+UTILIZATION_TARGET, OVERHEAD_TARGET, QUALITY_TOLERANCE = 0.90, 0.25, 0.005
+
+
+def target_lines(rows: list[dict]) -> list[tuple[str, bool]]:
+    """Each target as (what was measured, met?)."""
+    base = next((r for r in rows if r["system"] == "sweep" and "error" not in r), None)
+    if base is None:
+        return []
+    lines = [
+        (f"utilization {base['utilization']:.1%} (>= {UTILIZATION_TARGET:.0%})", base["utilization"] >= UTILIZATION_TARGET),
+        (f"overhead per trial {base['overhead_per_trial_s']:.3f} s (<= {OVERHEAD_TARGET} s)", base["overhead_per_trial_s"] <= OVERHEAD_TARGET),
+    ]
+    peers = [r for r in rows if r["system"] in WALL_TARGETS and "error" not in r]
+    for peer in peers:
+        ratio = base["wall_s"] / peer["wall_s"]
+        limit = WALL_TARGETS[peer["system"]]
+        lines.append((f"sweep / {peer['label']} wall {ratio:.3f}x (<= {limit}x)", ratio <= limit))
+    if peers:
+        best_peer = max(peers, key=lambda r: r["best"])
+        gap = best_peer["best"] - base["best"]
+        where = f"{gap:.4f} behind" if gap > 0 else f"{-gap:.4f} ahead of"
+        lines.append((f"best {METRIC} {base['best']:.4f}, {where} {best_peer['label']} (behind by <= {QUALITY_TOLERANCE})", gap <= QUALITY_TOLERANCE))
+    return lines
+
+
 def add_ratios(rows: list[dict]) -> None:
     base = next((r for r in rows if r["system"] == "sweep" and "error" not in r), None)
     for row in rows:
@@ -376,11 +424,11 @@ def add_ratios(rows: list[dict]) -> None:
             row["wall_ratio_to_sweep"] = row["wall_s"] / base["wall_s"]
 
 
-def print_table(rows: list[dict], size_name: str) -> None:
+def print_table(rows: list[dict], title: str) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"peers benchmark ({size_name}: {SIZES[size_name]})")
+    table = Table(title=title)
     for column in ("system", "wall s", "x sweep", "trials", "epochs", f"best {METRIC}", "to best s", "fit s", "util", "overhead/trial s", "start-up s"):
         table.add_column(column, justify="left" if column == "system" else "right")
     for r in rows:
@@ -388,7 +436,7 @@ def print_table(rows: list[dict], size_name: str) -> None:
             table.add_row(LABELS[r["system"]], "[red]failed[/red]", "", "", "", "", "", "", "", "", r["error"][:60])
             continue
         table.add_row(
-            r["label"], f"{r['wall_s']:.1f}", f"{r.get('wall_ratio_to_sweep', float('nan')):.2f}", str(r["trials"]), str(r["epochs"]),
+            r["label"], f"{r['wall_s']:.1f}", f"{r.get('wall_ratio_to_sweep', float('nan')):.2f}", str(r["trials"]), f"{r['epochs']:g}",
             f"{r['best']:.4f}", f"{r['time_to_best_s']:.1f}", f"{r['fit_s']:.1f}", f"{r['utilization']:.0%}",
             f"{r['overhead_per_trial_s']:.2f}", f"{r['startup_s']:.1f}",
         )
@@ -491,6 +539,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", action="store_true", help="also break down sweep's non-fit time per phase")
     parser.add_argument("--out", default=str(OUT))
     parser.add_argument("--timeout", type=float, default=600, help="seconds per system")
+    parser.add_argument("--repeat", type=int, default=1, help="run every system N times, interleaved, and report medians")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--size-json", help=argparse.SUPPRESS)
     parser.add_argument("--work", help=argparse.SUPPRESS)
@@ -507,17 +556,30 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--systems: expected names among {', '.join(SYSTEMS)}, got {', '.join(unknown)}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    runs, rows = [], []
-    for system in systems:
-        print(f"running {LABELS[system]} ...", flush=True)
-        run = launch(system, size, out, args.timeout)
-        runs.append(run)
-        slots = 1 if system == "kerastuner" else size["slots"]
-        rows.append(summarize(run, slots))
+    runs: list[dict] = []
+    every: dict[str, list[dict]] = defaultdict(list)
+    for attempt in range(1, max(1, args.repeat) + 1):
+        for system in systems:
+            print(f"running {LABELS[system]} ..." + (f" (run {attempt} of {args.repeat})" if args.repeat > 1 else ""), flush=True)
+            run = launch(system, size, out, args.timeout)
+            runs.append(run)
+            slots = 1 if system == "kerastuner" else size["slots"]
+            every[system].append(summarize(run, slots))
+    rows = [median_row(every[system]) for system in systems]
     add_ratios(rows)
-    print_table(rows, size_name)
-    report: dict[str, Any] = {"size": size_name, **size, "cpus": os.cpu_count(), "systems": rows}
-    sweep_run = next((r for r in runs if r["system"] == "sweep" and "error" not in r), None)
+    medians = f", medians of {args.repeat} runs" if args.repeat > 1 else ""
+    print_table(rows, f"peers benchmark ({size_name}: {size}{medians})")
+    if args.repeat > 1:
+        for row in rows:
+            print(f"  {row.get('label', row['system'])}: wall per run {row.get('walls', [])} s")
+    print("targets (issue 4):")
+    for text, met in target_lines(rows):
+        print(f"  [{'met' if met else 'NOT met'}] {text}")
+    report: dict[str, Any] = {"size": size_name, **size, "cpus": os.cpu_count(), "repeat": args.repeat, "systems": rows}
+    if args.repeat > 1:
+        report["runs"] = {system: found for system, found in every.items()}
+    report["targets"] = [{"target": text, "met": met} for text, met in target_lines(rows)]
+    sweep_run = next((r for r in reversed(runs) if r["system"] == "sweep" and "error" not in r), None)
     if args.profile and sweep_run:
         totals = profile(sweep_run)
         report["sweep_profile_s"] = totals
