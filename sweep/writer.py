@@ -105,6 +105,7 @@ class Writer:
     def __post_init__(self) -> None:
         self._client = client(self.uri)
         self._queue: queue.Queue[_Op] = queue.Queue(maxsize=self.max_queue)
+        self._barrier = threading.Event()  # set when a flush or stop is queued: the batch window ends
         self._thread = threading.Thread(target=self._loop, name="sweep-mlflow-writer", daemon=True)
         self.errors: list[str] = []
         self.outage_since: float | None = None  # monotonic time the current tracking outage began
@@ -117,30 +118,40 @@ class Writer:
         """Wait until everything submitted so far landed (or ran out of retries)."""
         done = threading.Event()
         self._queue.put(_Op("flush", "", done=done))
+        self._barrier.set()
         done.wait(timeout)
 
     def close(self) -> None:
         self.flush()
         self._queue.put(_Op("stop", ""))
+        self._barrier.set()
         self._thread.join(timeout=30)
 
     def _loop(self) -> None:
         while True:
-            ops = [self._queue.get()]
-            if ops[0].kind not in BARRIERS:
-                time.sleep(BATCH_WINDOW_S)  # let a moment's operations gather: one request per run, not per op
-            while len(ops) < 5000:
-                try:
-                    ops.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
-            for group in _coalesce(ops):
+            for group in _coalesce(self._gather()):
                 if group.kind == "stop":
                     return
                 if group.kind == "flush":
                     group.done.set()
                     continue
                 self._apply_with_retry(group)
+
+    def _gather(self, limit: int = 5000) -> list[_Op]:
+        """The next operations to write: the first, then what arrives within ``BATCH_WINDOW_S``
+        (one request per run, not per operation). A flush or stop ends the window early: it
+        must not wait it out (the end of every sweep and every flush would), and only they
+        wake this thread, so a busy sweep costs no extra wake-ups."""
+        ops = [self._queue.get()]
+        if ops[0].kind not in BARRIERS:
+            self._barrier.wait(BATCH_WINDOW_S)
+        self._barrier.clear()
+        while len(ops) < limit:
+            try:
+                ops.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        return ops
 
     def _apply_with_retry(self, op: _Op) -> None:
         """Apply ``op``, retrying through a tracking outage (a server restarting, a network
