@@ -58,6 +58,27 @@ def test_a_big_batch_respects_mlflows_request_limits(tmp_path):
     assert len(tracking.client(uri).get_metric_history(run.info.run_id, "m")) == 2500
 
 
+def test_a_flush_does_not_wait_out_the_batch_window(tmp_path, monkeypatch):
+    """With a 60 s window, a flush still lands what came before it at once (the end of every
+    sweep flushes; it waited out the window before)."""
+    from sweep import writer as writer_module
+
+    monkeypatch.setattr(writer_module, "BATCH_WINDOW_S", 60.0)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    experiment_id = tracking.ensure_experiment(tracking.client(uri), uri, "window")
+    writer = Writer(uri, experiment_id)
+    writer.submit("start", "a", {"name": "a", "tags": {}, "params": {"lr": 0.1}})
+    writer.submit("metrics", "a", [("m", 1.0, 1, 0)])
+    writer.flush(timeout=20)
+    assert "a" in writer.run_ids
+    assert len(tracking.client(uri).get_metric_history(writer.run_ids["a"], "m")) == 1
+    writer.submit("metrics", "a", [("m", 2.0, 2, 0)])
+    started = time.monotonic()
+    writer.close()
+    assert time.monotonic() - started < 30  # close flushes too; the window would have held it 60 s
+    assert len(tracking.client(uri).get_metric_history(writer.run_ids["a"], "m")) == 2
+
+
 def test_a_burst_of_200_trials_loses_no_metric(tmp_path):
     db = tmp_path / "mlflow.db"
     uri = f"sqlite:///{db}"
