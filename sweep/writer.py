@@ -290,7 +290,27 @@ def _merge_run(ops: list[_Op]) -> list[_Op]:
             last.payload["params"].update(op.payload["params"])
         else:
             out.append(op)
-    return out
+    return _tags_at_creation(out)
+
+
+def _tags_at_creation(ops: list[_Op]) -> list[_Op]:
+    """A run created in this batch gets the batch's tags in ``create_run``, not in its
+    ``log_batch``: same tags, same final values, and one store session fewer (MLflow's
+    sqlite store opens a session per kind of data in a ``log_batch``). It matters for short
+    trials, whose start, epochs and end arrive in one batch: 9.5-9.9 -> 8.2-9.0 ms of the writer's
+    CPU per trial, measured with the trial's start, three epochs, tags and end."""
+    if not ops or ops[0].kind != "start":
+        return ops
+    start = ops[0]
+    later = [op for op in ops[1:] if op.kind == "batch" and op.payload["tags"]]
+    tags: dict[str, Any] = {}
+    for op in later:
+        tags.update(op.payload["tags"])
+    if not tags or len({**start.payload["tags"], **tags}) > MAX_TAGS:  # many tags: log_batch chunks them
+        return ops
+    for op in later:
+        op.payload["tags"] = {}
+    return [_Op("start", start.key, {**start.payload, "tags": {**start.payload["tags"], **tags}}, start.done), *ops[1:]]
 
 
 def param_text(value: Any) -> str:

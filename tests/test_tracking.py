@@ -30,12 +30,14 @@ def test_each_runs_operations_become_one_batch_in_order():
     assert [(op.kind, op.key) for op in merged] == [
         ("start", "a"), ("batch", "a"), ("end", "a"), ("start", "b"), ("batch", "b"),
     ]
-    assert merged[1].payload == {
-        "metrics": [("loss", 1.0, 1, 0), ("loss", 0.5, 2, 0)], "tags": {"sweep.checkpoint": "e2"}, "params": {"lr": 0.1},
-    }
+    assert merged[1].payload == {"metrics": [("loss", 1.0, 1, 0), ("loss", 0.5, 2, 0)], "tags": {}, "params": {"lr": 0.1}}
     assert merged[0].payload["params"] == {}
+    assert merged[0].payload["tags"] == {"sweep.checkpoint": "e2"}, "a run created in this batch gets its tags at creation"
     assert merged[4].payload["metrics"] == [("loss", 2.0, 1, 0), ("loss", 1.5, 2, 0)]
     assert ops[1].payload == [("loss", 1.0, 1, 0)] and ops[0].payload["params"] == {"lr": 0.1}, "the caller's operations are not mutated"
+    assert ops[0].payload["tags"] == {} and ops[4].payload == {"sweep.checkpoint": "e1"}
+    later = _coalesce([_Op("tags", "a", {"sweep.status": "done"}), _Op("end", "a", "FINISHED")])
+    assert [op.kind for op in later] == ["batch", "end"] and later[0].payload["tags"] == {"sweep.status": "done"}, "no start here: log_batch"
 
 
 def test_nothing_moves_across_a_flush():
