@@ -395,9 +395,14 @@ WALL_TARGETS = {"ray": 0.25, "ray_reuse": 0.6, "optuna": 0.5, "kerastuner": 0.5}
 UTILIZATION_TARGET, OVERHEAD_TARGET, QUALITY_TOLERANCE = 0.90, 0.25, 0.005
 
 
+def sweep_row(rows: list[dict]) -> dict | None:
+    """The row of ``sweep`` itself, unless it failed: what every ratio is taken against."""
+    return next((r for r in rows if r["system"] == "sweep" and "error" not in r), None)
+
+
 def target_lines(rows: list[dict]) -> list[tuple[str, bool]]:
     """Each target as (what was measured, met?)."""
-    base = next((r for r in rows if r["system"] == "sweep" and "error" not in r), None)
+    base = sweep_row(rows)
     if base is None:
         return []
     lines = [
@@ -418,7 +423,7 @@ def target_lines(rows: list[dict]) -> list[tuple[str, bool]]:
 
 
 def add_ratios(rows: list[dict]) -> None:
-    base = next((r for r in rows if r["system"] == "sweep" and "error" not in r), None)
+    base = sweep_row(rows)
     for row in rows:
         if base and "error" not in row:
             row["wall_ratio_to_sweep"] = row["wall_s"] / base["wall_s"]
@@ -572,18 +577,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.repeat > 1:
         for row in rows:
             print(f"  {row.get('label', row['system'])}: wall per run {row.get('walls', [])} s")
+    targets = target_lines(rows)
     print("targets (issue 4):")
-    for text, met in target_lines(rows):
+    for text, met in targets:
         print(f"  [{'met' if met else 'NOT met'}] {text}")
     report: dict[str, Any] = {"size": size_name, **size, "cpus": os.cpu_count(), "repeat": args.repeat, "systems": rows}
     if args.repeat > 1:
-        report["runs"] = {system: found for system, found in every.items()}
-    report["targets"] = [{"target": text, "met": met} for text, met in target_lines(rows)]
-    sweep_run = next((r for r in reversed(runs) if r["system"] == "sweep" and "error" not in r), None)
+        report["runs"] = dict(every)
+    report["targets"] = [{"target": text, "met": met} for text, met in targets]
+    sweep_run = sweep_row(runs[::-1])  # the last sweep run that finished: its trace is profiled
     if args.profile and sweep_run:
         totals = profile(sweep_run)
         report["sweep_profile_s"] = totals
-        print_profile(totals, next(r["trials"] for r in rows if r["system"] == "sweep"))
+        print_profile(totals, sweep_row(rows)["trials"])
     (out / "peers.json").write_text(json.dumps(report, indent=2))
     plot(rows, out / "peers.png")
     print(f"wrote {out / 'peers.json'} and {out / 'peers.png'}")
