@@ -75,6 +75,7 @@ class TrialOutcome:
     last_metrics: dict[str, float] = field(default_factory=dict)
     reason: str | None = None  # why it failed
     checkpoint: str | None = None  # path of its best checkpoint
+    superseded: str | None = None  # the checkpoint the best one replaced, until the tracker prunes it
     node_ip: str | None = None
     started_at: float | None = None
     ended_at: float | None = None
@@ -84,6 +85,7 @@ class TrialOutcome:
     def row(self) -> dict[str, Any]:
         """One flat row for trials.csv and the DataFrame: params as ``param.<name>``."""
         data = asdict(self)
+        del data["superseded"]  # the driver's bookkeeping, not a result
         params = data.pop("params")
         last = data.pop("last_metrics")
         data.update({f"param.{k}": v for k, v in params.items()})
@@ -178,13 +180,15 @@ class Ledger(DriverCallback):
 
     def on_checkpoint(self, iteration: int, trials: list, trial: Any, checkpoint: Any, **info: Any) -> None:
         """Trials checkpoint only on improvement, so the newest checkpoint is the best one and
-        the one it supersedes can go (on whatever filesystem ``--storage`` names)."""
+        the one it supersedes can go. It goes through the tracker, after MLflow names the new
+        one (``MLflowTracker.on_checkpoint``): a driver killed in between leaves MLflow naming a
+        checkpoint that still exists, which is what ``sweep resume`` continues from."""
         from sweep import storage
 
         outcome = self.outcome(trial)
         previous, outcome.checkpoint = outcome.checkpoint, storage.checkpoint_location(checkpoint)
         if previous and previous != outcome.checkpoint:
-            storage.remove_checkpoint(previous)
+            outcome.superseded = previous
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         outcome = self.outcome(trial)

@@ -147,9 +147,13 @@ class MLflowTracker(DriverCallback):
                 self.writer.submit("tags", key, node_tags)
 
     def on_checkpoint(self, iteration: int, trials: list, trial: Any, checkpoint: Any, **info: Any) -> None:
-        """Record where the newest (= best) checkpoint is, so a resume can continue from it."""
+        """Record where the newest (= best) checkpoint is, so a resume can continue from it; then
+        the one it superseded goes, in the writer's order: only once that record has landed."""
         outcome = self.ledger.outcome(trial)
         self.writer.submit("tags", outcome.trial_id, {"sweep.checkpoint": checkpoint.path, "sweep.checkpoint_epoch": outcome.best_epoch})
+        if outcome.superseded:
+            self.writer.submit("prune", outcome.trial_id, outcome.superseded)
+            outcome.superseded = None
         self.enforce_quota()
 
     def enforce_quota(self) -> list[str]:

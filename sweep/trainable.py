@@ -85,7 +85,7 @@ def run_trial(hp: dict[str, Any], settings: TrialSettings, data_ref: Any, finger
     initial_epoch, best, model = 0, None, None
     checkpoint = tune.get_checkpoint()
     if checkpoint is None and hp.get("_resume_from"):  # interrupted before its driver died (sweep.resume)
-        checkpoint = tune.Checkpoint(hp["_resume_from"])
+        checkpoint = resume_checkpoint(hp["_resume_from"])
     hp = {k: v for k, v in hp.items() if not str(k).startswith("_")}  # private resume keys
     if checkpoint is not None:  # a retried or resumed trial continues from its checkpoint
         with checkpoint.as_directory() as folder:
@@ -101,6 +101,19 @@ def run_trial(hp: dict[str, Any], settings: TrialSettings, data_ref: Any, finger
         report_infeasible(settings.objective, exc, progress["epoch"])  # say so; the search learns it is the worst
     finally:
         trace.mark("trial_end")
+
+
+def resume_checkpoint(location: str) -> Any:
+    """The checkpoint an interrupted trial continues from, or a clear error when it is gone
+    (deleted since the crash) rather than Keras failing to open a file deep inside the load."""
+    from ray import tune
+
+    from sweep import storage
+
+    local = storage.local_path(location)
+    if local is not None and not (local / "model.keras").is_file():
+        raise FileNotFoundError(f"cannot resume this trial: its checkpoint {location} is gone (deleted after the sweep was interrupted?)")
+    return tune.Checkpoint(location)
 
 
 def _build_and_fit(

@@ -87,7 +87,7 @@ def create_sqlite_in_wal_mode(uri: str) -> bool:
 
 @dataclass
 class _Op:
-    kind: str  # start | reopen | metrics | tags | checkpoint | evict | end (| batch, made by _coalesce)
+    kind: str  # start | reopen | metrics | tags | checkpoint | evict | prune | end (| batch, made by _coalesce)
     key: str  # the trial id (child runs) or "parent"
     payload: Any = None
     done: threading.Event | None = None
@@ -108,6 +108,7 @@ class Writer:
         self._barrier = threading.Event()  # set when a flush or stop is queued: the batch window ends
         self._thread = threading.Thread(target=self._loop, name="sweep-mlflow-writer", daemon=True)
         self.errors: list[str] = []
+        self._unrecorded: set[str] = set()  # runs with a write that never landed: their superseded checkpoints stay
         self.outage_since: float | None = None  # monotonic time the current tracking outage began
         self._thread.start()
 
@@ -169,17 +170,24 @@ class Writer:
                     log.warning("MLflow reachable again after %.0f s; buffered tracking writes are landing", time.monotonic() - self.outage_since)
                     self.outage_since = None
                 return
+            except FileNotFoundError as exc:  # a checkpoint deleted under us: no retry brings it back
+                self._give_up(op, exc)
+                return
             except Exception as exc:  # tracking must never take the sweep down
                 if self.outage_since is None:
                     self.outage_since = time.monotonic()
                     log.warning("MLflow write failed (%s); training goes on, tracking writes are buffered and retried", _first_line(exc))
                 if time.monotonic() >= deadline:
-                    message = f"MLflow {op.kind} for {op.key} failed after retrying: {_first_line(exc)}"
-                    self.errors.append(message)
-                    log.warning(message)
+                    self._give_up(op, exc, "after retrying")
                     return
                 time.sleep(min(10.0, 0.5 * 2**attempt))
                 attempt += 1
+
+    def _give_up(self, op: _Op, exc: BaseException, how: str = "") -> None:
+        message = f"MLflow {op.kind} for {op.key} failed{' ' + how if how else ''}: {_first_line(exc)}"
+        self.errors.append(message)
+        self._unrecorded.add(op.key)
+        log.warning(message)
 
     def _log_batch(self, run_id: str, batch: dict[str, Any]) -> None:
         """Params, metrics and tags of one run in as few ``log_batch`` requests as MLflow's
@@ -213,7 +221,8 @@ class Writer:
     def _apply(self, op: _Op) -> None:
         """Apply one operation as :func:`_coalesce` left it (metrics and tags are ``batch`` by then)."""
         if op.kind == "start":
-            if op.key in self.run_ids:
+            if op.key in self.run_ids:  # a retried or resumed trial: its run exists, the tags it took over do not
+                self._log_batch(self.run_ids[op.key], {"metrics": [], "tags": op.payload.get(TAKEN_OVER, {}), "params": {}})
                 return
             # str(): a tracking server (REST/protobuf) rejects non-string tag values that sqlite accepts
             tags = {k: str(v) for k, v in {"mlflow.runName": op.payload["name"], **op.payload["tags"]}.items()}
@@ -233,8 +242,15 @@ class Writer:
         elif op.kind == "evict":  # after the trial's "checkpoint" op: MLflow already holds its copy
             from sweep import storage
 
+            if op.key in self._unrecorded:  # unless that copy (or another write) failed: keep it on disk
+                return
             storage.remove_checkpoint(op.payload)
             self._client.set_tag(run_id, "sweep.checkpoint_evicted", "disk quota (resources.checkpoint_quota_mb)")
+        elif op.kind == "prune":  # a superseded checkpoint, after the tag naming its successor landed
+            from sweep import storage
+
+            if op.key not in self._unrecorded:  # that tag failed: MLflow may still name this one
+                storage.remove_checkpoint(op.payload)
         elif op.kind == "end":
             self._client.set_terminated(run_id, op.payload)
         elif op.kind == "reopen":
@@ -249,6 +265,7 @@ def _first_line(exc: BaseException) -> str:
 
 BARRIERS = ("flush", "stop")  # operations that keep their place: everything before them lands first
 BATCHABLE = ("metrics", "tags")  # merge into one log_batch per run
+TAKEN_OVER = "taken_over_tags"  # a start's payload key: the batch's later tags it carries (see _tags_at_creation)
 
 
 def _coalesce(ops: list[_Op]) -> list[_Op]:
@@ -298,7 +315,11 @@ def _tags_at_creation(ops: list[_Op]) -> list[_Op]:
     ``log_batch``: same tags, same final values, and one store session fewer (MLflow's
     sqlite store opens a session per kind of data in a ``log_batch``). It matters for short
     trials, whose start, epochs and end arrive in one batch: 9.5-9.9 -> 8.2-9.0 ms of the writer's
-    CPU per trial, measured with the trial's start, three epochs, tags and end."""
+    CPU per trial, measured with the trial's start, three epochs, tags and end.
+
+    The start also keeps them apart (``TAKEN_OVER``): when its run exists after all (a retried
+    trial's second start, a resumed trial), the start creates nothing and those tags, the
+    trial's final status among them, must still be logged."""
     if not ops or ops[0].kind != "start":
         return ops
     start = ops[0]
@@ -310,7 +331,8 @@ def _tags_at_creation(ops: list[_Op]) -> list[_Op]:
         return ops
     for op in later:
         op.payload["tags"] = {}
-    return [_Op("start", start.key, {**start.payload, "tags": {**start.payload["tags"], **tags}}, start.done), *ops[1:]]
+    merged = {**start.payload, "tags": {**start.payload["tags"], **tags}, TAKEN_OVER: tags}
+    return [_Op("start", start.key, merged, start.done), *ops[1:]]
 
 
 def param_text(value: Any) -> str:

@@ -40,6 +40,27 @@ def test_each_runs_operations_become_one_batch_in_order():
     assert [op.kind for op in later] == ["batch", "end"] and later[0].payload["tags"] == {"sweep.status": "done"}, "no start here: log_batch"
 
 
+def test_a_second_start_of_an_existing_run_still_logs_the_tags_it_took_over(tmp_path):
+    """A retried trial's second start, with its final tags and end in the same batch: the run
+    exists, so the start creates nothing, and the tags it carries must land anyway (they were
+    lost once: a chaos run left a FINISHED run tagged ``sweep.status=running``)."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    experiment_id = tracking.ensure_experiment(tracking.client(uri), uri, "second-start")
+    writer = Writer(uri, experiment_id)
+    start = {"name": "a", "tags": {"sweep.status": "running"}, "params": {"lr": 0.1}}
+    writer.submit("start", "a", start)
+    writer.flush(timeout=20)
+    writer.submit("start", "a", start)  # the retry, before the driver learnt the run's id
+    writer.submit("tags", "a", {"sweep.status": "completed", "sweep.epochs": 3})
+    writer.submit("end", "a", "FINISHED")
+    writer.close()
+    assert not writer.errors
+    runs = tracking.client(uri).search_runs([experiment_id])
+    assert len(runs) == 1, "never two runs per trial"
+    assert runs[0].data.tags["sweep.status"] == "completed" and runs[0].data.tags["sweep.epochs"] == "3"
+    assert runs[0].info.status == "FINISHED"
+
+
 def test_nothing_moves_across_a_flush():
     ops = [_Op("metrics", "a", [("loss", 1.0, 1, 0)]), _Op("flush", ""), _Op("metrics", "a", [("loss", 0.5, 2, 0)])]
     assert [op.kind for op in _coalesce(ops)] == ["batch", "flush", "batch"]

@@ -150,3 +150,13 @@ def test_trace_writes_json_lines_only_when_asked(tmp_path, monkeypatch):
     trace.mark("epoch_end", epoch=0, value=0.5)
     lines = (tmp_path / f"trace-{os.getpid()}.jsonl").read_text().splitlines()
     assert [json.loads(line)["event"] for line in lines] == ["trial_start", "epoch_end"]
+
+
+def test_resuming_from_a_checkpoint_that_is_gone_says_so(tmp_path):
+    present = tmp_path / "checkpoint_000001"
+    present.mkdir()
+    (present / "model.keras").write_bytes(b"zip")
+    assert trainable.resume_checkpoint(str(present)).path == str(present)
+    gone = tmp_path / "checkpoint_000002"
+    with pytest.raises(FileNotFoundError, match="cannot resume this trial: its checkpoint .*checkpoint_000002 is gone"):
+        trainable.resume_checkpoint(str(gone))
