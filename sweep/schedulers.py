@@ -19,21 +19,45 @@ class ChoosesAmongLiveTrials:
     quadratic in the sweep's length. At 10,000 no-op trials it was 23% of the driver's
     samples. The trials it can return (pending, else paused) are all among the *live*
     ones, which Tune also hands schedulers (``get_live_trials``) and which a sweep with a
-    concurrency limit keeps to a handful. When exactly one candidate is live, it is the one
-    the scan would find; when several are, the scan decides, so the order is Tune's own.
+    concurrency limit keeps to a handful.
+
+    The scan returns the first candidate in the experiment's order, which is the order Tune
+    added the trials in (``add_trial`` appends, then calls ``on_trial_add``). Live trials come
+    as a set, so each trial's place in that order is noted in ``on_trial_add`` and forgotten
+    when it ends; several live candidates are then ordered by it rather than by a scan. (The
+    scan was still 13% of the driver's samples late in a 10,000-trial sweep, where two
+    pending trials at once are the common case.) A candidate added before this scheduler
+    was watching falls back to the scan.
     """
+
+    def _added(self) -> dict[str, int]:
+        """Trial id -> its place in the experiment's order, for the trials not yet ended."""
+        return self.__dict__.setdefault("_added_order", {})
+
+    def on_trial_add(self, tune_controller: Any, trial: Trial) -> None:
+        super().on_trial_add(tune_controller, trial)  # type: ignore[misc]
+        added = self._added()
+        self.__dict__["_trials_added"] = count = self.__dict__.get("_trials_added", 0) + 1
+        added[trial.trial_id] = count
+
+    def on_trial_complete(self, tune_controller: Any, trial: Trial, result: dict) -> None:
+        super().on_trial_complete(tune_controller, trial, result)  # type: ignore[misc]
+        self._added().pop(trial.trial_id, None)
+
+    def on_trial_remove(self, tune_controller: Any, trial: Trial) -> None:
+        super().on_trial_remove(tune_controller, trial)  # type: ignore[misc]
+        self._added().pop(trial.trial_id, None)
 
     def choose_trial_to_run(self, tune_controller: Any) -> Optional[Trial]:
         live = tune_controller.get_live_trials()
-        pending = [trial for trial in live if trial.status == Trial.PENDING]
-        if len(pending) == 1:
-            return pending[0]
-        if not pending:
-            paused = [trial for trial in live if trial.status == Trial.PAUSED]
-            if not paused:
-                return None
-            if len(paused) == 1:
-                return paused[0]
+        candidates = [trial for trial in live if trial.status == Trial.PENDING]
+        if not candidates:
+            candidates = [trial for trial in live if trial.status == Trial.PAUSED]
+        if len(candidates) <= 1:
+            return candidates[0] if candidates else None
+        added = self._added()
+        if all(trial.trial_id in added for trial in candidates):
+            return min(candidates, key=lambda trial: added[trial.trial_id])
         return super().choose_trial_to_run(tune_controller)  # type: ignore[misc]
 
 
