@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any, Callable, Optional
 
 from ray.tune.experiment import Trial
@@ -36,9 +37,8 @@ class ChoosesAmongLiveTrials:
 
     def on_trial_add(self, tune_controller: Any, trial: Trial) -> None:
         super().on_trial_add(tune_controller, trial)  # type: ignore[misc]
-        added = self._added()
-        self.__dict__["_trials_added"] = count = self.__dict__.get("_trials_added", 0) + 1
-        added[trial.trial_id] = count
+        places = self.__dict__.setdefault("_places", itertools.count())
+        self._added()[trial.trial_id] = next(places)
 
     def on_trial_complete(self, tune_controller: Any, trial: Trial, result: dict) -> None:
         super().on_trial_complete(tune_controller, trial, result)  # type: ignore[misc]
