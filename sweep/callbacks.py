@@ -19,8 +19,8 @@ from ray import tune
 
 from sweep.config import FitConfig, InputError, ObjectiveConfig
 from sweep.results import COMPLETED, END_FIELD, EPOCH_FIELD, IMPROVED_FIELD, KEYS_FIELD, is_better
+from sweep.storage import MODEL_FILE
 
-MODEL_FILE = "model.keras"
 META_FILE = "meta.json"
 
 

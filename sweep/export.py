@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from sweep import tracking
+from sweep.storage import MODEL_FILE
 
 log = logging.getLogger("sweep.export")
 
-MODEL_FILE = "model.keras"
-BEST_ARTIFACT = "best_checkpoint/model.keras"
+BEST_ARTIFACT = f"best_checkpoint/{MODEL_FILE}"
 
 
 @contextlib.contextmanager

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 from typing import Any, Callable, Optional
 
 from ray.tune.experiment import Trial
@@ -31,22 +30,23 @@ class ChoosesAmongLiveTrials:
     was watching falls back to the scan.
     """
 
-    def _added(self) -> dict[str, int]:
-        """Trial id -> its place in the experiment's order, for the trials not yet ended."""
-        return self.__dict__.setdefault("_added_order", {})
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._added = 0  # trials added so far: the next one's place (an int: Tune pickles its scheduler)
+        self._place: dict[str, int] = {}  # trial id -> its place in the experiment's order, while not ended
 
     def on_trial_add(self, tune_controller: Any, trial: Trial) -> None:
         super().on_trial_add(tune_controller, trial)  # type: ignore[misc]
-        places = self.__dict__.setdefault("_places", itertools.count())
-        self._added()[trial.trial_id] = next(places)
+        self._place[trial.trial_id] = self._added
+        self._added += 1
 
     def on_trial_complete(self, tune_controller: Any, trial: Trial, result: dict) -> None:
         super().on_trial_complete(tune_controller, trial, result)  # type: ignore[misc]
-        self._added().pop(trial.trial_id, None)
+        self._place.pop(trial.trial_id, None)
 
     def on_trial_remove(self, tune_controller: Any, trial: Trial) -> None:
         super().on_trial_remove(tune_controller, trial)  # type: ignore[misc]
-        self._added().pop(trial.trial_id, None)
+        self._place.pop(trial.trial_id, None)
 
     def choose_trial_to_run(self, tune_controller: Any) -> Optional[Trial]:
         live = tune_controller.get_live_trials()
@@ -55,9 +55,8 @@ class ChoosesAmongLiveTrials:
             candidates = [trial for trial in live if trial.status == Trial.PAUSED]
         if len(candidates) <= 1:
             return candidates[0] if candidates else None
-        added = self._added()
-        if all(trial.trial_id in added for trial in candidates):
-            return min(candidates, key=lambda trial: added[trial.trial_id])
+        if all(trial.trial_id in self._place for trial in candidates):
+            return min(candidates, key=lambda trial: self._place[trial.trial_id])
         return super().choose_trial_to_run(tune_controller)  # type: ignore[misc]
 
 

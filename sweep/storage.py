@@ -18,6 +18,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
+MODEL_FILE = "model.keras"  # the model inside every checkpoint folder (sweep.callbacks writes it)
+
 # pyarrow's filesystem type names -> the URI scheme that opens them again
 _SCHEMES = {"s3": "s3", "gcs": "gs", "hdfs": "hdfs", "abfs": "abfs"}
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 
+from sweep import storage
 from sweep.writer import WriterProcess, client, param_text, sqlite_path  # noqa: F401 - client: this module's API
 from sweep.store import (  # noqa: F401 - reading a sweep back lives in sweep.store; re-exported, it was here first
     DEFAULT_URI, NAME_TAG, ROLE_TAG, STATUS_TAG, TRIAL_TAG, badness, best_summary, child_runs,
@@ -163,7 +164,6 @@ class MLflowTracker(DriverCallback):
         was logged, so MLflow keeps every trial's best model. Returns the evicted trial ids."""
         if not self.checkpoint_quota_mb:
             return []
-        from sweep import storage
         from sweep.results import FAILED, STOPPED_EARLY
 
         sizes: dict[str, int] = self.__dict__.setdefault("_checkpoint_sizes", {})
@@ -264,8 +264,6 @@ class MLflowTracker(DriverCallback):
 
     def _log_best_model(self, checkpoint: str, input_example: Any = None) -> None:
         """The best trial's checkpoint, logged with MLflow's Keras flavor on the parent run."""
-        from sweep import storage
-
         with storage.local_copy(checkpoint) as folder:  # a local folder, or a temp copy of a URI
             self._log_model_from(Path(folder), input_example)
 
@@ -293,7 +291,7 @@ class MLflowTracker(DriverCallback):
                 from sweep.export import attach_input_example
 
                 attach_input_example(info, model, signature, input_example)  # see there: MLflow bug
-            mlflow.log_artifact(str(Path(checkpoint) / "model.keras"), "best_checkpoint")
+            mlflow.log_artifact(str(Path(checkpoint) / storage.MODEL_FILE), "best_checkpoint")
 
 
 def _param(key: str, value: Any) -> Any:

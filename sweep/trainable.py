@@ -111,7 +111,7 @@ def resume_checkpoint(location: str) -> Any:
     from sweep import storage
 
     local = storage.local_path(location)
-    if local is not None and not (local / "model.keras").is_file():
+    if local is not None and not (local / storage.MODEL_FILE).is_file():
         raise FileNotFoundError(f"cannot resume this trial: its checkpoint {location} is gone (deleted after the sweep was interrupted?)")
     return tune.Checkpoint(location)
 

@@ -238,7 +238,7 @@ class Writer:
             from sweep import storage
 
             with storage.local_copy(op.payload) as folder:
-                self._client.log_artifact(run_id, str(folder / "model.keras"), "checkpoint")
+                self._client.log_artifact(run_id, str(folder / storage.MODEL_FILE), "checkpoint")
         elif op.kind == "evict":  # after the trial's "checkpoint" op: MLflow already holds its copy
             from sweep import storage
 
