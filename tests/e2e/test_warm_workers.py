@@ -141,3 +141,27 @@ def test_a_worker_freezes_its_imports_and_still_collects_what_trials_leave(ray_s
     frozen, collected = ray.get(configured_worker.remote())
     assert frozen > 100_000, "TensorFlow's objects should be in the permanent generation"
     assert collected, "a worker must still collect the garbage its trials make"
+
+
+def test_a_worker_fetches_the_sweeps_parts_once_and_a_new_sweeps_parts_replace_them(ray_session):
+    """The trainable carries one ObjectRef to (settings, data ref, builder); a worker fetches it on
+    its first trial and keeps it, instead of a ``ray.get`` of every bound value on every trial."""
+    import ray
+
+    @ray.remote(num_cpus=1)
+    class Worker:
+        def parts(self, refs: list) -> tuple[bool, bool, int, str]:
+            from sweep import trainable
+
+            first = trainable.bound_parts(refs[0])
+            again = trainable.bound_parts(refs[0])
+            other = trainable.bound_parts(refs[1])
+            return again is first, other is not first, len(trainable._BOUND), other[0]
+
+    worker = Worker.remote()
+    refs = [ray.put(("sweep-a", [None], None)), ray.put(("sweep-b", [None], None))]
+    same, replaced, kept, name = ray.get(worker.parts.remote(refs))
+    assert same, "a second trial must reuse the parts its worker already fetched"
+    assert replaced and name == "sweep-b", "a new sweep's parts must be fetched"
+    assert kept == 1, "only the current sweep's parts stay on the worker"
+    ray.kill(worker)
