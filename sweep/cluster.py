@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
+import time
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
@@ -119,7 +121,7 @@ def run_via_client(source: str | Path | Mapping[str, Any], address: str, *, stor
         runtime_env["working_dir"] = str(path.parent)
         source = path.name
     if not ray.is_initialized():
-        ray.init(address=address, runtime_env=runtime_env, log_to_driver=False, logging_level="ERROR")
+        _connect_client(address, runtime_env)
     task = ray.remote(num_cpus=0)(_run_on_cluster)
     try:
         return ray.get(task.remote(source, storage, quiet, overrides))
@@ -128,6 +130,35 @@ def run_via_client(source: str | Path | Mapping[str, Any], address: str, *, stor
         if isinstance(cause, SweepConfigError):
             raise cause from None
         raise
+
+
+CLIENT_CONNECT_ATTEMPTS = 3
+
+
+def _connect_client(address: str, runtime_env: dict[str, Any]) -> None:
+    """``ray.init`` over Ray Client, tried again when the head fails to start this client's server.
+
+    The head starts one client server process per connection; on a busy head that process can
+    die while starting ("Starting Ray client server failed", seen once in CI on 2 loaded cores),
+    and a second try a few seconds later starts a new one. Any other error is raised at once.
+    """
+    import ray
+
+    for attempt in range(1, CLIENT_CONNECT_ATTEMPTS + 1):
+        try:
+            ray.init(address=address, runtime_env=runtime_env, log_to_driver=False, logging_level="ERROR")
+            return
+        except ConnectionAbortedError as exc:
+            if attempt == CLIENT_CONNECT_ATTEMPTS or not is_client_server_start_failure(exc):
+                raise
+            print(f"sweep: the Ray head could not start a client server (try {attempt} of {CLIENT_CONNECT_ATTEMPTS}); trying again", file=sys.stderr)
+            time.sleep(2.0 * attempt)
+
+
+def is_client_server_start_failure(exc: BaseException) -> bool:
+    """Whether a Ray Client connection failed because the head's per-client server did not start
+    (worth another try), rather than a refused address, a version mismatch or bad credentials."""
+    return isinstance(exc, ConnectionAbortedError) and "Starting Ray client server failed" in str(exc)
 
 
 def _run_on_cluster(source: Any, storage: str, quiet: bool, overrides: dict[str, Any]) -> Any:
