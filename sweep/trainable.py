@@ -64,11 +64,11 @@ def make(settings: TrialSettings, data_ref: Any, fingerprint: str, builder: Call
     from ray import tune
 
     body = trial or run_trial
-    parts_ref = ray.put((settings, [data_ref], builder))  # data_ref in a list: the ref itself, not its value
+    parts_ref = ray.put((settings, data_ref, builder))  # a nested ref comes back as the ref, not its value
 
     def sweep_trial(hp: dict[str, Any]) -> None:
-        settings, data, builder = bound_parts(parts_ref)
-        body(hp, settings, data[0], fingerprint, builder)
+        settings, data_ref, builder = bound_parts(parts_ref)
+        body(hp, settings, data_ref, fingerprint, builder)
 
     resources: dict[str, Any] = {"cpu": settings.resources.cpus_per_trial, "gpu": settings.resources.gpus_per_trial}
     resources.update(settings.resources.custom)
@@ -79,14 +79,19 @@ _BOUND: dict[Any, tuple] = {}  # this worker's sweep parts, by their ObjectRef (
 
 
 def bound_parts(parts_ref: Any) -> tuple:
-    """The sweep's (settings, [data_ref], builder), fetched from the object store once per worker."""
-    parts = _BOUND.get(parts_ref)
-    if parts is None:
+    """The sweep's (settings, data_ref, builder), fetched from the object store once per worker."""
+    return _fetched_once(_BOUND, parts_ref, parts_ref)
+
+
+def _fetched_once(cache: dict, key: Any, ref: Any) -> Any:
+    """``ray.get(ref)``, kept in ``cache`` under ``key``; a new key (a new sweep) replaces what was kept."""
+    value = cache.get(key)
+    if value is None:
         import ray
 
-        _BOUND.clear()  # a new sweep's parts replace the old ones
-        parts = _BOUND[parts_ref] = ray.get(parts_ref)
-    return parts
+        cache.clear()
+        value = cache[key] = ray.get(ref)
+    return value
 
 
 def run_trial(hp: dict[str, Any], settings: TrialSettings, data_ref: Any, fingerprint: str, builder: Callable) -> None:
@@ -278,13 +283,7 @@ def configure_worker(resources: ResourcesConfig) -> None:
 
 def fetch_data(data_ref: Any, fingerprint: str) -> Any:
     """The sweep's Dataset, fetched from the object store at most once per worker."""
-    cached = _DATA_CACHE.get(fingerprint)
-    if cached is None:
-        import ray
-
-        _DATA_CACHE.clear()  # a new sweep's data replaces the old one
-        cached = _DATA_CACHE[fingerprint] = ray.get(data_ref)
-    return cached
+    return _fetched_once(_DATA_CACHE, fingerprint, data_ref)
 
 
 FULL_GC_INTERVAL_S = 10.0  # seconds of trials between full garbage collections on a warm worker

@@ -159,7 +159,7 @@ def test_a_worker_fetches_the_sweeps_parts_once_and_a_new_sweeps_parts_replace_t
             return again is first, other is not first, len(trainable._BOUND), other[0]
 
     worker = Worker.remote()
-    refs = [ray.put(("sweep-a", [None], None)), ray.put(("sweep-b", [None], None))]
+    refs = [ray.put(("sweep-a", None, None)), ray.put(("sweep-b", None, None))]
     same, replaced, kept, name = ray.get(worker.parts.remote(refs))
     assert same, "a second trial must reuse the parts its worker already fetched"
     assert replaced and name == "sweep-b", "a new sweep's parts must be fetched"
