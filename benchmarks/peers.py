@@ -4,6 +4,8 @@
     python benchmarks/peers.py --quick    # 4k rows, 8 trials, <= 3 epochs (< 2 min)
     python benchmarks/peers.py --systems sweep,optuna --profile
     python benchmarks/peers.py --repeat 3 # every system 3 times, interleaved; medians (~15 min)
+    python benchmarks/peers.py --workload images --quick   # the image-folder CNN workload (< 5 min)
+    python benchmarks/peers.py --workload both             # the tabular workload, then the images
 
 Systems, each run in its own subprocess, one after the other (so one's memory and threads do
 not affect the next):
@@ -31,6 +33,22 @@ overhead per trial = (sweep-phase wall x slots - seconds inside fit) / trials, a
 time before the first trial. Results: a table on the terminal, ``benchmarks/out/peers.json``
 and ``benchmarks/out/peers.png`` (best-so-far objective vs wall time).
 
+Workloads (``--workload tabular|images|both``, default ``tabular``):
+
+* ``tabular`` (above): arrays in memory; the peers get the arrays ``sweep`` loaded.
+* ``images``: a folder of small grayscale PNGs (10 classes, a coarse pattern per class, shifted,
+  in noise) that the benchmark writes once into a temporary folder, read with ``tf.data``
+  (``keras.utils.image_dataset_from_directory``, 20 % validation) **where the trials run**, and a
+  small CNN (``Rescaling(1/255)``, two conv blocks, dense 64): ``benchmarks/image_workload.py``.
+  ``sweep`` gets its data function ``image_workload:load`` (the module next to the sweep, as a
+  user's) and builds the pipelines on each worker at the trial's batch size; the Ray Tune docs
+  recipe (with and without actor reuse) and Optuna call the same function in every trial, as
+  their docs do; KerasTuner loads the folder once, unbatched, and batches it per trial at the
+  searched batch size (``tuner.search(train_ds, validation_data=val_ds)``). Same space, trial
+  and epoch budgets, ASHA / halving settings as ``tabular``. Default: 300 images per class at
+  28x28, 24 trials, <= 9 epochs; ``--quick``: 200 per class at 16x16, 8 trials, <= 3 epochs.
+  Its report: ``benchmarks/out/peers-images.json`` / ``.png``, logs ``images-SYSTEM.log``.
+
 Timings depend on the machine and on what else runs on it; compare systems only within one
 invocation. On 2 cores one run's figures move by several percent (which trial ASHA leaves
 running alone at the end decides a second of idle slot), so ``--repeat N`` runs the systems
@@ -50,7 +68,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Callable
 
-REPO = Path(__file__).resolve().parents[1]
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
 OUT = REPO / "benchmarks" / "out"
 SYSTEMS = ("sweep", "ray", "ray_reuse", "optuna", "kerastuner")
 LABELS = {
@@ -64,6 +83,12 @@ SIZES = {
     "default": {"rows": 16000, "trials": 24, "epochs": 9, "slots": 2},
     "quick": {"rows": 4000, "trials": 8, "epochs": 3, "slots": 2},
 }
+# the image workload: images per class, side in pixels, noise (std of the pixel noise, 0..255)
+IMAGE_SIZES = {
+    "default": {"images_per_class": 300, "side": 28, "noise": 140, "trials": 24, "epochs": 9, "slots": 2},
+    "quick": {"images_per_class": 200, "side": 16, "noise": 55, "trials": 8, "epochs": 3, "slots": 2},
+}
+WORKLOADS = ("tabular", "images")
 METRIC = "val_accuracy"
 LR, BATCHES, OPTIMIZERS = (1e-4, 1e-1), [16, 32, 64, 128], ["adam", "sgd", "rmsprop"]
 SEED, ETA = 0, 3
@@ -111,13 +136,17 @@ def timing_callbacks(trial: str) -> tuple[Any, list]:
 
 
 def run_sweep(size: dict, work: Path) -> float:
+    return _sweep_run(size, work, "bench-sweep", data_config(size), {"builder": "mlp", "args": {"units": [256, 256]}})
+
+
+def _sweep_run(size: dict, work: Path, name: str, data: dict, model: dict) -> float:
     import sweep
     from sweep.runner import ensure_ray
 
     config = {
-        "name": "bench-sweep",
-        "data": data_config(size),
-        "model": {"builder": "mlp", "args": {"units": [256, 256]}},
+        "name": name,
+        "data": data,
+        "model": model,
         "fit": {"epochs": size["epochs"]},
         "objective": {"metric": METRIC, "mode": "max"},
         "search": {
@@ -257,6 +286,152 @@ def run_kerastuner(size: dict, work: Path) -> float:
     return float(tuner.oracle.get_best_trials(1)[0].score)
 
 
+# =============================================================================================
+# the image workload's systems (data: a PNG folder read with tf.data where the trials run)
+
+
+def image_shape(size: dict) -> tuple[int, int, int]:
+    return (size["side"], size["side"], 1)
+
+
+def run_sweep_images(size: dict, work: Path) -> float:
+    """``sweep.run(dict)`` with a data function returning a (train, validation) tf.data pair.
+
+    ``image_workload.py`` is put next to the sweep (the working directory), as a user's module:
+    the driver reads one batch of it, every worker builds the datasets at the trial's batch size.
+    """
+    import shutil
+
+    shutil.copy(HERE / "image_workload.py", work / "image_workload.py")
+    data = {"source": "image_workload:load", "args": {"folder": size["folder"], "side": size["side"]}}
+    return _sweep_run(size, work, "bench-sweep-images", data, {"builder": "image_workload:build"})
+
+
+def _ray_image_trainable(config: dict) -> None:
+    """The docs recipe for files: the trainable reads the folder itself (plus the epoch timer)."""
+    import image_workload
+    from ray import tune
+    from ray.tune.integration.keras import TuneReportCheckpointCallback
+
+    trace, timers = timing_callbacks(tune.get_context().get_trial_id())
+    trace.mark("trial_start")
+    train, val = image_workload.load(config["folder"], config["side"], batch_size=config["batch_size"])
+    side = config["side"]
+    model = image_workload.build_cnn(config["lr"], config["optimizer"], (side, side, 1), len(train.class_names))
+    model.fit(
+        train, validation_data=val, epochs=config["epochs"], verbose=0,
+        callbacks=[*timers, TuneReportCheckpointCallback(metrics=[METRIC, "accuracy", "loss", "val_loss"])],
+    )
+    trace.mark("trial_end")
+
+
+def run_ray_images(size: dict, work: Path, reuse: bool = False) -> float:
+    import ray
+    from optuna.samplers import TPESampler
+    from ray import tune
+    from ray.air.integrations.mlflow import MLflowLoggerCallback
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    ray.init(num_cpus=size["slots"], include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
+    space = {
+        "lr": tune.loguniform(*LR),
+        "batch_size": tune.choice(BATCHES),
+        "optimizer": tune.choice(OPTIMIZERS),
+        "epochs": size["epochs"],
+        "folder": size["folder"],
+        "side": size["side"],
+    }
+    tuner = tune.Tuner(
+        tune.with_resources(_ray_image_trainable, {"cpu": 1}),
+        param_space=space,
+        tune_config=tune.TuneConfig(
+            metric=METRIC, mode="max", num_samples=size["trials"], max_concurrent_trials=size["slots"],
+            search_alg=OptunaSearch(sampler=TPESampler(seed=SEED)),
+            scheduler=ASHAScheduler(max_t=size["epochs"], grace_period=1, reduction_factor=ETA),
+            reuse_actors=reuse,
+        ),
+        run_config=tune.RunConfig(
+            storage_path=str(work / "ray"), verbose=0,
+            callbacks=[MLflowLoggerCallback(tracking_uri=f"sqlite:///{work / 'mlflow.db'}", experiment_name="bench-ray-images")],
+        ),
+    )
+    results = tuner.fit()
+    return float(results.get_best_result(metric=METRIC, mode="max", scope="all").metrics_dataframe[METRIC].max())
+
+
+def run_optuna_images(size: dict, work: Path) -> float:
+    import image_workload
+    import optuna
+    from optuna_integration import KerasPruningCallback, MLflowCallback
+
+    def objective(trial: optuna.Trial) -> float:
+        trace, timers = timing_callbacks(f"optuna-{trial.number}")
+        trace.mark("trial_start")
+        lr = trial.suggest_float("lr", *LR, log=True)
+        batch = trial.suggest_categorical("batch_size", BATCHES)
+        optimizer = trial.suggest_categorical("optimizer", OPTIMIZERS)
+        try:
+            train, val = image_workload.load(size["folder"], size["side"], batch_size=batch)
+            model = image_workload.build_cnn(lr, optimizer, image_shape(size), len(train.class_names))
+            history = model.fit(
+                train, validation_data=val, epochs=size["epochs"], verbose=0,
+                callbacks=[*timers, KerasPruningCallback(trial, METRIC)],
+            )
+        finally:
+            trace.mark("trial_end")
+        return max(history.history[METRIC])
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(
+        direction="maximize", sampler=optuna.samplers.TPESampler(seed=SEED),
+        pruner=optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=ETA),
+    )
+    tracker = MLflowCallback(tracking_uri=f"sqlite:///{work / 'mlflow.db'}", metric_name=METRIC)
+    study.optimize(objective, n_trials=size["trials"], n_jobs=size["slots"], callbacks=[tracker])
+    return float(study.best_value)
+
+
+def run_kerastuner_images(size: dict, work: Path) -> float:
+    """KerasTuner's way: load the folder once (unbatched), batch it per trial at the searched size."""
+    import image_workload
+    import keras_tuner as kt
+    import tensorflow as tf
+
+    train, val = image_workload.load(size["folder"], size["side"], batch_size=None)
+    classes = len(train.class_names)
+
+    class CNN(kt.HyperModel):
+        def build(self, hp: Any) -> Any:
+            lr = hp.Float("lr", *LR, sampling="log")
+            return image_workload.build_cnn(lr, hp.Choice("optimizer", OPTIMIZERS), image_shape(size), classes)
+
+        def fit(self, hp: Any, model: Any, x: Any, *args: Any, validation_data: Any = None, **kwargs: Any) -> Any:
+            batch = hp.Choice("batch_size", BATCHES)
+            return model.fit(
+                x.batch(batch).prefetch(tf.data.AUTOTUNE), *args,
+                validation_data=validation_data.batch(batch).prefetch(tf.data.AUTOTUNE), **kwargs,
+            )
+
+    class Tuner(kt.Hyperband):
+        def run_trial(self, trial: Any, *args: Any, **kwargs: Any) -> Any:
+            trace, timers = timing_callbacks(f"kt-{trial.trial_id}")
+            trace.mark("trial_start")
+            kwargs["callbacks"] = [*kwargs.get("callbacks", []), *timers]
+            try:
+                return super().run_trial(trial, *args, **kwargs)
+            finally:
+                trace.mark("trial_end")
+
+    tuner = Tuner(
+        CNN(), objective=kt.Objective(METRIC, "max"), max_epochs=size["epochs"], factor=ETA, seed=SEED,
+        hyperband_iterations=max(1, round(size["trials"] / kerastuner_trials_per_iteration(size["epochs"]))),
+        directory=str(work / "kt"), project_name="bench-images", overwrite=True,
+    )
+    tuner.search(train, validation_data=val, verbose=0)
+    return float(tuner.oracle.get_best_trials(1)[0].score)
+
+
 def kerastuner_trials_per_iteration(max_epochs: int, factor: int = ETA) -> int:
     """Trials in one KerasTuner Hyperband iteration (its brackets: s_max..0)."""
     import math
@@ -277,15 +452,22 @@ RUNNERS: dict[str, Callable[[dict, Path], float]] = {
     "optuna": run_optuna,
     "kerastuner": run_kerastuner,
 }
+IMAGE_RUNNERS: dict[str, Callable[[dict, Path], float]] = {
+    "sweep": run_sweep_images,
+    "ray": run_ray_images,
+    "ray_reuse": lambda size, work: run_ray_images(size, work, reuse=True),
+    "optuna": run_optuna_images,
+    "kerastuner": run_kerastuner_images,
+}
 
 
-def child(system: str, size: dict, result_path: Path, work: Path) -> None:
+def child(system: str, size: dict, result_path: Path, work: Path, workload: str = "tabular") -> None:
     """Run one system in this process; write its best value and the moment it was printed."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     os.environ.setdefault("PYTHONWARNINGS", "ignore")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    best = RUNNERS[system](size, work)
+    best = (IMAGE_RUNNERS if workload == "images" else RUNNERS)[system](size, work)
     print(f"{system}: best {METRIC} = {best:.4f}", flush=True)
     result_path.write_text(json.dumps({"best": best, "best_printed_at": time.time()}))
 
@@ -294,20 +476,26 @@ def child(system: str, size: dict, result_path: Path, work: Path) -> None:
 # the parent: launch, read traces, compute, report
 
 
-def launch(system: str, size: dict, out: Path, timeout: float) -> dict:
+def launch(system: str, size: dict, out: Path, timeout: float, workload: str = "tabular") -> dict:
     """Run ``system`` in a fresh interpreter; return its raw result and trace events."""
     with tempfile.TemporaryDirectory(prefix=f"peers-{system}-") as tmp:
         work = Path(tmp)
         (work / "trace").mkdir()
         env = {**os.environ, "SWEEP_TRACE_DIR": str(work / "trace"), "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
         command = [sys.executable, __file__, "--child", system, "--size-json", json.dumps(size), "--work", str(work)]
-        log = out / f"{system}.log"
+        prefix = ""
+        if workload == "images":
+            if system != "sweep":  # the peers import image_workload by name in their trials (Ray workers inherit PYTHONPATH);
+                env["PYTHONPATH"] = f"{HERE}{os.pathsep}{env['PYTHONPATH']}"  # sweep finds it next to the sweep, as a user's module
+            command += ["--workload", "images"]
+            prefix = "images-"
+        log = out / f"{prefix}{system}.log"
         launched = time.time()
         with open(log, "w") as handle:
             proc = subprocess.run(command, env=env, stdout=handle, stderr=subprocess.STDOUT, timeout=timeout, cwd=work)
         finished = time.time()
         events = read_trace(work / "trace")
-        (out / f"{system}-trace.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
+        (out / f"{prefix}{system}-trace.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
         result_file = work / "result.json"
         raw = json.loads(result_file.read_text()) if result_file.exists() else {}
     if proc.returncode != 0 or not raw:
@@ -393,6 +581,8 @@ def median_row(rows: list[dict]) -> dict:
 # (peer, most sweep's wall may be as a fraction of the peer's): issue 4's targets
 WALL_TARGETS = {"ray": 0.25, "ray_reuse": 0.6, "optuna": 0.5, "kerastuner": 0.5}
 UTILIZATION_TARGET, OVERHEAD_TARGET, QUALITY_TOLERANCE = 0.90, 0.25, 0.005
+# the image workload (issue 17): sweep's wall <= 0.5x each peer's, the same best within 0.005
+IMAGE_WALL_TARGETS = {"ray": 0.5, "ray_reuse": 0.5, "optuna": 0.5, "kerastuner": 0.5}
 
 
 def sweep_row(rows: list[dict]) -> dict | None:
@@ -400,19 +590,22 @@ def sweep_row(rows: list[dict]) -> dict | None:
     return next((r for r in rows if r["system"] == "sweep" and "error" not in r), None)
 
 
-def target_lines(rows: list[dict]) -> list[tuple[str, bool]]:
+def target_lines(rows: list[dict], workload: str = "tabular") -> list[tuple[str, bool]]:
     """Each target as (what was measured, met?)."""
     base = sweep_row(rows)
     if base is None:
         return []
-    lines = [
-        (f"utilization {base['utilization']:.1%} (>= {UTILIZATION_TARGET:.0%})", base["utilization"] >= UTILIZATION_TARGET),
-        (f"overhead per trial {base['overhead_per_trial_s']:.3f} s (<= {OVERHEAD_TARGET} s)", base["overhead_per_trial_s"] <= OVERHEAD_TARGET),
-    ]
-    peers = [r for r in rows if r["system"] in WALL_TARGETS and "error" not in r]
+    lines = []
+    wall_targets = IMAGE_WALL_TARGETS if workload == "images" else WALL_TARGETS
+    if workload == "tabular":
+        lines += [
+            (f"utilization {base['utilization']:.1%} (>= {UTILIZATION_TARGET:.0%})", base["utilization"] >= UTILIZATION_TARGET),
+            (f"overhead per trial {base['overhead_per_trial_s']:.3f} s (<= {OVERHEAD_TARGET} s)", base["overhead_per_trial_s"] <= OVERHEAD_TARGET),
+        ]
+    peers = [r for r in rows if r["system"] in wall_targets and "error" not in r]
     for peer in peers:
         ratio = base["wall_s"] / peer["wall_s"]
-        limit = WALL_TARGETS[peer["system"]]
+        limit = wall_targets[peer["system"]]
         lines.append((f"sweep / {peer['label']} wall {ratio:.3f}x (<= {limit}x)", ratio <= limit))
     if peers:
         best_peer = max(peers, key=lambda r: r["best"])
@@ -539,7 +732,8 @@ def print_profile(totals: dict[str, float], trials: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="4k rows, 8 trials, 3 epochs (under 2 minutes)")
+    parser.add_argument("--quick", action="store_true", help="tabular: 4k rows, 8 trials, 3 epochs (under 2 minutes); images: 2000 16x16 PNGs, 8 trials, 3 epochs (under 5 minutes)")
+    parser.add_argument("--workload", default="tabular", choices=[*WORKLOADS, "both"], help="tabular (arrays, the default), images (a PNG folder read with tf.data on the workers) or both")
     parser.add_argument("--systems", default=",".join(SYSTEMS), help=f"comma-separated subset of {','.join(SYSTEMS)}")
     parser.add_argument("--profile", action="store_true", help="also break down sweep's non-fit time per phase")
     parser.add_argument("--out", default=str(OUT))
@@ -551,37 +745,66 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.child:
         work = Path(args.work)
-        child(args.child, json.loads(args.size_json), work / "result.json", work)
+        child(args.child, json.loads(args.size_json), work / "result.json", work, args.workload)
         return 0
     size_name = "quick" if args.quick else "default"
-    size = SIZES[size_name]
     systems = [s.strip() for s in args.systems.split(",") if s.strip()]
     unknown = [s for s in systems if s not in SYSTEMS]
     if unknown:
         parser.error(f"--systems: expected names among {', '.join(SYSTEMS)}, got {', '.join(unknown)}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    workloads = list(WORKLOADS) if args.workload == "both" else [args.workload]
+    ok = True
+    for workload in workloads:
+        if workload == "images":
+            ok = run_images(args, size_name, systems, out) and ok
+        else:
+            ok = run_workload(args, size_name, SIZES[size_name], systems, out) and ok
+    return 0 if ok else 1
+
+
+def run_images(args: argparse.Namespace, size_name: str, systems: list[str], out: Path) -> bool:
+    """The image workload: write the PNG folder once (not timed), then run the systems on it."""
+    sys.path.insert(0, str(HERE))
+    import image_workload
+
+    size = IMAGE_SIZES[size_name]
+    with tempfile.TemporaryDirectory(prefix="peers-images-data-") as folder:
+        image_workload.generate(folder, size["images_per_class"], size["side"], noise=size["noise"])
+        return run_workload(args, size_name, size, systems, out, workload="images", folder=folder)
+
+
+def run_workload(
+    args: argparse.Namespace, size_name: str, size: dict, systems: list[str], out: Path, workload: str = "tabular", folder: str | None = None,
+) -> bool:
+    """Run every system on one workload; print its table and targets, write its JSON and plot."""
+    images = workload == "images"
+    child_size = {**size, "folder": folder} if images else size
     runs: list[dict] = []
     every: dict[str, list[dict]] = defaultdict(list)
     for attempt in range(1, max(1, args.repeat) + 1):
         for system in systems:
-            print(f"running {LABELS[system]} ..." + (f" (run {attempt} of {args.repeat})" if args.repeat > 1 else ""), flush=True)
-            run = launch(system, size, out, args.timeout)
+            label = f"{LABELS[system]} (images)" if images else LABELS[system]
+            print(f"running {label} ..." + (f" (run {attempt} of {args.repeat})" if args.repeat > 1 else ""), flush=True)
+            run = launch(system, child_size, out, args.timeout, workload)
             runs.append(run)
             slots = 1 if system == "kerastuner" else size["slots"]
             every[system].append(summarize(run, slots))
     rows = [median_row(every[system]) for system in systems]
     add_ratios(rows)
     medians = f", medians of {args.repeat} runs" if args.repeat > 1 else ""
-    print_table(rows, f"peers benchmark ({size_name}: {size}{medians})")
+    print_table(rows, f"peers benchmark{', images workload' if images else ''} ({size_name}: {size}{medians})")
     if args.repeat > 1:
         for row in rows:
             print(f"  {row.get('label', row['system'])}: wall per run {row.get('walls', [])} s")
-    targets = target_lines(rows)
-    print("targets (issue 4):")
+    targets = target_lines(rows, workload)
+    print(f"targets (issue {17 if images else 4}):")
     for text, met in targets:
         print(f"  [{'met' if met else 'NOT met'}] {text}")
     report: dict[str, Any] = {"size": size_name, **size, "cpus": os.cpu_count(), "repeat": args.repeat, "systems": rows}
+    if images:
+        report = {"workload": "images", **report}
     if args.repeat > 1:
         report["runs"] = dict(every)
     report["targets"] = [{"target": text, "met": met} for text, met in targets]
@@ -590,10 +813,11 @@ def main(argv: list[str] | None = None) -> int:
         totals = profile(sweep_run)
         report["sweep_profile_s"] = totals
         print_profile(totals, sweep_row(rows)["trials"])
-    (out / "peers.json").write_text(json.dumps(report, indent=2))
-    plot(rows, out / "peers.png")
-    print(f"wrote {out / 'peers.json'} and {out / 'peers.png'}")
-    return 0 if all("error" not in r for r in rows) else 1
+    stem = "peers-images" if images else "peers"
+    (out / f"{stem}.json").write_text(json.dumps(report, indent=2))
+    plot(rows, out / f"{stem}.png")
+    print(f"wrote {out / f'{stem}.json'} and {out / f'{stem}.png'}")
+    return all("error" not in r for r in rows)
 
 
 if __name__ == "__main__":

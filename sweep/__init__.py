@@ -24,11 +24,12 @@ def run(source: Any, **overrides: Any) -> Any:
     return _run(source, **overrides)
 
 
-def load_best(name: str, tracking_uri: str | None = None) -> Any:
-    """The best model of sweep ``name`` as a ``keras.Model`` (loaded with safe_mode=True)."""
+def load_best(name: str, tracking_uri: str | None = None, safe_mode: bool | None = None, custom_objects: dict | None = None) -> Any:
+    """The best model of sweep ``name`` as a ``keras.Model``, loaded with the sweep's own
+    ``model.safe_mode`` (on by default) and custom objects; the arguments override them."""
     from sweep.export import load_best as _load_best
 
-    return _load_best(name, tracking_uri)
+    return _load_best(name, tracking_uri, safe_mode=safe_mode, custom_objects=custom_objects)
 
 
 def resume(name: str, **options: Any) -> Any:

@@ -1,6 +1,7 @@
 """The ``sweep`` command: parse arguments, call the Python API, print, exit with a clear code.
 
-Exit codes: 0 done, 1 the sweep ran but no trial produced a result, 2 bad input (one line on
+Exit codes: 0 done, 1 the sweep ran but no trial produced a result (or finishing it failed:
+logging the best model, registering it, the report), 2 bad input (one line on
 stderr naming the file and key), 130 interrupted.
 """
 
@@ -156,6 +157,8 @@ def _finish_run(args: argparse.Namespace, result: Any) -> int:
         print(json.dumps(tracking.best_summary(result.tracking_uri, result.name), default=str))
     else:
         _print_result(result)
+    if getattr(result, "finish_error", None):  # already said in one line on stderr by the runner
+        return EXIT_FAILED
     return EXIT_OK if result.best is not None else EXIT_FAILED
 
 

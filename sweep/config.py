@@ -18,6 +18,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+# fit() and compile() settings that are not hyperparameters of a trial (epochs and loss are:
+# see SweepConfig._check_fit_words_in_space)
+UNSEARCHABLE = ("metrics", "validation_split", "shuffle", "class_weight", "steps_per_epoch", "validation_steps", "validation_freq", "callbacks")
 SAMPLERS = ("tpe", "random", "cmaes", "grid")
 TASKS = ("classification", "regression")
 
@@ -226,14 +229,27 @@ class DataConfig(_Strict):
     )
     validation_split: float = Field(default=0.2, gt=0, lt=1)
     target: str | None = Field(default=None, description="Target column of a csv: source.")
-    task: Literal["classification", "regression"] | None = Field(
-        default=None, description="Inferred from the targets when not given."
+    task: Literal["classification", "regression"] | dict[str, Literal["classification", "regression"]] | None = Field(
+        default=None,
+        description="Inferred from the targets when not given: integer labels 0..K-1, booleans, one-hot or probability rows "
+        "are classification; non-integer values or more than 50 distinct integers are regression; other integers "
+        "(ratings 1..5) must be given. Several outputs: a dict by output name, or one task for the outputs the targets leave open.",
     )
     num_outputs: int | None = Field(default=None, ge=1, description="Inferred when not given.")
     reshape: list[int] | None = Field(
         default=None, description="Reshape each input sample, e.g. [8, 8, 1] for a CNN on digits."
     )
-    normalize: bool = Field(default=True, description="Scale inputs to zero mean and unit variance (train statistics).")
+    normalize: bool | None = Field(
+        default=None,
+        description="Standardize floating-point inputs to zero mean and unit variance (train statistics; integer inputs "
+        "such as token ids are never changed). Default: on for the built-in sources (digits, diabetes, synthetic, csv; "
+        "keras images are divided by 255), off for your own arrays (npz:, package.module:function), which reach fit() as given.",
+    )
+    encode_labels: bool | None = Field(
+        default=None,
+        description="Encode the labels 0..K-1 in sorted order (strings, {3, 7}, one-hot to indices). Default: on for the "
+        "built-in sources, off for your own arrays.",
+    )
     seed: int = Field(default=0, description="Seed of the train/validation split and of synthetic data.")
     samples: int = Field(default=2000, ge=10, description="synthetic: number of rows.")
     features: int = Field(default=20, ge=1, description="synthetic: number of input columns.")
@@ -254,8 +270,25 @@ class ModelConfig(_Strict):
 
     builder: str = Field(default="mlp", description="mlp | cnn | package.module:function")
     args: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments of the builder.")
-    loss: str | None = Field(default=None, description="Default: by task.")
-    metrics: list[str] | None = Field(default=None, description="Default: accuracy or mae, by task.")
+    loss: str | dict[str, str] | list[str] | None = Field(
+        default=None,
+        description="Keras loss name, or one per output (a dict by output name or a list). Default: by the targets "
+        "(sparse_categorical_crossentropy, categorical_crossentropy for one-hot rows, binary_crossentropy for 0/1 rows, mse).",
+    )
+    metrics: list[str] | dict[str, str | list[str]] | None = Field(
+        default=None, description="Keras metric names, or per output (a dict by output name). Default: accuracy or mae, by task."
+    )
+    loss_weights: dict[str, float] | list[float] | None = Field(default=None, description="Per-output loss weights (compile(loss_weights=...)).")
+    safe_mode: bool = Field(
+        default=True,
+        description="Keras safe_mode for every load of the sweep's models (retries, resumes, the best model, load_best, export). "
+        "false loads code stored in the checkpoint, e.g. the Python lambda of a Lambda layer: only for checkpoints you produced.",
+    )
+    custom_objects: list[str] | dict[str, str] = Field(
+        default_factory=list,
+        description="Custom Keras objects passed to every load, as package.module:name (or name: package.module:name). "
+        "Classes and functions of your modules next to the sweep file are found without it.",
+    )
 
     @field_validator("builder")
     @classmethod
@@ -265,6 +298,16 @@ class ModelConfig(_Strict):
         if value in ("mlp", "cnn") or is_spec(value):
             return value
         raise ValueError(f"expected mlp, cnn or package.module:function, got {value!r}")
+
+    @field_validator("custom_objects")
+    @classmethod
+    def _custom_object_specs(cls, value: list[str] | dict[str, str]) -> list[str] | dict[str, str]:
+        from sweep.imports import is_spec
+
+        for spec in value.values() if isinstance(value, dict) else value:
+            if not is_spec(spec):
+                raise ValueError(f"expected package.module:name, got {spec!r}")
+        return value
 
 
 class FitConfig(_Strict):
@@ -278,9 +321,21 @@ class FitConfig(_Strict):
         description="Train steps per compiled call: auto (from batch size and rows, at most 32) or an integer >= 1; "
         "same math, fewer Python round trips. Batch-level callbacks run once per call.",
     )
-    callbacks: list[str | dict[str, dict[str, Any]]] = Field(
+    callbacks: list[str | dict[str, dict[str, Any] | None]] = Field(
         default_factory=list,
-        description="Keras callbacks by name, e.g. [early_stopping] or [{early_stopping: {patience: 3}}].",
+        description="Keras callbacks by name, e.g. [early_stopping] or [{early_stopping: {patience: 3}}] (early_stopping, "
+        "reduce_lr_on_plateau, terminate_on_nan), or your own keras.callbacks.Callback class as package.module:Name with "
+        "its keyword arguments, e.g. [{my_callbacks:LogLR: {every: 2}}].",
+    )
+    class_weight: dict[int, float] | Literal["balanced"] | None = Field(
+        default=None,
+        description="fit(class_weight=...): a weight per class index, or balanced (n_samples / (n_classes * count), "
+        "computed from the training labels). One output only.",
+    )
+    steps_per_epoch: int | None = Field(default=None, ge=1, description="fit(steps_per_epoch=...): needed for infinite pipelines and generators.")
+    validation_steps: int | None = Field(default=None, ge=1, description="fit(validation_steps=...).")
+    validation_freq: int = Field(
+        default=1, ge=1, description="fit(validation_freq=...): validate every N epochs; Tune gets a report on those epochs only."
     )
     reuse_model: bool = Field(
         default=True,
@@ -406,6 +461,33 @@ class SweepConfig(_Strict):
         max_t = getattr(self.scheduler, "max_t", None)
         if max_t is not None and max_t > self.fit.epochs:
             raise _KeyedError("scheduler.max_t", f"expected at most fit.epochs ({self.fit.epochs}), got {max_t}")
+        return self
+
+    @model_validator(mode="after")
+    def _check_fit_words_in_space(self) -> "SweepConfig":
+        """``epochs`` and ``loss`` in the space mean the trial's epoch budget and compile's
+        loss; the other words of fit() and compile() cannot be searched."""
+        space = self.search.space
+        epochs = space.get("epochs")
+        if epochs is not None:
+            values = epochs.choices if isinstance(epochs, CategoricalParam) else [epochs.low, epochs.high]
+            if isinstance(epochs, FloatParam) or not all(isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= self.max_epochs for v in values):
+                raise _KeyedError(
+                    "search.space.epochs",
+                    f"expected whole numbers of epochs from 1 to {self.max_epochs} (fit.epochs, the budget ASHA stops within), got {_show(values)}",
+                )
+        loss = space.get("loss")
+        if loss is not None:
+            if not isinstance(loss, CategoricalParam) or not all(isinstance(v, str) for v in loss.choices):
+                raise _KeyedError("search.space.loss", "expected a categorical of Keras loss names, e.g. {type: categorical, choices: [mse, huber]}")
+            if self.objective.metric in ("loss", "val_loss"):
+                raise _KeyedError(
+                    "objective.metric",
+                    f"expected a metric other than {self.objective.metric} when the loss is searched (losses are not comparable with each other), got {self.objective.metric!r}",
+                )
+        for word in UNSEARCHABLE:
+            if word in space:
+                raise _KeyedError(f"search.space.{word}", f"expected a hyperparameter, got {word!r}, which is a fixed setting of fit() or compile(): set it under fit: or model:")
         return self
 
     @property

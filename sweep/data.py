@@ -9,11 +9,12 @@
 * ``csv:PATH``: numeric feature columns plus the ``target`` column;
 * ``keras:NAME``: ``keras.datasets.NAME.load_data()`` (may download on first use);
 * ``package.module:function``: a user function called with ``data.args`` that returns
-  ``(x, y)`` or ``((x_train, y_train), (x_val, y_val))``.
+  ``(x, y)``, ``(x, y, sample_weight)``, ``((x_train, y_train), (x_val, y_val))`` (x and y
+  may be lists or dicts of arrays), or a ``(train, validation)`` pair of pipelines.
 
-Every path ends in :func:`load`, which returns float32 inputs, int64 class labels ``0..K-1``
-(classification) or float32 targets (regression), and a :class:`DataInfo` with the shapes the
-model builder needs and a fingerprint workers use to cache the arrays.
+Every path ends in :func:`load`, which returns the arrays ``fit()`` receives (a user's own as
+given; the built-in sources prepared for the built-in models) and a :class:`DataInfo` with
+the shapes the model builder needs and a fingerprint workers use to cache the arrays.
 
 This module is imported by the config validator (:func:`check_source`), so at module level it
 imports only the standard library and numpy; scikit-learn, pandas and keras are imported by the
@@ -31,7 +32,11 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
+from sweep import pipelines, targets
 from sweep.config import InputError
+from sweep.pipelines import kind_of
+from sweep.structures import is_nested, leaves, map_leaves, named_leaves, rebuild, rows, shapes, take_rows
+from sweep.targets import TargetKind
 
 if TYPE_CHECKING:
     from sweep.config import DataConfig
@@ -55,24 +60,84 @@ _FORMS = "digits, diabetes, synthetic, npz:PATH, csv:PATH, keras:NAME or package
 
 @dataclass(frozen=True)
 class DataInfo:
-    """What a model builder and the trial runner need to know about the arrays."""
+    """What a model factory and the trial runner need to know about the data.
 
-    input_shape: tuple[int, ...]  # one sample, no batch dimension (after data.reshape)
-    num_outputs: int  # classes (>= 2) for classification; 1 or y.shape[1] for regression
-    task: str  # "classification" | "regression"
-    n_train: int
+    ``input_shapes`` and ``output_sizes`` have the form of ``x`` and ``y`` as the data
+    function returned them: one shape tuple (one sample, no batch dimension) for a single
+    array, a list for a list of arrays, a dict by name for a dict. ``input_shape`` and
+    ``num_outputs`` are the first input's and the first output's, for single-array models.
+    """
+
+    input_shape: tuple[int, ...]  # the first input: one sample, no batch dimension (after data.reshape)
+    num_outputs: int  # the first output: classes (>= 2) for classification; values per row for regression
+    task: str  # the first output's: "classification" | "regression"
+    n_train: int  # rows (0 when a pipeline does not know its length)
     n_val: int
     source: str
-    fingerprint: str  # hex hash of the four arrays (bytes, shapes, dtypes)
+    fingerprint: str  # hex hash of the arrays (bytes, shapes, dtypes), or of a pipeline's settings
+    input_shapes: Any = None  # every input's shape, in x's form (tuple | list | dict)
+    output_sizes: Any = None  # every output's size, in y's form (int | list | dict)
+    target_layout: Any = None  # per output: sparse | onehot | multilabel | values (sweep.targets.LOSSES); default by task
+    inferred: str = ""  # what the sweep read from the targets, for the start-up line
+    streamed: bool = False  # a pipeline built on each worker (sweep.pipelines), not arrays
+
+    def __post_init__(self) -> None:
+        if self.target_layout is None:  # one output, described by its task alone
+            object.__setattr__(self, "target_layout", "sparse" if self.task == "classification" else "values")
+
+    @property
+    def num_inputs(self) -> int:
+        return len(leaves(self.input_shapes)) if is_nested(self.input_shapes) else 1
+
+    @property
+    def num_heads(self) -> int:
+        """The number of model outputs the targets are for."""
+        return len(leaves(self.output_sizes)) if is_nested(self.output_sizes) else 1
+
+    def summary(self) -> str:
+        """One line: task, outputs and inputs, as printed at the start of a sweep."""
+        inputs = self.input_shapes if self.input_shapes is not None else self.input_shape
+        rows_text = f"{self.n_train} train / {self.n_val} validation rows" if not self.streamed else "streamed on workers"
+        return f"{self.inferred or self.task}; inputs {_show_shapes(inputs)}; {rows_text}"
+
+
+def _show_shapes(structure: Any) -> str:
+    if isinstance(structure, dict):
+        return "{" + ", ".join(f"{k}: {_show_shapes(v)}" for k, v in structure.items()) + "}"
+    if isinstance(structure, list):
+        return "[" + ", ".join(_show_shapes(v) for v in structure) + "]"
+    return str(tuple(structure))
 
 
 @dataclass
 class Dataset:
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_val: np.ndarray
-    y_val: np.ndarray
+    """The arrays ``fit()`` receives (each an array or a Keras structure of arrays).
+
+    For a pipeline (``info.streamed``) the arrays are None and ``pipeline`` says how a worker
+    builds the datasets (:class:`sweep.pipelines.Pipeline`).
+    """
+
+    x_train: Any
+    y_train: Any
+    x_val: Any
+    y_val: Any
     info: DataInfo
+    sample_weight: Any = None  # per training row, or None
+    val_sample_weight: Any = None
+    pipeline: Any = None
+    class_weight: dict[int, float] | None = None  # fit(class_weight=...), from fit.class_weight
+
+    def validation_data(self) -> tuple:
+        """``fit(validation_data=...)``: ``(x, y)`` or ``(x, y, sample_weight)``."""
+        if self.val_sample_weight is None:
+            return (self.x_val, self.y_val)
+        return (self.x_val, self.y_val, self.val_sample_weight)
+
+    def example(self, count: int = 5) -> Any:
+        """The first ``count`` validation inputs (an MLflow input example), None for a pipeline."""
+        if self.x_val is None:
+            return None
+        return take_rows(self.x_val, slice(0, count))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -197,7 +262,7 @@ SOURCES: dict[str, Callable[["DataConfig"], tuple]] = {
 }
 _PREFIXED = ("npz", "csv", "keras")
 # sources whose task is known without looking at the targets (when data.task is not given)
-_KNOWN_TASKS = {"synthetic": "classification"}
+_KNOWN_TASKS = {"synthetic": "classification", "digits": "classification", "diabetes": "regression"}
 
 
 def check_source(source: str) -> None:
@@ -217,89 +282,146 @@ def check_source(source: str) -> None:
 # ---------------------------------------------------------------------------------------------
 # load
 
+# Sources that are this project's own conveniences: their arrays are prepared for the built-in
+# models (labels encoded 0..K-1, targets flattened, inputs scaled). A user's own arrays
+# (npz:PATH, package.module:function) reach fit() exactly as given unless the sweep file asks.
+BUILT_IN = ("digits", "diabetes", "synthetic", "csv", "keras")
+
+Part = tuple  # (x, y, sample_weight or None): x and y are arrays or Keras structures of arrays
+
 
 def load(config: "DataConfig", search_paths: tuple[Path, ...] = ()) -> Dataset:
-    """Load, check, split, encode, normalize and reshape ``config``'s data.
+    """Load, check and split ``config``'s data; change it only where the sweep file asks.
 
-    Steps, in order:
+    A user's own arrays (``package.module:function``, ``npz:PATH``) reach ``fit()`` as given:
 
-    1. the source's loader returns ``(x, y)`` or ``((x_train, y_train), (x_val, y_val))``;
-    2. ``x`` becomes float32 (an ``(N,)`` x becomes ``(N, 1)``); x and y lengths must match;
-    3. the task is ``config.task``, else classification for ``synthetic``, else inferred:
-       non-numeric or boolean targets, one-hot targets, and integer-valued 1-D targets with at
-       most 50 distinct values that are either at most 10 or fewer than 5% of the rows are
-       classification; anything else is regression;
-    4. classification labels that are not exactly ``0..K-1`` (strings, ``{3, 7}``, negatives)
-       are encoded ``0..K-1`` in sorted order; labels become int64; regression targets float32
-       (an ``(N, 1)`` y becomes ``(N,)``);
-    5. ``(x, y)`` is split by ``validation_split`` with ``config.seed``, stratified by class
-       when every class has at least two rows;
-    6. with ``normalize`` (the default) x is standardized with the *train* split's per-feature
-       mean and std (a std of 0 counts as 1): statistics from the validation rows would leak
-       them into training and make validation scores optimistic. keras image datasets are
-       instead scaled to [0, 1] by dividing by 255 (per-pixel statistics would only add noise);
-    7. ``reshape`` reshapes every sample (one ``-1`` allowed).
+    1. the function returns ``(x, y)``, ``(x, y, sample_weight)`` or
+       ``((x_train, y_train[, w_train]), (x_val, y_val[, w_val]))``; ``x`` and ``y`` may each be
+       an array, a list of arrays or a dict of arrays (several inputs or outputs, as
+       ``fit()`` takes them). A pair of ``tf.data.Dataset`` or ``keras.utils.PyDataset``
+       objects is a pipeline, built on each worker instead (:mod:`sweep.pipelines`);
+    2. nothing is reshaped, re-encoded or rescaled (float64 becomes float32, which is what
+       Keras casts float arrays to anyway; integers stay integers); the task, output sizes and target
+       layout are read from the targets (:func:`sweep.targets.infer`), which asks for
+       ``data.task`` when integer targets could be classes or a quantity;
+    3. opt-in: ``data.encode_labels`` encodes one output's labels 0..K-1 (sorted order),
+       ``data.normalize`` standardizes floating-point inputs with the train split's
+       statistics (integer inputs, such as token ids, are never standardized),
+       ``data.reshape`` reshapes a single input array.
+
+    The built-in sources (digits, diabetes, synthetic, csv, keras) are prepared for the
+    built-in models: x becomes float32 (an ``(N,)`` x ``(N, 1)``); labels are encoded 0..K-1
+    (one-hot made indices, ``(N, 1)`` flattened); regression targets become float32; inputs
+    are standardized (keras image datasets are divided by 255 instead); integer targets are
+    classes when they are 0..K-1 with every label present (K at most half the rows), or take
+    at most 10 distinct values, or at most 50 that are fewer than 5% of the rows.
+
+    Either way ``(x, y)`` is split by ``validation_split`` with ``config.seed``, stratified by
+    class when every class has at least two rows; standardization uses the *train* split's
+    per-feature mean and std (a std of 0 counts as 1), so no validation statistic leaks into
+    training.
+
+    Raises :class:`InputError` naming the key to change.
     """
     kind, sep, _ = config.source.partition(":")
     if sep and kind not in _PREFIXED:
         raw = _call_user_function(config, search_paths)
+        if pipelines.is_pipeline_result(raw):
+            return pipelines.describe(config, search_paths, raw)
     elif kind in SOURCES:
         raw = SOURCES[kind](config)
     else:  # config validation normally stops this earlier
         raise InputError("data.source", f"expected one of {_FORMS}, got {config.source!r}")
-    is_images = kind == "keras"
-    pairs = _as_pairs(raw, config.source)
-    pairs = [(_as_x(x, config.source), np.asarray(y)) for x, y in pairs]
-    for x, y in pairs:
-        if len(x) != len(y):
-            raise InputError("data.source", f"expected as many targets as inputs in {config.source}, got {len(x)} inputs and {len(y)} targets")
-        if len(x) == 0:
-            raise InputError("data.source", f"expected at least one row in {config.source}, got none")
-    is_images = is_images and pairs[0][0].ndim >= 3
-    if is_images and pairs[0][0].ndim == 3:  # (N, H, W) -> (N, H, W, 1) for Conv2D
-        pairs = [(x[..., np.newaxis], y) for x, y in pairs]
-
-    try:
-        y_all = np.concatenate([_flatten_column(y) for _, y in pairs])
-    except ValueError:
-        shapes = " and ".join(str(list(y.shape)) for _, y in pairs)
-        raise InputError("data.source", f"expected train and validation targets of the same width in {config.source}, got {shapes}") from None
-    _check_targets_present(y_all, config.source)
-    task = config.task or _KNOWN_TASKS.get(kind) or _infer_task(y_all)
-    if task == "classification":
-        mapping = _label_mapping(y_all)
-        pairs = [(x, _encode(_flatten_column(y), mapping, config.source)) for x, y in pairs]
-        n_classes = max(int(y.max()) for _, y in pairs) + 1
-        num_outputs = _check_outputs(config.num_outputs, max(n_classes, 2), task)
+    built_in = kind in BUILT_IN
+    parts = _as_parts(raw, config.source)
+    if built_in:
+        parts, kinds = _prepare_built_in(parts, config, kind)
     else:
-        pairs = [(x, _regression_targets(y, config.source)) for x, y in pairs]
-        y0 = pairs[0][1]
-        num_outputs = _check_outputs(config.num_outputs, 1 if y0.ndim == 1 else y0.shape[1], task)
-
-    if len(pairs) == 1:
-        (x_train, y_train), (x_val, y_val) = _split(*pairs[0], config, task)
-    else:
-        (x_train, y_train), (x_val, y_val) = pairs
-
-    if is_images:
-        if config.normalize:
-            x_train, x_val = x_train / np.float32(255), x_val / np.float32(255)
-    elif config.normalize:
-        x_train, x_val = _standardize(x_train, x_val)
-
+        parts, kinds = _as_given(parts, config)
+    train, val = _split(parts[0], config, kinds) if len(parts) == 1 else parts
+    normalize = config.normalize if config.normalize is not None else built_in
+    if normalize:
+        is_images = kind == "keras" and train[0].ndim >= 4
+        scale = _scale_images if is_images else _standardize_structure
+        x_train, x_val = scale(train[0], val[0])
+        train, val = (x_train, *train[1:]), (x_val, *val[1:])
     if config.reshape is not None:
-        x_train, x_val = (_reshape(x, config.reshape) for x in (x_train, x_val))
-    arrays = [np.ascontiguousarray(a) for a in (x_train, y_train, x_val, y_val)]
-    info = DataInfo(
-        input_shape=tuple(int(d) for d in arrays[0].shape[1:]),
-        num_outputs=num_outputs,
-        task=task,
-        n_train=len(arrays[0]),
-        n_val=len(arrays[2]),
-        source=config.source,
-        fingerprint=fingerprint(*arrays),
+        train, val = ((_reshape(part[0], config.reshape), *part[1:]) for part in (train, val))
+    return _dataset(train, val, kinds, config)
+
+
+def _dataset(train: Part, val: Part, kinds: Any, config: "DataConfig") -> Dataset:
+    x_train, y_train, w_train = (_contiguous(p) for p in train)
+    x_val, y_val, w_val = (_contiguous(p) for p in val)
+    arrays = [a for part in (x_train, y_train, w_train, x_val, y_val, w_val) if part is not None for a in leaves(part)]
+    info = describe(x_train, kinds, config.source, fingerprint(*arrays), rows(x_train), rows(x_val))
+    return Dataset(x_train, y_train, x_val, y_val, info=info, sample_weight=w_train, val_sample_weight=w_val)
+
+
+def describe(x: Any, kinds: Any, source: str, digest: str, n_train: int, n_val: int, streamed: str = "") -> DataInfo:
+    """The :class:`DataInfo` of inputs ``x`` (rows first) and targets of ``kinds``
+    (:class:`~sweep.targets.TargetKind`, in y's form); ``streamed`` names a pipeline's kind."""
+    first = leaves(kinds)[0]
+    inferred = describe_targets(kinds)
+    return DataInfo(
+        input_shape=leaves(shapes(x))[0],
+        num_outputs=first.size,
+        task=first.task,
+        n_train=n_train,
+        n_val=n_val,
+        source=source,
+        fingerprint=digest,
+        input_shapes=shapes(x),
+        output_sizes=map_leaves(lambda k: k.size, kinds),
+        target_layout=map_leaves(lambda k: k.layout, kinds),
+        inferred=f"{inferred}; {streamed} pipeline" if streamed else inferred,
+        streamed=bool(streamed),
     )
-    return Dataset(*arrays, info=info)
+
+
+def _contiguous(part: Any) -> Any:
+    return None if part is None else map_leaves(np.ascontiguousarray, part)
+
+
+def class_weights(setting: dict[int, float] | str | None, dataset: Dataset) -> dict[int, float] | None:
+    """``fit.class_weight`` as ``fit()`` takes it: the dict as given, or ``balanced``.
+
+    ``balanced`` weighs class ``c`` by ``n_samples / (n_classes * count_c)`` over the training
+    labels, as scikit-learn's ``compute_class_weight("balanced")`` (King & Zeng, 2001), so
+    every class contributes the same total weight. Raises :class:`InputError` when the
+    targets are not one output's class labels.
+    """
+    if setting is None:
+        return None
+    info = dataset.info
+    if info.num_heads > 1 or info.task != "classification":
+        what = f"{info.num_heads} outputs" if info.num_heads > 1 else f"{info.task} targets"
+        raise InputError("fit.class_weight", f"expected the class labels of one output, got {what}")
+    if isinstance(setting, dict):
+        bad = [c for c in setting if not 0 <= int(c) < info.num_outputs]
+        if bad:
+            raise InputError("fit.class_weight", f"expected class indices 0..{info.num_outputs - 1}, got {bad}")
+        return {int(c): float(w) for c, w in setting.items()}
+    labels = class_labels(dataset.y_train, TargetKind(info.task, info.num_outputs, info.target_layout, ""))
+    if labels is None:
+        raise InputError("fit.class_weight", f"expected labels to count for balanced, got {'a pipeline (give a dict of weights)' if info.streamed else 'multi-hot rows'}")
+    counts = np.bincount(labels, minlength=info.num_outputs)
+    present = counts > 0
+    weights = len(labels) / (int(present.sum()) * counts[present])
+    return {int(c): float(w) for c, w in zip(np.flatnonzero(present), weights)}
+
+
+def describe_targets(kinds: Any) -> str:
+    """``classification, 12 classes (integer labels 0..11)`` or one such entry per output."""
+    named = named_leaves(kinds)
+
+    def one(kind: TargetKind) -> str:
+        size = f"{kind.size} classes" if kind.task == "classification" else f"{kind.size} value(s)"
+        return f"{kind.task}, {size} ({kind.reason})"
+
+    if len(named) == 1:
+        return one(named[0][1])
+    return "; ".join(f"{name}: {one(kind)}" for name, kind in named)
 
 
 def fingerprint(*arrays: np.ndarray) -> str:
@@ -313,7 +435,7 @@ def fingerprint(*arrays: np.ndarray) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# helpers
+# the loader's result
 
 
 def _call_user_function(config: "DataConfig", search_paths: tuple[Path, ...]) -> Any:
@@ -326,26 +448,178 @@ def _call_user_function(config: "DataConfig", search_paths: tuple[Path, ...]) ->
         raise InputError("data.source", f"expected {config.source} to return data, but it raised {_one_line(exc)}") from None
 
 
-def _as_pairs(raw: Any, source: str) -> list[tuple[Any, Any]]:
-    """``[(x, y)]`` or ``[(x_train, y_train), (x_val, y_val)]`` from a loader's result.
+_RETURN_FORMS = "(x, y), (x, y, sample_weight) or ((x_train, y_train), (x_val, y_val))"
 
-    The split form is recognized by its two inner *tuples*, so an ``(x, y)`` whose x is a
-    nested list is not mistaken for it.
+
+def _as_parts(raw: Any, source: str) -> list[Part]:
+    """``[(x, y, w)]`` or ``[(x_train, y_train, w_train), (x_val, y_val, w_val)]`` (w may be None).
+
+    The split form is recognized by its two inner *tuples* of 2 or 3 items, so several inputs
+    or outputs are given as lists or dicts (as Keras takes them), never as tuples.
     """
-    if isinstance(raw, (tuple, list)) and len(raw) == 2:
-        first, second = raw
-        if isinstance(first, tuple) and isinstance(second, tuple):
-            if len(first) == 2 and len(second) == 2:
-                return [first, second]
-        elif not isinstance(first, (tuple, dict, str)) and not isinstance(second, (tuple, dict, str)):
-            return [(first, second)]
+    if isinstance(raw, (tuple, list)) and len(raw) == 2 and all(isinstance(p, tuple) and len(p) in (2, 3) for p in raw):
+        return [_with_weight(part) for part in raw]
+    if isinstance(raw, (tuple, list)) and len(raw) in (2, 3) and not any(isinstance(p, (str, bytes)) or p is None for p in raw[:2]):
+        if not (len(raw) == 2 and isinstance(raw[0], tuple) and isinstance(raw[1], tuple)):
+            return [_with_weight(tuple(raw))]
     if isinstance(raw, (tuple, list)):
         got = f"a {type(raw).__name__} of {len(raw)} item(s)"
-        if len(raw) == 2:
-            got += f" ({type(raw[0]).__name__}, {type(raw[1]).__name__})"
+        if 0 < len(raw) <= 3:
+            got += f" ({', '.join(type(item).__name__ for item in raw)})"
     else:
         got = type(raw).__name__
-    raise InputError("data.source", f"expected {source} to return (x, y) or ((x_train, y_train), (x_val, y_val)), got {got}")
+    hint = ""
+    if kind_of(raw) is not None:
+        hint = " (a pipeline needs both: return (train, validation) datasets)"
+    raise InputError("data.source", f"expected {source} to return {_RETURN_FORMS}, got {got}{hint}")
+
+
+def _with_weight(part: tuple) -> Part:
+    return (part[0], part[1], part[2] if len(part) == 3 else None)
+
+
+def _as_given(parts: list[Part], config: "DataConfig") -> tuple[list[Part], Any]:
+    """A user's arrays, checked and read but not changed (unless data.encode_labels)."""
+    source = config.source
+    parts = [(_arrays(x, source, "x"), _arrays(y, source, "y"), None if w is None else _arrays(w, source, "sample_weight")) for x, y, w in parts]
+    for x, y, w in parts:
+        _check_rows(x, y, w, source)
+        for name, leaf in named_leaves(x, "x"):
+            _check_inputs(leaf, source, name)
+        for name, leaf in named_leaves(y, "y"):
+            _check_targets_present(leaf, source)
+    _check_same_structure(parts, source)
+    if config.encode_labels:
+        parts = _encode_user_labels(parts, config)
+    all_y = [p[1] for p in parts]
+    named = [name for name, _ in named_leaves(all_y[0], "y")]
+    found = {}
+    for name in named:
+        column = np.concatenate([dict(named_leaves(y, "y"))[name] for y in all_y])
+        found[name] = _infer_output(column, config.task, name, several=len(named) > 1)
+    if len(named) == 1:
+        kinds = targets.check_outputs(config.num_outputs, found[named[0]])
+    else:
+        if config.num_outputs is not None:
+            raise InputError("data.num_outputs", f"expected no data.num_outputs with several outputs ({', '.join(named)}), got {config.num_outputs}")
+        kinds = rebuild(all_y[0], found, "y")
+    return parts, kinds
+
+
+def _infer_output(y: np.ndarray, task: Any, name: str, several: bool) -> TargetKind:
+    """One output's kind. ``data.task`` is a task for every output, or a dict by output name;
+    with several outputs a single task decides only what the targets leave open."""
+    if isinstance(task, dict):
+        return targets.infer(y, task.get(name.partition(".")[2]), name)
+    if not several:
+        return targets.infer(y, task, name)
+    try:
+        return targets.infer(y, None, name)
+    except InputError:
+        return targets.infer(y, task, name)
+
+
+def _arrays(structure: Any, source: str, what: str) -> Any:
+    """Every leaf as a numpy array (pandas frames and series too), nothing else changed."""
+    def convert(leaf: Any) -> np.ndarray:
+        if hasattr(leaf, "to_numpy") and not isinstance(leaf, np.ndarray):  # pandas
+            leaf = leaf.to_numpy()
+        if kind_of(leaf) is not None:
+            raise InputError("data.source", f"expected arrays for {what} of {source}, got a {type(leaf).__name__} (return (train, validation) datasets to stream them)")
+        try:
+            array = np.asarray(leaf)
+        except Exception as exc:  # ragged nested lists
+            raise InputError("data.source", f"expected {what} of {source} to form an array, got {_one_line(exc)}") from None
+        if array.ndim == 0:
+            raise InputError("data.source", f"expected {what} of {source} to have one row per sample, got a scalar")
+        if array.dtype == np.float64:  # Keras casts float inputs to float32 (floatx) anyway; half the bytes to ship
+            array = array.astype(np.float32)
+        return array
+
+    if isinstance(structure, dict) and not structure:
+        raise InputError("data.source", f"expected {what} of {source} to hold arrays, got an empty dict")
+    if isinstance(structure, tuple):  # several arrays, as Keras reads a tuple
+        structure = list(structure)
+    if isinstance(structure, list) and not all(hasattr(item, "shape") or isinstance(item, (list, dict)) for item in structure):
+        return convert(structure)  # a nested list of numbers: one array
+    return map_leaves(convert, structure)
+
+
+def _check_inputs(x: np.ndarray, source: str, name: str) -> None:
+    if not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_):
+        raise InputError("data.source", f"expected numeric inputs {name} in {source}, got dtype {x.dtype}")
+    if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
+        count = int(x.size - np.isfinite(x).sum())
+        raise InputError("data.source", f"expected finite inputs {name} in {source}, got {count} NaN or infinite value(s)")
+
+
+def _check_rows(x: Any, y: Any, w: Any, source: str) -> None:
+    counts = {name: len(leaf) for name, leaf in named_leaves(x, "x") + named_leaves(y, "y") + (named_leaves(w, "sample_weight") if w is not None else [])}
+    if len(set(counts.values())) > 1:
+        x_rows = len(leaves(x)[0])
+        odd = next(name for name, n in counts.items() if n != x_rows)
+        inputs = "inputs" if not is_nested(x) else f"rows in {named_leaves(x, 'x')[0][0]}"
+        if odd.startswith("y") and not is_nested(x) and not is_nested(y):
+            raise InputError("data.source", f"expected as many targets as inputs in {source}, got {x_rows} inputs and {counts[odd]} targets")
+        raise InputError("data.source", f"expected as many rows in {odd} as {inputs} in {source}, got {counts[odd]} and {x_rows}")
+    if not counts or next(iter(counts.values())) == 0:
+        raise InputError("data.source", f"expected at least one row in {source}, got none")
+
+
+def _check_same_structure(parts: list[Part], source: str) -> None:
+    if len(parts) != 2:
+        return
+    for index, what in ((0, "inputs"), (1, "targets")):
+        a, b = (shapes(p[index]) for p in parts)
+        names_a, names_b = ([n for n, _ in named_leaves(s)] for s in (a, b))
+        if names_a != names_b:
+            raise InputError("data.source", f"expected the same {what} in train and validation of {source}, got {names_a} and {names_b}")
+        for (name, shape_a), (_, shape_b) in zip(named_leaves(a, what), named_leaves(b, what)):
+            if shape_a != shape_b:
+                raise InputError("data.source", f"expected train and validation {what} of the same shape in {source}, got {list(shape_a)} and {list(shape_b)}" + (f" for {name}" if name != what else ""))
+    weighted = [p[2] is not None for p in parts]
+    if weighted == [False, True]:
+        raise InputError("data.source", f"expected sample weights for the training rows of {source} when the validation rows have them, got none")
+
+
+def _encode_user_labels(parts: list[Part], config: "DataConfig") -> list[Part]:
+    """``data.encode_labels``: one output's labels become 0..K-1 (sorted order), int64."""
+    if is_nested(parts[0][1]):
+        raise InputError("data.encode_labels", f"expected one target array to encode, got several outputs in {config.source} (encode them in your function)")
+    ys = [_flatten_column(p[1]) for p in parts]
+    mapping = _label_mapping(np.concatenate(ys))
+    return [(x, _encode(y, mapping, config.source), w) for (x, _, w), y in zip(parts, ys)]
+
+
+def _prepare_built_in(parts: list[Part], config: "DataConfig", kind: str) -> tuple[list[Part], TargetKind]:
+    """The built-in sources' conveniences (see :func:`load`): float32 x, labels 0..K-1."""
+    if isinstance(config.task, dict):
+        raise InputError("data.task", f"expected classification or regression for the one output of {config.source}, got a dict")
+    parts = [(_as_x(x, config.source), np.asarray(y), None) for x, y, _ in parts]
+    for x, y, _ in parts:
+        if len(x) != len(y):
+            raise InputError("data.source", f"expected as many targets as inputs in {config.source}, got {len(x)} inputs and {len(y)} targets")
+        if len(x) == 0:
+            raise InputError("data.source", f"expected at least one row in {config.source}, got none")
+    if kind == "keras" and parts[0][0].ndim == 3:  # (N, H, W) -> (N, H, W, 1) for Conv2D
+        parts = [(x[..., np.newaxis], y, w) for x, y, w in parts]
+    try:
+        y_all = np.concatenate([_flatten_column(y) for _, y, _ in parts])
+    except ValueError:
+        shapes_ = " and ".join(str(list(y.shape)) for _, y, _ in parts)
+        raise InputError("data.source", f"expected train and validation targets of the same width in {config.source}, got {shapes_}") from None
+    _check_targets_present(y_all, config.source)
+    task = config.task or _KNOWN_TASKS.get(kind) or _infer_task(y_all)
+    if task == "classification":
+        mapping = _label_mapping(y_all)
+        parts = [(x, _encode(_flatten_column(y), mapping, config.source), w) for x, y, w in parts]
+        n_classes = max(int(y.max()) for _, y, _ in parts) + 1
+        found = TargetKind(task, max(n_classes, 2), "sparse", "data.task" if config.task else f"{len(np.unique(y_all))} distinct labels")
+    else:
+        parts = [(x, _regression_targets(y, config.source), w) for x, y, w in parts]
+        y0 = parts[0][1]
+        found = TargetKind(task, 1 if y0.ndim == 1 else int(y0.shape[1]), "values", "data.task" if config.task else "numeric targets")
+    return parts, targets.check_outputs(config.num_outputs, found)
 
 
 def _as_x(x: Any, source: str) -> np.ndarray:
@@ -393,14 +667,17 @@ def _is_onehot(y: np.ndarray) -> bool:
 
 
 def _infer_task(y: np.ndarray) -> str:
-    """See :func:`load`, step 3. ``y`` is already flattened (one-hot became indices)."""
+    """The built-in sources' rule (see :func:`load`). ``y`` is already flattened."""
     if y.ndim != 1:
         return "regression"
     if y.dtype == np.bool_ or not np.issubdtype(y.dtype, np.number):
         return "classification"
     if not np.isfinite(y).all() or not np.equal(np.mod(y, 1), 0).all():
         return "regression"
-    distinct = len(np.unique(y))
+    values = np.unique(y)
+    distinct = len(values)
+    if values[0] == 0 and values[-1] == distinct - 1 and 2 <= distinct <= len(y) / 2:
+        return "classification"  # labels 0..K-1, every one present (CIFAR-100-style codes in a CSV)
     if distinct <= SMALL_CLASS_COUNT or (distinct <= MAX_INFERRED_CLASSES and distinct <= CLASS_FRACTION * len(y)):
         return "classification"
     return "regression"
@@ -439,48 +716,67 @@ def _regression_targets(y: np.ndarray, source: str) -> np.ndarray:
     return y
 
 
-def _check_outputs(given: int | None, inferred: int, task: str) -> int:
-    if given is None:
-        return inferred
-    if task == "classification" and given < inferred:
-        raise InputError("data.num_outputs", f"expected at least {inferred} (the number of classes), got {given}")
-    if task == "regression" and given != inferred:
-        raise InputError("data.num_outputs", f"expected {inferred} (the number of target columns), got {given}")
-    return given
+# ---------------------------------------------------------------------------------------------
+# split, scale, reshape
 
 
-def _split(x: np.ndarray, y: np.ndarray, config: "DataConfig", task: str) -> tuple:
+def class_labels(y: Any, kinds: Any) -> np.ndarray | None:
+    """One class index per row for a single classification output (one-hot by argmax), else None."""
+    if is_nested(y) or not isinstance(kinds, TargetKind) or kinds.task != "classification" or kinds.layout == "multilabel":
+        return None
+    if y.ndim == 2 and y.shape[1] > 1:
+        return y.argmax(axis=1)
+    return y.reshape(len(y)).astype(np.int64) if y.ndim <= 2 else None
+
+
+def _split(part: Part, config: "DataConfig", kinds: Any) -> tuple[Part, Part]:
     from sklearn.model_selection import train_test_split
 
+    x, y, w = part
+    index = np.arange(rows(x))
+    labels = class_labels(y, kinds)
     stratify = None
-    if task == "classification":
-        counts = np.bincount(y)
+    if labels is not None:
+        counts = np.bincount(labels)
         if counts[counts > 0].min() >= 2:
-            stratify = y
+            stratify = labels
     try:
-        x_train, x_val, y_train, y_val = train_test_split(
-            x, y, test_size=config.validation_split, random_state=config.seed, stratify=stratify
-        )
+        train_index, val_index = train_test_split(index, test_size=config.validation_split, random_state=config.seed, stratify=stratify)
     except ValueError as exc:
         if stratify is None:
-            raise InputError("data.validation_split", f"expected a split that leaves rows on both sides, got {config.validation_split} of {len(x)} rows ({_one_line(exc)})") from None
+            raise InputError("data.validation_split", f"expected a split that leaves rows on both sides, got {config.validation_split} of {len(index)} rows ({_one_line(exc)})") from None
         # too few validation rows to hold every class: fall back to a plain shuffled split
-        x_train, x_val, y_train, y_val = train_test_split(
-            x, y, test_size=config.validation_split, random_state=config.seed
-        )
-    return (x_train, y_train), (x_val, y_val)
+        train_index, val_index = train_test_split(index, test_size=config.validation_split, random_state=config.seed)
+    return (
+        tuple(None if p is None else take_rows(p, train_index) for p in part),
+        tuple(None if p is None else take_rows(p, val_index) for p in part),
+    )
+
+
+def _standardize_structure(x_train: Any, x_val: Any) -> tuple[Any, Any]:
+    """Per-feature z-score of every floating-point input with the train split's statistics."""
+    pairs = list(zip(leaves(x_train), leaves(x_val)))
+    scaled = [_standardize(a, b) if np.issubdtype(a.dtype, np.floating) else (a, b) for a, b in pairs]
+    train_iter, val_iter = iter([s[0] for s in scaled]), iter([s[1] for s in scaled])
+    return map_leaves(lambda _: next(train_iter), x_train), map_leaves(lambda _: next(val_iter), x_val)
 
 
 def _standardize(x_train: np.ndarray, x_val: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-feature z-score with the train split's statistics (see :func:`load`, step 6)."""
     mean = x_train.mean(axis=0, dtype=np.float64)
     std = x_train.std(axis=0, dtype=np.float64)
     std[std == 0] = 1.0
-    mean, std = mean.astype(np.float32), std.astype(np.float32)
+    dtype = x_train.dtype
+    mean, std = mean.astype(dtype), std.astype(dtype)
     return (x_train - mean) / std, (x_val - mean) / std
 
 
-def _reshape(x: np.ndarray, shape: list[int]) -> np.ndarray:
+def _scale_images(x_train: np.ndarray, x_val: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return x_train / np.float32(255), x_val / np.float32(255)
+
+
+def _reshape(x: Any, shape: list[int]) -> np.ndarray:
+    if is_nested(x):
+        raise InputError("data.reshape", f"expected a single input array to reshape, got {len(leaves(x))} inputs")
     per_sample = int(np.prod(x.shape[1:]))
     if any(d == 0 or d < -1 for d in shape) or shape.count(-1) > 1:
         raise InputError("data.reshape", f"expected positive sizes (at most one -1), got {shape}")

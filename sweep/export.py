@@ -2,8 +2,11 @@
 
 The model comes from MLflow (the parent run's ``best_checkpoint/model.keras`` artifact), so it
 works wherever the tracking store is reachable, not only on the machine that ran the sweep;
-a local checkpoint path recorded by the sweep is the fallback. Loading always uses Keras'
-``safe_mode=True``: a ``.keras`` file never runs arbitrary code (no lambda deserialization).
+a local checkpoint path recorded by the sweep is the fallback. Loading uses the sweep's own
+settings, recorded on its parent run (``sweep/config.json``): Keras ``safe_mode`` on unless the
+sweep file said ``model.safe_mode: false``, ``model.custom_objects``, and the user's own classes
+and functions the model names, imported by name from the sweep file's folder or from the copy
+of those modules logged with the sweep (``sweep/code/``).
 """
 
 from __future__ import annotations
@@ -56,14 +59,69 @@ def _fetch_best_file(name: str, uri: str, folder: Path) -> Path:
     raise LookupError(f"sweep {name!r} in {uri} has no best model yet (no trial finished with a checkpoint)")
 
 
-def load_best(name: str, tracking_uri: str | None = None) -> Any:
-    """The best trial's ``keras.Model`` of the newest sweep called ``name`` (safe_mode=True)."""
-    import keras
+def load_best(
+    name: str, tracking_uri: str | None = None, safe_mode: bool | None = None, custom_objects: dict[str, Any] | None = None
+) -> Any:
+    """The best trial's ``keras.Model`` of the newest sweep called ``name``.
+
+    Loaded as the sweep loads its checkpoints (see the module docstring); ``safe_mode`` and
+    ``custom_objects`` (name -> class or function) override or add to the sweep's settings.
+    """
+    from sweep.callbacks import load_model_file
 
     uri = tracking.resolve_uri(tracking_uri)
     with tempfile.TemporaryDirectory(prefix="sweep-best-") as folder:
         path = _fetch_best_file(name, uri, Path(folder))
-        return keras.saving.load_model(path, safe_mode=True)
+        model_cfg, search_paths = load_settings(name, uri)
+        return load_model_file(path, model_cfg, search_paths, custom_objects, safe_mode)
+
+
+def load_settings(name: str, uri: str) -> tuple[Any, tuple[Path, ...]]:
+    """How sweep ``name`` loads its models: its ``model`` settings (from ``sweep/config.json``)
+    and where the user's modules are (the sweep file's folder, the logged copy, the working
+    directory). Missing pieces fall back to the defaults (safe_mode on, no custom objects)."""
+    import json
+
+    from sweep.config import ModelConfig
+
+    parent = tracking.find_parent_run(uri, name)
+    if parent is None:
+        return None, (Path.cwd(),)
+    mlflow_client = tracking.client(uri)
+    run_id = parent.info.run_id
+    model_cfg = None
+    with contextlib.suppress(Exception), tempfile.TemporaryDirectory(prefix="sweep-config-") as folder, _no_progress_bar():
+        raw = json.loads(Path(mlflow_client.download_artifacts(run_id, "sweep/config.json", folder)).read_text())
+        model_cfg = ModelConfig.model_validate(raw.get("model") or {})
+    paths: list[Path] = []
+    source = parent.data.tags.get("sweep.file")
+    if source and Path(source).parent.is_dir():
+        paths.append(Path(source).parent)
+    code = Path(tempfile.gettempdir()) / f"sweep-code-{run_id}"
+    with contextlib.suppress(Exception), _no_progress_bar():
+        if not code.is_dir():
+            code.mkdir(parents=True)
+            mlflow_client.download_artifacts(run_id, "sweep/code", str(code))
+    if (code / "code").is_dir():
+        paths.append(code / "code")
+    paths.append(Path.cwd())
+    return model_cfg, tuple(paths)
+
+
+def custom_objects(model_uri: str) -> dict[str, Any]:
+    """The custom objects a model logged by a sweep needs, for
+    ``mlflow.keras.load_model(uri, custom_objects=sweep.export.custom_objects(uri))`` in a
+    process that has not imported the user's modules (MLflow's Keras flavor cannot run code to
+    find them). The user's module files travel with the logged model (``code/``)."""
+    import mlflow
+
+    from sweep.callbacks import custom_objects_in
+
+    with _no_progress_bar():
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri))
+    files = sorted(local.rglob(MODEL_FILE)) + sorted(local.rglob("*.keras"))
+    paths = tuple(p for p in (local / "code", Path.cwd()) if p.is_dir())
+    return custom_objects_in(files[0], paths) if files else {}
 
 
 def export_best(name: str, directory: str | Path, tracking_uri: str | None = None, saved_model: bool = False) -> list[Path]:
@@ -78,15 +136,28 @@ def export_best(name: str, directory: str | Path, tracking_uri: str | None = Non
         shutil.copyfile(source, target)
         written.append(target)
     if saved_model:
-        import keras
+        from sweep.callbacks import load_model_file
 
-        model = keras.saving.load_model(target, safe_mode=True)
+        model_cfg, search_paths = load_settings(name, uri)
+        model = load_model_file(target, model_cfg, search_paths)
         target_dir = out / "saved_model"
         if target_dir.exists():
             shutil.rmtree(target_dir)
+        _call_once(model)
         model.export(str(target_dir), format="tf_saved_model", verbose=False)
         written.append(target_dir)
     return written
+
+
+def _call_once(model: Any) -> None:
+    """A loaded subclassed model is built but was never called, which SavedModel export needs:
+    call it once on zeros of the input shape it was built with."""
+    if not getattr(model, "_called", True):
+        import numpy as np
+
+        shape = (model.get_build_config() or {}).get("input_shape")
+        if isinstance(shape, (list, tuple)) and shape and all(isinstance(d, int) or d is None for d in shape):
+            model(np.zeros([1 if d is None else d for d in shape], dtype="float32"))
 
 
 def model_requirements() -> list[str]:
@@ -139,16 +210,19 @@ def _attach_input_example(model_info: Any, model: Any, signature: Any, input_exa
         mlflow.MlflowClient().log_model_artifacts(model_info.model_id, str(upload))
 
 
-def register(model_info: Any, name: str) -> Any | None:
+def register(model_info: Any, name: str, raise_errors: bool = False) -> Any | None:
     """Register a logged model as a new version of ``name`` in the MLflow Model Registry.
 
     Separate from ``log_model`` so that a tracking store without a registry (or without the
-    permission to write to it) costs the registration only, with a warning, never the sweep.
+    permission to write to it) costs the registration only, never the sweep: a warning, or with
+    ``raise_errors`` the error, which the end of a sweep reports in one line (exit code 1).
     """
     import mlflow
 
     try:
         return mlflow.register_model(model_info.model_uri, name)
     except Exception as exc:  # the model stays logged on the parent run
+        if raise_errors:
+            raise
         log.warning("the best model was not registered as %r (%s: %s)", name, type(exc).__name__, str(exc).splitlines()[0][:300])
         return None

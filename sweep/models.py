@@ -63,9 +63,35 @@ def _pick(hp: dict, name: str, default: Any) -> Any:
     return default if value is None else value
 
 
+# The output activation that goes with each target layout's default loss (sweep.targets.LOSSES).
+ACTIVATIONS = {"sparse": "softmax", "onehot": "softmax", "multilabel": "sigmoid", "values": None}
+
+
 def _output(x: Any, info: "DataInfo") -> Any:
-    activation = "softmax" if info.task == "classification" else None
-    return keras.layers.Dense(int(info.num_outputs), activation=activation)(x)
+    """The output layer for the targets: one sigmoid unit for two classes given as labels
+    (binary cross-entropy, Keras' binary convention, so AUC, Precision or F1Score work on the
+    labels as given), softmax over the classes, sigmoid per label for 0/1 rows, linear values."""
+    if is_binary(info):
+        return keras.layers.Dense(1, activation="sigmoid")(x)
+    return keras.layers.Dense(int(info.num_outputs), activation=ACTIVATIONS.get(info.target_layout))(x)
+
+
+def is_binary(info: "DataInfo") -> bool:
+    """Two classes given as one label per row (0/1 or booleans)."""
+    return info.task == "classification" and int(info.num_outputs) == 2 and info.target_layout == "sparse"
+
+
+def _one_input_one_output(info: "DataInfo", name: str) -> None:
+    """The built-in builders make single-input, single-output models."""
+    inputs, heads = getattr(info, "num_inputs", 1), getattr(info, "num_heads", 1)
+    if inputs == 1 and heads == 1:
+        return
+    what = f"{inputs} inputs" if inputs > 1 else f"{heads} outputs"
+    raise InputError(
+        "model.builder",
+        f"expected one input array and one target array for the built-in {name}, got {what}: "
+        "write a model factory for several inputs or outputs (model.builder: package.module:function)",
+    )
 
 
 def mlp(
@@ -95,6 +121,7 @@ def mlp(
         widths = first * max(int(depth), 0)
     rate = float(_pick(hp, "dropout", dropout))
     act = _pick(hp, "activation", activation)
+    _one_input_one_output(info, "mlp")
 
     inputs = keras.Input(shape=tuple(info.input_shape))
     x = inputs if len(info.input_shape) == 1 else keras.layers.Flatten()(inputs)
@@ -142,6 +169,7 @@ def cnn(
     ``filters`` (list, or an int repeated for every conv layer), ``kernel_size``, ``dense``,
     ``dropout`` and ``activation`` can be searched: the hp value wins over model.args.
     """
+    _one_input_one_output(info, "cnn")
     image = image_shape(info.input_shape)
     base = _as_list(filters, 1, "model.args.filters")
     conv_filters = _as_list(_pick(hp, "filters", filters), len(base), _key(hp, "filters"))
@@ -281,12 +309,22 @@ def make_optimizer(hp: dict) -> keras.optimizers.Optimizer:
 # compiling
 
 
-def default_loss(info: "DataInfo") -> str:
-    return "sparse_categorical_crossentropy" if info.task == "classification" else "mse"
+def default_loss(info: "DataInfo", model: keras.Model | None = None) -> Any:
+    """The loss for each output's target layout (:data:`sweep.targets.LOSSES`), in y's form;
+    binary cross-entropy for two classes and a one-unit output (see :func:`_output`)."""
+    from sweep.structures import map_leaves
+    from sweep.targets import LOSSES
+
+    if is_binary(info) and (model is None or _single_output_width(model) == 1):
+        return "binary_crossentropy"
+    return map_leaves(lambda layout: LOSSES[layout], info.target_layout)
 
 
-def default_metrics(info: "DataInfo") -> list[str]:
-    return ["accuracy"] if info.task == "classification" else ["mae"]
+def default_metrics(info: "DataInfo") -> Any:
+    """accuracy (classification) or mae (regression) for each output, in y's form."""
+    from sweep.structures import map_leaves
+
+    return map_leaves(lambda layout: ["mae"] if layout == "values" else ["accuracy"], info.target_layout)
 
 
 def _spec_of(builder: Callable[..., Any]) -> str:
@@ -324,15 +362,24 @@ def build(builder: Builder, hp: dict, info: "DataInfo", model_cfg: ModelConfig, 
         raise InputError("model.builder", f"expected {spec!r} to return a keras.Model, got {type(model).__name__}")
     if is_compiled(model):
         return model
-    if model_cfg.loss is None:
+    loss = hp.get("loss") or model_cfg.loss
+    if loss is None:
         check_model_output(model, info)
     model.compile(
         optimizer=make_optimizer(hp),
-        loss=model_cfg.loss or default_loss(info),
-        metrics=list(model_cfg.metrics) if model_cfg.metrics else default_metrics(info),
+        loss=loss or default_loss(info, model),
+        loss_weights=model_cfg.loss_weights,
+        metrics=_metrics(model_cfg.metrics) if model_cfg.metrics else default_metrics(info),
         steps_per_execution=int(steps_per_execution or hp.get("steps_per_execution", 1) or 1),
     )
     return model
+
+
+def _metrics(metrics: Any) -> Any:
+    """``model.metrics`` as compile takes it: a list, or a dict of lists by output name."""
+    if isinstance(metrics, dict):
+        return {name: [value] if isinstance(value, str) else list(value) for name, value in metrics.items()}
+    return list(metrics)
 
 
 def check_model_output(model: keras.Model, info: "DataInfo") -> None:
@@ -342,16 +389,10 @@ def check_model_output(model: keras.Model, info: "DataInfo") -> None:
     (regression) one value per target column. Models with several outputs, or whose output
     shape is not known before fitting (unbuilt subclassed models), are not checked.
     """
-    try:
-        outputs = model.outputs
-    except (AttributeError, ValueError):
+    width = _single_output_width(model)
+    if width is None or width == int(info.num_outputs) or (width == 1 and is_binary(info)):
         return
-    if not outputs or len(outputs) != 1:
-        return
-    shape = tuple(outputs[0].shape)
-    width = shape[-1] if len(shape) >= 2 else 1
-    if width is None or int(width) == int(info.num_outputs):
-        return
+    shape = tuple(model.outputs[0].shape)
     if info.task == "classification":
         expected = f"a final layer with {info.num_outputs} units, one per class (softmax with sparse_categorical_crossentropy)"
         hint = " (or set model.loss to a loss that fits your output)"
@@ -359,3 +400,96 @@ def check_model_output(model: keras.Model, info: "DataInfo") -> None:
         expected = f"a final layer with {info.num_outputs} unit(s), one per regression target"
         hint = " (or set model.loss)"
     raise InputError("model.builder", f"expected {expected}, got output shape {shape}{hint}")
+
+
+def _single_output_width(model: keras.Model) -> int | None:
+    """The last dimension of a model's one output; None for several outputs or an unknown shape."""
+    try:
+        outputs = model.outputs
+    except (AttributeError, ValueError):
+        return None
+    if not outputs or len(outputs) != 1:
+        return None
+    shape = tuple(outputs[0].shape)
+    width = shape[-1] if len(shape) >= 2 else 1
+    return None if width is None else int(width)
+
+
+# ---------------------------------------------------------------------------------------------
+# which hyperparameters mean something
+
+# hp keys the trial itself reads, whatever the factory does: fit's batch size and epoch budget,
+# and steps per execution (see sweep.trainable). ``loss`` is read only when the sweep compiles.
+TRIAL_HP_KEYS = ("batch_size", "epochs", "steps_per_execution")
+
+
+class RecordingHP(dict):
+    """A trial's hyperparameters that note every key read (``[]``, ``get``, ``in``, iteration).
+
+    The preflight builds models with it to find space entries that nothing reads, which
+    Optuna would otherwise sample, log and rank with no effect on training. Iterating or
+    copying (``dict(hp)``, ``**hp``) counts as reading every key.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.read: set[str] = set()
+
+    def __getitem__(self, key: str) -> Any:
+        self.read.add(key)
+        return super().__getitem__(key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self.read.add(key)
+        return super().get(key, default)
+
+    def __contains__(self, key: object) -> bool:
+        self.read.add(str(key))
+        return super().__contains__(key)
+
+    def _read_all(self) -> None:
+        self.read.update(super().keys())
+
+    def __iter__(self) -> Any:
+        self._read_all()
+        return super().__iter__()
+
+    def keys(self) -> Any:
+        self._read_all()
+        return super().keys()
+
+    def items(self) -> Any:
+        self._read_all()
+        return super().items()
+
+    def values(self) -> Any:
+        self._read_all()
+        return super().values()
+
+    def copy(self) -> dict:
+        self._read_all()
+        return dict(super().items())
+
+
+def hyperparameters_read(builder: Builder, info: "DataInfo", points: list[dict]) -> set[str]:
+    """The hp keys that the factory, the optimizer and the trial read at any of ``points``.
+
+    Each point is built once (not compiled, not trained); a point whose build raises is
+    skipped (the preflight's own build reports errors). The optimizer's keys count only
+    when the factory leaves compiling to the sweep and the point's optimizer accepts them
+    (``momentum`` means nothing to adam).
+    """
+    read = set(TRIAL_HP_KEYS)
+    for point in points:
+        hp = RecordingHP(point)
+        try:
+            model = builder(hp, info)
+            if isinstance(model, keras.Model) and not is_compiled(model):
+                make_optimizer(hp)
+                hp.get("loss")
+        except Exception:
+            continue
+        finally:
+            keras.backend.clear_session(free_memory=False)
+        read |= hp.read
+    return read

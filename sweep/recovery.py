@@ -67,13 +67,23 @@ class ResumeState:
         ]
 
 
+RESUMABLE = ("RUNNING", "SCHEDULED", "KILLED")  # its driver died, or was interrupted (Ctrl-C)
+
+
 def unfinished_parent(uri: str, name: str) -> Any | None:
-    """The newest parent run of ``name`` if it never reached an end state, else None."""
+    """The newest parent run of ``name`` if its driver died or was interrupted, else None.
+
+    A sweep that ran to its end is never "unfinished", whatever its status: FINISHED, or FAILED
+    (no trial produced a result, ``failure.fail_fast`` stopped it, or finishing it failed, which
+    its ``sweep.finish_error`` tag says); the next ``sweep run`` of its file starts a new sweep.
+    """
     from sweep import tracking
 
     parent = tracking.find_parent_run(uri, name)
-    if parent is None or parent.info.status == "FINISHED":
+    if parent is None or parent.info.status not in RESUMABLE:
         return None
+    if parent.info.status != "KILLED" and parent.data.tags.get("sweep.finish_error"):
+        return None  # it ended, but could not even be closed (the store went away at the very end)
     return parent
 
 

@@ -121,6 +121,7 @@ class SweepResult:
     storage: str
     wall_seconds: float
     stopped_because: str | None = None  # set when failure.fail_fast ended the sweep
+    finish_error: str | None = None  # one line: what failed while the sweep finished (best model, registry, report...)
 
     def counts(self) -> dict[str, int]:
         if self.trials.empty:

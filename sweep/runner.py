@@ -68,6 +68,7 @@ def run(
     storage_dir = storage_folder(storage, config.name)
     resume_state = _decide_resume(config, label, storage_dir, fresh)
     prepared = prepare_while_ray_starts(config, label, _search_paths(source), address)
+    _say_what_the_data_is(prepared, quiet, stream)
     return execute(prepared, storage=storage, address=address, quiet=quiet, stream=stream, resume=resume_state)
 
 
@@ -98,8 +99,15 @@ def resume(
     state = _decide_resume(config, label, storage_dir, fresh=False)
     search = (Path(source_file).parent,) if source_file else ()
     prepared = prepare_while_ray_starts(config, label, search + (Path.cwd(),), address)
+    _say_what_the_data_is(prepared, quiet, stream)
     root = storage or parent.data.tags.get("sweep.storage_root")
     return execute(prepared, storage=root, address=address, quiet=quiet, stream=stream, resume=state)
+
+
+def _say_what_the_data_is(prepared: Prepared, quiet: bool, stream: Any) -> None:
+    """One line at the start: what the sweep read from the data (task, outputs, inputs)."""
+    if not quiet:
+        print(f"data: {prepared.dataset.info.summary()}", file=stream or sys.stdout)
 
 
 def storage_folder(storage: str | None, name: str) -> str:
@@ -186,6 +194,7 @@ def prepare(config: SweepConfig, label: str, search_paths: tuple[Path, ...] = ()
 
     try:
         dataset = data.load(config.data, search_paths)
+        dataset.class_weight = data.class_weights(config.fit.class_weight, dataset)
         builder = models.resolve_builder(config.model, search_paths)
         _preflight_model(config, builder, dataset)
     except InputError as exc:
@@ -237,43 +246,148 @@ def prepare_while_ray_starts(config: SweepConfig, label: str, search_paths: tupl
     return outcome["prepared"]
 
 
-def example_hyperparameters(config: SweepConfig) -> dict[str, Any]:
-    """One valid point of the space (first choices, lows), respecting ``when:`` conditions."""
+def example_hyperparameters(config: SweepConfig, fixed: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """One valid point of the space (first choices, lows), respecting ``when:`` conditions.
+
+    ``fixed`` sets some entries (each kept only where its own condition holds).
+    """
+    from sweep.space import condition_holds
+
     space = config.search.space
+    fixed = fixed or {}
     hp: dict[str, Any] = {}
     for name in condition_order(space):
         param = space[name]
-        when = param.when or {}
-        if all(hp.get(k) in (v if isinstance(v, list) else [v]) for k, v in when.items()):
-            hp[name] = param.choices[0] if isinstance(param, CategoricalParam) else param.low
+        if condition_holds(param.when, hp):
+            hp[name] = fixed[name] if name in fixed else (param.choices[0] if isinstance(param, CategoricalParam) else param.low)
     return hp
 
 
+MAX_EXAMPLE_POINTS = 12  # models the preflight builds (not trains) to see which hyperparameters are read
+
+
+def example_points(config: SweepConfig) -> list[dict[str, Any]]:
+    """Points of the space that walk its branches: the first point, each categorical choice
+    (and each value a ``when:`` names) one at a time, and every number at its high end.
+    At most :data:`MAX_EXAMPLE_POINTS`."""
+    space = config.search.space
+    points = [example_hyperparameters(config)]
+    highs = {n: p.high for n, p in space.items() if not isinstance(p, CategoricalParam)}
+    points.append(example_hyperparameters(config, highs))
+    for name, param in space.items():
+        values = list(param.choices[1:]) if isinstance(param, CategoricalParam) else []
+        for other in space.values():
+            wanted = (other.when or {}).get(name)
+            values += wanted if isinstance(wanted, list) else ([wanted] if wanted is not None else [])
+        for value in values:
+            points.append(example_hyperparameters(config, {name: value}))
+    unique: list[dict[str, Any]] = []
+    for point in points:
+        if point not in unique:
+            unique.append(point)
+    return unique[:MAX_EXAMPLE_POINTS]
+
+
 def _preflight_model(config: SweepConfig, builder: Callable, dataset: Any) -> None:
-    """Build one model and evaluate a few rows, so shape and metric mistakes surface now."""
+    """Build one model and evaluate a few rows, so shape and metric mistakes surface now;
+    then check that every space entry is read by something (:func:`check_hyperparameters_read`)."""
     import keras
 
     from sweep import models
-    from sweep.callbacks import keras_callbacks
+    from sweep.callbacks import check_reloadable, keras_callbacks
 
     keras_callbacks(config.fit, config.objective)
+    _check_fit_settings(config, dataset)
     hp = example_hyperparameters(config)
     model = models.build(builder, hp, dataset.info, config.model)
-    rows = min(8, len(dataset.x_val))
+    check_reloadable(model, config.model)  # loads back with model.safe_mode / custom objects, before any trial
     try:
-        logs = model.evaluate(dataset.x_val[:rows], dataset.y_val[:rows], verbose=0, return_dict=True)
+        logs = _evaluate_few(model, dataset)
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(
             "model.builder",
-            f"expected a model that accepts inputs of shape {dataset.info.input_shape} and "
-            f"targets for {dataset.info.num_outputs} output(s) ({dataset.info.task}), but evaluating it failed: {first[:300]}",
+            f"expected a model that accepts inputs of shape {_input_text(dataset.info)} and "
+            f"targets for {_output_text(dataset.info)}, but evaluating it failed: {first[:300]}",
         ) from None
     finally:
         keras.backend.clear_session(free_memory=False)  # no full GC (0.25-0.45 s with TF loaded) on the start-up path
     names = sorted(set(logs) | {f"val_{name}" for name in logs})
     if config.objective.metric not in names:
         raise InputError("objective.metric", f"expected one of the metrics the model logs ({', '.join(names)}), got {config.objective.metric!r}")
+    _check_objective_name(config.objective.metric)
+    check_hyperparameters_read(config, models.hyperparameters_read(builder, dataset.info, example_points(config)))
+
+
+def _check_objective_name(metric: str) -> None:
+    """Other metrics MLflow refuses are logged under a sanitized name (sweep.writer), but the
+    objective is read back from MLflow by name (sweep best, resume, warm start): refuse it."""
+    from sweep.writer import name_problem, sanitized
+
+    problem = name_problem(metric)
+    if problem:
+        raise InputError(
+            "objective.metric",
+            f"expected a metric name MLflow can record, got {metric!r} ({problem}): name the metric without it in the model, e.g. {sanitized(metric)!r}",
+        )
+
+
+def _evaluate_few(model: Any, dataset: Any, rows: int = 8) -> dict[str, float]:
+    from sweep.structures import take_rows
+
+    def first(part: Any) -> Any:
+        return None if part is None else take_rows(part, slice(0, rows))
+
+    return model.evaluate(
+        first(dataset.x_val), first(dataset.y_val), sample_weight=first(dataset.val_sample_weight), verbose=0, return_dict=True
+    )
+
+
+def _input_text(info: Any) -> str:
+    shapes = info.input_shapes if info.input_shapes is not None else info.input_shape
+    return str(shapes) if info.num_inputs > 1 else str(tuple(info.input_shape))
+
+
+def _output_text(info: Any) -> str:
+    if info.num_heads > 1:
+        return f"outputs {info.output_sizes}"
+    return f"{info.num_outputs} output(s) ({info.task})"
+
+
+def _check_fit_settings(config: SweepConfig, dataset: Any) -> None:
+    """fit() settings that the data cannot honour, refused before any trial."""
+    info, space = dataset.info, config.search.space
+    pipeline = getattr(dataset, "pipeline", None)
+    if pipeline is not None and "batch_size" in space and not pipeline.takes_batch_size:
+        raise InputError(
+            "search.space.batch_size",
+            f"expected a data function that takes batch_size, since {info.source} returns pipelines: "
+            "add a batch_size parameter to it (the trial's batch size is passed), or remove batch_size from the space",
+        )
+    if pipeline is not None and pipeline.is_generator and config.fit.steps_per_epoch is None:
+        raise InputError("fit.steps_per_epoch", f"expected fit.steps_per_epoch for the generators of {info.source} (a generator has no length), got none")
+    if config.fit.class_weight is not None and info.num_heads > 1:
+        raise InputError("fit.class_weight", f"expected a model with one output for class_weight (Keras' rule), got {info.num_heads} outputs: use sample weights per output")
+
+
+def check_hyperparameters_read(config: SweepConfig, read: set[str]) -> None:
+    """Every space entry must be read by the factory, the optimizer, compile or fit: one that
+    nothing reads would be sampled, logged and ranked with no effect on training."""
+    import difflib
+
+    from sweep.models import TRIAL_HP_KEYS
+
+    for name in config.search.space:
+        if name in read:
+            continue
+        known = sorted(k for k in read if k not in TRIAL_HP_KEYS) or ["none"]
+        close = difflib.get_close_matches(name, sorted(read), n=1, cutoff=0.75)
+        guess = f"; did you mean {close[0]!r}?" if close else ""
+        raise InputError(
+            f"search.space.{name}",
+            f"expected a hyperparameter that the model factory, the optimizer, compile or fit reads, got {name!r}, which nothing reads "
+            f"(read: {', '.join(known)}){guess}. A factory that reads it only on some branches: give it a when: condition",
+        )
 
 
 def _quiet_tensorflow() -> None:
@@ -424,6 +538,7 @@ def execute(
         if resume is None:
             tracker.log_config(_config_json(config))
         tracker.registered_model = config.tracking.registered_model or config.name
+        tracker.model_settings = (config.model, tuple(prepared.search_paths))  # how the best model loads
         tracker.checkpoint_quota_mb = config.resources.checkpoint_quota_mb
     except Exception as exc:
         raise SweepConfigError(prepared.label, "tracking.uri", f"expected a reachable MLflow tracking store at {tracking.redact(uri)}, but: {str(exc).splitlines()[0][:300]}") from None
@@ -437,7 +552,7 @@ def execute(
     data_ref = ray.put(prepared.dataset)
     settings = trainable.TrialSettings.from_config(config)
     tuner = tune.Tuner(
-        trainable.make(settings, data_ref, prepared.dataset.info.fingerprint, prepared.builder, trial),
+        trainable.make(settings, data_ref, prepared.dataset.info.fingerprint, prepared.builder, trial, search_paths=prepared.search_paths),
         tune_config=tune.TuneConfig(
             metric=config.objective.metric,
             mode=config.objective.mode,
@@ -480,7 +595,12 @@ def execute(
         status = "KILLED"
         raise
     finally:
-        view.stop()
+        # The end of a sweep is never a crash: each step below that fails is reported in one line
+        # (stderr, SweepResult.finish_error, the parent run's sweep.finish_error tag), the trials'
+        # records stay, and the parent run still ends (FAILED, never left RUNNING).
+        problems: list[str] = []
+        with contextlib.suppress(Exception):
+            view.stop()
         result = SweepResult(
             name=config.name,
             metric=config.objective.metric,
@@ -499,14 +619,32 @@ def execute(
         if result.stopped_because:
             status = "FAILED"
             print(result.stopped_because, file=sys.stderr)
-        tracker.finish(result, status, input_example=prepared.dataset.x_val[:5])
-        result.trials = ledger.frame()  # now with MLflow run ids
-        resume_module.release_lock(storage_dir)
+        problems += tracker.finish(result, status, input_example=prepared.dataset.example())  # never raises
+        with _finish_step(problems, "reading the trials back"):
+            result.trials = ledger.frame()  # now with MLflow run ids
+        with _finish_step(problems, "releasing the sweep's lock"):
+            resume_module.release_lock(storage_dir)
         if status != "KILLED":
             from sweep.report import log_to_parent_run
 
-            log_to_parent_run(uri, config.name, tracker.parent_run_id, ledger.outcomes.values())  # warns, never raises
+            with _finish_step(problems, "the report"):
+                if log_to_parent_run(uri, config.name, tracker.parent_run_id, ledger.outcomes.values()) is None and ledger.outcomes:
+                    raise RuntimeError("it could not be made (see the warning above)")
+        if problems:
+            result.finish_error = "; ".join(problems)
+            tracker.record_finish_error(result.finish_error)  # the parent run's tag, if an earlier step did not set it
+            print(f"error: sweep {config.name} ran, but finishing it failed: {result.finish_error}", file=sys.stderr)
     return result
+
+
+@contextlib.contextmanager
+def _finish_step(problems: list[str], what: str) -> Iterator[None]:
+    """One step of the end of a sweep: a failure becomes one line in ``problems``, not a traceback."""
+    try:
+        yield
+    except Exception as exc:
+        lines = str(exc).strip().splitlines()
+        problems.append(f"{what}: {type(exc).__name__}: {lines[0][:300]}" if lines else f"{what}: {type(exc).__name__}")
 
 
 def _config_json(config: SweepConfig) -> str:
@@ -546,7 +684,12 @@ def _with_resumed_trials(searcher: Any, resume: Any) -> Any:
 def parent_tags(prepared: Prepared, storage_root: str) -> dict[str, str]:
     """What ``sweep resume`` needs to find again: the file, the storage, the config's identity."""
     label = prepared.label
+    info = prepared.dataset.info
     return {
+        "sweep.data": info.summary(),  # what the sweep read from the data, as printed at the start
+        "sweep.data.task": info.task,
+        "sweep.data.inputs": str(info.input_shapes if info.input_shapes is not None else info.input_shape),
+        "sweep.data.outputs": str(info.output_sizes if info.output_sizes is not None else info.num_outputs),
         "sweep.file": str(Path(label).resolve()) if label != "<dict>" else "",
         "sweep.storage_root": storage_root,
         "sweep.config_hash": config_hash(prepared.config),

@@ -198,7 +198,7 @@ def _same(a: Any, b: Any) -> bool:
     return isinstance(a, bool) == isinstance(b, bool) and a == b
 
 
-def _condition_holds(when: Mapping[str, Any] | None, chosen: Mapping[str, Any]) -> bool:
+def condition_holds(when: Mapping[str, Any] | None, chosen: Mapping[str, Any]) -> bool:
     """Every parent in ``when`` was suggested and has the wanted value (a list: any of them)."""
     for parent, wanted in (when or {}).items():
         if parent not in chosen:
@@ -224,7 +224,7 @@ class DefineByRun:
         chosen: dict[str, Any] = {}
         for name in self.order:
             param = self.space[name]
-            if not _condition_holds(param.when, chosen):
+            if not condition_holds(param.when, chosen):
                 continue
             if isinstance(param, FloatParam):
                 chosen[name] = trial.suggest_float(name, param.low, param.high, log=param.log, step=param.step)
@@ -299,7 +299,7 @@ def grid_configs(search: SearchConfig) -> list[dict[str, Any]]:
             return
         name = order[index]
         param = search.space[name]
-        if not _condition_holds(param.when, chosen):
+        if not condition_holds(param.when, chosen):
             yield from expand(index + 1, chosen)
             return
         for value in _grid_values(name, param):
@@ -323,7 +323,7 @@ def grid_size(search: SearchConfig) -> int:
             return 1
         name = order[index]
         param = search.space[name]
-        if not _condition_holds(param.when, chosen):
+        if not condition_holds(param.when, chosen):
             return count(index + 1, chosen)
         values = _grid_values(name, param)
         if name not in parents:

@@ -9,16 +9,18 @@ reports its end.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 
 from sweep import storage
-from sweep.writer import WriterProcess, client, param_text, sqlite_path  # noqa: F401 - client: this module's API
+from sweep.writer import MlflowNames, WriterProcess, client, name_problem, param_text, sanitized, sqlite_path  # noqa: F401 - client: this module's API
 from sweep.store import (  # noqa: F401 - reading a sweep back lives in sweep.store; re-exported, it was here first
     DEFAULT_URI, NAME_TAG, ROLE_TAG, STATUS_TAG, TRIAL_TAG, badness, best_summary, child_runs,
     default_uri, find_parent_run, redact, resolve_uri, status_summary,
@@ -26,6 +28,9 @@ from sweep.store import (  # noqa: F401 - reading a sweep back lives in sweep.st
 from sweep.results import COMPLETED, FAILED, PENDING, STATUSES, DriverCallback, Ledger, epoch_of, SweepResult, TrialOutcome, keras_metrics, worker_metrics
 
 log = logging.getLogger("sweep.tracking")
+
+METRIC_NAMES_TAG = "sweep.metric_names"  # parent run: JSON {keras name: MLflow name} of the renamed metrics
+PARAM_NAMES_TAG = "sweep.param_names"  # parent run: the same for params (search-space names, config keys)
 
 
 def check_reachable(uri: str, timeout: float = 5.0) -> None:
@@ -66,6 +71,7 @@ class MLflowTracker(DriverCallback):
     transient = ("_client", "writer")
     registered_model: str | None = None  # Model Registry name for the best model (runner sets it)
     checkpoint_quota_mb: float | None = None  # resources.checkpoint_quota_mb (runner sets it)
+    model_settings: tuple[Any, tuple] | None = None  # (ModelConfig, search paths): how the best model loads (runner sets it)
 
     def __init__(
         self,
@@ -88,9 +94,21 @@ class MLflowTracker(DriverCallback):
         # The last epoch logged per trial: a trial restarted from its checkpoint (a retry after
         # its worker died, or a resumed sweep) re-reports epochs MLflow already has; never twice.
         self.logged_steps: dict[str, int] = {}
+        # Names MLflow refuses (a metric named "top@3", a space entry "a(b)") are logged under a
+        # sanitized name, said once, and the mapping kept on the parent run (see MlflowNames).
+        earlier = self._client.get_run(resume.parent_run_id).data.tags if resume is not None else {}
+        self.metric_names = MlflowNames(json.loads(earlier.get(METRIC_NAMES_TAG) or "{}"))
+        self.param_names = MlflowNames(json.loads(earlier.get(PARAM_NAMES_TAG) or "{}"))
+        space = sweep_params.get("config.search.space")
+        renames = self.param_names.add([*sweep_params, *(space if isinstance(space, dict) else ())])
+        _RENAMED_PARAMS.clear()
+        _RENAMED_PARAMS.update(self.param_names.renamed)  # _param() logs the best trial's params under these too
+        _warn_renames("param", renames)
         run_ids = {}
         if resume is None:
             tags = {"mlflow.runName": sweep_name, ROLE_TAG: "parent", NAME_TAG: sweep_name, **(parent_tags or {})}
+            if self.param_names.renamed:
+                tags[PARAM_NAMES_TAG] = json.dumps(self.param_names.renamed, sort_keys=True)
             parent = self._client.create_run(self.experiment_id, run_name=sweep_name, tags=tags)
             self.parent_run_id = parent.info.run_id
             self._client.log_batch(self.parent_run_id, params=[_param(k, v) for k, v in sweep_params.items()])
@@ -125,7 +143,26 @@ class MLflowTracker(DriverCallback):
             STATUS_TAG: "running",
         }
         name = f"{self.sweep_name}-{outcome.number:04d}"
-        self.writer.submit("start", outcome.trial_id, {"name": name, "tags": tags, "params": outcome.params})
+        params = {self._param_key(k): v for k, v in outcome.params.items()}
+        self.writer.submit("start", outcome.trial_id, {"name": name, "tags": tags, "params": params})
+
+    def _param_key(self, key: str) -> str:
+        """A param's MLflow key (a space entry's name, as itself unless MLflow refuses it)."""
+        renames = self.param_names.add([key])
+        if renames:  # not in the space the tracker was given (a param added by the runner)
+            _RENAMED_PARAMS.update(self.param_names.renamed)
+            _warn_renames("param", renames)
+            self.writer.submit("tags", "parent", {PARAM_NAMES_TAG: json.dumps(self.param_names.renamed, sort_keys=True)})
+        return self.param_names[key]
+
+    def _metric_keys(self, logged: dict[str, float]) -> dict[str, str]:
+        """Each metric's MLflow name. A new name MLflow refuses gets a sanitized one, which is
+        said once and recorded on the parent run (``sweep.metric_names``) before any epoch uses it."""
+        renames = self.metric_names.add(logged)
+        if renames:
+            _warn_renames("metric", renames)
+            self.writer.submit("tags", "parent", {METRIC_NAMES_TAG: json.dumps(self.metric_names.renamed, sort_keys=True)})
+        return {name: self.metric_names[name] for name in logged}
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         key = self.ledger.outcome(trial).trial_id
@@ -135,7 +172,8 @@ class MLflowTracker(DriverCallback):
         self.logged_steps[key] = step
         ts = int(result.get("timestamp", time.time()) * 1000)
         logged = {**keras_metrics(result), **worker_metrics(result)}
-        metrics = [(name, value, step, ts) for name, value in logged.items()]
+        keys = self._metric_keys(logged)
+        metrics = [(keys[name], value, step, ts) for name, value in logged.items()]
         if metrics:
             self.writer.submit("metrics", key, metrics)
         identified = self.__dict__.setdefault("_identified", set())
@@ -217,20 +255,43 @@ class MLflowTracker(DriverCallback):
         self.enforce_quota()  # this trial's checkpoint may go now that its artifact is queued
 
     # -- the end of the sweep ----------------------------------------------------------------
-    def finish(self, result: SweepResult, status: str = "FINISHED", input_example: Any = None) -> None:
-        """Flush trials, then give the parent run the best trial, its model and trials.csv."""
-        self.writer.close()
+    def finish(self, result: SweepResult, status: str = "FINISHED", input_example: Any = None) -> list[str]:
+        """Flush trials, then give the parent run the best trial, its model and trials.csv.
+
+        Never raises: a step that fails (logging the best model, registering it, trials.csv)
+        becomes one line in the returned list, the other steps still run, and the parent run
+        still ends: FAILED, tagged ``sweep.finish_error``, when anything failed.
+        """
+        problems: list[str] = []
+        with _step(problems, "recording the trials in MLflow"):
+            self.writer.close()
         for outcome in self.ledger.outcomes.values():
             outcome.mlflow_run_id = self.writer.run_ids.get(outcome.trial_id)
         if result.best is not None:
             result.best.mlflow_run_id = self.writer.run_ids.get(result.best.trial_id)
-        self._log_summary(result, input_example)
-        self._client.set_terminated(self.parent_run_id, status)
+        self._log_summary(result, input_example, problems)
+        if problems:
+            self.record_finish_error("; ".join(problems), end=False)
+            status = "FAILED" if status == "FINISHED" else status
+        with _step(problems, "closing the parent run"):
+            self._client.set_terminated(self.parent_run_id, status)
+        return problems
 
-    def _log_summary(self, result: SweepResult, input_example: Any = None) -> None:
+    def record_finish_error(self, text: str, end: bool = True) -> None:
+        """Tag the parent run with what failed at the end of the sweep (and, with ``end``, end it
+        FAILED if it ended FINISHED). Never raises: the sweep's own output already says it."""
+        try:
+            self._client.set_tag(self.parent_run_id, "sweep.finish_error", text[:5000])
+            if end and self._client.get_run(self.parent_run_id).info.status in ("FINISHED", "RUNNING"):
+                self._client.set_terminated(self.parent_run_id, "FAILED")
+        except Exception as exc:
+            log.warning("could not record the end-of-sweep error on the parent run (%s)", _one_line(exc))
+
+    def _log_summary(self, result: SweepResult, input_example: Any = None, problems: list[str] | None = None) -> None:
         from mlflow.entities import Metric
 
-        with tempfile.TemporaryDirectory(prefix="sweep-summary-") as folder:
+        problems = [] if problems is None else problems
+        with _step(problems, "trials.csv"), tempfile.TemporaryDirectory(prefix="sweep-summary-") as folder:
             csv_path = Path(folder) / "trials.csv"
             result.trials.to_csv(csv_path, index=False)
             self._client.log_artifact(self.parent_run_id, str(csv_path))
@@ -240,7 +301,8 @@ class MLflowTracker(DriverCallback):
         tags.update({"sweep.metric": result.metric, "sweep.mode": result.mode, "sweep.storage": result.storage})
         best = result.best
         if best is None:
-            self._client.log_batch(self.parent_run_id, tags=[_tag(k, v) for k, v in tags.items()])
+            with _step(problems, "the sweep's summary tags"):
+                self._client.log_batch(self.parent_run_id, tags=[_tag(k, v) for k, v in tags.items()])
             return
         tags.update(
             {
@@ -253,51 +315,109 @@ class MLflowTracker(DriverCallback):
             }
         )
         now = int(time.time() * 1000)
-        self._client.log_batch(
-            self.parent_run_id,
-            metrics=[Metric(result.metric, best.value, now, 0)],
-            params=[_param(k, v) for k, v in best.params.items()],  # under their own names
-            tags=[_tag(k, v) for k, v in tags.items()],
-        )
+        with _step(problems, "the best trial's summary"):
+            self._client.log_batch(
+                self.parent_run_id,
+                metrics=[Metric(result.metric, best.value, now, 0)],
+                params=[_param(k, v) for k, v in best.params.items()],  # under their own names
+                tags=[_tag(k, v) for k, v in tags.items()],
+            )
         if best.checkpoint:
-            self._log_best_model(best.checkpoint, input_example)
+            self._log_best_model(best.checkpoint, input_example, problems)
 
-    def _log_best_model(self, checkpoint: str, input_example: Any = None) -> None:
+    def _log_best_model(self, checkpoint: str, input_example: Any = None, problems: list[str] | None = None) -> None:
         """The best trial's checkpoint, logged with MLflow's Keras flavor on the parent run."""
-        with storage.local_copy(checkpoint) as folder:  # a local folder, or a temp copy of a URI
-            self._log_model_from(Path(folder), input_example)
+        problems = [] if problems is None else problems
+        with _step(problems, "logging the best model"), storage.local_copy(checkpoint) as folder:  # a local folder, or a temp copy of a URI
+            self._log_model_from(Path(folder), input_example, problems)
 
-    def _log_model_from(self, checkpoint: Path, input_example: Any = None) -> None:
+    def _log_model_from(self, checkpoint: Path, input_example: Any = None, problems: list[str] | None = None) -> None:
+        """Log the best checkpoint: its file under ``best_checkpoint/`` first (``load_best`` and
+        ``export`` need nothing else), the user's module files under ``sweep/code/`` (and in the
+        logged model's ``code/``), then the Keras flavor and the registry version. A failure of
+        a later step (reported in ``problems``) leaves the earlier ones in place."""
         import mlflow
 
         from sweep.callbacks import load_checkpoint
 
         from mlflow.models import infer_signature
 
-        model = load_checkpoint(checkpoint)
-        signature = None
-        if input_example is not None:
-            signature = infer_signature(input_example, model.predict(input_example, verbose=0))
-        mlflow.set_tracking_uri(self.uri)
-        with mlflow.start_run(run_id=self.parent_run_id):
-            from sweep.export import model_requirements  # stated, not inferred (saves ~5 s)
-
-            info = mlflow.keras.log_model(model, name="model", signature=signature, pip_requirements=model_requirements())
-            if self.registered_model:
-                from sweep.export import register
-
-                register(info, self.registered_model)  # warns, never raises (a store without a registry)
+        problems = [] if problems is None else problems
+        model_cfg, search_paths = self.model_settings or (None, ())
+        self._client.log_artifact(self.parent_run_id, str(Path(checkpoint) / storage.MODEL_FILE), "best_checkpoint")
+        with tempfile.TemporaryDirectory(prefix="sweep-code-") as code_folder:
+            code = _write_user_code(Path(code_folder) / "code", search_paths)
+            if code is not None:
+                with _step(problems, "logging the sweep's user modules"):
+                    self._client.log_artifacts(self.parent_run_id, str(code), "sweep/code")
+            model = load_checkpoint(checkpoint, model_cfg=model_cfg, search_paths=tuple(search_paths))
+            signature = None
             if input_example is not None:
-                from sweep.export import attach_input_example
+                signature = infer_signature(input_example, model.predict(input_example, verbose=0))
+            mlflow.set_tracking_uri(self.uri)
+            with mlflow.start_run(run_id=self.parent_run_id):
+                from sweep.export import model_requirements  # stated, not inferred (saves ~5 s)
 
-                attach_input_example(info, model, signature, input_example)  # see there: MLflow bug
-            mlflow.log_artifact(str(Path(checkpoint) / storage.MODEL_FILE), "best_checkpoint")
+                info = mlflow.keras.log_model(model, name="model", signature=signature, pip_requirements=model_requirements())
+                if code is not None:
+                    with _step(problems, "adding the user's modules to the logged model"):
+                        mlflow.MlflowClient().log_model_artifacts(info.model_id, str(code.parent))
+                if input_example is not None:
+                    from sweep.export import attach_input_example
+
+                    attach_input_example(info, model, signature, input_example)  # see there: MLflow bug
+                if self.registered_model:
+                    from sweep.export import register
+
+                    with _step(problems, f"registering the best model as {self.registered_model!r}"):
+                        register(info, self.registered_model, raise_errors=True)
+
+
+@contextlib.contextmanager
+def _step(problems: list[str], what: str) -> Iterator[None]:
+    """One part of the end of a sweep: a failure is one line in ``problems``, not a traceback."""
+    try:
+        yield
+    except Exception as exc:
+        log.debug("%s failed", what, exc_info=True)
+        problems.append(f"{what}: {_one_line(exc)}")
+
+
+def _one_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0][:300]}" if lines else type(exc).__name__
+
+
+def _write_user_code(folder: Path, search_paths: tuple) -> Path | None:
+    """The user's module files the sweep imported from ``search_paths``, copied under ``folder``."""
+    from sweep.imports import user_code
+
+    try:
+        code = user_code(tuple(search_paths))
+    except Exception:
+        return None
+    if not code.files:
+        return None
+    for _, relative, text in code.files:
+        target = folder / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+    return folder
+
+
+_RENAMED_PARAMS: dict[str, str] = {}  # the running sweep's param renames (MLflowTracker.param_names)
 
 
 def _param(key: str, value: Any) -> Any:
     from mlflow.entities import Param
 
+    key = _RENAMED_PARAMS.get(key) or (key if name_problem(key) is None else sanitized(key))
     return Param(key, param_text(value))
+
+
+def _warn_renames(kind: str, renames: list[tuple[str, str, str]]) -> None:
+    for name, logged, why in renames:
+        log.warning("%s %r is logged to MLflow as %r (%s)", kind, name, logged, why)
 
 
 def _tag(key: str, value: Any) -> Any:

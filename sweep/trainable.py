@@ -48,7 +48,10 @@ class TrialSettings:
         )
 
 
-def make(settings: TrialSettings, data_ref: Any, fingerprint: str, builder: Callable, trial: Callable | None = None) -> Any:
+def make(
+    settings: TrialSettings, data_ref: Any, fingerprint: str, builder: Callable, trial: Callable | None = None,
+    search_paths: tuple[Any, ...] = (),
+) -> Any:
     """The Tune trainable: a function of the trial's hyperparameters, with our parts bound.
 
     The parts (settings, builder, the data's ObjectRef) go to the object store once, and the
@@ -59,15 +62,29 @@ def make(settings: TrialSettings, data_ref: Any, fingerprint: str, builder: Call
     1,000-trial no-op sweep. The data itself is fetched once per worker (:func:`fetch_data`).
     ``trial`` replaces :func:`run_trial` (same arguments); ``benchmarks/scale.py`` uses it to
     time the orchestrator without Keras.
+
+    The user's modules in ``search_paths`` (the sweep file's folder) are imported by name on
+    the worker, before the builder is unpickled (``imports.ensure_importable``: the folders on
+    ``sys.path``, or a shipped copy of the files where a folder does not exist), and the
+    worker's checkpoint loads (retries, resumes) use the sweep's ``model.safe_mode`` and
+    custom objects (``callbacks.use_model_settings``).
     """
     import ray
     from ray import tune
 
+    from sweep import imports
+
     body = trial or run_trial
     parts_ref = ray.put((settings, data_ref, builder))  # a nested ref comes back as the ref, not its value
+    code = imports.user_code(tuple(search_paths))
 
     def sweep_trial(hp: dict[str, Any]) -> None:
+        roots = imports.ensure_importable(code)  # before the builder's module is imported by name
         settings, data_ref, builder = bound_parts(parts_ref)
+        if trial is None:
+            from sweep.callbacks import use_model_settings
+
+            use_model_settings(settings.model, roots)
         body(hp, settings, data_ref, fingerprint, builder)
 
     resources: dict[str, Any] = {"cpu": settings.resources.cpus_per_trial, "gpu": settings.resources.gpus_per_trial}
@@ -153,8 +170,11 @@ def _build_and_fit(
     strategy = placement.strategy(settings.resources)  # MirroredStrategy when > 1 GPU, else None
     replicas = strategy.num_replicas_in_sync if strategy is not None else 1
     batch_size = placement.batch_size(int(hp.get("batch_size", settings.fit.batch_size)), settings.resources, replicas)
-    check_batch_size(batch_size, len(dataset.x_train))
-    steps = worker.steps_per_execution(getattr(settings.fit, "steps_per_execution", "auto"), batch_size, len(dataset.x_train))
+    inputs = fit_inputs(dataset, batch_size)
+    if not dataset.info.streamed:
+        check_batch_size(batch_size, dataset.info.n_train)
+    steps = worker.steps_per_execution(getattr(settings.fit, "steps_per_execution", "auto"), batch_size, dataset.info.n_train or batch_size)
+    epochs = trial_epochs(hp, settings.epochs)
     reused = False
     if model is None:
         with strategy.scope() if strategy is not None else contextlib.nullcontext():
@@ -165,19 +185,20 @@ def _build_and_fit(
     callbacks = keras_callbacks(settings.fit, settings.objective)
     identity = placement.trial_identity(settings.resources)  # node id/ip, cpus, gpus -> MLflow tags
     callbacks.append(worker.EpochTimer(trace, settings.objective.metric))
-    callbacks.append(TuneReporter(settings.objective, settings.epochs, best=best, extra=lambda: {**worker.result_fields(trace), **identity, REUSED_FIELD: reused}))
+    callbacks.append(TuneReporter(settings.objective, epochs, best=best, extra=lambda: {**worker.result_fields(trace), **identity, REUSED_FIELD: reused}))
     callbacks.append(worker.ReportDone(trace))
     callbacks.append(_epoch_counter(progress))
+    fit = settings.fit
     try:
         model.fit(
-            dataset.x_train,
-            dataset.y_train,
-            batch_size=batch_size,
-            epochs=settings.epochs,
+            **inputs,
+            epochs=epochs,
             initial_epoch=initial_epoch,
-            validation_data=(dataset.x_val, dataset.y_val),
-            validation_batch_size=max(batch_size, 1024),
-            shuffle=settings.fit.shuffle,
+            shuffle=fit.shuffle,
+            class_weight=dataset.class_weight,
+            steps_per_epoch=fit.steps_per_epoch,
+            validation_steps=fit.validation_steps,
+            validation_freq=fit.validation_freq,
             callbacks=callbacks,
             verbose=0,
         )
@@ -186,6 +207,30 @@ def _build_and_fit(
         # worker (a stopped trial's thread must end within TUNE_FUNCTION_THREAD_TIMEOUT_S, 2 s,
         # or the next trial fails); the next trial's reset_state clears it instead.
         del model
+
+
+def fit_inputs(dataset: Any, batch_size: int) -> dict[str, Any]:
+    """The data arguments of ``model.fit()``: arrays (any Keras structure, with sample weights)
+    with the trial's batch size, or this worker's pipelines (:mod:`sweep.pipelines`)."""
+    if dataset.pipeline is not None:
+        from sweep import pipelines
+
+        train, val = pipelines.datasets(dataset.pipeline, batch_size)
+        return {"x": train, "validation_data": val}
+    return {
+        "x": dataset.x_train,
+        "y": dataset.y_train,
+        "sample_weight": dataset.sample_weight,
+        "batch_size": batch_size,
+        "validation_data": dataset.validation_data(),
+        "validation_batch_size": max(batch_size, 1024),
+    }
+
+
+def trial_epochs(hp: dict[str, Any], budget: int) -> int:
+    """The trial's epoch budget: ``epochs`` from the space (at most the sweep's), else the sweep's."""
+    drawn = hp.get("epochs")
+    return budget if drawn is None else max(1, min(int(drawn), budget))
 
 
 def _epoch_counter(progress: dict[str, int]) -> Any:

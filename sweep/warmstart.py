@@ -94,7 +94,7 @@ def map_params(search: SearchConfig, params: Mapping[str, str], dropped: dict[st
 
     Entries are visited parents first, so a value whose ``when:`` no longer holds is dropped too.
     """
-    from sweep.space import _condition_holds
+    from sweep.space import condition_holds
 
     for name in params:
         if name not in search.space:
@@ -103,7 +103,7 @@ def map_params(search: SearchConfig, params: Mapping[str, str], dropped: dict[st
     complete = True
     for name in condition_order(search.space):
         param = search.space[name]
-        if not _condition_holds(param.when, chosen):
+        if not condition_holds(param.when, chosen):
             if name in params:
                 dropped.setdefault(name, "its when: condition does not hold in this space")
             continue

@@ -26,6 +26,8 @@ import os
 import resource
 import sys
 import time
+
+import numpy as np
 from typing import Any
 
 import keras
@@ -100,7 +102,7 @@ class EpochTimer(keras.callbacks.Callback):
         began = self.trace.epoch_began
         self.trace.last_epoch_seconds = None if began is None else time.perf_counter() - began
         value = (logs or {}).get(self.metric)
-        self.trace.mark("epoch_end", epoch=epoch, value=None if value is None else float(value))
+        self.trace.mark("epoch_end", epoch=epoch, value=None if value is None else float(np.asarray(value, dtype=float).ravel()[0]))
 
 
 class ReportDone(keras.callbacks.Callback):

@@ -29,6 +29,7 @@ import subprocess
 import sys
 import threading
 import time
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -174,6 +175,12 @@ class Writer:
                 self._give_up(op, exc)
                 return
             except Exception as exc:  # tracking must never take the sweep down
+                if rejected(exc):  # MLflow answered "no": not an outage, and no retry changes its mind
+                    self._give_up(op, exc, "(MLflow rejected it; not retried)", once=True)
+                    if self.outage_since is not None:  # it answered, so it is back
+                        log.warning("MLflow reachable again after %.0f s; buffered tracking writes are landing", time.monotonic() - self.outage_since)
+                        self.outage_since = None
+                    return
                 if self.outage_since is None:
                     self.outage_since = time.monotonic()
                     log.warning("MLflow write failed (%s); training goes on, tracking writes are buffered and retried", _first_line(exc))
@@ -183,13 +190,18 @@ class Writer:
                 time.sleep(min(10.0, 0.5 * 2**attempt))
                 attempt += 1
 
-    def _give_up(self, op: _Op, exc: BaseException, how: str = "") -> None:
+    def _give_up(self, op: _Op, exc: BaseException, how: str = "", once: bool = False) -> None:
         message = f"MLflow {op.kind} for {op.key} failed{' ' + how if how else ''}: {_first_line(exc)}"
-        self.errors.append(message)
         self._unrecorded.add(op.key)
+        if once:  # the same rejection for every run (a deleted experiment): said once
+            reported = self.__dict__.setdefault("_reported", set())
+            if _first_line(exc) in reported:
+                return
+            reported.add(_first_line(exc))
+        self.errors.append(message)
         log.warning(message)
 
-    def _log_batch(self, run_id: str, batch: dict[str, Any]) -> None:
+    def _log_batch(self, run_id: str, batch: dict[str, Any], key: str = "") -> None:
         """Params, metrics and tags of one run in as few ``log_batch`` requests as MLflow's
         limits allow (1000 items, of which at most 100 params and 100 tags)."""
         from mlflow.entities import Metric, Param, RunTag
@@ -202,7 +214,47 @@ class Writer:
             chunk_tags, tags = tags[:MAX_TAGS], tags[MAX_TAGS:]
             room = MAX_BATCH - len(chunk_params) - len(chunk_tags)
             chunk_metrics, metrics = metrics[:room], metrics[room:]
-            self._client.log_batch(run_id, metrics=chunk_metrics, params=chunk_params, tags=chunk_tags)
+            self._send_batch(run_id, key, [*chunk_params, *chunk_tags, *chunk_metrics])
+
+    def _send_batch(self, run_id: str, key: str, items: list[Any]) -> None:
+        """One ``log_batch``. When MLflow rejects it as invalid (one bad name or value makes it
+        refuse the whole request), the batch is split in halves until the bad items are alone:
+        every other item lands, each bad one is reported once, nothing is retried (2 log2(n)
+        extra requests for one bad item among n). An outage (no answer, 5xx) is raised: the
+        caller retries the whole operation."""
+        from mlflow.entities import Param, RunTag
+
+        try:
+            self._client.log_batch(
+                run_id,
+                metrics=[i for i in items if not isinstance(i, (Param, RunTag))],
+                params=[i for i in items if isinstance(i, Param)],
+                tags=[i for i in items if isinstance(i, RunTag)],
+            )
+        except Exception as exc:
+            if not rejected(exc, item=True):
+                raise
+            if len(items) == 1:
+                self._reject_item(key, items[0], exc)
+                return
+            half = len(items) // 2
+            self._send_batch(run_id, key, items[:half])
+            self._send_batch(run_id, key, items[half:])
+
+    def _reject_item(self, key: str, item: Any, exc: BaseException) -> None:
+        """One line per rejected name (a metric rejected at every epoch is said once), in ``errors`` too."""
+        from mlflow.entities import Param, RunTag
+
+        kind = "param" if isinstance(item, Param) else "tag" if isinstance(item, RunTag) else "metric"
+        if kind == "tag":
+            self._unrecorded.add(key)  # a tag naming a checkpoint may be among them: keep superseded ones
+        reported = self.__dict__.setdefault("_reported_items", set())
+        if (kind, item.key) in reported:
+            return
+        reported.add((kind, item.key))
+        message = f"MLflow rejected {kind} {item.key!r} of run {key or '?'} (not retried; the rest of its batch landed): {_first_line(exc)}"
+        self.errors.append(message)
+        log.warning(message)
 
     def _adopt_started_run(self, op: _Op) -> None:
         """Reuse a child run that an earlier, seemingly failed ``start`` did create: never two runs per trial."""
@@ -222,18 +274,29 @@ class Writer:
         """Apply one operation as :func:`_coalesce` left it (metrics and tags are ``batch`` by then)."""
         if op.kind == "start":
             if op.key in self.run_ids:  # a retried or resumed trial: its run exists, the tags it took over do not
-                self._log_batch(self.run_ids[op.key], {"metrics": [], "tags": op.payload.get(TAKEN_OVER, {}), "params": {}})
+                self._log_batch(self.run_ids[op.key], {"metrics": [], "tags": op.payload.get(TAKEN_OVER, {}), "params": {}}, op.key)
                 return
             # str(): a tracking server (REST/protobuf) rejects non-string tag values that sqlite accepts
             tags = {k: str(v) for k, v in {"mlflow.runName": op.payload["name"], **op.payload["tags"]}.items()}
-            run = self._client.create_run(self.experiment_id, tags=tags, run_name=op.payload["name"])
+            try:
+                run = self._client.create_run(self.experiment_id, tags=tags, run_name=op.payload["name"])
+            except Exception as exc:
+                if not rejected(exc, item=True):
+                    raise
+                # a tag MLflow refuses: the run is created with the tags that make it this trial's,
+                # and the others go through log_batch, which lands all but the bad ones
+                core = {k: v for k, v in tags.items() if k in RUN_IDENTITY}
+                run = self._client.create_run(self.experiment_id, tags=core, run_name=op.payload["name"])
+                self.run_ids[op.key] = run.info.run_id
+                rest = {k: v for k, v in tags.items() if k not in core}
+                self._log_batch(run.info.run_id, {"metrics": [], "tags": rest, "params": {}}, op.key)
             self.run_ids[op.key] = run.info.run_id
             return
         run_id = self.run_ids.get(op.key)
         if run_id is None:
             return
         if op.kind == "batch":
-            self._log_batch(run_id, op.payload)
+            self._log_batch(run_id, op.payload, op.key)
         elif op.kind == "checkpoint":  # a checkpoint location: local folder or a --storage URI
             from sweep import storage
 
@@ -255,7 +318,28 @@ class Writer:
             self._client.set_terminated(run_id, op.payload)
         elif op.kind == "reopen":
             self._client.update_run(run_id, status="RUNNING")
-            self._log_batch(run_id, {"metrics": [], "tags": dict(op.payload), "params": {}})
+            self._log_batch(run_id, {"metrics": [], "tags": dict(op.payload), "params": {}}, op.key)
+
+
+RUN_IDENTITY = ("mlflow.runName", "mlflow.parentRunId", "sweep.role", "sweep.name", TRIAL_TAG, "sweep.trial_number")
+NOT_ABOUT_THE_WRITE = (401, 403, 408, 429, 499)  # credentials, timeouts, rate limits: retried like an outage
+
+
+def rejected(exc: BaseException, item: bool = False) -> bool:
+    """True when MLflow answered and refused the write itself (an HTTP 4xx from a server, or
+    the same error code from a sqlite store: ``INVALID_PARAMETER_VALUE``, ``BAD_REQUEST``, a
+    run that no longer exists), as opposed to not answering (connection refused, a timeout,
+    a 5xx, a locked sqlite file: ``TEMPORARILY_UNAVAILABLE``), which is an outage and retried.
+    With ``item``: only the 400s, which are about something in the request (a name, a value),
+    so splitting the request isolates it."""
+    from mlflow.exceptions import MlflowException
+
+    if not isinstance(exc, MlflowException):
+        return False
+    status = exc.get_http_status_code()
+    if item:
+        return status == 400
+    return 400 <= status < 500 and status not in NOT_ABOUT_THE_WRITE
 
 
 def _first_line(exc: BaseException) -> str:
@@ -338,6 +422,111 @@ def _tags_at_creation(ops: list[_Op]) -> list[_Op]:
 def param_text(value: Any) -> str:
     """A param value as MLflow keeps it: text, at most 6,000 characters."""
     return str(value)[:6000]
+
+
+# ---------------------------------------------------------------------------------------------
+# names MLflow accepts
+
+MAX_NAME = 250  # MLflow's limit on a metric name, param key or tag key (MAX_ENTITY_KEY_LENGTH)
+
+
+@functools.lru_cache(maxsize=4096)
+def name_problem(name: str) -> str | None:
+    """Why MLflow would reject ``name`` as a metric name, param key or tag key (the words of a
+    one-line warning); None when it accepts it.
+
+    The rule is MLflow's own: ``validate_param_and_metric_name`` (the character set: letters,
+    digits, ``_ - . space / :``, no colon on Windows) and ``path_not_unique`` (names are file
+    paths in some stores: ``a/../b``, ``/a``, ``a//b``, ``.`` are refused) from
+    ``mlflow.utils.validation``, the two checks its validators run. They are not in MLflow's
+    documented API, so a copy of the rule (MLflow 2.x-3.x) stands in if they ever move.
+    """
+    if not name:
+        return "MLflow does not allow an empty name"
+    valid_characters, path_not_unique = _mlflow_rules()
+    if not valid_characters(name):
+        bad = "".join(dict.fromkeys(ch for ch in name if not valid_characters(ch)))
+        return f"MLflow does not allow {bad!r}" if len(bad) == 1 else f"MLflow does not allow any of {bad!r}"
+    if path_not_unique(name):
+        import posixpath
+
+        norm = posixpath.normpath(name)
+        return "MLflow treats names as relative paths" + (f" and this one resolves to {norm!r}" if norm != name else "")
+    if len(name) > MAX_NAME:
+        return f"MLflow allows at most {MAX_NAME} characters"
+    return None
+
+
+@functools.lru_cache(maxsize=1)
+def _mlflow_rules() -> tuple[Any, Any]:
+    try:
+        from mlflow.utils.validation import path_not_unique, validate_param_and_metric_name
+
+        return (lambda name: bool(validate_param_and_metric_name(name))), path_not_unique
+    except ImportError:  # the same rule, as MLflow writes it
+        import posixpath
+        import re
+
+        pattern = re.compile(r"^[/\w.\- ]*$" if sys.platform == "win32" else r"^[/\w.\- :]*$")
+
+        def path_not_unique(name: str) -> bool:
+            norm = posixpath.normpath(name)
+            return norm != str(name) or norm == "." or norm.startswith("..") or norm.startswith("/")
+
+        return (lambda name: bool(pattern.match(name))), path_not_unique
+
+
+def sanitized(name: str) -> str:
+    """``name`` made acceptable to MLflow: each refused character becomes ``_`` (``top@3`` ->
+    ``top_3``, ``auc(pr)`` -> ``auc_pr_``), path pieces that would resolve elsewhere too
+    (``a/../b`` -> ``a/__/b``, ``/a`` -> ``_/a``), and it is cut to leave room for a suffix."""
+    valid_characters, _ = _mlflow_rules()
+    text = "".join(ch if valid_characters(ch) else "_" for ch in name)[: MAX_NAME - 10]
+    parts = [part if part not in ("", ".", "..") else "_" * max(1, len(part)) for part in text.split("/")]
+    text = "/".join(parts)
+    return text if name_problem(text) is None else f"name_{zlib.crc32(name.encode()):08x}"
+
+
+class MlflowNames:
+    """The names one sweep logs to MLflow, in one namespace (metric names, or param keys).
+
+    A name MLflow accepts is logged as itself; one it refuses under :func:`sanitized`, with
+    ``_2``, ``_3``, ... when that is already some other name's, so two names never share one
+    in MLflow. A name MLflow accepts but that an earlier rename took gets a suffix too (names
+    given to :meth:`add` together are placed valid ones first, so that only happens when a
+    later trial brings a name no earlier one had). ``renamed`` is what was changed: the
+    mapping recorded on the parent run, and what a resumed sweep starts from.
+    """
+
+    def __init__(self, renamed: dict[str, str] | None = None):
+        self.renamed: dict[str, str] = dict(renamed or {})
+        self._logged: dict[str, str] = dict(self.renamed)
+        self._taken: set[str] = set(self.renamed.values())
+
+    def __getitem__(self, name: str) -> str:
+        return self._logged[name]
+
+    def add(self, names: Any) -> list[tuple[str, str, str]]:
+        """Give every new name in ``names`` its MLflow name; the renames made, as (name, logged as, why)."""
+        new = [name for name in dict.fromkeys(names) if name not in self._logged]
+        new.sort(key=lambda name: name_problem(name) is not None)  # stable: valid names first
+        renames = []
+        for name in new:
+            problem = name_problem(name)
+            if problem is None and name not in self._taken:
+                logged = name
+            else:
+                base = sanitized(name)  # a valid name's is itself, cut to leave room for the suffix
+                logged, n = base, 1
+                while logged in self._taken:
+                    n += 1
+                    logged = f"{base}_{n}"
+                why = problem or f"{name!r} is taken by the rename of {next(k for k, v in self.renamed.items() if v == name)!r}"
+                self.renamed[name] = logged
+                renames.append((name, logged, why))
+            self._logged[name] = logged
+            self._taken.add(logged)
+        return renames
 
 
 

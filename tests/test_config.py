@@ -76,7 +76,7 @@ def test_full_sweep_file_loads_with_its_values(tmp_path):
 
 def test_defaults_of_a_minimal_file(tmp_path):
     config = load(write(tmp_path, MINIMAL))
-    assert config.data.validation_split == 0.2 and config.data.normalize is True and config.data.seed == 0
+    assert config.data.validation_split == 0.2 and config.data.normalize is None and config.data.encode_labels is None and config.data.seed == 0
     assert config.model.builder == "mlp" and config.model.args == {} and config.model.loss is None
     assert config.fit.epochs == 10 and config.fit.batch_size == 32 and config.fit.callbacks == []
     assert (config.objective.metric, config.objective.mode) == ("val_loss", "min")
@@ -185,7 +185,7 @@ BAD = [
         FULL + "trainer: {}\n",
         "trainer: unknown key (expected one of: name, data, model, fit, objective, search, scheduler, resources, tracking, failure)",
     ),
-    ("unknown-fit-key", sub("epochs: 27", "epoch: 27"), "fit.epoch: unknown key (expected one of: epochs, batch_size, shuffle, steps_per_execution, callbacks, reuse_model; did you mean 'epochs'?)"),
+    ("unknown-fit-key", sub("epochs: 27", "epoch: 27"), "fit.epoch: unknown key (expected one of: epochs, batch_size, shuffle, steps_per_execution, callbacks, class_weight, steps_per_epoch, validation_steps, validation_freq, reuse_model; did you mean 'epochs'?)"),
     (
         "unknown-param-key",
         sub(LR, "learning_rate: {type: float, low: 1.0e-4, high: 1.0e-1, hi: 1.0e-1}"),
@@ -231,7 +231,7 @@ BAD = [
     ),
     ("bad-model-builder", sub("builder: mlp", "builder: resnet"), "model.builder: expected mlp, cnn or package.module:function, got 'resnet'"),
     ("bad-model-builder-spec", sub("builder: mlp", "builder: 'my models:build'"), "model.builder: expected mlp, cnn or package.module:function, got 'my models:build'"),
-    ("metrics-not-a-list", sub("metrics: [accuracy]", "metrics: accuracy"), "model.metrics: expected a list, got 'accuracy'"),
+    ("metrics-not-a-list", sub("metrics: [accuracy]", "metrics: accuracy"), "model.metrics: expected a list or a mapping, got 'accuracy'"),
     ("bad-objective-mode", sub("mode: max", "mode: maximize"), "objective.mode: expected one of 'min', 'max', got 'maximize'"),
     ("cpus-zero", sub("cpus_per_trial: 1", "cpus_per_trial: 0"), "resources.cpus_per_trial: expected a value > 0, got 0"),
     ("callback-bad-item", sub("shuffle: true", "shuffle: true, callbacks: [3]"), "fit.callbacks.0: expected a string or a mapping, got 3"),

@@ -331,17 +331,14 @@ def test_user_function_list_return():
     assert data.load(cfg(source="sweep_fixture_data:as_list"), SEARCH).info.n_train == 16
 
 
-@pytest.mark.parametrize(
-    "name,got",
-    [("bad_return", "dict"), ("three_items", "a tuple of 3 item(s)")],
-)
-def test_user_function_bad_return(name, got):
-    spec = f"sweep_fixture_data:{name}"
+def test_user_function_bad_return():
+    spec = "sweep_fixture_data:bad_return"
     expect_error(
         "data.source",
-        f"expected {spec} to return (x, y) or ((x_train, y_train), (x_val, y_val)), got {got}",
+        f"expected {spec} to return (x, y), (x, y, sample_weight) or ((x_train, y_train), (x_val, y_val)), got dict",
         source=spec,
     )
+    expect_error("data.source", "expected x of sweep_fixture_data:three_items to have one row per sample, got a scalar", source="sweep_fixture_data:three_items")
 
 
 def test_user_function_raises():
@@ -403,34 +400,50 @@ def test_reshape_mismatch():
     expect_error("data.reshape", "expected a shape with 64 values per sample, got [8, 8, 2] (128)", source="digits", reshape=[8, 8, 2])
 
 
-def test_non_contiguous_labels_are_encoded(tmp_path):
+def test_non_contiguous_labels_ask_for_the_task_or_are_encoded_on_request(tmp_path):
     path = tmp_path / "d.npz"
     y = np.where(np.arange(60) % 2 == 0, 3, 7)
     np.savez(path, x=np.arange(60.0)[:, None], y=y)
-    ds = data.load(cfg(source=f"npz:{path}", normalize=False))
+    expect_error(
+        "data.task",
+        "expected data.task (classification or regression): the targets y are 2 distinct integers 3..7, which could be class labels or a quantity",
+        source=f"npz:{path}",
+    )
+    ds = data.load(cfg(source=f"npz:{path}", encode_labels=True))
     assert ds.info.task == "classification" and ds.info.num_outputs == 2
     x = np.concatenate([ds.x_train, ds.x_val])[:, 0]
     labels = np.concatenate([ds.y_train, ds.y_val])
     np.testing.assert_array_equal(labels, (x % 2 == 1).astype(np.int64))  # 3 -> 0, 7 -> 1
 
 
-def test_negative_and_float_labels_are_encoded_when_classification_is_asked(tmp_path):
+def test_negative_and_float_labels_are_encoded_when_asked(tmp_path):
     path = tmp_path / "d.npz"
     y = np.tile([-1.0, 0.5, 2.0], 10)
     np.savez(path, x=np.zeros((30, 1)), y=y)
-    ds = data.load(cfg(source=f"npz:{path}", task="classification"))
+    error = expect_error_prefix_key(f"npz:{path}", "data.task", task="classification")
+    assert "data.encode_labels: true" in error.expected
+    ds = data.load(cfg(source=f"npz:{path}", task="classification", encode_labels=True))
     assert ds.info.num_outputs == 3
     assert set(np.concatenate([ds.y_train, ds.y_val])) == {0, 1, 2}
 
 
-def test_one_hot_and_column_labels(tmp_path):
+def expect_error_prefix_key(source: str, key: str, **kwargs) -> InputError:
+    with pytest.raises(InputError) as info:
+        data.load(cfg(source=source, **kwargs), SEARCH)
+    assert info.value.key == key
+    return info.value
+
+
+def test_one_hot_targets_stay_one_hot_and_column_labels_stay_columns(tmp_path):
     path = tmp_path / "d.npz"
     labels = np.arange(30) % 3
-    np.savez(path, x_train=np.zeros((30, 2)), y_train=np.eye(3)[labels], x_val=np.zeros((6, 2)), y_val=(np.arange(6) % 3)[:, None])
+    np.savez(path, x=np.zeros((30, 2)), y=np.eye(3)[labels])
     ds = data.load(cfg(source=f"npz:{path}"))
-    assert ds.info.task == "classification" and ds.info.num_outputs == 3
-    np.testing.assert_array_equal(ds.y_train, labels)
-    assert ds.y_val.shape == (6,)
+    assert ds.info.task == "classification" and ds.info.num_outputs == 3 and ds.info.target_layout == "onehot"
+    assert ds.y_train.shape == (24, 3)  # never made indices: categorical_crossentropy gets what the user gave
+    np.savez(path, x=np.zeros((30, 2)), y=labels[:, None])
+    ds = data.load(cfg(source=f"npz:{path}"))
+    assert ds.y_train.shape == (24, 1) and ds.info.num_outputs == 3 and ds.info.target_layout == "sparse"
 
 
 def test_num_outputs_given_and_checked():
@@ -520,3 +533,14 @@ def test_config_validation_uses_check_source():
 
 def test_sources_registry():
     assert set(data.SOURCES) == {"digits", "diabetes", "synthetic", "npz", "csv", "keras"}
+
+
+def test_csv_class_codes_0_to_k_minus_1_are_classes_even_when_many(tmp_path):
+    """12 classes in 200 rows, 100 classes in 300 rows: never a silent regression (case fit-12)."""
+    for classes, rows in ((12, 200), (100, 300)):
+        path = tmp_path / f"c{classes}.csv"
+        labels = np.arange(rows) % classes
+        lines = ["a,b,label"] + [f"{i * 0.5},{(i % 7) * 1.0},{label}" for i, label in enumerate(labels)]
+        path.write_text("\n".join(lines) + "\n")
+        ds = data.load(cfg(source=f"csv:{path}", target="label"))
+        assert ds.info.task == "classification" and ds.info.num_outputs == classes

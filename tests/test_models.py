@@ -79,13 +79,13 @@ def dense_widths(model: keras.Model) -> list[int]:
 
 
 def test_mlp_hp_beats_args_and_layers_repeat_units():
-    data_info = info(shape=(5,), outputs=2)
-    assert dense_widths(models.mlp({}, data_info)) == [128, 128, 2]
-    assert dense_widths(models.mlp({}, data_info, units=[16, 8])) == [16, 8, 2]
-    assert dense_widths(models.mlp({"units": 32}, data_info, units=[16, 8])) == [32, 32, 2]
-    assert dense_widths(models.mlp({"units": 32, "layers": 3}, data_info, units=[16, 8])) == [32, 32, 32, 2]
-    assert dense_widths(models.mlp({"layers": 1}, data_info, units=[16, 8])) == [16, 2]
-    assert dense_widths(models.mlp({"layers": 0}, data_info)) == [2]
+    data_info = info(shape=(5,), outputs=3)
+    assert dense_widths(models.mlp({}, data_info)) == [128, 128, 3]
+    assert dense_widths(models.mlp({}, data_info, units=[16, 8])) == [16, 8, 3]
+    assert dense_widths(models.mlp({"units": 32}, data_info, units=[16, 8])) == [32, 32, 3]
+    assert dense_widths(models.mlp({"units": 32, "layers": 3}, data_info, units=[16, 8])) == [32, 32, 32, 3]
+    assert dense_widths(models.mlp({"layers": 1}, data_info, units=[16, 8])) == [16, 3]
+    assert dense_widths(models.mlp({"layers": 0}, data_info)) == [3]
     with_dropout = models.mlp({"dropout": 0.25}, data_info, dropout=0.0, units=[4])
     rates = [layer.rate for layer in with_dropout.layers if isinstance(layer, keras.layers.Dropout)]
     assert rates == [0.25]
@@ -347,3 +347,31 @@ def test_resolved_builder_survives_cloudpickle(cfg):
     data_info = info(shape=(16,), task="regression", outputs=1)
     model = models.build(clone, {}, data_info, cfg)
     assert model.output_shape == (None, 1)
+
+
+def test_two_classes_as_labels_get_one_sigmoid_unit_and_binary_crossentropy():
+    """Keras' binary convention, so AUC, Precision or F1Score work on the labels as given."""
+    data_info = info(shape=(5,), outputs=2)
+    model = models.build(models.resolve_builder(ModelConfig(args={"units": [4]})), {}, data_info, ModelConfig())
+    assert model.output_shape == (None, 1)
+    assert model.layers[-1].activation.__name__ == "sigmoid"
+    assert model.loss == "binary_crossentropy"
+    softmax_two = keras.Sequential([keras.Input((5,)), keras.layers.Dense(2, activation="softmax")])
+    assert models.default_loss(data_info, softmax_two) == "sparse_categorical_crossentropy"  # a factory's 2-unit softmax keeps its loss
+
+
+def test_several_inputs_or_outputs_are_refused_by_the_builtins_in_one_line():
+    several = DataInfo(input_shape=(4,), num_outputs=3, task="classification", n_train=8, n_val=2, source="t", fingerprint="0",
+                       input_shapes={"a": (4,), "b": (2,)}, output_sizes=3)
+    with pytest.raises(InputError) as err:
+        models.mlp({}, several)
+    assert err.value.key == "model.builder"
+    assert "2 inputs" in err.value.expected and "package.module:function" in err.value.expected
+
+
+def test_recording_hp_notes_every_key_read():
+    hp = models.RecordingHP({"units": 8, "dropout": 0.1, "dropuot": 0.2})
+    hp["units"], hp.get("dropout"), ("missing" in hp)
+    assert hp.read == {"units", "dropout", "missing"}
+    dict(hp)
+    assert hp.read >= {"units", "dropout", "dropuot"}, "copying reads every key"
