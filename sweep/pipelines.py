@@ -129,7 +129,7 @@ def describe(config: "DataConfig", search_paths: tuple[Path, ...], raw: Any) -> 
     takes_batch_size = "batch_size" in _parameters(function)
     x, y, w = _first_batch(train, config.source, "training")
     _first_batch(val, config.source, "validation")
-    kinds_of_targets = _target_kinds(config, y, train)
+    kinds_of_targets = _target_kinds(config, y, train, val)
     recipe = Pipeline(
         source=config.source,
         args=dict(config.args),
@@ -175,17 +175,33 @@ def _numpy(value: Any) -> np.ndarray:
     return np.asarray(value.numpy() if hasattr(value, "numpy") else value)
 
 
-def _target_kinds(config: "DataConfig", y: Any, train: Any) -> Any:
-    """Task and output sizes: ``data.task``/``num_outputs``, the pipeline's ``class_names``, or one batch."""
+def _target_kinds(config: "DataConfig", y: Any, train: Any, val: Any) -> Any:
+    """Task and output sizes: ``data.task``/``num_outputs``, the pipeline's ``class_names``, the
+    labels of a small validation pipeline, or one batch."""
     class_names = getattr(train, "class_names", None)
     named = named_leaves(y, "y")
     if len(named) > 1:
         found = {name: _one_target(config, leaf, None, name) for name, leaf in named}
         return rebuild(y, found, "y")
-    return _one_target(config, named[0][1], class_names, "y")
+    return _one_target(config, named[0][1], class_names, "y", lambda: _validation_labels(val))
 
 
-def _one_target(config: "DataConfig", y: np.ndarray, class_names: Any, name: str) -> targets.TargetKind:
+MAX_SCANNED_BATCHES = 200  # a validation pipeline this small is read once in the driver for its labels
+
+
+def _validation_labels(val: Any) -> np.ndarray | None:
+    """Every label of a finite ``tf.data`` validation pipeline of at most MAX_SCANNED_BATCHES
+    batches (one target array), else None: the classes of a pipeline without ``class_names``."""
+    if kind_of(val) != "tf.data":
+        return None
+    batches = int(val.cardinality())
+    if batches < 0 or batches > MAX_SCANNED_BATCHES:  # infinite (-1) or unknown (-2) or large
+        return None
+    labels = [np.asarray(element[1]) for element in val.as_numpy_iterator()]
+    return np.concatenate(labels) if labels and all(isinstance(y, np.ndarray) for y in labels) else None
+
+
+def _one_target(config: "DataConfig", y: np.ndarray, class_names: Any, name: str, labels: Any = None) -> targets.TargetKind:
     given = config.task.get(name.partition(".")[2]) if isinstance(config.task, dict) else config.task
     classes = len(class_names) if class_names is not None else config.num_outputs
     if y.ndim == 2 and y.shape[1] == 1 and class_names is not None and len(class_names) == 2:
@@ -197,8 +213,17 @@ def _one_target(config: "DataConfig", y: np.ndarray, class_names: Any, name: str
     if task == "regression":
         width = 1 if y.ndim == 1 else int(y.shape[-1])
         return targets.TargetKind("regression", config.num_outputs or width, "values", "data.task" if given else "non-integer targets")
+    scanned = labels() if classes is None and labels is not None else None
+    if scanned is not None:
+        found = targets.infer(scanned, given, name)
+        if found.task == "classification":
+            return targets.TargetKind(found.task, found.size, found.layout, f"{found.reason} in the validation pipeline")
     if classes is None:
-        raise InputError("data.num_outputs", f"expected data.num_outputs (the number of classes of {name}) for a pipeline without class_names, got none")
+        raise InputError(
+            "data.num_outputs",
+            f"expected data.num_outputs (the number of classes of {name}) for a pipeline without class_names "
+            f"whose validation labels cannot be read up front (infinite, or over {MAX_SCANNED_BATCHES} batches), got none",
+        )
     reason = "class_names of the pipeline" if class_names is not None else "data.num_outputs"
     return targets.TargetKind("classification", int(classes), "sparse", reason)
 

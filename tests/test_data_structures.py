@@ -140,11 +140,23 @@ def test_a_pair_of_tf_data_pipelines_is_a_recipe_and_one_batch(module):
     assert next(iter(train))[0].shape[0] == 4, "a worker's build gets the trial's batch size"
 
 
-def test_a_pipeline_without_class_names_needs_num_outputs(module):
+def test_a_pipeline_without_class_names_reads_a_small_validation_pipelines_labels(module):
+    ds = load(module("""
+        def load():
+            import tensorflow as tf
+            x = np.zeros((64, 2), dtype="float32")
+            full = tf.data.Dataset.from_tensor_slices((x, (np.arange(64) % 3).astype("int64"))).batch(8)
+            return full.take(5), full.skip(5)
+    """))
+    assert (ds.info.task, ds.info.num_outputs) == ("classification", 3)
+    assert "validation pipeline" in ds.info.inferred
+
+
+def test_an_endless_pipeline_without_class_names_needs_num_outputs(module):
     source = module("""
         def load():
             import tensorflow as tf
-            d = tf.data.Dataset.from_tensor_slices((np.zeros((8, 2)), np.zeros(8, dtype="int64"))).batch(4)
+            d = tf.data.Dataset.from_tensor_slices((np.zeros((8, 2)), np.zeros(8, dtype="int64"))).batch(4).repeat()
             return d, d
     """)
     with pytest.raises(InputError) as err:
