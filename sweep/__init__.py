@@ -32,6 +32,14 @@ def load_best(name: str, tracking_uri: str | None = None, safe_mode: bool | None
     return _load_best(name, tracking_uri, safe_mode=safe_mode, custom_objects=custom_objects)
 
 
+def trials(name: str, tracking_uri: str | None = None) -> Any:
+    """A past sweep's trials as a typed pandas DataFrame (see ``sweep.store.trials_frame``):
+    one row per trial, its best ``value``, ``params_<name>`` columns with numbers as numbers."""
+    from sweep import store
+
+    return store.trials_frame(store.resolve_uri(tracking_uri), name)
+
+
 def resume(name: str, **options: Any) -> Any:
     """Continue the unfinished sweep ``name`` (see ``sweep.runner.resume``)."""
     from sweep.runner import resume as _resume
@@ -47,4 +55,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'sweep' has no attribute {name!r}")
 
 
-__all__ = ["run", "resume", "load", "load_best", "SweepConfig", "SweepConfigError", "SweepResult", "BestTrial", "TrialOutcome"]
+__all__ = ["run", "resume", "trials", "load", "load_best", "SweepConfig", "SweepConfigError", "SweepResult", "BestTrial", "TrialOutcome"]

@@ -247,7 +247,12 @@ def check_reloadable(model: keras.Model, model_cfg: ModelConfig, search_paths: t
         "define it in a module next to the sweep file or an installed package (not __main__), "
         "or list it in model.custom_objects as package.module:name"
     )
-    with tempfile.TemporaryDirectory(prefix="sweep-preflight-") as folder:
+    import warnings
+
+    with tempfile.TemporaryDirectory(prefix="sweep-preflight-") as folder, warnings.catch_warnings():
+        # an untrained model's optimizer has no slots yet: Keras warns that it skips loading them,
+        # which is true and harmless here, and reads as if checkpoints were broken
+        warnings.simplefilter("ignore")
         try:
             save_checkpoint(model, Path(folder))
         except Exception as exc:
@@ -261,8 +266,9 @@ def check_reloadable(model: keras.Model, model_cfg: ModelConfig, search_paths: t
                 raise InputError(
                     "model.safe_mode",
                     "expected a model that loads with Keras safe_mode (checkpoints are loaded back for retries, resumes and the "
-                    f"best model), but it only loads with safe_mode off ({_first_line(exc, 160)}); set model.safe_mode: false "
-                    "to load code stored in the checkpoint (only for checkpoints you produced), or replace the Lambda by a layer class",
+                    "best model), but it holds Python code that only loads with safe_mode off (a Lambda layer with a Python "
+                    "lambda): set model.safe_mode: false to run code stored in the checkpoint (only for checkpoints you "
+                    "produced), or replace the Lambda by a layer class",
                 ) from None
             raise InputError("model.builder", f"expected a model Keras can load back from its checkpoint, but loading failed: {_first_line(exc)}; {hint}") from None
 

@@ -17,7 +17,7 @@ from typing import Any, Callable, Sequence
 from rich.console import Console
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
-READ_ONLY_COMMANDS = frozenset({"status", "best", "report"})
+READ_ONLY_COMMANDS = frozenset({"status", "best", "report", "list", "trials"})
 
 
 def entry() -> None:
@@ -49,6 +49,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return EXIT_BAD_INPUT
+    _quiet_mlflow_logs()
+    if args.command in ("best", "status", "report", "export", "list", "trials") and not _store_ready(args):
+        return EXIT_OK if args.command == "list" else EXIT_BAD_INPUT  # list: an empty list, said
     from sweep.config import SweepConfigError
 
     try:
@@ -56,13 +59,49 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SweepConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        print("interrupted: finished trials are recorded in MLflow", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as exc:
+        return _interrupted(exc, getattr(args, "name", None))
+
+
+EXIT_TERMINATED = 143  # 128 + SIGTERM, as a shell reports a process SIGTERM ended
+
+
+def _interrupted(exc: BaseException, name: str | None) -> int:
+    """One line on how to continue; exit 130 after SIGINT, 143 after SIGTERM."""
+    import signal
+
+    name = getattr(exc, "name", None) or name
+    signum = getattr(exc, "signum", signal.SIGINT)
+    for sig in (signal.SIGINT, signal.SIGTERM):  # the records are closed: a further signal must not
+        signal.signal(sig, signal.SIG_IGN)  # break Ray's shutdown at exit with a traceback
+    if getattr(exc, "name", None):
+        print(f"interrupted: sweep {name} stopped; its ended trials are in MLflow; continue it with `sweep resume {name}`", file=sys.stderr)
+    else:
+        print("interrupted before any trial started" + (f"; continue it with `sweep resume {name}`" if name else ""), file=sys.stderr)
+    return EXIT_TERMINATED if signum == signal.SIGTERM else EXIT_INTERRUPTED
+
+
+def _terminate_as_interrupt() -> None:
+    """SIGTERM (SLURM time limit, ``ray job stop``, Kubernetes) ends ``run``/``resume`` the way
+    Ctrl-C does: records closed, resumable, exit 143. (While trials run, the runner's handler
+    stops them first; this one covers the steps before and after.)"""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        from sweep.runner import SweepInterrupted
+
+        raise SweepInterrupted(None, signum)
+
+    signal.signal(signal.SIGTERM, handler)
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sweep", description="Keras fit() hyperparameter sweeps on Ray Tune, Optuna and MLflow.")
+    parser.add_argument("--version", action="version", version=f"sweep {_version()}")
     sub = parser.add_subparsers(dest="command")
 
     run = sub.add_parser("run", help="run the sweep described by a YAML file")
@@ -75,6 +114,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="no progress output")
     run.add_argument("--json", action="store_true", help="print the best trial as JSON at the end")
     run.add_argument("--fresh", action="store_true", help="start over even if an unfinished sweep of this name exists")
+    run.add_argument("--epochs", type=int, help="override fit.epochs")
+    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                     help="override any dotted key of the sweep file (VALUE is read as YAML: 64, 0.1, true, [32, 64]); repeatable")
     run.set_defaults(handler=_cmd_run)
 
     resume = sub.add_parser("resume", help="continue an unfinished sweep whose driver died")
@@ -89,13 +131,26 @@ def _parser() -> argparse.ArgumentParser:
     best = sub.add_parser("best", help="show the best trial of a sweep")
     best.add_argument("name")
     best.add_argument("--tracking-uri")
-    best.add_argument("--json", action="store_true")
+    best.add_argument("--json", action="store_true", help="the best trial as JSON (params keep their types)")
+    best.add_argument("--quiet", action="store_true", help="print nothing; the exit code says whether there is a best trial")
     best.set_defaults(handler=_cmd_best)
 
     status = sub.add_parser("status", help="show how many trials ran, stopped early or failed")
     status.add_argument("name")
     status.add_argument("--tracking-uri")
     status.add_argument("--json", action="store_true")
+    status.add_argument("--quiet", action="store_true", help="print nothing")
+
+    listing = sub.add_parser("list", help="list the sweeps in the store, newest first")
+    listing.add_argument("--tracking-uri")
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(handler=_cmd_list)
+
+    trials = sub.add_parser("trials", help="a sweep's trials, one row each (as sweep.trials(NAME) returns them)")
+    trials.add_argument("name")
+    trials.add_argument("--tracking-uri")
+    trials.add_argument("--csv", action="store_true", help="CSV on stdout")
+    trials.set_defaults(handler=_cmd_trials)
     status.set_defaults(handler=_cmd_status)
 
     report = sub.add_parser("report", help="write an HTML report with plots (static, one file) and the PNGs")
@@ -114,7 +169,8 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--saved-model", action="store_true", help="also write a TensorFlow SavedModel to DIR/saved_model")
     export.set_defaults(handler=_cmd_export)
 
-    ui = sub.add_parser("ui", help="start the MLflow UI on 127.0.0.1 for the sweep store")
+    ui = sub.add_parser("ui", help="start the MLflow UI on 127.0.0.1 for the sweep store (NAME: print that sweep's URL)")
+    ui.add_argument("name", nargs="?", help="a sweep: print the URL of its experiment and of its best trial's run")
     ui.add_argument("--tracking-uri")
     ui.add_argument("--port", type=int, default=5000)
     ui.set_defaults(handler=_cmd_ui)
@@ -122,8 +178,12 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    _terminate_as_interrupt()
     import sweep
 
+    overrides = _set_overrides(args)
+    if not (args.quiet or args.json):
+        _say_if_new_sweep(args, overrides)
     result = sweep.run(
         args.file,
         storage=args.storage,
@@ -133,11 +193,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
         trials=args.trials,
         tracking_uri=args.tracking_uri,
         fresh=args.fresh,
+        **overrides,
     )
     return _finish_run(args, result)
 
 
 def _cmd_resume(args: argparse.Namespace) -> int:
+    _terminate_as_interrupt()
     from sweep.runner import resume
 
     result = resume(
@@ -158,6 +220,8 @@ def _finish_run(args: argparse.Namespace, result: Any) -> int:
     else:
         _print_result(result)
     if getattr(result, "finish_error", None):  # already said in one line on stderr by the runner
+        return EXIT_FAILED
+    if getattr(result, "stopped_because", None):  # fail-fast, or a storage fault (resumable); said on stderr
         return EXIT_FAILED
     return EXIT_OK if result.best is not None else EXIT_FAILED
 
@@ -188,8 +252,108 @@ def _summary(args: argparse.Namespace, read: Callable[[str, str], dict | None]) 
     uri = store.resolve_uri(args.tracking_uri)
     summary = read(uri, args.name)
     if summary is None:
-        print(f"error: no sweep named {args.name!r} in {store.redact(uri)}", file=sys.stderr)
+        _no_such_sweep(uri, args.name)
     return summary
+
+
+def _no_such_sweep(uri: str, name: str) -> None:
+    """The error for an unknown sweep name: the close names, then the sweeps there are."""
+    from sweep import store
+
+    names = store.sweep_names(uri)
+    close = store.close_names(name, names)
+    hint = f"; did you mean {' or '.join(repr(n) for n in close)}?" if close else ""
+    print(f"error: no sweep named {name!r} in {store.redact(uri)}{hint}", file=sys.stderr)
+    if names:
+        shown = ", ".join(names[:20]) + (f", ... ({len(names)} in all)" if len(names) > 20 else "")
+        print(f"  sweeps there: {shown} (sweep list shows them)", file=sys.stderr)
+    else:
+        print("  there are no sweeps there yet", file=sys.stderr)
+
+
+def _lookup_error(args: argparse.Namespace, exc: LookupError) -> None:
+    """A command's LookupError on stderr; an unknown sweep name with its close names and the sweeps."""
+    from sweep import store
+
+    if str(exc).startswith("no sweep named"):
+        _no_such_sweep(store.resolve_uri(args.tracking_uri), args.name)
+    else:
+        print(f"error: {exc}", file=sys.stderr)
+
+
+def _store_ready(args: argparse.Namespace) -> bool:
+    """Read-only commands never create a store: a sqlite file that does not exist is an error
+    (``list``: an empty list), not a new empty database."""
+    from sweep import store
+
+    uri = store.resolve_uri(getattr(args, "tracking_uri", None))
+    if store.store_exists(uri):
+        return True
+    if args.command == "list":
+        if getattr(args, "json", False):
+            print("[]")
+        else:
+            print(f"no sweeps: {store.redact(uri)} does not exist")
+        return False
+    print(f"error: no sweep store at {store.redact(uri)} (no such file); pass --tracking-uri or set MLFLOW_TRACKING_URI", file=sys.stderr)
+    return False
+
+
+def _quiet_mlflow_logs() -> None:
+    """MLflow's and its migrations' INFO lines are for MLflow's users, not the sweep's."""
+    import logging
+
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("sweep")
+    except Exception:
+        return "unknown"
+
+
+def _set_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """``--set key=value`` (values read as YAML) and ``--epochs``, as ``sweep.run``'s dotted overrides."""
+    import yaml
+
+    from sweep.config import SweepConfigError
+
+    overrides: dict[str, Any] = {}
+    for item in args.set:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise SweepConfigError("--set", item, "expected KEY=VALUE, e.g. --set fit.batch_size=64")
+        overrides[key.strip()] = yaml.safe_load(text) if text.strip() else None
+    if args.epochs is not None:
+        overrides["epochs"] = args.epochs
+    return overrides
+
+
+def _say_if_new_sweep(args: argparse.Namespace, overrides: dict[str, Any]) -> None:
+    """Running the file of a sweep that already finished starts a new sweep of that name: say so,
+    and how to reach the earlier one. Never fails the run (the run reports bad input itself)."""
+    try:
+        from sweep import config as config_module, store
+
+        config = config_module.load(args.file, {**overrides, **({"name": args.name} if args.name else {})})
+        uri = store.resolve_uri(args.tracking_uri or config.tracking.uri)
+        if not store.store_exists(uri):
+            return
+        parent = store.find_parent_run(uri, config.name)
+        if parent is None or parent.info.status != "FINISHED":
+            return
+        print(
+            f"sweep {config.name} already finished ({store._iso(parent.info.start_time)}): this starts a new sweep of that name; "
+            f"`sweep best/status/report {config.name}` will show the new one, the earlier one stays in MLflow as parent run "
+            f"{parent.info.run_id} (use --name to keep both addressable)",
+            file=sys.stderr,
+        )
+    except Exception:
+        return
 
 
 def _cmd_best(args: argparse.Namespace) -> int:
@@ -198,14 +362,76 @@ def _cmd_best(args: argparse.Namespace) -> int:
     summary = _summary(args, store.best_summary)
     if summary is None:
         return EXIT_BAD_INPUT
-    if args.json:
+    if args.quiet:
+        pass
+    elif args.json:
         print(json.dumps(summary, default=str))
     else:
-        console = Console(highlight=False)
-        console.print(f"[bold]{args.name}[/]: best {summary['metric']} = {summary['value']} ({summary['mode']})")
-        for key in ("params", "trial_id", "epochs", "best_epoch", "checkpoint", "mlflow_run_id", "tracking_uri"):
-            console.print(f"  {key}: {summary[key]}")
+        print(best_text(summary))
     return EXIT_OK if summary["value"] is not None else EXIT_FAILED
+
+
+def best_text(summary: dict[str, Any]) -> str:
+    """``sweep best``'s human output: aligned ``key  value`` lines, the params one per line."""
+    from sweep.progress import format_value
+
+    if summary["value"] is None:
+        return f"{summary['name']}: no trial has a {summary['metric']} yet ({summary['sweep_status'].lower()})"
+    lines = [f"{summary['name']}: best {summary['metric']} = {format_value(summary['value'])} ({summary['mode']}, {summary['sweep_status'].lower()})"]
+    rows: list[tuple[str, Any]] = [("trial", summary["trial_id"])]
+    epoch = summary.get("best_epoch")
+    rows.append(("epoch", f"{epoch} of {summary['epochs']}" if epoch is not None else summary["epochs"]))
+    rows += [(f"  {key}", format_value(value) if isinstance(value, float) else value) for key, value in sorted(summary["params"].items())]
+    rows = rows[:2] + ([("params", "")] if summary["params"] else []) + rows[2:]
+    rows += [("checkpoint", summary["checkpoint"]), ("mlflow run", summary["mlflow_run_id"]), ("tracking uri", summary["tracking_uri"])]
+    width = max(len(key) for key, _ in rows)
+    lines += [f"  {key.ljust(width)}  {'' if value is None else value}".rstrip() for key, value in rows]
+    return "\n".join(lines)
+
+
+def _cmd_trials(args: argparse.Namespace) -> int:
+    from sweep import store
+
+    uri = store.resolve_uri(args.tracking_uri)
+    try:
+        frame = store.trials_frame(uri, args.name)
+    except LookupError as exc:
+        _lookup_error(args, exc)
+        return EXIT_BAD_INPUT
+    if args.csv:
+        sys.stdout.write(frame.to_csv(index=False))
+    else:
+        print(frame.drop(columns=["datetime_complete", "mlflow_run_id"]).to_string(index=False))
+    return EXIT_OK
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    from sweep import store
+
+    rows = store.list_sweeps(store.resolve_uri(args.tracking_uri))
+    if args.json:
+        print(json.dumps(rows, default=str))
+        return EXIT_OK
+    if not rows:
+        print("no sweeps yet")
+        return EXIT_OK
+    print(list_text(rows))
+    return EXIT_OK
+
+
+def list_text(rows: list[dict[str, Any]]) -> str:
+    """``sweep list``'s table: one aligned line per sweep, newest first."""
+    from sweep.progress import format_duration, format_value
+
+    table = [("NAME", "STATE", "TRIALS", "BEST", "STARTED", "DURATION")]
+    for row in rows:
+        requested = row["trials_requested"] if row["trials_requested"] is not None else "?"
+        best = f"{row['metric']} {format_value(row['best_value'])}" if row["best_value"] is not None else "-"
+        started = (row["started"] or "-").replace("T", " ")[:16]
+        duration = format_duration(row["duration_s"]) if row["duration_s"] is not None else "-"
+        table.append((row["name"], row["state"], f"{row['trials_done']}/{requested}", best, started, duration))
+    widths = [max(len(str(line[i])) for line in table) for i in range(len(table[0]))]
+    return "\n".join("  ".join(str(cell).ljust(width) for cell, width in zip(line, widths)).rstrip() for line in table)
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
@@ -214,7 +440,9 @@ def _cmd_status(args: argparse.Namespace) -> int:
     summary = _summary(args, store.status_summary)
     if summary is None:
         return EXIT_BAD_INPUT
-    if args.json:
+    if args.quiet:
+        pass
+    elif args.json:
         print(json.dumps(summary, default=str))
     else:
         counts = ", ".join(f"{n} {s.replace('_', ' ')}" for s, n in sorted(summary["trials"].items())) or "no trials yet"
@@ -228,7 +456,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     try:
         page = report.write_report(args.name, args.tracking_uri, args.out, rebuild=args.rebuild)
     except LookupError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        _lookup_error(args, exc)
         return EXIT_BAD_INPUT
     if not args.quiet:
         print(f"report: {page.resolve()}")
@@ -241,19 +469,43 @@ def _cmd_export(args: argparse.Namespace) -> int:
     try:
         written = export.export_best(args.name, args.dir, tracking_uri=args.tracking_uri, saved_model=args.saved_model)
     except LookupError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        _lookup_error(args, exc)
         return EXIT_BAD_INPUT
     for path in written:
         print(f"wrote {path}")
     return EXIT_OK
 
 
+def store_redact(uri: str) -> str:
+    from sweep import store
+
+    return store.redact(uri)
+
+
 def _cmd_ui(args: argparse.Namespace) -> int:
     from sweep import tracking
 
     uri = tracking.resolve_uri(args.tracking_uri)
-    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(args.port)]
-    print(f"MLflow UI for {uri} at http://127.0.0.1:{args.port} (Ctrl-C stops it)")
+    base = f"http://127.0.0.1:{args.port}"
+    if args.name:
+        from sweep import store
+
+        if not store.store_exists(uri):
+            print(f"error: no sweep store at {store.redact(uri)}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        summary = store.best_summary(uri, args.name)
+        if summary is None:
+            _no_such_sweep(uri, args.name)
+            return EXIT_BAD_INPUT
+        from sweep.tracking import ui_url
+
+        print(f"sweep {args.name}: {ui_url(base, summary['experiment_id'])}")
+        if summary["mlflow_run_id"]:
+            print(f"  best trial {summary['trial_id']}: {ui_url(base, summary['experiment_id'], summary['mlflow_run_id'])}")
+    # one worker: a local UI for one user needs no more (MLflow's default starts several)
+    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(args.port), "--workers", "1",
+               "--uvicorn-opts", "--log-level warning"]  # not a line per request
+    print(f"MLflow UI for {store_redact(uri)} at {base} (Ctrl-C stops it)")
     return subprocess.call(command, env=os.environ.copy())
 
 

@@ -166,3 +166,74 @@ def _run_on_cluster(source: Any, storage: str, quiet: bool, overrides: dict[str,
     from sweep import runner
 
     return runner.run(source, storage=storage, address="auto", quiet=quiet, **overrides)
+
+
+# ---------------------------------------------------------------------------------------------
+# bounded waits: an address nobody answers, resources no node has
+
+
+ADDRESS_TIMEOUT_S = 5.0
+
+
+def check_address(address: str, timeout: float = ADDRESS_TIMEOUT_S) -> None:
+    """Raise ConnectionError within ``timeout`` seconds when nothing listens at ``HOST:PORT``.
+
+    ``ray.init(address=...)`` of an address where nothing runs retries in Ray's C++ client for
+    minutes, printing warnings and ignoring Ctrl-C (it does not return to Python); a plain TCP
+    connect first says the same thing in seconds. ``auto`` and ``ray://`` are left to Ray."""
+    import socket
+
+    if not address or "://" in address or ":" not in address:
+        return
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]")
+    try:
+        port_number = int(port)
+    except ValueError:
+        raise ConnectionError(f"expected HOST:PORT, got {address!r}") from None
+    try:
+        socket.create_connection((host, port_number), timeout=timeout).close()
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__ if not isinstance(exc, socket.timeout) else f"no answer within {timeout:.0f} s"
+        raise ConnectionError(f"expected a running Ray cluster, but nothing answers at {address} ({reason})") from None
+
+
+def autoscaling() -> bool:
+    """Whether the cluster may add nodes (then a trial bigger than today's nodes may still fit).
+
+    Ray does not say so through a public API; ``SWEEP_AUTOSCALING=1`` declares it (and skips the
+    resource check), ``0`` or unset means the nodes there now are all there will be."""
+    return os.environ.get("SWEEP_AUTOSCALING", "0").strip().lower() in ("1", "true", "yes")
+
+
+def resource_shortfall(need: Mapping[str, float], nodes: list[dict[str, Any]]) -> tuple[str, str] | None:
+    """``(key, message)`` when no alive node has every resource one trial needs, else None.
+
+    ``need`` maps the sweep's ``resources.*`` keys (``cpus_per_trial``, ``gpus_per_trial``,
+    ``custom.NAME``) to amounts; ``nodes`` is ``ray.nodes()``. A trial is placed on one node, so
+    the largest node counts, not the cluster's total."""
+    ray_name = {"cpus_per_trial": "CPU", "gpus_per_trial": "GPU"}
+    alive = [n.get("Resources") or {} for n in nodes if n.get("Alive", n.get("alive", True))]
+    for key, amount in need.items():
+        if not amount:
+            continue
+        name = ray_name.get(key, key.split(".", 1)[-1])
+        offered = max((float(r.get(name, 0)) for r in alive), default=0.0)
+        if offered + 1e-9 < float(amount):
+            what = {"CPU": "CPUs", "GPU": "GPUs"}.get(name, f"{name!r} resource")
+            if offered:
+                offer = f"at most {_number(offered)} {what} on one node"
+            else:
+                names = sorted({k for r in alive for k in r if not k.startswith(("node:", "memory", "object_store_memory"))})
+                offer = f"no {what} (it offers {', '.join(names) or 'nothing'})"
+            return f"resources.{key}", f"expected at most what this Ray cluster offers ({offer}), got {_number(float(amount))}"
+    if alive:  # every key fits some node; all of them together must fit one node
+        names = [ray_name.get(k, k.split(".", 1)[-1]) for k, v in need.items() if v]
+        if not any(all(float(r.get(n, 0)) + 1e-9 >= float(need[k]) for k, n in zip([k for k, v in need.items() if v], names)) for r in alive):
+            wanted = ", ".join(f"{k}={_number(float(v))}" for k, v in need.items() if v)
+            return "resources", f"expected a trial that fits on one node of this Ray cluster, but no node has all of {wanted}"
+    return None
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if value == int(value) else f"{value:g}"

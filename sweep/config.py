@@ -18,6 +18,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+# the sweep's name is a folder name (storage, MLflow artifacts) and the default experiment name
+MAX_NAME_LENGTH = 100
 # fit() and compile() settings that are not hyperparameters of a trial (epochs and loss are:
 # see SweepConfig._check_fit_words_in_space)
 UNSEARCHABLE = ("metrics", "validation_split", "shuffle", "class_weight", "steps_per_epoch", "validation_steps", "validation_freq", "callbacks")
@@ -55,6 +57,23 @@ class _Strict(BaseModel):
     """Base for every section: unknown keys are errors, assignments are validated."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_booleans_as_numbers(cls, data: Any) -> Any:
+        """``true`` where a number is expected is an error (pydantic would read it as 1).
+
+        Numbers stay lax otherwise: PyYAML reads ``1e-4`` as a string, which must still be a float.
+        """
+        if isinstance(data, dict):
+            for name, value in data.items():
+                field = cls.model_fields.get(name) if isinstance(name, str) else None
+                if field is not None:
+                    where = _boolean_where_number(field.annotation, value, [name])
+                    if where is not None:
+                        path, number = where
+                        raise _FieldError(".".join(path), f"expected {number}, got {_show(value if len(path) == 1 else _dig(value, path[1:]))}")
+        return data
 
 
 # ---------------------------------------------------------------------------------------------
@@ -165,6 +184,50 @@ class _KeyedError(ValueError):
     def __init__(self, subkey: str, message: str):
         self.subkey = subkey
         super().__init__(message)
+
+
+class _FieldError(_KeyedError):
+    """A section's error about one of its own fields: the subkey is appended as is."""
+
+
+def _members(annotation: Any) -> list[Any]:
+    """The types a field accepts, ``Annotated`` and unions flattened."""
+    if get_origin(annotation) is Annotated:
+        return _members(get_args(annotation)[0])
+    if get_origin(annotation) in (Union, UnionType):
+        return [m for arg in get_args(annotation) for m in _members(arg)]
+    return [annotation]
+
+
+def _boolean_where_number(annotation: Any, value: Any, path: list[str]) -> tuple[list[str], str] | None:
+    """The path of a boolean given where ``annotation`` wants a number (not a boolean), with the
+    words for that number; None when there is none. Looks inside dicts and lists of numbers."""
+    members = _members(annotation)
+    if isinstance(value, bool):
+        if bool in members or Any in members or str in members or not any(m in (int, float) for m in members):
+            return None
+        return path, ("a number" if float in members else "an integer")
+    if isinstance(value, dict):
+        inner = next((get_args(m) for m in members if get_origin(m) is dict), None)
+        if inner and len(inner) == 2:
+            for key, item in value.items():
+                found = _boolean_where_number(inner[1], item, path + [str(key)])
+                if found:
+                    return found
+    if isinstance(value, list):
+        inner = next((get_args(m) for m in members if get_origin(m) is list), None)
+        if inner:
+            for index, item in enumerate(value):
+                found = _boolean_where_number(inner[0], item, path + [str(index)])
+                if found:
+                    return found
+    return None
+
+
+def _dig(value: Any, path: list[str]) -> Any:
+    for part in path:
+        value = value[int(part)] if isinstance(value, list) else next(v for k, v in value.items() if str(k) == part)
+    return value
 
 
 def _check_condition(space: Mapping[str, Any], name: str, parent: str, wanted: Any) -> None:
@@ -419,6 +482,54 @@ class TrackingConfig(_Strict):
         description="MLflow Model Registry name the best model is registered under (default: the sweep name).",
     )
 
+    @field_validator("uri")
+    @classmethod
+    def _uri_has_a_scheme(cls, value: str | None) -> str | None:
+        """A bare path (``mlflow.db``, ``./mlruns``) means MLflow's file store, which MLflow refuses
+        (maintenance mode) with a message about migrating: say what the user meant instead."""
+        if value is None:
+            return value
+        if not value.strip():
+            raise ValueError("expected a tracking URI such as sqlite:///mlflow.db or http://HOST:PORT, got ''")
+        if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:", value) and not re.match(r"^[A-Za-z]:[\\/]", value) or value == "databricks":
+            return value
+        path = Path(value).expanduser()
+        if path.suffix.lower() in (".db", ".sqlite", ".sqlite3"):
+            hint = f"sqlite:///{path}" if not path.is_absolute() else f"sqlite:///{path.as_posix()}"
+        else:
+            hint = f"sqlite:///{(path / 'mlflow.db').as_posix()}"
+        raise ValueError(f"expected a URI with a scheme (sqlite:///FILE, http://HOST:PORT, ...), got {value!r}: did you mean {hint!r}?")
+
+    @model_validator(mode="after")
+    def _safe_names(self) -> "TrackingConfig":
+        """MLflow names that become folder names (a sqlite store keeps an experiment's artifacts in
+        ``mlartifacts/<experiment>``) must stay inside that folder: no ``..``, no absolute path
+        (Databricks' workspace paths excepted: there the name is not a local folder)."""
+        databricks = (self.uri or "").startswith("databricks")
+        for key in ("experiment", "registered_model"):
+            value = getattr(self, key)
+            problem = None if value is None else name_problem(value)
+            if problem and not (databricks and problem == "an absolute path"):
+                raise _FieldError(key, f"expected a name that stays inside the store's artifact folder, got {_show(value)} ({problem})")
+        return self
+
+
+def name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be used as one folder under the store's artifact folder; None if it can."""
+    if not name.strip():
+        return "it is empty"
+    if len(name) > 255:
+        return f"{len(name)} characters, at most 255"
+    if any(ord(c) < 32 or c == "\x7f" for c in name):
+        return "a control character"
+    if name.startswith(("/", "\\", "~")) or re.match(r"^[A-Za-z]:", name):
+        return "an absolute path"
+    if any(part in ("..", ".") for part in re.split(r"[/\\]", name)):
+        return "a '..' or '.' path part"
+    if "\\" in name:
+        return "a backslash"
+    return None
+
 
 class FailureConfig(_Strict):
     """What the sweep does when trials fail."""
@@ -439,7 +550,7 @@ class FailureConfig(_Strict):
 class SweepConfig(_Strict):
     """One sweep file."""
 
-    name: str = Field(pattern=NAME_PATTERN)
+    name: str = Field(pattern=NAME_PATTERN, max_length=MAX_NAME_LENGTH)
     data: DataConfig
     model: ModelConfig = Field(default_factory=ModelConfig)
     fit: FitConfig = Field(default_factory=FitConfig)
@@ -538,15 +649,66 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise SweepConfigError(str(path), "", "expected a sweep YAML file, but no such file exists")
     try:
-        raw = yaml.safe_load(path.read_text())
+        data = path.read_bytes()
+    except OSError as exc:
+        raise SweepConfigError(str(path), "", f"expected a readable sweep YAML file, but: {exc.strerror or exc}") from None
+    try:
+        text = data.decode("utf-8-sig")  # the encoding YAML files are read in, whatever the locale; a BOM is fine
+    except UnicodeDecodeError as exc:
+        if exc.reason == "unexpected end of data":
+            raise SweepConfigError(str(path), "", f"expected a UTF-8 text file, got one that ends inside a character at position {exc.start} (truncated?)") from None
+        byte = data[exc.start:exc.start + 1].hex()
+        raise SweepConfigError(str(path), "", f"expected a UTF-8 text file, got byte 0x{byte} at position {exc.start} (save it as UTF-8)") from None
+    try:
+        _check_duplicate_keys(yaml.compose(text, Loader=yaml.SafeLoader))
+        raw = yaml.safe_load(text)
+    except SweepConfigError as exc:
+        raise SweepConfigError(str(path), exc.key, exc.expected) from None
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise SweepConfigError(str(path), "", f"expected valid YAML, {where}{problem}") from None
+        raise SweepConfigError(str(path), "", f"expected valid YAML, {_yaml_problem(exc)}") from None
     if not isinstance(raw, dict):
         raise SweepConfigError(str(path), "", f"expected a mapping of sections, got {_kind(raw)}")
     return raw
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """PyYAML's problem, located where the user must look: an unclosed quote or bracket is
+    reported by PyYAML at the end of the file, but its ``context_mark`` is where it opened."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    context, context_mark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+    if mark is None:
+        position = getattr(exc, "position", None)  # a ReaderError: a character YAML does not allow
+        return f"position {position}: {problem}" if position is not None else problem
+    where = f"line {mark.line + 1}, column {mark.column + 1}"
+    if context and context_mark is not None and context_mark.line < mark.line:
+        return f"line {context_mark.line + 1}, column {context_mark.column + 1}: {context}, {problem} (at {where})"
+    return f"{where}: {problem}"
+
+
+def _check_duplicate_keys(node: Any) -> None:
+    """A key given twice in one mapping is an error (PyYAML silently keeps the last value)."""
+    seen_nodes: set[int] = set()
+
+    def walk(node: Any, path: list[str]) -> None:
+        if node is None or id(node) in seen_nodes:  # an alias: its anchor was walked already
+            return
+        seen_nodes.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            first: dict[Any, Any] = {}
+            for key_node, value_node in node.value:
+                key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
+                if key is not None and key != "<<":
+                    if key in first:
+                        where = f"line {key_node.start_mark.line + 1} (first at line {first[key].start_mark.line + 1})"
+                        raise SweepConfigError("", ".".join(path + [str(key)]), f"expected each key once, got it again at {where}")
+                    first[key] = key_node
+                walk(value_node, path + [str(key)])
+        elif isinstance(node, yaml.SequenceNode):
+            for index, item in enumerate(node.value):
+                walk(item, path + [str(index)])
+
+    walk(node, [])
 
 
 def _set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
@@ -560,7 +722,8 @@ def _set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
 
 
 def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
-    """Make ``npz:``/``csv:`` data paths absolute relative to the sweep file's folder."""
+    """Make ``npz:``/``csv:`` data paths, and ``data.args`` strings that name an existing file or
+    folder next to the sweep file, absolute: workers read them from another working directory."""
     data = raw.get("data")
     if not isinstance(data, dict) or not isinstance(data.get("source"), str):
         return
@@ -568,6 +731,11 @@ def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
     if sep and kind in ("npz", "csv") and rest:
         path = Path(rest).expanduser()
         data["source"] = f"{kind}:{path if path.is_absolute() else (base / path).resolve()}"
+    args = data.get("args")
+    if isinstance(args, dict):  # a relative path to a file or folder next to the sweep file (read on workers too)
+        for key, value in args.items():
+            if isinstance(value, str) and value and not Path(value).expanduser().is_absolute() and (base / value).exists():
+                args[key] = str((base / value).resolve())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -593,7 +761,9 @@ def _first_error(label: str, exc: ValidationError) -> SweepConfigError:
             if words:
                 expected = f"expected {_or(words)}, got {_show(error.get('input'))}"
     ctx_error = (error.get("ctx") or {}).get("error")
-    if isinstance(ctx_error, _KeyedError):
+    if isinstance(ctx_error, _FieldError):
+        key_parts = key_parts + ctx_error.subkey.split(".")
+    elif isinstance(ctx_error, _KeyedError):
         key_parts = _dedupe_prefix(key_parts, ctx_error.subkey)
     elif error["type"] in ("union_tag_invalid", "union_tag_not_found"):
         key_parts = key_parts + ["type"]
@@ -734,6 +904,8 @@ def _expected(error: dict[str, Any], raw_loc: list[Any]) -> str:
         "list_type": f"expected a list{got}",
         "too_short": f"expected at least {ctx.get('min_length', 1)} item{'' if ctx.get('min_length', 1) == 1 else 's'}{got}",
         "string_pattern_mismatch": f"expected letters, digits, '.', '_' or '-' (starting with a letter or digit){got}",
+        "string_too_long": f"expected at most {ctx.get('max_length')} characters, got {len(value) if isinstance(value, str) else _show(value)}",
+        "string_too_short": f"expected at least {ctx.get('min_length')} character{'' if ctx.get('min_length') == 1 else 's'}{got}",
     }
     if kind in simple:
         return simple[kind]

@@ -80,6 +80,7 @@ class DataInfo:
     target_layout: Any = None  # per output: sparse | onehot | multilabel | values (sweep.targets.LOSSES); default by task
     inferred: str = ""  # what the sweep read from the targets, for the start-up line
     streamed: bool = False  # a pipeline built on each worker (sweep.pipelines), not arrays
+    labels: tuple[str, ...] | None = None  # encoded classification: the original label of each class index
 
     def __post_init__(self) -> None:
         if self.target_layout is None:  # one output, described by its task alone
@@ -222,6 +223,8 @@ def _load_csv(config: "DataConfig") -> tuple:
     columns = [str(c) for c in frame.columns]
     if config.target not in columns:
         raise InputError("data.target", f"expected one of the columns of {config.source} ({', '.join(columns)}), got {config.target!r}")
+    if len(frame) == 0:  # a header and no rows: every column reads as text, which is not the problem
+        raise InputError("data.source", f"expected rows of data in {config.source}, got 0 rows (only the header)")
     y = frame.pop(config.target).to_numpy()
     bad = [str(c) for c in frame.columns if not (pd.api.types.is_numeric_dtype(frame[c]) or pd.api.types.is_bool_dtype(frame[c]))]
     if bad:
@@ -335,9 +338,9 @@ def load(config: "DataConfig", search_paths: tuple[Path, ...] = ()) -> Dataset:
     built_in = kind in BUILT_IN
     parts = _as_parts(raw, config.source)
     if built_in:
-        parts, kinds = _prepare_built_in(parts, config, kind)
+        parts, kinds, labels = _prepare_built_in(parts, config, kind)
     else:
-        parts, kinds = _as_given(parts, config)
+        parts, kinds, labels = _as_given(parts, config)
     train, val = _split(parts[0], config, kinds) if len(parts) == 1 else parts
     normalize = config.normalize if config.normalize is not None else built_in
     if normalize:
@@ -347,20 +350,23 @@ def load(config: "DataConfig", search_paths: tuple[Path, ...] = ()) -> Dataset:
         train, val = (x_train, *train[1:]), (x_val, *val[1:])
     if config.reshape is not None:
         train, val = ((_reshape(part[0], config.reshape), *part[1:]) for part in (train, val))
-    return _dataset(train, val, kinds, config)
+    return _dataset(train, val, kinds, config, labels)
 
 
-def _dataset(train: Part, val: Part, kinds: Any, config: "DataConfig") -> Dataset:
+def _dataset(train: Part, val: Part, kinds: Any, config: "DataConfig", labels: list[str] | None = None) -> Dataset:
     x_train, y_train, w_train = (_contiguous(p) for p in train)
     x_val, y_val, w_val = (_contiguous(p) for p in val)
     arrays = [a for part in (x_train, y_train, w_train, x_val, y_val, w_val) if part is not None for a in leaves(part)]
-    info = describe(x_train, kinds, config.source, fingerprint(*arrays), rows(x_train), rows(x_val))
+    info = describe(x_train, kinds, config.source, fingerprint(*arrays), rows(x_train), rows(x_val), labels=labels)
     return Dataset(x_train, y_train, x_val, y_val, info=info, sample_weight=w_train, val_sample_weight=w_val)
 
 
-def describe(x: Any, kinds: Any, source: str, digest: str, n_train: int, n_val: int, streamed: str = "") -> DataInfo:
+def describe(
+    x: Any, kinds: Any, source: str, digest: str, n_train: int, n_val: int, streamed: str = "", labels: list[str] | None = None
+) -> DataInfo:
     """The :class:`DataInfo` of inputs ``x`` (rows first) and targets of ``kinds``
-    (:class:`~sweep.targets.TargetKind`, in y's form); ``streamed`` names a pipeline's kind."""
+    (:class:`~sweep.targets.TargetKind`, in y's form); ``streamed`` names a pipeline's kind;
+    ``labels`` are the original labels of encoded classes."""
     first = leaves(kinds)[0]
     inferred = describe_targets(kinds)
     return DataInfo(
@@ -376,6 +382,7 @@ def describe(x: Any, kinds: Any, source: str, digest: str, n_train: int, n_val: 
         target_layout=map_leaves(lambda k: k.layout, kinds),
         inferred=f"{inferred}; {streamed} pipeline" if streamed else inferred,
         streamed=bool(streamed),
+        labels=tuple(labels) if labels else None,
     )
 
 
@@ -478,7 +485,7 @@ def _with_weight(part: tuple) -> Part:
     return (part[0], part[1], part[2] if len(part) == 3 else None)
 
 
-def _as_given(parts: list[Part], config: "DataConfig") -> tuple[list[Part], Any]:
+def _as_given(parts: list[Part], config: "DataConfig") -> tuple[list[Part], Any, list[str] | None]:
     """A user's arrays, checked and read but not changed (unless data.encode_labels)."""
     source = config.source
     parts = [(_arrays(x, source, "x"), _arrays(y, source, "y"), None if w is None else _arrays(w, source, "sample_weight")) for x, y, w in parts]
@@ -489,8 +496,9 @@ def _as_given(parts: list[Part], config: "DataConfig") -> tuple[list[Part], Any]
         for name, leaf in named_leaves(y, "y"):
             _check_targets_present(leaf, source)
     _check_same_structure(parts, source)
+    labels = None
     if config.encode_labels:
-        parts = _encode_user_labels(parts, config)
+        parts, labels = _encode_user_labels(parts, config)
     all_y = [p[1] for p in parts]
     named = [name for name, _ in named_leaves(all_y[0], "y")]
     found = {}
@@ -503,7 +511,7 @@ def _as_given(parts: list[Part], config: "DataConfig") -> tuple[list[Part], Any]
         if config.num_outputs is not None:
             raise InputError("data.num_outputs", f"expected no data.num_outputs with several outputs ({', '.join(named)}), got {config.num_outputs}")
         kinds = rebuild(all_y[0], found, "y")
-    return parts, kinds
+    return parts, kinds, labels
 
 
 def _infer_output(y: np.ndarray, task: Any, name: str, several: bool) -> TargetKind:
@@ -515,7 +523,10 @@ def _infer_output(y: np.ndarray, task: Any, name: str, several: bool) -> TargetK
         return targets.infer(y, task, name)
     try:
         return targets.infer(y, None, name)
-    except InputError:
+    except InputError as exc:
+        if task is None:
+            output = name.partition(".")[2]
+            raise InputError(exc.key, f"{exc.expected} (several outputs: data.task: {{{output}: classification}} names this one)") from None
         return targets.infer(y, task, name)
 
 
@@ -582,16 +593,22 @@ def _check_same_structure(parts: list[Part], source: str) -> None:
         raise InputError("data.source", f"expected sample weights for the training rows of {source} when the validation rows have them, got none")
 
 
-def _encode_user_labels(parts: list[Part], config: "DataConfig") -> list[Part]:
+def _encode_user_labels(parts: list[Part], config: "DataConfig") -> tuple[list[Part], list[str] | None]:
     """``data.encode_labels``: one output's labels become 0..K-1 (sorted order), int64."""
     if is_nested(parts[0][1]):
         raise InputError("data.encode_labels", f"expected one target array to encode, got several outputs in {config.source} (encode them in your function)")
     ys = [_flatten_column(p[1]) for p in parts]
     mapping = _label_mapping(np.concatenate(ys))
-    return [(x, _encode(y, mapping, config.source), w) for (x, _, w), y in zip(parts, ys)]
+    return [(x, _encode(y, mapping, config.source), w) for (x, _, w), y in zip(parts, ys)], _labels(mapping)
 
 
-def _prepare_built_in(parts: list[Part], config: "DataConfig", kind: str) -> tuple[list[Part], TargetKind]:
+def _labels(mapping: np.ndarray | None) -> list[str] | None:
+    """The original label of each class index, when labels were encoded."""
+    return None if mapping is None else [str(v) for v in mapping.tolist()]
+
+
+
+def _prepare_built_in(parts: list[Part], config: "DataConfig", kind: str) -> tuple[list[Part], TargetKind, list[str] | None]:
     """The built-in sources' conveniences (see :func:`load`): float32 x, labels 0..K-1."""
     if isinstance(config.task, dict):
         raise InputError("data.task", f"expected classification or regression for the one output of {config.source}, got a dict")
@@ -610,8 +627,10 @@ def _prepare_built_in(parts: list[Part], config: "DataConfig", kind: str) -> tup
         raise InputError("data.source", f"expected train and validation targets of the same width in {config.source}, got {shapes_}") from None
     _check_targets_present(y_all, config.source)
     task = config.task or _KNOWN_TASKS.get(kind) or _infer_task(y_all)
+    labels = None
     if task == "classification":
         mapping = _label_mapping(y_all)
+        labels = _labels(mapping)
         parts = [(x, _encode(_flatten_column(y), mapping, config.source), w) for x, y, w in parts]
         n_classes = max(int(y.max()) for _, y, _ in parts) + 1
         found = TargetKind(task, max(n_classes, 2), "sparse", "data.task" if config.task else f"{len(np.unique(y_all))} distinct labels")
@@ -619,7 +638,7 @@ def _prepare_built_in(parts: list[Part], config: "DataConfig", kind: str) -> tup
         parts = [(x, _regression_targets(y, config.source), w) for x, y, w in parts]
         y0 = parts[0][1]
         found = TargetKind(task, 1 if y0.ndim == 1 else int(y0.shape[1]), "values", "data.task" if config.task else "numeric targets")
-    return parts, targets.check_outputs(config.num_outputs, found)
+    return parts, targets.check_outputs(config.num_outputs, found), labels
 
 
 def _as_x(x: Any, source: str) -> np.ndarray:

@@ -1,7 +1,8 @@
 """The sweep-file reference, generated from the pydantic models in ``sweep.config``.
 
-One source of truth: ``python -m sweep.docs > docs/reference.md`` rewrites the page, and a test
-fails when the committed page differs from what the models say.
+One source of truth: ``python -m sweep.docs > docs/reference.md`` rewrites the page
+(``python -m sweep.docs --schema > docs/sweep.schema.json`` the sweep file's JSON Schema, ``--write``
+both), and tests fail when the committed files differ from what the models say.
 """
 
 from __future__ import annotations
@@ -145,5 +146,41 @@ def reference() -> str:
     return "\n".join([HEADER] + [section(title, model, prefix) for title, model, prefix in SECTIONS if model is not None])
 
 
+SCHEMA_PATH = "docs/sweep.schema.json"  # relative to the repository root
+
+
+def schema() -> str:
+    """The sweep file's JSON Schema (draft 2020-12), from the same pydantic models, as text.
+
+    Editors that read YAML through yaml-language-server complete and check a sweep file whose
+    first line is ``# yaml-language-server: $schema=<path or URL of docs/sweep.schema.json>``.
+    """
+    document = {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": "sweep.schema.json",
+        **c.SweepConfig.model_json_schema(mode="validation"),
+        "title": "sweep file",
+    }
+    return json.dumps(document, indent=2, sort_keys=False) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m sweep.docs``: the reference page on stdout; ``--schema``: the JSON Schema on
+    stdout; ``--write``: both into ``docs/`` (reference.md, sweep.schema.json) of the current folder."""
+    from pathlib import Path
+
+    argv = sys.argv[1:] if argv is None else argv
+    if "--write" in argv:
+        Path("docs").mkdir(exist_ok=True)
+        Path("docs/reference.md").write_text(reference(), encoding="utf-8")
+        Path(SCHEMA_PATH).write_text(schema(), encoding="utf-8")
+        print(f"wrote docs/reference.md and {SCHEMA_PATH}")
+    elif "--schema" in argv:
+        sys.stdout.write(schema())
+    else:
+        sys.stdout.write(reference())
+    return 0
+
+
 if __name__ == "__main__":
-    sys.stdout.write(reference())
+    sys.exit(main())

@@ -210,17 +210,55 @@ def _attach_input_example(model_info: Any, model: Any, signature: Any, input_exa
         mlflow.MlflowClient().log_model_artifacts(model_info.model_id, str(upload))
 
 
-def register(model_info: Any, name: str, raise_errors: bool = False) -> Any | None:
+def register(
+    model_info: Any,
+    name: str,
+    raise_errors: bool = False,
+    *,
+    run_id: str | None = None,
+    description: str | None = None,
+    tags: dict[str, Any] | None = None,
+    alias: str | None = None,
+) -> Any | None:
     """Register a logged model as a new version of ``name`` in the MLflow Model Registry.
 
     Separate from ``log_model`` so that a tracking store without a registry (or without the
     permission to write to it) costs the registration only, never the sweep: a warning, or with
     ``raise_errors`` the error, which the end of a sweep reports in one line (exit code 1).
-    """
-    import mlflow
 
+    ``run_id`` is the version's lineage (the best trial's run; default the run that logged the
+    model), ``description`` and ``tags`` go on the version, and ``alias`` (``champion``) is moved
+    to it. Through ``MlflowClient``, so MLflow's "Successfully registered model" lines are not
+    printed to the user's terminal.
+    """
+    import json
+
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    mlflow_client = mlflow.MlflowClient()
     try:
-        return mlflow.register_model(model_info.model_uri, name)
+        try:
+            mlflow_client.create_registered_model(name)
+        except MlflowException as exc:
+            if exc.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
+                raise
+        version = mlflow_client.create_model_version(
+            name,
+            source=model_info.model_uri,
+            run_id=run_id or getattr(model_info, "run_id", None),
+            tags={k: str(v) for k, v in (tags or {}).items()} or None,
+            description=description,
+            model_id=getattr(model_info, "model_id", None),
+        )
+        if alias:
+            mlflow_client.set_registered_model_alias(name, alias, version.version)
+        if getattr(model_info, "model_id", None):  # the logged model names its registered versions, as mlflow.register_model does
+            with contextlib.suppress(Exception):
+                mlflow_client.set_logged_model_tags(
+                    model_info.model_id, {"mlflow.modelVersions": json.dumps([{"name": name, "version": version.version}])}
+                )
+        return version
     except Exception as exc:  # the model stays logged on the parent run
         if raise_errors:
             raise

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
+import io
 import re
 import sys
 import tempfile
@@ -34,10 +36,22 @@ def resolve(spec: str, key: str, search_paths: tuple[Path, ...] = ()) -> Callabl
     if not is_spec(spec):
         raise InputError(key, f"expected package.module:function, got {spec!r}")
     module_name, _, attr_path = spec.partition(":")
+    captured = io.StringIO()
     try:
-        module = _import(module_name, search_paths)
+        # what the module prints while it imports is held back: an argparse usage text (a training
+        # script reused as a module) must not stand in for the one line that names the key
+        with contextlib.redirect_stderr(captured):
+            module = _import(module_name, search_paths)
+    except SystemExit as exc:  # sys.exit() or argparse at import: a user error, not the sweep's exit code
+        said = [line.strip() for line in captured.getvalue().splitlines() if line.strip()]
+        detail = f": {said[-1][:200]}" if said else ""
+        raise InputError(key, f"expected an importable module {module_name!r}, but import exited (SystemExit: {exc.code}){detail}") from None
     except Exception as exc:  # ImportError, or the user's module raising at import
         raise InputError(key, f"expected an importable module {module_name!r}, but import failed: {_one_line(exc)}") from None
+    finally:
+        held = captured.getvalue()
+    if held:
+        sys.stderr.write(held)
     target: Any = module
     for part in attr_path.split("."):
         if not hasattr(target, part):

@@ -311,13 +311,33 @@ def make_optimizer(hp: dict) -> keras.optimizers.Optimizer:
 
 def default_loss(info: "DataInfo", model: keras.Model | None = None) -> Any:
     """The loss for each output's target layout (:data:`sweep.targets.LOSSES`), in y's form;
-    binary cross-entropy for two classes and a one-unit output (see :func:`_output`)."""
-    from sweep.structures import map_leaves
+    binary cross-entropy for an output of two classes given as labels whose layer has one unit
+    (a sigmoid, see :func:`_output`), whether it is the model's only output or one of several."""
+    from sweep.structures import is_nested, named_leaves, rebuild
     from sweep.targets import LOSSES
 
-    if is_binary(info) and (model is None or _single_output_width(model) == 1):
-        return "binary_crossentropy"
-    return map_leaves(lambda layout: LOSSES[layout], info.target_layout)
+    if not is_nested(info.target_layout):
+        if is_binary(info) and (model is None or _single_output_width(model) == 1):
+            return "binary_crossentropy"
+        return LOSSES[info.target_layout]
+    widths = dict(named_leaves(_output_widths(model), "y")) if model is not None else {}
+    sizes = dict(named_leaves(info.output_sizes, "y"))
+    losses = {}
+    for name, layout in named_leaves(info.target_layout, "y"):
+        binary = layout == "sparse" and sizes.get(name) == 2 and widths.get(name) == 1
+        losses[name] = "binary_crossentropy" if binary else LOSSES[layout]
+    return rebuild(info.target_layout, losses, "y")
+
+
+def _output_widths(model: keras.Model) -> Any:
+    """Each output's last dimension, in the form of the model's outputs (a dict, a list or one)."""
+    from sweep.structures import map_leaves
+
+    try:
+        output = model.output
+    except (AttributeError, ValueError):
+        return {}
+    return map_leaves(lambda tensor: tensor.shape[-1] if len(tensor.shape) >= 2 else 1, output)
 
 
 def default_metrics(info: "DataInfo") -> Any:
@@ -493,3 +513,81 @@ def hyperparameters_read(builder: Builder, info: "DataInfo", points: list[dict])
             keras.backend.clear_session(free_memory=False)
         read |= hp.read
     return read
+
+
+# ---------------------------------------------------------------------------------------------
+# names checked against Keras' registries before any trial
+
+
+def _known(kind: str, name: Any) -> bool:
+    """Whether ``name`` is an optimizer of :data:`OPTIMIZERS`, or a name Keras resolves as an
+    activation, loss or metric (with compile's own aliases: accuracy/acc, crossentropy/ce)."""
+    if not isinstance(name, str):
+        return name is None and kind in ("activation", "optimizer")  # None: linear, adam
+    if kind == "optimizer":
+        return name.lower() in OPTIMIZERS
+    if kind == "loss" and name.lower() in ("crossentropy", "ce"):
+        return True
+    if kind == "metric" and name.lower() in ("accuracy", "acc", "crossentropy", "ce"):
+        return True
+    get = {"activation": keras.activations.get, "loss": keras.losses.get, "metric": keras.metrics.get}[kind]
+    try:
+        get(name)
+    except (ValueError, TypeError):
+        return False
+    return True
+
+
+def _expected_names(kind: str) -> str:
+    if kind == "optimizer":
+        return f"one of {', '.join(OPTIMIZERS)}"
+    return {"activation": "a Keras activation name (relu, gelu, tanh, ...)", "loss": "a Keras loss name (mse, huber, sparse_categorical_crossentropy, ...)",
+            "metric": "a Keras metric name (accuracy, mae, auc, ...)"}[kind]
+
+
+def check_names(space: dict, model_cfg: ModelConfig, sweep_compiles: bool) -> None:
+    """Every name that reaches Keras is one Keras knows, checked before any trial: otherwise only
+    the trials that draw a mistyped choice fail, one by one, after the sweep started.
+
+    Checked: ``model.loss`` and ``model.metrics`` (always: they only mean Keras names); the
+    space's ``optimizer`` and ``loss`` choices when the sweep compiles the model; ``activation``
+    (space choices and ``model.args.activation``) for the built-in builders, which pass it to
+    Keras layers (a factory of your own may read these words its own way).
+    """
+    def check(kind: str, key: str, value: Any) -> None:
+        if not _known(kind, value):
+            raise InputError(key, f"expected {_expected_names(kind)}, got {value!r}")
+
+    loss = model_cfg.loss
+    for key, value in (loss.items() if isinstance(loss, dict) else enumerate(loss) if isinstance(loss, list) else [(None, loss)] if loss is not None else []):
+        check("loss", "model.loss" if key is None else f"model.loss.{key}", value)
+    metrics = model_cfg.metrics
+    if isinstance(metrics, list):
+        for index, value in enumerate(metrics):
+            check("metric", f"model.metrics.{index}", value)
+    elif isinstance(metrics, dict):
+        for head, value in metrics.items():
+            for index, item in enumerate([value] if isinstance(value, str) else value):
+                check("metric", f"model.metrics.{head}" if isinstance(value, str) else f"model.metrics.{head}.{index}", item)
+    builtin = model_cfg.builder in BUILDERS
+    kinds = {"optimizer": sweep_compiles, "loss": sweep_compiles, "activation": builtin}
+    for name, kind in (("optimizer", "optimizer"), ("loss", "loss"), ("activation", "activation")):
+        param = space.get(name)
+        if not kinds[kind] or param is None or getattr(param, "type", None) != "categorical":
+            continue
+        for index, value in enumerate(param.choices):
+            check(kind, f"search.space.{name}.choices.{index}", value)
+    if builtin and "activation" in model_cfg.args:
+        check("activation", "model.args.activation", model_cfg.args["activation"])
+
+
+def sweep_compiles(builder: Builder, hp: dict, info: "DataInfo", model_cfg: ModelConfig) -> bool:
+    """Whether the sweep compiles the model (the built-ins; a factory that returns it uncompiled)."""
+    if model_cfg.builder in BUILDERS:
+        return True
+    try:
+        return not is_compiled(builder(dict(hp), info))
+    except Exception:
+        return True  # the preflight's own build reports the error
+    finally:
+        keras.backend.clear_session(free_memory=False)

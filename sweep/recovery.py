@@ -117,10 +117,21 @@ def load_state(uri: str, parent: Any, config: SweepConfig) -> ResumeState:
             reason=tags.get("sweep.reason"),
             last_step=last_step,
         )
+        if status in ENDED and run.info.status == "RUNNING":
+            _repair_end(client, run.info.run_id, status)
         (state.ended if status in ENDED else state.interrupted).append(prior)
     state.ended.sort(key=lambda t: t.number)
     state.interrupted.sort(key=lambda t: t.number)
     return state
+
+
+def _repair_end(client: Any, run_id: str, status: str) -> None:
+    """A run whose end tags landed but whose end did not (the driver died between the two
+    writes): end it as the tags say, so no run stays RUNNING forever."""
+    try:
+        client.set_terminated(run_id, "FAILED" if status == "failed" else "FINISHED")
+    except Exception:  # the resume still works; the next resume tries again
+        pass
 
 
 def optuna_history(config: SweepConfig, state: ResumeState) -> list[Any]:
@@ -168,11 +179,20 @@ def live_driver(storage_dir: str) -> dict[str, Any] | None:
 
 
 def take_lock(storage_dir: str) -> None:
+    """Write this driver's lock; :class:`StorageNotWritable` (one line) when the folder cannot be
+    made or written (below a file, read-only, /proc...)."""
     if "://" in storage_dir:
         return
     path = lock_path(storage_dir)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
+    except OSError as exc:
+        raise StorageNotWritable(f"expected a writable folder, got {Path(storage_dir).parent} ({exc.strerror or type(exc).__name__})") from None
+
+
+class StorageNotWritable(OSError):
+    """The sweep's storage folder cannot be created or written."""
 
 
 def release_lock(storage_dir: str) -> None:

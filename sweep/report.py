@@ -93,6 +93,19 @@ class SweepData:
     status: str
     start_ms: int
     trials: list[TrialRecord]
+    experiment_id: str | None = None
+    ui_url: str | None = None  # an MLflow UI's address: the table's trial ids link to their runs
+
+    def run_url(self, run_id: str | None) -> str | None:
+        if not (self.ui_url and self.experiment_id and run_id):
+            return None
+        from sweep.tracking import ui_url
+
+        return ui_url(self.ui_url, self.experiment_id, run_id)
+
+    def best(self) -> TrialRecord | None:
+        ranked = self.ranked()
+        return ranked[0] if ranked and _finite(ranked[0].value) else None
 
     def ranked(self) -> list[TrialRecord]:
         """Trials best first; trials without a value last (in trial order)."""
@@ -151,7 +164,22 @@ def collect(uri: str, name: str, parent_run_id: str | None = None, outcomes: Ite
         status=parent.info.status,
         start_ms=parent.info.start_time,
         trials=trials,
+        experiment_id=parent.info.experiment_id,
+        ui_url=ui_address(uri),
     )
+
+
+def ui_address(uri: str) -> str | None:
+    """Where the MLflow UI of ``uri`` is: ``SWEEP_MLFLOW_UI`` if set, else an http(s) tracking
+    server itself (it serves the UI); None for a sqlite file (no UI is known to run)."""
+    import os
+
+    explicit = os.environ.get("SWEEP_MLFLOW_UI")
+    if explicit:
+        return explicit
+    if uri.startswith(("http://", "https://")):
+        return store.redact(uri)
+    return None
 
 
 def curve_trials(trials: list[TrialRecord], mode: str, limit: int | None = None) -> list[TrialRecord]:
@@ -257,6 +285,7 @@ def plot_learning_curves(data: SweepData, path: Path) -> Path:
         _empty(ax, "no epoch reported yet")
         return _save(plt, fig, path)
     labelled: set[str] = set()
+    best = data.best()
     for trial in drawn:
         steps, values = zip(*trial.curve)
         color = STATUS_COLORS.get(trial.status, "#333")
@@ -265,6 +294,15 @@ def plot_learning_curves(data: SweepData, path: Path) -> Path:
         ax.plot(steps, values, color=color, alpha=0.75, linewidth=1.2, marker=".", label=label)
         if trial.status == "stopped_early":
             ax.scatter([steps[-1]], [values[-1]], marker="x", s=60, color=color, zorder=3)
+    if best is not None and best.curve:
+        steps, values = zip(*best.curve)
+        ax.plot(steps, values, color="#2ca02c", linewidth=2.6, zorder=4, label=f"best: trial {best.number}")
+        at = best.best_epoch if best.best_epoch in steps else steps[values.index(best.value)] if best.value in values else steps[-1]
+        ax.scatter([at], [best.value], marker="*", s=180, color="#2ca02c", edgecolor="black", zorder=5)
+        ax.annotate(f"{best.value:.4g}", (at, best.value), textcoords="offset points", xytext=(6, 6), fontsize=8)
+    limits = informative_range([v for t in drawn for _, v in t.curve], data.mode)
+    if limits is not None:
+        ax.set_ylim(*limits)
     from matplotlib.ticker import MaxNLocator
 
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -276,6 +314,21 @@ def plot_learning_curves(data: SweepData, path: Path) -> Path:
     ax.set_title(f"{data.metric} per epoch, {len(drawn)} trials" + (f" (the best and the latest; {more} more not drawn)" if more > 0 else ""))
     fig.tight_layout()
     return _save(plt, fig, path)
+
+
+def informative_range(values: list[float], mode: str) -> tuple[float, float] | None:
+    """The objective's range worth showing: the good end whole, the bad end cut at the 10th
+    percentile (a first epoch far below everything else would flatten every curve); None
+    when the values fit as they are."""
+    finite = sorted(v for v in values if math.isfinite(v))
+    if len(finite) < 5:
+        return None
+    cut = finite[len(finite) // 10] if mode == "max" else finite[-1 - len(finite) // 10]
+    low, high = (cut, finite[-1]) if mode == "max" else (finite[0], cut)
+    if high <= low or (high - low) >= 0.8 * (finite[-1] - finite[0]):
+        return None
+    pad = (high - low) * 0.08
+    return low - pad, high + pad
 
 
 def _axis_values(trials: list[TrialRecord], name: str) -> tuple[list[float], list[str] | None, bool]:
@@ -357,15 +410,33 @@ def plot_parallel_coordinates(data: SweepData, path: Path) -> Path:
             for label in labels:
                 position = labels.index(label) / (len(labels) - 1) if len(labels) > 1 else 0.5
                 ax.text(x + 0.03, position, label, fontsize=7, va="center", color="#333")
+        else:  # numbers: the values at the axis's ends and middle (the middle of a log axis is the geometric mean)
+            present = [n for n in (_number(t.params.get(name)) for t in trials) if n is not None]
+            for position, value in zip((0, 0.5, 1), axis_ticks(min(present), max(present), use_log)):
+                ax.text(x + 0.03, position, f"{value:.3g}", fontsize=7, va="center", color="#333")
     ax.axvline(xs[-1], color="#999", linewidth=0.8)
+    for position, value in zip((0, 0.5, 1), axis_ticks(low, high, False)):
+        ax.text(xs[-1] + 0.03, position, f"{value:.4g}", fontsize=7, va="center", color="#333")
+    best = data.best()
+    if best is not None and best in trials:
+        i = trials.index(best)
+        ys = [column[0][i] for column in columns] + [(best.value - low) / ((high - low) or 1.0)]  # type: ignore[operator]
+        ax.plot(xs, ys, color="#d62728", linewidth=2.8, zorder=4)
     ax.set_xticks(xs, [f"{n}\n(log)" if c[2] else n for n, c in zip(names, columns)] + [data.metric], fontsize=8)
-    ax.set_yticks([0, 1], ["low", "high"], fontsize=8)
+    ax.set_yticks([])
     ax.set_xlim(-0.2, xs[-1] + 0.4)
     fig.colorbar(mpl.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, label=data.metric)
     shown = "" if len(trials) == len(finished) else f"; the best and an even spread, {len(trials)} of {len(finished)}"
-    ax.set_title(f"each line is a trial (gaps: parameter not used by that trial{shown})")
+    marked = f"; thick red: the best, trial {best.number}" if best is not None and best in trials else ""
+    ax.set_title(f"each line is a trial (gaps: parameter not used by that trial{shown}){marked}", fontsize=10)
     fig.tight_layout()
     return _save(plt, fig, path)
+
+
+def axis_ticks(low: float, high: float, use_log: bool) -> tuple[float, float, float]:
+    """The values at the bottom, middle and top of a parallel-coordinates axis."""
+    middle = math.sqrt(low * high) if use_log else (low + high) / 2
+    return low, middle, high
 
 
 def importances(data: SweepData) -> tuple[dict[str, float], str | None]:
@@ -440,6 +511,128 @@ def plot_importance(data: SweepData, path: Path) -> tuple[Path, dict[str, float]
 
 
 # ---------------------------------------------------------------------------------------------
+# interactive plots: Optuna's visualization (plotly) of the study the report rebuilds
+
+
+INTERACTIVE = ("history", "intermediate", "parallel_coordinates", "slice", "importance", "contour")
+INTERACTIVE_TITLES = {
+    "history": "Optimization history (interactive)",
+    "intermediate": "Learning curves (interactive; x = stopped early, the best trial in green)",
+    "parallel_coordinates": "Parallel coordinates (interactive: drag along an axis to filter)",
+    "slice": "Each hyperparameter vs the objective",
+    "importance": "Hyperparameter importance (interactive)",
+    "contour": "The two most important hyperparameters",
+}
+
+
+def optuna_study(data: SweepData) -> Any:
+    """An in-memory Optuna study of the trials that have a value: params with distributions that
+    cover them (log scale when they span decades), the value, and each drawn trial's curve as
+    intermediate values (the trial ids and statuses as user attributes)."""
+    import optuna
+    from optuna.distributions import FloatDistribution
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    finished = sorted(best_and_spread([t for t in data.trials if _finite(t.value)], data.mode, MAX_LINES), key=lambda t: t.number)
+    distributions = _distributions(finished)
+    for name, dist in list(distributions.items()):
+        if isinstance(dist, FloatDistribution) and dist.low > 0 and dist.high / dist.low >= 100:
+            distributions[name] = FloatDistribution(dist.low, dist.high, log=True)
+    study = optuna.create_study(study_name=data.name, direction="maximize" if data.mode == "max" else "minimize")
+    frozen = []
+    for trial in finished:
+        params = {k: _parse(v, distributions[k]) for k, v in trial.params.items() if k in distributions}
+        frozen.append(optuna.trial.create_trial(
+            params=params, distributions={k: distributions[k] for k in params}, value=trial.value,
+            intermediate_values={int(step): float(value) for step, value in trial.curve if math.isfinite(value)},
+            user_attrs={"trial_id": trial.trial_id, "sweep_number": trial.number, "status": trial.status},
+        ))
+    study.add_trials(frozen)
+    return study
+
+
+def interactive_figures(data: SweepData, found: dict[str, float]) -> list[tuple[str, Any, str | None]]:
+    """``(key, plotly figure or None, why not)`` for each of :data:`INTERACTIVE`."""
+    try:
+        import plotly  # noqa: F401 - a dependency; a broken install costs the interactive part only
+        from optuna import visualization as vis
+    except ImportError as exc:
+        return [(key, None, f"plotly is not installed ({exc})") for key in INTERACTIVE]
+    study = optuna_study(data)
+    if len(study.trials) == 0:
+        return [(key, None, "no finished trial yet") for key in INTERACTIVE]
+    target = data.metric
+    ranked_params = list(found) or sorted({k for t in study.trials for k in t.params})
+    best_number = next((t.number for t in study.trials if t.user_attrs.get("trial_id") == getattr(data.best(), "trial_id", None)), None)
+    makers = {
+        "history": lambda: _mark_best_history(vis.plot_optimization_history(study, target_name=target), study, best_number),
+        "intermediate": lambda: _mark_curves(vis.plot_intermediate_values(study), study, best_number),
+        "parallel_coordinates": lambda: vis.plot_parallel_coordinate(study, target_name=target),
+        "slice": lambda: vis.plot_slice(study, target_name=target),
+        "importance": lambda: vis.plot_param_importances(study, target_name=target) if len(study.trials) >= 2 else _no("needs at least 2 finished trials"),
+        "contour": lambda: vis.plot_contour(study, params=ranked_params[:2], target_name=target) if len(ranked_params) >= 2 and len(study.trials) >= 2 else _no("needs two hyperparameters and two finished trials"),
+    }
+    figures = []
+    for key in INTERACTIVE:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                figures.append((key, makers[key](), None))
+        except Exception as exc:  # one plot that cannot be drawn (too few trials, one value) is a line, not the report
+            figures.append((key, None, str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__))
+    return figures
+
+
+def _no(why: str) -> Any:
+    raise ValueError(why)
+
+
+def _mark_best_history(fig: Any, study: Any, best_number: int | None) -> Any:
+    import plotly.graph_objects as go
+
+    if best_number is not None:
+        best = study.trials[best_number]
+        fig.add_trace(go.Scatter(x=[best_number], y=[best.value], mode="markers", name=f"best (trial {best.user_attrs['sweep_number']})",
+                                 marker={"symbol": "star", "size": 16, "color": "#2ca02c", "line": {"width": 1, "color": "black"}}))
+    return fig
+
+
+def _mark_curves(fig: Any, study: Any, best_number: int | None) -> Any:
+    """The best trial's curve thick and green; an x where ASHA stopped a trial."""
+    import plotly.graph_objects as go
+
+    stopped = [t for t in study.trials if t.user_attrs.get("status") == "stopped_early" and t.intermediate_values]
+    if stopped:
+        last = [max(t.intermediate_values) for t in stopped]
+        fig.add_trace(go.Scatter(x=last, y=[t.intermediate_values[s] for t, s in zip(stopped, last)], mode="markers", name="stopped early",
+                                 marker={"symbol": "x", "size": 10, "color": "#ff7f0e"},
+                                 text=[f"trial {t.user_attrs['sweep_number']}" for t in stopped]))
+    if best_number is not None and study.trials[best_number].intermediate_values:
+        curve = sorted(study.trials[best_number].intermediate_values.items())
+        fig.add_trace(go.Scatter(x=[s for s, _ in curve], y=[v for _, v in curve], mode="lines+markers",
+                                 name=f"best (trial {study.trials[best_number].user_attrs['sweep_number']})",
+                                 line={"width": 4, "color": "#2ca02c"}))
+    return fig
+
+
+def _interactive_html(figures: list[tuple[str, Any, str | None]]) -> list[str]:
+    """The figures as HTML, plotly.js inlined once (the file opens offline, with no server)."""
+    e = html.escape
+    parts: list[str] = []
+    inlined = False
+    for key, fig, why in figures:
+        parts.append(f'<h3 id="interactive-{key}-title">{e(INTERACTIVE_TITLES[key])}</h3>')
+        if fig is None:
+            parts.append(f'<p class="meta">not available: {e(why or "")}</p>')
+            continue
+        fig.update_layout(height=460, margin={"l": 60, "r": 30, "t": 50, "b": 50})
+        parts.append(fig.to_html(full_html=False, include_plotlyjs=not inlined, div_id=f"interactive-{key}",
+                                 config={"displaylogo": False, "responsive": True}))
+        inlined = True
+    return parts
+
+
+# ---------------------------------------------------------------------------------------------
 # the HTML
 
 
@@ -453,7 +646,12 @@ def render(data: SweepData, out_dir: Path) -> Path:
     }
     paths["importance"], found = plot_importance(data, out_dir / "importance.png")
     page = out_dir / HTML_NAME
-    page.write_text(_html(data, paths, found), encoding="utf-8")
+    try:
+        interactive = interactive_figures(data, found)
+    except Exception as exc:  # the PNGs still make a report
+        log.warning("the interactive plots could not be made (%s: %s)", type(exc).__name__, exc)
+        interactive = []
+    page.write_text(_html(data, paths, found, interactive), encoding="utf-8")
     return page
 
 
@@ -466,7 +664,7 @@ th{background:#f4f4f4} tr.best td{background:#eaf6ea;font-weight:600} td.num{tex
 """
 
 
-def _html(data: SweepData, paths: dict[str, Path], found: dict[str, float]) -> str:
+def _html(data: SweepData, paths: dict[str, Path], found: dict[str, float], interactive: list | None = None) -> str:
     e = html.escape
     counts: dict[str, int] = {}
     for trial in data.trials:
@@ -486,6 +684,10 @@ def _html(data: SweepData, paths: dict[str, Path], found: dict[str, float]) -> s
     if best is not None:
         params = ", ".join(f"{k}={_short(v)}" for k, v in sorted(best.params.items()))
         parts.append(f"<p><b>best</b> {e(data.metric)} = {best.value:.6g} (trial {best.number}, {e(best.trial_id)}): {e(params)}</p>")
+    if interactive:
+        parts.append('<h2 id="interactive">Explore (hover, zoom, select)</h2>')
+        parts += _interactive_html(interactive)
+        parts.append('<h2 id="static">Static plots (the PNGs logged to MLflow)</h2>')
     for key in PLOTS:
         encoded = base64.b64encode(paths[key].read_bytes()).decode("ascii")
         parts.append(f'<h2 id="{key}">{e(TITLES[key])}</h2>')
@@ -522,7 +724,9 @@ def _table(data: SweepData, ranked: list[TrialRecord]) -> str:
             f'<td class="num">{"" if trial.epochs is None else trial.epochs}</td>',
         ]
         cells += [f"<td>{e(_short(trial.params.get(n, '')))}</td>" for n in names]
-        cells.append(f"<td>{e(trial.run_id)}</td>")
+        url = data.run_url(trial.run_id)
+        cells[1] = f'<td class="num"><a href="{e(url)}">{trial.number}</a></td>' if url else cells[1]
+        cells.append(f'<td><a href="{e(url)}">{e(trial.run_id)}</a></td>' if url else f"<td>{e(trial.run_id)}</td>")
         css = ' class="best"' if rank == 1 and value else ""
         rows.append(f'<tr{css} data-trial-id="{e(trial.trial_id)}">' + "".join(cells) + "</tr>")
     rows += ["</tbody>", "</table>"]

@@ -31,6 +31,9 @@ RSS_FIELD, GPU_FIELD, EPOCH_SECONDS_FIELD = "worker_peak_rss_mb", "worker_gpu_pe
 WORKER_METRICS = {RSS_FIELD: "worker/peak_rss_mb", GPU_FIELD: "worker/gpu_peak_mb", EPOCH_SECONDS_FIELD: "worker/epoch_seconds"}
 
 COMPLETED, STOPPED_EARLY, FAILED, RUNNING, PENDING = "completed", "stopped_early", "failed", "running", "pending"
+# A trial the sweep stopped before it ended (Ctrl-C, SIGTERM, a storage fault, fail-fast): its
+# MLflow run ends KILLED, and ``sweep resume`` runs it again from its checkpoint in that run.
+INTERRUPTED = "interrupted"
 STATUSES = (RUNNING, COMPLETED, STOPPED_EARLY, FAILED)
 
 
@@ -212,8 +215,21 @@ class Ledger(DriverCallback):
         outcome = self.outcome(trial)
         outcome.status, outcome.ended_at = FAILED, time.time()
         outcome.reason = error_summary(trial)
+        if _storage_fault(trial):  # the storage failed, not the trial: it runs again on resume
+            outcome.status = INTERRUPTED
+            self.infrastructure_fault = self.infrastructure_fault or outcome.reason
+            return
         if self.first_error is None and outcome.epochs == 0:
             self.first_error = traceback_tail(trial)
+
+    infrastructure_fault: str | None = None  # set when a trial failed because the storage did
+
+    def interrupt_open_trials(self) -> list[TrialOutcome]:
+        """The sweep stops before these trials ended: mark them interrupted (and return them)."""
+        stopped = [o for o in self.outcomes.values() if o.status == RUNNING]
+        for outcome in stopped:
+            outcome.status, outcome.ended_at = INTERRUPTED, time.time()
+        return stopped
 
     # -- queries -----------------------------------------------------------------------------
     def outcome(self, trial: Any) -> TrialOutcome:
@@ -273,6 +289,13 @@ class Ledger(DriverCallback):
         )
 
 
+def _storage_fault(trial: Any) -> bool:
+    """Whether the trial's latest error was the storage failing (read-only, full, I/O error)."""
+    from sweep import trainable
+
+    return trainable.is_storage_fault(trainable.LAST_ERRORS.get(trial.trial_id))
+
+
 class FailFast(tune.Stopper):
     """Stops a sweep whose first trials all fail the same way before reporting one epoch.
 
@@ -284,12 +307,15 @@ class FailFast(tune.Stopper):
         self.ledger, self.limit = ledger, limit
         self.error: str | None = None  # latched: trials Tune stops afterwards do not undo it
         self.settled = False  # some trial finished an epoch: never trips, never scans again
+        self.halt: str | None = None  # why the whole sweep stops now (a signal, a storage fault)
 
     def __call__(self, trial_id: str, result: dict) -> bool:
         return False
 
     def stop_all(self) -> bool:
-        return self.tripped() is not None
+        if self.halt is None and self.ledger.infrastructure_fault:
+            self.halt = f"storage fault: {self.ledger.infrastructure_fault}"
+        return self.halt is not None or self.tripped() is not None
 
     def tripped(self) -> str | None:
         """The shared error line once ``limit`` trials failed with it and none got an epoch in."""

@@ -9,8 +9,11 @@ start spending workers on the sweep.
 from __future__ import annotations
 
 import contextlib
+import json
+import dataclasses
 import logging
 import os
+import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -57,8 +60,9 @@ def run(
     a changed file is refused unless ``fresh=True`` (which closes the old run as KILLED and
     starts over). A finished sweep of the same name is never touched: a new run starts.
     """
-    tracking_uri = overrides.pop("tracking_uri", None)
+    tracking_uri = overrides.get("tracking_uri")  # validated with the file (a URI without a scheme is one line)
     config = config_module.load(source, overrides)
+    overrides.pop("tracking_uri", None)
     if cluster.is_client_address(cluster.resolve_address(address)):  # Ray Client: the driver runs on the cluster
         extra = {**overrides, "tracking_uri": tracking_uri or config.tracking.uri, "fresh": fresh}
         return cluster.run_via_client(source, cluster.resolve_address(address), storage=storage, quiet=quiet, overrides=extra)
@@ -88,6 +92,7 @@ def resume(
     from sweep import tracking
 
     uri = tracking.resolve_uri(tracking_uri)
+    _check_tracking(uri, "--tracking-uri")
     parent = resume_module.unfinished_parent(uri, name)
     if parent is None:
         raise SweepConfigError(name, "", f"expected an unfinished sweep named {name!r} in {uri}, found none to resume")
@@ -131,6 +136,7 @@ def _decide_resume(config: SweepConfig, label: str, storage_dir: str, fresh: boo
     from sweep import tracking
 
     uri = tracking.resolve_uri(config.tracking.uri)
+    _check_tracking(uri, label)  # first: MLflow's own HTTP retries below take minutes on a dead server
     if not _store_exists(uri):
         return None
     try:
@@ -152,6 +158,37 @@ def _decide_resume(config: SweepConfig, label: str, storage_dir: str, fresh: boo
             f"run `sweep resume {config.name}` to continue it, or `sweep run FILE --fresh` to start over",
         )
     return resume_module.load_state(uri, parent, config)
+
+
+def _check_tracking(uri: str, label: str) -> None:
+    """An unreachable tracking server is one line in seconds, before anything else asks it."""
+    from sweep import tracking
+
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")  # the writer retries outages itself
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+    try:
+        tracking.check_reachable(uri)
+    except ConnectionError as exc:
+        raise SweepConfigError(label, "tracking.uri", f"expected a reachable MLflow tracking store at {tracking.redact(uri)}, but: {exc}") from None
+
+
+def _check_resources(config: SweepConfig, label: str) -> None:
+    """A trial no node can ever hold would wait forever: refuse it before the first trial, naming
+    the key and what the cluster offers (skipped on a cluster declared autoscaling)."""
+    import ray
+
+    if cluster.autoscaling():
+        log.warning("the cluster is declared autoscaling (SWEEP_AUTOSCALING=1): trials wait for nodes with the resources they need")
+        return
+    res = config.resources
+    need = {"cpus_per_trial": res.cpus_per_trial, "gpus_per_trial": res.gpus_per_trial, **{f"custom.{k}": v for k, v in res.custom.items()}}
+    try:
+        nodes = ray.nodes()
+    except Exception:  # cannot tell: let Tune schedule
+        return
+    shortfall = cluster.resource_shortfall(need, nodes)
+    if shortfall is not None:
+        raise SweepConfigError(label, *shortfall)
 
 
 def _store_exists(uri: str) -> bool:
@@ -196,10 +233,25 @@ def prepare(config: SweepConfig, label: str, search_paths: tuple[Path, ...] = ()
         dataset = data.load(config.data, search_paths)
         dataset.class_weight = data.class_weights(config.fit.class_weight, dataset)
         builder = models.resolve_builder(config.model, search_paths)
+        _check_names(config, builder, dataset)
         _preflight_model(config, builder, dataset)
     except InputError as exc:
         raise SweepConfigError(label, exc.key, exc.expected) from None
     return Prepared(config, label, dataset, builder, search_paths)
+
+
+def _check_names(config: SweepConfig, builder: Callable, dataset: Any) -> None:
+    """Names that reach Keras (optimizer, activation, loss and metric choices) against its registries."""
+    from sweep import models
+    from sweep import space as space_module
+
+    if config.search.sampler == "grid":
+        space_module.check_grid_size(config.search)  # refused before the grid is listed (it could fill the memory)
+    space = config.search.space
+    compiles = True
+    if ("optimizer" in space or "loss" in space) and config.model.builder not in models.BUILDERS:
+        compiles = models.sweep_compiles(builder, example_hyperparameters(config), dataset.info, config.model)
+    models.check_names(space, config.model, compiles)
 
 
 def prepare_while_ray_starts(config: SweepConfig, label: str, search_paths: tuple[Path, ...], address: str | None) -> Prepared:
@@ -304,7 +356,8 @@ def _preflight_model(config: SweepConfig, builder: Callable, dataset: Any) -> No
     try:
         logs = _evaluate_few(model, dataset)
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        models.check_model_output(model, dataset.info)  # evaluating failed: a width that does not fit the targets is the likely cause, said plainly
+        first = _telling_line(exc)
         raise InputError(
             "model.builder",
             f"expected a model that accepts inputs of shape {_input_text(dataset.info)} and "
@@ -317,6 +370,15 @@ def _preflight_model(config: SweepConfig, builder: Callable, dataset: Any) -> No
         raise InputError("objective.metric", f"expected one of the metrics the model logs ({', '.join(names)}), got {config.objective.metric!r}")
     _check_objective_name(config.objective.metric)
     check_hyperparameters_read(config, models.hyperparameters_read(builder, dataset.info, example_points(config)))
+
+
+def _telling_line(exc: BaseException) -> str:
+    """The line of an error that says what went wrong: TensorFlow's start with a header
+    ("Graph execution error:") and node names; the cause is a later line."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    skip = ("Graph execution error", "Detected at node", "File ", "[[", "Traceback", "Stack trace")
+    telling = [line for line in lines if not line.startswith(skip) and not line.endswith(":")]
+    return (telling or lines or [type(exc).__name__])[0]
 
 
 def _check_objective_name(metric: str) -> None:
@@ -366,8 +428,26 @@ def _check_fit_settings(config: SweepConfig, dataset: Any) -> None:
         )
     if pipeline is not None and pipeline.is_generator and config.fit.steps_per_epoch is None:
         raise InputError("fit.steps_per_epoch", f"expected fit.steps_per_epoch for the generators of {info.source} (a generator has no length), got none")
+    if pipeline is None and not getattr(info, "streamed", False) and info.n_train > 0:
+        _check_batch_size_fits(config, info.n_train)
     if config.fit.class_weight is not None and info.num_heads > 1:
         raise InputError("fit.class_weight", f"expected a model with one output for class_weight (Keras' rule), got {info.num_heads} outputs: use sample weights per output")
+
+
+def _check_batch_size_fits(config: SweepConfig, rows: int) -> None:
+    """A batch larger than the training rows cannot run (each trial would fail as infeasible):
+    the fixed fit.batch_size, or any value of a searched batch_size, is refused now."""
+    searched = config.search.space.get("batch_size")
+    what = f"expected at most {rows} (the training rows)"
+    if searched is None:
+        if config.fit.batch_size > rows:
+            raise InputError("fit.batch_size", f"{what}, got {config.fit.batch_size}")
+    elif isinstance(searched, CategoricalParam):
+        for index, value in enumerate(searched.choices):
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and value > rows:
+                raise InputError(f"search.space.batch_size.choices.{index}", f"{what}, got {value}")
+    elif getattr(searched, "high", 0) > rows:
+        raise InputError("search.space.batch_size.high", f"{what}, got {config_module._show(searched.high)}")
 
 
 def check_hyperparameters_read(config: SweepConfig, read: set[str]) -> None:
@@ -386,7 +466,7 @@ def check_hyperparameters_read(config: SweepConfig, read: set[str]) -> None:
         raise InputError(
             f"search.space.{name}",
             f"expected a hyperparameter that the model factory, the optimizer, compile or fit reads, got {name!r}, which nothing reads "
-            f"(read: {', '.join(known)}){guess}. A factory that reads it only on some branches: give it a when: condition",
+            f"(read: {', '.join(known)}; a factory that reads it only on some branches: give it a when: condition){guess}",
         )
 
 
@@ -457,10 +537,30 @@ def _quiet_ray_and_optuna() -> None:
 # the Ray side
 
 
+def is_secret_name(name: str) -> bool:
+    """An environment variable that holds a credential (AWS_SECRET_ACCESS_KEY, *_TOKEN, *_PASSWORD, ...)."""
+    import re
+
+    return bool(re.search(r"SECRET|TOKEN|PASSWORD|PASSWD|CREDENTIAL|ACCESS_KEY|API_KEY|PRIVATE_KEY", name.upper()))
+
+
+def _withhold_secrets_from_ray() -> None:
+    """Ray Tune copies AWS_* credentials from the driver's environment into every trial actor's
+    runtime_env, and Ray's runtime env agent writes runtime_envs in clear to its log (a world-
+    readable file under the temp folder, kept after the sweep). The sweep never hands them over:
+    a local Ray's workers inherit the driver's environment anyway; a cluster's nodes use their own."""
+    from ray.tune.execution import class_cache
+
+    names = class_cache.ENV_VARS_TO_PROPAGATE
+    if any(is_secret_name(name) for name in names):
+        class_cache.ENV_VARS_TO_PROPAGATE = type(names)(name for name in names if not is_secret_name(name))
+
+
 def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     """Connect to ``address`` (or RAY_ADDRESS); else start a local Ray bound to 127.0.0.1."""
     import ray
 
+    _withhold_secrets_from_ray()
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS")
@@ -471,6 +571,10 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     common = dict(log_to_driver=False, logging_level=logging.ERROR)
     if address:
         address = cluster.bootstrap_address(address)  # "auto" -> the HOST:PORT Ray would pick
+        try:  # seconds, and Ctrl-C works: ray.init of a dead address retries for minutes in C++
+            cluster.check_address(address)
+        except ConnectionError as exc:
+            raise SweepConfigError("--address", "", f"{address}: {exc}") from None
         with cluster.connecting(address):  # a loopback-only cluster is joined on loopback
             ray.init(address=address, runtime_env=env, **common)
     else:
@@ -530,8 +634,18 @@ def execute(
         warm = warmstart.prepare(config.search, config.objective.metric, config.objective.mode, uri)
     except InputError as exc:
         raise SweepConfigError(prepared.label, exc.key, exc.expected) from None
+    try:  # before the parent run exists: an unwritable --storage leaves no run behind
+        resume_module.take_lock(storage_dir)
+    except resume_module.StorageNotWritable as exc:
+        raise SweepConfigError("--storage", "", str(exc)) from None
     try:
+        ensure_ray(address)
+        _check_resources(config, prepared.label)  # a trial no node can hold would wait forever
         tracking.check_reachable(uri)
+    except BaseException:
+        resume_module.release_lock(storage_dir)
+        raise
+    try:
         tracker = tracking.MLflowTracker(
             ledger, uri, config.experiment, config.name, sweep_params(config), parent_tags(prepared, storage_path), resume=resume
         )
@@ -541,14 +655,13 @@ def execute(
         tracker.model_settings = (config.model, tuple(prepared.search_paths))  # how the best model loads
         tracker.checkpoint_quota_mb = config.resources.checkpoint_quota_mb
     except Exception as exc:
+        resume_module.release_lock(storage_dir)
         raise SweepConfigError(prepared.label, "tracking.uri", f"expected a reachable MLflow tracking store at {tracking.redact(uri)}, but: {str(exc).splitlines()[0][:300]}") from None
     fail_fast = FailFast(ledger, config.failure.fail_fast)
     view = LiveView(ledger, config.name, trial_budget(config), stream=stream, quiet=quiet, rungs=LiveView.rungs_for(config))
     ended = len(resume.ended) if resume is not None else 0
     if resume is not None and not quiet:
         print(f"resuming sweep {config.name}: {ended} trial(s) ended, {resume.remaining} interrupted trial(s) continue", file=stream or sys.stdout)
-    resume_module.take_lock(storage_dir)
-    ensure_ray(address)
     data_ref = ray.put(prepared.dataset)
     settings = trainable.TrialSettings.from_config(config)
     tuner = tune.Tuner(
@@ -586,15 +699,29 @@ def execute(
             verbose=0,
         ),
     )
+    trainable.install_retry_policy()  # failure.max_retries: lost workers and infrastructure errors only
     status = "FAILED"
+    stop = _Interrupts(fail_fast, config.name)
+    stop.install()  # until the sweep's records are closed (the end of the finally below)
     try:
         if trial_budget(config) > ended:
             tuner.fit()
         status = "FINISHED"
-    except KeyboardInterrupt:
+        if stop.signal is not None or fail_fast.halt:
+            status = "KILLED"  # stopped before its end: resumable (recovery.unfinished_parent)
+    except KeyboardInterrupt:  # a second Ctrl-C (or one outside Tune's loop): stop now, still resumable
         status = "KILLED"
+        stop.signal = stop.signal or signal.SIGINT
+        raise SweepInterrupted(config.name, stop.signal) from None
+    except BaseException:
+        status = "KILLED"  # the driver failing: the sweep stays resumable
         raise
     finally:
+        stop.closing = True
+        # Every trial still open ends now: its run KILLED and tagged interrupted (never RUNNING).
+        why = stop.reason() or fail_fast.halt or ("the sweep stopped (failure.fail_fast)" if fail_fast.tripped() else "the sweep's driver stopped")
+        with contextlib.suppress(Exception):
+            tracker.close_interrupted(ledger.interrupt_open_trials(), why)
         # The end of a sweep is never a crash: each step below that fails is reported in one line
         # (stderr, SweepResult.finish_error, the parent run's sweep.finish_error tag), the trials'
         # records stay, and the parent run still ends (FAILED, never left RUNNING).
@@ -613,13 +740,19 @@ def execute(
             storage=str(Path(storage_path) / config.name) if "://" not in storage_path else f"{storage_path}/{config.name}",
             wall_seconds=time.time() - started,
         )
+        if fail_fast.halt and stop.signal is None:
+            result.stopped_because = f"sweep stopped: {fail_fast.halt}; fix it, then continue with `sweep resume {config.name}`"
+            print(result.stopped_because, file=sys.stderr)
         if result.best is None and status == "FINISHED":
             status = "FAILED"
-        result.stopped_because = _fail_fast_message(fail_fast, ledger)
-        if result.stopped_because:
+        result.stopped_because = _fail_fast_message(fail_fast, ledger) or result.stopped_because
+        if result.stopped_because and not fail_fast.halt:
             status = "FAILED"
             print(result.stopped_because, file=sys.stderr)
-        problems += tracker.finish(result, status, input_example=prepared.dataset.example())  # never raises
+        # An interrupted sweep has no final best yet: the parent run gets the counts only (the best
+        # trial's params, once logged, could not change when the resumed sweep finds a better one).
+        final = result if status != "KILLED" else dataclasses.replace(result, best=None)
+        problems += tracker.finish(final, status, input_example=prepared.dataset.example())  # never raises
         with _finish_step(problems, "reading the trials back"):
             result.trials = ledger.frame()  # now with MLflow run ids
         with _finish_step(problems, "releasing the sweep's lock"):
@@ -634,7 +767,78 @@ def execute(
             result.finish_error = "; ".join(problems)
             tracker.record_finish_error(result.finish_error)  # the parent run's tag, if an earlier step did not set it
             print(f"error: sweep {config.name} ran, but finishing it failed: {result.finish_error}", file=sys.stderr)
+        stop.restore()
+    if stop.signal is not None:
+        raise SweepInterrupted(config.name, stop.signal)
     return result
+
+
+class SweepInterrupted(KeyboardInterrupt):
+    """The sweep stopped on SIGINT/SIGTERM; its records are closed and it can be resumed."""
+
+    def __init__(self, name: str | None, signum: int = 2):
+        super().__init__(name)
+        self.name, self.signum = name, int(signum)
+
+
+class _Interrupts:
+    """SIGINT and SIGTERM while ``tuner.fit()`` runs.
+
+    Ray Tune catches the first SIGINT itself and returns from ``fit()`` as if the sweep were
+    done. Here the first SIGINT or SIGTERM asks Tune to stop every trial (through the sweep's
+    stopper, checked each step) and the sweep then ends as interrupted; a second one raises
+    KeyboardInterrupt at once; a third gets Python's default handling.
+    """
+
+    def __init__(self, stopper: Any, name: str):
+        self.stopper, self.name, self.signal, self.count = stopper, name, None, 0
+        self._saved: dict[int, Any] = {}
+        self._env: str | None = None
+
+    def reason(self) -> str | None:
+        if self.signal is None:
+            return None
+        return f"interrupted by {signal.Signals(self.signal).name}"
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.count += 1
+        self.signal = self.signal or signum
+        if self.count == 1:
+            self.stopper.halt = self.reason()
+            with contextlib.suppress(Exception):
+                print(f"sweep: {signal.Signals(signum).name}: stopping the trials (again to stop at once)", file=sys.stderr, flush=True)
+            return
+        for sig in (signal.SIGINT, signal.SIGTERM):  # a third one is not caught
+            with contextlib.suppress(Exception):
+                signal.signal(sig, signal.SIG_DFL if sig == signal.SIGTERM else signal.default_int_handler)
+        if not self.closing:  # while the trials run: stop now (the finally still closes the records)
+            raise SweepInterrupted(self.name, self.signal)
+        # already closing the records (about a second): let that finish, then exit; a third kills
+
+    closing = False  # set once tuner.fit() returned: the sweep's records are being closed
+
+    def install(self) -> None:
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():
+            return  # signals reach only the main thread: nothing to install
+        self._saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+        self._env = os.environ.get("TUNE_DISABLE_SIGINT_HANDLER")
+        os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # Tune's own swallows the first Ctrl-C
+        for sig in self._saved:
+            signal.signal(sig, self._handle)
+
+    def restore(self) -> None:
+        if not self._saved:
+            return
+        for sig, handler in self._saved.items():
+            with contextlib.suppress(Exception):
+                signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+        self._saved = {}
+        if self._env is None:
+            os.environ.pop("TUNE_DISABLE_SIGINT_HANDLER", None)
+        else:
+            os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = self._env
 
 
 @contextlib.contextmanager
@@ -681,13 +885,23 @@ def _with_resumed_trials(searcher: Any, resume: Any) -> Any:
     return resume_module.resuming_searcher(searcher, resume.resume_configs())
 
 
+def _tasks(info: Any) -> str:
+    """The task, or each output's task for several outputs (``{'kind': 'classification', ...}``)."""
+    from sweep.structures import is_nested, map_leaves
+
+    if not is_nested(info.target_layout):
+        return info.task
+    return str(map_leaves(lambda layout: "regression" if layout == "values" else "classification", info.target_layout))
+
+
 def parent_tags(prepared: Prepared, storage_root: str) -> dict[str, str]:
     """What ``sweep resume`` needs to find again: the file, the storage, the config's identity."""
     label = prepared.label
     info = prepared.dataset.info
     return {
         "sweep.data": info.summary(),  # what the sweep read from the data, as printed at the start
-        "sweep.data.task": info.task,
+        "sweep.data.task": _tasks(info),
+        **({"sweep.data.labels": json.dumps(list(info.labels))} if info.labels else {}),  # class index -> original label
         "sweep.data.inputs": str(info.input_shapes if info.input_shapes is not None else info.input_shape),
         "sweep.data.outputs": str(info.output_sizes if info.output_sizes is not None else info.num_outputs),
         "sweep.file": str(Path(label).resolve()) if label != "<dict>" else "",

@@ -19,7 +19,8 @@ DEFAULT_URI = "sqlite:///mlflow.db"
 ROLE_TAG, NAME_TAG, STATUS_TAG = "sweep.role", "sweep.name", "sweep.status"
 
 __all__ = ["DEFAULT_URI", "NAME_TAG", "ROLE_TAG", "STATUS_TAG", "TRIAL_TAG", "badness", "best_summary", "child_runs",
-           "child_value", "default_uri", "find_parent_run", "int_or_none", "redact", "resolve_uri", "status_summary"]
+           "child_value", "default_uri", "find_parent_run", "int_or_none", "list_sweeps", "redact", "resolve_uri",
+           "status_summary", "store_exists", "sweep_names", "close_names", "typed_param"]
 
 
 def default_uri() -> str:
@@ -45,6 +46,163 @@ def redact(uri: str) -> str:
         return uri
     netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
     return urlunsplit(parts._replace(netloc=netloc))
+
+
+def store_exists(uri: str) -> bool:
+    """False for a sqlite store whose file does not exist. Read-only commands check this first:
+    opening a sqlite URI with MLflow creates the file (and its tables)."""
+    from sweep.writer import sqlite_path
+
+    path = sqlite_path(uri)
+    return path.exists() if path is not None else True
+
+
+def _parent_runs(uri: str, max_results: int = 5000) -> list[Any]:
+    """Every sweep's parent runs in the store, newest first."""
+    mlflow_client = client(uri)
+    experiment_ids = [e.experiment_id for e in mlflow_client.search_experiments()]
+    if not experiment_ids:
+        return []
+    return list(mlflow_client.search_runs(
+        experiment_ids, filter_string=f"tags.`{ROLE_TAG}` = 'parent'",
+        order_by=["attributes.start_time DESC"], max_results=max_results,
+    ))
+
+
+def sweep_names(uri: str) -> list[str]:
+    """The names of the sweeps in the store, newest first (each once)."""
+    if not store_exists(uri):
+        return []
+    names: dict[str, None] = {}
+    for run in _parent_runs(uri):
+        names.setdefault(run.data.tags.get(NAME_TAG, ""), None)
+    return [name for name in names if name]
+
+
+def close_names(name: str, names: list[str]) -> list[str]:
+    """The names like ``name`` (a typo, another case), closest first."""
+    import difflib
+
+    lowered = {n.lower(): n for n in names}
+    close = difflib.get_close_matches(name.lower(), list(lowered), n=3, cutoff=0.6)
+    return [lowered[n] for n in close]
+
+
+def list_sweeps(uri: str) -> list[dict[str, Any]]:
+    """One row per sweep name (its newest run), newest first: the fields of ``sweep list --json``."""
+    if not store_exists(uri):
+        return []
+    rows: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for parent in _parent_runs(uri):
+        name = parent.data.tags.get(NAME_TAG)
+        if not name or name in seen:
+            continue
+        seen.add(name)
+        tags, info = parent.data.tags, parent.info
+        metric = tags.get("sweep.metric") or parent.data.params.get("config.objective.metric", "val_loss")
+        mode = tags.get("sweep.mode") or parent.data.params.get("config.objective.mode", "min")
+        counts = _final_counts(parent)
+        best_value = float(tags["sweep.best_value"]) if tags.get("sweep.best_value") and info.status != "RUNNING" else None
+        if counts is None:  # running (or its driver died): count and rank its children
+            children = child_runs(uri, parent)
+            counts = {}
+            for run in children:
+                status = run.data.tags.get(STATUS_TAG, "running")
+                counts[status] = counts.get(status, 0) + 1
+            best_child = _best_child(children, metric, mode)
+            best_value = child_value(best_child, metric) if best_child is not None else None
+        end = info.end_time if info.status != "RUNNING" else None
+        rows.append({
+            "name": name,
+            "state": info.status.lower(),
+            "trials_done": sum(n for status, n in counts.items() if status not in ("running", "pending")),
+            "trials_requested": int_or_none(parent.data.params.get("config.search.trials")),
+            "trials": counts,
+            "metric": metric,
+            "mode": mode,
+            "best_value": best_value,
+            "started": _iso(info.start_time),
+            "duration_s": round((end - info.start_time) / 1000, 1) if end and info.start_time else None,
+            "experiment_id": info.experiment_id,
+            "parent_run_id": info.run_id,
+        })
+    return rows
+
+
+def _iso(millis: int | None) -> str | None:
+    import datetime
+
+    if not millis:
+        return None
+    return datetime.datetime.fromtimestamp(millis / 1000).astimezone().isoformat(timespec="seconds")
+
+
+def typed_param(text: Any) -> Any:
+    """A param as MLflow keeps it (text) back as the value it was: ``'0.01'`` -> 0.01, ``'64'`` -> 64,
+    ``'True'`` -> True, ``'None'`` -> None; anything else stays text."""
+    if not isinstance(text, str):
+        return text
+    if text in ("True", "False"):
+        return text == "True"
+    if text == "None":
+        return None
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def trials_frame(uri: str, name: str) -> Any:
+    """A past sweep's trials as a typed pandas DataFrame, one row per trial run, by trial number
+    (like Optuna's ``trials_dataframe``): ``number``, ``trial_id``, ``status``, ``value`` (the
+    trial's best objective), ``best_epoch``, ``epochs``, ``datetime_start``, ``datetime_complete``,
+    ``duration``, ``mlflow_run_id`` and one ``params_<name>`` column per hyperparameter, numbers
+    as numbers (MLflow keeps text). Raises ``LookupError`` when there is no such sweep."""
+    import pandas as pd
+
+    if not store_exists(uri):
+        raise LookupError(f"no sweep store at {redact(uri)}")
+    parent = find_parent_run(uri, name)
+    if parent is None:
+        raise LookupError(f"no sweep named {name!r} in {redact(uri)}")
+    metric = parent.data.tags.get("sweep.metric") or parent.data.params.get("config.objective.metric", "val_loss")
+    rows = []
+    for run in child_runs(uri, parent):
+        tags = run.data.tags
+        value = child_value(run, metric)
+        rows.append({
+            "number": int_or_none(tags.get("sweep.trial_number")),
+            "trial_id": tags.get(TRIAL_TAG),
+            "status": tags.get(STATUS_TAG, "running"),
+            "value": float("nan") if value is None else float(value),
+            "best_epoch": int_or_none(tags.get("sweep.best_epoch")),
+            "epochs": int_or_none(tags.get("sweep.epochs")),
+            "datetime_start": pd.to_datetime(run.info.start_time, unit="ms", utc=True) if run.info.start_time else pd.NaT,
+            "datetime_complete": pd.to_datetime(run.info.end_time, unit="ms", utc=True) if run.info.end_time else pd.NaT,
+            "mlflow_run_id": run.info.run_id,
+            **{f"params_{key}": typed_param(text) for key, text in run.data.params.items()},
+        })
+    columns = ["number", "trial_id", "status", "value", "best_epoch", "epochs", "datetime_start", "datetime_complete", "mlflow_run_id"]
+    frame = pd.DataFrame(rows, columns=columns + sorted({k for row in rows for k in row if k.startswith("params_")}))
+    frame = frame.sort_values("number", kind="stable", ignore_index=True)
+    frame.insert(8, "duration", frame["datetime_complete"] - frame["datetime_start"])
+    for column in ("number", "best_epoch", "epochs"):
+        frame[column] = frame[column].astype("Int64")
+    for column in ("trial_id", "status", "mlflow_run_id"):
+        frame[column] = frame[column].astype("string")
+    for column in [c for c in frame.columns if c.startswith("params_")]:
+        present = frame[column].dropna()
+        if len(present) and all(isinstance(v, bool) for v in present):
+            frame[column] = frame[column].astype("boolean")
+        elif len(present) and all(isinstance(v, int) and not isinstance(v, bool) for v in present):
+            frame[column] = frame[column].astype("Int64")
+        elif len(present) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in present):
+            frame[column] = frame[column].astype("float64")
+    frame.attrs.update({"sweep": name, "metric": metric, "mode": parent.data.tags.get("sweep.mode", "min"), "parent_run_id": parent.info.run_id})
+    return frame
 
 
 def find_parent_run(uri: str, name: str) -> Any | None:
@@ -113,7 +271,7 @@ def best_summary(uri: str, name: str) -> dict[str, Any] | None:
     child_tags = best_child.data.tags
     summary.update(
         value=child_value(best_child, metric),
-        params=dict(best_child.data.params),
+        params={key: typed_param(value) for key, value in best_child.data.params.items()},
         trial_id=child_tags.get(TRIAL_TAG),
         epochs=int_or_none(child_tags.get("sweep.epochs")),
         best_epoch=int_or_none(child_tags.get("sweep.best_epoch")),

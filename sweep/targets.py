@@ -95,7 +95,10 @@ def _infer_column(y: np.ndarray, task: str | None, name: str) -> TargetKind:
     if task == "classification":
         if low < 0:
             raise InputError("data.task", f"expected class labels 0..K-1 in {name}, got negative labels (set data.encode_labels: true to encode them)")
-        return TargetKind("classification", max(high + 1, 2), "sparse", "data.task")
+        reason = "data.task"
+        if distinct != high + 1:  # labels with gaps or not from 0: Keras needs max label + 1 outputs
+            reason += f"; labels {low}..{high}, so {high + 1} outputs, some never a target (data.encode_labels: true makes them 0..{distinct - 1})"
+        return TargetKind("classification", max(high + 1, 2), "sparse", reason)
     if low == 0 and distinct == high + 1 and 2 <= distinct <= len(y) / 2:
         return TargetKind("classification", distinct, "sparse", f"integer labels 0..{high}")
     if distinct > MAX_AMBIGUOUS_INTEGERS:

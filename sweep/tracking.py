@@ -25,10 +25,13 @@ from sweep.store import (  # noqa: F401 - reading a sweep back lives in sweep.st
     DEFAULT_URI, NAME_TAG, ROLE_TAG, STATUS_TAG, TRIAL_TAG, badness, best_summary, child_runs,
     default_uri, find_parent_run, redact, resolve_uri, status_summary,
 )
-from sweep.results import COMPLETED, FAILED, PENDING, STATUSES, DriverCallback, Ledger, epoch_of, SweepResult, TrialOutcome, keras_metrics, worker_metrics
+from sweep.results import COMPLETED, FAILED, INTERRUPTED, PENDING, STATUSES, DriverCallback, Ledger, epoch_of, SweepResult, TrialOutcome, keras_metrics, worker_metrics
 
 log = logging.getLogger("sweep.tracking")
 
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"  # MLflow 3's UI: which view an experiment opens in
+EXPERIMENT_KIND = "custom_model_development"  # its model-training view (not the GenAI one)
+CHAMPION_ALIAS = "champion"  # the registry alias that follows the newest sweep's best model
 METRIC_NAMES_TAG = "sweep.metric_names"  # parent run: JSON {keras name: MLflow name} of the renamed metrics
 PARAM_NAMES_TAG = "sweep.param_names"  # parent run: the same for params (search-space names, config keys)
 
@@ -37,11 +40,25 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
     """Fail in seconds, not after MLflow's minutes of HTTP retries, when a tracking server is down."""
     if not uri.startswith(("http://", "https://")):
         return
+    import base64
     import urllib.error
+    import urllib.parse
     import urllib.request
 
+    # credentials as MLflow's client sends them: user:password@ in the URI (requests sends it as
+    # basic auth), else MLFLOW_TRACKING_USERNAME/PASSWORD or MLFLOW_TRACKING_TOKEN; never in the URL
+    parts = urllib.parse.urlsplit(uri)
+    user = urllib.parse.unquote(parts.username) if parts.username else os.environ.get("MLFLOW_TRACKING_USERNAME")
+    password = urllib.parse.unquote(parts.password or "") if parts.username else os.environ.get("MLFLOW_TRACKING_PASSWORD", "")
+    host = parts.hostname or ""
+    netloc = (f"[{host}]" if ":" in host else host) + (f":{parts.port}" if parts.port else "")
+    request = urllib.request.Request(urllib.parse.urlunsplit((parts.scheme, netloc, f"{parts.path.rstrip('/')}/health", "", "")))
+    if user:
+        request.add_header("Authorization", "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode())
+    elif os.environ.get("MLFLOW_TRACKING_TOKEN"):
+        request.add_header("Authorization", f"Bearer {os.environ['MLFLOW_TRACKING_TOKEN']}")
     try:
-        urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout).close()
+        urllib.request.urlopen(request, timeout=timeout).close()
     except urllib.error.HTTPError:
         return  # it answered: reachable (some proxies do not serve /health)
     except (OSError, ValueError) as exc:
@@ -55,10 +72,76 @@ def artifact_location(uri: str, experiment: str) -> str | None:
 
 
 def ensure_experiment(mlflow_client: Any, uri: str, name: str) -> str:
+    """The experiment's id (created when missing), tagged so MLflow's UI opens it in its
+    model-training view; a kind someone chose in the UI is left as it is."""
     experiment = mlflow_client.get_experiment_by_name(name)
-    if experiment is not None:
-        return experiment.experiment_id
-    return mlflow_client.create_experiment(name, artifact_location=artifact_location(uri, name))
+    if experiment is None:
+        return mlflow_client.create_experiment(
+            name, artifact_location=artifact_location(uri, name), tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
+        )
+    if EXPERIMENT_KIND_TAG not in (experiment.tags or {}):
+        try:
+            mlflow_client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+        except Exception as exc:  # a read-only experiment: the view is a nicety, never the sweep
+            log.debug("could not tag experiment %s (%s)", name, exc)
+    return experiment.experiment_id
+
+
+def best_metric_name(metric: str) -> str:
+    """The metric each trial run (and the parent) logs its best objective under: ``best_val_accuracy``.
+    Sorting the runs table by it ranks trials as ``sweep best`` does (the objective's own
+    column is each trial's last epoch)."""
+    return f"best_{metric}"
+
+
+def source_tags() -> dict[str, str]:
+    """``mlflow.user``, ``mlflow.source.name`` and ``mlflow.source.type``, as MLflow's own clients set them."""
+    try:
+        from mlflow.tracking.context.default_context import DefaultRunContext
+
+        return {k: str(v) for k, v in DefaultRunContext().tags().items()}
+    except Exception:
+        return {}
+
+
+# config.* params always logged, defaults or not: what readers of the parent run look up
+ESSENTIAL_PARAMS = frozenset({
+    "config.name", "config.data.source", "config.objective.metric", "config.objective.mode", "config.search.trials",
+    "config.search.sampler", "config.fit.epochs", "config.scheduler.type", "config.search.space",
+})
+
+
+def non_default_params(flat: dict[str, Any]) -> dict[str, Any]:
+    """The ``config.*`` params that differ from the sweep file's defaults (plus ``ESSENTIAL_PARAMS``
+    and every other param): the whole file is the parent run's ``sweep/config.json`` artifact.
+    The defaults are those of a sweep file with the same name, data source, space and scheduler type."""
+    try:
+        from sweep.config import SweepConfig
+
+        space = flat.get("config.search.space")
+        default = SweepConfig.model_validate({
+            "name": flat["config.name"],
+            "data": {"source": flat["config.data.source"]},
+            "search": {"space": space},
+            "scheduler": {"type": flat.get("config.scheduler.type", "asha")},
+        }).model_dump(mode="json")
+    except Exception:  # not a whole sweep's params (a test's, an older format): log them all
+        return dict(flat)
+    defaults: dict[str, Any] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict) and value and prefix != "config.search.space":
+            for key, item in value.items():
+                walk(f"{prefix}.{key}", item)
+        else:
+            defaults[prefix] = value
+
+    walk("config", default)
+    missing = object()
+    return {
+        key: value for key, value in flat.items()
+        if key in ESSENTIAL_PARAMS or not key.startswith("config.") or defaults.get(key, missing) != value
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -105,13 +188,16 @@ class MLflowTracker(DriverCallback):
         _RENAMED_PARAMS.update(self.param_names.renamed)  # _param() logs the best trial's params under these too
         _warn_renames("param", renames)
         run_ids = {}
+        self.source_tags = source_tags()
+        self.best_logged: dict[str, float] = {}  # per trial: the best objective value logged as best_<metric>
         if resume is None:
-            tags = {"mlflow.runName": sweep_name, ROLE_TAG: "parent", NAME_TAG: sweep_name, **(parent_tags or {})}
+            tags = {**self.source_tags, "mlflow.runName": sweep_name, ROLE_TAG: "parent", NAME_TAG: sweep_name, **(parent_tags or {})}
             if self.param_names.renamed:
                 tags[PARAM_NAMES_TAG] = json.dumps(self.param_names.renamed, sort_keys=True)
             parent = self._client.create_run(self.experiment_id, run_name=sweep_name, tags=tags)
             self.parent_run_id = parent.info.run_id
-            self._client.log_batch(self.parent_run_id, params=[_param(k, v) for k, v in sweep_params.items()])
+            logged = non_default_params(sweep_params)  # the whole file is the sweep/config.json artifact
+            self._client.log_batch(self.parent_run_id, params=[_param(k, v) for k, v in logged.items()])
         else:
             self.parent_run_id = resume.parent_run_id
             self._client.update_run(self.parent_run_id, status="RUNNING")
@@ -135,6 +221,7 @@ class MLflowTracker(DriverCallback):
     def _submit_start(self, outcome: TrialOutcome) -> None:
         """Queue the creation of the trial's child run (the writer skips it when the run exists)."""
         tags = {
+            **getattr(self, "source_tags", {}),
             "mlflow.parentRunId": self.parent_run_id,
             ROLE_TAG: "trial",
             NAME_TAG: self.sweep_name,
@@ -174,6 +261,9 @@ class MLflowTracker(DriverCallback):
         logged = {**keras_metrics(result), **worker_metrics(result)}
         keys = self._metric_keys(logged)
         metrics = [(keys[name], value, step, ts) for name, value in logged.items()]
+        outcome = self.ledger.outcome(trial)
+        if outcome.value is not None and outcome.best_epoch == step:  # a new best: best_<metric> at the epoch it was reached
+            metrics.append(self._best_metric(key, outcome.value, step, ts))
         if metrics:
             self.writer.submit("metrics", key, metrics)
         identified = self.__dict__.setdefault("_identified", set())
@@ -184,6 +274,20 @@ class MLflowTracker(DriverCallback):
             if node_tags:
                 identified.add(key)
                 self.writer.submit("tags", key, node_tags)
+
+    def _best_metric(self, trial_id: str, value: float, step: int, ts: int) -> tuple[str, float, int, int]:
+        """One ``best_<metric>`` point of a trial (its MLflow name; noted so it is logged once)."""
+        name = best_metric_name(self.ledger.metric)
+        self.__dict__.setdefault("best_logged", {})[trial_id] = value
+        return (self._metric_keys({name: value})[name], value, step, ts)
+
+    def _logged_name(self, metric: str) -> str:
+        """A metric's MLflow name without logging anything (sanitized when MLflow refuses it)."""
+        names = getattr(self, "metric_names", None)
+        if names is not None:
+            with contextlib.suppress(KeyError):
+                return names[metric]
+        return metric if name_problem(metric) is None else sanitized(metric)
 
     def on_checkpoint(self, iteration: int, trials: list, trial: Any, checkpoint: Any, **info: Any) -> None:
         """Record where the newest (= best) checkpoint is, so a resume can continue from it; then
@@ -245,14 +349,30 @@ class MLflowTracker(DriverCallback):
             tags["sweep.reason"] = outcome.reason
         if outcome.value is not None:
             tags.update({"sweep.best_value": repr(outcome.value), "sweep.best_epoch": outcome.best_epoch})
+            if self.__dict__.setdefault("best_logged", {}).get(outcome.trial_id) != outcome.value:
+                step = outcome.best_epoch or 0
+                self.writer.submit("metrics", outcome.trial_id, [self._best_metric(outcome.trial_id, outcome.value, step, int(time.time() * 1000))])
         if outcome.node_ip:
             tags["sweep.node_ip"] = outcome.node_ip
         if outcome.checkpoint:
             tags["sweep.checkpoint"] = outcome.checkpoint
             self.writer.submit("checkpoint", outcome.trial_id, outcome.checkpoint)
         self.writer.submit("tags", outcome.trial_id, tags)
-        self.writer.submit("end", outcome.trial_id, "FAILED" if outcome.status == FAILED else "FINISHED")
+        self.writer.submit("end", outcome.trial_id, _run_status(outcome.status))
         self.enforce_quota()  # this trial's checkpoint may go now that its artifact is queued
+
+    def close_interrupted(self, outcomes: list[TrialOutcome], why: str) -> None:
+        """Trials the sweep stopped before they ended (Ctrl-C, SIGTERM, fail-fast): their runs end
+        KILLED, tagged ``sweep.status=interrupted`` with ``why``, so none is left RUNNING and
+        ``sweep resume`` continues each from its checkpoint in the same run."""
+        for outcome in outcomes:
+            if outcome.started_at is None and outcome.trial_id not in self.writer.run_ids:
+                continue  # never started: no run was opened for it
+            tags: dict[str, Any] = {STATUS_TAG: INTERRUPTED, "sweep.epochs": outcome.epochs, "sweep.reason": why}
+            if outcome.checkpoint:
+                tags["sweep.checkpoint"] = outcome.checkpoint
+            self.writer.submit("tags", outcome.trial_id, tags)
+            self.writer.submit("end", outcome.trial_id, "KILLED")
 
     # -- the end of the sweep ----------------------------------------------------------------
     def finish(self, result: SweepResult, status: str = "FINISHED", input_example: Any = None) -> list[str]:
@@ -318,11 +438,13 @@ class MLflowTracker(DriverCallback):
         with _step(problems, "the best trial's summary"):
             self._client.log_batch(
                 self.parent_run_id,
-                metrics=[Metric(result.metric, best.value, now, 0)],
+                metrics=[Metric(result.metric, best.value, now, 0),  # as before (the public contract)
+                         Metric(self._logged_name(best_metric_name(result.metric)), best.value, now, best.epoch or 0)],
                 params=[_param(k, v) for k, v in best.params.items()],  # under their own names
                 tags=[_tag(k, v) for k, v in tags.items()],
             )
         if best.checkpoint:
+            self._registry_best = (result.metric, best)  # the registered version's lineage: the best trial's run
             self._log_best_model(best.checkpoint, input_example, problems)
 
     def _log_best_model(self, checkpoint: str, input_example: Any = None, problems: list[str] | None = None) -> None:
@@ -370,7 +492,35 @@ class MLflowTracker(DriverCallback):
                     from sweep.export import register
 
                     with _step(problems, f"registering the best model as {self.registered_model!r}"):
-                        register(info, self.registered_model, raise_errors=True)
+                        register(info, self.registered_model, raise_errors=True, **self._registry_lineage())
+
+
+    def _registry_lineage(self) -> dict[str, Any]:
+        """The best trial's run, a description and tags for the registered model version."""
+        metric, best = getattr(self, "_registry_best", (None, None))
+        if best is None:
+            return {}
+        return {
+            "run_id": best.mlflow_run_id,
+            "description": (
+                f"Best model of sweep {self.sweep_name!r}: trial {best.trial_id}, "
+                f"{metric} = {best.value!r} at epoch {best.epoch} of {best.epochs}."
+            ),
+            "tags": {
+                NAME_TAG: self.sweep_name,
+                TRIAL_TAG: best.trial_id,
+                "sweep.metric": metric,
+                "sweep.best_value": repr(best.value),
+                "sweep.best_epoch": best.epoch,
+                "sweep.parent_run_id": self.parent_run_id,
+            },
+            "alias": CHAMPION_ALIAS,
+        }
+
+
+def _run_status(status: str) -> str:
+    """The MLflow status a trial's run ends with: FAILED, KILLED (interrupted, resumable) or FINISHED."""
+    return {FAILED: "FAILED", INTERRUPTED: "KILLED"}.get(status, "FINISHED")
 
 
 @contextlib.contextmanager
@@ -424,3 +574,15 @@ def _tag(key: str, value: Any) -> Any:
     from mlflow.entities import RunTag
 
     return RunTag(key, str(value))
+
+# MLflow 3's UI opens in its GenAI view unless the address asks for the model-training one (its
+# sidebar toggle; the experiment's `mlflow.experimentKind` tag alone does not switch it).
+UI_VIEW = "workflowType=machine_learning"
+
+
+def ui_url(base: str, experiment_id: str, run_id: str | None = None, page: str = "") -> str:
+    """The MLflow UI address of an experiment or one of its runs, in the model-training view."""
+    path = f"{base.rstrip('/')}/#/experiments/{experiment_id}"
+    if run_id:
+        path += f"/runs/{run_id}" + (f"/{page}" if page else "")
+    return f"{path}?{UI_VIEW}"

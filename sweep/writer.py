@@ -645,6 +645,7 @@ def serve(reply_fd: int) -> None:
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the driver, which then closes our stdin: drain first
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the same for SIGTERM to the group (SLURM, ray job stop); stdin's end still ends us
     import mlflow  # noqa: F401 - configures its loggers on import; quiet them afterwards
 
     logging.getLogger("mlflow").setLevel(logging.WARNING)

@@ -42,6 +42,6 @@ def test_aws_cluster_has_cpu_and_gpu_workers_that_install_the_project() -> None:
 
 def test_slurm_script_starts_head_then_workers_then_the_sweep() -> None:
     text = (REPO / "cluster" / "slurm.sbatch").read_text()
-    head, worker, driver = text.index("ray start --head"), text.index('ray start --address "$ip_head"'), text.index("sweep run")
+    head, worker, driver = text.index("ray start --head"), text.index('ray start --address "$ip_head"'), text.index('sweep run "$SWEEP_FILE"')
     assert head < worker < driver
     assert '--address "$ip_head"' in text[driver:]

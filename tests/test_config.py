@@ -173,7 +173,65 @@ PARAMS = "learning_rate, batch_size, optimizer, momentum"
 
 BAD = [
     # the file itself
-    ("yaml-syntax", "name: [digits\n", "expected valid YAML, line 2, column 1: expected ',' or ']', but got '<stream end>'"),
+    ("yaml-syntax", "name: [digits\n", "expected valid YAML, line 1, column 7: while parsing a flow sequence, expected ',' or ']', but got '<stream end>' (at line 2, column 1)"),
+    (
+        "yaml-unclosed-quote",
+        'name: "rel-quote\n' + FULL.split("\n", 1)[1],
+        "expected valid YAML, line 1, column 7: while scanning a quoted scalar, found unexpected end of stream (at line 18, column 1)",
+    ),
+    ("yaml-unclosed-brace", sub("fit: {epochs: 27, shuffle: true}", "fit: {epochs: 27, shuffle: true"), "expected valid YAML, line 4, column 6: while parsing a flow mapping, expected ',' or '}', but got ':' (at line 5, column 10)"),
+    ("latin1-file", "# réglages du sweep (café)\n".encode("latin-1") + FULL.encode(), "expected a UTF-8 text file, got byte 0xe9 at position 3 (save it as UTF-8)"),
+    ("cp1252-quote", FULL.encode() + "# it\u2019s\n".encode("cp1252"), f"expected a UTF-8 text file, got byte 0x92 at position {len(FULL) + 4} (save it as UTF-8)"),
+    ("truncated-inside-a-character", (FULL + "# café").encode()[:-1], f"expected a UTF-8 text file, got one that ends inside a character at position {len(FULL) + 5} (truncated?)"),
+    ("truncated-mid-mapping", FULL[: FULL.index("reduction_factor")], "expected valid YAML, line 15, column 42: expected the node content, but found '<stream end>'"),
+    ("nul-byte", FULL + "\0", f"expected valid YAML, position {len(FULL)}: unacceptable character #x0000: special characters are not allowed"),
+    # a key twice: PyYAML keeps the last silently
+    ("duplicate-top-level-key", FULL + "name: other\n", "name: expected each key once, got it again at line 18 (first at line 1)"),
+    ("duplicate-section", FULL + "fit: {epochs: 3}\n", "fit: expected each key once, got it again at line 18 (first at line 4)"),
+    ("duplicate-fit-key", sub("epochs: 27, shuffle: true", "epochs: 27, shuffle: true, epochs: 3"), "fit.epochs: expected each key once, got it again at line 4 (first at line 4)"),
+    ("duplicate-space-entry", add_param("optimizer: {type: categorical, choices: [sgd]}"), "search.space.optimizer: expected each key once, got it again at line 15 (first at line 13)"),
+    ("duplicate-param-key", sub("low: 1.0e-4, high: 1.0e-1", "low: 1.0e-4, high: 1.0e-1, low: 0.5"), "search.space.learning_rate.low: expected each key once, got it again at line 11 (first at line 11)"),
+    ("duplicate-in-list-item", sub("shuffle: true", "shuffle: true, callbacks: [{early_stopping: {patience: 1, patience: 2}}]"), "fit.callbacks.0.early_stopping.patience: expected each key once, got it again at line 4 (first at line 4)"),
+    # true/false where a number is expected (pydantic would read 1 / 0)
+    ("bool-as-epochs", sub("epochs: 27", "epochs: true"), "fit.epochs: expected an integer, got true"),
+    ("bool-as-trials", sub("trials: 32", "trials: true"), "search.trials: expected an integer, got true"),
+    ("bool-as-seed", sub("seed: 0", "seed: false"), "search.seed: expected an integer, got false"),
+    ("bool-as-float-low", sub("low: 1.0e-4", "low: true"), "search.space.learning_rate.low: expected a number, got true"),
+    ("bool-as-float-high", sub("high: 1.0e-1", "high: true"), "search.space.learning_rate.high: expected a number, got true"),
+    ("bool-as-int-low", add_param("units: {type: int, low: false, high: 64}"), "search.space.units.low: expected an integer, got false"),
+    ("bool-as-int-step", add_param("units: {type: int, low: 8, high: 64, step: true}"), "search.space.units.step: expected an integer, got true"),
+    ("bool-as-float-step", sub(LR, "learning_rate: {type: float, low: 0.1, high: 0.5, step: true}"), "search.space.learning_rate.step: expected a number, got true"),
+    ("bool-as-validation-split", sub("validation_split: 0.2", "validation_split: true"), "data.validation_split: expected a number, got true"),
+    ("bool-as-batch-size", sub("shuffle: true", "shuffle: true, batch_size: true"), "fit.batch_size: expected an integer, got true"),
+    ("bool-as-steps-per-execution", sub("shuffle: true", "shuffle: true, steps_per_execution: true"), "fit.steps_per_execution: expected an integer, got true"),
+    ("bool-as-class-weight", sub("shuffle: true", "shuffle: true, class_weight: {0: 1.0, 1: true}"), "fit.class_weight.1: expected a number, got true"),
+    ("bool-as-cpus", sub("cpus_per_trial: 1", "cpus_per_trial: true"), "resources.cpus_per_trial: expected a number, got true"),
+    ("bool-as-gpus", sub("gpus_per_trial: 0", "gpus_per_trial: false"), "resources.gpus_per_trial: expected a number, got false"),
+    ("bool-as-custom-resource", sub("gpus_per_trial: 0}", "gpus_per_trial: 0, custom: {tpu: true}}"), "resources.custom.tpu: expected a number, got true"),
+    ("bool-as-quota", sub("gpus_per_trial: 0}", "gpus_per_trial: 0, checkpoint_quota_mb: true}"), "resources.checkpoint_quota_mb: expected a number, got true"),
+    ("bool-as-grace-period", sub("grace_period: 1", "grace_period: true"), "scheduler.grace_period: expected an integer, got true"),
+    ("bool-as-reduction-factor", sub("reduction_factor: 3", "reduction_factor: true"), "scheduler.reduction_factor: expected a number, got true"),
+    ("bool-as-loss-weight", sub("metrics: [accuracy]", "metrics: [accuracy], loss_weights: [1.0, true]"), "model.loss_weights.1: expected a number, got true"),
+    ("bool-as-samples", sub("validation_split: 0.2", "validation_split: 0.2, samples: true"), "data.samples: expected an integer, got true"),
+    ("bool-as-max-retries", FULL + "failure: {max_retries: true}\n", "failure.max_retries: expected an integer, got true"),
+    ("bool-as-max-concurrent", sub("trials: 32", "trials: 32\n  max_concurrent: true"), "search.max_concurrent: expected an integer, got true"),
+    # names that become paths
+    ("name-too-long", sub("name: digits-mlp", "name: " + "n" * 300), "name: expected at most 100 characters, got 300"),
+    ("experiment-parent-folder", sub("experiment: null", "experiment: '../escaped'"), "tracking.experiment: expected a name that stays inside the store's artifact folder, got '../escaped' (a '..' or '.' path part)"),
+    ("experiment-deep-parent", sub("experiment: null", "experiment: 'a/../../etc/x'"), "tracking.experiment: expected a name that stays inside the store's artifact folder, got 'a/../../etc/x' (a '..' or '.' path part)"),
+    ("experiment-absolute", sub("experiment: null", "experiment: /some/where"), "tracking.experiment: expected a name that stays inside the store's artifact folder, got '/some/where' (an absolute path)"),
+    ("experiment-home", sub("experiment: null", "experiment: ~/x"), "tracking.experiment: expected a name that stays inside the store's artifact folder, got '~/x' (an absolute path)"),
+    ("experiment-windows-drive", sub("experiment: null", "experiment: 'C:/x'"), "tracking.experiment: expected a name that stays inside the store's artifact folder, got 'C:/x' (an absolute path)"),
+    ("experiment-backslash", sub("experiment: null", "experiment: 'a\\b'"), "tracking.experiment: expected a name that stays inside the store's artifact folder, got 'a\\\\b' (a backslash)"),
+    ("experiment-dot", sub("experiment: null", "experiment: '.'"), "tracking.experiment: expected a name that stays inside the store's artifact folder, got '.' (a '..' or '.' path part)"),
+    ("experiment-blank", sub("experiment: null", "experiment: '  '"), "tracking.experiment: expected a name that stays inside the store's artifact folder, got '  ' (it is empty)"),
+    ("experiment-control-character", sub("experiment: null", 'experiment: "a\\tb"'), "tracking.experiment: expected a name that stays inside the store's artifact folder, got 'a\\tb' (a control character)"),
+    ("registered-model-parent-folder", sub("experiment: null", "experiment: null, registered_model: ../m"), "tracking.registered_model: expected a name that stays inside the store's artifact folder, got '../m' (a '..' or '.' path part)"),
+    # tracking URIs
+    ("uri-without-scheme", sub("uri: null", "uri: mlflow.db"), "tracking.uri: expected a URI with a scheme (sqlite:///FILE, http://HOST:PORT, ...), got 'mlflow.db': did you mean 'sqlite:///mlflow.db'?"),
+    ("uri-a-folder", sub("uri: null", "uri: ./mlruns"), "tracking.uri: expected a URI with a scheme (sqlite:///FILE, http://HOST:PORT, ...), got './mlruns': did you mean 'sqlite:///mlruns/mlflow.db'?"),
+    ("uri-absolute-db-path", sub("uri: null", "uri: /data/runs.sqlite"), "tracking.uri: expected a URI with a scheme (sqlite:///FILE, http://HOST:PORT, ...), got '/data/runs.sqlite': did you mean 'sqlite:////data/runs.sqlite'?"),
+    ("uri-empty", sub("uri: null", "uri: ''"), "tracking.uri: expected a tracking URI such as sqlite:///mlflow.db or http://HOST:PORT, got ''"),
     ("yaml-tab", "name: a\n\tdata: 1\n", "expected valid YAML, line 2, column 1: found character '\\t' that cannot start any token"),
     ("empty-file", "", "expected a mapping of sections, got an empty file"),
     ("comments-only", "# nothing here\n", "expected a mapping of sections, got an empty file"),
@@ -282,7 +340,9 @@ BAD = [
 
 @pytest.mark.parametrize(("text", "expected"), [case[1:] for case in BAD], ids=[case[0] for case in BAD])
 def test_bad_sweep_file_gives_one_exact_line(tmp_path, text, expected):
-    path = write(tmp_path, text)
+    path = write(tmp_path, text) if isinstance(text, str) else tmp_path / "sweep.yaml"
+    if isinstance(text, bytes):
+        path.write_bytes(text)
     with pytest.raises(SweepConfigError) as info:
         load(path)
     assert str(info.value) == f"{path}: {expected}"
@@ -317,7 +377,9 @@ def test_bad_mapping_names_dict(tmp_path):
 def test_error_keys_never_show_pydantic_internals(tmp_path):
     internals = {"float", "int", "categorical", "asha", "hyperband", "median", "fifo", "str", "bool", "none", "__root__"}
     for case_id, text, _expected in BAD:
-        path = write(tmp_path, text)
+        path = write(tmp_path, text) if isinstance(text, str) else tmp_path / "sweep.yaml"
+        if isinstance(text, bytes):
+            path.write_bytes(text)
         with pytest.raises(SweepConfigError) as info:
             load(path)
         parts = info.value.key.split(".")

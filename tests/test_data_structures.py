@@ -186,3 +186,30 @@ def test_a_pair_of_pydatasets_is_streamed_too(module):
     """))
     assert ds.info.streamed and not ds.pipeline.takes_batch_size
     assert (ds.info.task, ds.info.num_outputs, ds.info.target_layout) == ("classification", 4, "onehot")
+
+
+def test_encoded_labels_keep_their_original_names_for_decoding(module):
+    ds = load(module("""
+        def load():
+            return np.zeros((40, 2)), np.array(["cat", "dog", "emu", "cat"] * 10)
+    """), encode_labels=True)
+    assert ds.info.labels == ("cat", "dog", "emu") and ds.info.num_outputs == 3
+
+
+def test_ratings_asked_as_classes_say_why_there_is_one_more_output(module):
+    ds = load(module("""
+        def load():
+            return np.zeros((50, 2)), np.arange(1, 6).repeat(10)
+    """), task="classification")
+    assert ds.info.num_outputs == 6 and "label 0" not in ds.info.inferred
+    assert "labels 1..5, so 6 outputs" in ds.info.inferred and "data.encode_labels: true" in ds.info.inferred
+
+
+def test_a_relative_path_in_data_args_is_the_sweep_files(tmp_path):
+    from sweep.config import load as load_sweep
+
+    (tmp_path / "images").mkdir()
+    sweep_file = tmp_path / "s.yaml"
+    sweep_file.write_text("name: s\ndata: {source: 'm:load', args: {folder: images, label: cats}}\nsearch: {space: {lr: {type: float, low: 0.1, high: 0.2}}}\n")
+    config = load_sweep(sweep_file)
+    assert config.data.args == {"folder": str((tmp_path / "images").resolve()), "label": "cats"}

@@ -375,3 +375,12 @@ def test_recording_hp_notes_every_key_read():
     assert hp.read == {"units", "dropout", "missing"}
     dict(hp)
     assert hp.read >= {"units", "dropout", "dropuot"}, "copying reads every key"
+
+
+def test_a_binary_head_among_several_outputs_gets_binary_crossentropy():
+    inputs = keras.Input((3,))
+    hidden = keras.layers.Dense(4)(inputs)
+    model = keras.Model(inputs, {"stars": keras.layers.Dense(5, name="stars")(hidden), "p": keras.layers.Dense(1, activation="sigmoid", name="p")(hidden)})
+    info = DataInfo(input_shape=(3,), num_outputs=5, task="classification", n_train=8, n_val=2, source="t", fingerprint="0",
+                    output_sizes={"stars": 5, "p": 2}, target_layout={"stars": "sparse", "p": "sparse"})
+    assert models.default_loss(info, model) == {"stars": "sparse_categorical_crossentropy", "p": "binary_crossentropy"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import struct
 from html.parser import HTMLParser
 from pathlib import Path
@@ -113,7 +114,10 @@ def test_report_has_every_plot_one_row_per_trial_and_valid_html(tmp_path, mlflow
     assert parsed.rows[0] == "t2", "the best trial (0.85) is the first row"
     for key in report.PLOTS:
         assert png_size(tmp_path / "out" / f"{key}.png") == report.PLOT_PIXELS
-    assert "http://" not in page.read_text() and "https://" not in page.read_text(), "self-contained: no external resources"
+    text = page.read_text()
+    markup = re.sub(r"<script[^>]*>.*?</script>", "", text, flags=re.S)  # plotly.js's own strings name sites it never loads here
+    assert "http://" not in markup and "https://" not in markup, "self-contained: no external resources"
+    assert "<script src" not in text and "cdn.plot.ly" not in text.split("plotly.js v")[0], "plotly.js is inlined, not fetched"
 
 
 def test_importance_ranks_the_params_even_with_a_conditional_one():
@@ -142,7 +146,8 @@ def test_report_of_an_unknown_sweep_is_one_error_line(tmp_path, mlflow_uri):
     make_sweep(mlflow_uri)
     out = subprocess.run([sys.executable, "-m", "sweep.cli", "report", "nope", "--tracking-uri", mlflow_uri, "--out", str(tmp_path)], capture_output=True, text=True)
     assert out.returncode == 2
-    assert out.stderr.strip() == f"error: no sweep named 'nope' in {mlflow_uri}"
+    assert out.stderr.splitlines()[0] == f"error: no sweep named 'nope' in {mlflow_uri}"
+    assert out.stderr.splitlines()[1].strip() == "sweeps there: fake (sweep list shows them)"
 
 
 def test_log_to_parent_run_never_raises(mlflow_uri):
@@ -264,3 +269,28 @@ def test_report_of_an_ended_sweep_copies_the_logged_one_unless_rebuilt(mlflow_ur
 
     assert cli.main(["report", "ended", "--tracking-uri", mlflow_uri, "--out", str(tmp_path / "fresh"), "--rebuild", "--quiet"]) == 0
     assert sorted(parse(tmp_path / "fresh" / report.HTML_NAME).rows) == ["t0", "t1", "t2", "t3", "t4", "t9"], "--rebuild reads the runs"
+
+
+def test_interactive_plots_are_embedded_offline_and_trials_link_to_the_ui(tmp_path, mlflow_uri, monkeypatch):
+    """Optuna's plotly figures are in the one HTML file (plotly.js inlined once); with a known UI
+    address the trial ids link to their runs; the PNGs keep real values on their axes."""
+    make_sweep(mlflow_uri)
+    monkeypatch.setenv("SWEEP_MLFLOW_UI", "http://127.0.0.1:5000")
+    page = report.write_report("fake", mlflow_uri, tmp_path / "out", rebuild=True)
+    text = page.read_text()
+    for key in report.INTERACTIVE:
+        assert f'id="interactive-{key}"' in text, key
+    assert text.count("plotly.js v") == 1, "plotly.js inlined exactly once"
+    assert "best (trial 2)" in text and "stopped early" in text
+    data = report.collect(mlflow_uri, "fake")
+    best = data.best()
+    assert f'href="http://127.0.0.1:5000/#/experiments/{data.experiment_id}/runs/{best.run_id}?workflowType=machine_learning"' in text
+    parse(page)
+
+
+def test_learning_curves_zoom_to_the_informative_range():
+    values = [0.1] + [0.8 + i / 100 for i in range(20)]
+    low, high = report.informative_range(values, "max")
+    assert 0.75 < low < 0.81 and high > 0.99
+    assert report.informative_range([0.1, 0.2, 0.3], "max") is None
+    assert report.axis_ticks(0.001, 0.1, True)[1] == pytest.approx(0.01)

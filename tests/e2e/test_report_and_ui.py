@@ -252,6 +252,8 @@ def browser():
 def test_mlflow_ui_shows_the_sweep(finished, mlflow_ui, browser, tmp_path):
     from mlflow.tracking import MlflowClient
 
+    from sweep.tracking import UI_VIEW, ui_url
+
     result, uri, _ = finished
     parent = _parent(uri, result.name)
     experiment_id = parent.info.experiment_id
@@ -268,7 +270,7 @@ def test_mlflow_ui_shows_the_sweep(finished, mlflow_ui, browser, tmp_path):
 
     # the experiment's training runs: the parent run (with its registered best model), then expanded
     # into its nested trial runs
-    page.goto(f"{mlflow_ui}/#/experiments/{experiment_id}/runs", wait_until="domcontentloaded")
+    page.goto(f"{mlflow_ui}/#/experiments/{experiment_id}/runs?{UI_VIEW}", wait_until="domcontentloaded")
     parent_link = page.locator(f"a[href$='/runs/{parent.info.run_id}']").first
     parent_link.wait_for()
     page.get_by_text("e2e-digits-classifier").first.wait_for()  # the Models column: the registered best model
@@ -285,7 +287,8 @@ def test_mlflow_ui_shows_the_sweep(finished, mlflow_ui, browser, tmp_path):
     epochs = result.best.epochs
     history = MlflowClient(uri).get_metric_history(best_run, "val_accuracy")
     assert sorted(m.step for m in history) == list(range(1, epochs + 1))
-    page.goto(f"{mlflow_ui}/#/experiments/{experiment_id}/runs/{best_run}/model-metrics", wait_until="domcontentloaded")
+    page.goto(ui_url(mlflow_ui, experiment_id, best_run, "model-metrics"), wait_until="domcontentloaded")
+    page.get_by_placeholder("Search metric charts").fill("val_accuracy")  # charts below the fold are not drawn
     page.get_by_text("(val_accuracy)").first.wait_for()  # the legend entry of the val_accuracy chart
     page.locator(".js-plotly-plot").first.wait_for()
     # the innermost block holding a plot and the val_accuracy legend entry: that metric's chart card
@@ -298,7 +301,7 @@ def test_mlflow_ui_shows_the_sweep(finished, mlflow_ui, browser, tmp_path):
     assert points.count() == epochs, f"{points.count()} points for {epochs} epochs"
 
     # the best model artifact (and the report) on the parent run
-    page.goto(f"{mlflow_ui}/#/experiments/{experiment_id}/runs/{parent.info.run_id}/artifacts", wait_until="domcontentloaded")
+    page.goto(ui_url(mlflow_ui, experiment_id, parent.info.run_id, "artifacts"), wait_until="domcontentloaded")
     for name in ("best_checkpoint", "report", "trials.csv"):
         page.get_by_text(name, exact=True).first.wait_for()
     page.get_by_text("best_checkpoint", exact=True).first.click()

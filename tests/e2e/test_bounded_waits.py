@@ -1,0 +1,89 @@
+"""Bounded waits: what can never happen is refused in one line before any run is recorded:
+resources no node has, an unreachable tracking server, an unreachable --address, an unwritable
+--storage."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.slow
+
+
+def _config(tmp_path: Path, **extra) -> dict:
+    config = {
+        "name": "e2e-waits", "data": {"source": "synthetic", "samples": 200, "features": 8, "classes": 2, "validation_split": 0.2},
+        "model": {"builder": "mlp", "args": {"units": [8]}}, "fit": {"epochs": 1},
+        "objective": {"metric": "val_accuracy", "mode": "max"},
+        "search": {"sampler": "random", "trials": 2, "space": {"learning_rate": {"type": "float", "low": 1e-3, "high": 1e-2}}},
+        "tracking": {"uri": f"sqlite:///{tmp_path / 'mlflow.db'}"},
+    }
+    config.update(extra)
+    return config
+
+
+def _no_parent_run(uri: str) -> bool:
+    from sweep import tracking
+
+    return not Path(uri.removeprefix("sqlite:///")).exists() or tracking.find_parent_run(uri, "e2e-waits") is None
+
+
+@pytest.mark.parametrize("resources, key, offer", [
+    ({"cpus_per_trial": 8}, "resources.cpus_per_trial", "at most 2 CPUs on one node"),
+    ({"gpus_per_trial": 1}, "resources.gpus_per_trial", "no GPUs"),
+    ({"custom": {"tpu_v9": 1}}, "resources.custom.tpu_v9", "no 'tpu_v9' resource"),
+], ids=["cpus", "gpu", "custom"])
+def test_resources_no_node_has_are_refused_before_any_trial(ray_session, tmp_path, resources, key, offer):
+    import sweep
+    from sweep.config import SweepConfigError
+
+    started = time.monotonic()
+    with pytest.raises(SweepConfigError) as caught:
+        sweep.run(_config(tmp_path, resources=resources), storage=str(tmp_path / "runs"), quiet=True)
+    message = str(caught.value)
+    assert key in message and offer in message and "\n" not in message, message
+    assert time.monotonic() - started < 60
+    assert _no_parent_run(f"sqlite:///{tmp_path / 'mlflow.db'}"), "refused before any run was recorded"
+
+
+def test_an_unreachable_tracking_server_fails_in_seconds(ray_session, tmp_path):
+    import sweep
+    from sweep.config import SweepConfigError
+
+    started = time.monotonic()
+    with pytest.raises(SweepConfigError) as caught:
+        sweep.run(_config(tmp_path), storage=str(tmp_path / "runs"), quiet=True, tracking_uri="http://127.0.0.1:9")
+    took = time.monotonic() - started
+    assert "tracking.uri" in str(caught.value) and "127.0.0.1:9" in str(caught.value)
+    assert took < 10, f"took {took:.1f} s"
+
+
+def test_an_unwritable_storage_is_one_line_and_leaves_no_run(ray_session, tmp_path):
+    import sweep
+    from sweep.config import SweepConfigError
+
+    (tmp_path / "afile").write_text("not a folder")
+    with pytest.raises(SweepConfigError) as caught:
+        sweep.run(_config(tmp_path), storage=str(tmp_path / "afile" / "sub"), quiet=True)
+    message = str(caught.value)
+    assert message.startswith("--storage: expected a writable folder") and "Not a directory" in message, message
+    assert _no_parent_run(f"sqlite:///{tmp_path / 'mlflow.db'}"), "no orphan parent run for the next sweep to adopt"
+
+
+def test_an_unreachable_address_is_one_line_in_seconds(tmp_path):
+    path = tmp_path / "waits.yaml"
+    path.write_text(yaml.safe_dump(_config(tmp_path)))
+    started = time.monotonic()
+    run = subprocess.run([sys.executable, "-m", "sweep.cli", "run", str(path), "--address", "127.0.0.1:1", "--quiet"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    took = time.monotonic() - started
+    assert run.returncode == 2, run.stderr[-3000:]
+    errors = [line for line in run.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [errors[0]] and "--address" in errors[0] and "127.0.0.1:1" in errors[0], run.stderr[-3000:]
+    assert "Traceback" not in run.stderr
+    assert took < 60, f"took {took:.1f} s (imports and the preflight included)"

@@ -1,0 +1,170 @@
+"""The read-only CLI of issue 19 on a real MLflow sqlite store (no Ray): ``sweep list``, ``sweep best``'s
+text and JSON, unknown names, never creating a store, ``--version``, ``--set``."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+
+from sweep import cli, store, tracking
+from test_report import _fake_parent, _fake_trial  # tests/ is on sys.path (rootdir conftest)
+
+
+def _finished_sweep(uri: str, name: str, values: list[float], requested: int = 4) -> str:
+    client = tracking.client(uri)
+    experiment_id = tracking.ensure_experiment(client, uri, name)
+    parent = _fake_parent(client, experiment_id, name)
+    client.log_param(parent.info.run_id, "config.search.trials", str(requested))
+    ids = [
+        _fake_trial(client, experiment_id, parent, name, number, "completed", [value - 0.1, value], {"learning_rate": str(0.01 * (number + 1)), "units": "32", "optimizer": "adam"})
+        for number, value in enumerate(values)
+    ]
+    best = max(range(len(values)), key=values.__getitem__)
+    for key, value in {"sweep.trials.completed": str(len(values)), "sweep.best_run_id": ids[best], "sweep.best_value": repr(values[best])}.items():
+        client.set_tag(parent.info.run_id, key, value)
+    client.set_terminated(parent.info.run_id, "FINISHED")
+    return ids[best]
+
+
+def test_list_newest_first_with_counts_best_and_duration(mlflow_uri, capsys):
+    _finished_sweep(mlflow_uri, "older", [0.5, 0.7])
+    time.sleep(0.01)
+    _finished_sweep(mlflow_uri, "newer", [0.8, 0.6, 0.9], requested=3)
+    assert cli.main(["list", "--tracking-uri", mlflow_uri, "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["name"] for r in rows] == ["newer", "older"]
+    assert rows[0]["state"] == "finished" and rows[0]["trials_done"] == 3 and rows[0]["trials_requested"] == 3
+    assert rows[0]["best_value"] == pytest.approx(0.9) and rows[0]["metric"] == "val_accuracy"
+    assert rows[0]["started"] and rows[0]["duration_s"] >= 0
+    assert cli.main(["list", "--tracking-uri", mlflow_uri]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["NAME", "STATE", "TRIALS", "BEST", "STARTED", "DURATION"]
+    assert lines[1].startswith("newer ") and "3/3" in lines[1] and "val_accuracy 0.9" in lines[1]
+    assert lines[2].startswith("older ") and "2/4" in lines[2]
+    assert lines[1].index("finished") == lines[2].index("finished")  # aligned columns
+
+
+def test_best_is_aligned_text_and_json_keeps_types(mlflow_uri, capsys):
+    best_id = _finished_sweep(mlflow_uri, "typed", [0.5, 0.9])
+    assert cli.main(["best", "typed", "--tracking-uri", mlflow_uri, "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["params"] == {"learning_rate": 0.02, "units": 32, "optimizer": "adam"}
+    assert summary["mlflow_run_id"] == best_id
+    assert cli.main(["best", "typed", "--tracking-uri", mlflow_uri]) == 0
+    text = capsys.readouterr().out
+    assert "{" not in text and text.splitlines()[0] == "typed: best val_accuracy = 0.9 (max, finished)"
+    values = [line for line in text.splitlines()[1:] if line.strip()]
+    columns = {line.index(line.split()[-1]) for line in values if len(line.split()) == 2}
+    assert len(columns) == 1, text  # every value starts in the same column
+    assert cli.main(["best", "typed", "--tracking-uri", mlflow_uri, "--quiet"]) == 0
+    assert capsys.readouterr().out == ""
+
+
+def test_unknown_name_suggests_and_lists(mlflow_uri, capsys):
+    _finished_sweep(mlflow_uri, "digits-mlp", [0.5])
+    _finished_sweep(mlflow_uri, "other", [0.5])
+    assert cli.main(["best", "digits-mpl", "--tracking-uri", mlflow_uri]) == 2
+    err = capsys.readouterr().err
+    assert "did you mean 'digits-mlp'?" in err and "sweeps there: other, digits-mlp" in err
+    assert cli.main(["status", "zzz", "--tracking-uri", mlflow_uri]) == 2
+    assert "did you mean" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", [["status", "x"], ["best", "x"], ["report", "x"], ["export", "x", "out"], ["list"]])
+def test_read_only_commands_never_create_a_store(tmp_path, command, capsys):
+    db = tmp_path / "none.db"
+    code = cli.main([*command, "--tracking-uri", f"sqlite:///{db}"])
+    assert not db.exists() and not (tmp_path / "out").exists()
+    out = capsys.readouterr()
+    if command == ["list"]:
+        assert code == 0 and "does not exist" in out.out
+    else:
+        assert code == 2 and "no sweep store at" in out.err
+
+
+def test_version_and_set_overrides(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "sweep.cli", "--version"], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.startswith("sweep ")
+    args = cli._parser().parse_args(["run", "f.yaml", "--set", "fit.batch_size=64", "--set", "model.args.units=[8, 16]",
+                                     "--set", "search.sampler=random", "--epochs", "3"])
+    assert cli._set_overrides(args) == {"fit.batch_size": 64, "model.args.units": [8, 16], "search.sampler": "random", "epochs": 3}
+    from sweep.config import SweepConfigError, load
+
+    with pytest.raises(SweepConfigError):
+        cli._set_overrides(cli._parser().parse_args(["run", "f.yaml", "--set", "nothing"]))
+    config = load({"name": "s", "data": {"source": "digits"}, "search": {"space": {"learning_rate": {"type": "float", "low": 0.001, "high": 0.1}}}},
+                  cli._set_overrides(args))
+    assert config.fit.batch_size == 64 and config.fit.epochs == 3 and config.model.args["units"] == [8, 16]
+
+
+def test_typed_param():
+    assert [store.typed_param(t) for t in ["1", "0.5", "True", "None", "adam", "1e-3"]] == [1, 0.5, True, None, "adam", 0.001]
+
+
+def test_non_default_params_keep_essentials_and_differences():
+    from sweep.runner import sweep_params
+    from sweep.config import load
+
+    config = load({"name": "s", "data": {"source": "digits", "validation_split": 0.3},
+                   "search": {"space": {"learning_rate": {"type": "float", "low": 0.001, "high": 0.1}}}})
+    flat = sweep_params(config)
+    kept = tracking.non_default_params(flat)
+    assert kept["config.data.validation_split"] == 0.3
+    assert {"config.name", "config.search.trials", "config.objective.metric", "config.objective.mode", "config.search.space"} <= set(kept)
+    assert "config.data.samples" not in kept and "config.fit.shuffle" not in kept
+    assert len(kept) < len(flat) / 2
+    assert tracking.non_default_params({"a": 1}) == {"a": 1}
+
+
+def test_trials_is_a_typed_dataframe_and_csv(mlflow_uri, capsys):
+    import sweep
+
+    _finished_sweep(mlflow_uri, "frame", [0.5, 0.9, 0.7])
+    frame = sweep.trials("frame", tracking_uri=mlflow_uri)
+    assert list(frame["number"]) == [0, 1, 2] and list(frame["trial_id"]) == ["t0", "t1", "t2"]
+    assert str(frame["params_learning_rate"].dtype) == "float64" and str(frame["params_units"].dtype) == "Int64"
+    assert frame["params_optimizer"].tolist() == ["adam"] * 3 and frame["value"].dtype == "float64"
+    assert frame["value"].tolist() == pytest.approx([0.5, 0.9, 0.7])
+    assert str(frame["datetime_start"].dtype).startswith("datetime64") and str(frame["duration"].dtype).startswith("timedelta64")
+    with pytest.raises(LookupError):
+        sweep.trials("nope", tracking_uri=mlflow_uri)
+    assert cli.main(["trials", "frame", "--tracking-uri", mlflow_uri, "--csv"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("number,trial_id,status,value") and len(lines) == 4
+
+
+def test_json_schema_is_published_and_checks_sweep_files():
+    import glob
+    from pathlib import Path
+
+    import jsonschema
+    import yaml
+
+    from sweep import docs
+
+    repo = Path(__file__).resolve().parents[1]
+    committed = (repo / docs.SCHEMA_PATH).read_text(encoding="utf-8")
+    assert committed == docs.schema(), "regenerate it: python -m sweep.docs --schema > docs/sweep.schema.json"
+    schema = json.loads(committed)
+    for path in sorted(glob.glob(str(repo / "search_spaces" / "*.yaml"))):
+        jsonschema.validate(yaml.safe_load(Path(path).read_text()), schema)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({"name": "x", "data": {"source": "digits"}, "fit": {"epochs": "many"},
+                             "search": {"space": {"lr": {"type": "float", "low": 0.1, "high": 1}}}}, schema)
+
+
+def test_running_a_finished_sweeps_file_says_it_starts_a_new_sweep(mlflow_uri, tmp_path, capsys):
+    _finished_sweep(mlflow_uri, "again", [0.5])
+    path = tmp_path / "again.yaml"
+    path.write_text("name: again\ndata: {source: digits}\nsearch: {space: {learning_rate: {type: float, low: 0.001, high: 0.1}}}\n")
+    args = cli._parser().parse_args(["run", str(path), "--tracking-uri", mlflow_uri])
+    cli._say_if_new_sweep(args, {})
+    err = capsys.readouterr().err
+    assert "sweep again already finished" in err and "this starts a new sweep" in err
+    args = cli._parser().parse_args(["run", str(path), "--tracking-uri", mlflow_uri, "--name", "fresh-name"])
+    cli._say_if_new_sweep(args, {})
+    assert capsys.readouterr().err == ""

@@ -1,0 +1,97 @@
+"""Security of the sweep's inputs: credentials reach the tracking server as MLflow sends them and
+no file; names used as paths stay inside the store; Ray is never handed the environment's secrets."""
+
+from __future__ import annotations
+
+import base64
+import http.server
+import threading
+
+import pytest
+
+from sweep import tracking
+from sweep.config import SweepConfigError, load
+
+
+@pytest.fixture()
+def auth_server():
+    """A /health endpoint that answers 200 only with basic auth alice:S3cret (401 otherwise), on loopback."""
+    seen: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's name
+            seen.append(self.headers.get("Authorization", ""))
+            ok = self.headers.get("Authorization") == "Basic " + base64.b64encode(b"alice:S3cret").decode()
+            self.send_response(200 if ok else 401)
+            self.end_headers()
+            self.wfile.write(b"OK" if ok else b"")
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"127.0.0.1:{server.server_address[1]}", seen
+    server.shutdown()
+
+
+def test_password_in_tracking_uri_is_sent_as_basic_auth_not_as_a_host(auth_server):
+    address, seen = auth_server
+    tracking.check_reachable(f"http://alice:S3cret@{address}")
+    assert seen == ["Basic " + base64.b64encode(b"alice:S3cret").decode()]
+
+
+def test_credentials_from_mlflows_environment_variables(auth_server, monkeypatch):
+    address, seen = auth_server
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "alice")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "S3cret")
+    tracking.check_reachable(f"http://{address}")
+    assert seen[-1] == "Basic " + base64.b64encode(b"alice:S3cret").decode()
+
+
+def test_unreachable_uri_with_password_is_masked_in_the_error():
+    with pytest.raises(ConnectionError) as info:
+        tracking.check_reachable("http://alice:S3cret@127.0.0.1:9", timeout=2)
+    assert "S3cret" not in str(info.value) and "alice:***@127.0.0.1:9" in str(info.value)
+
+
+def test_redact_masks_userinfo_passwords():
+    assert tracking.redact("http://alice:S3cret@host:5000/x") == "http://alice:***@host:5000/x"
+    assert "S3cret" not in tracking.redact("https://u:S3cret@h")
+
+
+@pytest.mark.parametrize("experiment", ["../escaped", "../../etc/x", "/some/where", "a/../../b", "~/x"])
+def test_experiment_names_cannot_leave_the_artifact_folder(experiment):
+    raw = {"name": "s", "data": {"source": "digits"}, "search": {"space": {"units": {"type": "int", "low": 1, "high": 2}}},
+           "tracking": {"experiment": experiment}}
+    with pytest.raises(SweepConfigError) as info:
+        load(raw)
+    assert info.value.key == "tracking.experiment"
+
+
+def test_databricks_workspace_paths_stay_allowed():
+    raw = {"name": "s", "data": {"source": "digits"}, "search": {"space": {"units": {"type": "int", "low": 1, "high": 2}}},
+           "tracking": {"uri": "databricks", "experiment": "/Users/me@example.com/sweeps"}}
+    assert load(raw).experiment == "/Users/me@example.com/sweeps"
+
+
+def test_ray_tune_is_not_handed_the_environments_credentials():
+    from ray.tune.execution import class_cache
+
+    from sweep.runner import _withhold_secrets_from_ray, is_secret_name
+
+    _withhold_secrets_from_ray()
+    assert not {"AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_ACCESS_KEY_ID"} & set(class_cache.ENV_VARS_TO_PROPAGATE)
+    assert "RAY_CHDIR_TO_TRIAL_DIR" in class_cache.ENV_VARS_TO_PROPAGATE  # the rest still propagates
+    assert all(is_secret_name(n) for n in ("MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN", "GITHUB_TOKEN", "AWS_SECRET_ACCESS_KEY"))
+    assert not is_secret_name("KERAS_BACKEND")
+
+
+def test_grid_size_of_a_huge_range_is_counted_without_listing_it():
+    from sweep import space
+    from sweep.config import SearchConfig
+
+    search = SearchConfig(sampler="grid", trials=2, space={"units": {"type": "int", "low": 1, "high": 10**12}})
+    assert space.grid_size(search) == 10**12
+    with pytest.raises(Exception, match="expected a grid of at most 100000 configurations"):
+        space.grid_configs(search)
