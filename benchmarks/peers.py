@@ -187,23 +187,36 @@ def _ray_trainable(config: dict, data: Any) -> None:
 
 
 def run_ray(size: dict, work: Path, reuse: bool = False) -> float:
+    from ray import tune
+
+    _start_ray(size)
+    dataset = load_data(size)
+    return _fit_ray_tuner(tune.with_parameters(_ray_trainable, data=dataset), {}, size, work, reuse, "bench-ray")
+
+
+def _start_ray(size: dict) -> None:
     import ray
+
+    ray.init(num_cpus=size["slots"], include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
+
+
+def _fit_ray_tuner(trainable: Any, extra_space: dict, size: dict, work: Path, reuse: bool, experiment: str) -> float:
+    """The Ray Tune docs recipe (OptunaSearch + ASHA + MLflowLoggerCallback), as both workloads run it."""
     from optuna.samplers import TPESampler
     from ray import tune
     from ray.air.integrations.mlflow import MLflowLoggerCallback
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
 
-    ray.init(num_cpus=size["slots"], include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
-    dataset = load_data(size)
     space = {
         "lr": tune.loguniform(*LR),
         "batch_size": tune.choice(BATCHES),
         "optimizer": tune.choice(OPTIMIZERS),
         "epochs": size["epochs"],
+        **extra_space,
     }
     tuner = tune.Tuner(
-        tune.with_resources(tune.with_parameters(_ray_trainable, data=dataset), {"cpu": 1}),
+        tune.with_resources(trainable, {"cpu": 1}),
         param_space=space,
         tune_config=tune.TuneConfig(
             metric=METRIC, mode="max", num_samples=size["trials"], max_concurrent_trials=size["slots"],
@@ -213,7 +226,7 @@ def run_ray(size: dict, work: Path, reuse: bool = False) -> float:
         ),
         run_config=tune.RunConfig(
             storage_path=str(work / "ray"), verbose=0,
-            callbacks=[MLflowLoggerCallback(tracking_uri=f"sqlite:///{work / 'mlflow.db'}", experiment_name="bench-ray")],
+            callbacks=[MLflowLoggerCallback(tracking_uri=f"sqlite:///{work / 'mlflow.db'}", experiment_name=experiment)],
         ),
     )
     results = tuner.fit()
@@ -222,7 +235,7 @@ def run_ray(size: dict, work: Path, reuse: bool = False) -> float:
 
 def run_optuna(size: dict, work: Path) -> float:
     import optuna
-    from optuna_integration import KerasPruningCallback, MLflowCallback
+    from optuna_integration import KerasPruningCallback
 
     dataset = load_data(size)
 
@@ -242,6 +255,14 @@ def run_optuna(size: dict, work: Path) -> float:
         finally:
             trace.mark("trial_end")
         return max(history.history[METRIC])
+
+    return _optimize_with_optuna(objective, size, work)
+
+
+def _optimize_with_optuna(objective: Callable, size: dict, work: Path) -> float:
+    """Optuna alone, as both workloads run it: TPE, successive halving, MLflowCallback, n_jobs = slots."""
+    import optuna
+    from optuna_integration import MLflowCallback
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
@@ -326,44 +347,15 @@ def _ray_image_trainable(config: dict) -> None:
 
 
 def run_ray_images(size: dict, work: Path, reuse: bool = False) -> float:
-    import ray
-    from optuna.samplers import TPESampler
-    from ray import tune
-    from ray.air.integrations.mlflow import MLflowLoggerCallback
-    from ray.tune.schedulers import ASHAScheduler
-    from ray.tune.search.optuna import OptunaSearch
-
-    ray.init(num_cpus=size["slots"], include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
-    space = {
-        "lr": tune.loguniform(*LR),
-        "batch_size": tune.choice(BATCHES),
-        "optimizer": tune.choice(OPTIMIZERS),
-        "epochs": size["epochs"],
-        "folder": size["folder"],
-        "side": size["side"],
-    }
-    tuner = tune.Tuner(
-        tune.with_resources(_ray_image_trainable, {"cpu": 1}),
-        param_space=space,
-        tune_config=tune.TuneConfig(
-            metric=METRIC, mode="max", num_samples=size["trials"], max_concurrent_trials=size["slots"],
-            search_alg=OptunaSearch(sampler=TPESampler(seed=SEED)),
-            scheduler=ASHAScheduler(max_t=size["epochs"], grace_period=1, reduction_factor=ETA),
-            reuse_actors=reuse,
-        ),
-        run_config=tune.RunConfig(
-            storage_path=str(work / "ray"), verbose=0,
-            callbacks=[MLflowLoggerCallback(tracking_uri=f"sqlite:///{work / 'mlflow.db'}", experiment_name="bench-ray-images")],
-        ),
-    )
-    results = tuner.fit()
-    return float(results.get_best_result(metric=METRIC, mode="max", scope="all").metrics_dataframe[METRIC].max())
+    _start_ray(size)
+    extra = {"folder": size["folder"], "side": size["side"]}
+    return _fit_ray_tuner(_ray_image_trainable, extra, size, work, reuse, "bench-ray-images")
 
 
 def run_optuna_images(size: dict, work: Path) -> float:
     import image_workload
     import optuna
-    from optuna_integration import KerasPruningCallback, MLflowCallback
+    from optuna_integration import KerasPruningCallback
 
     def objective(trial: optuna.Trial) -> float:
         trace, timers = timing_callbacks(f"optuna-{trial.number}")
@@ -382,14 +374,7 @@ def run_optuna_images(size: dict, work: Path) -> float:
             trace.mark("trial_end")
         return max(history.history[METRIC])
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(
-        direction="maximize", sampler=optuna.samplers.TPESampler(seed=SEED),
-        pruner=optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=ETA),
-    )
-    tracker = MLflowCallback(tracking_uri=f"sqlite:///{work / 'mlflow.db'}", metric_name=METRIC)
-    study.optimize(objective, n_trials=size["trials"], n_jobs=size["slots"], callbacks=[tracker])
-    return float(study.best_value)
+    return _optimize_with_optuna(objective, size, work)
 
 
 def run_kerastuner_images(size: dict, work: Path) -> float:

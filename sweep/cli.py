@@ -236,7 +236,7 @@ def _print_result(result: Any) -> None:
     if best is None:
         console.print("[red]no trial produced a result[/]; see the failed trials' reasons in MLflow")
     else:
-        console.print(f"[bold green]best[/] {result.metric} = {format_value(best.value)} (trial {best.trial_id}, epoch {best.epoch} of {best.epochs})")
+        console.print(f"[bold green]best[/] {result.metric} = {format_value(best.value)} (trial {_trial_name(best.number, best.trial_id)}, epoch {best.epoch} of {best.epochs})")
         console.print(f"  params: {format_params(best.params)}")
         console.print(f"  checkpoint: {best.checkpoint}")
     console.print(f"MLflow: experiment '{result.experiment}', parent run {result.parent_run_id}")
@@ -378,7 +378,7 @@ def best_text(summary: dict[str, Any]) -> str:
     if summary["value"] is None:
         return f"{summary['name']}: no trial has a {summary['metric']} yet ({summary['sweep_status'].lower()})"
     lines = [f"{summary['name']}: best {summary['metric']} = {format_value(summary['value'])} ({summary['mode']}, {summary['sweep_status'].lower()})"]
-    rows: list[tuple[str, Any]] = [("trial", summary["trial_id"])]
+    rows: list[tuple[str, Any]] = [("trial", _trial_name(summary.get("number"), summary["trial_id"]))]
     epoch = summary.get("best_epoch")
     rows.append(("epoch", f"{epoch} of {summary['epochs']}" if epoch is not None else summary["epochs"]))
     rows += [(f"  {key}", format_value(value) if isinstance(value, float) else value) for key, value in sorted(summary["params"].items())]
@@ -387,6 +387,16 @@ def best_text(summary: dict[str, Any]) -> str:
     width = max(len(key) for key, _ in rows)
     lines += [f"  {key.ljust(width)}  {'' if value is None else value}".rstrip() for key, value in rows]
     return "\n".join(lines)
+
+
+def _trial_name(number: int | None, trial_id: str | None) -> str | None:
+    """``0002 (ray e200b21c)``: the trial's number, the one identifier shown everywhere (the MLflow
+    run is ``NAME-0002``), with Ray's trial id beside it; Ray's id alone for a run without a number."""
+    from sweep.progress import trial_label
+
+    if number is None:
+        return trial_id
+    return trial_label(number) + (f" (ray {trial_id})" if trial_id else "")
 
 
 def _cmd_trials(args: argparse.Namespace) -> int:
@@ -501,7 +511,7 @@ def _cmd_ui(args: argparse.Namespace) -> int:
 
         print(f"sweep {args.name}: {ui_url(base, summary['experiment_id'])}")
         if summary["mlflow_run_id"]:
-            print(f"  best trial {summary['trial_id']}: {ui_url(base, summary['experiment_id'], summary['mlflow_run_id'])}")
+            print(f"  best trial {_trial_name(summary.get('number'), summary['trial_id'])}: {ui_url(base, summary['experiment_id'], summary['mlflow_run_id'])}")
     # one worker: a local UI for one user needs no more (MLflow's default starts several)
     command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(args.port), "--workers", "1",
                "--uvicorn-opts", "--log-level warning"]  # not a line per request

@@ -59,6 +59,12 @@ def format_params(params: dict[str, Any]) -> str:
     return ", ".join(f"{k}={format_value(v) if isinstance(v, float) else v}" for k, v in params.items())
 
 
+def trial_label(number: int | None) -> str:
+    """The one trial identifier users see: ``0002`` in the live view, ``sweep best``, the report
+    and the MLflow run name (``NAME-0002``); Ray's trial id is shown beside it where it helps."""
+    return "-" if number is None else f"{int(number):04d}"
+
+
 def format_duration(seconds: float) -> str:
     seconds = int(seconds)
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}" if seconds >= 3600 else f"{seconds // 60}:{seconds % 60:02d}"
@@ -77,6 +83,7 @@ class LiveView(DriverCallback):
     rungs: list[int] = []
     rung_counts: list[int] = []
     _last_render = 0.0
+    started: float | None = None  # when the command started (Ray start-up included); None: the ledger's start
 
     def __init__(
         self,
@@ -86,8 +93,10 @@ class LiveView(DriverCallback):
         stream: TextIO | None = None,
         quiet: bool = False,
         rungs: Sequence[int] | None = None,
+        started: float | None = None,
     ):
         self.ledger, self.name, self.total, self.quiet = ledger, name, total, quiet
+        self.started = started
         self.stream = stream or sys.stdout
         self.console = Console(file=self.stream)
         self.interactive = self.console.is_terminal and not quiet
@@ -164,14 +173,14 @@ class LiveView(DriverCallback):
             return
         reason = f" ({self._reason_once(outcome)})" if outcome.reason else ""
         self._print(
-            f"trial {outcome.number:>4} {outcome.status}{reason} after {outcome.epochs} epoch(s): "
+            f"trial {trial_label(outcome.number)} {outcome.status}{reason} after {outcome.epochs} epoch(s): "
             f"{self.ledger.metric}={format_value(outcome.value)}  |  {self.summary_line()}"
         )
 
     def _reason_once(self, outcome: TrialOutcome) -> str:
         """A failure reason in full the first time; later trials failing alike point back to it."""
         first = self._reasons_seen.setdefault(outcome.reason, outcome.number)
-        return outcome.reason if first == outcome.number else f"same error as trial {first}"
+        return outcome.reason if first == outcome.number else f"same error as trial {trial_label(first)}"
 
     def _print(self, line: str) -> None:
         print(line, file=self.stream, flush=True)
@@ -188,12 +197,16 @@ class LiveView(DriverCallback):
         elapsed = time.time() - self.ledger.started
         return elapsed / done_here * max(0, self.total - done)
 
+    def elapsed(self) -> float:
+        """Seconds since the command started (Ray start-up included), or since the ledger began."""
+        return time.time() - (self.started or self.ledger.started)
+
     def best_text(self) -> str:
         best = self.ledger.best
         if best is None or best.value is None:
             return "best -"
         params = format_params(best.params)
-        return f"best {format_value(best.value)} (trial {best.number}{': ' + params if params else ''})"
+        return f"best {format_value(best.value)} (trial {trial_label(best.number)}{': ' + params if params else ''})"
 
     def summary_line(self) -> str:
         c = self.counts()
@@ -203,13 +216,13 @@ class LiveView(DriverCallback):
             f"running {c[RUNNING]}, completed {c[COMPLETED]}, stopped early {c[STOPPED_EARLY]}, "
             f"failed {c[FAILED]} of {self.total}; {self.best_text()}"
             + (f"; reached {rungs}" if rungs else "")
-            + f"; elapsed {format_duration(time.time() - self.ledger.started)}"
+            + f"; elapsed {format_duration(self.elapsed())}"
             + (f", eta {format_duration(eta)}" if eta is not None else "")
         )
 
     def render(self) -> Group:
         c = self.counts()
-        elapsed = time.time() - self.ledger.started
+        elapsed = self.elapsed()
         eta = self.eta()
         header = Text.assemble(
             (f"sweep {self.name}", "bold"),
@@ -241,10 +254,10 @@ class LiveView(DriverCallback):
 
     def _best_table(self) -> Table:
         table = Table(title="top trials", title_justify="left", expand=False)
-        for column in ("#", "status", "epochs", self.ledger.metric, "params"):
+        for column in ("trial", "status", "epochs", self.ledger.metric, "params"):
             table.add_column(column, overflow="fold")
         ranked = [o for o in self.ledger.outcomes.values() if o.value is not None]
         ranked.sort(key=lambda o: o.value, reverse=self.ledger.mode == "max")
         for outcome in ranked[:5]:
-            table.add_row(str(outcome.number), outcome.status, str(outcome.epochs), format_value(outcome.value), format_params(outcome.params))
+            table.add_row(trial_label(outcome.number), outcome.status, str(outcome.epochs), format_value(outcome.value), format_params(outcome.params))
         return table

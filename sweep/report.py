@@ -296,7 +296,7 @@ def plot_learning_curves(data: SweepData, path: Path) -> Path:
             ax.scatter([steps[-1]], [values[-1]], marker="x", s=60, color=color, zorder=3)
     if best is not None and best.curve:
         steps, values = zip(*best.curve)
-        ax.plot(steps, values, color="#2ca02c", linewidth=2.6, zorder=4, label=f"best: trial {best.number}")
+        ax.plot(steps, values, color="#2ca02c", linewidth=2.6, zorder=4, label=f"best: trial {_label(best.number)}")
         at = best.best_epoch if best.best_epoch in steps else steps[values.index(best.value)] if best.value in values else steps[-1]
         ax.scatter([at], [best.value], marker="*", s=180, color="#2ca02c", edgecolor="black", zorder=5)
         ax.annotate(f"{best.value:.4g}", (at, best.value), textcoords="offset points", xytext=(6, 6), fontsize=8)
@@ -427,7 +427,7 @@ def plot_parallel_coordinates(data: SweepData, path: Path) -> Path:
     ax.set_xlim(-0.2, xs[-1] + 0.4)
     fig.colorbar(mpl.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, label=data.metric)
     shown = "" if len(trials) == len(finished) else f"; the best and an even spread, {len(trials)} of {len(finished)}"
-    marked = f"; thick red: the best, trial {best.number}" if best is not None and best in trials else ""
+    marked = f"; thick red: the best, trial {_label(best.number)}" if best is not None and best in trials else ""
     ax.set_title(f"each line is a trial (gaps: parameter not used by that trial{shown}){marked}", fontsize=10)
     fig.tight_layout()
     return _save(plt, fig, path)
@@ -592,7 +592,7 @@ def _mark_best_history(fig: Any, study: Any, best_number: int | None) -> Any:
 
     if best_number is not None:
         best = study.trials[best_number]
-        fig.add_trace(go.Scatter(x=[best_number], y=[best.value], mode="markers", name=f"best (trial {best.user_attrs['sweep_number']})",
+        fig.add_trace(go.Scatter(x=[best_number], y=[best.value], mode="markers", name=f"best (trial {_label(best.user_attrs['sweep_number'])})",
                                  marker={"symbol": "star", "size": 16, "color": "#2ca02c", "line": {"width": 1, "color": "black"}}))
     return fig
 
@@ -606,11 +606,11 @@ def _mark_curves(fig: Any, study: Any, best_number: int | None) -> Any:
         last = [max(t.intermediate_values) for t in stopped]
         fig.add_trace(go.Scatter(x=last, y=[t.intermediate_values[s] for t, s in zip(stopped, last)], mode="markers", name="stopped early",
                                  marker={"symbol": "x", "size": 10, "color": "#ff7f0e"},
-                                 text=[f"trial {t.user_attrs['sweep_number']}" for t in stopped]))
+                                 text=[f"trial {_label(t.user_attrs['sweep_number'])}" for t in stopped]))
     if best_number is not None and study.trials[best_number].intermediate_values:
         curve = sorted(study.trials[best_number].intermediate_values.items())
         fig.add_trace(go.Scatter(x=[s for s, _ in curve], y=[v for _, v in curve], mode="lines+markers",
-                                 name=f"best (trial {study.trials[best_number].user_attrs['sweep_number']})",
+                                 name=f"best (trial {_label(study.trials[best_number].user_attrs['sweep_number'])})",
                                  line={"width": 4, "color": "#2ca02c"}))
     return fig
 
@@ -683,7 +683,7 @@ def _html(data: SweepData, paths: dict[str, Path], found: dict[str, float], inte
     ]
     if best is not None:
         params = ", ".join(f"{k}={_short(v)}" for k, v in sorted(best.params.items()))
-        parts.append(f"<p><b>best</b> {e(data.metric)} = {best.value:.6g} (trial {best.number}, {e(best.trial_id)}): {e(params)}</p>")
+        parts.append(f"<p><b>best</b> {e(data.metric)} = {best.value:.6g} (trial {_label(best.number)}, ray {e(best.trial_id)}): {e(params)}</p>")
     if interactive:
         parts.append('<h2 id="interactive">Explore (hover, zoom, select)</h2>')
         parts += _interactive_html(interactive)
@@ -707,6 +707,13 @@ def _short(text: str) -> str:
     return f"{number:.6g}"
 
 
+def _label(number: int) -> str:
+    """The trial's identifier as the CLI, the live view and the MLflow run name show it: ``0002``."""
+    from sweep.progress import trial_label
+
+    return trial_label(number)
+
+
 def _table(data: SweepData, ranked: list[TrialRecord]) -> str:
     """All trials, best first (the top ones are the table's first rows)."""
     e = html.escape
@@ -717,7 +724,7 @@ def _table(data: SweepData, ranked: list[TrialRecord]) -> str:
         value = f"{trial.value:.6g}" if _finite(trial.value) else ""
         cells = [
             f'<td class="num">{rank if value else ""}</td>',
-            f'<td class="num">{trial.number}</td>',
+            f'<td class="num" title="ray trial {e(trial.trial_id)}">{_label(trial.number)}</td>',
             f'<td class="num">{value}</td>',
             f'<td class="{e(trial.status)}">{e(trial.status.replace("_", " "))}</td>',
             f'<td class="num">{"" if trial.best_epoch is None else trial.best_epoch}</td>',
@@ -725,7 +732,7 @@ def _table(data: SweepData, ranked: list[TrialRecord]) -> str:
         ]
         cells += [f"<td>{e(_short(trial.params.get(n, '')))}</td>" for n in names]
         url = data.run_url(trial.run_id)
-        cells[1] = f'<td class="num"><a href="{e(url)}">{trial.number}</a></td>' if url else cells[1]
+        cells[1] = f'<td class="num" title="ray trial {e(trial.trial_id)}"><a href="{e(url)}">{_label(trial.number)}</a></td>' if url else cells[1]
         cells.append(f'<td><a href="{e(url)}">{e(trial.run_id)}</a></td>' if url else f"<td>{e(trial.run_id)}</td>")
         css = ' class="best"' if rank == 1 and value else ""
         rows.append(f'<tr{css} data-trial-id="{e(trial.trial_id)}">' + "".join(cells) + "</tr>")

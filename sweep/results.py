@@ -107,6 +107,7 @@ class BestTrial:
     epochs: int
     checkpoint: str | None
     mlflow_run_id: str | None
+    number: int | None = None  # the identifier users see: ``trial 0002``, MLflow run ``NAME-0002``
 
 
 @dataclass
@@ -286,6 +287,7 @@ class Ledger(DriverCallback):
             epochs=best.epochs,
             checkpoint=best.checkpoint,
             mlflow_run_id=best.mlflow_run_id,
+            number=best.number,
         )
 
 

@@ -60,6 +60,7 @@ def run(
     a changed file is refused unless ``fresh=True`` (which closes the old run as KILLED and
     starts over). A finished sweep of the same name is never touched: a new run starts.
     """
+    started = time.time()  # the elapsed time users see counts from here (Ray start-up included)
     tracking_uri = overrides.get("tracking_uri")  # validated with the file (a URI without a scheme is one line)
     config = config_module.load(source, overrides)
     overrides.pop("tracking_uri", None)
@@ -73,7 +74,7 @@ def run(
     resume_state = _decide_resume(config, label, storage_dir, fresh)
     prepared = prepare_while_ray_starts(config, label, _search_paths(source), address)
     _say_what_the_data_is(prepared, quiet, stream)
-    return execute(prepared, storage=storage, address=address, quiet=quiet, stream=stream, resume=resume_state)
+    return execute(prepared, storage=storage, address=address, quiet=quiet, stream=stream, resume=resume_state, started=started)
 
 
 def resume(
@@ -86,6 +87,7 @@ def resume(
     stream: Any = None,
 ) -> SweepResult:
     """Continue the unfinished sweep ``name`` from the sweep file recorded on its parent run."""
+    started = time.time()
     import json
 
     from sweep import recovery as resume_module
@@ -106,7 +108,7 @@ def resume(
     prepared = prepare_while_ray_starts(config, label, search + (Path.cwd(),), address)
     _say_what_the_data_is(prepared, quiet, stream)
     root = storage or parent.data.tags.get("sweep.storage_root")
-    return execute(prepared, storage=root, address=address, quiet=quiet, stream=stream, resume=state)
+    return execute(prepared, storage=root, address=address, quiet=quiet, stream=stream, resume=state, started=started)
 
 
 def _say_what_the_data_is(prepared: Prepared, quiet: bool, stream: Any) -> None:
@@ -602,10 +604,13 @@ def execute(
     stream: Any = None,
     resume: Any = None,
     trial: Callable | None = None,
+    started: float | None = None,
 ) -> SweepResult:
     """Launch the trials and return the result; MLflow is complete when this returns.
 
     ``trial`` replaces the Keras trial body (see ``trainable.make``); only benchmarks pass it.
+    ``started``: when the command began (``run``/``resume`` pass it), so the live view's elapsed
+    time and ``wall_seconds`` include Ray's start-up; default now.
 
     With ``resume`` (a ``recovery.ResumeState``) the earlier session's ended trials are kept,
     given to Optuna as history and not re-run; its interrupted trials run first, from their
@@ -621,7 +626,7 @@ def execute(
     from sweep.results import FailFast, Ledger
 
     config = prepared.config
-    started = time.time()
+    started = started or time.time()
     uri = tracking.resolve_uri(config.tracking.uri)
     storage_path = str(Path(storage or DEFAULT_STORAGE).expanduser().resolve()) if "://" not in (storage or "") else storage
     ledger = Ledger(config.objective.metric, config.objective.mode, space.hyperparameters, config.max_epochs)
@@ -658,7 +663,7 @@ def execute(
         resume_module.release_lock(storage_dir)
         raise SweepConfigError(prepared.label, "tracking.uri", f"expected a reachable MLflow tracking store at {tracking.redact(uri)}, but: {str(exc).splitlines()[0][:300]}") from None
     fail_fast = FailFast(ledger, config.failure.fail_fast)
-    view = LiveView(ledger, config.name, trial_budget(config), stream=stream, quiet=quiet, rungs=LiveView.rungs_for(config))
+    view = LiveView(ledger, config.name, trial_budget(config), stream=stream, quiet=quiet, rungs=LiveView.rungs_for(config), started=started)
     ended = len(resume.ended) if resume is not None else 0
     if resume is not None and not quiet:
         print(f"resuming sweep {config.name}: {ended} trial(s) ended, {resume.remaining} interrupted trial(s) continue", file=stream or sys.stdout)

@@ -257,6 +257,9 @@ def best_summary(uri: str, name: str) -> dict[str, Any] | None:
         "value": None,
         "params": {},
         "trial_id": None,
+        "number": None,  # the trial's number: the identifier users see (``trial 0002``, run ``NAME-0002``)
+        "trial": None,  # that number as shown: "0002"
+        "run_name": None,
         "epochs": None,
         "best_epoch": None,
         "checkpoint": None,
@@ -269,10 +272,14 @@ def best_summary(uri: str, name: str) -> dict[str, Any] | None:
     if best_child is None:
         return summary
     child_tags = best_child.data.tags
+    number = int_or_none(child_tags.get("sweep.trial_number"))
     summary.update(
         value=child_value(best_child, metric),
         params={key: typed_param(value) for key, value in best_child.data.params.items()},
         trial_id=child_tags.get(TRIAL_TAG),
+        number=number,
+        trial=None if number is None else f"{number:04d}",
+        run_name=best_child.info.run_name,
         epochs=int_or_none(child_tags.get("sweep.epochs")),
         best_epoch=int_or_none(child_tags.get("sweep.best_epoch")),
         checkpoint=child_tags.get("sweep.checkpoint"),

@@ -229,7 +229,9 @@ class MLflowTracker(DriverCallback):
             "sweep.trial_number": outcome.number,
             STATUS_TAG: "running",
         }
-        name = f"{self.sweep_name}-{outcome.number:04d}"
+        from sweep.progress import trial_label
+
+        name = f"{self.sweep_name}-{trial_label(outcome.number)}"  # the trial's one identifier, as the CLI shows it
         params = {self._param_key(k): v for k, v in outcome.params.items()}
         self.writer.submit("start", outcome.trial_id, {"name": name, "tags": tags, "params": params})
 
@@ -503,12 +505,13 @@ class MLflowTracker(DriverCallback):
         return {
             "run_id": best.mlflow_run_id,
             "description": (
-                f"Best model of sweep {self.sweep_name!r}: trial {best.trial_id}, "
+                f"Best model of sweep {self.sweep_name!r}: trial {_number(best)}(ray {best.trial_id}), "
                 f"{metric} = {best.value!r} at epoch {best.epoch} of {best.epochs}."
             ),
             "tags": {
                 NAME_TAG: self.sweep_name,
                 TRIAL_TAG: best.trial_id,
+                **({"sweep.trial_number": f"{best.number:04d}"} if getattr(best, "number", None) is not None else {}),
                 "sweep.metric": metric,
                 "sweep.best_value": repr(best.value),
                 "sweep.best_epoch": best.epoch,
@@ -516,6 +519,12 @@ class MLflowTracker(DriverCallback):
             },
             "alias": CHAMPION_ALIAS,
         }
+
+
+def _number(best: Any) -> str:
+    """``0002 `` (the number users see, as in the run name), or nothing for a trial without one."""
+    number = getattr(best, "number", None)
+    return "" if number is None else f"{number:04d} "
 
 
 def _run_status(status: str) -> str:

@@ -472,6 +472,7 @@ def reset_state(seed: int, keep_compiled: bool = False) -> bool:
         keras.utils.set_random_seed(seed)
         _TF_SEED = seed
     _restore_keras_config()
+    _forget_custom_gradients()
     now = time.monotonic()
     if _LAST_FULL_GC is None or now - _LAST_FULL_GC >= FULL_GC_INTERVAL_S:
         gc.collect()
@@ -479,6 +480,35 @@ def reset_state(seed: int, keep_compiled: bool = False) -> bool:
     else:
         gc.collect(1)
     return kept
+
+
+def _forget_custom_gradients() -> int:
+    """Drop the gradient functions earlier trials' traces registered in TensorFlow's global
+    gradient registry; how many were dropped.
+
+    This was the memory a warm worker gained every trial (issue 18, rel-14; ~5 MB a trial, with
+    ``fit.reuse_model`` on or off): each trace of a train step in graph mode runs
+    ``tf.custom_gradient`` (Keras' optimizer all-reduces its gradients through the replica
+    context, whose ``all_reduce`` has a custom gradient), which registers a new
+    ``CustomGradient-<uid>`` entry in ``ops._gradient_registry`` and never removes it. The
+    entry's closure holds the traced train function's whole ``FuncGraph`` (thousands of
+    Python ops and tensors), so no model, cache or ``clear_session()`` could let it go.
+
+    The entries are only looked up while a graph that calls them is being differentiated,
+    i.e. while a train step is traced; a trace registers its own. At a trial's reset every
+    trace of earlier trials is finished (a reused model's functions are already concrete), so
+    none is needed any more. A TensorFlow version that lays the registry out otherwise: nothing.
+    """
+    try:
+        from tensorflow.python.framework import ops as tf_ops
+
+        entries = tf_ops._gradient_registry._registry
+    except (ImportError, AttributeError):
+        return 0
+    stale = [name for name in list(entries) if isinstance(name, str) and name.startswith("CustomGradient-")]
+    for name in stale:
+        entries.pop(name, None)
+    return len(stale)
 
 
 _KERAS_CONFIG: dict[str, Any] = {}  # the worker's Keras settings before any trial changed them

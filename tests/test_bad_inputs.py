@@ -4,7 +4,6 @@ before any trial. The file-level table (YAML, types, names) is in test_config.py
 from __future__ import annotations
 
 import textwrap
-from pathlib import Path
 
 import pytest
 

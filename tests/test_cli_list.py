@@ -54,12 +54,15 @@ def test_best_is_aligned_text_and_json_keeps_types(mlflow_uri, capsys):
     summary = json.loads(capsys.readouterr().out)
     assert summary["params"] == {"learning_rate": 0.02, "units": 32, "optimizer": "adam"}
     assert summary["mlflow_run_id"] == best_id
+    assert summary["number"] == 1 and summary["trial"] == "0001" and summary["trial_id"] == "t1"
+    assert summary["run_name"] == "typed-0001", "the MLflow run name carries the same number"
     assert cli.main(["best", "typed", "--tracking-uri", mlflow_uri]) == 0
     text = capsys.readouterr().out
     assert "{" not in text and text.splitlines()[0] == "typed: best val_accuracy = 0.9 (max, finished)"
     values = [line for line in text.splitlines()[1:] if line.strip()]
     columns = {line.index(line.split()[-1]) for line in values if len(line.split()) == 2}
     assert len(columns) == 1, text  # every value starts in the same column
+    assert any(line.split() == ["trial", "0001", "(ray", "t1)"] for line in values), text
     assert cli.main(["best", "typed", "--tracking-uri", mlflow_uri, "--quiet"]) == 0
     assert capsys.readouterr().out == ""
 

@@ -92,12 +92,12 @@ def test_plain_lines_show_correct_rung_survival():
     lines = d.lines()
     assert lines[0].startswith("sweep demo: 5 trials")
     last = lines[-1]
-    assert last.startswith("trial    4 completed after 9 epoch(s)")
+    assert last.startswith("trial 0004 completed after 9 epoch(s)")  # the number as the run name NAME-0004 has it
     assert "reached epoch>=1: 5, >=3: 3, >=9: 1" in last
     assert "completed 1, stopped early 4, failed 0 of 5" in last
-    assert "best 0.9 (trial 4: lr=0.5)" in last  # best so far with its params
+    assert "best 0.9 (trial 0004: lr=0.5)" in last  # best so far with its params
     # the line after trial 2 counted what had happened by then
-    after_two = next(line for line in lines if line.startswith("trial    2 "))
+    after_two = next(line for line in lines if line.startswith("trial 0002 "))
     assert "reached epoch>=1: 3, >=3: 1, >=9: 0" in after_two
     assert d.view.summary_line().endswith(", eta 0:00")
 
@@ -166,7 +166,7 @@ def test_rich_view_shows_rung_survival_and_best_params():
     assert "rung survival" in text and "epoch>=1" in text and "epoch>=9" in text
     row = next(line for line in text.splitlines() if line.strip().startswith("│") and "2" in line and "0" in line and "1" in line)
     assert [cell.strip() for cell in row.strip("│ ").split("│")] == ["2", "1", "0"]
-    assert "best 0.7 (trial 0: lr=0.1)" in text
+    assert "best 0.7 (trial 0000: lr=0.1)" in text
 
 
 def test_the_view_pickles_without_its_console():
@@ -217,3 +217,31 @@ def test_a_failed_trials_reason_is_read_from_its_local_error_file_before_storage
     assert "faulty_models.py" in traceback_tail(not_synced_yet) and "/ray/" not in traceback_tail(not_synced_yet)
     elsewhere = SimpleNamespace(error_file=None, get_error=lambda: "ValueError: from storage")
     assert error_summary(elsewhere) == "ValueError: from storage"
+
+
+def test_elapsed_counts_from_the_commands_start():
+    """The runner passes when run()/resume() was called: Ray's start-up is in the elapsed time."""
+    import time
+
+    from rich.console import Console
+
+    ledger = Ledger("val_accuracy", "max", hyperparameters, 9)
+    view = LiveView(ledger, "demo", 3, stream=io.StringIO(), started=time.time() - 75)
+    assert view.elapsed() >= 75 and "elapsed 1:15" in view.summary_line()
+    console = Console(file=io.StringIO(), width=160, record=True)
+    console.print(view.render())
+    assert "elapsed 1:15" in console.export_text()
+    assert LiveView(ledger, "demo", 3, stream=io.StringIO()).elapsed() < 5, "no start given: the ledger's"
+
+
+def test_the_top_trials_table_names_trials_as_mlflow_does():
+    from rich.console import Console
+
+    d = Driver()
+    d.run(make_trial(0, lr=0.1), [0.5, 0.6], completed=True)
+    d.run(make_trial(1, lr=0.2), [0.7, 0.8], completed=True)
+    console = Console(file=io.StringIO(), width=160, record=True)
+    console.print(d.view.render())
+    text = console.export_text()
+    rows = [line for line in text.splitlines() if "completed" in line and "│" in line]
+    assert [row.strip("│ ").split("│")[0].strip() for row in rows] == ["0001", "0000"]

@@ -40,7 +40,7 @@ def _fake_trial(client, experiment_id: str, parent, name: str, number: int, stat
     }
     if status != "running":
         tags.update({"sweep.epochs": str(len(curve)), "sweep.best_value": repr(max(curve)), "sweep.best_epoch": str(curve.index(max(curve)) + 1)})
-    run = client.create_run(experiment_id, tags=tags)
+    run = client.create_run(experiment_id, tags=tags, run_name=f"{name}-{number:04d}")  # as the tracker names it
     for key, value in params.items():
         client.log_param(run.info.run_id, key, value)
     client.log_batch(run.info.run_id, metrics=[Metric("val_accuracy", v, 0, step) for step, v in enumerate(curve, start=1)])
@@ -112,6 +112,9 @@ def test_report_has_every_plot_one_row_per_trial_and_valid_html(tmp_path, mlflow
     assert all(src.startswith("data:image/png;base64,") and len(src) > 1000 for src in parsed.images.values())
     assert sorted(parsed.rows) == [f"t{i}" for i in range(len(PARAMS))]
     assert parsed.rows[0] == "t2", "the best trial (0.85) is the first row"
+    text = page.read_text()
+    assert '<td class="num" title="ray trial t2">0002</td>' in text, "the trial column shows the number as MLflow's run name does"
+    assert "(trial 0002, ray t2)" in text
     for key in report.PLOTS:
         assert png_size(tmp_path / "out" / f"{key}.png") == report.PLOT_PIXELS
     text = page.read_text()
@@ -281,7 +284,7 @@ def test_interactive_plots_are_embedded_offline_and_trials_link_to_the_ui(tmp_pa
     for key in report.INTERACTIVE:
         assert f'id="interactive-{key}"' in text, key
     assert text.count("plotly.js v") == 1, "plotly.js inlined exactly once"
-    assert "best (trial 2)" in text and "stopped early" in text
+    assert "best (trial 0002)" in text and "stopped early" in text
     data = report.collect(mlflow_uri, "fake")
     best = data.best()
     assert f'href="http://127.0.0.1:5000/#/experiments/{data.experiment_id}/runs/{best.run_id}?workflowType=machine_learning"' in text

@@ -105,6 +105,27 @@ def test_a_trial_after_another_trial_matches_a_first_trial(arrays):
         np.testing.assert_array_equal(got, want)
 
 
+def test_a_warm_worker_keeps_no_traced_graph_of_an_earlier_trial(arrays):
+    """Issue 18 (rel-14): each trace of a train step registered a ``CustomGradient-*`` entry in
+    TensorFlow's global gradient registry holding the whole traced graph (~5 MB a trial); the
+    reset drops them, so the number of live ``FuncGraph`` objects stays flat trial after trial."""
+    import gc
+
+    from tensorflow.python.framework import ops as tf_ops
+
+    def live_graphs() -> int:
+        gc.collect()
+        return sum(1 for o in gc.get_objects() if type(o).__name__ == "FuncGraph")
+
+    counts = []
+    for optimizer in ("adam", "sgd", "rmsprop", "adam"):  # a fresh model (and trace) each trial
+        sweep_trial(arrays, {**HP, "optimizer": optimizer})
+        trainable.reset_state(SEED)
+        counts.append(live_graphs())
+        assert not [k for k in tf_ops._gradient_registry._registry if str(k).startswith("CustomGradient-")]
+    assert counts[-1] <= counts[0], counts
+
+
 def keras_draws() -> tuple:
     """What a seeded trial draws first: Python, NumPy, a Keras initializer, a Keras layer name."""
     import random

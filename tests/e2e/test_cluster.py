@@ -200,7 +200,7 @@ def test_ray_job_submit_runs_a_sweep_on_the_head(cluster, ray_tmp, tmp_path):
 
     best = tracking.best_summary(uri, "cluster-job")
     assert best is not None and best["trial_id"]
-    assert f"trial {best['trial_id']}" in proc.stdout  # the CLI's "best ... (trial ID, ...)" line
+    assert f"trial {best['trial']} (ray {best['trial_id']})" in proc.stdout  # the CLI's "best ... (trial 0001 (ray ID), ...)" line
     sweep_lines = [line for line in proc.stdout.splitlines() if line.startswith(("sweep cluster-job", "trial ", "best "))]
     assert sweep_lines[0].startswith("sweep cluster-job: 2 trials") and len(sweep_lines) >= 4  # header, 2 trials, best
     assert not any("\x1b[" in line for line in sweep_lines)  # plain lines in a batch log: no live table

@@ -6,12 +6,14 @@ The browser test drives Debian's Chromium headless through Playwright against ``
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -283,6 +285,42 @@ def test_mlflow_ui_shows_the_sweep(finished, mlflow_ui, browser, tmp_path):
     assert page.locator(f"a[href$='/runs/{parent.info.run_id}']").count() == 1, "one parent run"
     assert page.get_by_text(f"{TRIALS + 1} matching runs").count() == 1, "the parent and its trials, nothing else"
 
+    # sorted by the best-objective column (best_val_accuracy, descending, as the column header's
+    # sort writes it into the URL): the top trial row is `sweep best`'s trial, named as the CLI names it
+    best = json.loads(subprocess.run(
+        [sys.executable, "-m", "sweep.cli", "best", result.name, "--tracking-uri", uri, "--json"],
+        capture_output=True, text=True, timeout=300, check=True,
+    ).stdout)
+    assert best["trial_id"] == result.best.trial_id and best["number"] == result.best.number
+    assert best["trial"] == f"{best['number']:04d}" and best["run_name"] == f"{result.name}-{best['trial']}"
+    sort_key = "metrics.`best_val_accuracy`"
+    page.goto(
+        f"{mlflow_ui}/#/experiments/{experiment_id}/runs?{UI_VIEW}&orderByKey={urllib.parse.quote(sort_key)}&orderByAsc=false",
+        wait_until="domcontentloaded",
+    )
+    page.get_by_text(best["run_name"], exact=True).first.wait_for()  # sorted by a metric, MLflow lists runs flat
+    page.get_by_text("Sort: best_val_accuracy").first.wait_for()  # the sort control names the column it sorts by
+    page.set_viewport_size({"width": 1800, "height": 900})
+    close = page.locator("button[data-component-id='mlflow.assistant.chat_panel.close']")
+    if close.count():
+        close.first.click()  # the assistant panel hides the table's right-hand columns
+    page.locator("button[data-component-id*='experimentviewrunscolumnselector']").first.click()
+    page.get_by_text("best_val_accuracy", exact=True).last.click()  # show the column it is sorted by
+    page.keyboard.press("Escape")
+    page.wait_for_timeout(1000)
+    rows = sorted(
+        (page.get_by_text(name, exact=True).first.bounding_box()["y"], name)
+        for name in child_names
+        if page.get_by_text(name, exact=True).count()
+    )
+    shot("experiment-sorted-by-best")
+    order = [name for _, name in rows]
+    values = {f"{result.name}-{row.number:04d}": row.value for row in result.trials.itertuples()}
+    assert order[0] == best["run_name"] or values[order[0]] == best["value"], (
+        "the top trial row is sweep best's trial (or ties with it)", order, values)
+    ranked = [values[name] for name in order if values[name] is not None and values[name] == values[name]]
+    assert ranked == sorted(ranked, reverse=True), ("trial rows descend by best_val_accuracy", order, values)
+
     # a trial's val metric chart: one point per epoch
     epochs = result.best.epochs
     history = MlflowClient(uri).get_metric_history(best_run, "val_accuracy")
@@ -308,4 +346,15 @@ def test_mlflow_ui_shows_the_sweep(finished, mlflow_ui, browser, tmp_path):
     page.get_by_text("model.keras", exact=True).first.wait_for()  # inside the expanded best_checkpoint folder
     page.wait_for_timeout(500)  # let the tree settle for the screenshot
     shot("parent-artifacts")
+
+    # the registered model version: from the best trial's run, with the `champion` alias
+    client = MlflowClient(uri)
+    version = client.get_model_version_by_alias("e2e-digits-classifier", "champion")
+    assert version.run_id == best_run, "registered from the best trial's run (lineage)"
+    page.goto(f"{mlflow_ui}/#/models/e2e-digits-classifier/versions/{version.version}?{UI_VIEW}", wait_until="domcontentloaded")
+    page.get_by_text("champion").first.wait_for()
+    page.get_by_text(f"trial {best['trial']} (ray {best['trial_id']})").first.wait_for()  # the description names the trial
+    assert version.tags.get("sweep.trial_number") == best["trial"]
+    page.wait_for_timeout(500)
+    shot("model-version")
     assert all(path.stat().st_size > 10_000 for path in shots)
