@@ -274,6 +274,22 @@ def _optimize_with_optuna(objective: Callable, size: dict, work: Path) -> float:
     return float(study.best_value)
 
 
+def _timed_hyperband(kt: Any) -> type:
+    """KerasTuner's Hyperband with every trial timed like the other systems' (both workloads)."""
+
+    class Tuner(kt.Hyperband):
+        def run_trial(self, trial: Any, *args: Any, **kwargs: Any) -> Any:
+            trace, timers = timing_callbacks(f"kt-{trial.trial_id}")
+            trace.mark("trial_start")
+            kwargs["callbacks"] = [*kwargs.get("callbacks", []), *timers]
+            try:
+                return super().run_trial(trial, *args, **kwargs)
+            finally:
+                trace.mark("trial_end")
+
+    return Tuner
+
+
 def run_kerastuner(size: dict, work: Path) -> float:
     import keras_tuner as kt
 
@@ -287,15 +303,7 @@ def run_kerastuner(size: dict, work: Path) -> float:
         def fit(self, hp: Any, model: Any, *args: Any, **kwargs: Any) -> Any:
             return model.fit(*args, batch_size=hp.Choice("batch_size", BATCHES), **kwargs)
 
-    class Tuner(kt.Hyperband):
-        def run_trial(self, trial: Any, *args: Any, **kwargs: Any) -> Any:
-            trace, timers = timing_callbacks(f"kt-{trial.trial_id}")
-            trace.mark("trial_start")
-            kwargs["callbacks"] = [*kwargs.get("callbacks", []), *timers]
-            try:
-                return super().run_trial(trial, *args, **kwargs)
-            finally:
-                trace.mark("trial_end")
+    Tuner = _timed_hyperband(kt)
 
     # one Hyperband iteration at max_epochs=9, factor=3 runs ~25 trials; more iterations for smaller sizes
     tuner = Tuner(
@@ -398,15 +406,7 @@ def run_kerastuner_images(size: dict, work: Path) -> float:
                 validation_data=validation_data.batch(batch).prefetch(tf.data.AUTOTUNE), **kwargs,
             )
 
-    class Tuner(kt.Hyperband):
-        def run_trial(self, trial: Any, *args: Any, **kwargs: Any) -> Any:
-            trace, timers = timing_callbacks(f"kt-{trial.trial_id}")
-            trace.mark("trial_start")
-            kwargs["callbacks"] = [*kwargs.get("callbacks", []), *timers]
-            try:
-                return super().run_trial(trial, *args, **kwargs)
-            finally:
-                trace.mark("trial_end")
+    Tuner = _timed_hyperband(kt)
 
     tuner = Tuner(
         CNN(), objective=kt.Objective(METRIC, "max"), max_epochs=size["epochs"], factor=ETA, seed=SEED,

@@ -926,16 +926,9 @@ def trial_budget(config: SweepConfig) -> int:
 
 def sweep_params(config: SweepConfig) -> dict[str, Any]:
     """The sweep's settings as flat ``config.*`` params of the parent run (space excluded)."""
-    flat: dict[str, Any] = {}
+    from sweep.tracking import flat_config
 
-    def walk(prefix: str, value: Any) -> None:
-        if isinstance(value, dict) and value and prefix != "config.search.space":
-            for key, item in value.items():
-                walk(f"{prefix}.{key}", item)
-        else:
-            flat[prefix] = value
-
-    walk("config", config.model_dump(mode="json"))
+    flat = flat_config(config.model_dump(mode="json"))
     if flat.get("config.tracking.uri"):  # never a password in a param
         from sweep.tracking import redact
 

@@ -111,6 +111,22 @@ ESSENTIAL_PARAMS = frozenset({
 })
 
 
+def flat_config(data: dict[str, Any]) -> dict[str, Any]:
+    """A sweep file's JSON (``SweepConfig.model_dump(mode="json")``) as flat ``config.*`` param
+    names; the search space stays one value (its entries are the trials' own params)."""
+    flat: dict[str, Any] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict) and value and prefix != "config.search.space":
+            for key, item in value.items():
+                walk(f"{prefix}.{key}", item)
+        else:
+            flat[prefix] = value
+
+    walk("config", data)
+    return flat
+
+
 def non_default_params(flat: dict[str, Any]) -> dict[str, Any]:
     """The ``config.*`` params that differ from the sweep file's defaults (plus ``ESSENTIAL_PARAMS``
     and every other param): the whole file is the parent run's ``sweep/config.json`` artifact.
@@ -127,16 +143,7 @@ def non_default_params(flat: dict[str, Any]) -> dict[str, Any]:
         }).model_dump(mode="json")
     except Exception:  # not a whole sweep's params (a test's, an older format): log them all
         return dict(flat)
-    defaults: dict[str, Any] = {}
-
-    def walk(prefix: str, value: Any) -> None:
-        if isinstance(value, dict) and value and prefix != "config.search.space":
-            for key, item in value.items():
-                walk(f"{prefix}.{key}", item)
-        else:
-            defaults[prefix] = value
-
-    walk("config", default)
+    defaults = flat_config(default)
     missing = object()
     return {
         key: value for key, value in flat.items()
