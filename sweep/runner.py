@@ -88,8 +88,6 @@ def resume(
 ) -> SweepResult:
     """Continue the unfinished sweep ``name`` from the sweep file recorded on its parent run."""
     started = time.time()
-    import json
-
     from sweep import recovery as resume_module
     from sweep import tracking
 
@@ -98,9 +96,8 @@ def resume(
     parent = resume_module.unfinished_parent(uri, name)
     if parent is None:
         raise SweepConfigError(name, "", f"expected an unfinished sweep named {name!r} in {uri}, found none to resume")
-    raw = json.loads(Path(tracking.client(uri).download_artifacts(parent.info.run_id, "sweep/config.json")).read_text())
     source_file = parent.data.tags.get("sweep.file", "")
-    config = config_module.load(raw, {"tracking.uri": uri})
+    config = config_module.load(_recorded_sweep(uri, parent, source_file, name), {"tracking.uri": uri})
     label = source_file or name
     storage_dir = storage_folder(storage or parent.data.tags.get("sweep.storage_root"), config.name)
     state = _decide_resume(config, label, storage_dir, fresh=False)
@@ -109,6 +106,23 @@ def resume(
     _say_what_the_data_is(prepared, quiet, stream)
     root = storage or parent.data.tags.get("sweep.storage_root")
     return execute(prepared, storage=root, address=address, quiet=quiet, stream=stream, resume=state, started=started)
+
+
+def _recorded_sweep(uri: str, parent: Any, source_file: str, name: str) -> Any:
+    """The sweep file an unfinished sweep recorded (``sweep/config.json``), or, when its driver
+    was killed before recording it, the file named by its ``sweep.file`` tag (the config hash
+    check that follows refuses it if it changed since)."""
+    from sweep import tracking
+
+    try:
+        return json.loads(Path(tracking.client(uri).download_artifacts(parent.info.run_id, "sweep/config.json")).read_text())
+    except Exception:
+        if source_file and Path(source_file).is_file():
+            return Path(source_file)
+        raise SweepConfigError(
+            name, "", "expected the unfinished sweep's recorded sweep file (sweep/config.json), but its driver stopped before "
+            "recording it: run `sweep run FILE` with the sweep file again, it continues the sweep",
+        ) from None
 
 
 def _say_what_the_data_is(prepared: Prepared, quiet: bool, stream: Any) -> None:
