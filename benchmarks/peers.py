@@ -242,9 +242,7 @@ def run_optuna(size: dict, work: Path) -> float:
     def objective(trial: optuna.Trial) -> float:
         trace, timers = timing_callbacks(f"optuna-{trial.number}")
         trace.mark("trial_start")
-        lr = trial.suggest_float("lr", *LR, log=True)
-        batch = trial.suggest_categorical("batch_size", BATCHES)
-        optimizer = trial.suggest_categorical("optimizer", OPTIMIZERS)
+        lr, batch, optimizer = _suggest(trial)
         model = build_model(lr, optimizer, dataset.info)
         try:
             history = model.fit(
@@ -257,6 +255,15 @@ def run_optuna(size: dict, work: Path) -> float:
         return max(history.history[METRIC])
 
     return _optimize_with_optuna(objective, size, work)
+
+
+def _suggest(trial: Any) -> tuple[float, int, str]:
+    """The shared space (learning rate, batch size, optimizer), as Optuna alone samples it."""
+    return (
+        trial.suggest_float("lr", *LR, log=True),
+        trial.suggest_categorical("batch_size", BATCHES),
+        trial.suggest_categorical("optimizer", OPTIMIZERS),
+    )
 
 
 def _optimize_with_optuna(objective: Callable, size: dict, work: Path) -> float:
@@ -368,9 +375,7 @@ def run_optuna_images(size: dict, work: Path) -> float:
     def objective(trial: optuna.Trial) -> float:
         trace, timers = timing_callbacks(f"optuna-{trial.number}")
         trace.mark("trial_start")
-        lr = trial.suggest_float("lr", *LR, log=True)
-        batch = trial.suggest_categorical("batch_size", BATCHES)
-        optimizer = trial.suggest_categorical("optimizer", OPTIMIZERS)
+        lr, batch, optimizer = _suggest(trial)
         try:
             train, val = image_workload.load(size["folder"], size["side"], batch_size=batch)
             model = image_workload.build_cnn(lr, optimizer, image_shape(size), len(train.class_names))

@@ -138,7 +138,7 @@ def describe(config: "DataConfig", search_paths: tuple[Path, ...], raw: Any) -> 
         is_generator=kind == "generator",
         fingerprint=_fingerprint(config, search_paths),
     )
-    info = data.describe(x, kinds_of_targets, config.source, recipe.fingerprint, _rows(train), _rows(val), streamed=kind)
+    info = data.describe(x, kinds_of_targets, config.source, recipe.fingerprint, 0, 0, streamed=kind)  # rows: unknown for a stream (Keras needs batches, not rows)
     peek = slice(0, PEEK_ROWS)
     return data.Dataset(None, None, take_rows(x, peek), take_rows(y, peek), info=info, pipeline=recipe,
                    val_sample_weight=None if w is None else take_rows(w, peek))
@@ -226,11 +226,6 @@ def _one_target(config: "DataConfig", y: np.ndarray, class_names: Any, name: str
         )
     reason = "class_names of the pipeline" if class_names is not None else "data.num_outputs"
     return targets.TargetKind("classification", int(classes), "sparse", reason)
-
-
-def _rows(pipeline: Any) -> int:
-    """Rows are unknown for a stream: 0 (the number of batches is what Keras needs, not rows)."""
-    return 0
 
 
 def _fingerprint(config: "DataConfig", search_paths: tuple[Path, ...]) -> str:
