@@ -19,12 +19,12 @@ not affect the next):
 * ``kerastuner``  KerasTuner Hyperband (one process: KerasTuner has no in-process parallelism,
                   so its slots are 1 and TensorFlow uses every core; no MLflow integration).
 
-Same data (seeded synthetic classification, 64 features, 10 classes, via ``sweep.data``), same
+Same data (seeded synthetic classification, 64 features, 10 classes, via ``sweep.inputs.data``), same
 model (256-256 MLP, softmax), same space (lr log 1e-4..1e-1, batch 16/32/64/128,
 adam/sgd/rmsprop), same trial budget, same epoch budget (ASHA / halving with eta 3), 2 slots,
 each system's MLflow in its own temporary sqlite store.
 
-Every system's trial code uses the same tiny Keras callback (``sweep.worker.EpochTimer``) to
+Every system's trial code uses the same tiny Keras callback (``sweep.worker.resources.EpochTimer``) to
 time each epoch inside ``fit()`` and writes trial start/end and epoch events to JSON lines
 (``SWEEP_TRACE_DIR``); the parent reads those and computes, identically for all systems:
 wall time (process start to best printed), epochs trained, best val_accuracy, time to reach
@@ -104,8 +104,8 @@ def data_config(size: dict) -> dict:
 
 def load_data(size: dict) -> Any:
     """The arrays every system trains on: exactly what ``sweep`` loads for the same keys."""
-    from sweep import data
-    from sweep.config import DataConfig
+    from sweep.inputs import data
+    from sweep.spec.config import DataConfig
 
     return data.load(DataConfig(**data_config(size)))
 
@@ -125,10 +125,10 @@ def build_model(lr: float, optimizer: str, info: Any) -> Any:
 
 def timing_callbacks(trial: str) -> tuple[Any, list]:
     """The trace and the epoch timer every system's trial code uses (the same callback for all)."""
-    from sweep import worker
+    from sweep.worker import resources
 
-    trace = worker.Trace(str(trial))
-    return trace, [worker.EpochTimer(trace, METRIC)]
+    trace = resources.Trace(str(trial))
+    return trace, [resources.EpochTimer(trace, METRIC)]
 
 
 # =============================================================================================
@@ -141,7 +141,7 @@ def run_sweep(size: dict, work: Path) -> float:
 
 def _sweep_run(size: dict, work: Path, name: str, data: dict, model: dict) -> float:
     import sweep
-    from sweep.runner import ensure_ray
+    from sweep.driver.runner import ensure_ray
 
     config = {
         "name": name,

@@ -8,7 +8,7 @@
 
 Systems, each in its own subprocess with its own local Ray (2 slots), one after the other:
 
-* ``sweep``          the full orchestrator: ``sweep.runner`` with Optuna TPE + ASHA + MLflow
+* ``sweep``          the full orchestrator: ``sweep.driver.runner`` with Optuna TPE + ASHA + MLflow
                      (sqlite) for every epoch, warm workers, model reuse; tiny Keras trials.
 * ``sweep_rebuild``  the same with ``fit.reuse_model: false`` (a model built every trial).
 * ``ray``            bare Ray Tune: a plain Keras function trainable (build, compile, fit,
@@ -117,7 +117,7 @@ def sweep_config(n: int, reuse_model: bool = True) -> dict:
 
 def sweep_keras_trial(hp: dict, settings: Any, data_ref: Any, fingerprint: str, builder: Callable) -> None:
     """sweep's own Keras trial, with the start mark."""
-    from sweep import trainable
+    from sweep.worker import trainable
 
     mark_first_start()
     trainable.run_trial(hp, settings, data_ref, fingerprint, builder)
@@ -127,7 +127,7 @@ def sweep_noop_trial(hp: dict, settings: Any, data_ref: Any, fingerprint: str, b
     """Reports what a Keras trial reports (metrics, epoch, end) without training anything."""
     from ray import tune
 
-    from sweep.results import COMPLETED, END_FIELD, EPOCH_FIELD, IMPROVED_FIELD, KEYS_FIELD
+    from sweep.driver.ledger import COMPLETED, END_FIELD, EPOCH_FIELD, IMPROVED_FIELD, KEYS_FIELD
 
     mark_first_start()
     score = fake_score(hp)
@@ -141,7 +141,7 @@ def sweep_noop_trial(hp: dict, settings: Any, data_ref: Any, fingerprint: str, b
 
 
 def run_sweep(n: int, work: Path, noop: bool = False, reuse_model: bool = True) -> dict:
-    from sweep import runner
+    from sweep.driver import runner
 
     runner.ensure_ray(num_cpus=SLOTS)
     config = runner.config_module.load(sweep_config(n, reuse_model), {"tracking.uri": f"sqlite:///{work / 'mlflow.db'}"})
@@ -219,8 +219,8 @@ def run_ray(n: int, work: Path, noop: bool = False) -> dict:
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
 
-    from sweep import data
-    from sweep.config import DataConfig
+    from sweep.inputs import data
+    from sweep.spec.config import DataConfig
 
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"  # bare: no CSV/JSON/TensorBoard loggers either
     ray.init(num_cpus=SLOTS, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)

@@ -1,6 +1,6 @@
 """Does a warm worker's memory creep? 100 consecutive trials in one process, the way a reused
 Ray worker runs them: ``trainable.reset_state``, build and compile, take the worker's cached
-compiled model when the architecture matches (``sweep.reuse``; ``--no-reuse`` to skip), fit.
+compiled model when the architecture matches (``sweep.worker.reuse``; ``--no-reuse`` to skip), fit.
 
     python benchmarks/worker_memory.py [--trials 100] [--rows 4000]
 
@@ -35,9 +35,10 @@ def main() -> None:
 
     import numpy as np
 
-    from sweep import models, trainable
-    from sweep.config import ModelConfig
-    from sweep.data import DataInfo
+    from sweep.inputs import models
+    from sweep.worker import trainable
+    from sweep.spec.config import ModelConfig
+    from sweep.inputs.data import DataInfo
 
     if args.full_gc_interval is not None:
         trainable.FULL_GC_INTERVAL_S = args.full_gc_interval

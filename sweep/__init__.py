@@ -12,14 +12,14 @@ Heavy modules (Ray, TensorFlow, MLflow) load on first use, so ``import sweep`` a
 
 from typing import Any
 
-from sweep.config import SweepConfig, SweepConfigError, load
+from sweep.spec.config import SweepConfig, SweepConfigError, load
 
-_LAZY = {"SweepResult": "sweep.results", "BestTrial": "sweep.results", "TrialOutcome": "sweep.results"}
+_LAZY = {"SweepResult": "sweep.driver.ledger", "BestTrial": "sweep.driver.ledger", "TrialOutcome": "sweep.driver.ledger"}
 
 
 def run(source: Any, **overrides: Any) -> Any:
-    """Run a sweep from a YAML path or dict and return a ``SweepResult`` (see ``sweep.runner.run``)."""
-    from sweep.runner import run as _run
+    """Run a sweep from a YAML path or dict and return a ``SweepResult`` (see ``sweep.driver.runner.run``)."""
+    from sweep.driver.runner import run as _run
 
     return _run(source, **overrides)
 
@@ -27,32 +27,48 @@ def run(source: Any, **overrides: Any) -> Any:
 def load_best(name: str, tracking_uri: str | None = None, safe_mode: bool | None = None, custom_objects: dict | None = None) -> Any:
     """The best model of sweep ``name`` as a ``keras.Model``, loaded with the sweep's own
     ``model.safe_mode`` (on by default) and custom objects; the arguments override them."""
-    from sweep.export import load_best as _load_best
+    from sweep.tracking.export import load_best as _load_best
 
     return _load_best(name, tracking_uri, safe_mode=safe_mode, custom_objects=custom_objects)
 
 
 def trials(name: str, tracking_uri: str | None = None) -> Any:
-    """A past sweep's trials as a typed pandas DataFrame (see ``sweep.store.trials_frame``):
+    """A past sweep's trials as a typed pandas DataFrame (see ``sweep.tracking.store.trials_frame``):
     one row per trial, its best ``value``, ``params_<name>`` columns with numbers as numbers."""
-    from sweep import store
+    from sweep.tracking import store
 
     return store.trials_frame(store.resolve_uri(tracking_uri), name)
 
 
 def resume(name: str, **options: Any) -> Any:
-    """Continue the unfinished sweep ``name`` (see ``sweep.runner.resume``)."""
-    from sweep.runner import resume as _resume
+    """Continue the unfinished sweep ``name`` (see ``sweep.driver.runner.resume``)."""
+    from sweep.driver.runner import resume as _resume
 
     return _resume(name, **options)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
+def custom_objects(model_uri: str) -> dict:
+    """The custom objects a model logged by a sweep needs, for ``mlflow.keras.load_model(uri,
+    custom_objects=sweep.custom_objects(uri))`` in a fresh process (see
+    ``sweep.tracking.export.custom_objects``)."""
+    from sweep.tracking.export import custom_objects as _custom_objects
 
+    return _custom_objects(model_uri)
+
+
+# Modules users' scripts reached as ``sweep.<name>`` before the package was laid out by process
+# (``sweep.export.custom_objects(uri)`` was documented); they keep resolving.
+_MOVED_MODULES = {"export": "sweep.tracking.export"}
+
+
+def __getattr__(name: str) -> Any:
+    import importlib
+
+    if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
+    if name in _MOVED_MODULES:
+        return importlib.import_module(_MOVED_MODULES[name])
     raise AttributeError(f"module 'sweep' has no attribute {name!r}")
 
 
-__all__ = ["run", "resume", "trials", "load", "load_best", "SweepConfig", "SweepConfigError", "SweepResult", "BestTrial", "TrialOutcome"]
+__all__ = ["run", "resume", "trials", "load", "load_best", "custom_objects", "SweepConfig", "SweepConfigError", "SweepResult", "BestTrial", "TrialOutcome"]

@@ -52,7 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _quiet_mlflow_logs()
     if args.command in ("best", "status", "report", "export", "list", "trials") and not _store_ready(args):
         return EXIT_OK if args.command == "list" else EXIT_BAD_INPUT  # list: an empty list, said
-    from sweep.config import SweepConfigError
+    from sweep.spec.config import SweepConfigError
 
     try:
         return args.handler(args)
@@ -92,7 +92,7 @@ def _terminate_as_interrupt() -> None:
         return
 
     def handler(signum: int, frame: Any) -> None:
-        from sweep.runner import SweepInterrupted
+        from sweep.driver.runner import SweepInterrupted
 
         raise SweepInterrupted(None, signum)
 
@@ -200,7 +200,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _cmd_resume(args: argparse.Namespace) -> int:
     _terminate_as_interrupt()
-    from sweep.runner import resume
+    from sweep.driver.runner import resume
 
     result = resume(
         args.name,
@@ -214,9 +214,9 @@ def _cmd_resume(args: argparse.Namespace) -> int:
 
 def _finish_run(args: argparse.Namespace, result: Any) -> int:
     if args.json:
-        from sweep import tracking
+        from sweep.tracking import tracker
 
-        print(json.dumps(tracking.best_summary(result.tracking_uri, result.name), default=str))
+        print(json.dumps(tracker.best_summary(result.tracking_uri, result.name), default=str))
     else:
         _print_result(result)
     if getattr(result, "finish_error", None):  # already said in one line on stderr by the runner
@@ -227,7 +227,7 @@ def _finish_run(args: argparse.Namespace, result: Any) -> int:
 
 
 def _print_result(result: Any) -> None:
-    from sweep.progress import format_duration, format_params, format_value
+    from sweep.views.progress import format_duration, format_params, format_value
 
     console = Console(highlight=False, soft_wrap=True)
     counts = ", ".join(f"{n} {status.replace('_', ' ')}" for status, n in sorted(result.counts().items()))
@@ -240,14 +240,14 @@ def _print_result(result: Any) -> None:
         console.print(f"  params: {format_params(best.params)}")
         console.print(f"  checkpoint: {best.checkpoint}")
     console.print(f"MLflow: experiment '{result.experiment}', parent run {result.parent_run_id}")
-    from sweep.store import redact
+    from sweep.tracking.store import redact
 
     console.print(f"  look: sweep ui --tracking-uri {redact(result.tracking_uri)}   (then open http://127.0.0.1:5000)")
 
 
 def _summary(args: argparse.Namespace, read: Callable[[str, str], dict | None]) -> dict | None:
     """What ``read(uri, name)`` says of the sweep ``args.name``, or None after saying it does not exist."""
-    from sweep import store
+    from sweep.tracking import store
 
     uri = store.resolve_uri(args.tracking_uri)
     summary = read(uri, args.name)
@@ -258,7 +258,7 @@ def _summary(args: argparse.Namespace, read: Callable[[str, str], dict | None]) 
 
 def _no_such_sweep(uri: str, name: str) -> None:
     """The error for an unknown sweep name: the close names, then the sweeps there are."""
-    from sweep import store
+    from sweep.tracking import store
 
     names = store.sweep_names(uri)
     close = store.close_names(name, names)
@@ -273,7 +273,7 @@ def _no_such_sweep(uri: str, name: str) -> None:
 
 def _lookup_error(args: argparse.Namespace, exc: LookupError) -> None:
     """A command's LookupError on stderr; an unknown sweep name with its close names and the sweeps."""
-    from sweep import store
+    from sweep.tracking import store
 
     if str(exc).startswith("no sweep named"):
         _no_such_sweep(store.resolve_uri(args.tracking_uri), args.name)
@@ -284,7 +284,7 @@ def _lookup_error(args: argparse.Namespace, exc: LookupError) -> None:
 def _store_ready(args: argparse.Namespace) -> bool:
     """Read-only commands never create a store: a sqlite file that does not exist is an error
     (``list``: an empty list), not a new empty database."""
-    from sweep import store
+    from sweep.tracking import store
 
     uri = store.resolve_uri(getattr(args, "tracking_uri", None))
     if store.store_exists(uri):
@@ -320,7 +320,7 @@ def _set_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """``--set key=value`` (values read as YAML) and ``--epochs``, as ``sweep.run``'s dotted overrides."""
     import yaml
 
-    from sweep.config import SweepConfigError
+    from sweep.spec.config import SweepConfigError
 
     overrides: dict[str, Any] = {}
     for item in args.set:
@@ -337,7 +337,8 @@ def _say_if_new_sweep(args: argparse.Namespace, overrides: dict[str, Any]) -> No
     """Running the file of a sweep that already finished starts a new sweep of that name: say so,
     and how to reach the earlier one. Never fails the run (the run reports bad input itself)."""
     try:
-        from sweep import config as config_module, store
+        from sweep.spec import config as config_module
+        from sweep.tracking import store
 
         config = config_module.load(args.file, {**overrides, **({"name": args.name} if args.name else {})})
         uri = store.resolve_uri(args.tracking_uri or config.tracking.uri)
@@ -357,7 +358,7 @@ def _say_if_new_sweep(args: argparse.Namespace, overrides: dict[str, Any]) -> No
 
 
 def _cmd_best(args: argparse.Namespace) -> int:
-    from sweep import store
+    from sweep.tracking import store
 
     summary = _summary(args, store.best_summary)
     if summary is None:
@@ -373,7 +374,7 @@ def _cmd_best(args: argparse.Namespace) -> int:
 
 def best_text(summary: dict[str, Any]) -> str:
     """``sweep best``'s human output: aligned ``key  value`` lines, the params one per line."""
-    from sweep.progress import format_value
+    from sweep.views.progress import format_value
 
     if summary["value"] is None:
         return f"{summary['name']}: no trial has a {summary['metric']} yet ({summary['sweep_status'].lower()})"
@@ -392,7 +393,7 @@ def best_text(summary: dict[str, Any]) -> str:
 def _trial_name(number: int | None, trial_id: str | None) -> str | None:
     """``0002 (ray e200b21c)``: the trial's number, the one identifier shown everywhere (the MLflow
     run is ``NAME-0002``), with Ray's trial id beside it; Ray's id alone for a run without a number."""
-    from sweep.progress import trial_label
+    from sweep.views.progress import trial_label
 
     if number is None:
         return trial_id
@@ -400,7 +401,7 @@ def _trial_name(number: int | None, trial_id: str | None) -> str | None:
 
 
 def _cmd_trials(args: argparse.Namespace) -> int:
-    from sweep import store
+    from sweep.tracking import store
 
     uri = store.resolve_uri(args.tracking_uri)
     try:
@@ -416,7 +417,7 @@ def _cmd_trials(args: argparse.Namespace) -> int:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    from sweep import store
+    from sweep.tracking import store
 
     rows = store.list_sweeps(store.resolve_uri(args.tracking_uri))
     if args.json:
@@ -431,7 +432,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 def list_text(rows: list[dict[str, Any]]) -> str:
     """``sweep list``'s table: one aligned line per sweep, newest first."""
-    from sweep.progress import format_duration, format_value
+    from sweep.views.progress import format_duration, format_value
 
     table = [("NAME", "STATE", "TRIALS", "BEST", "STARTED", "DURATION")]
     for row in rows:
@@ -445,7 +446,7 @@ def list_text(rows: list[dict[str, Any]]) -> str:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from sweep import store
+    from sweep.tracking import store
 
     summary = _summary(args, store.status_summary)
     if summary is None:
@@ -461,7 +462,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from sweep import report
+    from sweep.views import report
 
     try:
         page = report.write_report(args.name, args.tracking_uri, args.out, rebuild=args.rebuild)
@@ -474,7 +475,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from sweep import export
+    from sweep.tracking import export
 
     try:
         written = export.export_best(args.name, args.dir, tracking_uri=args.tracking_uri, saved_model=args.saved_model)
@@ -487,18 +488,18 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def store_redact(uri: str) -> str:
-    from sweep import store
+    from sweep.tracking import store
 
     return store.redact(uri)
 
 
 def _cmd_ui(args: argparse.Namespace) -> int:
-    from sweep import tracking
+    from sweep.tracking import tracker
 
-    uri = tracking.resolve_uri(args.tracking_uri)
+    uri = tracker.resolve_uri(args.tracking_uri)
     base = f"http://127.0.0.1:{args.port}"
     if args.name:
-        from sweep import store
+        from sweep.tracking import store
 
         if not store.store_exists(uri):
             print(f"error: no sweep store at {store.redact(uri)}", file=sys.stderr)
@@ -507,7 +508,7 @@ def _cmd_ui(args: argparse.Namespace) -> int:
         if summary is None:
             _no_such_sweep(uri, args.name)
             return EXIT_BAD_INPUT
-        from sweep.tracking import ui_url
+        from sweep.tracking.tracker import ui_url
 
         print(f"sweep {args.name}: {ui_url(base, summary['experiment_id'])}")
         if summary["mlflow_run_id"]:

@@ -10,13 +10,15 @@ import time
 
 import pytest
 
-from sweep import cli, store, tracking
-from test_report import _fake_parent, _fake_trial  # tests/ is on sys.path (rootdir conftest)
+from sweep import cli
+from sweep.tracking import store
+from sweep.tracking import tracker
+from fake_sweeps import _fake_parent, _fake_trial  # tests/ is on sys.path (rootdir conftest)
 
 
 def _finished_sweep(uri: str, name: str, values: list[float], requested: int = 4) -> str:
-    client = tracking.client(uri)
-    experiment_id = tracking.ensure_experiment(client, uri, name)
+    client = tracker.client(uri)
+    experiment_id = tracker.ensure_experiment(client, uri, name)
     parent = _fake_parent(client, experiment_id, name)
     client.log_param(parent.info.run_id, "config.search.trials", str(requested))
     ids = [
@@ -95,7 +97,7 @@ def test_version_and_set_overrides(tmp_path):
     args = cli._parser().parse_args(["run", "f.yaml", "--set", "fit.batch_size=64", "--set", "model.args.units=[8, 16]",
                                      "--set", "search.sampler=random", "--epochs", "3"])
     assert cli._set_overrides(args) == {"fit.batch_size": 64, "model.args.units": [8, 16], "search.sampler": "random", "epochs": 3}
-    from sweep.config import SweepConfigError, load
+    from sweep.spec.config import SweepConfigError, load
 
     with pytest.raises(SweepConfigError):
         cli._set_overrides(cli._parser().parse_args(["run", "f.yaml", "--set", "nothing"]))
@@ -109,18 +111,18 @@ def test_typed_param():
 
 
 def test_non_default_params_keep_essentials_and_differences():
-    from sweep.runner import sweep_params
-    from sweep.config import load
+    from sweep.driver.runner import sweep_params
+    from sweep.spec.config import load
 
     config = load({"name": "s", "data": {"source": "digits", "validation_split": 0.3},
                    "search": {"space": {"learning_rate": {"type": "float", "low": 0.001, "high": 0.1}}}})
     flat = sweep_params(config)
-    kept = tracking.non_default_params(flat)
+    kept = tracker.non_default_params(flat)
     assert kept["config.data.validation_split"] == 0.3
     assert {"config.name", "config.search.trials", "config.objective.metric", "config.objective.mode", "config.search.space"} <= set(kept)
     assert "config.data.samples" not in kept and "config.fit.shuffle" not in kept
     assert len(kept) < len(flat) / 2
-    assert tracking.non_default_params({"a": 1}) == {"a": 1}
+    assert tracker.non_default_params({"a": 1}) == {"a": 1}
 
 
 def test_trials_is_a_typed_dataframe_and_csv(mlflow_uri, capsys):
@@ -147,11 +149,11 @@ def test_json_schema_is_published_and_checks_sweep_files():
     import jsonschema
     import yaml
 
-    from sweep import docs
+    from sweep.spec import docs
 
     repo = Path(__file__).resolve().parents[1]
     committed = (repo / docs.SCHEMA_PATH).read_text(encoding="utf-8")
-    assert committed == docs.schema(), "regenerate it: python -m sweep.docs --schema > docs/sweep.schema.json"
+    assert committed == docs.schema(), "regenerate it: python -m sweep.spec.docs --schema > docs/sweep.schema.json"
     schema = json.loads(committed)
     for path in sorted(glob.glob(str(repo / "search_spaces" / "*.yaml"))):
         jsonschema.validate(yaml.safe_load(Path(path).read_text()), schema)

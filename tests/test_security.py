@@ -9,8 +9,8 @@ import threading
 
 import pytest
 
-from sweep import tracking
-from sweep.config import SweepConfigError, load
+from sweep.tracking import tracker
+from sweep.spec.config import SweepConfigError, load
 
 
 @pytest.fixture()
@@ -37,7 +37,7 @@ def auth_server():
 
 def test_password_in_tracking_uri_is_sent_as_basic_auth_not_as_a_host(auth_server):
     address, seen = auth_server
-    tracking.check_reachable(f"http://alice:S3cret@{address}")
+    tracker.check_reachable(f"http://alice:S3cret@{address}")
     assert seen == ["Basic " + base64.b64encode(b"alice:S3cret").decode()]
 
 
@@ -45,19 +45,19 @@ def test_credentials_from_mlflows_environment_variables(auth_server, monkeypatch
     address, seen = auth_server
     monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "alice")
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "S3cret")
-    tracking.check_reachable(f"http://{address}")
+    tracker.check_reachable(f"http://{address}")
     assert seen[-1] == "Basic " + base64.b64encode(b"alice:S3cret").decode()
 
 
 def test_unreachable_uri_with_password_is_masked_in_the_error():
     with pytest.raises(ConnectionError) as info:
-        tracking.check_reachable("http://alice:S3cret@127.0.0.1:9", timeout=2)
+        tracker.check_reachable("http://alice:S3cret@127.0.0.1:9", timeout=2)
     assert "S3cret" not in str(info.value) and "alice:***@127.0.0.1:9" in str(info.value)
 
 
 def test_redact_masks_userinfo_passwords():
-    assert tracking.redact("http://alice:S3cret@host:5000/x") == "http://alice:***@host:5000/x"
-    assert "S3cret" not in tracking.redact("https://u:S3cret@h")
+    assert tracker.redact("http://alice:S3cret@host:5000/x") == "http://alice:***@host:5000/x"
+    assert "S3cret" not in tracker.redact("https://u:S3cret@h")
 
 
 @pytest.mark.parametrize("experiment", ["../escaped", "../../etc/x", "/some/where", "a/../../b", "~/x"])
@@ -78,7 +78,7 @@ def test_databricks_workspace_paths_stay_allowed():
 def test_ray_tune_is_not_handed_the_environments_credentials():
     from ray.tune.execution import class_cache
 
-    from sweep.runner import _withhold_secrets_from_ray, is_secret_name
+    from sweep.driver.runner import _withhold_secrets_from_ray, is_secret_name
 
     _withhold_secrets_from_ray()
     assert not {"AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_ACCESS_KEY_ID"} & set(class_cache.ENV_VARS_TO_PROPAGATE)
@@ -88,8 +88,8 @@ def test_ray_tune_is_not_handed_the_environments_credentials():
 
 
 def test_grid_size_of_a_huge_range_is_counted_without_listing_it():
-    from sweep import space
-    from sweep.config import SearchConfig
+    from sweep.search import space
+    from sweep.spec.config import SearchConfig
 
     search = SearchConfig(sampler="grid", trials=2, space={"units": {"type": "int", "low": 1, "high": 10**12}})
     assert space.grid_size(search) == 10**12

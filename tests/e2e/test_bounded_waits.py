@@ -28,9 +28,9 @@ def _config(tmp_path: Path, **extra) -> dict:
 
 
 def _no_parent_run(uri: str) -> bool:
-    from sweep import tracking
+    from sweep.tracking import tracker
 
-    return not Path(uri.removeprefix("sqlite:///")).exists() or tracking.find_parent_run(uri, "e2e-waits") is None
+    return not Path(uri.removeprefix("sqlite:///")).exists() or tracker.find_parent_run(uri, "e2e-waits") is None
 
 
 @pytest.mark.parametrize("resources, key, offer", [
@@ -40,7 +40,7 @@ def _no_parent_run(uri: str) -> bool:
 ], ids=["cpus", "gpu", "custom"])
 def test_resources_no_node_has_are_refused_before_any_trial(ray_session, tmp_path, resources, key, offer):
     import sweep
-    from sweep.config import SweepConfigError
+    from sweep.spec.config import SweepConfigError
 
     started = time.monotonic()
     with pytest.raises(SweepConfigError) as caught:
@@ -53,7 +53,7 @@ def test_resources_no_node_has_are_refused_before_any_trial(ray_session, tmp_pat
 
 def test_an_unreachable_tracking_server_fails_in_seconds(ray_session, tmp_path):
     import sweep
-    from sweep.config import SweepConfigError
+    from sweep.spec.config import SweepConfigError
 
     started = time.monotonic()
     with pytest.raises(SweepConfigError) as caught:
@@ -65,7 +65,7 @@ def test_an_unreachable_tracking_server_fails_in_seconds(ray_session, tmp_path):
 
 def test_an_unwritable_storage_is_one_line_and_leaves_no_run(ray_session, tmp_path):
     import sweep
-    from sweep.config import SweepConfigError
+    from sweep.spec.config import SweepConfigError
 
     (tmp_path / "afile").write_text("not a folder")
     with pytest.raises(SweepConfigError) as caught:

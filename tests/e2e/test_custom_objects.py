@@ -45,7 +45,7 @@ import json, sys
 import mlflow, numpy as np
 uri, name, mode = sys.argv[1:4]
 mlflow.set_tracking_uri(uri)
-import sweep, sweep.export
+import sweep, sweep.tracking.export
 out = {}
 x = np.zeros((2, 64), dtype="float32")
 if mode == "import":  # Keras' documented way for registered classes: import their module first
@@ -53,14 +53,15 @@ if mode == "import":  # Keras' documented way for registered classes: import the
     __import__(sys.argv[6])
     registry = mlflow.keras.load_model(f"models:/{name}/1")
 else:  # any custom object, registered or not: the sweep finds them in the logged model's code/
-    registry = mlflow.keras.load_model(f"models:/{name}/1", custom_objects=sweep.export.custom_objects(f"models:/{name}/1"))
+    registry = mlflow.keras.load_model(f"models:/{name}/1", custom_objects=sweep.custom_objects(f"models:/{name}/1"))
 out["registry"] = [type(registry).__name__, list(registry.predict(x, verbose=0).shape)]
 best = sweep.load_best(name, tracking_uri=uri)
 out["load_best"] = [type(best).__name__, [type(layer).__name__ for layer in best.layers]]
-out["export"] = [p.name for p in sweep.export.export_best(name, "exported", tracking_uri=uri, saved_model=True)]
+out["export"] = [p.name for p in sweep.tracking.export.export_best(name, "exported", tracking_uri=uri, saved_model=True)]
 if sys.argv[4] != "-":  # what a retried trial's worker does: the sweep's folder importable, then load its checkpoint
-    from sweep import callbacks, imports
-    from sweep.config import ModelConfig
+    from sweep.worker import callbacks
+    from sweep.inputs import imports
+    from sweep.spec.config import ModelConfig
     roots = imports.ensure_importable(imports.UserCode(paths=(sys.argv[5],), files=(), digest="retry"))
     callbacks.use_model_settings(ModelConfig(builder="x:build"), roots)
     out["checkpoint"] = type(callbacks.load_checkpoint(sys.argv[4])).__name__
@@ -78,9 +79,9 @@ def _fresh(tmp_path: Path, uri: str, name: str, mode: str, checkpoint: str = "-"
 
 
 def _parent(uri: str, name: str):
-    from sweep import tracking
+    from sweep.tracking import tracker
 
-    return tracking.find_parent_run(uri, name)
+    return tracker.find_parent_run(uri, name)
 
 
 def test_unregistered_custom_objects_survive_the_sweep_via_cli(ray_session, tmp_path):
@@ -96,9 +97,9 @@ def test_unregistered_custom_objects_survive_the_sweep_via_cli(ray_session, tmp_
     assert "Traceback" not in run.stderr
     parent = _parent(uri, "custom-parts")
     assert parent.info.status == "FINISHED" and "sweep.finish_error" not in parent.data.tags
-    from sweep import tracking
+    from sweep.tracking import tracker
 
-    children = tracking.child_runs(uri, parent)
+    children = tracker.child_runs(uri, parent)
     assert len(children) == 2 and all(c.data.tags["sweep.status"] == "completed" for c in children)
     assert all("hits" in c.data.metrics and "val_hits" in c.data.metrics for c in children), "the custom metric is logged"
     worst = min(children, key=lambda c: float(c.data.tags["sweep.best_value"]))

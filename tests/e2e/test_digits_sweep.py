@@ -47,10 +47,10 @@ def digits(ray_session, tmp_path_factory):
 
 
 def _children(result, uri):
-    from sweep import tracking
+    from sweep.tracking import tracker
 
-    parent = tracking.find_parent_run(uri, result.name)
-    return parent, tracking.child_runs(uri, parent)
+    parent = tracker.find_parent_run(uri, result.name)
+    return parent, tracker.child_runs(uri, parent)
 
 
 def test_every_trial_is_accounted_for(digits):
@@ -92,8 +92,8 @@ def test_one_child_run_per_trial_with_one_step_per_epoch(digits):
 def test_best_checkpoint_reproduces_the_objective(digits):
     import keras
 
-    from sweep import data
-    from sweep.config import DataConfig
+    from sweep.inputs import data
+    from sweep.spec.config import DataConfig
 
     result, _ = digits
     best = result.best

@@ -54,12 +54,12 @@ def _run(folder: Path, config: dict):
 
 
 def _histories(uri: str, name: str) -> list[dict[str, list[float]]]:
-    from sweep import tracking
+    from sweep.tracking import tracker
 
-    client = tracking.client(uri)
-    parent = tracking.find_parent_run(uri, name)
+    client = tracker.client(uri)
+    parent = tracker.find_parent_run(uri, name)
     found = []
-    for child in tracking.child_runs(uri, parent):
+    for child in tracker.child_runs(uri, parent):
         names = [k for k in child.data.metrics if not k.startswith("worker/") and not k.startswith("best_")]
         found.append({k: [m.value for m in sorted(client.get_metric_history(child.info.run_id, k), key=lambda m: m.step)] for k in names})
     return found
@@ -77,8 +77,8 @@ def _assert_same(got: dict[str, list[float]], plain: dict[str, list[float]]) -> 
 
 
 def _info(x, y):
-    from sweep.config import DataConfig
-    from sweep.data import load
+    from sweep.spec.config import DataConfig
+    from sweep.inputs.data import load
 
     return load(DataConfig(source="fit_shapes:" + x, args=y)).info
 
@@ -92,7 +92,7 @@ def test_one_hot_targets_with_categorical_crossentropy_train_as_plain_fit(ray_se
     _, uri = _run(folder, config)
     (got,) = _histories(uri, "fit-onehot")
     train, val = fit_shapes.onehot()
-    from sweep import models
+    from sweep.inputs import models
 
     keras.utils.set_random_seed(SEED)
     model = models.mlp({}, _info("onehot", {}), units=[16])
@@ -126,7 +126,7 @@ def test_weighted_trials_train_as_a_plain_weighted_fit(ray_session, folder, how)
     _, uri = _run(folder, config)
     (got,) = _histories(uri, config["name"])
     train, val = fit_shapes.skewed(weights=how == "sample_weight")
-    from sweep import models
+    from sweep.inputs import models
 
     keras.utils.set_random_seed(SEED)
     model = models.mlp({}, _info("skewed", {}), units=[16])
@@ -170,9 +170,9 @@ def test_dict_inputs_and_two_heads_with_per_output_losses(ray_session, folder):
     for history in _histories(uri, "fit-two-heads"):
         for name in ("loss", "kind_loss", "size_loss", "kind_accuracy", "size_mae", "val_kind_accuracy", "val_size_mae"):
             assert len(history.get(name, [])) == 2, f"{name}: {sorted(history)}"
-    from sweep import tracking
+    from sweep.tracking import tracker
 
-    parent = tracking.find_parent_run(uri, "fit-two-heads")
+    parent = tracker.find_parent_run(uri, "fit-two-heads")
     assert parent.data.tags["sweep.data.outputs"] == "{'kind': 3, 'size': 1}"
     assert "features" in parent.data.tags["sweep.data.inputs"] and "codes" in parent.data.tags["sweep.data.inputs"]
 
@@ -191,15 +191,15 @@ def test_an_image_folder_is_read_on_the_workers_with_the_trials_batch_size(ray_s
                     {"builder": "fit_shapes:tiny_cnn"}, "val_accuracy", epochs=2, space=space)
     result, uri = _run(folder, config)
     assert result.counts() == {"completed": 2}
-    from sweep import tracking
+    from sweep.tracking import tracker
 
-    parent = tracking.find_parent_run(uri, "fit-images")
+    parent = tracker.find_parent_run(uri, "fit-images")
     assert "streamed on workers" in parent.data.tags["sweep.data"]
     assert parent.data.tags["sweep.data.outputs"] == "2"  # from the folder's class_names
     import cloudpickle
 
-    from sweep.config import DataConfig
-    from sweep.data import load
+    from sweep.spec.config import DataConfig
+    from sweep.inputs.data import load
 
     shipped = load(DataConfig(source="fit_shapes:image_folder", args={"folder": str(folder / "images")}))
     assert shipped.x_train is None and shipped.pipeline is not None

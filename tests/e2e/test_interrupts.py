@@ -39,10 +39,10 @@ def _sweep_file(folder: Path) -> Path:
 
 
 def _runs(uri: str, name: str = NAME):
-    from sweep import tracking
+    from sweep.tracking import tracker
 
-    parent = tracking.find_parent_run(uri, name)
-    return parent, (tracking.child_runs(uri, parent) if parent else [])
+    parent = tracker.find_parent_run(uri, name)
+    return parent, (tracker.child_runs(uri, parent) if parent else [])
 
 
 def _start(tmp_path: Path, ray_address: str) -> tuple[subprocess.Popen, list[str], str]:
@@ -105,7 +105,7 @@ def test_one_ctrl_c_stops_promptly_and_the_sweep_resumes(ray_session, tmp_path):
 
 @pytest.mark.parametrize("signals, code", [((signal.SIGTERM,), 143), ((signal.SIGINT, signal.SIGINT), 130)], ids=["sigterm", "ctrl-c-twice"])
 def test_sigterm_and_a_second_ctrl_c_end_the_sweep_resumable(ray_session, tmp_path, signals, code):
-    from sweep import recovery
+    from sweep.driver import recovery
 
     driver, _, uri = _start(tmp_path, ray_session)
     took, _, err = _signal_and_wait(driver, *signals)

@@ -25,7 +25,7 @@ RETRY_S = "600"  # a rejected write retried as an outage would hold the sweep 10
 @pytest.mark.timeout(400)
 def test_every_epoch_of_every_metric_lands_under_a_name_mlflow_accepts(ray_session, mlflow_uri, tmp_path, monkeypatch, caplog):
     import sweep
-    from sweep import tracking
+    from sweep.tracking import tracker as tracking
 
     monkeypatch.setenv("SWEEP_TRACKING_RETRY_S", RETRY_S)
     shutil.copy(USER_CODE / "named_metrics.py", tmp_path / "named_metrics.py")
@@ -70,8 +70,8 @@ def test_every_epoch_of_every_metric_lands_under_a_name_mlflow_accepts(ray_sessi
 def test_a_server_rejecting_a_batch_is_not_an_outage(tmp_path, monkeypatch, caplog):
     """The writer itself, given a name the tracker would have renamed: the server answers 400,
     the other items of the batch land at once, the bad one is reported once."""
-    from sweep import tracking
-    from sweep.writer import Writer
+    from sweep.tracking import tracker as tracking
+    from sweep.tracking.writer import Writer
 
     monkeypatch.setenv("SWEEP_TRACKING_RETRY_S", RETRY_S)
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")

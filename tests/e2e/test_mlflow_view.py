@@ -47,7 +47,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_sorting_by_the_best_objective_ranks_trials_as_sweep_best(finished):
-    from sweep import store
+    from sweep.tracking import store
 
     result, uri = finished
     mlflow_client = store.client(uri)
@@ -71,7 +71,7 @@ def test_sorting_by_the_best_objective_ranks_trials_as_sweep_best(finished):
 
 
 def test_parent_params_are_what_differs_from_defaults(finished):
-    from sweep import store
+    from sweep.tracking import store
 
     _, uri = finished
     mlflow_client = store.client(uri)
@@ -86,7 +86,7 @@ def test_parent_params_are_what_differs_from_defaults(finished):
 
 
 def test_model_version_lineage_is_the_best_trial(finished):
-    from sweep import store
+    from sweep.tracking import store
 
     result, uri = finished
     mlflow_client = store.client(uri)

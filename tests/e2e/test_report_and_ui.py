@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from test_report import parse, png_size  # tests/ is on sys.path (rootdir conftest)
+from fake_sweeps import parse, png_size  # tests/ is on sys.path (rootdir conftest)
 
 pytestmark = pytest.mark.slow
 
@@ -62,13 +62,13 @@ def finished(ray_session, tmp_path_factory):
 
 
 def _parent(uri: str, name: str):
-    from sweep import tracking
+    from sweep.tracking import tracker
 
-    return tracking.find_parent_run(uri, name)
+    return tracker.find_parent_run(uri, name)
 
 
 def test_report_of_the_sweep(finished, tmp_path):
-    from sweep import report
+    from sweep.views import report
 
     result, uri, _ = finished
     out = subprocess.run(
@@ -92,7 +92,7 @@ def test_report_of_the_sweep(finished, tmp_path):
 def test_the_report_is_logged_on_the_parent_run(finished):
     from mlflow.tracking import MlflowClient
 
-    from sweep import report
+    from sweep.views import report
 
     result, uri, _ = finished
     client = MlflowClient(uri)
@@ -103,8 +103,8 @@ def test_the_report_is_logged_on_the_parent_run(finished):
 def test_registered_model_loads_and_predicts(finished):
     import mlflow
 
-    from sweep import data
-    from sweep.config import DataConfig
+    from sweep.inputs import data
+    from sweep.spec.config import DataConfig
 
     result, uri, _ = finished
     mlflow.set_tracking_uri(uri)
@@ -121,8 +121,8 @@ def test_export_and_load_best_give_the_best_model(finished, tmp_path):
     import keras
 
     import sweep
-    from sweep import data
-    from sweep.config import DataConfig
+    from sweep.inputs import data
+    from sweep.spec.config import DataConfig
 
     result, uri, _ = finished
     out = subprocess.run(
@@ -176,7 +176,7 @@ def test_warm_start_runs_the_earlier_best_first(finished, tmp_path, caplog):
 
 def test_warm_start_from_an_unknown_sweep_is_one_line(finished, tmp_path):
     import sweep
-    from sweep.config import SweepConfigError
+    from sweep.spec.config import SweepConfigError
 
     _, uri, _ = finished
     bad = {**SWEEP, "name": "e2e-report-bad", "search": {**SWEEP["search"], "warm_start": "no-such-sweep"}}
@@ -254,7 +254,7 @@ def browser():
 def test_mlflow_ui_shows_the_sweep(finished, mlflow_ui, browser, tmp_path):
     from mlflow.tracking import MlflowClient
 
-    from sweep.tracking import UI_VIEW, ui_url
+    from sweep.tracking.tracker import UI_VIEW, ui_url
 
     result, uri, _ = finished
     parent = _parent(uri, result.name)

@@ -42,10 +42,10 @@ def _sweep_file(folder: Path) -> Path:
 
 
 def _children(uri: str):
-    from sweep import tracking
+    from sweep.tracking import tracker
 
-    parent = tracking.find_parent_run(uri, "e2e-resume")
-    return parent, (tracking.child_runs(uri, parent) if parent else [])
+    parent = tracker.find_parent_run(uri, "e2e-resume")
+    return parent, (tracker.child_runs(uri, parent) if parent else [])
 
 
 def test_sigkill_driver_then_resume(ray_session, tmp_path):

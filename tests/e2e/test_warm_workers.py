@@ -2,7 +2,7 @@
 
 Three trials run one after another through sweep's own trainable, on one reused worker:
 adam, then rmsprop (other optimizer slots, other batch size), then adam again. The third reuses
-the first one's compiled model (sweep.reuse) and must reproduce the first bit for bit, and both
+the first one's compiled model (sweep.worker.reuse) and must reproduce the first bit for bit, and both
 must match a plain in-process fit of the same seed.
 """
 
@@ -16,10 +16,12 @@ import numpy as np
 import pytest
 from ray import tune
 
-from sweep import models, trainable, worker
-from sweep.config import FitConfig, ModelConfig, ObjectiveConfig, ResourcesConfig
-from sweep.data import DataInfo, Dataset
-from sweep.results import KEYS_FIELD
+from sweep.inputs import models
+from sweep.worker import trainable
+from sweep.worker import resources as worker
+from sweep.spec.config import FitConfig, ModelConfig, ObjectiveConfig, ResourcesConfig
+from sweep.inputs.data import DataInfo, Dataset
+from sweep.driver.ledger import KEYS_FIELD
 
 pytestmark = pytest.mark.slow
 
@@ -123,8 +125,8 @@ def test_a_worker_freezes_its_imports_and_still_collects_what_trials_leave(ray_s
         import gc
         import weakref
 
-        from sweep import trainable
-        from sweep.config import ResourcesConfig
+        from sweep.worker import trainable
+        from sweep.spec.config import ResourcesConfig
 
         class Cycle:  # defined here: the worker cannot import this test module
             pass
@@ -151,7 +153,7 @@ def test_a_worker_fetches_the_sweeps_parts_once_and_a_new_sweeps_parts_replace_t
     @ray.remote(num_cpus=1)
     class Worker:
         def parts(self, refs: list) -> tuple[bool, bool, int, str]:
-            from sweep import trainable
+            from sweep.worker import trainable
 
             first = trainable.bound_parts(refs[0])
             again = trainable.bound_parts(refs[0])

@@ -1,0 +1,1 @@
+"""The driver process: assembling and running the Tuner, the Ray session and cluster, the ledger, resume."""

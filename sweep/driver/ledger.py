@@ -1,0 +1,402 @@
+"""What a sweep knows about its trials: one ``TrialOutcome`` per trial, kept by the ``Ledger``.
+
+The ledger is the first Ray Tune callback on the driver. It turns Tune's stream of results into
+small typed records (status, epochs, best value, checkpoint) that the tracker, the live view
+and the final ``SweepResult`` all read, so no one re-derives trial state from Ray internals or
+rescans files. It keeps a constant amount of data per trial (no metric histories), so driver
+memory stays flat on long sweeps.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import pandas as pd
+from ray import tune
+
+# Keys the reporting callback adds beside Keras' own logs (see callbacks.TuneReporter).
+KEYS_FIELD = "sweep_keys"  # comma-joined names of the Keras logs in this result
+END_FIELD = "sweep_end"  # on a trial's last epoch: "completed" or a failure reason
+EPOCH_FIELD = "sweep_epoch"  # the epoch number, 1-based; schedulers and MLflow steps use it
+IMPROVED_FIELD = "sweep_improved"  # 1.0 when this epoch improved the objective (and checkpointed)
+
+# What a warm worker reports about itself beside the Keras logs (see sweep.worker.resources), and the
+# MLflow metric names they are logged under: they describe the worker, not the model.
+RSS_FIELD, GPU_FIELD, EPOCH_SECONDS_FIELD = "worker_peak_rss_mb", "worker_gpu_peak_mb", "epoch_seconds"
+WORKER_METRICS = {RSS_FIELD: "worker/peak_rss_mb", GPU_FIELD: "worker/gpu_peak_mb", EPOCH_SECONDS_FIELD: "worker/epoch_seconds"}
+
+COMPLETED, STOPPED_EARLY, FAILED, RUNNING, PENDING = "completed", "stopped_early", "failed", "running", "pending"
+# A trial the sweep stopped before it ended (Ctrl-C, SIGTERM, a storage fault, fail-fast): its
+# MLflow run ends KILLED, and ``sweep resume`` runs it again from its checkpoint in that run.
+INTERRUPTED = "interrupted"
+STATUSES = (RUNNING, COMPLETED, STOPPED_EARLY, FAILED)
+
+
+def keras_metrics(result: dict[str, Any]) -> dict[str, float]:
+    """The Keras logs of one Tune result (loss, metrics, val_*), without Ray's own keys."""
+    names = str(result.get(KEYS_FIELD, "")).split(",")
+    return {name: float(result[name]) for name in names if name and name in result}
+
+
+def worker_metrics(result: dict[str, Any]) -> dict[str, float]:
+    """The worker's memory and epoch time in one result, under their MLflow names."""
+    return {name: float(result[field]) for field, name in WORKER_METRICS.items() if result.get(field) is not None}
+
+
+def epoch_of(result: dict[str, Any]) -> int:
+    """The epoch a result belongs to: the reporter's own count, which a resumed trial continues
+    (Tune's training_iteration restarts at 1 in a new session)."""
+    epoch = result.get(EPOCH_FIELD)
+    return int(epoch if epoch is not None else result.get("training_iteration", 0))
+
+
+def is_better(value: float, best: float | None, mode: str) -> bool:
+    """True when ``value`` beats ``best`` under ``mode``; NaN never beats anything."""
+    if value is None or math.isnan(value):
+        return False
+    if best is None or math.isnan(best):
+        return True
+    return value > best if mode == "max" else value < best
+
+
+@dataclass
+class TrialOutcome:
+    """Everything the sweep keeps about one trial."""
+
+    trial_id: str
+    number: int
+    params: dict[str, Any]
+    status: str = PENDING
+    epochs: int = 0
+    value: float | None = None  # best objective over the epochs it ran
+    best_epoch: int | None = None
+    last_metrics: dict[str, float] = field(default_factory=dict)
+    reason: str | None = None  # why it failed
+    checkpoint: str | None = None  # path of its best checkpoint
+    superseded: str | None = None  # the checkpoint the best one replaced, until the tracker prunes it
+    node_ip: str | None = None
+    started_at: float | None = None
+    ended_at: float | None = None
+    mlflow_run_id: str | None = None
+    retries: int = 0  # restarts from its checkpoint after its worker died
+
+    def row(self) -> dict[str, Any]:
+        """One flat row for trials.csv and the DataFrame: params as ``param.<name>``."""
+        data = asdict(self)
+        del data["superseded"]  # the driver's bookkeeping, not a result
+        params = data.pop("params")
+        last = data.pop("last_metrics")
+        data.update({f"param.{k}": v for k, v in params.items()})
+        data.update({f"last.{k}": v for k, v in last.items()})
+        return data
+
+
+@dataclass
+class BestTrial:
+    """The winning trial, as ``SweepResult.best`` and ``sweep best --json`` report it."""
+
+    trial_id: str
+    params: dict[str, Any]
+    value: float
+    epoch: int | None
+    epochs: int
+    checkpoint: str | None
+    mlflow_run_id: str | None
+    number: int | None = None  # the identifier users see: ``trial 0002``, MLflow run ``NAME-0002``
+
+
+@dataclass
+class SweepResult:
+    """What ``sweep.run()`` returns."""
+
+    name: str
+    metric: str
+    mode: str
+    best: BestTrial | None
+    trials: pd.DataFrame
+    tracking_uri: str
+    experiment: str
+    parent_run_id: str | None
+    storage: str
+    wall_seconds: float
+    stopped_because: str | None = None  # set when failure.fail_fast ended the sweep
+    finish_error: str | None = None  # one line: what failed while the sweep finished (best model, registry, report...)
+
+    def counts(self) -> dict[str, int]:
+        if self.trials.empty:
+            return {}
+        return self.trials["status"].value_counts().to_dict()
+
+
+class DriverCallback(tune.Callback):
+    """A Tune callback that lives on the driver and holds threads, clients or consoles.
+
+    Tune pickles its run config (callbacks included) into the experiment folder; those live
+    objects cannot be pickled and are meaningless elsewhere, so they are left out.
+    """
+
+    transient: tuple[str, ...] = ()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k not in self.transient}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        for name in self.transient:
+            self.__dict__.setdefault(name, None)
+
+
+class Ledger(DriverCallback):
+    """Keeps one ``TrialOutcome`` per trial as Tune reports on it (driver side, cheap)."""
+
+    def __init__(self, metric: str, mode: str, hyperparameters: Any, max_epochs: int):
+        self.metric, self.mode, self.max_epochs = metric, mode, max_epochs
+        self._hyperparameters = hyperparameters  # config dict -> hp dict (space.hyperparameters)
+        self.outcomes: dict[str, TrialOutcome] = {}
+        self.started = time.time()
+        self.best: TrialOutcome | None = None
+        self.prior_ended = 0  # trials that ended in an earlier session of a resumed sweep
+        self.first_error: str | None = None  # traceback tail of the first trial that failed before any epoch
+
+    # -- Tune callback hooks --------------------------------------------------------------
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        outcome = self.outcome(trial)
+        outcome.status, outcome.started_at = RUNNING, outcome.started_at or time.time()
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        outcome = self.outcome(trial)
+        outcome.status = RUNNING
+        outcome.epochs = epoch_of(result)
+        outcome.last_metrics = keras_metrics(result) or outcome.last_metrics  # a final infeasible report has none
+        outcome.node_ip = result.get("node_ip", outcome.node_ip)
+        value = outcome.last_metrics.get(self.metric)
+        if value is not None and is_better(value, outcome.value, self.mode):
+            outcome.value, outcome.best_epoch = value, outcome.epochs
+            if self.best is None or is_better(value, self.best.value, self.mode):
+                self.best = outcome
+        end = result.get(END_FIELD)
+        if end and end != COMPLETED:
+            outcome.reason = str(end)
+
+    def on_checkpoint(self, iteration: int, trials: list, trial: Any, checkpoint: Any, **info: Any) -> None:
+        """Trials checkpoint only on improvement, so the newest checkpoint is the best one and
+        the one it supersedes can go. It goes through the tracker, after MLflow names the new
+        one (``MLflowTracker.on_checkpoint``): a driver killed in between leaves MLflow naming a
+        checkpoint that still exists, which is what ``sweep resume`` continues from."""
+        from sweep.worker import storage
+
+        outcome = self.outcome(trial)
+        previous, outcome.checkpoint = outcome.checkpoint, storage.checkpoint_location(checkpoint)
+        if previous and previous != outcome.checkpoint:
+            outcome.superseded = previous
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        outcome = self.outcome(trial)
+        end = (trial.last_result or {}).get(END_FIELD)
+        if end == COMPLETED:
+            outcome.status = COMPLETED
+        elif end:
+            outcome.status, outcome.reason = FAILED, str(end)
+        else:
+            outcome.status = STOPPED_EARLY
+        outcome.ended_at = time.time()
+
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        """Its worker died and Tune restarts it from its latest checkpoint (``failure.max_retries``)."""
+        outcome = self.outcome(trial)
+        outcome.retries += 1
+        outcome.reason = error_summary(trial)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        outcome = self.outcome(trial)
+        outcome.status, outcome.ended_at = FAILED, time.time()
+        outcome.reason = error_summary(trial)
+        if _storage_fault(trial):  # the storage failed, not the trial: it runs again on resume
+            outcome.status = INTERRUPTED
+            self.infrastructure_fault = self.infrastructure_fault or outcome.reason
+            return
+        if self.first_error is None and outcome.epochs == 0:
+            self.first_error = traceback_tail(trial)
+
+    infrastructure_fault: str | None = None  # set when a trial failed because the storage did
+
+    def interrupt_open_trials(self) -> list[TrialOutcome]:
+        """The sweep stops before these trials ended: mark them interrupted (and return them)."""
+        stopped = [o for o in self.outcomes.values() if o.status == RUNNING]
+        for outcome in stopped:
+            outcome.status, outcome.ended_at = INTERRUPTED, time.time()
+        return stopped
+
+    # -- queries -----------------------------------------------------------------------------
+    def outcome(self, trial: Any) -> TrialOutcome:
+        """The trial's record; a resumed trial keeps the identity it had before the crash."""
+        key = trial.config.get("_resume_trial_id") or trial.trial_id
+        outcome = self.outcomes.get(key)
+        if outcome is None:
+            outcome = TrialOutcome(
+                trial_id=key,
+                number=len(self.outcomes),
+                params=self._hyperparameters(trial.config),
+            )
+            self.outcomes[key] = outcome
+        return outcome
+
+    def seed(self, priors: list[Any]) -> None:
+        """Take in the trials of an earlier session (``recovery.PriorTrial``) before Tune starts."""
+        for prior in priors:
+            ended = prior.status in (COMPLETED, STOPPED_EARLY, FAILED)
+            outcome = TrialOutcome(
+                trial_id=prior.trial_id,
+                number=prior.number,
+                params=prior.params,
+                status=prior.status if ended else PENDING,
+                epochs=prior.epochs,
+                value=prior.value,
+                best_epoch=prior.best_epoch,
+                reason=prior.reason,
+                checkpoint=prior.checkpoint,
+                mlflow_run_id=prior.run_id,
+                ended_at=time.time() if ended else None,
+            )
+            self.outcomes[prior.trial_id] = outcome
+            self.prior_ended += int(ended)
+            if outcome.value is not None and (self.best is None or is_better(outcome.value, self.best.value, self.mode)):
+                self.best = outcome
+
+    def count(self, status: str) -> int:
+        return sum(1 for o in self.outcomes.values() if o.status == status)
+
+    def frame(self) -> pd.DataFrame:
+        rows = [o.row() for o in sorted(self.outcomes.values(), key=lambda o: o.number)]
+        return pd.DataFrame(rows)
+
+    def best_trial(self) -> BestTrial | None:
+        best = self.best
+        if best is None or best.value is None:
+            return None
+        return BestTrial(
+            trial_id=best.trial_id,
+            params=best.params,
+            value=best.value,
+            epoch=best.best_epoch,
+            epochs=best.epochs,
+            checkpoint=best.checkpoint,
+            mlflow_run_id=best.mlflow_run_id,
+            number=best.number,
+        )
+
+
+def _storage_fault(trial: Any) -> bool:
+    """Whether the trial's latest error was the storage failing (read-only, full, I/O error)."""
+    from sweep.worker import trainable
+
+    return trainable.is_storage_fault(trainable.LAST_ERRORS.get(trial.trial_id))
+
+
+class FailFast(tune.Stopper):
+    """Stops a sweep whose first trials all fail the same way before reporting one epoch.
+
+    A broken model factory or data that does not fit the model fails every trial identically;
+    running the whole budget would only print the same traceback again and again.
+    """
+
+    def __init__(self, ledger: Ledger, limit: int):
+        self.ledger, self.limit = ledger, limit
+        self.error: str | None = None  # latched: trials Tune stops afterwards do not undo it
+        self.settled = False  # some trial finished an epoch: never trips, never scans again
+        self.halt: str | None = None  # why the whole sweep stops now (a signal, a storage fault)
+
+    def __call__(self, trial_id: str, result: dict) -> bool:
+        return False
+
+    def stop_all(self) -> bool:
+        if self.halt is None and self.ledger.infrastructure_fault:
+            self.halt = f"storage fault: {self.ledger.infrastructure_fault}"
+        return self.halt is not None or self.tripped() is not None
+
+    def tripped(self) -> str | None:
+        """The shared error line once ``limit`` trials failed with it and none got an epoch in."""
+        if self.error is not None or self.limit <= 0 or self.settled:
+            return self.error
+        outcomes = self.ledger.outcomes.values()
+        if any(o.epochs > 0 for o in outcomes):
+            self.settled = True  # an epoch got in: this sweep can no longer trip (Tune asks every step)
+            return None
+        reasons = [o.reason for o in outcomes if o.status == FAILED and not _hyperparameter_specific(o.reason)]
+        if len(reasons) >= self.limit and len(set(reasons)) == 1:
+            self.error = reasons[0]
+        return self.error
+
+
+def _hyperparameter_specific(reason: str | None) -> bool:
+    """Failures caused by one configuration (infeasible batch size, out of memory), not by the sweep."""
+    return bool(reason) and (
+        reason.startswith(("infeasible: ", "out of memory: "))
+        or any(kind in reason for kind in ("InfeasibleTrial", "ResourceExhaustedError", "OutOfMemoryError"))
+    )
+
+
+def _error_text(trial: Any) -> str:
+    """The failed trial's error text. Tune writes it to the trial's local folder first and
+    syncs it to storage later, so ``get_error()`` (which reads storage) can come back empty
+    while ``on_trial_error`` runs; the local file is read first."""
+    try:
+        local = trial.error_file  # None when the trial has no local folder (it ran elsewhere)
+        if local and os.path.isfile(local):
+            with open(local, encoding="utf-8", errors="replace") as handle:
+                text = handle.read()
+            if text.strip():
+                return text
+    except Exception:  # an unreadable file: try storage below
+        pass
+    text = ""
+    try:
+        text = trial.get_error() or ""
+    except Exception:  # the error file may be gone on remote storage; fall back below
+        pass
+    return text or str(getattr(trial, "error_msg", "") or "")
+
+
+def traceback_tail(trial: Any, lines: int = 10) -> str:
+    """The end of the failed trial's own traceback: its root cause, without Ray's frames.
+
+    Ray chains the user's exception under its own wrappers; the first exception of the chain
+    is where the user's code failed, so that part is shown, minus Ray frames and caret lines.
+    """
+    root = re.split(r"\n\s*(?:The above exception was the direct cause|During handling of the above exception)[^\n]*\n", _error_text(trial).strip())[0]
+    kept: list[str] = []
+    skip_code = False
+    for line in root.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("File ") and "/ray/" in stripped:
+            skip_code = True  # a Ray frame: drop it and the source line under it
+            continue
+        if not stripped or set(stripped) <= set("^~ ") or (skip_code and not stripped.startswith("File ")):
+            skip_code = skip_code and bool(stripped) and set(stripped) <= set("^~ ")
+            continue
+        skip_code = False
+        if not stripped.startswith(("Failure # ", "ray::")):
+            kept.append(line.rstrip())
+    return "\n".join(kept[-lines:])
+
+
+def error_summary(trial: Any) -> str:
+    """The last meaningful line of a failed trial's traceback (e.g. ``ValueError: ...``)."""
+    text = _error_text(trial)
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    for line in reversed(lines):
+        if not line.startswith(("File ", "^", "~")) and ("Error" in line or "Exception" in line or ":" in line):
+            return _strip_ray_prefix(line)[:500]
+    return lines[-1][:500] if lines else "unknown error"
+
+
+def _strip_ray_prefix(line: str) -> str:
+    for prefix in ("ray.exceptions.RayTaskError", "ray::"):
+        if line.startswith(prefix) and ": " in line:
+            return line.split(": ", 1)[1]
+    return line

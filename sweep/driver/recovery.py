@@ -1,0 +1,244 @@
+"""Continuing a sweep whose driver died: what MLflow knows decides what runs again.
+
+MLflow is the record users trust, so it is also the record a resume starts from (not Ray's
+experiment snapshot, which lags the last results and re-runs or duplicates trials):
+
+* trials whose child run ended (completed / stopped_early / failed) are kept as they are and
+  handed to Optuna as history, so the search continues from what it learned;
+* trials whose child run is still RUNNING were interrupted: they run again with the same
+  hyperparameters, from their last checkpoint, in the same child run, and epochs already in
+  MLflow are not logged a second time;
+* the remaining budget is ``search.trials`` minus what already ended.
+
+A small lock file next to the sweep's checkpoints tells a live driver from a dead one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sweep.spec.config import SweepConfig
+from sweep.tracking.store import int_or_none
+
+LOCK_FILE = "driver.json"
+ENDED = ("completed", "stopped_early", "failed")
+
+
+@dataclass
+class PriorTrial:
+    """A trial of the earlier session, as its MLflow child run records it."""
+
+    trial_id: str
+    run_id: str
+    number: int
+    params: dict[str, Any]
+    status: str
+    value: float | None  # best objective over its epochs
+    last_value: float | None  # objective at its last epoch (what Optuna was told)
+    epochs: int
+    best_epoch: int | None
+    checkpoint: str | None
+    reason: str | None
+    last_step: int  # highest epoch already logged
+
+
+@dataclass
+class ResumeState:
+    """Everything ``runner.execute`` needs to continue instead of starting over."""
+
+    parent_run_id: str
+    ended: list[PriorTrial] = field(default_factory=list)
+    interrupted: list[PriorTrial] = field(default_factory=list)
+
+    @property
+    def remaining(self) -> int:
+        return len(self.interrupted)
+
+    def resume_configs(self) -> list[dict[str, Any]]:
+        """Trial configs for the interrupted trials: their params plus private resume keys."""
+        return [
+            {**t.params, "_resume_trial_id": t.trial_id, "_resume_run_id": t.run_id, "_resume_from": t.checkpoint}
+            for t in self.interrupted
+        ]
+
+
+RESUMABLE = ("RUNNING", "SCHEDULED", "KILLED")  # its driver died, or was interrupted (Ctrl-C)
+
+
+def unfinished_parent(uri: str, name: str) -> Any | None:
+    """The newest parent run of ``name`` if its driver died or was interrupted, else None.
+
+    A sweep that ran to its end is never "unfinished", whatever its status: FINISHED, or FAILED
+    (no trial produced a result, ``failure.fail_fast`` stopped it, or finishing it failed, which
+    its ``sweep.finish_error`` tag says); the next ``sweep run`` of its file starts a new sweep.
+    """
+    from sweep.tracking import tracker
+
+    parent = tracker.find_parent_run(uri, name)
+    if parent is None or parent.info.status not in RESUMABLE:
+        return None
+    if parent.info.status != "KILLED" and parent.data.tags.get("sweep.finish_error"):
+        return None  # it ended, but could not even be closed (the store went away at the very end)
+    return parent
+
+
+def load_state(uri: str, parent: Any, config: SweepConfig) -> ResumeState:
+    """Read the earlier session's child runs and sort them into ended and interrupted."""
+    from sweep.search import space
+    from sweep.tracking import tracker
+
+    client = tracker.client(uri)
+    metric = config.objective.metric
+    state = ResumeState(parent_run_id=parent.info.run_id)
+    for run in tracker.child_runs(uri, parent):
+        tags = run.data.tags
+        params, _ = space.typed_params(config.search, dict(run.data.params))
+        history = client.get_metric_history(run.info.run_id, metric)
+        values = {m.step: m.value for m in history}
+        last_step = max(values, default=0)
+        status = tags.get(tracker.STATUS_TAG, "running")
+        best_text = tags.get("sweep.best_value")
+        best = float(best_text) if best_text else _best(values, config.objective.mode)
+        prior = PriorTrial(
+            trial_id=tags.get(tracker.TRIAL_TAG, run.info.run_id),
+            run_id=run.info.run_id,
+            number=int(tags.get("sweep.trial_number", 0)),
+            params=params,
+            status=status,
+            value=best,
+            last_value=values.get(last_step),
+            epochs=int(tags.get("sweep.epochs", last_step) or last_step),
+            best_epoch=int_or_none(tags.get("sweep.best_epoch")),
+            checkpoint=tags.get("sweep.checkpoint"),
+            reason=tags.get("sweep.reason"),
+            last_step=last_step,
+        )
+        if status in ENDED and run.info.status == "RUNNING":
+            _repair_end(client, run.info.run_id, status)
+        (state.ended if status in ENDED else state.interrupted).append(prior)
+    state.ended.sort(key=lambda t: t.number)
+    state.interrupted.sort(key=lambda t: t.number)
+    return state
+
+
+def _repair_end(client: Any, run_id: str, status: str) -> None:
+    """A run whose end tags landed but whose end did not (the driver died between the two
+    writes): end it as the tags say, so no run stays RUNNING forever."""
+    try:
+        client.set_terminated(run_id, "FAILED" if status == "failed" else "FINISHED")
+    except Exception:  # the resume still works; the next resume tries again
+        pass
+
+
+def optuna_history(config: SweepConfig, state: ResumeState) -> list[Any]:
+    """Ended trials as Optuna records, valued as Ray's OptunaSearch would have valued them."""
+    from sweep.search import space
+
+    return [
+        space.frozen_trial(config.search, t.params, t.last_value, failed=t.status == "failed")
+        for t in state.ended
+        if t.params
+    ]
+
+
+def _best(values: dict[int, float], mode: str) -> float | None:
+    finite = [v for v in values.values() if v == v]
+    if not finite:
+        return None
+    return max(finite) if mode == "max" else min(finite)
+
+
+# ---------------------------------------------------------------------------------------------
+# the driver lock
+
+
+def lock_path(storage_dir: str) -> Path:
+    return Path(storage_dir) / LOCK_FILE
+
+
+def live_driver(storage_dir: str) -> dict[str, Any] | None:
+    """The lock's content if a driver on this host still holds it, else None."""
+    path = lock_path(storage_dir)
+    if "://" in storage_dir or not path.exists():
+        return None
+    try:
+        holder = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if holder.get("host") != socket.gethostname():
+        return holder  # another machine: assume alive, the user decides
+    try:
+        os.kill(int(holder["pid"]), 0)
+    except (OSError, ValueError, KeyError):
+        return None
+    return holder if int(holder["pid"]) != os.getpid() else None
+
+
+def take_lock(storage_dir: str) -> None:
+    """Write this driver's lock; :class:`StorageNotWritable` (one line) when the folder cannot be
+    made or written (below a file, read-only, /proc...)."""
+    if "://" in storage_dir:
+        return
+    path = lock_path(storage_dir)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
+    except OSError as exc:
+        raise StorageNotWritable(f"expected a writable folder, got {Path(storage_dir).parent} ({exc.strerror or type(exc).__name__})") from None
+
+
+class StorageNotWritable(OSError):
+    """The sweep's storage folder cannot be created or written."""
+
+
+def release_lock(storage_dir: str) -> None:
+    if "://" not in storage_dir:
+        lock_path(storage_dir).unlink(missing_ok=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# handing the interrupted trials out first
+
+
+def resuming_searcher(inner: Any, configs: list[dict[str, Any]]) -> Any:
+    """Wrap a Tune searcher so the interrupted trials' configs are suggested before new ones.
+
+    Those trials were already suggested (and counted) by Optuna in the earlier session, so
+    their results are not reported to it again.
+    """
+    from ray.tune.search import Searcher
+
+    class ResumingSearcher(Searcher):
+        def __init__(self) -> None:
+            super().__init__(metric=inner.metric, mode=inner.mode)
+            self.inner, self.pending, self.resumed = inner, list(configs), set()
+
+        def set_search_properties(self, metric: Any, mode: Any, config: dict, **spec: Any) -> bool:
+            return self.inner.set_search_properties(metric, mode, config, **spec)
+
+        def suggest(self, trial_id: str) -> dict | None:
+            if self.pending:
+                self.resumed.add(trial_id)
+                return self.pending.pop(0)
+            return self.inner.suggest(trial_id)
+
+        def on_trial_result(self, trial_id: str, result: dict) -> None:
+            if trial_id not in self.resumed:
+                self.inner.on_trial_result(trial_id, result)
+
+        def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+            if trial_id not in self.resumed:
+                self.inner.on_trial_complete(trial_id, result=result, error=error)
+
+        def save(self, checkpoint_path: str) -> None:
+            self.inner.save(checkpoint_path)
+
+        def restore(self, checkpoint_path: str) -> None:
+            self.inner.restore(checkpoint_path)
+
+    return ResumingSearcher()

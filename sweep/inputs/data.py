@@ -1,0 +1,819 @@
+"""Named data sources, the train/validation split and :class:`DataInfo`.
+
+``data.source`` in a sweep file names where the arrays come from:
+
+* ``digits`` / ``diabetes``: small datasets that ship with scikit-learn (no download);
+* ``synthetic``: ``make_classification`` / ``make_regression`` sized by ``samples``,
+  ``features`` and ``classes`` and seeded by ``seed``;
+* ``npz:PATH``: arrays ``x_train, y_train, x_val, y_val`` or ``x, y`` (pickles are never loaded);
+* ``csv:PATH``: numeric feature columns plus the ``target`` column;
+* ``keras:NAME``: ``keras.datasets.NAME.load_data()`` (may download on first use);
+* ``package.module:function``: a user function called with ``data.args`` that returns
+  ``(x, y)``, ``(x, y, sample_weight)``, ``((x_train, y_train), (x_val, y_val))`` (x and y
+  may be lists or dicts of arrays), or a ``(train, validation)`` pair of pipelines.
+
+Every path ends in :func:`load`, which returns the arrays ``fit()`` receives (a user's own as
+given; the built-in sources prepared for the built-in models) and a :class:`DataInfo` with
+the shapes the model builder needs and a fingerprint workers use to cache the arrays.
+
+This module is imported by the config validator (:func:`check_source`), so at module level it
+imports only the standard library and numpy; scikit-learn, pandas and keras are imported by the
+loaders that need them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+import numpy as np
+
+from sweep.inputs import pipelines
+from sweep.inputs import targets
+from sweep.spec.config import InputError
+from sweep.inputs.pipelines import kind_of
+from sweep.inputs.structures import is_nested, leaves, map_leaves, named_leaves, rebuild, rows, shapes, take_rows
+from sweep.inputs.targets import TargetKind
+
+if TYPE_CHECKING:
+    from sweep.spec.config import DataConfig
+
+__all__ = ["DataInfo", "Dataset", "SOURCES", "KERAS_DATASETS", "check_source", "load"]
+
+# Task inference: integer-valued targets with at most this many distinct values ...
+MAX_INFERRED_CLASSES = 50
+# ... are class labels when there are at most SMALL_CLASS_COUNT of them, or when they are
+# fewer than this fraction of the rows (a column of many repeated integers is labels; a
+# column where most values are distinct, like diabetes' disease progression, is a quantity).
+SMALL_CLASS_COUNT = 10
+CLASS_FRACTION = 0.05
+
+# keras.datasets whose load_data() returns fixed-size numeric arrays (imdb/reuters return
+# variable-length sequences a plain fit() cannot take).
+KERAS_DATASETS = ("boston_housing", "california_housing", "cifar10", "cifar100", "fashion_mnist", "mnist")
+
+_FORMS = "digits, diabetes, synthetic, npz:PATH, csv:PATH, keras:NAME or package.module:function"
+
+
+@dataclass(frozen=True)
+class DataInfo:
+    """What a model factory and the trial runner need to know about the data.
+
+    ``input_shapes`` and ``output_sizes`` have the form of ``x`` and ``y`` as the data
+    function returned them: one shape tuple (one sample, no batch dimension) for a single
+    array, a list for a list of arrays, a dict by name for a dict. ``input_shape`` and
+    ``num_outputs`` are the first input's and the first output's, for single-array models.
+    """
+
+    input_shape: tuple[int, ...]  # the first input: one sample, no batch dimension (after data.reshape)
+    num_outputs: int  # the first output: classes (>= 2) for classification; values per row for regression
+    task: str  # the first output's: "classification" | "regression"
+    n_train: int  # rows (0 when a pipeline does not know its length)
+    n_val: int
+    source: str
+    fingerprint: str  # hex hash of the arrays (bytes, shapes, dtypes), or of a pipeline's settings
+    input_shapes: Any = None  # every input's shape, in x's form (tuple | list | dict)
+    output_sizes: Any = None  # every output's size, in y's form (int | list | dict)
+    target_layout: Any = None  # per output: sparse | onehot | multilabel | values (sweep.inputs.targets.LOSSES); default by task
+    inferred: str = ""  # what the sweep read from the targets, for the start-up line
+    streamed: bool = False  # a pipeline built on each worker (sweep.inputs.pipelines), not arrays
+    labels: tuple[str, ...] | None = None  # encoded classification: the original label of each class index
+
+    def __post_init__(self) -> None:
+        if self.target_layout is None:  # one output, described by its task alone
+            object.__setattr__(self, "target_layout", "sparse" if self.task == "classification" else "values")
+
+    @property
+    def num_inputs(self) -> int:
+        return len(leaves(self.input_shapes)) if is_nested(self.input_shapes) else 1
+
+    @property
+    def num_heads(self) -> int:
+        """The number of model outputs the targets are for."""
+        return len(leaves(self.output_sizes)) if is_nested(self.output_sizes) else 1
+
+    def summary(self) -> str:
+        """One line: task, outputs and inputs, as printed at the start of a sweep."""
+        inputs = self.input_shapes if self.input_shapes is not None else self.input_shape
+        rows_text = f"{self.n_train} train / {self.n_val} validation rows" if not self.streamed else "streamed on workers"
+        return f"{self.inferred or self.task}; inputs {_show_shapes(inputs)}; {rows_text}"
+
+
+def _show_shapes(structure: Any) -> str:
+    if isinstance(structure, dict):
+        return "{" + ", ".join(f"{k}: {_show_shapes(v)}" for k, v in structure.items()) + "}"
+    if isinstance(structure, list):
+        return "[" + ", ".join(_show_shapes(v) for v in structure) + "]"
+    return str(tuple(structure))
+
+
+@dataclass
+class Dataset:
+    """The arrays ``fit()`` receives (each an array or a Keras structure of arrays).
+
+    For a pipeline (``info.streamed``) the arrays are None and ``pipeline`` says how a worker
+    builds the datasets (:class:`sweep.inputs.pipelines.Pipeline`).
+    """
+
+    x_train: Any
+    y_train: Any
+    x_val: Any
+    y_val: Any
+    info: DataInfo
+    sample_weight: Any = None  # per training row, or None
+    val_sample_weight: Any = None
+    pipeline: Any = None
+    class_weight: dict[int, float] | None = None  # fit(class_weight=...), from fit.class_weight
+
+    def validation_data(self) -> tuple:
+        """``fit(validation_data=...)``: ``(x, y)`` or ``(x, y, sample_weight)``."""
+        if self.val_sample_weight is None:
+            return (self.x_val, self.y_val)
+        return (self.x_val, self.y_val, self.val_sample_weight)
+
+    def example(self, count: int = 5) -> Any:
+        """The first ``count`` validation inputs (an MLflow input example), None for a pipeline."""
+        if self.x_val is None:
+            return None
+        return take_rows(self.x_val, slice(0, count))
+
+
+# ---------------------------------------------------------------------------------------------
+# loaders: each returns (x, y) or ((x_train, y_train), (x_val, y_val))
+
+
+def _load_digits(config: "DataConfig") -> tuple:
+    from sklearn.datasets import load_digits
+
+    return load_digits(return_X_y=True)
+
+
+def _load_diabetes(config: "DataConfig") -> tuple:
+    from sklearn.datasets import load_diabetes
+
+    return load_diabetes(return_X_y=True)
+
+
+def _load_synthetic(config: "DataConfig") -> tuple:
+    if config.task == "regression":
+        from sklearn.datasets import make_regression
+
+        return make_regression(
+            n_samples=config.samples, n_features=config.features, n_informative=min(config.features, 10),
+            noise=1.0, random_state=config.seed,
+        )
+    from sklearn.datasets import make_classification
+
+    # one cluster per class needs 2**n_informative >= classes; use about half the features
+    needed = max(1, math.ceil(math.log2(config.classes)))
+    if needed > config.features:
+        raise InputError(
+            "data.features",
+            f"expected at least {needed} features for {config.classes} synthetic classes, got {config.features}",
+        )
+    informative = max(needed, min(config.features, max(2, config.features // 2)))
+    return make_classification(
+        n_samples=config.samples, n_features=config.features, n_informative=informative,
+        n_redundant=min(2, config.features - informative), n_repeated=0, n_classes=config.classes,
+        n_clusters_per_class=1, random_state=config.seed,
+    )
+
+
+def _load_npz(config: "DataConfig") -> tuple:
+    path = _existing_file(config.source, ".npz")
+    with open(path, "rb") as handle:
+        magic = handle.read(6)
+    if not (magic.startswith(b"PK") or magic == b"\x93NUMPY"):
+        raise InputError("data.source", f"expected a .npz archive (numpy.savez), got {str(path)!r} (not a numpy file)")
+    try:
+        archive = np.load(path, allow_pickle=False)  # never unpickle a user's file
+        if not isinstance(archive, np.lib.npyio.NpzFile):  # a single .npy array
+            raise InputError("data.source", f"expected arrays x_train, y_train, x_val, y_val or x, y in {path}, got a single array")
+        with archive:
+            found = set(archive.files)
+            if {"x_train", "y_train", "x_val", "y_val"} <= found:
+                return (archive["x_train"], archive["y_train"]), (archive["x_val"], archive["y_val"])
+            if {"x", "y"} <= found:
+                return archive["x"], archive["y"]
+    except ValueError as exc:
+        if isinstance(exc, InputError):
+            raise
+        if "allow_pickle" in str(exc):
+            raise InputError("data.source", f"expected numeric arrays in {path}, got object arrays (pickled data is never loaded)") from None
+        raise InputError("data.source", f"expected a readable .npz file, got {str(path)!r} ({_one_line(exc)})") from None
+    except (OSError, EOFError) as exc:
+        raise InputError("data.source", f"expected a readable .npz file, got {str(path)!r} ({_one_line(exc)})") from None
+    shown = ", ".join(sorted(found)) or "none"
+    raise InputError("data.source", f"expected arrays x_train, y_train, x_val, y_val or x, y in {path}, got {shown}")
+
+
+def _load_csv(config: "DataConfig") -> tuple:
+    import pandas as pd
+
+    path = _existing_file(config.source, ".csv")
+    if not config.target:
+        raise InputError("data.target", f"expected the name of the target column of {config.source}, got none")
+    try:
+        frame = pd.read_csv(path)
+    except Exception as exc:  # pandas raises many kinds of parser errors
+        raise InputError("data.source", f"expected a readable .csv file, got {str(path)!r} ({_one_line(exc)})") from None
+    columns = [str(c) for c in frame.columns]
+    if config.target not in columns:
+        raise InputError("data.target", f"expected one of the columns of {config.source} ({', '.join(columns)}), got {config.target!r}")
+    if len(frame) == 0:  # a header and no rows: every column reads as text, which is not the problem
+        raise InputError("data.source", f"expected rows of data in {config.source}, got 0 rows (only the header)")
+    y = frame.pop(config.target).to_numpy()
+    bad = [str(c) for c in frame.columns if not (pd.api.types.is_numeric_dtype(frame[c]) or pd.api.types.is_bool_dtype(frame[c]))]
+    if bad:
+        raise InputError(
+            "data.source",
+            f"expected numeric feature columns in {config.source}, got non-numeric column(s) "
+            f"{', '.join(repr(b) for b in bad)} (encode or drop them)",
+        )
+    if frame.shape[1] == 0:
+        raise InputError("data.source", f"expected at least one feature column besides {config.target!r} in {config.source}, got none")
+    return frame.to_numpy(dtype=np.float64), y
+
+
+def _load_keras(config: "DataConfig") -> tuple:
+    name = config.source.partition(":")[2]
+    if name not in KERAS_DATASETS:
+        raise InputError("data.source", f"expected keras:NAME with NAME one of {', '.join(KERAS_DATASETS)}, got {name!r}")
+    loader = _keras_loader(name)
+    try:
+        (x_train, y_train), (x_val, y_val) = loader()
+    except Exception as exc:  # no network, corrupt cache, ...
+        raise InputError("data.source", f"expected keras.datasets.{name}.load_data() to succeed, but it raised {_one_line(exc)}") from None
+    return (x_train, y_train), (x_val, y_val)
+
+
+def _keras_loader(name: str) -> Callable[[], Any]:
+    """``keras.datasets.NAME.load_data`` (imports keras; does not download)."""
+    return importlib.import_module(f"keras.datasets.{name}").load_data
+
+
+SOURCES: dict[str, Callable[["DataConfig"], tuple]] = {
+    "digits": _load_digits,
+    "diabetes": _load_diabetes,
+    "synthetic": _load_synthetic,
+    "npz": _load_npz,  # npz:PATH
+    "csv": _load_csv,  # csv:PATH
+    "keras": _load_keras,  # keras:NAME
+}
+_PREFIXED = ("npz", "csv", "keras")
+# sources whose task is known without looking at the targets (when data.task is not given)
+_KNOWN_TASKS = {"synthetic": "classification", "digits": "classification", "diabetes": "regression"}
+
+
+def check_source(source: str) -> None:
+    """Raise ``ValueError`` unless ``source`` has one of the accepted forms (no file checks)."""
+    from sweep.inputs.imports import is_spec
+
+    kind, sep, rest = source.partition(":")
+    if not sep and kind in SOURCES and kind not in _PREFIXED:
+        return
+    if sep and kind in _PREFIXED and rest.strip():
+        return
+    if sep and kind not in _PREFIXED and is_spec(source):
+        return
+    raise ValueError(f"expected one of {_FORMS}, got {source!r}")
+
+
+# ---------------------------------------------------------------------------------------------
+# load
+
+# Sources that are this project's own conveniences: their arrays are prepared for the built-in
+# models (labels encoded 0..K-1, targets flattened, inputs scaled). A user's own arrays
+# (npz:PATH, package.module:function) reach fit() exactly as given unless the sweep file asks.
+BUILT_IN = ("digits", "diabetes", "synthetic", "csv", "keras")
+
+Part = tuple  # (x, y, sample_weight or None): x and y are arrays or Keras structures of arrays
+
+
+def load(config: "DataConfig", search_paths: tuple[Path, ...] = ()) -> Dataset:
+    """Load, check and split ``config``'s data; change it only where the sweep file asks.
+
+    A user's own arrays (``package.module:function``, ``npz:PATH``) reach ``fit()`` as given:
+
+    1. the function returns ``(x, y)``, ``(x, y, sample_weight)`` or
+       ``((x_train, y_train[, w_train]), (x_val, y_val[, w_val]))``; ``x`` and ``y`` may each be
+       an array, a list of arrays or a dict of arrays (several inputs or outputs, as
+       ``fit()`` takes them). A pair of ``tf.data.Dataset`` or ``keras.utils.PyDataset``
+       objects is a pipeline, built on each worker instead (:mod:`sweep.inputs.pipelines`);
+    2. nothing is reshaped, re-encoded or rescaled (float64 becomes float32, which is what
+       Keras casts float arrays to anyway; integers stay integers); the task, output sizes and target
+       layout are read from the targets (:func:`sweep.inputs.targets.infer`), which asks for
+       ``data.task`` when integer targets could be classes or a quantity;
+    3. opt-in: ``data.encode_labels`` encodes one output's labels 0..K-1 (sorted order),
+       ``data.normalize`` standardizes floating-point inputs with the train split's
+       statistics (integer inputs, such as token ids, are never standardized),
+       ``data.reshape`` reshapes a single input array.
+
+    The built-in sources (digits, diabetes, synthetic, csv, keras) are prepared for the
+    built-in models: x becomes float32 (an ``(N,)`` x ``(N, 1)``); labels are encoded 0..K-1
+    (one-hot made indices, ``(N, 1)`` flattened); regression targets become float32; inputs
+    are standardized (keras image datasets are divided by 255 instead); integer targets are
+    classes when they are 0..K-1 with every label present (K at most half the rows), or take
+    at most 10 distinct values, or at most 50 that are fewer than 5% of the rows.
+
+    Either way ``(x, y)`` is split by ``validation_split`` with ``config.seed``, stratified by
+    class when every class has at least two rows; standardization uses the *train* split's
+    per-feature mean and std (a std of 0 counts as 1), so no validation statistic leaks into
+    training.
+
+    Raises :class:`InputError` naming the key to change.
+    """
+    kind, sep, _ = config.source.partition(":")
+    if sep and kind not in _PREFIXED:
+        raw = _call_user_function(config, search_paths)
+        if pipelines.is_pipeline_result(raw):
+            return pipelines.describe(config, search_paths, raw)
+    elif kind in SOURCES:
+        raw = SOURCES[kind](config)
+    else:  # config validation normally stops this earlier
+        raise InputError("data.source", f"expected one of {_FORMS}, got {config.source!r}")
+    built_in = kind in BUILT_IN
+    parts = _as_parts(raw, config.source)
+    if built_in:
+        parts, kinds, labels = _prepare_built_in(parts, config, kind)
+    else:
+        parts, kinds, labels = _as_given(parts, config)
+    train, val = _split(parts[0], config, kinds) if len(parts) == 1 else parts
+    normalize = config.normalize if config.normalize is not None else built_in
+    if normalize:
+        is_images = kind == "keras" and train[0].ndim >= 4
+        scale = _scale_images if is_images else _standardize_structure
+        x_train, x_val = scale(train[0], val[0])
+        train, val = (x_train, *train[1:]), (x_val, *val[1:])
+    if config.reshape is not None:
+        train, val = ((_reshape(part[0], config.reshape), *part[1:]) for part in (train, val))
+    return _dataset(train, val, kinds, config, labels)
+
+
+def _dataset(train: Part, val: Part, kinds: Any, config: "DataConfig", labels: list[str] | None = None) -> Dataset:
+    x_train, y_train, w_train = (_contiguous(p) for p in train)
+    x_val, y_val, w_val = (_contiguous(p) for p in val)
+    arrays = [a for part in (x_train, y_train, w_train, x_val, y_val, w_val) if part is not None for a in leaves(part)]
+    info = describe(x_train, kinds, config.source, fingerprint(*arrays), rows(x_train), rows(x_val), labels=labels)
+    return Dataset(x_train, y_train, x_val, y_val, info=info, sample_weight=w_train, val_sample_weight=w_val)
+
+
+def describe(
+    x: Any, kinds: Any, source: str, digest: str, n_train: int, n_val: int, streamed: str = "", labels: list[str] | None = None
+) -> DataInfo:
+    """The :class:`DataInfo` of inputs ``x`` (rows first) and targets of ``kinds``
+    (:class:`~sweep.inputs.targets.TargetKind`, in y's form); ``streamed`` names a pipeline's kind;
+    ``labels`` are the original labels of encoded classes."""
+    first = leaves(kinds)[0]
+    inferred = describe_targets(kinds)
+    return DataInfo(
+        input_shape=leaves(shapes(x))[0],
+        num_outputs=first.size,
+        task=first.task,
+        n_train=n_train,
+        n_val=n_val,
+        source=source,
+        fingerprint=digest,
+        input_shapes=shapes(x),
+        output_sizes=map_leaves(lambda k: k.size, kinds),
+        target_layout=map_leaves(lambda k: k.layout, kinds),
+        inferred=f"{inferred}; {streamed} pipeline" if streamed else inferred,
+        streamed=bool(streamed),
+        labels=tuple(labels) if labels else None,
+    )
+
+
+def _contiguous(part: Any) -> Any:
+    return None if part is None else map_leaves(np.ascontiguousarray, part)
+
+
+def class_weights(setting: dict[int, float] | str | None, dataset: Dataset) -> dict[int, float] | None:
+    """``fit.class_weight`` as ``fit()`` takes it: the dict as given, or ``balanced``.
+
+    ``balanced`` weighs class ``c`` by ``n_samples / (n_classes * count_c)`` over the training
+    labels, as scikit-learn's ``compute_class_weight("balanced")`` (King & Zeng, 2001), so
+    every class contributes the same total weight. Raises :class:`InputError` when the
+    targets are not one output's class labels.
+    """
+    if setting is None:
+        return None
+    info = dataset.info
+    if info.num_heads > 1 or info.task != "classification":
+        what = f"{info.num_heads} outputs" if info.num_heads > 1 else f"{info.task} targets"
+        raise InputError("fit.class_weight", f"expected the class labels of one output, got {what}")
+    if isinstance(setting, dict):
+        bad = [c for c in setting if not 0 <= int(c) < info.num_outputs]
+        if bad:
+            raise InputError("fit.class_weight", f"expected class indices 0..{info.num_outputs - 1}, got {bad}")
+        return {int(c): float(w) for c, w in setting.items()}
+    labels = class_labels(dataset.y_train, TargetKind(info.task, info.num_outputs, info.target_layout, ""))
+    if labels is None:
+        raise InputError("fit.class_weight", f"expected labels to count for balanced, got {'a pipeline (give a dict of weights)' if info.streamed else 'multi-hot rows'}")
+    counts = np.bincount(labels, minlength=info.num_outputs)
+    present = counts > 0
+    weights = len(labels) / (int(present.sum()) * counts[present])
+    return {int(c): float(w) for c, w in zip(np.flatnonzero(present), weights)}
+
+
+def describe_targets(kinds: Any) -> str:
+    """``classification, 12 classes (integer labels 0..11)`` or one such entry per output."""
+    named = named_leaves(kinds)
+
+    def one(kind: TargetKind) -> str:
+        size = f"{kind.size} classes" if kind.task == "classification" else f"{kind.size} value(s)"
+        return f"{kind.task}, {size} ({kind.reason})"
+
+    if len(named) == 1:
+        return one(named[0][1])
+    return "; ".join(f"{name}: {one(kind)}" for name, kind in named)
+
+
+def fingerprint(*arrays: np.ndarray) -> str:
+    """A short hex digest of the arrays' dtypes, shapes and bytes (equal data, equal digest)."""
+    digest = hashlib.blake2b(digest_size=8)
+    for array in arrays:
+        array = np.ascontiguousarray(array)
+        digest.update(f"{array.dtype.str}{array.shape};".encode())
+        digest.update(memoryview(array).cast("B"))
+    return digest.hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------
+# the loader's result
+
+
+def _call_user_function(config: "DataConfig", search_paths: tuple[Path, ...]) -> Any:
+    from sweep.inputs.imports import resolve
+
+    function = resolve(config.source, "data.source", search_paths)
+    try:
+        return function(**config.args)
+    except Exception as exc:
+        raise InputError("data.source", f"expected {config.source} to return data, but it raised {_one_line(exc)}") from None
+
+
+_RETURN_FORMS = "(x, y), (x, y, sample_weight) or ((x_train, y_train), (x_val, y_val))"
+
+
+def _as_parts(raw: Any, source: str) -> list[Part]:
+    """``[(x, y, w)]`` or ``[(x_train, y_train, w_train), (x_val, y_val, w_val)]`` (w may be None).
+
+    The split form is recognized by its two inner *tuples* of 2 or 3 items, so several inputs
+    or outputs are given as lists or dicts (as Keras takes them), never as tuples.
+    """
+    if isinstance(raw, (tuple, list)) and len(raw) == 2 and all(isinstance(p, tuple) and len(p) in (2, 3) for p in raw):
+        return [_with_weight(part) for part in raw]
+    if isinstance(raw, (tuple, list)) and len(raw) in (2, 3) and not any(isinstance(p, (str, bytes)) or p is None for p in raw[:2]):
+        if not (len(raw) == 2 and isinstance(raw[0], tuple) and isinstance(raw[1], tuple)):
+            return [_with_weight(tuple(raw))]
+    if isinstance(raw, (tuple, list)):
+        got = f"a {type(raw).__name__} of {len(raw)} item(s)"
+        if 0 < len(raw) <= 3:
+            got += f" ({', '.join(type(item).__name__ for item in raw)})"
+    else:
+        got = type(raw).__name__
+    hint = ""
+    if kind_of(raw) is not None:
+        hint = " (a pipeline needs both: return (train, validation) datasets)"
+    raise InputError("data.source", f"expected {source} to return {_RETURN_FORMS}, got {got}{hint}")
+
+
+def _with_weight(part: tuple) -> Part:
+    return (part[0], part[1], part[2] if len(part) == 3 else None)
+
+
+def _as_given(parts: list[Part], config: "DataConfig") -> tuple[list[Part], Any, list[str] | None]:
+    """A user's arrays, checked and read but not changed (unless data.encode_labels)."""
+    source = config.source
+    parts = [(_arrays(x, source, "x"), _arrays(y, source, "y"), None if w is None else _arrays(w, source, "sample_weight")) for x, y, w in parts]
+    for x, y, w in parts:
+        _check_rows(x, y, w, source)
+        for name, leaf in named_leaves(x, "x"):
+            _check_inputs(leaf, source, name)
+        for name, leaf in named_leaves(y, "y"):
+            _check_targets_present(leaf, source)
+    _check_same_structure(parts, source)
+    labels = None
+    if config.encode_labels:
+        parts, labels = _encode_user_labels(parts, config)
+    all_y = [p[1] for p in parts]
+    named = [name for name, _ in named_leaves(all_y[0], "y")]
+    found = {}
+    for name in named:
+        column = np.concatenate([dict(named_leaves(y, "y"))[name] for y in all_y])
+        found[name] = _infer_output(column, config.task, name, several=len(named) > 1)
+    if len(named) == 1:
+        kinds = targets.check_outputs(config.num_outputs, found[named[0]])
+    else:
+        if config.num_outputs is not None:
+            raise InputError("data.num_outputs", f"expected no data.num_outputs with several outputs ({', '.join(named)}), got {config.num_outputs}")
+        kinds = rebuild(all_y[0], found, "y")
+    return parts, kinds, labels
+
+
+def _infer_output(y: np.ndarray, task: Any, name: str, several: bool) -> TargetKind:
+    """One output's kind. ``data.task`` is a task for every output, or a dict by output name;
+    with several outputs a single task decides only what the targets leave open."""
+    if isinstance(task, dict):
+        return targets.infer(y, task.get(name.partition(".")[2]), name)
+    if not several:
+        return targets.infer(y, task, name)
+    try:
+        return targets.infer(y, None, name)
+    except InputError as exc:
+        if task is None:
+            output = name.partition(".")[2]
+            raise InputError(exc.key, f"{exc.expected} (several outputs: data.task: {{{output}: classification}} names this one)") from None
+        return targets.infer(y, task, name)
+
+
+def _arrays(structure: Any, source: str, what: str) -> Any:
+    """Every leaf as a numpy array (pandas frames and series too), nothing else changed."""
+    def convert(leaf: Any) -> np.ndarray:
+        if hasattr(leaf, "to_numpy") and not isinstance(leaf, np.ndarray):  # pandas
+            leaf = leaf.to_numpy()
+        if kind_of(leaf) is not None:
+            raise InputError("data.source", f"expected arrays for {what} of {source}, got a {type(leaf).__name__} (return (train, validation) datasets to stream them)")
+        try:
+            array = np.asarray(leaf)
+        except Exception as exc:  # ragged nested lists
+            raise InputError("data.source", f"expected {what} of {source} to form an array, got {_one_line(exc)}") from None
+        if array.ndim == 0:
+            raise InputError("data.source", f"expected {what} of {source} to have one row per sample, got a scalar")
+        if array.dtype == np.float64:  # Keras casts float inputs to float32 (floatx) anyway; half the bytes to ship
+            array = array.astype(np.float32)
+        return array
+
+    if isinstance(structure, dict) and not structure:
+        raise InputError("data.source", f"expected {what} of {source} to hold arrays, got an empty dict")
+    if isinstance(structure, tuple):  # several arrays, as Keras reads a tuple
+        structure = list(structure)
+    if isinstance(structure, list) and not all(hasattr(item, "shape") or isinstance(item, (list, dict)) for item in structure):
+        return convert(structure)  # a nested list of numbers: one array
+    return map_leaves(convert, structure)
+
+
+def _check_inputs(x: np.ndarray, source: str, name: str) -> None:
+    if not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_):
+        raise InputError("data.source", f"expected numeric inputs {name} in {source}, got dtype {x.dtype}")
+    if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
+        count = int(x.size - np.isfinite(x).sum())
+        raise InputError("data.source", f"expected finite inputs {name} in {source}, got {count} NaN or infinite value(s)")
+
+
+def _check_rows(x: Any, y: Any, w: Any, source: str) -> None:
+    counts = {name: len(leaf) for name, leaf in named_leaves(x, "x") + named_leaves(y, "y") + (named_leaves(w, "sample_weight") if w is not None else [])}
+    if len(set(counts.values())) > 1:
+        x_rows = len(leaves(x)[0])
+        odd = next(name for name, n in counts.items() if n != x_rows)
+        inputs = "inputs" if not is_nested(x) else f"rows in {named_leaves(x, 'x')[0][0]}"
+        if odd.startswith("y") and not is_nested(x) and not is_nested(y):
+            raise InputError("data.source", f"expected as many targets as inputs in {source}, got {x_rows} inputs and {counts[odd]} targets")
+        raise InputError("data.source", f"expected as many rows in {odd} as {inputs} in {source}, got {counts[odd]} and {x_rows}")
+    if not counts or next(iter(counts.values())) == 0:
+        raise InputError("data.source", f"expected at least one row in {source}, got none")
+
+
+def _check_same_structure(parts: list[Part], source: str) -> None:
+    if len(parts) != 2:
+        return
+    for index, what in ((0, "inputs"), (1, "targets")):
+        a, b = (shapes(p[index]) for p in parts)
+        names_a, names_b = ([n for n, _ in named_leaves(s)] for s in (a, b))
+        if names_a != names_b:
+            raise InputError("data.source", f"expected the same {what} in train and validation of {source}, got {names_a} and {names_b}")
+        for (name, shape_a), (_, shape_b) in zip(named_leaves(a, what), named_leaves(b, what)):
+            if shape_a != shape_b:
+                raise InputError("data.source", f"expected train and validation {what} of the same shape in {source}, got {list(shape_a)} and {list(shape_b)}" + (f" for {name}" if name != what else ""))
+    weighted = [p[2] is not None for p in parts]
+    if weighted == [False, True]:
+        raise InputError("data.source", f"expected sample weights for the training rows of {source} when the validation rows have them, got none")
+
+
+def _encode_user_labels(parts: list[Part], config: "DataConfig") -> tuple[list[Part], list[str] | None]:
+    """``data.encode_labels``: one output's labels become 0..K-1 (sorted order), int64."""
+    if is_nested(parts[0][1]):
+        raise InputError("data.encode_labels", f"expected one target array to encode, got several outputs in {config.source} (encode them in your function)")
+    ys = [_flatten_column(p[1]) for p in parts]
+    mapping = _label_mapping(np.concatenate(ys))
+    return [(x, _encode(y, mapping, config.source), w) for (x, _, w), y in zip(parts, ys)], _labels(mapping)
+
+
+def _labels(mapping: np.ndarray | None) -> list[str] | None:
+    """The original label of each class index, when labels were encoded."""
+    return None if mapping is None else [str(v) for v in mapping.tolist()]
+
+
+
+def _prepare_built_in(parts: list[Part], config: "DataConfig", kind: str) -> tuple[list[Part], TargetKind, list[str] | None]:
+    """The built-in sources' conveniences (see :func:`load`): float32 x, labels 0..K-1."""
+    if isinstance(config.task, dict):
+        raise InputError("data.task", f"expected classification or regression for the one output of {config.source}, got a dict")
+    parts = [(_as_x(x, config.source), np.asarray(y), None) for x, y, _ in parts]
+    for x, y, _ in parts:
+        if len(x) != len(y):
+            raise InputError("data.source", f"expected as many targets as inputs in {config.source}, got {len(x)} inputs and {len(y)} targets")
+        if len(x) == 0:
+            raise InputError("data.source", f"expected at least one row in {config.source}, got none")
+    if kind == "keras" and parts[0][0].ndim == 3:  # (N, H, W) -> (N, H, W, 1) for Conv2D
+        parts = [(x[..., np.newaxis], y, w) for x, y, w in parts]
+    try:
+        y_all = np.concatenate([_flatten_column(y) for _, y, _ in parts])
+    except ValueError:
+        shapes_ = " and ".join(str(list(y.shape)) for _, y, _ in parts)
+        raise InputError("data.source", f"expected train and validation targets of the same width in {config.source}, got {shapes_}") from None
+    _check_targets_present(y_all, config.source)
+    task = config.task or _KNOWN_TASKS.get(kind) or _infer_task(y_all)
+    labels = None
+    if task == "classification":
+        mapping = _label_mapping(y_all)
+        labels = _labels(mapping)
+        parts = [(x, _encode(_flatten_column(y), mapping, config.source), w) for x, y, w in parts]
+        n_classes = max(int(y.max()) for _, y, _ in parts) + 1
+        found = TargetKind(task, max(n_classes, 2), "sparse", "data.task" if config.task else f"{len(np.unique(y_all))} distinct labels")
+    else:
+        parts = [(x, _regression_targets(y, config.source), w) for x, y, w in parts]
+        y0 = parts[0][1]
+        found = TargetKind(task, 1 if y0.ndim == 1 else int(y0.shape[1]), "values", "data.task" if config.task else "numeric targets")
+    return parts, targets.check_outputs(config.num_outputs, found), labels
+
+
+def _as_x(x: Any, source: str) -> np.ndarray:
+    try:
+        array = np.asarray(x)
+    except Exception as exc:  # ragged nested lists
+        raise InputError("data.source", f"expected inputs x of {source} to form an array, got {_one_line(exc)}") from None
+    if not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
+        raise InputError("data.source", f"expected numeric inputs x in {source}, got dtype {array.dtype}")
+    array = array.astype(np.float32, copy=False)
+    if array.ndim == 0:
+        raise InputError("data.source", f"expected inputs x of {source} to have one row per sample, got a scalar")
+    if array.ndim == 1:
+        array = array[:, np.newaxis]
+    if not np.isfinite(array).all():
+        count = int(array.size - np.isfinite(array).sum())
+        raise InputError("data.source", f"expected finite inputs x in {source}, got {count} NaN or infinite value(s)")
+    return array
+
+
+def _check_targets_present(y: np.ndarray, source: str) -> None:
+    if np.issubdtype(y.dtype, np.number):
+        missing = int(y.size - np.isfinite(y).sum())
+    elif y.dtype == object:
+        missing = sum(1 for v in y.ravel() if v is None or (isinstance(v, float) and math.isnan(v)))
+    else:
+        missing = 0
+    if missing:
+        raise InputError("data.source", f"expected a target for every row of {source}, got {missing} missing or infinite value(s)")
+
+
+def _flatten_column(y: np.ndarray) -> np.ndarray:
+    """``(N, 1)`` -> ``(N,)``; one-hot ``(N, K)`` -> class indices; other shapes unchanged."""
+    if y.ndim == 2 and y.shape[1] == 1:
+        return y[:, 0]
+    if _is_onehot(y):
+        return y.argmax(axis=1)
+    return y
+
+
+def _is_onehot(y: np.ndarray) -> bool:
+    if y.ndim != 2 or y.shape[1] < 2 or not np.issubdtype(y.dtype, np.number):
+        return False
+    return bool(np.isin(y, (0, 1)).all() and (y.sum(axis=1) == 1).all())
+
+
+def _infer_task(y: np.ndarray) -> str:
+    """The built-in sources' rule (see :func:`load`). ``y`` is already flattened."""
+    if y.ndim != 1:
+        return "regression"
+    if y.dtype == np.bool_ or not np.issubdtype(y.dtype, np.number):
+        return "classification"
+    if not np.isfinite(y).all() or not np.equal(np.mod(y, 1), 0).all():
+        return "regression"
+    values = np.unique(y)
+    distinct = len(values)
+    if values[0] == 0 and values[-1] == distinct - 1 and 2 <= distinct <= len(y) / 2:
+        return "classification"  # labels 0..K-1, every one present (CIFAR-100-style codes in a CSV)
+    if distinct <= SMALL_CLASS_COUNT or (distinct <= MAX_INFERRED_CLASSES and distinct <= CLASS_FRACTION * len(y)):
+        return "classification"
+    return "regression"
+
+
+def _label_mapping(y: np.ndarray) -> np.ndarray | None:
+    """The sorted distinct labels when they must be encoded, None when already ``0..K-1``."""
+    if y.ndim != 1:
+        raise InputError("data.task", f"expected one label per row for classification, got targets of shape {list(y.shape)}")
+    try:
+        labels = np.unique(y)
+    except TypeError:  # mixed types in an object column
+        labels = np.unique(y.astype(str))
+    if np.issubdtype(labels.dtype, np.number) and labels.dtype != np.bool_:
+        if np.array_equal(labels, np.arange(len(labels))):
+            return None
+    return labels
+
+
+def _encode(y: np.ndarray, mapping: np.ndarray | None, source: str) -> np.ndarray:
+    if mapping is None:
+        return y.astype(np.int64)
+    if mapping.dtype.kind in "OUS" and y.dtype != mapping.dtype:
+        y = y.astype(str)
+    return np.searchsorted(mapping, y).astype(np.int64)
+
+
+def _regression_targets(y: np.ndarray, source: str) -> np.ndarray:
+    if not (np.issubdtype(y.dtype, np.number) or y.dtype == np.bool_):
+        raise InputError("data.task", f"expected numeric targets for regression in {source}, got dtype {y.dtype}")
+    y = y.astype(np.float32)
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim > 2:
+        raise InputError("data.task", f"expected targets of shape (N,) or (N, outputs) for regression, got {list(y.shape)}")
+    return y
+
+
+# ---------------------------------------------------------------------------------------------
+# split, scale, reshape
+
+
+def class_labels(y: Any, kinds: Any) -> np.ndarray | None:
+    """One class index per row for a single classification output (one-hot by argmax), else None."""
+    if is_nested(y) or not isinstance(kinds, TargetKind) or kinds.task != "classification" or kinds.layout == "multilabel":
+        return None
+    if y.ndim == 2 and y.shape[1] > 1:
+        return y.argmax(axis=1)
+    return y.reshape(len(y)).astype(np.int64) if y.ndim <= 2 else None
+
+
+def _split(part: Part, config: "DataConfig", kinds: Any) -> tuple[Part, Part]:
+    from sklearn.model_selection import train_test_split
+
+    x, y, w = part
+    index = np.arange(rows(x))
+    labels = class_labels(y, kinds)
+    stratify = None
+    if labels is not None:
+        counts = np.bincount(labels)
+        if counts[counts > 0].min() >= 2:
+            stratify = labels
+    try:
+        train_index, val_index = train_test_split(index, test_size=config.validation_split, random_state=config.seed, stratify=stratify)
+    except ValueError as exc:
+        if stratify is None:
+            raise InputError("data.validation_split", f"expected a split that leaves rows on both sides, got {config.validation_split} of {len(index)} rows ({_one_line(exc)})") from None
+        # too few validation rows to hold every class: fall back to a plain shuffled split
+        train_index, val_index = train_test_split(index, test_size=config.validation_split, random_state=config.seed)
+    return (
+        tuple(None if p is None else take_rows(p, train_index) for p in part),
+        tuple(None if p is None else take_rows(p, val_index) for p in part),
+    )
+
+
+def _standardize_structure(x_train: Any, x_val: Any) -> tuple[Any, Any]:
+    """Per-feature z-score of every floating-point input with the train split's statistics."""
+    pairs = list(zip(leaves(x_train), leaves(x_val)))
+    scaled = [_standardize(a, b) if np.issubdtype(a.dtype, np.floating) else (a, b) for a, b in pairs]
+    train_iter, val_iter = iter([s[0] for s in scaled]), iter([s[1] for s in scaled])
+    return map_leaves(lambda _: next(train_iter), x_train), map_leaves(lambda _: next(val_iter), x_val)
+
+
+def _standardize(x_train: np.ndarray, x_val: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    mean = x_train.mean(axis=0, dtype=np.float64)
+    std = x_train.std(axis=0, dtype=np.float64)
+    std[std == 0] = 1.0
+    dtype = x_train.dtype
+    mean, std = mean.astype(dtype), std.astype(dtype)
+    return (x_train - mean) / std, (x_val - mean) / std
+
+
+def _scale_images(x_train: np.ndarray, x_val: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return x_train / np.float32(255), x_val / np.float32(255)
+
+
+def _reshape(x: Any, shape: list[int]) -> np.ndarray:
+    if is_nested(x):
+        raise InputError("data.reshape", f"expected a single input array to reshape, got {len(leaves(x))} inputs")
+    per_sample = int(np.prod(x.shape[1:]))
+    if any(d == 0 or d < -1 for d in shape) or shape.count(-1) > 1:
+        raise InputError("data.reshape", f"expected positive sizes (at most one -1), got {shape}")
+    known = int(np.prod([d for d in shape if d != -1]))
+    fits = per_sample % known == 0 if -1 in shape else per_sample == known
+    if not fits:
+        raise InputError("data.reshape", f"expected a shape with {per_sample} values per sample, got {shape} ({known})")
+    return x.reshape((len(x), *shape))
+
+
+def _existing_file(source: str, suffix: str) -> Path:
+    path = Path(source.partition(":")[2]).expanduser().resolve()
+    if not path.is_file():
+        raise InputError("data.source", f"expected an existing {suffix} file, got {str(path)!r} (no such file)")
+    return path
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")

@@ -1,0 +1,593 @@
+"""Models: the built-in builders, user factories, optimizers and compiling.
+
+A *builder* is any callable ``builder(hp, info) -> keras.Model``: ``hp`` is the trial's sampled
+hyperparameters (a plain dict) and ``info`` the :class:`~sweep.inputs.data.DataInfo` of the arrays.
+:func:`resolve_builder` turns ``model.builder`` of the sweep file into one:
+
+* ``mlp`` / ``cnn``: the built-ins in :data:`BUILDERS`, with ``model.args`` bound as keyword
+  arguments. Inside a built-in, **a key of hp beats the same key of model.args**, so a sweep can
+  search e.g. ``dropout`` while ``model.args`` fixes the rest.
+* ``package.module:function``: a user factory called as ``function(hp, info, **model.args)``.
+  ``model.args`` are only passed when the factory accepts them (named keyword parameters or
+  ``**kwargs``); an argument it does not accept is an error naming ``model.args``, never
+  silently dropped. With no ``model.args`` the factory is called as ``function(hp, info)``.
+
+The result is a :func:`functools.partial` (picklable with cloudpickle, so it ships to Ray
+workers) that carries a ``spec`` attribute (``"mlp"`` or ``"pkg.mod:fn"``) used in messages.
+
+:func:`build` calls the builder and compiles the model unless the factory already compiled it:
+optimizer from :func:`make_optimizer`, loss ``model.loss`` or by task, metrics ``model.metrics``
+or by task. Nothing here depends on Keras' global layer-name counters.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+import keras
+
+from sweep.spec.config import InputError, ModelConfig
+from sweep.inputs.imports import is_spec, resolve
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from sweep.inputs.data import DataInfo
+
+Builder = Callable[[dict, "DataInfo"], keras.Model]
+
+
+# ---------------------------------------------------------------------------------------------
+# built-in builders
+
+
+def _as_list(value: Any, count: int, key: str) -> list[int]:
+    """``64`` -> ``[64] * count``; ``[64, 32]`` -> ``[64, 32]``."""
+    if isinstance(value, (list, tuple)) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+        return [int(v) for v in value]
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return [int(value)] * count
+    raise InputError(key, f"expected an integer or a list of integers, got {value!r}")
+
+
+def _key(hp: dict, name: str) -> str:
+    """Where a value came from, for messages: the space (hp) or model.args."""
+    return f"search.space.{name}" if hp.get(name) is not None else f"model.args.{name}"
+
+
+def _pick(hp: dict, name: str, default: Any) -> Any:
+    """hp beats the builder's (model.args) value."""
+    value = hp.get(name)
+    return default if value is None else value
+
+
+# The output activation that goes with each target layout's default loss (sweep.inputs.targets.LOSSES).
+ACTIVATIONS = {"sparse": "softmax", "onehot": "softmax", "multilabel": "sigmoid", "values": None}
+
+
+def _output(x: Any, info: "DataInfo") -> Any:
+    """The output layer for the targets: one sigmoid unit for two classes given as labels
+    (binary cross-entropy, Keras' binary convention, so AUC, Precision or F1Score work on the
+    labels as given), softmax over the classes, sigmoid per label for 0/1 rows, linear values."""
+    if is_binary(info):
+        return keras.layers.Dense(1, activation="sigmoid")(x)
+    return keras.layers.Dense(int(info.num_outputs), activation=ACTIVATIONS.get(info.target_layout))(x)
+
+
+def is_binary(info: "DataInfo") -> bool:
+    """Two classes given as one label per row (0/1 or booleans)."""
+    return info.task == "classification" and int(info.num_outputs) == 2 and info.target_layout == "sparse"
+
+
+def _one_input_one_output(info: "DataInfo", name: str) -> None:
+    """The built-in builders make single-input, single-output models."""
+    inputs, heads = getattr(info, "num_inputs", 1), getattr(info, "num_heads", 1)
+    if inputs == 1 and heads == 1:
+        return
+    what = f"{inputs} inputs" if inputs > 1 else f"{heads} outputs"
+    raise InputError(
+        "model.builder",
+        f"expected one input array and one target array for the built-in {name}, got {what}: "
+        "write a model factory for several inputs or outputs (model.builder: package.module:function)",
+    )
+
+
+def mlp(
+    hp: dict,
+    info: "DataInfo",
+    units: int | list[int] | tuple[int, ...] = (128, 128),
+    dropout: float = 0.0,
+    activation: str = "relu",
+    layers: int | None = None,
+) -> keras.Model:
+    """A multilayer perceptron: Flatten (if needed), Dense stack, Dense output.
+
+    ``units``: the hidden layer widths (a list), or one width for every hidden layer (an int).
+    ``layers``: number of hidden layers; repeats the first width (``layers: 0`` gives a linear /
+    logistic model). Without ``layers``, an int ``units`` keeps the depth of ``model.args``'s units
+    (two layers by default). ``dropout`` follows each hidden layer when > 0. Each of ``units``,
+    ``layers``, ``dropout`` and ``activation`` can be searched: the hp value wins over model.args.
+    Output: softmax over ``info.num_outputs`` classes, or linear for regression.
+    """
+    base_units = _as_list(units, 1, "model.args.units")
+    units_value = _pick(hp, "units", units)
+    depth = _pick(hp, "layers", layers)
+    if depth is None:
+        widths = _as_list(units_value, len(base_units), _key(hp, "units"))
+    else:
+        first = _as_list(units_value, 1, _key(hp, "units"))[:1] or [128]
+        widths = first * max(int(depth), 0)
+    rate = float(_pick(hp, "dropout", dropout))
+    act = _pick(hp, "activation", activation)
+    _one_input_one_output(info, "mlp")
+
+    inputs = keras.Input(shape=tuple(info.input_shape))
+    x = inputs if len(info.input_shape) == 1 else keras.layers.Flatten()(inputs)
+    for width in widths:
+        x = keras.layers.Dense(width, activation=act)(x)
+        if rate > 0:
+            x = keras.layers.Dropout(rate)(x)
+    return keras.Model(inputs, _output(x, info))
+
+
+def image_shape(input_shape: tuple[int, ...]) -> tuple[int, int, int]:
+    """The (H, W, C) a ``cnn`` sees for ``input_shape`` (square 1-D lengths become (s, s, 1))."""
+    shape = tuple(int(d) for d in input_shape)
+    if len(shape) == 3:
+        return shape  # type: ignore[return-value]
+    if len(shape) == 2:
+        return (shape[0], shape[1], 1)
+    if len(shape) == 1:
+        side = math.isqrt(shape[0])
+        if side * side == shape[0] and side >= 2:
+            return (side, side, 1)
+    raise InputError(
+        "model.builder",
+        f"expected cnn inputs of shape (H, W, C), (H, W) or a square length such as 64 "
+        f"(use data.reshape otherwise), got {shape}",
+    )
+
+
+def cnn(
+    hp: dict,
+    info: "DataInfo",
+    filters: int | list[int] | tuple[int, ...] = (16, 32),
+    kernel_size: int = 3,
+    dense: int = 64,
+    dropout: float = 0.0,
+    activation: str = "relu",
+) -> keras.Model:
+    """A small convolutional network for image-shaped inputs.
+
+    Inputs of shape (H, W, C) are used as they are; (H, W) gets a channel axis, and a 1-D input
+    whose length is a square (digits: 64 -> 8x8x1) is reshaped inside the model, so no
+    ``data.reshape`` is needed. Each entry of ``filters`` is a Conv2D (padding same) followed by
+    a 2x2 MaxPool while the feature map stays at least 2x2; then GlobalAveragePooling, a Dense
+    layer of ``dense`` units (none when 0), Dropout when > 0, and the output layer as in ``mlp``.
+    ``filters`` (list, or an int repeated for every conv layer), ``kernel_size``, ``dense``,
+    ``dropout`` and ``activation`` can be searched: the hp value wins over model.args.
+    """
+    _one_input_one_output(info, "cnn")
+    image = image_shape(info.input_shape)
+    base = _as_list(filters, 1, "model.args.filters")
+    conv_filters = _as_list(_pick(hp, "filters", filters), len(base), _key(hp, "filters"))
+    kernel = int(_pick(hp, "kernel_size", kernel_size))
+    dense_units = int(_pick(hp, "dense", dense))
+    rate = float(_pick(hp, "dropout", dropout))
+    act = _pick(hp, "activation", activation)
+
+    inputs = keras.Input(shape=tuple(info.input_shape))
+    x = inputs if tuple(info.input_shape) == image else keras.layers.Reshape(image)(inputs)
+    height, width = image[0], image[1]
+    for count in conv_filters:
+        x = keras.layers.Conv2D(count, kernel, padding="same", activation=act)(x)
+        if height >= 4 and width >= 4:  # pool only while the result stays at least 2x2
+            x = keras.layers.MaxPooling2D(2)(x)
+            height, width = height // 2, width // 2
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    if dense_units > 0:
+        x = keras.layers.Dense(dense_units, activation=act)(x)
+    if rate > 0:
+        x = keras.layers.Dropout(rate)(x)
+    return keras.Model(inputs, _output(x, info))
+
+
+BUILDERS: dict[str, Callable[..., keras.Model]] = {"mlp": mlp, "cnn": cnn}
+
+
+# ---------------------------------------------------------------------------------------------
+# resolving model.builder
+
+
+def resolve_builder(model_cfg: ModelConfig, search_paths: tuple[Path, ...] = ()) -> Builder:
+    """``model.builder`` -> a picklable ``builder(hp, info)`` with ``model.args`` bound."""
+    name, args = model_cfg.builder, dict(model_cfg.args)
+    if name in BUILDERS:
+        fn = BUILDERS[name]
+        _check_args(fn, args, f"{name}")
+        builder = functools.partial(fn, **args)
+    elif is_spec(name):
+        fn = resolve(name, "model.builder", search_paths)
+        _check_signature(fn, name)
+        if args:
+            _check_args(fn, args, repr(name))
+        builder = functools.partial(fn, **args)
+    else:
+        raise InputError("model.builder", f"expected mlp, cnn or package.module:function, got {name!r}")
+    builder.spec = name  # type: ignore[attr-defined]  # partial has a __dict__; kept by pickle
+    return builder
+
+
+def _signature(fn: Callable[..., Any]) -> inspect.Signature | None:
+    try:
+        return inspect.signature(fn)
+    except (TypeError, ValueError):  # some builtins / C callables have none
+        return None
+
+
+def _check_signature(fn: Callable[..., Any], spec: str) -> None:
+    sig = _signature(fn)
+    if sig is None:
+        return
+    try:
+        sig.bind({}, None)
+    except TypeError:
+        raise InputError("model.builder", f"expected {spec!r} to accept (hp, info), got a function with signature {sig}") from None
+
+
+def _check_args(fn: Callable[..., Any], args: dict[str, Any], label: str) -> None:
+    sig = _signature(fn)
+    if sig is None or not args:
+        return
+    params = list(sig.parameters.values())
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return
+    accepted = [p.name for p in params[2:] if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    for key in args:
+        if key not in accepted:
+            choices = ", ".join(accepted) if accepted else "none"
+            raise InputError(f"model.args.{key}", f"expected an argument {label} accepts ({choices}), got {key!r}")
+
+
+# ---------------------------------------------------------------------------------------------
+# optimizers
+
+
+OPTIMIZERS: dict[str, type] = {
+    "adam": keras.optimizers.Adam,
+    "sgd": keras.optimizers.SGD,
+    "rmsprop": keras.optimizers.RMSprop,
+    "adamw": keras.optimizers.AdamW,
+    "nadam": keras.optimizers.Nadam,
+    "adagrad": keras.optimizers.Adagrad,
+    "adamax": keras.optimizers.Adamax,
+    "adadelta": keras.optimizers.Adadelta,
+    "ftrl": keras.optimizers.Ftrl,
+    "lion": keras.optimizers.Lion,
+}
+
+# hp keys that configure the optimizer; each is passed only to optimizers whose constructor
+# names it (momentum reaches sgd/rmsprop but not adam: conditional spaces produce such keys).
+OPTIMIZER_HP_KEYS: dict[str, type] = {
+    "learning_rate": float,
+    "momentum": float,
+    "nesterov": bool,
+    "weight_decay": float,
+    "beta_1": float,
+    "beta_2": float,
+    "epsilon": float,
+    "rho": float,
+    "amsgrad": bool,
+    "clipnorm": float,
+    "clipvalue": float,
+    "global_clipnorm": float,
+}
+
+
+def make_optimizer(hp: dict) -> keras.optimizers.Optimizer:
+    """A fresh optimizer from ``hp['optimizer']`` (default adam) and the keys above that it accepts.
+
+    Keys missing from hp keep the Keras defaults (e.g. learning_rate 0.001 for adam).
+    """
+    name = hp.get("optimizer") or "adam"
+    cls = OPTIMIZERS.get(str(name).lower())
+    if cls is None:
+        raise InputError("search.space.optimizer", f"expected one of {', '.join(OPTIMIZERS)}, got {name!r}")
+    sig = _signature(cls)
+    accepted = set(sig.parameters) if sig is not None else set()
+    kwargs = {
+        key: convert(hp[key])
+        for key, convert in OPTIMIZER_HP_KEYS.items()
+        if key in accepted and hp.get(key) is not None
+    }
+    return cls(**kwargs)
+
+
+# ---------------------------------------------------------------------------------------------
+# compiling
+
+
+def default_loss(info: "DataInfo", model: keras.Model | None = None) -> Any:
+    """The loss for each output's target layout (:data:`sweep.inputs.targets.LOSSES`), in y's form;
+    binary cross-entropy for an output of two classes given as labels whose layer has one unit
+    (a sigmoid, see :func:`_output`), whether it is the model's only output or one of several."""
+    from sweep.inputs.structures import is_nested, named_leaves, rebuild
+    from sweep.inputs.targets import LOSSES
+
+    if not is_nested(info.target_layout):
+        if is_binary(info) and (model is None or _single_output_width(model) == 1):
+            return "binary_crossentropy"
+        return LOSSES[info.target_layout]
+    widths = dict(named_leaves(_output_widths(model), "y")) if model is not None else {}
+    sizes = dict(named_leaves(info.output_sizes, "y"))
+    losses = {}
+    for name, layout in named_leaves(info.target_layout, "y"):
+        binary = layout == "sparse" and sizes.get(name) == 2 and widths.get(name) == 1
+        losses[name] = "binary_crossentropy" if binary else LOSSES[layout]
+    return rebuild(info.target_layout, losses, "y")
+
+
+def _output_widths(model: keras.Model) -> Any:
+    """Each output's last dimension, in the form of the model's outputs (a dict, a list or one)."""
+    from sweep.inputs.structures import map_leaves
+
+    try:
+        output = model.output
+    except (AttributeError, ValueError):
+        return {}
+    return map_leaves(lambda tensor: tensor.shape[-1] if len(tensor.shape) >= 2 else 1, output)
+
+
+def default_metrics(info: "DataInfo") -> Any:
+    """accuracy (classification) or mae (regression) for each output, in y's form."""
+    from sweep.inputs.structures import map_leaves
+
+    return map_leaves(lambda layout: ["mae"] if layout == "values" else ["accuracy"], info.target_layout)
+
+
+def _spec_of(builder: Callable[..., Any]) -> str:
+    spec = getattr(builder, "spec", None)
+    if spec:
+        return str(spec)
+    fn = getattr(builder, "func", builder)
+    return f"{getattr(fn, '__module__', '?')}:{getattr(fn, '__qualname__', type(fn).__name__)}"
+
+
+def is_compiled(model: keras.Model) -> bool:
+    return bool(getattr(model, "compiled", False)) and getattr(model, "optimizer", None) is not None
+
+
+def build(builder: Builder, hp: dict, info: "DataInfo", model_cfg: ModelConfig, steps_per_execution: int | None = None) -> keras.Model:
+    """Call the builder and compile its model (unless it came back compiled).
+
+    Errors a factory raises become ``InputError('model.builder', ...)`` (chained, so the
+    traceback is kept). When we compile with the task's default loss, the output width is
+    checked against ``info.num_outputs`` (:func:`check_model_output`). A model the factory
+    compiled itself is returned untouched, its optimizer, loss and metrics included.
+    ``steps_per_execution`` (train steps per compiled call, see ``worker.steps_per_execution``)
+    defaults to ``hp['steps_per_execution']`` or 1.
+    """
+    spec = _spec_of(builder)
+    try:
+        model = builder(hp, info)
+    except InputError:
+        raise
+    except Exception as exc:
+        first = str(exc).strip().splitlines()
+        detail = f"{type(exc).__name__}: {first[0][:300]}" if first else type(exc).__name__
+        raise InputError("model.builder", f"expected {spec!r} to build a model, but it raised {detail}") from exc
+    if not isinstance(model, keras.Model):
+        raise InputError("model.builder", f"expected {spec!r} to return a keras.Model, got {type(model).__name__}")
+    if is_compiled(model):
+        return model
+    loss = hp.get("loss") or model_cfg.loss
+    if loss is None:
+        check_model_output(model, info)
+    model.compile(
+        optimizer=make_optimizer(hp),
+        loss=loss or default_loss(info, model),
+        loss_weights=model_cfg.loss_weights,
+        metrics=_metrics(model_cfg.metrics) if model_cfg.metrics else default_metrics(info),
+        steps_per_execution=int(steps_per_execution or hp.get("steps_per_execution", 1) or 1),
+    )
+    return model
+
+
+def _metrics(metrics: Any) -> Any:
+    """``model.metrics`` as compile takes it: a list, or a dict of lists by output name."""
+    if isinstance(metrics, dict):
+        return {name: [value] if isinstance(value, str) else list(value) for name, value in metrics.items()}
+    return list(metrics)
+
+
+def check_model_output(model: keras.Model, info: "DataInfo") -> None:
+    """The default losses need one output of width ``info.num_outputs``.
+
+    Sparse categorical cross-entropy (classification) wants one score per class; mse
+    (regression) one value per target column. Models with several outputs, or whose output
+    shape is not known before fitting (unbuilt subclassed models), are not checked.
+    """
+    width = _single_output_width(model)
+    if width is None or width == int(info.num_outputs) or (width == 1 and is_binary(info)):
+        return
+    shape = tuple(model.outputs[0].shape)
+    if info.task == "classification":
+        expected = f"a final layer with {info.num_outputs} units, one per class (softmax with sparse_categorical_crossentropy)"
+        hint = " (or set model.loss to a loss that fits your output)"
+    else:
+        expected = f"a final layer with {info.num_outputs} unit(s), one per regression target"
+        hint = " (or set model.loss)"
+    raise InputError("model.builder", f"expected {expected}, got output shape {shape}{hint}")
+
+
+def _single_output_width(model: keras.Model) -> int | None:
+    """The last dimension of a model's one output; None for several outputs or an unknown shape."""
+    try:
+        outputs = model.outputs
+    except (AttributeError, ValueError):
+        return None
+    if not outputs or len(outputs) != 1:
+        return None
+    shape = tuple(outputs[0].shape)
+    width = shape[-1] if len(shape) >= 2 else 1
+    return None if width is None else int(width)
+
+
+# ---------------------------------------------------------------------------------------------
+# which hyperparameters mean something
+
+# hp keys the trial itself reads, whatever the factory does: fit's batch size and epoch budget,
+# and steps per execution (see sweep.worker.trainable). ``loss`` is read only when the sweep compiles.
+TRIAL_HP_KEYS = ("batch_size", "epochs", "steps_per_execution")
+
+
+class RecordingHP(dict):
+    """A trial's hyperparameters that note every key read (``[]``, ``get``, ``in``, iteration).
+
+    The preflight builds models with it to find space entries that nothing reads, which
+    Optuna would otherwise sample, log and rank with no effect on training. Iterating or
+    copying (``dict(hp)``, ``**hp``) counts as reading every key.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.read: set[str] = set()
+
+    def __getitem__(self, key: str) -> Any:
+        self.read.add(key)
+        return super().__getitem__(key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self.read.add(key)
+        return super().get(key, default)
+
+    def __contains__(self, key: object) -> bool:
+        self.read.add(str(key))
+        return super().__contains__(key)
+
+    def _read_all(self) -> None:
+        self.read.update(super().keys())
+
+    def __iter__(self) -> Any:
+        self._read_all()
+        return super().__iter__()
+
+    def keys(self) -> Any:
+        self._read_all()
+        return super().keys()
+
+    def items(self) -> Any:
+        self._read_all()
+        return super().items()
+
+    def values(self) -> Any:
+        self._read_all()
+        return super().values()
+
+    def copy(self) -> dict:
+        self._read_all()
+        return dict(super().items())
+
+
+def hyperparameters_read(builder: Builder, info: "DataInfo", points: list[dict]) -> set[str]:
+    """The hp keys that the factory, the optimizer and the trial read at any of ``points``.
+
+    Each point is built once (not compiled, not trained); a point whose build raises is
+    skipped (the preflight's own build reports errors). The optimizer's keys count only
+    when the factory leaves compiling to the sweep and the point's optimizer accepts them
+    (``momentum`` means nothing to adam).
+    """
+    read = set(TRIAL_HP_KEYS)
+    for point in points:
+        hp = RecordingHP(point)
+        try:
+            model = builder(hp, info)
+            if isinstance(model, keras.Model) and not is_compiled(model):
+                make_optimizer(hp)
+                hp.get("loss")
+        except Exception:
+            continue
+        finally:
+            keras.backend.clear_session(free_memory=False)
+        read |= hp.read
+    return read
+
+
+# ---------------------------------------------------------------------------------------------
+# names checked against Keras' registries before any trial
+
+
+def _known(kind: str, name: Any) -> bool:
+    """Whether ``name`` is an optimizer of :data:`OPTIMIZERS`, or a name Keras resolves as an
+    activation, loss or metric (with compile's own aliases: accuracy/acc, crossentropy/ce)."""
+    if not isinstance(name, str):
+        return name is None and kind in ("activation", "optimizer")  # None: linear, adam
+    if kind == "optimizer":
+        return name.lower() in OPTIMIZERS
+    if kind == "loss" and name.lower() in ("crossentropy", "ce"):
+        return True
+    if kind == "metric" and name.lower() in ("accuracy", "acc", "crossentropy", "ce"):
+        return True
+    get = {"activation": keras.activations.get, "loss": keras.losses.get, "metric": keras.metrics.get}[kind]
+    try:
+        get(name)
+    except (ValueError, TypeError):
+        return False
+    return True
+
+
+def _expected_names(kind: str) -> str:
+    if kind == "optimizer":
+        return f"one of {', '.join(OPTIMIZERS)}"
+    return {"activation": "a Keras activation name (relu, gelu, tanh, ...)", "loss": "a Keras loss name (mse, huber, sparse_categorical_crossentropy, ...)",
+            "metric": "a Keras metric name (accuracy, mae, auc, ...)"}[kind]
+
+
+def check_names(space: dict, model_cfg: ModelConfig, sweep_compiles: bool) -> None:
+    """Every name that reaches Keras is one Keras knows, checked before any trial: otherwise only
+    the trials that draw a mistyped choice fail, one by one, after the sweep started.
+
+    Checked: ``model.loss`` and ``model.metrics`` (always: they only mean Keras names); the
+    space's ``optimizer`` and ``loss`` choices when the sweep compiles the model; ``activation``
+    (space choices and ``model.args.activation``) for the built-in builders, which pass it to
+    Keras layers (a factory of your own may read these words its own way).
+    """
+    def check(kind: str, key: str, value: Any) -> None:
+        if not _known(kind, value):
+            raise InputError(key, f"expected {_expected_names(kind)}, got {value!r}")
+
+    loss = model_cfg.loss
+    for key, value in (loss.items() if isinstance(loss, dict) else enumerate(loss) if isinstance(loss, list) else [(None, loss)] if loss is not None else []):
+        check("loss", "model.loss" if key is None else f"model.loss.{key}", value)
+    metrics = model_cfg.metrics
+    if isinstance(metrics, list):
+        for index, value in enumerate(metrics):
+            check("metric", f"model.metrics.{index}", value)
+    elif isinstance(metrics, dict):
+        for head, value in metrics.items():
+            for index, item in enumerate([value] if isinstance(value, str) else value):
+                check("metric", f"model.metrics.{head}" if isinstance(value, str) else f"model.metrics.{head}.{index}", item)
+    builtin = model_cfg.builder in BUILDERS
+    kinds = {"optimizer": sweep_compiles, "loss": sweep_compiles, "activation": builtin}
+    for name, kind in (("optimizer", "optimizer"), ("loss", "loss"), ("activation", "activation")):
+        param = space.get(name)
+        if not kinds[kind] or param is None or getattr(param, "type", None) != "categorical":
+            continue
+        for index, value in enumerate(param.choices):
+            check(kind, f"search.space.{name}.choices.{index}", value)
+    if builtin and "activation" in model_cfg.args:
+        check("activation", "model.args.activation", model_cfg.args["activation"])
+
+
+def sweep_compiles(builder: Builder, hp: dict, info: "DataInfo", model_cfg: ModelConfig) -> bool:
+    """Whether the sweep compiles the model (the built-ins; a factory that returns it uncompiled)."""
+    if model_cfg.builder in BUILDERS:
+        return True
+    try:
+        return not is_compiled(builder(dict(hp), info))
+    except Exception:
+        return True  # the preflight's own build reports the error
+    finally:
+        keras.backend.clear_session(free_memory=False)

@@ -1,0 +1,233 @@
+"""Data pipelines (``tf.data``, ``keras.utils.PyDataset``, generators) built where the trial runs.
+
+A data function that returns a pair ``(train, validation)`` of ``tf.data.Dataset`` or
+``keras.utils.PyDataset`` objects (or of Python generators) describes data read from files:
+an image folder (``keras.utils.image_dataset_from_directory``), TFRecord, CSV or Parquet
+shards. Such data is never loaded into the driver nor pushed through Ray's object store:
+
+* the driver calls the function once, reads **one batch** of the training pipeline to check
+  its structure, shapes and dtypes (the preflight evaluates the model on it), and ships only
+  a small :class:`Pipeline` recipe (the function's ``package.module:name`` and ``data.args``);
+* each worker calls the function itself (:func:`datasets`), once per worker and batch size,
+  and keeps the result while the sweep's data settings are unchanged. Paths in
+  ``data.args`` are read **on the worker**: on a cluster they must name a shared filesystem
+  or an object-storage URI that every node can read.
+
+Batch size: a function with a ``batch_size`` parameter is called with the trial's batch size
+(so ``batch_size`` stays a searchable hyperparameter; ``image_dataset_from_directory`` takes
+it directly). A function without one returns batched pipelines that every trial uses as they
+are; ``batch_size`` in the search space is then refused, since it would change nothing.
+Generators are consumed as they run, so a generator function is called again for every trial
+and needs ``fit.steps_per_epoch`` (and ``fit.validation_steps``), as Keras requires.
+Infinite or repeated datasets need ``fit.steps_per_epoch`` / ``fit.validation_steps`` too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from sweep.inputs import targets
+from sweep.spec.config import InputError
+from sweep.inputs.structures import map_leaves, named_leaves, rebuild, take_rows
+
+if TYPE_CHECKING:
+    from sweep.spec.config import DataConfig
+    from sweep.inputs.data import Dataset
+
+__all__ = ["Pipeline", "is_pipeline_result", "describe", "datasets", "PEEK_ROWS"]
+
+PEEK_ROWS = 8  # rows of the first batch the driver keeps for the preflight and MLflow's input example
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """How a worker builds the sweep's datasets: small and picklable."""
+
+    source: str  # package.module:function
+    args: dict[str, Any]
+    search_paths: tuple[str, ...]
+    takes_batch_size: bool
+    is_generator: bool
+    fingerprint: str
+
+    def build(self, batch_size: int | None) -> tuple[Any, Any]:
+        """Call the data function here (a worker) and return ``(train, validation)``."""
+        from sweep.inputs.imports import resolve
+
+        function = resolve(self.source, "data.source", tuple(Path(p) for p in self.search_paths))
+        kwargs = dict(self.args)
+        if self.takes_batch_size and batch_size is not None:
+            kwargs["batch_size"] = int(batch_size)
+        train, val = function(**kwargs)
+        return train, val
+
+
+def kind_of(value: Any) -> str | None:
+    """``tf.data``, ``PyDataset`` or ``generator`` for a pipeline object, else None (no TF import)."""
+    names = {cls.__name__ for cls in type(value).__mro__}
+    if "DatasetV2" in names:
+        return "tf.data"
+    if "PyDataset" in names:
+        return "PyDataset"
+    if inspect.isgenerator(value):
+        return "generator"
+    return None
+
+
+def is_pipeline_result(raw: Any) -> bool:
+    """True for a ``(train, validation)`` pair of pipeline objects of one kind."""
+    if not (isinstance(raw, (tuple, list)) and len(raw) == 2):
+        return False
+    kinds = [kind_of(part) for part in raw]
+    if kinds[0] is None and kinds[1] is None:
+        return False
+    if None in kinds:
+        return False  # sweep.data says what is wrong with a pipeline next to an array
+    return True
+
+
+_CACHE: dict[tuple[str, int | None], tuple[Any, Any]] = {}  # this worker's datasets
+
+
+def datasets(pipeline: Pipeline, batch_size: int | None) -> tuple[Any, Any]:
+    """The ``(train, validation)`` pipelines for a trial on this worker.
+
+    Built once per worker and batch size (a new sweep's data settings replace what was
+    kept); generator functions are called for every trial, since a generator runs once.
+    """
+    if pipeline.is_generator:
+        return pipeline.build(batch_size)
+    key = (pipeline.fingerprint, batch_size if pipeline.takes_batch_size else None)
+    if key not in _CACHE:
+        if any(k[0] != pipeline.fingerprint for k in _CACHE):
+            _CACHE.clear()
+        _CACHE[key] = pipeline.build(batch_size)
+    return _CACHE[key]
+
+
+def describe(config: "DataConfig", search_paths: tuple[Path, ...], raw: Any) -> "Dataset":
+    """The driver's view of a pipeline result: one batch checked, a recipe for the workers."""
+    from sweep.inputs import data
+    from sweep.inputs.imports import resolve
+
+    train, val = raw
+    kinds = {kind_of(part) for part in raw}
+    if len(kinds) > 1:
+        raise InputError("data.source", f"expected two pipelines of one kind from {config.source}, got {' and '.join(sorted(kinds))}")
+    kind = kinds.pop()
+    if config.reshape is not None or config.normalize or config.encode_labels:
+        key = "data.reshape" if config.reshape is not None else ("data.normalize" if config.normalize else "data.encode_labels")
+        raise InputError(key, f"expected no {key} for a {kind} pipeline (do it inside the pipeline, e.g. with a Rescaling layer or dataset.map)")
+    function = resolve(config.source, "data.source", search_paths)
+    takes_batch_size = "batch_size" in _parameters(function)
+    x, y, w = _first_batch(train, config.source, "training")
+    _first_batch(val, config.source, "validation")
+    kinds_of_targets = _target_kinds(config, y, train, val)
+    recipe = Pipeline(
+        source=config.source,
+        args=dict(config.args),
+        search_paths=tuple(str(p) for p in search_paths),
+        takes_batch_size=takes_batch_size,
+        is_generator=kind == "generator",
+        fingerprint=_fingerprint(config, search_paths),
+    )
+    info = data.describe(x, kinds_of_targets, config.source, recipe.fingerprint, 0, 0, streamed=kind)  # rows: unknown for a stream (Keras needs batches, not rows)
+    peek = slice(0, PEEK_ROWS)
+    return data.Dataset(None, None, take_rows(x, peek), take_rows(y, peek), info=info, pipeline=recipe,
+                   val_sample_weight=None if w is None else take_rows(w, peek))
+
+
+def _parameters(function: Any) -> set[str]:
+    try:
+        return set(inspect.signature(function).parameters)
+    except (TypeError, ValueError):
+        return set()
+
+
+def _first_batch(pipeline: Any, source: str, which: str) -> tuple[Any, Any, Any]:
+    """``(x, y, sample_weight or None)`` of the first batch, as numpy arrays."""
+    kind = kind_of(pipeline)
+    try:
+        if kind == "tf.data":
+            element = next(iter(pipeline.take(1)))
+        elif kind == "PyDataset":
+            element = pipeline[0]
+        else:
+            element = next(pipeline)
+    except StopIteration:
+        raise InputError("data.source", f"expected at least one batch in the {which} {kind} of {source}, got none") from None
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        raise InputError("data.source", f"expected the {which} {kind} of {source} to yield a batch, but it raised {type(exc).__name__}: {first}") from None
+    if not (isinstance(element, tuple) and len(element) in (2, 3)):
+        raise InputError("data.source", f"expected the {which} {kind} of {source} to yield (x, y) or (x, y, sample_weight) batches, got {type(element).__name__}")
+    return tuple(None if part is None else map_leaves(_numpy, part) for part in (*element, None)[:3])  # type: ignore[return-value]
+
+
+def _numpy(value: Any) -> np.ndarray:
+    return np.asarray(value.numpy() if hasattr(value, "numpy") else value)
+
+
+def _target_kinds(config: "DataConfig", y: Any, train: Any, val: Any) -> Any:
+    """Task and output sizes: ``data.task``/``num_outputs``, the pipeline's ``class_names``, the
+    labels of a small validation pipeline, or one batch."""
+    class_names = getattr(train, "class_names", None)
+    named = named_leaves(y, "y")
+    if len(named) > 1:
+        found = {name: _one_target(config, leaf, None, name) for name, leaf in named}
+        return rebuild(y, found, "y")
+    return _one_target(config, named[0][1], class_names, "y", lambda: _validation_labels(val))
+
+
+MAX_SCANNED_BATCHES = 200  # a validation pipeline this small is read once in the driver for its labels
+
+
+def _validation_labels(val: Any) -> np.ndarray | None:
+    """Every label of a finite ``tf.data`` validation pipeline of at most MAX_SCANNED_BATCHES
+    batches (one target array), else None: the classes of a pipeline without ``class_names``."""
+    if kind_of(val) != "tf.data":
+        return None
+    batches = int(val.cardinality())
+    if batches < 0 or batches > MAX_SCANNED_BATCHES:  # infinite (-1) or unknown (-2) or large
+        return None
+    labels = [np.asarray(element[1]) for element in val.as_numpy_iterator()]
+    return np.concatenate(labels) if labels and all(isinstance(y, np.ndarray) for y in labels) else None
+
+
+def _one_target(config: "DataConfig", y: np.ndarray, class_names: Any, name: str, labels: Any = None) -> targets.TargetKind:
+    given = config.task.get(name.partition(".")[2]) if isinstance(config.task, dict) else config.task
+    classes = len(class_names) if class_names is not None else config.num_outputs
+    if y.ndim == 2 and y.shape[1] == 1 and class_names is not None and len(class_names) == 2:
+        return targets.TargetKind("classification", 1, "multilabel", "binary labels, class_names of the pipeline")
+    if y.ndim == 2 and y.shape[1] > 1 and given != "regression":
+        return targets.TargetKind("classification", int(y.shape[1]), "onehot", "one-hot batches")
+    integral = np.issubdtype(y.dtype, np.integer) or y.dtype == np.bool_
+    task = given or ("classification" if integral else "regression")
+    if task == "regression":
+        width = 1 if y.ndim == 1 else int(y.shape[-1])
+        return targets.TargetKind("regression", config.num_outputs or width, "values", "data.task" if given else "non-integer targets")
+    scanned = labels() if classes is None and labels is not None else None
+    if scanned is not None:
+        found = targets.infer(scanned, given, name)
+        if found.task == "classification":
+            return targets.TargetKind(found.task, found.size, found.layout, f"{found.reason} in the validation pipeline")
+    if classes is None:
+        raise InputError(
+            "data.num_outputs",
+            f"expected data.num_outputs (the number of classes of {name}) for a pipeline without class_names "
+            f"whose validation labels cannot be read up front (infinite, or over {MAX_SCANNED_BATCHES} batches), got none",
+        )
+    reason = "class_names of the pipeline" if class_names is not None else "data.num_outputs"
+    return targets.TargetKind("classification", int(classes), "sparse", reason)
+
+
+def _fingerprint(config: "DataConfig", search_paths: tuple[Path, ...]) -> str:
+    settings = json.dumps({"source": config.source, "args": config.args, "paths": [str(p) for p in search_paths]}, sort_keys=True, default=str)
+    return hashlib.blake2b(settings.encode(), digest_size=8).hexdigest()

@@ -1,0 +1,1 @@
+"""The sweep file: its pydantic schema and loader (``config``) and the generated reference (``docs``)."""

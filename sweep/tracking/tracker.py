@@ -1,0 +1,604 @@
+"""MLflow: one parent run per sweep, one nested child run per trial, written from the driver.
+
+Workers never talk to MLflow. The tracker is a Ray Tune callback on the driver that turns
+results into operations; a writer process (``sweep.tracking.writer``) applies them in order, batched
+per run, so neither a slow tracking server nor MLflow's own CPU cost stalls Tune's event
+loop, let alone a trial's ``fit()``. ``close()`` flushes everything before the sweep
+reports its end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+
+from sweep.worker import storage
+from sweep.tracking.writer import MlflowNames, WriterProcess, client, name_problem, param_text, sanitized, sqlite_path  # noqa: F401 - client: this module's API
+from sweep.tracking.store import (  # noqa: F401 - reading a sweep back lives in sweep.store; re-exported, it was here first
+    DEFAULT_URI, NAME_TAG, ROLE_TAG, STATUS_TAG, TRIAL_TAG, badness, best_summary, child_runs,
+    default_uri, find_parent_run, redact, resolve_uri, status_summary,
+)
+from sweep.driver.ledger import COMPLETED, FAILED, INTERRUPTED, PENDING, STATUSES, DriverCallback, Ledger, epoch_of, SweepResult, TrialOutcome, keras_metrics, worker_metrics
+
+log = logging.getLogger("sweep.tracking")
+
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"  # MLflow 3's UI: which view an experiment opens in
+EXPERIMENT_KIND = "custom_model_development"  # its model-training view (not the GenAI one)
+CHAMPION_ALIAS = "champion"  # the registry alias that follows the newest sweep's best model
+METRIC_NAMES_TAG = "sweep.metric_names"  # parent run: JSON {keras name: MLflow name} of the renamed metrics
+PARAM_NAMES_TAG = "sweep.param_names"  # parent run: the same for params (search-space names, config keys)
+
+
+def check_reachable(uri: str, timeout: float = 5.0) -> None:
+    """Fail in seconds, not after MLflow's minutes of HTTP retries, when a tracking server is down."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    import base64
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    # credentials as MLflow's client sends them: user:password@ in the URI (requests sends it as
+    # basic auth), else MLFLOW_TRACKING_USERNAME/PASSWORD or MLFLOW_TRACKING_TOKEN; never in the URL
+    parts = urllib.parse.urlsplit(uri)
+    user = urllib.parse.unquote(parts.username) if parts.username else os.environ.get("MLFLOW_TRACKING_USERNAME")
+    password = urllib.parse.unquote(parts.password or "") if parts.username else os.environ.get("MLFLOW_TRACKING_PASSWORD", "")
+    host = parts.hostname or ""
+    netloc = (f"[{host}]" if ":" in host else host) + (f":{parts.port}" if parts.port else "")
+    request = urllib.request.Request(urllib.parse.urlunsplit((parts.scheme, netloc, f"{parts.path.rstrip('/')}/health", "", "")))
+    if user:
+        request.add_header("Authorization", "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode())
+    elif os.environ.get("MLFLOW_TRACKING_TOKEN"):
+        request.add_header("Authorization", f"Bearer {os.environ['MLFLOW_TRACKING_TOKEN']}")
+    try:
+        urllib.request.urlopen(request, timeout=timeout).close()
+    except urllib.error.HTTPError:
+        return  # it answered: reachable (some proxies do not serve /health)
+    except (OSError, ValueError) as exc:
+        raise ConnectionError(f"no answer from {redact(uri)} within {timeout:.0f} s ({getattr(exc, 'reason', exc)})") from None
+
+
+def artifact_location(uri: str, experiment: str) -> str | None:
+    """Keep a sqlite store's artifacts next to its file (not in the working directory)."""
+    path = sqlite_path(uri)
+    return (path.parent / "mlartifacts" / experiment).as_uri() if path is not None else None
+
+
+def ensure_experiment(mlflow_client: Any, uri: str, name: str) -> str:
+    """The experiment's id (created when missing), tagged so MLflow's UI opens it in its
+    model-training view; a kind someone chose in the UI is left as it is."""
+    experiment = mlflow_client.get_experiment_by_name(name)
+    if experiment is None:
+        return mlflow_client.create_experiment(
+            name, artifact_location=artifact_location(uri, name), tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
+        )
+    if EXPERIMENT_KIND_TAG not in (experiment.tags or {}):
+        try:
+            mlflow_client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+        except Exception as exc:  # a read-only experiment: the view is a nicety, never the sweep
+            log.debug("could not tag experiment %s (%s)", name, exc)
+    return experiment.experiment_id
+
+
+def best_metric_name(metric: str) -> str:
+    """The metric each trial run (and the parent) logs its best objective under: ``best_val_accuracy``.
+    Sorting the runs table by it ranks trials as ``sweep best`` does (the objective's own
+    column is each trial's last epoch)."""
+    return f"best_{metric}"
+
+
+def source_tags() -> dict[str, str]:
+    """``mlflow.user``, ``mlflow.source.name`` and ``mlflow.source.type``, as MLflow's own clients set them."""
+    try:
+        from mlflow.tracking.context.default_context import DefaultRunContext
+
+        return {k: str(v) for k, v in DefaultRunContext().tags().items()}
+    except Exception:
+        return {}
+
+
+# config.* params always logged, defaults or not: what readers of the parent run look up
+ESSENTIAL_PARAMS = frozenset({
+    "config.name", "config.data.source", "config.objective.metric", "config.objective.mode", "config.search.trials",
+    "config.search.sampler", "config.fit.epochs", "config.scheduler.type", "config.search.space",
+})
+
+
+def flat_config(data: dict[str, Any]) -> dict[str, Any]:
+    """A sweep file's JSON (``SweepConfig.model_dump(mode="json")``) as flat ``config.*`` param
+    names; the search space stays one value (its entries are the trials' own params)."""
+    flat: dict[str, Any] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict) and value and prefix != "config.search.space":
+            for key, item in value.items():
+                walk(f"{prefix}.{key}", item)
+        else:
+            flat[prefix] = value
+
+    walk("config", data)
+    return flat
+
+
+def non_default_params(flat: dict[str, Any]) -> dict[str, Any]:
+    """The ``config.*`` params that differ from the sweep file's defaults (plus ``ESSENTIAL_PARAMS``
+    and every other param): the whole file is the parent run's ``sweep/config.json`` artifact.
+    The defaults are those of a sweep file with the same name, data source, space and scheduler type."""
+    try:
+        from sweep.spec.config import SweepConfig
+
+        space = flat.get("config.search.space")
+        default = SweepConfig.model_validate({
+            "name": flat["config.name"],
+            "data": {"source": flat["config.data.source"]},
+            "search": {"space": space},
+            "scheduler": {"type": flat.get("config.scheduler.type", "asha")},
+        }).model_dump(mode="json")
+    except Exception:  # not a whole sweep's params (a test's, an older format): log them all
+        return dict(flat)
+    defaults = flat_config(default)
+    missing = object()
+    return {
+        key: value for key, value in flat.items()
+        if key in ESSENTIAL_PARAMS or not key.startswith("config.") or defaults.get(key, missing) != value
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# the Tune callback
+
+
+class MLflowTracker(DriverCallback):
+    """Logs the sweep to MLflow from the driver as Tune reports (see the module docstring)."""
+
+    transient = ("_client", "writer")
+    registered_model: str | None = None  # Model Registry name for the best model (runner sets it)
+    checkpoint_quota_mb: float | None = None  # resources.checkpoint_quota_mb (runner sets it)
+    model_settings: tuple[Any, tuple] | None = None  # (ModelConfig, search paths): how the best model loads (runner sets it)
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        uri: str,
+        experiment: str,
+        sweep_name: str,
+        sweep_params: dict[str, Any],
+        parent_tags: dict[str, Any] | None = None,
+        resume: Any = None,
+    ):
+        """Create the parent run, or with ``resume`` (a ``recovery.ResumeState``) reopen it."""
+        self.ledger, self.uri, self.sweep_name = ledger, uri, sweep_name
+        # The writer retries through outages itself (and says so); MLflow's own HTTP retries
+        # (7, with minutes of backoff) would only hide an outage from the user.
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+        self._client = client(uri)
+        self.experiment_id = ensure_experiment(self._client, uri, experiment)
+        # The last epoch logged per trial: a trial restarted from its checkpoint (a retry after
+        # its worker died, or a resumed sweep) re-reports epochs MLflow already has; never twice.
+        self.logged_steps: dict[str, int] = {}
+        # Names MLflow refuses (a metric named "top@3", a space entry "a(b)") are logged under a
+        # sanitized name, said once, and the mapping kept on the parent run (see MlflowNames).
+        earlier = self._client.get_run(resume.parent_run_id).data.tags if resume is not None else {}
+        self.metric_names = MlflowNames(json.loads(earlier.get(METRIC_NAMES_TAG) or "{}"))
+        self.param_names = MlflowNames(json.loads(earlier.get(PARAM_NAMES_TAG) or "{}"))
+        space = sweep_params.get("config.search.space")
+        renames = self.param_names.add([*sweep_params, *(space if isinstance(space, dict) else ())])
+        _RENAMED_PARAMS.clear()
+        _RENAMED_PARAMS.update(self.param_names.renamed)  # _param() logs the best trial's params under these too
+        _warn_renames("param", renames)
+        run_ids = {}
+        self.source_tags = source_tags()
+        self.best_logged: dict[str, float] = {}  # per trial: the best objective value logged as best_<metric>
+        if resume is None:
+            tags = {**self.source_tags, "mlflow.runName": sweep_name, ROLE_TAG: "parent", NAME_TAG: sweep_name, **(parent_tags or {})}
+            if self.param_names.renamed:
+                tags[PARAM_NAMES_TAG] = json.dumps(self.param_names.renamed, sort_keys=True)
+            parent = self._client.create_run(self.experiment_id, run_name=sweep_name, tags=tags)
+            self.parent_run_id = parent.info.run_id
+            logged = non_default_params(sweep_params)  # the whole file is the sweep/config.json artifact
+            self._client.log_batch(self.parent_run_id, params=[_param(k, v) for k, v in logged.items()])
+        else:
+            self.parent_run_id = resume.parent_run_id
+            self._client.update_run(self.parent_run_id, status="RUNNING")
+            self._client.set_tag(self.parent_run_id, "sweep.resumed", "true")
+            run_ids = {t.trial_id: t.run_id for t in resume.ended + resume.interrupted}
+            self.logged_steps = {t.trial_id: t.last_step for t in resume.interrupted}
+        self.writer = WriterProcess(uri, self.experiment_id, {"parent": self.parent_run_id, **run_ids})
+
+    def log_config(self, text: str) -> None:
+        """The validated sweep file, as ``sweep/config.json`` on the parent run (``sweep resume`` reads it)."""
+        self._client.log_text(self.parent_run_id, text, "sweep/config.json")
+
+    # -- Tune hooks ------------------------------------------------------------------------
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        outcome = self.ledger.outcome(trial)
+        if outcome.trial_id in self.writer.run_ids:  # a resumed trial continues in its own run
+            self.writer.submit("reopen", outcome.trial_id, {STATUS_TAG: "running", "sweep.resumed_from_epoch": outcome.epochs})
+            return
+        self._submit_start(outcome)
+
+    def _submit_start(self, outcome: TrialOutcome) -> None:
+        """Queue the creation of the trial's child run (the writer skips it when the run exists)."""
+        tags = {
+            **getattr(self, "source_tags", {}),
+            "mlflow.parentRunId": self.parent_run_id,
+            ROLE_TAG: "trial",
+            NAME_TAG: self.sweep_name,
+            TRIAL_TAG: outcome.trial_id,
+            "sweep.trial_number": outcome.number,
+            STATUS_TAG: "running",
+        }
+        from sweep.views.progress import trial_label
+
+        name = f"{self.sweep_name}-{trial_label(outcome.number)}"  # the trial's one identifier, as the CLI shows it
+        params = {self._param_key(k): v for k, v in outcome.params.items()}
+        self.writer.submit("start", outcome.trial_id, {"name": name, "tags": tags, "params": params})
+
+    def _param_key(self, key: str) -> str:
+        """A param's MLflow key (a space entry's name, as itself unless MLflow refuses it)."""
+        renames = self.param_names.add([key])
+        if renames:  # not in the space the tracker was given (a param added by the runner)
+            _RENAMED_PARAMS.update(self.param_names.renamed)
+            _warn_renames("param", renames)
+            self.writer.submit("tags", "parent", {PARAM_NAMES_TAG: json.dumps(self.param_names.renamed, sort_keys=True)})
+        return self.param_names[key]
+
+    def _metric_keys(self, logged: dict[str, float]) -> dict[str, str]:
+        """Each metric's MLflow name. A new name MLflow refuses gets a sanitized one, which is
+        said once and recorded on the parent run (``sweep.metric_names``) before any epoch uses it."""
+        renames = self.metric_names.add(logged)
+        if renames:
+            _warn_renames("metric", renames)
+            self.writer.submit("tags", "parent", {METRIC_NAMES_TAG: json.dumps(self.metric_names.renamed, sort_keys=True)})
+        return {name: self.metric_names[name] for name in logged}
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        key = self.ledger.outcome(trial).trial_id
+        step = epoch_of(result)
+        if step <= self.logged_steps.get(key, 0):
+            return  # logged before a restart: an epoch is never logged twice
+        self.logged_steps[key] = step
+        ts = int(result.get("timestamp", time.time()) * 1000)
+        logged = {**keras_metrics(result), **worker_metrics(result)}
+        keys = self._metric_keys(logged)
+        metrics = [(keys[name], value, step, ts) for name, value in logged.items()]
+        outcome = self.ledger.outcome(trial)
+        if outcome.value is not None and outcome.best_epoch == step:  # a new best: best_<metric> at the epoch it was reached
+            metrics.append(self._best_metric(key, outcome.value, step, ts))
+        if metrics:
+            self.writer.submit("metrics", key, metrics)
+        identified = self.__dict__.setdefault("_identified", set())
+        if key not in identified:  # where it runs: node id/ip, cpus, gpus (once per trial)
+            from sweep.worker.placement import identity_tags
+
+            node_tags = identity_tags(result)
+            if node_tags:
+                identified.add(key)
+                self.writer.submit("tags", key, node_tags)
+
+    def _best_metric(self, trial_id: str, value: float, step: int, ts: int) -> tuple[str, float, int, int]:
+        """One ``best_<metric>`` point of a trial (its MLflow name; noted so it is logged once)."""
+        name = best_metric_name(self.ledger.metric)
+        self.__dict__.setdefault("best_logged", {})[trial_id] = value
+        return (self._metric_keys({name: value})[name], value, step, ts)
+
+    def _logged_name(self, metric: str) -> str:
+        """A metric's MLflow name without logging anything (sanitized when MLflow refuses it)."""
+        names = getattr(self, "metric_names", None)
+        if names is not None:
+            with contextlib.suppress(KeyError):
+                return names[metric]
+        return metric if name_problem(metric) is None else sanitized(metric)
+
+    def on_checkpoint(self, iteration: int, trials: list, trial: Any, checkpoint: Any, **info: Any) -> None:
+        """Record where the newest (= best) checkpoint is, so a resume can continue from it; then
+        the one it superseded goes, in the writer's order: only once that record has landed."""
+        outcome = self.ledger.outcome(trial)
+        self.writer.submit("tags", outcome.trial_id, {"sweep.checkpoint": checkpoint.path, "sweep.checkpoint_epoch": outcome.best_epoch})
+        if outcome.superseded:
+            self.writer.submit("prune", outcome.trial_id, outcome.superseded)
+            outcome.superseded = None
+        self.enforce_quota()
+
+    def enforce_quota(self) -> list[str]:
+        """Keep the sweep's local checkpoints under ``checkpoint_quota_mb``: evict those of ended
+        trials, worst first, never the sweep's best nor a running trial's (it may need it to
+        retry). Eviction goes through the writer queue, after the trial's checkpoint artifact
+        was logged, so MLflow keeps every trial's best model. Returns the evicted trial ids."""
+        if not self.checkpoint_quota_mb:
+            return []
+        from sweep.driver.ledger import FAILED, STOPPED_EARLY
+
+        sizes: dict[str, int] = self.__dict__.setdefault("_checkpoint_sizes", {})
+        live = {o.checkpoint: o for o in self.ledger.outcomes.values() if o.checkpoint}
+        for location in [loc for loc in sizes if loc not in live]:
+            del sizes[location]
+        for location in live:
+            if location not in sizes:
+                sizes[location] = storage.size_bytes(location)
+        total, quota = sum(sizes.values()), self.checkpoint_quota_mb * 1024 * 1024
+        ended = [o for o in live.values() if o.status in (COMPLETED, STOPPED_EARLY, FAILED) and o is not self.ledger.best]
+        ended.sort(key=lambda o: badness(o.value, self.ledger.mode), reverse=True)
+        evicted = []
+        for outcome in ended:
+            if total <= quota:
+                break
+            total -= sizes.pop(outcome.checkpoint, 0)
+            self.writer.submit("evict", outcome.trial_id, outcome.checkpoint)
+            outcome.checkpoint = None
+            evicted.append(outcome.trial_id)
+        return evicted
+
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        """The run shows each retry: how many, and why the worker was lost."""
+        outcome = self.ledger.outcome(trial)
+        self.writer.submit("tags", outcome.trial_id, {"sweep.retries": outcome.retries, "sweep.retry_reason": outcome.reason or "", "sweep.retried_from_epoch": outcome.best_epoch or 0})
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._end_trial(self.ledger.outcome(trial))
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._end_trial(self.ledger.outcome(trial))
+
+    def _end_trial(self, outcome: TrialOutcome) -> None:
+        if outcome.started_at is None:  # its worker died before Tune called on_trial_start: it still gets its run
+            self._submit_start(outcome)
+        tags: dict[str, Any] = {STATUS_TAG: outcome.status, "sweep.epochs": outcome.epochs}
+        if outcome.status != COMPLETED:
+            tags["sweep.stopped_epoch"] = outcome.epochs
+        if outcome.reason:
+            tags["sweep.reason"] = outcome.reason
+        if outcome.value is not None:
+            tags.update({"sweep.best_value": repr(outcome.value), "sweep.best_epoch": outcome.best_epoch})
+            if self.__dict__.setdefault("best_logged", {}).get(outcome.trial_id) != outcome.value:
+                step = outcome.best_epoch or 0
+                self.writer.submit("metrics", outcome.trial_id, [self._best_metric(outcome.trial_id, outcome.value, step, int(time.time() * 1000))])
+        if outcome.node_ip:
+            tags["sweep.node_ip"] = outcome.node_ip
+        if outcome.checkpoint:
+            tags["sweep.checkpoint"] = outcome.checkpoint
+            self.writer.submit("checkpoint", outcome.trial_id, outcome.checkpoint)
+        self.writer.submit("tags", outcome.trial_id, tags)
+        self.writer.submit("end", outcome.trial_id, _run_status(outcome.status))
+        self.enforce_quota()  # this trial's checkpoint may go now that its artifact is queued
+
+    def close_interrupted(self, outcomes: list[TrialOutcome], why: str) -> None:
+        """Trials the sweep stopped before they ended (Ctrl-C, SIGTERM, fail-fast): their runs end
+        KILLED, tagged ``sweep.status=interrupted`` with ``why``, so none is left RUNNING and
+        ``sweep resume`` continues each from its checkpoint in the same run."""
+        for outcome in outcomes:
+            if outcome.started_at is None and outcome.trial_id not in self.writer.run_ids:
+                continue  # never started: no run was opened for it
+            tags: dict[str, Any] = {STATUS_TAG: INTERRUPTED, "sweep.epochs": outcome.epochs, "sweep.reason": why}
+            if outcome.checkpoint:
+                tags["sweep.checkpoint"] = outcome.checkpoint
+            self.writer.submit("tags", outcome.trial_id, tags)
+            self.writer.submit("end", outcome.trial_id, "KILLED")
+
+    # -- the end of the sweep ----------------------------------------------------------------
+    def finish(self, result: SweepResult, status: str = "FINISHED", input_example: Any = None) -> list[str]:
+        """Flush trials, then give the parent run the best trial, its model and trials.csv.
+
+        Never raises: a step that fails (logging the best model, registering it, trials.csv)
+        becomes one line in the returned list, the other steps still run, and the parent run
+        still ends: FAILED, tagged ``sweep.finish_error``, when anything failed.
+        """
+        problems: list[str] = []
+        with _step(problems, "recording the trials in MLflow"):
+            self.writer.close()
+        for outcome in self.ledger.outcomes.values():
+            outcome.mlflow_run_id = self.writer.run_ids.get(outcome.trial_id)
+        if result.best is not None:
+            result.best.mlflow_run_id = self.writer.run_ids.get(result.best.trial_id)
+        self._log_summary(result, input_example, problems)
+        if problems:
+            self.record_finish_error("; ".join(problems), end=False)
+            status = "FAILED" if status == "FINISHED" else status
+        with _step(problems, "closing the parent run"):
+            self._client.set_terminated(self.parent_run_id, status)
+        return problems
+
+    def record_finish_error(self, text: str, end: bool = True) -> None:
+        """Tag the parent run with what failed at the end of the sweep (and, with ``end``, end it
+        FAILED if it ended FINISHED). Never raises: the sweep's own output already says it."""
+        try:
+            self._client.set_tag(self.parent_run_id, "sweep.finish_error", text[:5000])
+            if end and self._client.get_run(self.parent_run_id).info.status in ("FINISHED", "RUNNING"):
+                self._client.set_terminated(self.parent_run_id, "FAILED")
+        except Exception as exc:
+            log.warning("could not record the end-of-sweep error on the parent run (%s)", _one_line(exc))
+
+    def _log_summary(self, result: SweepResult, input_example: Any = None, problems: list[str] | None = None) -> None:
+        from mlflow.entities import Metric
+
+        problems = [] if problems is None else problems
+        with _step(problems, "trials.csv"), tempfile.TemporaryDirectory(prefix="sweep-summary-") as folder:
+            csv_path = Path(folder) / "trials.csv"
+            result.trials.to_csv(csv_path, index=False)
+            self._client.log_artifact(self.parent_run_id, str(csv_path))
+        counts = result.counts()
+        # every status, zeros included: a resumed sweep's earlier counts must not linger (sweep status reads these)
+        tags = {f"sweep.trials.{status}": counts.get(status, 0) for status in (*STATUSES, PENDING, *counts)}
+        tags.update({"sweep.metric": result.metric, "sweep.mode": result.mode, "sweep.storage": result.storage})
+        best = result.best
+        if best is None:
+            with _step(problems, "the sweep's summary tags"):
+                self._client.log_batch(self.parent_run_id, tags=[_tag(k, v) for k, v in tags.items()])
+            return
+        tags.update(
+            {
+                "sweep.best_trial_id": best.trial_id,
+                "sweep.best_run_id": best.mlflow_run_id or "",
+                "sweep.best_value": repr(best.value),
+                "sweep.best_epoch": best.epoch,
+                "sweep.best_epochs": best.epochs,
+                "sweep.best_checkpoint": best.checkpoint or "",
+            }
+        )
+        now = int(time.time() * 1000)
+        with _step(problems, "the best trial's summary"):
+            self._client.log_batch(
+                self.parent_run_id,
+                metrics=[Metric(result.metric, best.value, now, 0),  # as before (the public contract)
+                         Metric(self._logged_name(best_metric_name(result.metric)), best.value, now, best.epoch or 0)],
+                params=[_param(k, v) for k, v in best.params.items()],  # under their own names
+                tags=[_tag(k, v) for k, v in tags.items()],
+            )
+        if best.checkpoint:
+            self._registry_best = (result.metric, best)  # the registered version's lineage: the best trial's run
+            self._log_best_model(best.checkpoint, input_example, problems)
+
+    def _log_best_model(self, checkpoint: str, input_example: Any = None, problems: list[str] | None = None) -> None:
+        """The best trial's checkpoint, logged with MLflow's Keras flavor on the parent run."""
+        problems = [] if problems is None else problems
+        with _step(problems, "logging the best model"), storage.local_copy(checkpoint) as folder:  # a local folder, or a temp copy of a URI
+            self._log_model_from(Path(folder), input_example, problems)
+
+    def _log_model_from(self, checkpoint: Path, input_example: Any = None, problems: list[str] | None = None) -> None:
+        """Log the best checkpoint: its file under ``best_checkpoint/`` first (``load_best`` and
+        ``export`` need nothing else), the user's module files under ``sweep/code/`` (and in the
+        logged model's ``code/``), then the Keras flavor and the registry version. A failure of
+        a later step (reported in ``problems``) leaves the earlier ones in place."""
+        import mlflow
+
+        from sweep.worker.callbacks import load_checkpoint
+
+        from mlflow.models import infer_signature
+
+        problems = [] if problems is None else problems
+        model_cfg, search_paths = self.model_settings or (None, ())
+        self._client.log_artifact(self.parent_run_id, str(Path(checkpoint) / storage.MODEL_FILE), "best_checkpoint")
+        with tempfile.TemporaryDirectory(prefix="sweep-code-") as code_folder:
+            code = _write_user_code(Path(code_folder) / "code", search_paths)
+            if code is not None:
+                with _step(problems, "logging the sweep's user modules"):
+                    self._client.log_artifacts(self.parent_run_id, str(code), "sweep/code")
+            model = load_checkpoint(checkpoint, model_cfg=model_cfg, search_paths=tuple(search_paths))
+            signature = None
+            if input_example is not None:
+                signature = infer_signature(input_example, model.predict(input_example, verbose=0))
+            mlflow.set_tracking_uri(self.uri)
+            with mlflow.start_run(run_id=self.parent_run_id):
+                from sweep.tracking.export import model_requirements  # stated, not inferred (saves ~5 s)
+
+                info = mlflow.keras.log_model(model, name="model", signature=signature, pip_requirements=model_requirements())
+                if code is not None:
+                    with _step(problems, "adding the user's modules to the logged model"):
+                        mlflow.MlflowClient().log_model_artifacts(info.model_id, str(code.parent))
+                if input_example is not None:
+                    from sweep.tracking.export import attach_input_example
+
+                    attach_input_example(info, model, signature, input_example)  # see there: MLflow bug
+                if self.registered_model:
+                    from sweep.tracking.export import register
+
+                    with _step(problems, f"registering the best model as {self.registered_model!r}"):
+                        register(info, self.registered_model, raise_errors=True, **self._registry_lineage())
+
+
+    def _registry_lineage(self) -> dict[str, Any]:
+        """The best trial's run, a description and tags for the registered model version."""
+        metric, best = getattr(self, "_registry_best", (None, None))
+        if best is None:
+            return {}
+        return {
+            "run_id": best.mlflow_run_id,
+            "description": (
+                f"Best model of sweep {self.sweep_name!r}: trial {_number(best)}(ray {best.trial_id}), "
+                f"{metric} = {best.value!r} at epoch {best.epoch} of {best.epochs}."
+            ),
+            "tags": {
+                NAME_TAG: self.sweep_name,
+                TRIAL_TAG: best.trial_id,
+                **({"sweep.trial_number": f"{best.number:04d}"} if getattr(best, "number", None) is not None else {}),
+                "sweep.metric": metric,
+                "sweep.best_value": repr(best.value),
+                "sweep.best_epoch": best.epoch,
+                "sweep.parent_run_id": self.parent_run_id,
+            },
+            "alias": CHAMPION_ALIAS,
+        }
+
+
+def _number(best: Any) -> str:
+    """``0002 `` (the number users see, as in the run name), or nothing for a trial without one."""
+    number = getattr(best, "number", None)
+    return "" if number is None else f"{number:04d} "
+
+
+def _run_status(status: str) -> str:
+    """The MLflow status a trial's run ends with: FAILED, KILLED (interrupted, resumable) or FINISHED."""
+    return {FAILED: "FAILED", INTERRUPTED: "KILLED"}.get(status, "FINISHED")
+
+
+@contextlib.contextmanager
+def _step(problems: list[str], what: str) -> Iterator[None]:
+    """One part of the end of a sweep: a failure is one line in ``problems``, not a traceback."""
+    try:
+        yield
+    except Exception as exc:
+        log.debug("%s failed", what, exc_info=True)
+        problems.append(f"{what}: {_one_line(exc)}")
+
+
+def _one_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0][:300]}" if lines else type(exc).__name__
+
+
+def _write_user_code(folder: Path, search_paths: tuple) -> Path | None:
+    """The user's module files the sweep imported from ``search_paths``, copied under ``folder``."""
+    from sweep.inputs.imports import user_code
+
+    try:
+        code = user_code(tuple(search_paths))
+    except Exception:
+        return None
+    if not code.files:
+        return None
+    for _, relative, text in code.files:
+        target = folder / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+    return folder
+
+
+_RENAMED_PARAMS: dict[str, str] = {}  # the running sweep's param renames (MLflowTracker.param_names)
+
+
+def _param(key: str, value: Any) -> Any:
+    from mlflow.entities import Param
+
+    key = _RENAMED_PARAMS.get(key) or (key if name_problem(key) is None else sanitized(key))
+    return Param(key, param_text(value))
+
+
+def _warn_renames(kind: str, renames: list[tuple[str, str, str]]) -> None:
+    for name, logged, why in renames:
+        log.warning("%s %r is logged to MLflow as %r (%s)", kind, name, logged, why)
+
+
+def _tag(key: str, value: Any) -> Any:
+    from mlflow.entities import RunTag
+
+    return RunTag(key, str(value))
+
+# MLflow 3's UI opens in its GenAI view unless the address asks for the model-training one (its
+# sidebar toggle; the experiment's `mlflow.experimentKind` tag alone does not switch it).
+UI_VIEW = "workflowType=machine_learning"
+
+
+def ui_url(base: str, experiment_id: str, run_id: str | None = None, page: str = "") -> str:
+    """The MLflow UI address of an experiment or one of its runs, in the model-training view."""
+    path = f"{base.rstrip('/')}/#/experiments/{experiment_id}"
+    if run_id:
+        path += f"/runs/{run_id}" + (f"/{page}" if page else "")
+    return f"{path}?{UI_VIEW}"

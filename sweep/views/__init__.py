@@ -1,0 +1,1 @@
+"""What people see: the live terminal view (``progress``) and the report (``report``)."""

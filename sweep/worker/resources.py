@@ -1,0 +1,144 @@
+"""What a warm trial worker knows about itself: memory, epoch timing, a trace for profiling.
+
+Workers are reused between trials, so two things must be watched that a fresh process per
+trial would hide: memory that creeps up trial after trial, and time spent around ``fit()``
+rather than inside it. This module measures both, cheaply (a ``getrusage`` call and two
+``perf_counter`` reads per epoch), and reports them beside each epoch's Keras logs:
+
+* ``worker_peak_rss_mb``: the worker process's peak resident memory so far (``ru_maxrss``).
+* ``worker_gpu_peak_mb``: peak GPU memory of ``GPU:0`` (only when the worker sees a GPU).
+* ``epoch_seconds``: wall time of the epoch inside ``fit()`` (train steps + validation).
+
+They travel in Tune's result next to the Keras logs but are not listed in ``sweep_keys``, so
+they are not model metrics (see ``results.keras_metrics``): MLflow records them per epoch
+under ``worker/peak_rss_mb``, ``worker/gpu_peak_mb`` and ``worker/epoch_seconds``.
+
+Setting ``SWEEP_TRACE_DIR`` (an existing folder) makes every worker append one JSON line per
+trial phase and per epoch to ``<dir>/trace-<pid>.jsonl``: trial start, data fetch, reset,
+build+compile, each epoch's begin/end and the end of its report (+ checkpoint). The
+benchmarks (``benchmarks/peers.py``, ``benchmarks/profile.py``) read these; nothing else does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+import time
+
+import numpy as np
+from typing import Any
+
+import keras
+
+TRACE_ENV = "SWEEP_TRACE_DIR"
+from sweep.driver.ledger import EPOCH_SECONDS_FIELD, GPU_FIELD, RSS_FIELD  # noqa: F401 - re-exported for the benchmarks
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process in MiB (Linux reports KiB, macOS bytes)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
+
+
+def gpu_peak_mb() -> float | None:
+    """Peak memory TensorFlow allocated on the first GPU, in MiB; None without a GPU."""
+    import tensorflow as tf
+
+    if not tf.config.list_logical_devices("GPU"):
+        return None
+    try:
+        return tf.config.experimental.get_memory_info("GPU:0")["peak"] / (1024 * 1024)
+    except (ValueError, RuntimeError):
+        return None
+
+
+def memory_fields() -> dict[str, float]:
+    """The worker-memory fields of a result (GPU only where there is one)."""
+    fields = {RSS_FIELD: round(peak_rss_mb(), 1)}
+    gpu = gpu_peak_mb()
+    if gpu is not None:
+        fields[GPU_FIELD] = round(gpu, 1)
+    return fields
+
+
+def over_memory_limit(limit_mb: float | None) -> bool:
+    """True when this worker's peak RSS passed ``limit_mb`` (no limit: never)."""
+    return limit_mb is not None and peak_rss_mb() > limit_mb
+
+
+class Trace:
+    """Per-trial timing on a worker; written as JSON lines only when ``SWEEP_TRACE_DIR`` is set."""
+
+    def __init__(self, trial: str | None = None):
+        folder = os.environ.get(TRACE_ENV)
+        self.path = os.path.join(folder, f"trace-{os.getpid()}.jsonl") if folder else None
+        self.trial = trial or "?"
+        self.epoch_began: float | None = None
+        self.last_epoch_seconds: float | None = None
+
+    def mark(self, event: str, **fields: Any) -> None:
+        """Append ``event`` with a wall-clock timestamp (no-op unless tracing)."""
+        if self.path is None:
+            return
+        line = {"event": event, "t": time.time(), "trial": self.trial, "pid": os.getpid(), **fields}
+        with open(self.path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(line) + "\n")
+
+
+class EpochTimer(keras.callbacks.Callback):
+    """Times each epoch inside ``fit()``; put it just before the reporter so the time excludes reporting."""
+
+    def __init__(self, trace: Trace, metric: str):
+        super().__init__()
+        self.trace, self.metric = trace, metric
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self.trace.epoch_began = time.perf_counter()
+        self.trace.mark("epoch_begin", epoch=epoch)
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        began = self.trace.epoch_began
+        self.trace.last_epoch_seconds = None if began is None else time.perf_counter() - began
+        value = (logs or {}).get(self.metric)
+        self.trace.mark("epoch_end", epoch=epoch, value=None if value is None else float(np.asarray(value, dtype=float).ravel()[0]))
+
+
+class ReportDone(keras.callbacks.Callback):
+    """Marks the end of the reporter's work for an epoch; put it right after the reporter."""
+
+    def __init__(self, trace: Trace):
+        super().__init__()
+        self.trace = trace
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self.trace.mark("reported", epoch=epoch)
+
+
+def result_fields(trace: Trace) -> dict[str, float]:
+    """What each epoch's result carries about the worker (the reporter's ``extra`` hook)."""
+    fields = memory_fields()
+    if trace.last_epoch_seconds is not None:
+        fields[EPOCH_SECONDS_FIELD] = round(trace.last_epoch_seconds, 4)
+    return fields
+
+
+STEPS_PER_EXECUTION_CAP = 32
+
+
+def steps_per_execution(setting: int | str | None, batch_size: int, rows: int, cap: int = STEPS_PER_EXECUTION_CAP) -> int:
+    """How many train steps Keras runs per compiled call (``fit.steps_per_execution``).
+
+    ``auto`` runs a whole epoch in one call when it has at most ``cap`` steps, else calls of
+    ``cap`` steps (the last one shorter). The math is the same as one step per call (same
+    batches, same order); only Python round trips are saved. Every epoch longer than ``cap``
+    steps gets the same value whatever its batch size, so trials that differ only in batch
+    size share one compiled model on a warm worker (``sweep.worker.reuse``); sizing the calls evenly
+    (29 for 200 steps) had given each batch size its own graph for no measurable gain.
+    Batch-level callbacks then run once per call, which is why the cap is not a whole epoch.
+    """
+    if setting is None or setting == "auto":
+        steps = max(1, -(-int(rows) // max(1, int(batch_size))))
+        return min(steps, cap)
+    return max(1, int(setting))

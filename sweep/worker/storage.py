@@ -1,0 +1,94 @@
+"""Checkpoints wherever ``--storage`` puts them: a local or shared folder, or a pyarrow URI.
+
+On a cluster, trials on other nodes write their checkpoints straight to ``--storage`` (Ray does
+not sync checkpoints between nodes), so it must be a path every node shares (NFS) or a cloud
+URI (``s3://``, ``gs://``). The driver still logs the best checkpoints to MLflow: it reads them
+back through the same pyarrow filesystem Ray wrote them with, via a temporary local copy.
+
+A checkpoint's *location* is a plain local path when its filesystem is local (the common case,
+``file://`` URIs included) and ``scheme://bucket/path`` otherwise, so it can be stored as text
+(ledger, MLflow tags) and opened again later without the ``Checkpoint`` object.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+MODEL_FILE = "model.keras"  # the model inside every checkpoint folder (sweep.worker.callbacks writes it)
+
+# pyarrow's filesystem type names -> the URI scheme that opens them again
+_SCHEMES = {"s3": "s3", "gcs": "gs", "hdfs": "hdfs", "abfs": "abfs"}
+
+
+def is_uri(location: str | None) -> bool:
+    """True for ``scheme://...`` (``file://`` included), False for plain paths."""
+    return bool(location) and "://" in str(location)
+
+
+def checkpoint_location(checkpoint: Any) -> str:
+    """Where a Ray ``Checkpoint`` lives, as text that ``local_copy`` can open again."""
+    import pyarrow.fs
+
+    filesystem = getattr(checkpoint, "filesystem", None)
+    if filesystem is None or isinstance(filesystem, pyarrow.fs.LocalFileSystem):
+        return str(checkpoint.path)
+    scheme = _SCHEMES.get(filesystem.type_name, filesystem.type_name)
+    return f"{scheme}://{str(checkpoint.path).lstrip('/')}"
+
+
+def _filesystem(location: str) -> tuple[Any, str]:
+    import pyarrow.fs
+
+    if not is_uri(location):
+        return pyarrow.fs.LocalFileSystem(), str(Path(location).resolve())
+    return pyarrow.fs.FileSystem.from_uri(location)
+
+
+def local_path(location: str) -> Path | None:
+    """The local folder of a checkpoint, or None when it lives on a remote filesystem."""
+    import pyarrow.fs
+
+    filesystem, path = _filesystem(location)
+    return Path(path) if isinstance(filesystem, pyarrow.fs.LocalFileSystem) else None
+
+
+@contextlib.contextmanager
+def local_copy(location: str) -> Iterator[Path]:
+    """A local folder with the checkpoint's files: the folder itself when local, else a temp copy."""
+    import pyarrow.fs
+
+    local = local_path(location)
+    if local is not None:
+        yield local
+        return
+    filesystem, path = _filesystem(location)
+    with tempfile.TemporaryDirectory(prefix="sweep-ckpt-") as folder:
+        pyarrow.fs.copy_files(path, folder, source_filesystem=filesystem, destination_filesystem=pyarrow.fs.LocalFileSystem())
+        yield Path(folder)
+
+
+def remove_checkpoint(location: str) -> None:
+    """Delete a superseded checkpoint folder (only folders Ray named ``checkpoint_*``)."""
+    if not location or not Path(str(location).rstrip("/")).name.startswith("checkpoint_"):
+        return
+    local = local_path(location)
+    if local is not None:
+        shutil.rmtree(local, ignore_errors=True)
+        return
+    filesystem, path = _filesystem(location)
+    try:
+        filesystem.delete_dir(path)
+    except OSError:  # already gone, or no permission to delete: keeping it is harmless
+        pass
+
+
+def size_bytes(location: str) -> int:
+    """Bytes a local checkpoint folder takes (0 for remote ones: the quota covers local disks)."""
+    local = local_path(location)
+    if local is None or not local.is_dir():
+        return 0
+    return sum(entry.stat().st_size for entry in local.rglob("*") if entry.is_file())

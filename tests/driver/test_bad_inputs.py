@@ -1,0 +1,138 @@
+"""Bad input found by the preflight (runner.prepare, no Ray): one line naming the file and the key,
+before any trial. The file-level table (YAML, types, names) is in test_config.py."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from sweep.spec import config as config_module
+from sweep.driver import runner
+from sweep.spec.config import SweepConfigError
+
+BASE = {
+    "name": "bad",
+    "data": {"source": "synthetic", "samples": 40, "features": 4, "classes": 3},
+    "model": {"builder": "mlp", "args": {"units": [4]}},
+    "fit": {"epochs": 1, "batch_size": 8},
+    "objective": {"metric": "val_accuracy", "mode": "max"},
+    "search": {"trials": 2, "space": {"learning_rate": {"type": "float", "low": 1e-3, "high": 1e-1, "log": True}}},
+}
+OPTIMIZERS = "adam, sgd, rmsprop, adamw, nadam, adagrad, adamax, adadelta, ftrl, lion"
+
+
+def sweep(space: dict | None = None, **sections) -> dict:
+    raw = {key: (dict(value) if isinstance(value, dict) else value) for key, value in BASE.items()}
+    for key, value in sections.items():
+        raw[key] = {**raw.get(key, {}), **value} if isinstance(value, dict) else value
+    if space is not None:
+        raw["search"] = {**raw["search"], "space": {**raw["search"]["space"], **space}}
+    return raw
+
+
+def cat(*choices) -> dict:
+    return {"type": "categorical", "choices": list(choices)}
+
+
+PREFLIGHT_BAD = [
+    # choices checked against Keras' registries (rel-15)
+    ("optimizer-typo", sweep({"optimizer": cat("adam", "adamm", "sgdd")}), f"search.space.optimizer.choices.1: expected one of {OPTIMIZERS}, got 'adamm'"),
+    ("optimizer-not-a-name", sweep({"optimizer": cat("adam", 3)}), f"search.space.optimizer.choices.1: expected one of {OPTIMIZERS}, got 3"),
+    ("activation-typo", sweep({"activation": cat("relu", "reluu")}), "search.space.activation.choices.1: expected a Keras activation name (relu, gelu, tanh, ...), got 'reluu'"),
+    ("activation-in-args", sweep(model={"args": {"units": [4], "activation": "rleu"}}), "model.args.activation: expected a Keras activation name (relu, gelu, tanh, ...), got 'rleu'"),
+    ("loss-choice-typo", sweep({"loss": cat("sparse_categorical_crossentropy", "sparse_crossentropy")}), "search.space.loss.choices.1: expected a Keras loss name (mse, huber, sparse_categorical_crossentropy, ...), got 'sparse_crossentropy'"),
+    # model.loss / model.metrics named, not blamed on the builder (rel-20)
+    ("model-loss-unknown", sweep(model={"loss": "cross_entropy"}), "model.loss: expected a Keras loss name (mse, huber, sparse_categorical_crossentropy, ...), got 'cross_entropy'"),
+    ("model-loss-list-item", sweep(model={"loss": ["mse", "msee"]}), "model.loss.1: expected a Keras loss name (mse, huber, sparse_categorical_crossentropy, ...), got 'msee'"),
+    ("model-metric-unknown", sweep(model={"metrics": ["accuracy", "acc_score"]}), "model.metrics.1: expected a Keras metric name (accuracy, mae, auc, ...), got 'acc_score'"),
+    ("model-metric-by-head", sweep(model={"metrics": {"out": ["auc", "f2"]}}), "model.metrics.out.1: expected a Keras metric name (accuracy, mae, auc, ...), got 'f2'"),
+    # batch sizes against the training rows (rel-16): 40 rows, 32 train
+    ("fixed-batch-over-rows", sweep(fit={"batch_size": 100000}), "fit.batch_size: expected at most 32 (the training rows), got 100000"),
+    ("searched-batch-choice-over-rows", sweep({"batch_size": cat(8, 16, 64)}), "search.space.batch_size.choices.2: expected at most 32 (the training rows), got 64"),
+    ("searched-batch-range-over-rows", sweep({"batch_size": {"type": "int", "low": 8, "high": 33}}), "search.space.batch_size.high: expected at most 32 (the training rows), got 33"),
+    # a grid too big to list (rel-06)
+    (
+        "grid-too-big",
+        {**sweep(), "search": {"sampler": "grid", "trials": 2, "space": {"units": {"type": "int", "low": 1, "high": 1_000_000_000}}}},
+        "search.space: expected a grid of at most 100000 configurations with sampler: grid, got 1000000000: narrow the int ranges (step) or use sampler: random or tpe, which draw only search.trials points",
+    ),
+]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _tensorflow_once():
+    runner._quiet_tensorflow()
+
+
+@pytest.mark.parametrize(("raw", "expected"), [case[1:] for case in PREFLIGHT_BAD], ids=[case[0] for case in PREFLIGHT_BAD])
+def test_preflight_refuses_with_one_line(tmp_path, raw, expected):
+    config = config_module.load(raw)
+    with pytest.raises(SweepConfigError) as info:
+        runner.prepare(config, "sweep.yaml", (tmp_path,))
+    assert str(info.value) == f"sweep.yaml: {expected}"
+
+
+def test_factory_that_compiles_itself_keeps_its_own_optimizer_words(tmp_path):
+    """A factory that compiles its model reads ``optimizer`` its own way: not checked against ours."""
+    (tmp_path / "own_compile.py").write_text(textwrap.dedent("""
+        import keras
+
+        def build(hp, info):
+            model = keras.Sequential([keras.Input(info.input_shape), keras.layers.Dense(int(info.num_outputs), activation="softmax")])
+            model.compile(optimizer={"fast": "adam", "slow": "sgd"}[hp["optimizer"]], loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+            return model
+    """))
+    raw = sweep(model={"builder": "own_compile:build", "args": {}})
+    raw["search"] = {"trials": 2, "space": {"optimizer": cat("fast", "slow")}}
+    config = config_module.load(raw)
+    prepared = runner.prepare(config, "sweep.yaml", (tmp_path,))
+    assert prepared.builder.spec == "own_compile:build"
+
+
+def test_output_width_mismatch_says_so_when_a_loss_is_given(tmp_path):
+    (tmp_path / "narrow.py").write_text(textwrap.dedent("""
+        import keras
+
+        def build(hp, info):
+            return keras.Sequential([keras.Input(info.input_shape), keras.layers.Dense(2, activation="softmax")])
+    """))
+    config = config_module.load(sweep(model={"builder": "narrow:build", "args": {}, "loss": "sparse_categorical_crossentropy"}))
+    with pytest.raises(SweepConfigError) as info:
+        runner.prepare(config, "sweep.yaml", (tmp_path,))
+    assert str(info.value).startswith("sweep.yaml: model.builder: expected a final layer with 3 units, one per class")
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("import sys\nsys.exit(3)\n", "import exited (SystemExit: 3)"),
+        ("import argparse\np = argparse.ArgumentParser()\np.add_argument('--epochs', required=True)\np.parse_args([])\n",
+         "import exited (SystemExit: 2): error: the following arguments are required: --epochs"),
+        ("raise RuntimeError('no GPU here')\n", "import failed: RuntimeError: no GPU here"),
+    ],
+    ids=["sys-exit", "argparse", "raises"],
+)
+def test_user_module_that_exits_or_raises_at_import_is_one_line(tmp_path, capsys, source, expected):
+    (tmp_path / "exiting.py").write_text(source + "def build(hp, info):\n    pass\n")
+    config = config_module.load(sweep(model={"builder": "exiting:build", "args": {}}))
+    with pytest.raises(SweepConfigError) as info:
+        runner.prepare(config, "sweep.yaml", (tmp_path,))
+    line = str(info.value).replace("__main__.py: ", "").replace("pytest: ", "").replace("sweep: ", "", 1) if "argparse" in source else str(info.value)
+    assert line == f"sweep.yaml: model.builder: expected an importable module 'exiting', but {expected}"
+    assert "usage:" not in capsys.readouterr().err  # argparse's own text is held back
+
+
+def test_header_only_csv_says_no_rows(tmp_path):
+    (tmp_path / "header.csv").write_text("a,b,label\n")
+    raw = sweep(data={"source": f"csv:{tmp_path / 'header.csv'}", "target": "label"})
+    raw["data"] = {"source": f"csv:{tmp_path / 'header.csv'}", "target": "label"}
+    with pytest.raises(SweepConfigError) as info:
+        runner.prepare(config_module.load(raw), "sweep.yaml", (tmp_path,))
+    assert str(info.value) == f"sweep.yaml: data.source: expected rows of data in csv:{tmp_path / 'header.csv'}, got 0 rows (only the header)"
+
+
+def test_cli_tracking_uri_is_validated_like_the_file(tmp_path):
+    with pytest.raises(SweepConfigError) as info:
+        runner.run(sweep(), tracking_uri="mlflow.db")
+    assert str(info.value) == "<dict>: tracking.uri: expected a URI with a scheme (sqlite:///FILE, http://HOST:PORT, ...), got 'mlflow.db': did you mean 'sqlite:///mlflow.db'?"

@@ -1,0 +1,215 @@
+"""sweep.data with a user's own structures: lists and dicts of arrays, weights, pipelines."""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from sweep.inputs import data
+from sweep.spec.config import DataConfig, InputError
+
+
+@pytest.fixture()
+def module(tmp_path, monkeypatch):
+    """Write a user data module next to the (virtual) sweep file."""
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    def write(source: str) -> tuple:
+        name = f"user_data_{abs(hash(source)) % 10**8}"
+        (tmp_path / f"{name}.py").write_text("import numpy as np\n" + textwrap.dedent(source))
+        sys.modules.pop(name, None)
+        return name, (tmp_path,)
+
+    return write
+
+
+def load(module_and_paths, function="load", **config):
+    name, paths = module_and_paths
+    return data.load(DataConfig(source=f"{name}:{function}", **config), paths)
+
+
+def test_dict_inputs_and_dict_targets_reach_fit_as_given(module):
+    ds = load(module("""
+        def load():
+            rng = np.random.default_rng(0)
+            x = {"text": rng.integers(0, 30, size=(100, 6)), "num": rng.normal(size=(100, 3))}
+            y = {"kind": np.arange(100) % 3, "size": rng.normal(size=100)}
+            return x, y
+    """))
+    assert set(ds.x_train) == {"text", "num"} and set(ds.y_train) == {"kind", "size"}
+    assert ds.x_train["text"].dtype == np.int64, "ids stay integers"
+    assert ds.info.input_shapes == {"text": (6,), "num": (3,)}
+    assert ds.info.output_sizes == {"kind": 3, "size": 1}
+    assert ds.info.target_layout == {"kind": "sparse", "size": "values"}
+    assert ds.info.n_train == 80 and len(ds.y_val["size"]) == 20
+    # rows stay aligned across every array after the split
+    np.testing.assert_array_equal(ds.y_train["kind"], ds.y_train["kind"])
+    assert "kind: classification, 3 classes" in ds.info.summary() and "text: (6,)" in ds.info.summary()
+
+
+def test_lists_of_inputs_and_targets_are_several_arrays_not_one_stacked_array(module):
+    ds = load(module("""
+        def load():
+            x = np.arange(80.0).reshape(40, 2)
+            return [x, x[:, :1]], [np.arange(40) % 2, np.linspace(0, 1, 40)]
+    """))
+    assert isinstance(ds.x_train, list) and len(ds.x_train) == 2
+    assert ds.info.input_shapes == [(2,), (1,)] and ds.info.output_sizes == [2, 1]
+    np.testing.assert_array_equal(ds.x_train[0][:, 0] / 2, ds.x_train[1][:, 0] / 2)  # same rows in both inputs
+
+
+def test_user_inputs_are_not_standardized_unless_asked_and_integers_never(module):
+    source = module("""
+        def load():
+            rng = np.random.default_rng(1)
+            return {"ids": rng.integers(0, 30, size=(50, 4)), "f": rng.normal(5.0, 3.0, size=(50, 2))}, np.arange(50) % 2
+    """)
+    raw = load(source)
+    assert raw.x_train["f"].mean() > 3, "not standardized by default"
+    scaled = load(source, normalize=True)
+    np.testing.assert_allclose(scaled.x_train["f"].mean(axis=0), 0, atol=1e-5)
+    np.testing.assert_array_equal(scaled.x_train["ids"], raw.x_train["ids"])
+
+
+def test_sample_weights_travel_with_their_rows(module):
+    ds = load(module("""
+        def load():
+            x = np.arange(60.0)[:, None]
+            return x, (np.arange(60) % 2), x[:, 0] * 10
+    """))
+    np.testing.assert_array_equal(ds.sample_weight, ds.x_train[:, 0] * 10)
+    np.testing.assert_array_equal(ds.val_sample_weight, ds.x_val[:, 0] * 10)
+    assert len(ds.validation_data()) == 3
+
+
+def test_split_form_with_weights(module):
+    ds = load(module("""
+        def load():
+            x = np.zeros((20, 2)); y = np.arange(20) % 2; w = np.ones(20)
+            return (x, y, w), (x[:5], y[:5], w[:5])
+    """))
+    assert ds.info.n_train == 20 and ds.info.n_val == 5 and ds.sample_weight is not None
+
+
+def test_balanced_class_weights_from_training_labels(module):
+    ds = load(module("""
+        def load():
+            y = np.array([0] * 90 + [1] * 10)
+            return (np.zeros((100, 1)), y), (np.zeros((4, 1)), np.array([0, 1, 0, 1]))
+    """))
+    weights = data.class_weights("balanced", ds)
+    assert weights == pytest.approx({0: 100 / (2 * 90), 1: 100 / (2 * 10)})
+    assert data.class_weights({0: 1, 1: 19}, ds) == {0: 1.0, 1: 19.0}
+    with pytest.raises(InputError, match="class indices 0..1"):
+        data.class_weights({5: 1.0}, ds)
+
+
+@pytest.mark.parametrize(
+    "body,expected",
+    [
+        ("return (np.zeros((30, 2)), np.zeros(30)), np.zeros(3)", "expected"),
+        ("import pandas as pd\n            f = pd.DataFrame({'a': np.arange(40.0)})\n            return f, f.iloc[:10]",
+         "expected as many targets as inputs"),
+        ("import tensorflow as tf\n            return tf.data.Dataset.from_tensor_slices((np.zeros((8, 2)), np.zeros(8))).batch(4)",
+         "a pipeline needs both: return (train, validation) datasets"),
+        ("x = {'a': np.zeros((10, 2)), 'b': np.zeros((9, 2))}\n            return x, np.zeros(10)", "expected as many rows in x.b"),
+    ],
+)
+def test_wrong_shapes_get_one_line_that_says_what_came_back(module, body, expected):
+    with pytest.raises(InputError) as err:
+        load(module(f"def load():\n            {body}\n"))
+    assert err.value.key == "data.source" and expected in err.value.expected
+
+
+def test_a_pair_of_tf_data_pipelines_is_a_recipe_and_one_batch(module):
+    ds = load(module("""
+        def load(batch_size=16):
+            import tensorflow as tf
+            x = np.random.default_rng(0).random((64, 8, 8, 1)).astype("float32")
+            y = (np.arange(64) % 2).astype("int64")
+            full = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size)
+            return full.take(3), full.skip(3)
+    """), num_outputs=2)
+    assert ds.info.streamed and ds.x_train is None and ds.pipeline.takes_batch_size
+    assert ds.info.input_shape == (8, 8, 1) and ds.info.num_outputs == 2
+    assert ds.x_val.shape == (8, 8, 8, 1), "one peeked batch (at most 8 rows) for the preflight"
+    train, val = ds.pipeline.build(4)
+    assert next(iter(train))[0].shape[0] == 4, "a worker's build gets the trial's batch size"
+
+
+def test_a_pipeline_without_class_names_reads_a_small_validation_pipelines_labels(module):
+    ds = load(module("""
+        def load():
+            import tensorflow as tf
+            x = np.zeros((64, 2), dtype="float32")
+            full = tf.data.Dataset.from_tensor_slices((x, (np.arange(64) % 3).astype("int64"))).batch(8)
+            return full.take(5), full.skip(5)
+    """))
+    assert (ds.info.task, ds.info.num_outputs) == ("classification", 3)
+    assert "validation pipeline" in ds.info.inferred
+
+
+def test_an_endless_pipeline_without_class_names_needs_num_outputs(module):
+    source = module("""
+        def load():
+            import tensorflow as tf
+            d = tf.data.Dataset.from_tensor_slices((np.zeros((8, 2)), np.zeros(8, dtype="int64"))).batch(4).repeat()
+            return d, d
+    """)
+    with pytest.raises(InputError) as err:
+        load(source)
+    assert err.value.key == "data.num_outputs"
+
+
+def test_a_pair_of_pydatasets_is_streamed_too(module):
+    ds = load(module("""
+        import keras
+
+        class Batches(keras.utils.PyDataset):
+            def __init__(self, rows):
+                super().__init__()
+                self.x = np.random.default_rng(0).random((rows, 3)).astype("float32")
+                self.y = np.eye(4, dtype="float32")[np.arange(rows) % 4]
+
+            def __len__(self):
+                return len(self.x) // 8
+
+            def __getitem__(self, index):
+                part = slice(index * 8, index * 8 + 8)
+                return self.x[part], self.y[part]
+
+        def load():
+            return Batches(64), Batches(16)
+    """))
+    assert ds.info.streamed and not ds.pipeline.takes_batch_size
+    assert (ds.info.task, ds.info.num_outputs, ds.info.target_layout) == ("classification", 4, "onehot")
+
+
+def test_encoded_labels_keep_their_original_names_for_decoding(module):
+    ds = load(module("""
+        def load():
+            return np.zeros((40, 2)), np.array(["cat", "dog", "emu", "cat"] * 10)
+    """), encode_labels=True)
+    assert ds.info.labels == ("cat", "dog", "emu") and ds.info.num_outputs == 3
+
+
+def test_ratings_asked_as_classes_say_why_there_is_one_more_output(module):
+    ds = load(module("""
+        def load():
+            return np.zeros((50, 2)), np.arange(1, 6).repeat(10)
+    """), task="classification")
+    assert ds.info.num_outputs == 6 and "label 0" not in ds.info.inferred
+    assert "labels 1..5, so 6 outputs" in ds.info.inferred and "data.encode_labels: true" in ds.info.inferred
+
+
+def test_a_relative_path_in_data_args_is_the_sweep_files(tmp_path):
+    from sweep.spec.config import load as load_sweep
+
+    (tmp_path / "images").mkdir()
+    sweep_file = tmp_path / "s.yaml"
+    sweep_file.write_text("name: s\ndata: {source: 'm:load', args: {folder: images, label: cats}}\nsearch: {space: {lr: {type: float, low: 0.1, high: 0.2}}}\n")
+    config = load_sweep(sweep_file)
+    assert config.data.args == {"folder": str((tmp_path / "images").resolve()), "label": "cats"}

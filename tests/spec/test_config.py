@@ -1,0 +1,390 @@
+"""sweep.config: the sweep file format, defaults, overrides, paths and one-line errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sweep.spec.config import (
+    AshaConfig,
+    CategoricalParam,
+    FloatParam,
+    SweepConfig,
+    SweepConfigError,
+    condition_order,
+    load,
+)
+
+FULL = """\
+name: digits-mlp
+data: {source: digits, validation_split: 0.2}
+model: {builder: mlp, args: {units: [128, 128]}, loss: sparse_categorical_crossentropy, metrics: [accuracy]}
+fit: {epochs: 27, shuffle: true}
+objective: {metric: val_accuracy, mode: max}
+search:
+  sampler: tpe
+  seed: 0
+  trials: 32
+  space:
+    learning_rate: {type: float, low: 1.0e-4, high: 1.0e-1, log: true}
+    batch_size: {type: categorical, choices: [16, 32, 64, 128]}
+    optimizer: {type: categorical, choices: [adam, sgd, rmsprop]}
+    momentum: {type: float, low: 0.0, high: 0.99, when: {optimizer: sgd}}
+scheduler: {type: asha, grace_period: 1, reduction_factor: 3}
+resources: {cpus_per_trial: 1, gpus_per_trial: 0}
+tracking: {uri: null, experiment: null}
+"""
+
+MINIMAL = """\
+name: tiny
+data: {source: digits}
+search:
+  space:
+    units: {type: int, low: 8, high: 64}
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "sweep.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_full_sweep_file_loads_with_its_values(tmp_path):
+    config = load(write(tmp_path, FULL))
+    assert isinstance(config, SweepConfig)
+    assert config.name == "digits-mlp" and config.experiment == "digits-mlp"
+    assert config.data.source == "digits" and config.data.validation_split == 0.2
+    assert config.model.builder == "mlp" and config.model.args == {"units": [128, 128]}
+    assert config.model.loss == "sparse_categorical_crossentropy" and config.model.metrics == ["accuracy"]
+    assert config.fit.epochs == 27 and config.fit.shuffle is True and config.max_epochs == 27
+    assert (config.objective.metric, config.objective.mode) == ("val_accuracy", "max")
+    search = config.search
+    assert (search.sampler, search.seed, search.trials, search.max_concurrent) == ("tpe", 0, 32, None)
+    lr = search.space["learning_rate"]
+    assert isinstance(lr, FloatParam) and (lr.low, lr.high, lr.log, lr.step) == (1e-4, 1e-1, True, None)
+    assert isinstance(search.space["batch_size"], CategoricalParam)
+    assert search.space["batch_size"].choices == [16, 32, 64, 128]
+    assert search.space["momentum"].when == {"optimizer": "sgd"}
+    assert condition_order(search.space).index("optimizer") < condition_order(search.space).index("momentum")
+    assert isinstance(config.scheduler, AshaConfig)
+    assert (config.scheduler.grace_period, config.scheduler.reduction_factor, config.scheduler.max_t) == (1, 3, None)
+    assert (config.resources.cpus_per_trial, config.resources.gpus_per_trial) == (1, 0)
+    assert config.tracking.uri is None and config.tracking.experiment is None
+
+
+def test_defaults_of_a_minimal_file(tmp_path):
+    config = load(write(tmp_path, MINIMAL))
+    assert config.data.validation_split == 0.2 and config.data.normalize is None and config.data.encode_labels is None and config.data.seed == 0
+    assert config.model.builder == "mlp" and config.model.args == {} and config.model.loss is None
+    assert config.fit.epochs == 10 and config.fit.batch_size == 32 and config.fit.callbacks == []
+    assert (config.objective.metric, config.objective.mode) == ("val_loss", "min")
+    assert (config.search.sampler, config.search.seed, config.search.trials) == ("tpe", None, 16)
+    units = config.search.space["units"]
+    assert (units.low, units.high, units.step, units.log, units.when) == (8, 64, 1, False, None)
+    assert isinstance(config.scheduler, AshaConfig) and config.scheduler.grace_period == 1
+    assert config.resources.cpus_per_trial == 1 and config.resources.gpus_per_trial == 0
+    assert config.tracking.uri is None
+
+
+def test_overrides_apply_by_alias_and_dotted_key(tmp_path):
+    path = write(tmp_path, FULL)
+    config = load(path, {"trials": 3, "fit.epochs": 2, "seed": None, "scheduler.grace_period": 2})
+    assert config.search.trials == 3 and config.fit.epochs == 2
+    assert config.search.seed == 0  # None overrides are ignored (CLI flags not given)
+    assert config.scheduler.grace_period == 2
+    config = load(path, {"epochs": 5, "tracking_uri": "sqlite:///x.db", "experiment": "e", "search.sampler": "random"})
+    assert config.fit.epochs == 5 and config.tracking.uri == "sqlite:///x.db" and config.experiment == "e"
+    assert config.search.sampler == "random"
+    assert load(path).search.trials == 32  # the file itself is unchanged
+
+
+def test_overrides_are_validated_like_the_file(tmp_path):
+    path = write(tmp_path, FULL)
+    with pytest.raises(SweepConfigError) as info:
+        load(path, {"fit.epochs": 0})
+    assert str(info.value) == f"{path}: fit.epochs: expected a value >= 1, got 0"
+
+
+def test_data_paths_resolve_against_the_sweep_files_folder(tmp_path, monkeypatch):
+    sub = tmp_path / "sweeps"
+    sub.mkdir()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    for kind, rest, expected in [
+        ("npz", "data/train.npz", sub / "data" / "train.npz"),
+        ("csv", "../table.csv", tmp_path / "table.csv"),
+        ("npz", str(tmp_path / "abs.npz"), tmp_path / "abs.npz"),
+    ]:
+        text = MINIMAL.replace("{source: digits}", f"{{source: '{kind}:{rest}', target: y}}")
+        config = load(write(sub, text))
+        assert config.data.source == f"{kind}:{expected.resolve()}"
+    # named sources and user functions are left alone
+    text = MINIMAL.replace("{source: digits}", "{source: 'my_data:load'}")
+    assert load(write(sub, text)).data.source == "my_data:load"
+
+
+def test_a_mapping_resolves_against_the_working_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    raw = {"name": "m", "data": {"source": "npz:x.npz"}, "search": {"space": {"a": {"type": "int", "low": 1, "high": 2}}}}
+    assert load(raw).data.source == f"npz:{(tmp_path / 'x.npz').resolve()}"
+    assert raw["data"]["source"] == "npz:x.npz"  # not mutated
+
+
+def test_model_builder_forms(tmp_path):
+    for builder in ("mlp", "cnn", "my_models:build", "pkg.mod:factory.build"):
+        text = FULL.replace("builder: mlp", f"builder: '{builder}'")
+        assert load(write(tmp_path, text)).model.builder == builder
+
+
+def test_conditions_on_int_parents_and_lists(tmp_path):
+    text = MINIMAL + "    width2: {type: int, low: 8, high: 64, when: {units: [8, 16]}}\n"
+    config = load(write(tmp_path, text))
+    assert config.search.space["width2"].when == {"units": [8, 16]}
+
+
+def test_error_is_one_line_and_carries_its_parts(tmp_path):
+    path = write(tmp_path, FULL.replace("epochs: 27", "epochs: zero"))
+    with pytest.raises(SweepConfigError) as info:
+        load(path)
+    error = info.value
+    assert (error.file, error.key, error.expected) == (str(path), "fit.epochs", "expected an integer, got 'zero'")
+    assert "\n" not in str(error) and info.value.__cause__ is None and info.value.__suppress_context__
+
+
+# ---------------------------------------------------------------------------------------------
+# bad sweep files: (id, YAML text or a transformation of FULL, the exact one-line error)
+
+
+def sub(old: str, new: str) -> str:
+    assert old in FULL, old
+    return FULL.replace(old, new)
+
+
+def add_param(line: str) -> str:
+    return FULL.replace("scheduler:", f"    {line}\nscheduler:", 1)
+
+
+LR = "learning_rate: {type: float, low: 1.0e-4, high: 1.0e-1, log: true}"
+MOMENTUM = "momentum: {type: float, low: 0.0, high: 0.99, when: {optimizer: sgd}}"
+PARAMS = "learning_rate, batch_size, optimizer, momentum"
+
+BAD = [
+    # the file itself
+    ("yaml-syntax", "name: [digits\n", "expected valid YAML, line 1, column 7: while parsing a flow sequence, expected ',' or ']', but got '<stream end>' (at line 2, column 1)"),
+    (
+        "yaml-unclosed-quote",
+        'name: "rel-quote\n' + FULL.split("\n", 1)[1],
+        "expected valid YAML, line 1, column 7: while scanning a quoted scalar, found unexpected end of stream (at line 18, column 1)",
+    ),
+    ("yaml-unclosed-brace", sub("fit: {epochs: 27, shuffle: true}", "fit: {epochs: 27, shuffle: true"), "expected valid YAML, line 4, column 6: while parsing a flow mapping, expected ',' or '}', but got ':' (at line 5, column 10)"),
+    ("latin1-file", "# réglages du sweep (café)\n".encode("latin-1") + FULL.encode(), "expected a UTF-8 text file, got byte 0xe9 at position 3 (save it as UTF-8)"),
+    ("cp1252-quote", FULL.encode() + "# it\u2019s\n".encode("cp1252"), f"expected a UTF-8 text file, got byte 0x92 at position {len(FULL) + 4} (save it as UTF-8)"),
+    ("truncated-inside-a-character", (FULL + "# café").encode()[:-1], f"expected a UTF-8 text file, got one that ends inside a character at position {len(FULL) + 5} (truncated?)"),
+    ("truncated-mid-mapping", FULL[: FULL.index("reduction_factor")], "expected valid YAML, line 15, column 42: expected the node content, but found '<stream end>'"),
+    ("nul-byte", FULL + "\0", f"expected valid YAML, position {len(FULL)}: unacceptable character #x0000: special characters are not allowed"),
+    # a key twice: PyYAML keeps the last silently
+    ("duplicate-top-level-key", FULL + "name: other\n", "name: expected each key once, got it again at line 18 (first at line 1)"),
+    ("duplicate-section", FULL + "fit: {epochs: 3}\n", "fit: expected each key once, got it again at line 18 (first at line 4)"),
+    ("duplicate-fit-key", sub("epochs: 27, shuffle: true", "epochs: 27, shuffle: true, epochs: 3"), "fit.epochs: expected each key once, got it again at line 4 (first at line 4)"),
+    ("duplicate-space-entry", add_param("optimizer: {type: categorical, choices: [sgd]}"), "search.space.optimizer: expected each key once, got it again at line 15 (first at line 13)"),
+    ("duplicate-param-key", sub("low: 1.0e-4, high: 1.0e-1", "low: 1.0e-4, high: 1.0e-1, low: 0.5"), "search.space.learning_rate.low: expected each key once, got it again at line 11 (first at line 11)"),
+    ("duplicate-in-list-item", sub("shuffle: true", "shuffle: true, callbacks: [{early_stopping: {patience: 1, patience: 2}}]"), "fit.callbacks.0.early_stopping.patience: expected each key once, got it again at line 4 (first at line 4)"),
+    # true/false where a number is expected (pydantic would read 1 / 0)
+    ("bool-as-epochs", sub("epochs: 27", "epochs: true"), "fit.epochs: expected an integer, got true"),
+    ("bool-as-trials", sub("trials: 32", "trials: true"), "search.trials: expected an integer, got true"),
+    ("bool-as-seed", sub("seed: 0", "seed: false"), "search.seed: expected an integer, got false"),
+    ("bool-as-float-low", sub("low: 1.0e-4", "low: true"), "search.space.learning_rate.low: expected a number, got true"),
+    ("bool-as-float-high", sub("high: 1.0e-1", "high: true"), "search.space.learning_rate.high: expected a number, got true"),
+    ("bool-as-int-low", add_param("units: {type: int, low: false, high: 64}"), "search.space.units.low: expected an integer, got false"),
+    ("bool-as-int-step", add_param("units: {type: int, low: 8, high: 64, step: true}"), "search.space.units.step: expected an integer, got true"),
+    ("bool-as-float-step", sub(LR, "learning_rate: {type: float, low: 0.1, high: 0.5, step: true}"), "search.space.learning_rate.step: expected a number, got true"),
+    ("bool-as-validation-split", sub("validation_split: 0.2", "validation_split: true"), "data.validation_split: expected a number, got true"),
+    ("bool-as-batch-size", sub("shuffle: true", "shuffle: true, batch_size: true"), "fit.batch_size: expected an integer, got true"),
+    ("bool-as-steps-per-execution", sub("shuffle: true", "shuffle: true, steps_per_execution: true"), "fit.steps_per_execution: expected an integer, got true"),
+    ("bool-as-class-weight", sub("shuffle: true", "shuffle: true, class_weight: {0: 1.0, 1: true}"), "fit.class_weight.1: expected a number, got true"),
+    ("bool-as-cpus", sub("cpus_per_trial: 1", "cpus_per_trial: true"), "resources.cpus_per_trial: expected a number, got true"),
+    ("bool-as-gpus", sub("gpus_per_trial: 0", "gpus_per_trial: false"), "resources.gpus_per_trial: expected a number, got false"),
+    ("bool-as-custom-resource", sub("gpus_per_trial: 0}", "gpus_per_trial: 0, custom: {tpu: true}}"), "resources.custom.tpu: expected a number, got true"),
+    ("bool-as-quota", sub("gpus_per_trial: 0}", "gpus_per_trial: 0, checkpoint_quota_mb: true}"), "resources.checkpoint_quota_mb: expected a number, got true"),
+    ("bool-as-grace-period", sub("grace_period: 1", "grace_period: true"), "scheduler.grace_period: expected an integer, got true"),
+    ("bool-as-reduction-factor", sub("reduction_factor: 3", "reduction_factor: true"), "scheduler.reduction_factor: expected a number, got true"),
+    ("bool-as-loss-weight", sub("metrics: [accuracy]", "metrics: [accuracy], loss_weights: [1.0, true]"), "model.loss_weights.1: expected a number, got true"),
+    ("bool-as-samples", sub("validation_split: 0.2", "validation_split: 0.2, samples: true"), "data.samples: expected an integer, got true"),
+    ("bool-as-max-retries", FULL + "failure: {max_retries: true}\n", "failure.max_retries: expected an integer, got true"),
+    ("bool-as-max-concurrent", sub("trials: 32", "trials: 32\n  max_concurrent: true"), "search.max_concurrent: expected an integer, got true"),
+    # names that become paths
+    ("name-too-long", sub("name: digits-mlp", "name: " + "n" * 300), "name: expected at most 100 characters, got 300"),
+    ("experiment-parent-folder", sub("experiment: null", "experiment: '../escaped'"), "tracking.experiment: expected a name that stays inside the store's artifact folder, got '../escaped' (a '..' or '.' path part)"),
+    ("experiment-deep-parent", sub("experiment: null", "experiment: 'a/../../etc/x'"), "tracking.experiment: expected a name that stays inside the store's artifact folder, got 'a/../../etc/x' (a '..' or '.' path part)"),
+    ("experiment-absolute", sub("experiment: null", "experiment: /some/where"), "tracking.experiment: expected a name that stays inside the store's artifact folder, got '/some/where' (an absolute path)"),
+    ("experiment-home", sub("experiment: null", "experiment: ~/x"), "tracking.experiment: expected a name that stays inside the store's artifact folder, got '~/x' (an absolute path)"),
+    ("experiment-windows-drive", sub("experiment: null", "experiment: 'C:/x'"), "tracking.experiment: expected a name that stays inside the store's artifact folder, got 'C:/x' (an absolute path)"),
+    ("experiment-backslash", sub("experiment: null", "experiment: 'a\\b'"), "tracking.experiment: expected a name that stays inside the store's artifact folder, got 'a\\\\b' (a backslash)"),
+    ("experiment-dot", sub("experiment: null", "experiment: '.'"), "tracking.experiment: expected a name that stays inside the store's artifact folder, got '.' (a '..' or '.' path part)"),
+    ("experiment-blank", sub("experiment: null", "experiment: '  '"), "tracking.experiment: expected a name that stays inside the store's artifact folder, got '  ' (it is empty)"),
+    ("experiment-control-character", sub("experiment: null", 'experiment: "a\\tb"'), "tracking.experiment: expected a name that stays inside the store's artifact folder, got 'a\\tb' (a control character)"),
+    ("registered-model-parent-folder", sub("experiment: null", "experiment: null, registered_model: ../m"), "tracking.registered_model: expected a name that stays inside the store's artifact folder, got '../m' (a '..' or '.' path part)"),
+    # tracking URIs
+    ("uri-without-scheme", sub("uri: null", "uri: mlflow.db"), "tracking.uri: expected a URI with a scheme (sqlite:///FILE, http://HOST:PORT, ...), got 'mlflow.db': did you mean 'sqlite:///mlflow.db'?"),
+    ("uri-a-folder", sub("uri: null", "uri: ./mlruns"), "tracking.uri: expected a URI with a scheme (sqlite:///FILE, http://HOST:PORT, ...), got './mlruns': did you mean 'sqlite:///mlruns/mlflow.db'?"),
+    ("uri-absolute-db-path", sub("uri: null", "uri: /data/runs.sqlite"), "tracking.uri: expected a URI with a scheme (sqlite:///FILE, http://HOST:PORT, ...), got '/data/runs.sqlite': did you mean 'sqlite:////data/runs.sqlite'?"),
+    ("uri-empty", sub("uri: null", "uri: ''"), "tracking.uri: expected a tracking URI such as sqlite:///mlflow.db or http://HOST:PORT, got ''"),
+    ("yaml-tab", "name: a\n\tdata: 1\n", "expected valid YAML, line 2, column 1: found character '\\t' that cannot start any token"),
+    ("empty-file", "", "expected a mapping of sections, got an empty file"),
+    ("comments-only", "# nothing here\n", "expected a mapping of sections, got an empty file"),
+    ("top-level-list", "- name: a\n", "expected a mapping of sections, got a list [{name: a}]"),
+    ("top-level-string", "digits\n", "expected a mapping of sections, got a string 'digits'"),
+    # keys
+    (
+        "unknown-top-level-key",
+        FULL + "trainer: {}\n",
+        "trainer: unknown key (expected one of: name, data, model, fit, objective, search, scheduler, resources, tracking, failure)",
+    ),
+    ("unknown-fit-key", sub("epochs: 27", "epoch: 27"), "fit.epoch: unknown key (expected one of: epochs, batch_size, shuffle, steps_per_execution, callbacks, class_weight, steps_per_epoch, validation_steps, validation_freq, reuse_model; did you mean 'epochs'?)"),
+    (
+        "unknown-param-key",
+        sub(LR, "learning_rate: {type: float, low: 1.0e-4, high: 1.0e-1, hi: 1.0e-1}"),
+        "search.space.learning_rate.hi: unknown key (expected one of: type, low, high, log, step, when)",
+    ),
+    (
+        "unknown-scheduler-key",
+        sub("grace_period: 1, ", "grace: 1, "),
+        "scheduler.grace: unknown key (expected one of: type, grace_period, reduction_factor, max_t)",
+    ),
+    (
+        "key-of-another-scheduler",
+        sub("type: asha, grace_period: 1", "type: hyperband, grace_period: 1"),
+        "scheduler.grace_period: unknown key (expected one of: type, reduction_factor, max_t)",
+    ),
+    ("missing-name", sub("name: digits-mlp\n", ""), "name: required key is missing"),
+    ("missing-data", sub("data: {source: digits, validation_split: 0.2}\n", ""), "data: required key is missing"),
+    ("missing-source", sub("source: digits, ", ""), "data.source: required key is missing"),
+    ("missing-space", MINIMAL.replace("  space:\n    units: {type: int, low: 8, high: 64}\n", "  trials: 3\n"), "search.space: required key is missing"),
+    ("empty-space", MINIMAL.replace("\n    units: {type: int, low: 8, high: 64}", " {}"), "search.space: expected at least one parameter, got an empty space"),
+    ("null-space", MINIMAL.replace("\n    units: {type: int, low: 8, high: 64}", ""), "search.space: expected at least one parameter, got an empty space"),
+    ("space-is-a-list", MINIMAL.replace("\n    units: {type: int, low: 8, high: 64}", " [units]"), "search.space: expected a mapping, got [units]"),
+    ("section-not-a-mapping", sub("fit: {epochs: 27, shuffle: true}", "fit: 27"), "fit: expected a mapping, got 27"),
+    # values
+    ("name-characters", sub("name: digits-mlp", "name: 'digits mlp!'"), "name: expected letters, digits, '.', '_' or '-' (starting with a letter or digit), got 'digits mlp!'"),
+    ("name-not-a-string", sub("name: digits-mlp", "name: [a]"), "name: expected a string, got [a]"),
+    ("epochs-wrong-type", sub("epochs: 27", "epochs: ten"), "fit.epochs: expected an integer, got 'ten'"),
+    ("epochs-fraction", sub("epochs: 27", "epochs: 2.5"), "fit.epochs: expected an integer, got 2.5"),
+    ("epochs-zero", sub("epochs: 27", "epochs: 0"), "fit.epochs: expected a value >= 1, got 0"),
+    ("shuffle-not-bool", sub("shuffle: true", "shuffle: sometimes"), "fit.shuffle: expected true or false, got 'sometimes'"),
+    ("trials-zero", sub("trials: 32", "trials: 0"), "search.trials: expected a value >= 1, got 0"),
+    ("validation-split-too-big", sub("validation_split: 0.2", "validation_split: 1.5"), "data.validation_split: expected a value < 1, got 1.5"),
+    ("validation-split-zero", sub("validation_split: 0.2", "validation_split: 0"), "data.validation_split: expected a value > 0, got 0"),
+    (
+        "bad-data-source",
+        sub("source: digits", "source: mnist"),
+        "data.source: expected one of digits, diabetes, synthetic, npz:PATH, csv:PATH, keras:NAME or package.module:function, got 'mnist'",
+    ),
+    (
+        "data-source-without-path",
+        sub("source: digits", "source: 'npz:'"),
+        "data.source: expected one of digits, diabetes, synthetic, npz:PATH, csv:PATH, keras:NAME or package.module:function, got 'npz:'",
+    ),
+    ("bad-model-builder", sub("builder: mlp", "builder: resnet"), "model.builder: expected mlp, cnn or package.module:function, got 'resnet'"),
+    ("bad-model-builder-spec", sub("builder: mlp", "builder: 'my models:build'"), "model.builder: expected mlp, cnn or package.module:function, got 'my models:build'"),
+    ("metrics-not-a-list", sub("metrics: [accuracy]", "metrics: accuracy"), "model.metrics: expected a list or a mapping, got 'accuracy'"),
+    ("bad-objective-mode", sub("mode: max", "mode: maximize"), "objective.mode: expected one of 'min', 'max', got 'maximize'"),
+    ("cpus-zero", sub("cpus_per_trial: 1", "cpus_per_trial: 0"), "resources.cpus_per_trial: expected a value > 0, got 0"),
+    ("callback-bad-item", sub("shuffle: true", "shuffle: true, callbacks: [3]"), "fit.callbacks.0: expected a string or a mapping, got 3"),
+    ("callback-bad-args", sub("shuffle: true", "shuffle: true, callbacks: [{early_stopping: 3}]"), "fit.callbacks.0.early_stopping: expected a mapping, got 3"),
+    # search space entries
+    ("low-not-a-number", sub("low: 1.0e-4", "low: abc"), "search.space.learning_rate.low: expected a number, got 'abc'"),
+    ("low-above-high", sub("low: 1.0e-4, high: 1.0e-1", "low: 1.0e-1, high: 1.0e-4"), "search.space.learning_rate: expected low <= high, got low=0.1 > high=0.0001"),
+    ("log-with-low-zero", sub("low: 1.0e-4", "low: 0"), "search.space.learning_rate: expected low > 0 with log: true, got low=0.0"),
+    ("log-and-step", sub("log: true}", "log: true, step: 0.01}"), "search.space.learning_rate: expected either log: true or step, not both"),
+    ("step-zero", add_param("units: {type: int, low: 8, high: 64, step: 0}"), "search.space.units.step: expected a value > 0, got 0"),
+    ("int-low-fraction", add_param("units: {type: int, low: 8.5, high: 64}"), "search.space.units.low: expected an integer, got 8.5"),
+    ("unknown-param-type", sub("type: float, low: 1.0e-4", "type: uniform, low: 1.0e-4"), "search.space.learning_rate.type: expected one of 'float', 'int', 'categorical', got 'uniform'"),
+    ("missing-param-type", sub("{type: float, low: 1.0e-4", "{low: 1.0e-4"), "search.space.learning_rate.type: required key is missing (expected one of 'float', 'int', 'categorical')"),
+    ("param-not-a-mapping", sub(LR, "learning_rate: 0.01"), "search.space.learning_rate: expected a mapping, got 0.01"),
+    ("empty-choices", sub("choices: [16, 32, 64, 128]", "choices: []"), "search.space.batch_size.choices: expected at least 1 item, got []"),
+    ("choice-not-a-scalar", sub("choices: [16, 32, 64, 128]", "choices: [16, {big: 64}]"), "search.space.batch_size.choices.1: expected a string, a number or a boolean, got {big: 64}"),
+    ("param-named-like-a-type", add_param("int: {type: int, low: one, high: 3}"), "search.space.int.low: expected an integer, got 'one'"),
+    ("unknown-sampler", sub("sampler: tpe", "sampler: bayes"), "search.sampler: expected one of 'tpe', 'random', 'cmaes', 'grid', got 'bayes'"),
+    ("grid-with-float", sub("sampler: tpe", "sampler: grid"), "search.space.learning_rate.type: expected categorical or int with sampler: grid, got float"),
+    # conditions
+    ("when-unknown-parameter", sub("when: {optimizer: sgd}", "when: {optimiser: sgd}"), f"search.space.momentum.when.optimiser: expected one of the space's parameters ({PARAMS}), got 'optimiser'"),
+    ("when-value-not-a-choice", sub("when: {optimizer: sgd}", "when: {optimizer: adamw}"), "search.space.momentum.when.optimizer: expected one of 'adam', 'sgd', 'rmsprop', got 'adamw'"),
+    ("when-list-value-not-a-choice", sub("when: {optimizer: sgd}", "when: {optimizer: [sgd, lion]}"), "search.space.momentum.when.optimizer: expected one of 'adam', 'sgd', 'rmsprop', got 'lion'"),
+    ("when-itself", sub("when: {optimizer: sgd}", "when: {momentum: 0.5}"), "search.space.momentum.when.momentum: expected another parameter, got the parameter itself"),
+    ("when-not-a-mapping", sub("when: {optimizer: sgd}", "when: sgd"), "search.space.momentum.when: expected a mapping, got 'sgd'"),
+    ("when-float-parent", sub("when: {optimizer: sgd}", "when: {learning_rate: 0.01}"), "search.space.momentum.when.learning_rate: expected a categorical or int parameter, got float parameter 'learning_rate'"),
+    ("when-bool-is-not-int", add_param("flag: {type: categorical, choices: [true, false], when: {batch_size: true}}"), "search.space.flag.when.batch_size: expected one of 16, 32, 64, 128, got true"),
+    (
+        "when-int-parent-out-of-range",
+        add_param("units: {type: int, low: 8, high: 64, step: 8}\n    width: {type: int, low: 1, high: 2, when: {units: 12}}"),
+        "search.space.width.when.units: expected an integer 8..64 (step 8), got 12",
+    ),
+    (
+        "when-cycle",
+        sub(LR, "learning_rate: {type: categorical, choices: [0.1, 0.01], when: {optimizer: adam}}").replace(
+            "choices: [adam, sgd, rmsprop]}", "choices: [adam, sgd, rmsprop], when: {learning_rate: 0.1}}"
+        ),
+        "search.space.learning_rate.when: expected conditions without a cycle, got learning_rate -> optimizer -> learning_rate",
+    ),
+    # scheduler
+    ("unknown-scheduler", sub("type: asha", "type: pbt"), "scheduler.type: expected one of 'asha', 'hyperband', 'median', 'fifo', got 'pbt'"),
+    ("scheduler-without-type", sub("type: asha, ", ""), "scheduler.type: required key is missing (expected one of 'asha', 'hyperband', 'median', 'fifo')"),
+    ("grace-period-over-epochs", sub("grace_period: 1", "grace_period: 30"), "scheduler.grace_period: expected at most fit.epochs (27), got 30"),
+    ("max-t-over-epochs", sub("reduction_factor: 3}", "reduction_factor: 3, max_t: 40}"), "scheduler.max_t: expected at most fit.epochs (27), got 40"),
+    ("reduction-factor-one", sub("reduction_factor: 3", "reduction_factor: 1"), "scheduler.reduction_factor: expected a value > 1, got 1"),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), [case[1:] for case in BAD], ids=[case[0] for case in BAD])
+def test_bad_sweep_file_gives_one_exact_line(tmp_path, text, expected):
+    path = write(tmp_path, text) if isinstance(text, str) else tmp_path / "sweep.yaml"
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    with pytest.raises(SweepConfigError) as info:
+        load(path)
+    assert str(info.value) == f"{path}: {expected}"
+    assert "\n" not in str(info.value)
+
+
+def test_bad_table_is_big_and_distinct():
+    assert len(BAD) >= 24
+    assert len({case[0] for case in BAD}) == len(BAD)
+    assert len({case[1] for case in BAD}) == len(BAD)
+
+
+def test_missing_file(tmp_path):
+    path = tmp_path / "nope.yaml"
+    with pytest.raises(SweepConfigError) as info:
+        load(path)
+    assert str(info.value) == f"{path}: expected a sweep YAML file, but no such file exists"
+
+
+def test_a_folder_is_not_a_sweep_file(tmp_path):
+    with pytest.raises(SweepConfigError) as info:
+        load(tmp_path)
+    assert str(info.value) == f"{tmp_path}: expected a sweep YAML file, but no such file exists"
+
+
+def test_bad_mapping_names_dict(tmp_path):
+    with pytest.raises(SweepConfigError) as info:
+        load({"name": "x", "data": {"source": "digits"}})
+    assert str(info.value) == "<dict>: search: required key is missing"
+
+
+def test_error_keys_never_show_pydantic_internals(tmp_path):
+    internals = {"float", "int", "categorical", "asha", "hyperband", "median", "fifo", "str", "bool", "none", "__root__"}
+    for case_id, text, _expected in BAD:
+        path = write(tmp_path, text) if isinstance(text, str) else tmp_path / "sweep.yaml"
+        if isinstance(text, bytes):
+            path.write_bytes(text)
+        with pytest.raises(SweepConfigError) as info:
+            load(path)
+        parts = info.value.key.split(".")
+        if case_id == "param-named-like-a-type":
+            assert parts == ["search", "space", "int", "low"]  # a user's name is kept
+            continue
+        assert not internals & set(parts), case_id
+        assert not any(p.startswith(("function-", "dict[", "list[")) for p in parts), case_id

@@ -1,0 +1,185 @@
+"""sweep.trainable / sweep.worker.resources pieces, run directly in this process (real Keras, no Ray).
+
+A trial's numbers must not depend on how it was run: several steps per execution give the
+same per-epoch metrics as a plain ``model.fit()``; a trial after another one on the same
+(reused) worker gives the same metrics as the first trial of a fresh worker.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from sweep.inputs import models
+from sweep.worker import trainable
+from sweep.worker import resources
+from sweep.spec.config import FitConfig, ModelConfig
+from sweep.inputs.data import DataInfo
+
+SEED, EPOCHS, ROWS = 7, 3, 480
+HP = {"learning_rate": 0.01, "optimizer": "adam", "batch_size": 32}
+
+
+@pytest.fixture(scope="module")
+def arrays():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(ROWS + 160, 12)).astype("float32")
+    y = (x[:, 0] + x[:, 1] > 0).astype("int64") + (x[:, 2] > 1).astype("int64")
+    info = DataInfo(input_shape=(12,), num_outputs=3, task="classification", n_train=ROWS, n_val=160, source="test", fingerprint="t")
+    return x[:ROWS], y[:ROWS], x[ROWS:], y[ROWS:], info
+
+
+BUILDER = functools.partial(models.mlp, units=[32, 32])
+
+
+def sweep_trial(arrays, hp: dict, steps: int | str = "auto") -> tuple[dict, keras.Model]:
+    """What ``trainable.run_trial`` does around ``fit()``, minus the Tune report."""
+    x, y, xv, yv, info = arrays
+    trainable.reset_state(SEED)
+    batch = int(hp["batch_size"])
+    model = models.build(BUILDER, hp, info, ModelConfig(), steps_per_execution=resources.steps_per_execution(steps, batch, len(x)))
+    history = model.fit(
+        x, y, batch_size=batch, epochs=EPOCHS, validation_data=(xv, yv), validation_batch_size=max(batch, 1024), shuffle=True, verbose=0
+    )
+    return history.history, model
+
+
+def plain_fit(arrays, hp: dict) -> dict:
+    """The reference: a plain compile + fit of the same model with the same seed."""
+    x, y, xv, yv, info = arrays
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(SEED)
+    model = BUILDER(hp, info)
+    model.compile(optimizer=keras.optimizers.Adam(hp["learning_rate"]), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model.fit(x, y, batch_size=hp["batch_size"], epochs=EPOCHS, validation_data=(xv, yv), shuffle=True, verbose=0).history
+
+
+def assert_same_history(got: dict, want: dict, atol: float) -> None:
+    assert set(got) == set(want)
+    for name in want:
+        np.testing.assert_allclose(got[name], want[name], rtol=0, atol=atol, err_msg=name)
+
+
+@pytest.mark.parametrize(
+    ("setting", "batch", "rows", "expected"),
+    [("auto", 32, 480, 15), ("auto", 16, 12800, 32), ("auto", 64, 12800, 32), ("auto", 128, 12800, 32), ("auto", 1, 1, 1), (4, 32, 480, 4), (None, 32, 31, 1)],
+)
+def test_steps_per_execution(setting, batch, rows, expected):
+    got = resources.steps_per_execution(setting, batch, rows)
+    assert got == expected
+    steps = -(-rows // batch)
+    assert got <= max(steps, 1) or setting not in ("auto", None)
+
+
+def test_fit_config_steps_per_execution_key():
+    assert FitConfig().steps_per_execution == "auto"
+    assert FitConfig(steps_per_execution=8).steps_per_execution == 8
+    with pytest.raises(ValueError):
+        FitConfig(steps_per_execution=0)
+
+
+def test_several_steps_per_execution_match_a_plain_fit(arrays):
+    want = plain_fit(arrays, HP)
+    auto, model = sweep_trial(arrays, HP)
+    assert int(model.steps_per_execution) == 15  # the whole 15-step epoch in one call
+    assert_same_history(auto, want, atol=1e-5)
+    uneven, _ = sweep_trial(arrays, HP, steps=4)  # 15 steps in calls of 4: last call shorter
+    assert_same_history(uneven, want, atol=1e-5)
+
+
+def test_a_trial_after_another_trial_matches_a_first_trial(arrays):
+    first, first_model = sweep_trial(arrays, HP)
+    first_names = [layer.name for layer in first_model.layers]
+    first_weights = [w.copy() for w in first_model.get_weights()]
+    del first_model
+    # a different trial on the same worker: other optimizer (other slot variables), other batch
+    sweep_trial(arrays, {"learning_rate": 0.05, "optimizer": "rmsprop", "batch_size": 16})
+    again, again_model = sweep_trial(arrays, HP)
+    assert_same_history(again, first, atol=0)  # bit-identical: nothing bled over
+    assert [layer.name for layer in again_model.layers] == first_names  # Keras name counters were reset
+    assert len(again_model.optimizer.variables) == len(keras.optimizers.Adam().variables) + 2 * len(again_model.trainable_weights)
+    for got, want in zip(again_model.get_weights(), first_weights):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_a_warm_worker_keeps_no_traced_graph_of_an_earlier_trial(arrays):
+    """Issue 18 (rel-14): each trace of a train step registered a ``CustomGradient-*`` entry in
+    TensorFlow's global gradient registry holding the whole traced graph (~5 MB a trial); the
+    reset drops them, so the number of live ``FuncGraph`` objects stays flat trial after trial."""
+    import gc
+
+    from tensorflow.python.framework import ops as tf_ops
+
+    def live_graphs() -> int:
+        gc.collect()
+        return sum(1 for o in gc.get_objects() if type(o).__name__ == "FuncGraph")
+
+    counts = []
+    for optimizer in ("adam", "sgd", "rmsprop", "adam"):  # a fresh model (and trace) each trial
+        sweep_trial(arrays, {**HP, "optimizer": optimizer})
+        trainable.reset_state(SEED)
+        counts.append(live_graphs())
+        assert not [k for k in tf_ops._gradient_registry._registry if str(k).startswith("CustomGradient-")]
+    assert counts[-1] <= counts[0], counts
+
+
+def keras_draws() -> tuple:
+    """What a seeded trial draws first: Python, NumPy, a Keras initializer, a Keras layer name."""
+    import random
+
+    initial = keras.ops.convert_to_numpy(keras.initializers.GlorotUniform()((3, 2)))
+    return random.random(), float(np.random.rand()), initial.tolist(), keras.layers.Dense(1).name
+
+
+def test_the_reset_that_keeps_compiled_functions_resets_everything_else():
+    assert trainable.reset_state(SEED) is False  # the full reset; TensorFlow's seed is now SEED
+    want = keras_draws()
+    # what a previous trial may leave behind: layer names taken, global settings changed, draws made
+    keras.layers.Dense(1), keras.layers.Dense(1)
+    for keep in (True, False):
+        keras.config.set_floatx("float16")
+        keras.config.set_epsilon(1e-3)
+        keras.config.set_image_data_format("channels_first")
+        keras.config.set_dtype_policy("mixed_float16")
+        keras_draws()
+        assert trainable.reset_state(SEED, keep_compiled=keep) is keep
+        assert (keras.config.floatx(), keras.config.epsilon(), keras.config.image_data_format()) == ("float32", 1e-7, "channels_last")
+        assert keras.config.dtype_policy().name == "float32"
+        assert keras_draws() == want  # same seeds, same first layer name
+    # another seed than TensorFlow's: the full reset, which also reseeds TensorFlow
+    assert trainable.reset_state(SEED + 1, keep_compiled=True) is False
+    assert trainable.reset_state(SEED + 1, keep_compiled=True) is True
+
+
+def test_worker_reports_its_memory():
+    fields = resources.memory_fields()
+    assert fields[resources.RSS_FIELD] > 50  # a process with TensorFlow loaded uses well over 50 MiB
+    assert resources.over_memory_limit(1.0) and not resources.over_memory_limit(None) and not resources.over_memory_limit(1e9)
+
+
+def test_trace_writes_json_lines_only_when_asked(tmp_path, monkeypatch):
+    monkeypatch.delenv(resources.TRACE_ENV, raising=False)
+    silent = resources.Trace("t0")
+    silent.mark("trial_start")
+    assert silent.path is None
+    monkeypatch.setenv(resources.TRACE_ENV, str(tmp_path))
+    trace = resources.Trace("t1")
+    trace.mark("trial_start")
+    trace.mark("epoch_end", epoch=0, value=0.5)
+    lines = (tmp_path / f"trace-{os.getpid()}.jsonl").read_text().splitlines()
+    assert [json.loads(line)["event"] for line in lines] == ["trial_start", "epoch_end"]
+
+
+def test_resuming_from_a_checkpoint_that_is_gone_says_so(tmp_path):
+    present = tmp_path / "checkpoint_000001"
+    present.mkdir()
+    (present / "model.keras").write_bytes(b"zip")
+    assert trainable.resume_checkpoint(str(present)).path == str(present)
+    gone = tmp_path / "checkpoint_000002"
+    with pytest.raises(FileNotFoundError, match="cannot resume this trial: its checkpoint .*checkpoint_000002 is gone"):
+        trainable.resume_checkpoint(str(gone))
