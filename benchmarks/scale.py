@@ -127,7 +127,7 @@ def sweep_noop_trial(hp: dict, settings: Any, data_ref: Any, fingerprint: str, b
     """Reports what a Keras trial reports (metrics, epoch, end) without training anything."""
     from ray import tune
 
-    from sweep.driver.ledger import COMPLETED, END_FIELD, EPOCH_FIELD, IMPROVED_FIELD, KEYS_FIELD
+    from sweep.protocol import END_FIELD, EPOCH_FIELD, IMPROVED_FIELD, KEYS_FIELD, TrialStatus
 
     mark_first_start()
     score = fake_score(hp)
@@ -136,7 +136,7 @@ def sweep_noop_trial(hp: dict, settings: Any, data_ref: Any, fingerprint: str, b
         report = {"loss": 1 - accuracy, "accuracy": accuracy, "val_loss": 1 - accuracy, METRIC: accuracy}
         report.update({KEYS_FIELD: ",".join(report), EPOCH_FIELD: epoch, IMPROVED_FIELD: 1.0})
         if epoch == settings.epochs:
-            report[END_FIELD] = COMPLETED
+            report[END_FIELD] = TrialStatus.COMPLETED
         tune.report(report)
 
 

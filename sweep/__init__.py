@@ -12,7 +12,8 @@ Heavy modules (Ray, TensorFlow, MLflow) load on first use, so ``import sweep`` a
 
 from typing import Any
 
-from sweep.spec.config import SweepConfig, SweepConfigError, load
+from sweep.spec.config import SweepConfig, load
+from sweep.errors import SweepConfigError
 
 _LAZY = {"SweepResult": "sweep.driver.ledger", "BestTrial": "sweep.driver.ledger", "TrialOutcome": "sweep.driver.ledger"}
 

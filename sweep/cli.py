@@ -52,7 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _quiet_mlflow_logs()
     if args.command in ("best", "status", "report", "export", "list", "trials") and not _store_ready(args):
         return EXIT_OK if args.command == "list" else EXIT_BAD_INPUT  # list: an empty list, said
-    from sweep.spec.config import SweepConfigError
+    from sweep.errors import SweepConfigError
 
     try:
         return args.handler(args)
@@ -320,7 +320,7 @@ def _set_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """``--set key=value`` (values read as YAML) and ``--epochs``, as ``sweep.run``'s dotted overrides."""
     import yaml
 
-    from sweep.spec.config import SweepConfigError
+    from sweep.errors import SweepConfigError
 
     overrides: dict[str, Any] = {}
     for item in args.set:
@@ -348,7 +348,7 @@ def _say_if_new_sweep(args: argparse.Namespace, overrides: dict[str, Any]) -> No
         if parent is None or parent.info.status != "FINISHED":
             return
         print(
-            f"sweep {config.name} already finished ({store._iso(parent.info.start_time)}): this starts a new sweep of that name; "
+            f"sweep {config.name} already finished ({store.iso_time(parent.info.start_time)}): this starts a new sweep of that name; "
             f"`sweep best/status/report {config.name}` will show the new one, the earlier one stays in MLflow as parent run "
             f"{parent.info.run_id} (use --name to keep both addressable)",
             file=sys.stderr,

@@ -97,7 +97,8 @@ def test_version_and_set_overrides(tmp_path):
     args = cli._parser().parse_args(["run", "f.yaml", "--set", "fit.batch_size=64", "--set", "model.args.units=[8, 16]",
                                      "--set", "search.sampler=random", "--epochs", "3"])
     assert cli._set_overrides(args) == {"fit.batch_size": 64, "model.args.units": [8, 16], "search.sampler": "random", "epochs": 3}
-    from sweep.spec.config import SweepConfigError, load
+    from sweep.spec.config import load
+    from sweep.errors import SweepConfigError
 
     with pytest.raises(SweepConfigError):
         cli._set_overrides(cli._parser().parse_args(["run", "f.yaml", "--set", "nothing"]))

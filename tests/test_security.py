@@ -10,7 +10,8 @@ import threading
 import pytest
 
 from sweep.tracking import tracker
-from sweep.spec.config import SweepConfigError, load
+from sweep.spec.config import load
+from sweep.errors import SweepConfigError
 
 
 @pytest.fixture()

@@ -110,7 +110,7 @@ def run_via_client(source: str | Path | Mapping[str, Any], address: str, *, stor
     import ray
 
     from sweep.tracking import tracker
-    from sweep.spec.config import SweepConfigError
+    from sweep.errors import SweepConfigError
 
     overrides = dict(overrides)
     overrides["tracking_uri"] = tracker.resolve_uri(overrides.get("tracking_uri"))

@@ -9,7 +9,6 @@ memory stays flat on long sweeps.
 
 from __future__ import annotations
 
-import math
 import os
 import re
 import time
@@ -19,22 +18,7 @@ from typing import Any
 import pandas as pd
 from ray import tune
 
-# Keys the reporting callback adds beside Keras' own logs (see callbacks.TuneReporter).
-KEYS_FIELD = "sweep_keys"  # comma-joined names of the Keras logs in this result
-END_FIELD = "sweep_end"  # on a trial's last epoch: "completed" or a failure reason
-EPOCH_FIELD = "sweep_epoch"  # the epoch number, 1-based; schedulers and MLflow steps use it
-IMPROVED_FIELD = "sweep_improved"  # 1.0 when this epoch improved the objective (and checkpointed)
-
-# What a warm worker reports about itself beside the Keras logs (see sweep.worker.resources), and the
-# MLflow metric names they are logged under: they describe the worker, not the model.
-RSS_FIELD, GPU_FIELD, EPOCH_SECONDS_FIELD = "worker_peak_rss_mb", "worker_gpu_peak_mb", "epoch_seconds"
-WORKER_METRICS = {RSS_FIELD: "worker/peak_rss_mb", GPU_FIELD: "worker/gpu_peak_mb", EPOCH_SECONDS_FIELD: "worker/epoch_seconds"}
-
-COMPLETED, STOPPED_EARLY, FAILED, RUNNING, PENDING = "completed", "stopped_early", "failed", "running", "pending"
-# A trial the sweep stopped before it ended (Ctrl-C, SIGTERM, a storage fault, fail-fast): its
-# MLflow run ends KILLED, and ``sweep resume`` runs it again from its checkpoint in that run.
-INTERRUPTED = "interrupted"
-STATUSES = (RUNNING, COMPLETED, STOPPED_EARLY, FAILED)
+from sweep.protocol import END_FIELD, EPOCH_FIELD, FINISHED, KEYS_FIELD, WORKER_METRICS, FailureKind, Objective, TrialStatus, failure_kind
 
 
 def keras_metrics(result: dict[str, Any]) -> dict[str, float]:
@@ -55,15 +39,6 @@ def epoch_of(result: dict[str, Any]) -> int:
     return int(epoch if epoch is not None else result.get("training_iteration", 0))
 
 
-def is_better(value: float, best: float | None, mode: str) -> bool:
-    """True when ``value`` beats ``best`` under ``mode``; NaN never beats anything."""
-    if value is None or math.isnan(value):
-        return False
-    if best is None or math.isnan(best):
-        return True
-    return value > best if mode == "max" else value < best
-
-
 @dataclass
 class TrialOutcome:
     """Everything the sweep keeps about one trial."""
@@ -71,7 +46,7 @@ class TrialOutcome:
     trial_id: str
     number: int
     params: dict[str, Any]
-    status: str = PENDING
+    status: str = TrialStatus.PENDING
     epochs: int = 0
     value: float | None = None  # best objective over the epochs it ran
     best_epoch: int | None = None
@@ -89,6 +64,7 @@ class TrialOutcome:
         """One flat row for trials.csv and the DataFrame: params as ``param.<name>``."""
         data = asdict(self)
         del data["superseded"]  # the driver's bookkeeping, not a result
+        data["status"] = str(self.status)  # the plain value (a TrialStatus is a str too)
         params = data.pop("params")
         last = data.pop("last_metrics")
         data.update({f"param.{k}": v for k, v in params.items()})
@@ -163,24 +139,29 @@ class Ledger(DriverCallback):
         self.prior_ended = 0  # trials that ended in an earlier session of a resumed sweep
         self.first_error: str | None = None  # traceback tail of the first trial that failed before any epoch
 
+    @property
+    def objective(self) -> Objective:
+        """The sweep's objective: which of two values is better."""
+        return Objective(self.metric, self.mode)
+
     # -- Tune callback hooks --------------------------------------------------------------
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         outcome = self.outcome(trial)
-        outcome.status, outcome.started_at = RUNNING, outcome.started_at or time.time()
+        outcome.status, outcome.started_at = TrialStatus.RUNNING, outcome.started_at or time.time()
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         outcome = self.outcome(trial)
-        outcome.status = RUNNING
+        outcome.status = TrialStatus.RUNNING
         outcome.epochs = epoch_of(result)
         outcome.last_metrics = keras_metrics(result) or outcome.last_metrics  # a final infeasible report has none
         outcome.node_ip = result.get("node_ip", outcome.node_ip)
         value = outcome.last_metrics.get(self.metric)
-        if value is not None and is_better(value, outcome.value, self.mode):
+        if value is not None and self.objective.is_better(value, outcome.value):
             outcome.value, outcome.best_epoch = value, outcome.epochs
-            if self.best is None or is_better(value, self.best.value, self.mode):
+            if self.best is None or self.objective.is_better(value, self.best.value):
                 self.best = outcome
         end = result.get(END_FIELD)
-        if end and end != COMPLETED:
+        if end and end != TrialStatus.COMPLETED:
             outcome.reason = str(end)
 
     def on_checkpoint(self, iteration: int, trials: list, trial: Any, checkpoint: Any, **info: Any) -> None:
@@ -198,12 +179,12 @@ class Ledger(DriverCallback):
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         outcome = self.outcome(trial)
         end = (trial.last_result or {}).get(END_FIELD)
-        if end == COMPLETED:
-            outcome.status = COMPLETED
+        if end == TrialStatus.COMPLETED:
+            outcome.status = TrialStatus.COMPLETED
         elif end:
-            outcome.status, outcome.reason = FAILED, str(end)
+            outcome.status, outcome.reason = TrialStatus.FAILED, str(end)
         else:
-            outcome.status = STOPPED_EARLY
+            outcome.status = TrialStatus.STOPPED_EARLY
         outcome.ended_at = time.time()
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -214,10 +195,10 @@ class Ledger(DriverCallback):
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         outcome = self.outcome(trial)
-        outcome.status, outcome.ended_at = FAILED, time.time()
+        outcome.status, outcome.ended_at = TrialStatus.FAILED, time.time()
         outcome.reason = error_summary(trial)
         if _storage_fault(trial):  # the storage failed, not the trial: it runs again on resume
-            outcome.status = INTERRUPTED
+            outcome.status = TrialStatus.INTERRUPTED
             self.infrastructure_fault = self.infrastructure_fault or outcome.reason
             return
         if self.first_error is None and outcome.epochs == 0:
@@ -227,9 +208,9 @@ class Ledger(DriverCallback):
 
     def interrupt_open_trials(self) -> list[TrialOutcome]:
         """The sweep stops before these trials ended: mark them interrupted (and return them)."""
-        stopped = [o for o in self.outcomes.values() if o.status == RUNNING]
+        stopped = [o for o in self.outcomes.values() if o.status == TrialStatus.RUNNING]
         for outcome in stopped:
-            outcome.status, outcome.ended_at = INTERRUPTED, time.time()
+            outcome.status, outcome.ended_at = TrialStatus.INTERRUPTED, time.time()
         return stopped
 
     # -- queries -----------------------------------------------------------------------------
@@ -249,12 +230,12 @@ class Ledger(DriverCallback):
     def seed(self, priors: list[Any]) -> None:
         """Take in the trials of an earlier session (``recovery.PriorTrial``) before Tune starts."""
         for prior in priors:
-            ended = prior.status in (COMPLETED, STOPPED_EARLY, FAILED)
+            ended = prior.status in FINISHED
             outcome = TrialOutcome(
                 trial_id=prior.trial_id,
                 number=prior.number,
                 params=prior.params,
-                status=prior.status if ended else PENDING,
+                status=prior.status if ended else TrialStatus.PENDING,
                 epochs=prior.epochs,
                 value=prior.value,
                 best_epoch=prior.best_epoch,
@@ -265,7 +246,7 @@ class Ledger(DriverCallback):
             )
             self.outcomes[prior.trial_id] = outcome
             self.prior_ended += int(ended)
-            if outcome.value is not None and (self.best is None or is_better(outcome.value, self.best.value, self.mode)):
+            if outcome.value is not None and (self.best is None or self.objective.is_better(outcome.value, self.best.value)):
                 self.best = outcome
 
     def count(self, status: str) -> int:
@@ -327,7 +308,7 @@ class FailFast(tune.Stopper):
         if any(o.epochs > 0 for o in outcomes):
             self.settled = True  # an epoch got in: this sweep can no longer trip (Tune asks every step)
             return None
-        reasons = [o.reason for o in outcomes if o.status == FAILED and not _hyperparameter_specific(o.reason)]
+        reasons = [o.reason for o in outcomes if o.status == TrialStatus.FAILED and not _hyperparameter_specific(o.reason)]
         if len(reasons) >= self.limit and len(set(reasons)) == 1:
             self.error = reasons[0]
         return self.error
@@ -336,7 +317,7 @@ class FailFast(tune.Stopper):
 def _hyperparameter_specific(reason: str | None) -> bool:
     """Failures caused by one configuration (infeasible batch size, out of memory), not by the sweep."""
     return bool(reason) and (
-        reason.startswith(("infeasible: ", "out of memory: "))
+        failure_kind(reason) in (FailureKind.INFEASIBLE, FailureKind.OUT_OF_MEMORY)
         or any(kind in reason for kind in ("InfeasibleTrial", "ResourceExhaustedError", "OutOfMemoryError"))
     )
 

@@ -24,9 +24,9 @@ from typing import Any
 
 from sweep.spec.config import SweepConfig
 from sweep.tracking.store import int_or_none
+from sweep.protocol import Objective, TrialStatus, is_finished
 
 LOCK_FILE = "driver.json"
-ENDED = ("completed", "stopped_early", "failed")
 
 
 @dataclass
@@ -118,9 +118,9 @@ def load_state(uri: str, parent: Any, config: SweepConfig) -> ResumeState:
             reason=tags.get("sweep.reason"),
             last_step=last_step,
         )
-        if status in ENDED and run.info.status == "RUNNING":
+        if is_finished(status) and run.info.status == "RUNNING":
             _repair_end(client, run.info.run_id, status)
-        (state.ended if status in ENDED else state.interrupted).append(prior)
+        (state.ended if is_finished(status) else state.interrupted).append(prior)
     state.ended.sort(key=lambda t: t.number)
     state.interrupted.sort(key=lambda t: t.number)
     return state
@@ -130,7 +130,7 @@ def _repair_end(client: Any, run_id: str, status: str) -> None:
     """A run whose end tags landed but whose end did not (the driver died between the two
     writes): end it as the tags say, so no run stays RUNNING forever."""
     try:
-        client.set_terminated(run_id, "FAILED" if status == "failed" else "FINISHED")
+        client.set_terminated(run_id, "FAILED" if status == TrialStatus.FAILED else "FINISHED")
     except Exception:  # the resume still works; the next resume tries again
         pass
 
@@ -140,7 +140,7 @@ def optuna_history(config: SweepConfig, state: ResumeState) -> list[Any]:
     from sweep.search import space
 
     return [
-        space.frozen_trial(config.search, t.params, t.last_value, failed=t.status == "failed")
+        space.frozen_trial(config.search, t.params, t.last_value, failed=t.status == TrialStatus.FAILED)
         for t in state.ended
         if t.params
     ]
@@ -150,7 +150,7 @@ def _best(values: dict[int, float], mode: str) -> float | None:
     finite = [v for v in values.values() if v == v]
     if not finite:
         return None
-    return max(finite) if mode == "max" else min(finite)
+    return Objective("", mode).best_of(finite)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -22,8 +22,10 @@ from typing import Any, Callable, Iterator, Mapping
 
 from sweep.driver import cluster
 from sweep.spec import config as config_module
-from sweep.spec.config import CategoricalParam, InputError, SweepConfig, SweepConfigError, condition_order
+from sweep.spec.config import CategoricalParam, SweepConfig, condition_order
+from sweep.errors import InputError, SweepConfigError
 from sweep.driver.ledger import SweepResult
+from sweep.protocol import TrialStatus
 
 log = logging.getLogger("sweep")
 
@@ -464,7 +466,7 @@ def _check_batch_size_fits(config: SweepConfig, rows: int) -> None:
             if isinstance(value, (int, float)) and not isinstance(value, bool) and value > rows:
                 raise InputError(f"search.space.batch_size.choices.{index}", f"{what}, got {value}")
     elif getattr(searched, "high", 0) > rows:
-        raise InputError("search.space.batch_size.high", f"{what}, got {config_module._show(searched.high)}")
+        raise InputError("search.space.batch_size.high", f"{what}, got {config_module.show_value(searched.high)}")
 
 
 def check_hyperparameters_read(config: SweepConfig, read: set[str]) -> None:
@@ -891,7 +893,7 @@ def _fail_fast_message(fail_fast: Any, ledger: Any) -> str | None:
     error = fail_fast.tripped()
     if error is None:
         return None
-    failed = ledger.count("failed")
+    failed = ledger.count(TrialStatus.FAILED)
     tail = ledger.first_error or error
     return (
         f"sweep stopped: the first {failed} trials all failed with the same error before finishing an epoch "

@@ -34,7 +34,7 @@ import numpy as np
 
 from sweep.inputs import pipelines
 from sweep.inputs import targets
-from sweep.spec.config import InputError
+from sweep.errors import InputError
 from sweep.inputs.pipelines import kind_of
 from sweep.inputs.structures import is_nested, leaves, map_leaves, named_leaves, rebuild, rows, shapes, take_rows
 from sweep.inputs.targets import TargetKind

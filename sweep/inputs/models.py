@@ -30,7 +30,8 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import keras
 
-from sweep.spec.config import InputError, ModelConfig
+from sweep.spec.config import ModelConfig
+from sweep.errors import InputError
 from sweep.inputs.imports import is_spec, resolve
 
 if TYPE_CHECKING:  # pragma: no cover - typing only

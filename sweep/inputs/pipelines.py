@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from sweep.inputs import targets
-from sweep.spec.config import InputError
+from sweep.errors import InputError
 from sweep.inputs.structures import map_leaves, named_leaves, rebuild, take_rows
 
 if TYPE_CHECKING:

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sweep.spec.config import InputError
+from sweep.errors import InputError
 
 __all__ = ["TargetKind", "LOSSES", "MAX_AMBIGUOUS_INTEGERS", "infer", "check_outputs"]
 

@@ -7,7 +7,7 @@ from typing import Any, Callable, Optional
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, HyperBandScheduler, MedianStoppingRule
 
-from sweep.driver.ledger import EPOCH_FIELD
+from sweep.protocol import EPOCH_FIELD
 from sweep.spec.config import AshaConfig, FifoConfig, HyperbandConfig, MedianConfig, SweepConfig
 
 

@@ -38,6 +38,7 @@ from optuna.samplers import BaseSampler
 from optuna.trial import FrozenTrial, TrialState
 
 from sweep.spec.config import CategoricalParam, FloatParam, IntParam, SearchConfig, condition_order
+from sweep.protocol import Objective
 
 __all__ = [
     "SAMPLERS",
@@ -322,7 +323,7 @@ def grid_configs(search: SearchConfig) -> list[dict[str, Any]]:
 
 def check_grid_size(search: SearchConfig) -> int:
     """The grid's size, or ``InputError`` past :data:`MAX_GRID` (say it before listing anything)."""
-    from sweep.spec.config import InputError
+    from sweep.errors import InputError
 
     size = grid_size(search)
     if size > MAX_GRID:
@@ -489,6 +490,6 @@ def frozen_trial(search: SearchConfig, params: dict[str, Any], value: float | No
 
 def _seeded_storage(search: SearchConfig, mode: str, history: list[Any]) -> tuple[Any, str]:
     storage = optuna.storages.InMemoryStorage()
-    study = optuna.create_study(storage=storage, study_name="sweep", direction="maximize" if mode == "max" else "minimize")
+    study = optuna.create_study(storage=storage, study_name="sweep", direction=Objective("", mode).direction)
     study.add_trials(history)
     return storage, "sweep"

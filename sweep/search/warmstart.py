@@ -24,7 +24,9 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from sweep.tracking import store
-from sweep.spec.config import CategoricalParam, FloatParam, IntParam, InputError, SearchConfig, condition_order
+from sweep.spec.config import CategoricalParam, FloatParam, IntParam, SearchConfig, condition_order
+from sweep.errors import InputError
+from sweep.protocol import Objective, TrialStatus
 
 log = logging.getLogger("sweep.warmstart")
 
@@ -76,7 +78,7 @@ def _past(run: Any, metric: str) -> PastTrial:
     tags = run.data.tags
     status = tags.get(store.STATUS_TAG)
     if status is None:  # a plain MLflow run, not one of ours: finished means final
-        status = "completed" if run.info.status == "FINISHED" else "failed"
+        status = TrialStatus.COMPLETED if run.info.status == "FINISHED" else TrialStatus.FAILED
     return PastTrial(
         params=dict(run.data.params),
         status=status,
@@ -162,8 +164,8 @@ def prepare(search: SearchConfig, metric: str, mode: str, uri: str) -> WarmStart
 def plan(search: SearchConfig, trials: list[PastTrial], mode: str, source: str) -> WarmStart:
     """Pure part of the warm start: which earlier trials become history and which re-run first."""
     warm = WarmStart(source=source)
-    finals = [t for t in trials if t.status == "completed" and t.value is not None and math.isfinite(t.value)]
-    finals.sort(key=lambda t: (t.value, -t.number), reverse=mode == "max")  # type: ignore[arg-type, return-value]
+    finals = [t for t in trials if t.status == TrialStatus.COMPLETED and t.value is not None and math.isfinite(t.value)]
+    finals = Objective("", mode).best_first(finals, key=lambda t: (t.value, -t.number))  # type: ignore[arg-type, return-value]
     seen: set[tuple] = set()
     for trial in finals:
         values, complete = map_params(search, trial.params, warm.dropped)

@@ -17,40 +17,14 @@ from typing import Annotated, Any, Literal, Mapping, Union, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from sweep.errors import SweepConfigError
+
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 # the sweep's name is a folder name (storage, MLflow artifacts) and the default experiment name
 MAX_NAME_LENGTH = 100
 # fit() and compile() settings that are not hyperparameters of a trial (epochs and loss are:
 # see SweepConfig._check_fit_words_in_space)
 UNSEARCHABLE = ("metrics", "validation_split", "shuffle", "class_weight", "steps_per_epoch", "validation_steps", "validation_freq", "callbacks")
-SAMPLERS = ("tpe", "random", "cmaes", "grid")
-TASKS = ("classification", "regression")
-
-
-class SweepConfigError(ValueError):
-    """A user mistake in a sweep file: which file, which key, what was expected."""
-
-    def __init__(self, file: str, key: str, expected: str):
-        self.file, self.key, self.expected = file, key, expected
-        super().__init__(f"{file}: {key}: {expected}" if key else f"{file}: {expected}")
-
-    def __reduce__(self) -> tuple:  # picklable, so it crosses from a Ray worker intact
-        return (type(self), (self.file, self.key, self.expected))
-
-
-class InputError(ValueError):
-    """A user mistake found outside config validation (data, model factory, ...).
-
-    Raised by modules that do not know which file the sweep came from; the runner turns it
-    into a :class:`SweepConfigError` naming the file.
-    """
-
-    def __init__(self, key: str, expected: str):
-        self.key, self.expected = key, expected
-        super().__init__(f"{key}: {expected}")
-
-    def __reduce__(self) -> tuple:  # picklable, so it crosses from a Ray worker intact
-        return (type(self), (self.key, self.expected))
 
 
 class _Strict(BaseModel):
@@ -72,7 +46,7 @@ class _Strict(BaseModel):
                     where = _boolean_where_number(field.annotation, value, [name])
                     if where is not None:
                         path, number = where
-                        raise _FieldError(".".join(path), f"expected {number}, got {_show(value if len(path) == 1 else _dig(value, path[1:]))}")
+                        raise _FieldError(".".join(path), f"expected {number}, got {show_value(value if len(path) == 1 else _dig(value, path[1:]))}")
         return data
 
 
@@ -241,13 +215,13 @@ def _check_condition(space: Mapping[str, Any], name: str, parent: str, wanted: A
     if isinstance(parent_param, CategoricalParam):
         for value in values:
             if not any(isinstance(value, bool) == isinstance(c, bool) and value == c for c in parent_param.choices):
-                raise _KeyedError(key, f"expected one of {', '.join(map(_show, parent_param.choices))}, got {_show(value)}")
+                raise _KeyedError(key, f"expected one of {', '.join(map(show_value, parent_param.choices))}, got {show_value(value)}")
     elif isinstance(parent_param, IntParam):
         allowed = range(parent_param.low, parent_param.high + 1, parent_param.step)
         for value in values:
             if isinstance(value, bool) or not isinstance(value, int) or value not in allowed:
                 raise _KeyedError(
-                    key, f"expected an integer {parent_param.low}..{parent_param.high} (step {parent_param.step}), got {_show(value)}"
+                    key, f"expected an integer {parent_param.low}..{parent_param.high} (step {parent_param.step}), got {show_value(value)}"
                 )
     else:
         raise _KeyedError(key, f"expected a categorical or int parameter, got float parameter {parent!r}")
@@ -510,7 +484,7 @@ class TrackingConfig(_Strict):
             value = getattr(self, key)
             problem = None if value is None else name_problem(value)
             if problem and not (databricks and problem == "an absolute path"):
-                raise _FieldError(key, f"expected a name that stays inside the store's artifact folder, got {_show(value)} ({problem})")
+                raise _FieldError(key, f"expected a name that stays inside the store's artifact folder, got {show_value(value)} ({problem})")
         return self
 
 
@@ -585,7 +559,7 @@ class SweepConfig(_Strict):
             if isinstance(epochs, FloatParam) or not all(isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= self.max_epochs for v in values):
                 raise _KeyedError(
                     "search.space.epochs",
-                    f"expected whole numbers of epochs from 1 to {self.max_epochs} (fit.epochs, the budget ASHA stops within), got {_show(values)}",
+                    f"expected whole numbers of epochs from 1 to {self.max_epochs} (fit.epochs, the budget ASHA stops within), got {show_value(values)}",
                 )
         loss = space.get("loss")
         if loss is not None:
@@ -759,7 +733,7 @@ def _first_error(label: str, exc: ValidationError) -> SweepConfigError:
         else:
             words = _dedupe([_UNION_WORDS.get(e["type"], "") for e in group if e["type"] in _UNION_WORDS])
             if words:
-                expected = f"expected {_or(words)}, got {_show(error.get('input'))}"
+                expected = f"expected {_or(words)}, got {show_value(error.get('input'))}"
     ctx_error = (error.get("ctx") or {}).get("error")
     if isinstance(ctx_error, _FieldError):
         key_parts = key_parts + ctx_error.subkey.split(".")
@@ -887,7 +861,7 @@ _UNION_WORDS = {
 
 def _expected(error: dict[str, Any], raw_loc: list[Any]) -> str:
     kind, ctx, value = error["type"], error.get("ctx") or {}, error.get("input")
-    got = f", got {_show(value)}"
+    got = f", got {show_value(value)}"
     simple = {
         "missing": "required key is missing",
         "float_parsing": f"expected a number{got}",
@@ -904,7 +878,7 @@ def _expected(error: dict[str, Any], raw_loc: list[Any]) -> str:
         "list_type": f"expected a list{got}",
         "too_short": f"expected at least {ctx.get('min_length', 1)} item{'' if ctx.get('min_length', 1) == 1 else 's'}{got}",
         "string_pattern_mismatch": f"expected letters, digits, '.', '_' or '-' (starting with a letter or digit){got}",
-        "string_too_long": f"expected at most {ctx.get('max_length')} characters, got {len(value) if isinstance(value, str) else _show(value)}",
+        "string_too_long": f"expected at most {ctx.get('max_length')} characters, got {len(value) if isinstance(value, str) else show_value(value)}",
         "string_too_short": f"expected at least {ctx.get('min_length')} character{'' if ctx.get('min_length') == 1 else 's'}{got}",
     }
     if kind in simple:
@@ -917,7 +891,7 @@ def _expected(error: dict[str, Any], raw_loc: list[Any]) -> str:
         tags = ", ".join(repr(t) for t in (_tagged_members(_annotation_at(raw_loc)) or {}))
         if kind == "union_tag_not_found":
             return f"required key is missing (expected one of {tags})"
-        return f"expected one of {tags}, got {_show(ctx.get('tag'))}"
+        return f"expected one of {tags}, got {show_value(ctx.get('tag'))}"
     if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
         sign = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}[kind]
         bound = next(iter(v for k, v in ctx.items() if k in ("gt", "ge", "lt", "le")), "")
@@ -952,7 +926,8 @@ def _or(words: list[str]) -> str:
     return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} or {words[-1]}"
 
 
-def _show(value: Any) -> str:
+def show_value(value: Any) -> str:
+    """A value as an error message quotes it (YAML-like, at most 60 characters); shared with the runner's messages."""
     text = repr(value) if isinstance(value, str) else yaml.safe_dump(value, default_flow_style=True).strip()
     text = re.sub(r"\n\.\.\.$", "", text)
     return text if len(text) <= 60 else text[:57] + "..."
@@ -962,4 +937,4 @@ def _kind(value: Any) -> str:
     if value is None:
         return "an empty file"
     names = {str: "a string", list: "a list", int: "a number", float: "a number", bool: "a boolean"}
-    return f"{names.get(type(value), 'a ' + type(value).__name__)} {_show(value)}"
+    return f"{names.get(type(value), 'a ' + type(value).__name__)} {show_value(value)}"

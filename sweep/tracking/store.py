@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from sweep.tracking.writer import TRIAL_TAG, client
+from sweep.protocol import Objective
 
 DEFAULT_URI = "sqlite:///mlflow.db"
 ROLE_TAG, NAME_TAG, STATUS_TAG = "sweep.role", "sweep.name", "sweep.status"
@@ -122,7 +123,7 @@ def list_sweeps(uri: str) -> list[dict[str, Any]]:
             "metric": metric,
             "mode": mode,
             "best_value": best_value,
-            "started": _iso(info.start_time),
+            "started": iso_time(info.start_time),
             "duration_s": round((end - info.start_time) / 1000, 1) if end and info.start_time else None,
             "experiment_id": info.experiment_id,
             "parent_run_id": info.run_id,
@@ -130,7 +131,8 @@ def list_sweeps(uri: str) -> list[dict[str, Any]]:
     return rows
 
 
-def _iso(millis: int | None) -> str | None:
+def iso_time(millis: int | None) -> str | None:
+    """An MLflow timestamp (ms) as the ISO time ``sweep status`` and the command's messages show."""
     import datetime
 
     if not millis:
@@ -330,9 +332,7 @@ def _run_or_none(uri: str, run_id: str) -> Any | None:
 
 def badness(value: float | None, mode: str) -> float:
     """A sort key for trials by the objective: larger is worse; no value (or NaN) is the worst of all."""
-    if value is None or value != value:
-        return float("inf")
-    return -value if mode == "max" else value
+    return Objective("", mode).badness(value)
 
 
 def _best_child(children: list[Any], metric: str, mode: str) -> Any | None:
@@ -340,8 +340,7 @@ def _best_child(children: list[Any], metric: str, mode: str) -> Any | None:
     scored = [(run, value) for run, value in scored if value is not None and value == value]
     if not scored:
         return None
-    pick = max if mode == "max" else min
-    return pick(scored, key=lambda pair: pair[1])[0]
+    return Objective(metric, mode).best_of(scored, key=lambda pair: pair[1])[0]
 
 
 def child_value(run: Any, metric: str) -> float | None:

@@ -25,7 +25,8 @@ from sweep.tracking.store import (  # noqa: F401 - reading a sweep back lives in
     DEFAULT_URI, NAME_TAG, ROLE_TAG, STATUS_TAG, TRIAL_TAG, badness, best_summary, child_runs,
     default_uri, find_parent_run, redact, resolve_uri, status_summary,
 )
-from sweep.driver.ledger import COMPLETED, FAILED, INTERRUPTED, PENDING, STATUSES, DriverCallback, Ledger, epoch_of, SweepResult, TrialOutcome, keras_metrics, worker_metrics
+from sweep.protocol import COUNTED, TrialStatus, is_finished
+from sweep.driver.ledger import DriverCallback, Ledger, epoch_of, SweepResult, TrialOutcome, keras_metrics, worker_metrics
 
 log = logging.getLogger("sweep.tracking")
 
@@ -315,8 +316,6 @@ class MLflowTracker(DriverCallback):
         was logged, so MLflow keeps every trial's best model. Returns the evicted trial ids."""
         if not self.checkpoint_quota_mb:
             return []
-        from sweep.driver.ledger import FAILED, STOPPED_EARLY
-
         sizes: dict[str, int] = self.__dict__.setdefault("_checkpoint_sizes", {})
         live = {o.checkpoint: o for o in self.ledger.outcomes.values() if o.checkpoint}
         for location in [loc for loc in sizes if loc not in live]:
@@ -325,7 +324,7 @@ class MLflowTracker(DriverCallback):
             if location not in sizes:
                 sizes[location] = storage.size_bytes(location)
         total, quota = sum(sizes.values()), self.checkpoint_quota_mb * 1024 * 1024
-        ended = [o for o in live.values() if o.status in (COMPLETED, STOPPED_EARLY, FAILED) and o is not self.ledger.best]
+        ended = [o for o in live.values() if is_finished(o.status) and o is not self.ledger.best]
         ended.sort(key=lambda o: badness(o.value, self.ledger.mode), reverse=True)
         evicted = []
         for outcome in ended:
@@ -352,7 +351,7 @@ class MLflowTracker(DriverCallback):
         if outcome.started_at is None:  # its worker died before Tune called on_trial_start: it still gets its run
             self._submit_start(outcome)
         tags: dict[str, Any] = {STATUS_TAG: outcome.status, "sweep.epochs": outcome.epochs}
-        if outcome.status != COMPLETED:
+        if outcome.status != TrialStatus.COMPLETED:
             tags["sweep.stopped_epoch"] = outcome.epochs
         if outcome.reason:
             tags["sweep.reason"] = outcome.reason
@@ -377,7 +376,7 @@ class MLflowTracker(DriverCallback):
         for outcome in outcomes:
             if outcome.started_at is None and outcome.trial_id not in self.writer.run_ids:
                 continue  # never started: no run was opened for it
-            tags: dict[str, Any] = {STATUS_TAG: INTERRUPTED, "sweep.epochs": outcome.epochs, "sweep.reason": why}
+            tags: dict[str, Any] = {STATUS_TAG: TrialStatus.INTERRUPTED, "sweep.epochs": outcome.epochs, "sweep.reason": why}
             if outcome.checkpoint:
                 tags["sweep.checkpoint"] = outcome.checkpoint
             self.writer.submit("tags", outcome.trial_id, tags)
@@ -426,7 +425,7 @@ class MLflowTracker(DriverCallback):
             self._client.log_artifact(self.parent_run_id, str(csv_path))
         counts = result.counts()
         # every status, zeros included: a resumed sweep's earlier counts must not linger (sweep status reads these)
-        tags = {f"sweep.trials.{status}": counts.get(status, 0) for status in (*STATUSES, PENDING, *counts)}
+        tags = {f"sweep.trials.{status}": counts.get(status, 0) for status in (*COUNTED, TrialStatus.PENDING, *counts)}
         tags.update({"sweep.metric": result.metric, "sweep.mode": result.mode, "sweep.storage": result.storage})
         best = result.best
         if best is None:
@@ -536,7 +535,7 @@ def _number(best: Any) -> str:
 
 def _run_status(status: str) -> str:
     """The MLflow status a trial's run ends with: FAILED, KILLED (interrupted, resumable) or FINISHED."""
-    return {FAILED: "FAILED", INTERRUPTED: "KILLED"}.get(status, "FINISHED")
+    return {TrialStatus.FAILED: "FAILED", TrialStatus.INTERRUPTED: "KILLED"}.get(status, "FINISHED")
 
 
 @contextlib.contextmanager

@@ -17,7 +17,8 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from sweep.driver.ledger import COMPLETED, FAILED, RUNNING, STOPPED_EARLY, DriverCallback, Ledger, TrialOutcome, epoch_of
+from sweep.driver.ledger import DriverCallback, Ledger, TrialOutcome, epoch_of
+from sweep.protocol import COUNTED, TrialStatus
 
 HEARTBEAT_SECONDS = 30.0
 RENDER_SECONDS = 0.25  # the rich view redraws at most this often, however fast Tune steps
@@ -187,7 +188,7 @@ class LiveView(DriverCallback):
         self._last_line = time.time()
 
     def counts(self) -> dict[str, int]:
-        return {status: self.ledger.count(status) for status in (RUNNING, COMPLETED, STOPPED_EARLY, FAILED)}
+        return {status: self.ledger.count(status) for status in COUNTED}
 
     def eta(self) -> float | None:
         done = sum(1 for o in self.ledger.outcomes.values() if o.ended_at is not None)
@@ -213,8 +214,8 @@ class LiveView(DriverCallback):
         eta = self.eta()
         rungs = self.rung_survival()
         return (
-            f"running {c[RUNNING]}, completed {c[COMPLETED]}, stopped early {c[STOPPED_EARLY]}, "
-            f"failed {c[FAILED]} of {self.total}; {self.best_text()}"
+            f"running {c[TrialStatus.RUNNING]}, completed {c[TrialStatus.COMPLETED]}, stopped early {c[TrialStatus.STOPPED_EARLY]}, "
+            f"failed {c[TrialStatus.FAILED]} of {self.total}; {self.best_text()}"
             + (f"; reached {rungs}" if rungs else "")
             + f"; elapsed {format_duration(self.elapsed())}"
             + (f", eta {format_duration(eta)}" if eta is not None else "")
@@ -233,10 +234,10 @@ class LiveView(DriverCallback):
         for label, style in (("running", "cyan"), ("completed", "green"), ("stopped early", "yellow"), ("failed", "red"), ("total", "bold")):
             counts.add_column(justify="right")
         counts.add_row(
-            f"[cyan]running {c[RUNNING]}",
-            f"[green]completed {c[COMPLETED]}",
-            f"[yellow]stopped early {c[STOPPED_EARLY]}",
-            f"[red]failed {c[FAILED]}",
+            f"[cyan]running {c[TrialStatus.RUNNING]}",
+            f"[green]completed {c[TrialStatus.COMPLETED]}",
+            f"[yellow]stopped early {c[TrialStatus.STOPPED_EARLY]}",
+            f"[red]failed {c[TrialStatus.FAILED]}",
             f"[bold]of {self.total}",
         )
         parts: list[Any] = [header, counts, Text(self.best_text())]
@@ -257,7 +258,7 @@ class LiveView(DriverCallback):
         for column in ("trial", "status", "epochs", self.ledger.metric, "params"):
             table.add_column(column, overflow="fold")
         ranked = [o for o in self.ledger.outcomes.values() if o.value is not None]
-        ranked.sort(key=lambda o: o.value, reverse=self.ledger.mode == "max")
+        ranked = self.ledger.objective.best_first(ranked, key=lambda o: o.value)
         for outcome in ranked[:5]:
             table.add_row(trial_label(outcome.number), outcome.status, str(outcome.epochs), format_value(outcome.value), format_params(outcome.params))
         return table

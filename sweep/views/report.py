@@ -27,6 +27,7 @@ from typing import Any, Iterable
 
 from sweep.tracking import store
 from sweep.tracking.writer import param_text
+from sweep.protocol import Objective, TrialStatus
 
 log = logging.getLogger("sweep.report")
 
@@ -42,7 +43,7 @@ TITLES = {
 }
 HTML_NAME = "report.html"
 ARTIFACT_DIR = "report"
-STATUS_COLORS = {"completed": "#1f77b4", "stopped_early": "#ff7f0e", "failed": "#d62728", "running": "#7f7f7f"}
+STATUS_COLORS = {TrialStatus.COMPLETED: "#1f77b4", TrialStatus.STOPPED_EARLY: "#ff7f0e", TrialStatus.FAILED: "#d62728", TrialStatus.RUNNING: "#7f7f7f"}
 
 
 @dataclass
@@ -96,6 +97,11 @@ class SweepData:
     experiment_id: str | None = None
     ui_url: str | None = None  # an MLflow UI's address: the table's trial ids link to their runs
 
+    @property
+    def objective(self) -> Objective:
+        """The sweep's objective: which values are better."""
+        return Objective(self.metric, self.mode)
+
     def run_url(self, run_id: str | None) -> str | None:
         if not (self.ui_url and self.experiment_id and run_id):
             return None
@@ -110,7 +116,7 @@ class SweepData:
     def ranked(self) -> list[TrialRecord]:
         """Trials best first; trials without a value last (in trial order)."""
         scored = [t for t in self.trials if _finite(t.value)]
-        scored.sort(key=lambda t: t.value, reverse=self.mode == "max")  # type: ignore[arg-type, return-value]
+        scored = self.objective.best_first(scored, key=lambda t: t.value)  # type: ignore[arg-type, return-value]
         rest = sorted((t for t in self.trials if not _finite(t.value)), key=lambda t: t.number)
         return scored + rest
 
@@ -248,12 +254,11 @@ def plot_history(data: SweepData, path: Path) -> Path:
         _empty(by_number, "no finished trial yet")
         _empty(by_time, "")
         return _save(plt, fig, path)
-    pick = max if data.mode == "max" else min
     for ax, xs in ((by_number, [t.number for t in finished]), (by_time, [_minutes(t, data) for t in finished])):
         order = sorted(range(len(finished)), key=lambda i: xs[i])
         best: list[float] = []
         for i in order:
-            best.append(finished[i].value if not best else pick(best[-1], finished[i].value))  # type: ignore[arg-type]
+            best.append(finished[i].value if not best else data.objective.best_of((best[-1], finished[i].value)))  # type: ignore[arg-type]
         for status in sorted({t.status for t in finished}):
             points = [(xs[i], finished[i].value) for i in order if finished[i].status == status]
             ax.scatter(*zip(*points), s=22, color=STATUS_COLORS.get(status, "#333"), label=status.replace("_", " "), zorder=3)
@@ -292,7 +297,7 @@ def plot_learning_curves(data: SweepData, path: Path) -> Path:
         label = trial.status.replace("_", " ") if trial.status not in labelled else None
         labelled.add(trial.status)
         ax.plot(steps, values, color=color, alpha=0.75, linewidth=1.2, marker=".", label=label)
-        if trial.status == "stopped_early":
+        if trial.status == TrialStatus.STOPPED_EARLY:
             ax.scatter([steps[-1]], [values[-1]], marker="x", s=60, color=color, zorder=3)
     if best is not None and best.curve:
         steps, values = zip(*best.curve)
@@ -323,8 +328,9 @@ def informative_range(values: list[float], mode: str) -> tuple[float, float] | N
     finite = sorted(v for v in values if math.isfinite(v))
     if len(finite) < 5:
         return None
-    cut = finite[len(finite) // 10] if mode == "max" else finite[-1 - len(finite) // 10]
-    low, high = (cut, finite[-1]) if mode == "max" else (finite[0], cut)
+    maximize = Objective("", mode).maximize
+    cut = finite[len(finite) // 10] if maximize else finite[-1 - len(finite) // 10]
+    low, high = (cut, finite[-1]) if maximize else (finite[0], cut)
     if high <= low or (high - low) >= 0.8 * (finite[-1] - finite[0]):
         return None
     pad = (high - low) * 0.08
@@ -398,7 +404,7 @@ def plot_parallel_coordinates(data: SweepData, path: Path) -> Path:
     values = [t.value for t in trials]
     low, high = min(values), max(values)  # type: ignore[type-var]
     norm = mpl.colors.Normalize(vmin=low, vmax=high if high > low else low + 1e-12)
-    cmap = mpl.colormaps["viridis" if data.mode == "max" else "viridis_r"]
+    cmap = mpl.colormaps["viridis" if data.objective.maximize else "viridis_r"]
     xs = list(range(len(names) + 1))
     for i, trial in enumerate(trials):
         objective = (trial.value - low) / ((high - low) or 1.0)  # type: ignore[operator]
@@ -453,7 +459,7 @@ def importances(data: SweepData) -> tuple[dict[str, float], str | None]:
         return {}, f"needs at least 2 finished trials, has {len(trials)}"
     distributions = _distributions(trials)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(direction="maximize" if data.mode == "max" else "minimize")
+    study = optuna.create_study(direction=data.objective.direction)
     frozen = []
     for trial in trials:
         params = {k: _parse(v, distributions[k]) for k, v in trial.params.items() if k in distributions}
@@ -538,7 +544,7 @@ def optuna_study(data: SweepData) -> Any:
     for name, dist in list(distributions.items()):
         if isinstance(dist, FloatDistribution) and dist.low > 0 and dist.high / dist.low >= 100:
             distributions[name] = FloatDistribution(dist.low, dist.high, log=True)
-    study = optuna.create_study(study_name=data.name, direction="maximize" if data.mode == "max" else "minimize")
+    study = optuna.create_study(study_name=data.name, direction=data.objective.direction)
     frozen = []
     for trial in finished:
         params = {k: _parse(v, distributions[k]) for k, v in trial.params.items() if k in distributions}
@@ -601,7 +607,7 @@ def _mark_curves(fig: Any, study: Any, best_number: int | None) -> Any:
     """The best trial's curve thick and green; an x where ASHA stopped a trial."""
     import plotly.graph_objects as go
 
-    stopped = [t for t in study.trials if t.user_attrs.get("status") == "stopped_early" and t.intermediate_values]
+    stopped = [t for t in study.trials if t.user_attrs.get("status") == TrialStatus.STOPPED_EARLY and t.intermediate_values]
     if stopped:
         last = [max(t.intermediate_values) for t in stopped]
         fig.add_trace(go.Scatter(x=last, y=[t.intermediate_values[s] for t, s in zip(stopped, last)], mode="markers", name="stopped early",

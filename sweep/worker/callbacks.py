@@ -17,8 +17,9 @@ from typing import Any, Callable
 import keras
 from ray import tune
 
-from sweep.spec.config import FitConfig, InputError, ModelConfig, ObjectiveConfig
-from sweep.driver.ledger import COMPLETED, END_FIELD, EPOCH_FIELD, IMPROVED_FIELD, KEYS_FIELD, is_better
+from sweep.spec.config import FitConfig, ModelConfig, ObjectiveConfig
+from sweep.errors import InputError
+from sweep.protocol import END_FIELD, EPOCH_FIELD, IMPROVED_FIELD, KEYS_FIELD, NAN_LOSS, Objective, TrialStatus
 from sweep.worker.storage import MODEL_FILE
 
 META_FILE = "meta.json"
@@ -40,7 +41,7 @@ class TuneReporter(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         metrics = scalar_logs(logs)
         value = metrics.get(self.metric)
-        improved = value is not None and is_better(value, self.best, self.mode)
+        improved = value is not None and Objective(self.metric, self.mode).is_better(value, self.best)
         report = {**metrics, KEYS_FIELD: ",".join(metrics), EPOCH_FIELD: epoch + 1, IMPROVED_FIELD: float(improved), **self._extra()}
         end = self._end_reason(epoch, metrics)
         if end:
@@ -60,9 +61,9 @@ class TuneReporter(keras.callbacks.Callback):
         loss = metrics.get("loss")
         if loss is not None and not math.isfinite(loss):
             self.model.stop_training = True
-            return "nan_loss"
+            return NAN_LOSS
         if epoch + 1 >= self.epochs or self.model.stop_training:
-            return COMPLETED
+            return TrialStatus.COMPLETED.value  # a plain str crosses to the driver
         return None
 
 

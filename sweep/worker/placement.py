@@ -25,15 +25,16 @@ import sys
 from typing import Any
 
 from sweep.spec.config import ResourcesConfig
+from sweep.protocol import CPUS_FIELD, CUDA_DEVICES_FIELD, GPUS_FIELD, NODE_ID_FIELD, NODE_IP_FIELD
 
-# Result keys a trial adds to each report (see callbacks.TuneReporter ``extra``), and the
-# MLflow tags they become on the trial's run.
+# Result keys a trial adds to each report (sweep.protocol; see callbacks.TuneReporter ``extra``),
+# and the MLflow tags they become on the trial's run.
 IDENTITY_TAGS = {
-    "sweep_node_id": "sweep.node_id",
-    "sweep_node_ip": "sweep.node_ip",
-    "sweep_cpus": "sweep.cpus",
-    "sweep_gpus": "sweep.gpus",
-    "sweep_cuda_visible_devices": "sweep.cuda_visible_devices",
+    NODE_ID_FIELD: "sweep.node_id",
+    NODE_IP_FIELD: "sweep.node_ip",
+    CPUS_FIELD: "sweep.cpus",
+    GPUS_FIELD: "sweep.gpus",
+    CUDA_DEVICES_FIELD: "sweep.cuda_visible_devices",
 }
 
 
@@ -138,11 +139,11 @@ def trial_identity(resources: ResourcesConfig) -> dict[str, Any]:
 
     context = ray.get_runtime_context()
     return {
-        "sweep_node_id": context.get_node_id(),
-        "sweep_node_ip": ray.util.get_node_ip_address(),
-        "sweep_cpus": float(resources.cpus_per_trial),
-        "sweep_gpus": float(resources.gpus_per_trial),
-        "sweep_cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES", ""),
+        NODE_ID_FIELD: context.get_node_id(),
+        NODE_IP_FIELD: ray.util.get_node_ip_address(),
+        CPUS_FIELD: float(resources.cpus_per_trial),
+        GPUS_FIELD: float(resources.gpus_per_trial),
+        CUDA_DEVICES_FIELD: os.environ.get("CUDA_VISIBLE_DEVICES", ""),
     }
 
 

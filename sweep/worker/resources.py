@@ -10,13 +10,13 @@ rather than inside it. This module measures both, cheaply (a ``getrusage`` call 
 * ``epoch_seconds``: wall time of the epoch inside ``fit()`` (train steps + validation).
 
 They travel in Tune's result next to the Keras logs but are not listed in ``sweep_keys``, so
-they are not model metrics (see ``results.keras_metrics``): MLflow records them per epoch
+they are not model metrics (see ``driver.ledger.keras_metrics``): MLflow records them per epoch
 under ``worker/peak_rss_mb``, ``worker/gpu_peak_mb`` and ``worker/epoch_seconds``.
 
 Setting ``SWEEP_TRACE_DIR`` (an existing folder) makes every worker append one JSON line per
 trial phase and per epoch to ``<dir>/trace-<pid>.jsonl``: trial start, data fetch, reset,
 build+compile, each epoch's begin/end and the end of its report (+ checkpoint). The
-benchmarks (``benchmarks/peers.py``, ``benchmarks/profile.py``) read these; nothing else does.
+benchmark (``benchmarks/peers.py --profile``) reads these; nothing else does.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from typing import Any
 import keras
 
 TRACE_ENV = "SWEEP_TRACE_DIR"
-from sweep.driver.ledger import EPOCH_SECONDS_FIELD, GPU_FIELD, RSS_FIELD  # noqa: F401 - re-exported for the benchmarks
+from sweep.protocol import EPOCH_SECONDS_FIELD, GPU_FIELD, RSS_FIELD
 
 
 def peak_rss_mb() -> float:
@@ -61,11 +61,6 @@ def memory_fields() -> dict[str, float]:
     if gpu is not None:
         fields[GPU_FIELD] = round(gpu, 1)
     return fields
-
-
-def over_memory_limit(limit_mb: float | None) -> bool:
-    """True when this worker's peak RSS passed ``limit_mb`` (no limit: never)."""
-    return limit_mb is not None and peak_rss_mb() > limit_mb
 
 
 class Trace:

@@ -17,11 +17,11 @@ from typing import Any, Callable
 from sweep.worker import placement
 from sweep.spec.config import FitConfig, ModelConfig, ObjectiveConfig, ResourcesConfig, SweepConfig
 from sweep.worker.reuse import ModelCache
+from sweep.protocol import REUSED_FIELD
 
 # Per-worker state: survives between trials on a reused worker.
 _DATA_CACHE: dict[str, Any] = {}
 MODELS = ModelCache()  # compiled models by signature (sweep.worker.reuse)
-REUSED_FIELD = "sweep_model_reused"  # in each result: did this trial train a reused compiled model
 _CONFIGURED = False
 
 
@@ -361,12 +361,12 @@ def report_infeasible(objective: Any, exc: BaseException, epoch: int) -> None:
     moves away from it, instead of learning nothing from a bare failure."""
     from ray import tune
 
-    from sweep.driver.ledger import END_FIELD, EPOCH_FIELD, KEYS_FIELD
+    from sweep.protocol import END_FIELD, EPOCH_FIELD, KEYS_FIELD, FailureKind, Objective, format_failure
 
-    kind = "out of memory" if not isinstance(exc, InfeasibleTrial) else "infeasible"
+    kind = FailureKind.OUT_OF_MEMORY if not isinstance(exc, InfeasibleTrial) else FailureKind.INFEASIBLE
     detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-    worst = float("-inf") if objective.mode == "max" else float("inf")
-    tune.report({objective.metric: worst, KEYS_FIELD: "", EPOCH_FIELD: epoch, END_FIELD: f"{kind}: {detail}"})
+    worst = Objective(objective.metric, objective.mode).worst
+    tune.report({objective.metric: worst, KEYS_FIELD: "", EPOCH_FIELD: epoch, END_FIELD: format_failure(kind, detail)})
 
 
 def check_batch_size(batch_size: int, rows: int) -> None:

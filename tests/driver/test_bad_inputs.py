@@ -9,7 +9,7 @@ import pytest
 
 from sweep.spec import config as config_module
 from sweep.driver import runner
-from sweep.spec.config import SweepConfigError
+from sweep.errors import SweepConfigError
 
 BASE = {
     "name": "bad",

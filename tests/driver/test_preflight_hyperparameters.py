@@ -12,7 +12,7 @@ import pytest
 
 from sweep.spec import config as config_module
 from sweep.driver import runner
-from sweep.spec.config import SweepConfigError
+from sweep.errors import SweepConfigError
 
 USER_CODE = Path(__file__).parents[1] / "e2e" / "user_code"
 

@@ -40,7 +40,7 @@ def _no_parent_run(uri: str) -> bool:
 ], ids=["cpus", "gpu", "custom"])
 def test_resources_no_node_has_are_refused_before_any_trial(ray_session, tmp_path, resources, key, offer):
     import sweep
-    from sweep.spec.config import SweepConfigError
+    from sweep.errors import SweepConfigError
 
     started = time.monotonic()
     with pytest.raises(SweepConfigError) as caught:
@@ -53,7 +53,7 @@ def test_resources_no_node_has_are_refused_before_any_trial(ray_session, tmp_pat
 
 def test_an_unreachable_tracking_server_fails_in_seconds(ray_session, tmp_path):
     import sweep
-    from sweep.spec.config import SweepConfigError
+    from sweep.errors import SweepConfigError
 
     started = time.monotonic()
     with pytest.raises(SweepConfigError) as caught:
@@ -65,7 +65,7 @@ def test_an_unreachable_tracking_server_fails_in_seconds(ray_session, tmp_path):
 
 def test_an_unwritable_storage_is_one_line_and_leaves_no_run(ray_session, tmp_path):
     import sweep
-    from sweep.spec.config import SweepConfigError
+    from sweep.errors import SweepConfigError
 
     (tmp_path / "afile").write_text("not a folder")
     with pytest.raises(SweepConfigError) as caught:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from sweep.spec.config import SweepConfigError
+from sweep.errors import SweepConfigError
 
 pytestmark = pytest.mark.slow
 

@@ -176,7 +176,7 @@ def test_warm_start_runs_the_earlier_best_first(finished, tmp_path, caplog):
 
 def test_warm_start_from_an_unknown_sweep_is_one_line(finished, tmp_path):
     import sweep
-    from sweep.spec.config import SweepConfigError
+    from sweep.errors import SweepConfigError
 
     _, uri, _ = finished
     bad = {**SWEEP, "name": "e2e-report-bad", "search": {**SWEEP["search"], "warm_start": "no-such-sweep"}}

@@ -18,10 +18,9 @@ from ray import tune
 
 from sweep.inputs import models
 from sweep.worker import trainable
-from sweep.worker import resources as worker
 from sweep.spec.config import FitConfig, ModelConfig, ObjectiveConfig, ResourcesConfig
 from sweep.inputs.data import DataInfo, Dataset
-from sweep.driver.ledger import KEYS_FIELD
+from sweep.protocol import EPOCH_SECONDS_FIELD, KEYS_FIELD, REUSED_FIELD, RSS_FIELD
 
 pytestmark = pytest.mark.slow
 
@@ -87,7 +86,7 @@ def test_three_trials_ran_on_one_reused_worker(three_trials):
     assert [len(t) for t in trials] == [EPOCHS] * 3
     assert len({r["pid"] for t in trials for r in t}) == 1  # one process ran all three
     # the third trial (adam again, same architecture) trained the first trial's compiled model
-    assert [t[0][trainable.REUSED_FIELD] for t in trials] == [False, False, True]
+    assert [t[0][REUSED_FIELD] for t in trials] == [False, False, True]
 
 
 def test_a_reused_worker_reproduces_a_fresh_one_bit_for_bit(three_trials):
@@ -110,9 +109,9 @@ def test_worker_metrics_match_a_plain_fit(three_trials):
 def test_results_carry_worker_memory_but_not_as_keras_metrics(three_trials):
     _, _, trials = three_trials
     for result in (r for t in trials for r in t):
-        assert result[worker.RSS_FIELD] > 50
-        assert result[worker.EPOCH_SECONDS_FIELD] > 0
-        assert worker.RSS_FIELD not in result[KEYS_FIELD].split(",")  # so MLflow does not log it as a model metric
+        assert result[RSS_FIELD] > 50
+        assert result[EPOCH_SECONDS_FIELD] > 0
+        assert RSS_FIELD not in result[KEYS_FIELD].split(",")  # so MLflow does not log it as a model metric
 
 
 def test_a_worker_freezes_its_imports_and_still_collects_what_trials_leave(ray_session):

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from sweep.inputs import data
-from sweep.spec.config import DataConfig, InputError, SweepConfigError
+from sweep.spec.config import DataConfig
+from sweep.errors import InputError, SweepConfigError
 from sweep.spec.config import load as load_sweep
 
 FIXTURES = Path(__file__).parents[1] / "data_fixtures"

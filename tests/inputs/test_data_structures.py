@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from sweep.inputs import data
-from sweep.spec.config import DataConfig, InputError
+from sweep.spec.config import DataConfig
+from sweep.errors import InputError
 
 
 @pytest.fixture()

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from sweep.inputs import models
-from sweep.spec.config import InputError, ModelConfig
+from sweep.spec.config import ModelConfig
+from sweep.errors import InputError
 from sweep.inputs.data import DataInfo
 
 FIXTURES = Path(__file__).parents[1] / "model_fixtures"

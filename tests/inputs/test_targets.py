@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sweep.spec.config import InputError
+from sweep.errors import InputError
 from sweep.inputs.targets import LOSSES, MAX_AMBIGUOUS_INTEGERS, infer
 
 

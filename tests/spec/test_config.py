@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 
+from sweep.errors import SweepConfigError
 from sweep.spec.config import (
     AshaConfig,
     CategoricalParam,
     FloatParam,
     SweepConfig,
-    SweepConfigError,
     condition_order,
     load,
 )

@@ -8,7 +8,8 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from sweep.tracking import tracker as tracking
-from sweep.driver.ledger import COMPLETED, END_FIELD, EPOCH_FIELD, KEYS_FIELD, Ledger
+from sweep.driver.ledger import Ledger
+from sweep.protocol import END_FIELD, EPOCH_FIELD, KEYS_FIELD, TrialStatus
 
 MB = 1024 * 1024
 
@@ -33,7 +34,7 @@ def test_quota_evicts_ended_trials_worst_first_and_keeps_the_best_and_running(tm
             callback.on_trial_start(0, [], trial)
         result = {EPOCH_FIELD: 1, KEYS_FIELD: "val_accuracy", "val_accuracy": values[trial.trial_id]}
         if trial.trial_id != "t3":  # t3 is still running at the end
-            result[END_FIELD] = COMPLETED
+            result[END_FIELD] = TrialStatus.COMPLETED
         trial.last_result = result
         for callback in callbacks:
             callback.on_trial_result(0, [], trial, result)

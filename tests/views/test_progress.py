@@ -11,7 +11,8 @@ import pytest
 from sweep.spec import config as sweep_config
 from sweep.spec.config import AshaConfig, FifoConfig, HyperbandConfig, MedianConfig
 from sweep.views.progress import LiveView, rung_milestones
-from sweep.driver.ledger import COMPLETED, END_FIELD, EPOCH_FIELD, KEYS_FIELD, Ledger
+from sweep.driver.ledger import Ledger
+from sweep.protocol import END_FIELD, EPOCH_FIELD, KEYS_FIELD, TrialStatus
 
 
 def hyperparameters(config: dict) -> dict:
@@ -49,7 +50,7 @@ class Driver:
         self.start(trial)
         for epoch, value in enumerate(curve, start=1):
             last = epoch == len(curve)
-            self.epoch(trial, epoch, value, end=COMPLETED if last and completed else None)
+            self.epoch(trial, epoch, value, end=TrialStatus.COMPLETED if last and completed else None)
         for cb in self.callbacks:
             cb.on_trial_complete(0, [], trial)
 
@@ -188,7 +189,7 @@ def test_epoch_boundaries(epochs, expected):
 def test_eta_of_a_resumed_sweep_uses_this_sessions_rate():
     driver = Driver(total=8)
     priors = [
-        SimpleNamespace(trial_id=f"p{i}", number=i, params={}, status=COMPLETED, epochs=9, value=0.5,
+        SimpleNamespace(trial_id=f"p{i}", number=i, params={}, status=TrialStatus.COMPLETED, epochs=9, value=0.5,
                         best_epoch=9, reason=None, checkpoint=None, run_id=None)
         for i in range(4)
     ]

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from sweep.worker.callbacks import KERAS_CALLBACKS, keras_callbacks
-from sweep.spec.config import FitConfig, InputError, ObjectiveConfig
+from sweep.spec.config import FitConfig, ObjectiveConfig
+from sweep.errors import InputError
 
 SCRIPTED = [0.5, 0.7, 0.6, 0.8, 0.8]  # improves at epochs 1, 2 and 4 only
 

@@ -95,7 +95,7 @@ def test_loopback_only_restores_the_environment(monkeypatch) -> None:
 
 def test_gpus_above_one_must_be_whole(tmp_path: Path) -> None:
     from sweep.spec import config
-    from sweep.spec.config import SweepConfigError
+    from sweep.errors import SweepConfigError
 
     spec = {"name": "g", "data": {"source": "synthetic"}, "search": {"space": {"lr": {"type": "float", "low": 0.1, "high": 1}}}}
     assert config.load({**spec, "resources": {"gpus_per_trial": 2}}, {}).resources.gpus_per_trial == 2

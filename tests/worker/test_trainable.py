@@ -159,7 +159,6 @@ def test_the_reset_that_keeps_compiled_functions_resets_everything_else():
 def test_worker_reports_its_memory():
     fields = resources.memory_fields()
     assert fields[resources.RSS_FIELD] > 50  # a process with TensorFlow loaded uses well over 50 MiB
-    assert resources.over_memory_limit(1.0) and not resources.over_memory_limit(None) and not resources.over_memory_limit(1e9)
 
 
 def test_trace_writes_json_lines_only_when_asked(tmp_path, monkeypatch):
