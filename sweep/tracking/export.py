@@ -19,7 +19,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from sweep.tracking import tracker
+from sweep.tracking import store
+from sweep.tracking.client import client, resolve_uri
+from sweep.tracking.tags import FILE_TAG
 from sweep.worker.storage import MODEL_FILE
 
 log = logging.getLogger("sweep.export")
@@ -43,16 +45,16 @@ def _no_progress_bar() -> Any:
 
 def _fetch_best_file(name: str, uri: str, folder: Path) -> Path:
     """Download the best model file of sweep ``name`` into ``folder`` (or find its checkpoint)."""
-    parent = tracker.find_parent_run(uri, name)
+    parent = store.find_parent_run(uri, name)
     if parent is None:
         raise LookupError(f"no sweep named {name!r} in {uri}")
-    mlflow_client = tracker.client(uri)
+    mlflow_client = client(uri)
     try:
         with _no_progress_bar():
             return Path(mlflow_client.download_artifacts(parent.info.run_id, BEST_ARTIFACT, str(folder)))
     except Exception:  # not logged (sweep still running or no checkpoint): fall back below
         pass
-    summary = tracker.best_summary(uri, name) or {}
+    summary = store.best_summary(uri, name) or {}
     checkpoint = summary.get("checkpoint")
     if checkpoint and (Path(checkpoint) / MODEL_FILE).is_file():
         return Path(checkpoint) / MODEL_FILE
@@ -69,7 +71,7 @@ def load_best(
     """
     from sweep.worker.callbacks import load_model_file
 
-    uri = tracker.resolve_uri(tracking_uri)
+    uri = resolve_uri(tracking_uri)
     with tempfile.TemporaryDirectory(prefix="sweep-best-") as folder:
         path = _fetch_best_file(name, uri, Path(folder))
         model_cfg, search_paths = load_settings(name, uri)
@@ -84,17 +86,17 @@ def load_settings(name: str, uri: str) -> tuple[Any, tuple[Path, ...]]:
 
     from sweep.spec.config import ModelConfig
 
-    parent = tracker.find_parent_run(uri, name)
+    parent = store.find_parent_run(uri, name)
     if parent is None:
         return None, (Path.cwd(),)
-    mlflow_client = tracker.client(uri)
+    mlflow_client = client(uri)
     run_id = parent.info.run_id
     model_cfg = None
     with contextlib.suppress(Exception), tempfile.TemporaryDirectory(prefix="sweep-config-") as folder, _no_progress_bar():
         raw = json.loads(Path(mlflow_client.download_artifacts(run_id, "sweep/config.json", folder)).read_text())
         model_cfg = ModelConfig.model_validate(raw.get("model") or {})
     paths: list[Path] = []
-    source = parent.data.tags.get("sweep.file")
+    source = parent.data.tags.get(FILE_TAG)
     if source and Path(source).parent.is_dir():
         paths.append(Path(source).parent)
     code = Path(tempfile.gettempdir()) / f"sweep-code-{run_id}"
@@ -126,7 +128,7 @@ def custom_objects(model_uri: str) -> dict[str, Any]:
 
 def export_best(name: str, directory: str | Path, tracking_uri: str | None = None, saved_model: bool = False) -> list[Path]:
     """Write ``DIR/model.keras`` (and ``DIR/saved_model`` with ``saved_model``); return what was written."""
-    uri = tracker.resolve_uri(tracking_uri)
+    uri = resolve_uri(tracking_uri)
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []

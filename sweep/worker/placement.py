@@ -25,15 +25,16 @@ import sys
 from typing import Any
 
 from sweep.spec.config import ResourcesConfig
+from sweep.tracking.tags import CPUS_TAG, CUDA_VISIBLE_DEVICES_TAG, GPUS_TAG, NODE_ID_TAG, NODE_IP_TAG
 
 # Result keys a trial adds to each report (see callbacks.TuneReporter ``extra``), and the
 # MLflow tags they become on the trial's run.
 IDENTITY_TAGS = {
-    "sweep_node_id": "sweep.node_id",
-    "sweep_node_ip": "sweep.node_ip",
-    "sweep_cpus": "sweep.cpus",
-    "sweep_gpus": "sweep.gpus",
-    "sweep_cuda_visible_devices": "sweep.cuda_visible_devices",
+    "sweep_node_id": NODE_ID_TAG,
+    "sweep_node_ip": NODE_IP_TAG,
+    "sweep_cpus": CPUS_TAG,
+    "sweep_gpus": GPUS_TAG,
+    "sweep_cuda_visible_devices": CUDA_VISIBLE_DEVICES_TAG,
 }
 
 
