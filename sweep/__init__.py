@@ -37,8 +37,9 @@ def trials(name: str, tracking_uri: str | None = None) -> Any:
     """A past sweep's trials as a typed pandas DataFrame (see ``sweep.tracking.store.trials_frame``):
     one row per trial, its best ``value``, ``params_<name>`` columns with numbers as numbers."""
     from sweep.tracking import store
+    from sweep.tracking.client import resolve_uri
 
-    return store.trials_frame(store.resolve_uri(tracking_uri), name)
+    return store.trials_frame(resolve_uri(tracking_uri), name)
 
 
 def resume(name: str, **options: Any) -> Any:

@@ -214,9 +214,9 @@ def _cmd_resume(args: argparse.Namespace) -> int:
 
 def _finish_run(args: argparse.Namespace, result: Any) -> int:
     if args.json:
-        from sweep.tracking import tracker
+        from sweep.tracking import store
 
-        print(json.dumps(tracker.best_summary(result.tracking_uri, result.name), default=str))
+        print(json.dumps(store.best_summary(result.tracking_uri, result.name), default=str))
     else:
         _print_result(result)
     if getattr(result, "finish_error", None):  # already said in one line on stderr by the runner
@@ -240,16 +240,16 @@ def _print_result(result: Any) -> None:
         console.print(f"  params: {format_params(best.params)}")
         console.print(f"  checkpoint: {best.checkpoint}")
     console.print(f"MLflow: experiment '{result.experiment}', parent run {result.parent_run_id}")
-    from sweep.tracking.store import redact
+    from sweep.tracking.client import redact
 
     console.print(f"  look: sweep ui --tracking-uri {redact(result.tracking_uri)}   (then open http://127.0.0.1:5000)")
 
 
 def _summary(args: argparse.Namespace, read: Callable[[str, str], dict | None]) -> dict | None:
     """What ``read(uri, name)`` says of the sweep ``args.name``, or None after saying it does not exist."""
-    from sweep.tracking import store
+    from sweep.tracking.client import resolve_uri
 
-    uri = store.resolve_uri(args.tracking_uri)
+    uri = resolve_uri(args.tracking_uri)
     summary = read(uri, args.name)
     if summary is None:
         _no_such_sweep(uri, args.name)
@@ -259,11 +259,12 @@ def _summary(args: argparse.Namespace, read: Callable[[str, str], dict | None]) 
 def _no_such_sweep(uri: str, name: str) -> None:
     """The error for an unknown sweep name: the close names, then the sweeps there are."""
     from sweep.tracking import store
+    from sweep.tracking.client import redact
 
     names = store.sweep_names(uri)
     close = store.close_names(name, names)
     hint = f"; did you mean {' or '.join(repr(n) for n in close)}?" if close else ""
-    print(f"error: no sweep named {name!r} in {store.redact(uri)}{hint}", file=sys.stderr)
+    print(f"error: no sweep named {name!r} in {redact(uri)}{hint}", file=sys.stderr)
     if names:
         shown = ", ".join(names[:20]) + (f", ... ({len(names)} in all)" if len(names) > 20 else "")
         print(f"  sweeps there: {shown} (sweep list shows them)", file=sys.stderr)
@@ -273,10 +274,10 @@ def _no_such_sweep(uri: str, name: str) -> None:
 
 def _lookup_error(args: argparse.Namespace, exc: LookupError) -> None:
     """A command's LookupError on stderr; an unknown sweep name with its close names and the sweeps."""
-    from sweep.tracking import store
+    from sweep.tracking.client import resolve_uri
 
     if str(exc).startswith("no sweep named"):
-        _no_such_sweep(store.resolve_uri(args.tracking_uri), args.name)
+        _no_such_sweep(resolve_uri(args.tracking_uri), args.name)
     else:
         print(f"error: {exc}", file=sys.stderr)
 
@@ -284,18 +285,18 @@ def _lookup_error(args: argparse.Namespace, exc: LookupError) -> None:
 def _store_ready(args: argparse.Namespace) -> bool:
     """Read-only commands never create a store: a sqlite file that does not exist is an error
     (``list``: an empty list), not a new empty database."""
-    from sweep.tracking import store
+    from sweep.tracking.client import redact, resolve_uri, store_exists
 
-    uri = store.resolve_uri(getattr(args, "tracking_uri", None))
-    if store.store_exists(uri):
+    uri = resolve_uri(getattr(args, "tracking_uri", None))
+    if store_exists(uri):
         return True
     if args.command == "list":
         if getattr(args, "json", False):
             print("[]")
         else:
-            print(f"no sweeps: {store.redact(uri)} does not exist")
+            print(f"no sweeps: {redact(uri)} does not exist")
         return False
-    print(f"error: no sweep store at {store.redact(uri)} (no such file); pass --tracking-uri or set MLFLOW_TRACKING_URI", file=sys.stderr)
+    print(f"error: no sweep store at {redact(uri)} (no such file); pass --tracking-uri or set MLFLOW_TRACKING_URI", file=sys.stderr)
     return False
 
 
@@ -339,10 +340,11 @@ def _say_if_new_sweep(args: argparse.Namespace, overrides: dict[str, Any]) -> No
     try:
         from sweep.spec import config as config_module
         from sweep.tracking import store
+        from sweep.tracking.client import resolve_uri, store_exists
 
         config = config_module.load(args.file, {**overrides, **({"name": args.name} if args.name else {})})
-        uri = store.resolve_uri(args.tracking_uri or config.tracking.uri)
-        if not store.store_exists(uri):
+        uri = resolve_uri(args.tracking_uri or config.tracking.uri)
+        if not store_exists(uri):
             return
         parent = store.find_parent_run(uri, config.name)
         if parent is None or parent.info.status != "FINISHED":
@@ -402,8 +404,9 @@ def _trial_name(number: int | None, trial_id: str | None) -> str | None:
 
 def _cmd_trials(args: argparse.Namespace) -> int:
     from sweep.tracking import store
+    from sweep.tracking.client import resolve_uri
 
-    uri = store.resolve_uri(args.tracking_uri)
+    uri = resolve_uri(args.tracking_uri)
     try:
         frame = store.trials_frame(uri, args.name)
     except LookupError as exc:
@@ -418,8 +421,9 @@ def _cmd_trials(args: argparse.Namespace) -> int:
 
 def _cmd_list(args: argparse.Namespace) -> int:
     from sweep.tracking import store
+    from sweep.tracking.client import resolve_uri
 
-    rows = store.list_sweeps(store.resolve_uri(args.tracking_uri))
+    rows = store.list_sweeps(resolve_uri(args.tracking_uri))
     if args.json:
         print(json.dumps(rows, default=str))
         return EXIT_OK
@@ -488,21 +492,21 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def store_redact(uri: str) -> str:
-    from sweep.tracking import store
+    from sweep.tracking.client import redact
 
-    return store.redact(uri)
+    return redact(uri)
 
 
 def _cmd_ui(args: argparse.Namespace) -> int:
-    from sweep.tracking import tracker
+    from sweep.tracking.client import redact, resolve_uri, store_exists
 
-    uri = tracker.resolve_uri(args.tracking_uri)
+    uri = resolve_uri(args.tracking_uri)
     base = f"http://127.0.0.1:{args.port}"
     if args.name:
         from sweep.tracking import store
 
-        if not store.store_exists(uri):
-            print(f"error: no sweep store at {store.redact(uri)}", file=sys.stderr)
+        if not store_exists(uri):
+            print(f"error: no sweep store at {redact(uri)}", file=sys.stderr)
             return EXIT_BAD_INPUT
         summary = store.best_summary(uri, args.name)
         if summary is None:

@@ -8,6 +8,8 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 from sweep.tracking import tracker as tracking
+from sweep.tracking.client import client as tracking_client
+from sweep.tracking.tags import NAME_TAG, ROLE_TAG, STATUS_TAG, TRIAL_TAG
 
 PARAMS = [
     {"learning_rate": "0.01", "optimizer": "sgd", "momentum": "0.9"},
@@ -21,7 +23,7 @@ CURVES = [[0.5, 0.7, 0.8], [0.3, 0.4], [0.6, 0.75, 0.85], [0.2], [0.55, 0.65, 0.
 
 def _fake_parent(client, experiment_id: str, name: str):
     """The parent run, tagged as MLflowTracker tags it."""
-    return client.create_run(experiment_id, tags={tracking.ROLE_TAG: "parent", tracking.NAME_TAG: name, "sweep.metric": "val_accuracy", "sweep.mode": "max"})
+    return client.create_run(experiment_id, tags={ROLE_TAG: "parent", NAME_TAG: name, "sweep.metric": "val_accuracy", "sweep.mode": "max"})
 
 
 def _fake_trial(client, experiment_id: str, parent, name: str, number: int, status: str, curve: list[float], params: dict) -> str:
@@ -30,11 +32,11 @@ def _fake_trial(client, experiment_id: str, parent, name: str, number: int, stat
 
     tags = {
         "mlflow.parentRunId": parent.info.run_id,
-        tracking.ROLE_TAG: "trial",
-        tracking.NAME_TAG: name,
-        tracking.TRIAL_TAG: f"t{number}",
+        ROLE_TAG: "trial",
+        NAME_TAG: name,
+        TRIAL_TAG: f"t{number}",
         "sweep.trial_number": str(number),
-        tracking.STATUS_TAG: status,
+        STATUS_TAG: status,
     }
     if status != "running":
         tags.update({"sweep.epochs": str(len(curve)), "sweep.best_value": repr(max(curve)), "sweep.best_epoch": str(curve.index(max(curve)) + 1)})
@@ -49,7 +51,7 @@ def _fake_trial(client, experiment_id: str, parent, name: str, number: int, stat
 
 def make_sweep(uri: str, name: str = "fake", curves: list[list[float]] = CURVES) -> str:
     """A parent run and one child per trial, tagged as MLflowTracker tags them."""
-    client = tracking.client(uri)
+    client = tracking_client(uri)
     experiment_id = tracking.ensure_experiment(client, uri, name)
     parent = _fake_parent(client, experiment_id, name)
     for number, (params, curve) in enumerate(zip(PARAMS, curves)):

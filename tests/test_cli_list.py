@@ -13,11 +13,12 @@ import pytest
 from sweep import cli
 from sweep.tracking import store
 from sweep.tracking import tracker
+from sweep.tracking.client import client as tracking_client
 from fake_sweeps import _fake_parent, _fake_trial  # tests/ is on sys.path (rootdir conftest)
 
 
 def _finished_sweep(uri: str, name: str, values: list[float], requested: int = 4) -> str:
-    client = tracker.client(uri)
+    client = tracking_client(uri)
     experiment_id = tracker.ensure_experiment(client, uri, name)
     parent = _fake_parent(client, experiment_id, name)
     client.log_param(parent.info.run_id, "config.search.trials", str(requested))

@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from sweep.tracking import tracker
+from sweep.tracking.client import check_reachable, redact
 from sweep.spec.config import load
 from sweep.errors import SweepConfigError
 
@@ -38,7 +38,7 @@ def auth_server():
 
 def test_password_in_tracking_uri_is_sent_as_basic_auth_not_as_a_host(auth_server):
     address, seen = auth_server
-    tracker.check_reachable(f"http://alice:S3cret@{address}")
+    check_reachable(f"http://alice:S3cret@{address}")
     assert seen == ["Basic " + base64.b64encode(b"alice:S3cret").decode()]
 
 
@@ -46,19 +46,19 @@ def test_credentials_from_mlflows_environment_variables(auth_server, monkeypatch
     address, seen = auth_server
     monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "alice")
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "S3cret")
-    tracker.check_reachable(f"http://{address}")
+    check_reachable(f"http://{address}")
     assert seen[-1] == "Basic " + base64.b64encode(b"alice:S3cret").decode()
 
 
 def test_unreachable_uri_with_password_is_masked_in_the_error():
     with pytest.raises(ConnectionError) as info:
-        tracker.check_reachable("http://alice:S3cret@127.0.0.1:9", timeout=2)
+        check_reachable("http://alice:S3cret@127.0.0.1:9", timeout=2)
     assert "S3cret" not in str(info.value) and "alice:***@127.0.0.1:9" in str(info.value)
 
 
 def test_redact_masks_userinfo_passwords():
-    assert tracker.redact("http://alice:S3cret@host:5000/x") == "http://alice:***@host:5000/x"
-    assert "S3cret" not in tracker.redact("https://u:S3cret@h")
+    assert redact("http://alice:S3cret@host:5000/x") == "http://alice:***@host:5000/x"
+    assert "S3cret" not in redact("https://u:S3cret@h")
 
 
 @pytest.mark.parametrize("experiment", ["../escaped", "../../etc/x", "/some/where", "a/../../b", "~/x"])

@@ -109,11 +109,11 @@ def run_via_client(source: str | Path | Mapping[str, Any], address: str, *, stor
     """
     import ray
 
-    from sweep.tracking import tracker
+    from sweep.tracking.client import resolve_uri
     from sweep.errors import SweepConfigError
 
     overrides = dict(overrides)
-    overrides["tracking_uri"] = tracker.resolve_uri(overrides.get("tracking_uri"))
+    overrides["tracking_uri"] = resolve_uri(overrides.get("tracking_uri"))
     storage = storage if storage and "://" in storage else str(Path(storage or "sweep_runs").expanduser().resolve())
     runtime_env: dict[str, Any] = {"env_vars": {"TF_CPP_MIN_LOG_LEVEL": "2", "KERAS_BACKEND": "tensorflow"}}
     if not isinstance(source, Mapping):

@@ -25,6 +25,9 @@ from typing import Any
 from sweep.spec.config import SweepConfig
 from sweep.tracking.store import int_or_none
 from sweep.protocol import Objective, TrialStatus, is_finished
+from sweep.tracking.tags import (
+    BEST_EPOCH_TAG, BEST_VALUE_TAG, CHECKPOINT_TAG, EPOCHS_TAG, FINISH_ERROR_TAG, REASON_TAG, STATUS_TAG, TRIAL_NUMBER_TAG, TRIAL_TAG,
+)
 
 LOCK_FILE = "driver.json"
 
@@ -77,12 +80,12 @@ def unfinished_parent(uri: str, name: str) -> Any | None:
     (no trial produced a result, ``failure.fail_fast`` stopped it, or finishing it failed, which
     its ``sweep.finish_error`` tag says); the next ``sweep run`` of its file starts a new sweep.
     """
-    from sweep.tracking import tracker
+    from sweep.tracking.store import find_parent_run
 
-    parent = tracker.find_parent_run(uri, name)
+    parent = find_parent_run(uri, name)
     if parent is None or parent.info.status not in RESUMABLE:
         return None
-    if parent.info.status != "KILLED" and parent.data.tags.get("sweep.finish_error"):
+    if parent.info.status != "KILLED" and parent.data.tags.get(FINISH_ERROR_TAG):
         return None  # it ended, but could not even be closed (the store went away at the very end)
     return parent
 
@@ -90,32 +93,33 @@ def unfinished_parent(uri: str, name: str) -> Any | None:
 def load_state(uri: str, parent: Any, config: SweepConfig) -> ResumeState:
     """Read the earlier session's child runs and sort them into ended and interrupted."""
     from sweep.search import space
-    from sweep.tracking import tracker
+    from sweep.tracking.client import client as mlflow_client
+    from sweep.tracking.store import child_runs
 
-    client = tracker.client(uri)
+    client = mlflow_client(uri)
     metric = config.objective.metric
     state = ResumeState(parent_run_id=parent.info.run_id)
-    for run in tracker.child_runs(uri, parent):
+    for run in child_runs(uri, parent):
         tags = run.data.tags
         params, _ = space.typed_params(config.search, dict(run.data.params))
         history = client.get_metric_history(run.info.run_id, metric)
         values = {m.step: m.value for m in history}
         last_step = max(values, default=0)
-        status = tags.get(tracker.STATUS_TAG, "running")
-        best_text = tags.get("sweep.best_value")
+        status = tags.get(STATUS_TAG, "running")
+        best_text = tags.get(BEST_VALUE_TAG)
         best = float(best_text) if best_text else _best(values, config.objective.mode)
         prior = PriorTrial(
-            trial_id=tags.get(tracker.TRIAL_TAG, run.info.run_id),
+            trial_id=tags.get(TRIAL_TAG, run.info.run_id),
             run_id=run.info.run_id,
-            number=int(tags.get("sweep.trial_number", 0)),
+            number=int(tags.get(TRIAL_NUMBER_TAG, 0)),
             params=params,
             status=status,
             value=best,
             last_value=values.get(last_step),
-            epochs=int(tags.get("sweep.epochs", last_step) or last_step),
-            best_epoch=int_or_none(tags.get("sweep.best_epoch")),
-            checkpoint=tags.get("sweep.checkpoint"),
-            reason=tags.get("sweep.reason"),
+            epochs=int(tags.get(EPOCHS_TAG, last_step) or last_step),
+            best_epoch=int_or_none(tags.get(BEST_EPOCH_TAG)),
+            checkpoint=tags.get(CHECKPOINT_TAG),
+            reason=tags.get(REASON_TAG),
             last_step=last_step,
         )
         if is_finished(status) and run.info.status == "RUNNING":

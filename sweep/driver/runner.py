@@ -26,6 +26,9 @@ from sweep.spec.config import CategoricalParam, SweepConfig, condition_order
 from sweep.errors import InputError, SweepConfigError
 from sweep.driver.ledger import SweepResult
 from sweep.protocol import TrialStatus
+from sweep.tracking.tags import (
+    CONFIG_HASH_TAG, DATA_INPUTS_TAG, DATA_LABELS_TAG, DATA_OUTPUTS_TAG, DATA_TAG, DATA_TASK_TAG, FILE_TAG, STORAGE_ROOT_TAG,
+)
 
 log = logging.getLogger("sweep")
 
@@ -91,22 +94,22 @@ def resume(
     """Continue the unfinished sweep ``name`` from the sweep file recorded on its parent run."""
     started = time.time()
     from sweep.driver import recovery as resume_module
-    from sweep.tracking import tracker as tracking
+    from sweep.tracking.client import resolve_uri
 
-    uri = tracking.resolve_uri(tracking_uri)
+    uri = resolve_uri(tracking_uri)
     _check_tracking(uri, "--tracking-uri")
     parent = resume_module.unfinished_parent(uri, name)
     if parent is None:
         raise SweepConfigError(name, "", f"expected an unfinished sweep named {name!r} in {uri}, found none to resume")
-    source_file = parent.data.tags.get("sweep.file", "")
+    source_file = parent.data.tags.get(FILE_TAG, "")
     config = config_module.load(_recorded_sweep(uri, parent, source_file, name), {"tracking.uri": uri})
     label = source_file or name
-    storage_dir = storage_folder(storage or parent.data.tags.get("sweep.storage_root"), config.name)
+    storage_dir = storage_folder(storage or parent.data.tags.get(STORAGE_ROOT_TAG), config.name)
     state = _decide_resume(config, label, storage_dir, fresh=False)
     search = (Path(source_file).parent,) if source_file else ()
     prepared = prepare_while_ray_starts(config, label, search + (Path.cwd(),), address)
     _say_what_the_data_is(prepared, quiet, stream)
-    root = storage or parent.data.tags.get("sweep.storage_root")
+    root = storage or parent.data.tags.get(STORAGE_ROOT_TAG)
     return execute(prepared, storage=root, address=address, quiet=quiet, stream=stream, resume=state, started=started)
 
 
@@ -114,10 +117,10 @@ def _recorded_sweep(uri: str, parent: Any, source_file: str, name: str) -> Any:
     """The sweep file an unfinished sweep recorded (``sweep/config.json``), or, when its driver
     was killed before recording it, the file named by its ``sweep.file`` tag (the config hash
     check that follows refuses it if it changed since)."""
-    from sweep.tracking import tracker as tracking
+    from sweep.tracking.client import client
 
     try:
-        return json.loads(Path(tracking.client(uri).download_artifacts(parent.info.run_id, "sweep/config.json")).read_text())
+        return json.loads(Path(client(uri).download_artifacts(parent.info.run_id, "sweep/config.json")).read_text())
     except Exception:
         if source_file and Path(source_file).is_file():
             return Path(source_file)
@@ -151,11 +154,11 @@ def config_hash(config: SweepConfig) -> str:
 
 def _decide_resume(config: SweepConfig, label: str, storage_dir: str, fresh: bool) -> Any:
     from sweep.driver import recovery as resume_module
-    from sweep.tracking import tracker as tracking
+    from sweep.tracking.client import resolve_uri, store_exists
 
-    uri = tracking.resolve_uri(config.tracking.uri)
+    uri = resolve_uri(config.tracking.uri)
     _check_tracking(uri, label)  # first: MLflow's own HTTP retries below take minutes on a dead server
-    if not _store_exists(uri):
+    if not store_exists(uri):
         return None
     try:
         parent = resume_module.unfinished_parent(uri, config.name)
@@ -169,7 +172,7 @@ def _decide_resume(config: SweepConfig, label: str, storage_dir: str, fresh: boo
     if fresh:
         _close_abandoned(uri, parent)
         return None
-    if parent.data.tags.get("sweep.config_hash") != config_hash(config):
+    if parent.data.tags.get(CONFIG_HASH_TAG) != config_hash(config):
         raise SweepConfigError(
             label, "name",
             f"expected the same sweep file as the unfinished sweep {config.name!r} (it changed): "
@@ -180,14 +183,13 @@ def _decide_resume(config: SweepConfig, label: str, storage_dir: str, fresh: boo
 
 def _check_tracking(uri: str, label: str) -> None:
     """An unreachable tracking server is one line in seconds, before anything else asks it."""
-    from sweep.tracking import tracker as tracking
+    from sweep.tracking.client import check_reachable, redact, set_sweep_http_defaults
 
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")  # the writer retries outages itself
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+    set_sweep_http_defaults()  # the writer retries outages itself
     try:
-        tracking.check_reachable(uri)
+        check_reachable(uri)
     except ConnectionError as exc:
-        raise SweepConfigError(label, "tracking.uri", f"expected a reachable MLflow tracking store at {tracking.redact(uri)}, but: {exc}") from None
+        raise SweepConfigError(label, "tracking.uri", f"expected a reachable MLflow tracking store at {redact(uri)}, but: {exc}") from None
 
 
 def _check_resources(config: SweepConfig, label: str) -> None:
@@ -209,19 +211,13 @@ def _check_resources(config: SweepConfig, label: str) -> None:
         raise SweepConfigError(label, *shortfall)
 
 
-def _store_exists(uri: str) -> bool:
-    from sweep.tracking.writer import sqlite_path
-
-    path = sqlite_path(uri)
-    return path.exists() if path is not None else True
-
-
 def _close_abandoned(uri: str, parent: Any) -> None:
     """``--fresh``: the old unfinished runs end as KILLED rather than RUNNING forever."""
-    from sweep.tracking import tracker as tracking
+    from sweep.tracking.client import client as mlflow_client
+    from sweep.tracking.store import child_runs
 
-    client = tracking.client(uri)
-    for run in tracking.child_runs(uri, parent):
+    client = mlflow_client(uri)
+    for run in child_runs(uri, parent):
         if run.info.status == "RUNNING":
             client.set_terminated(run.info.run_id, "KILLED")
     client.set_terminated(parent.info.run_id, "KILLED")
@@ -545,7 +541,7 @@ def _quiet_ray_and_optuna() -> None:
         tune_logger = logging.getLogger(name)
         if not any(isinstance(f, _TrialFailureFilter) for f in tune_logger.filters):
             tune_logger.addFilter(_TrialFailureFilter())
-    from sweep.tracking import writer  # noqa: F401 - sets MLflow's environment (telemetry) before mlflow loads
+    from sweep.tracking import client  # noqa: F401 - sets MLflow's environment (telemetry) before mlflow loads
     import mlflow  # noqa: F401 - mlflow sets up its logger on import; quiet it afterwards
 
     logging.getLogger("mlflow").setLevel(logging.WARNING)
@@ -642,12 +638,13 @@ def execute(
     from sweep.search import space
     from sweep.worker import trainable
     from sweep.tracking import tracker as tracking
+    from sweep.tracking.client import check_reachable, redact, resolve_uri
     from sweep.views.progress import LiveView
     from sweep.driver.ledger import FailFast, Ledger
 
     config = prepared.config
     started = started or time.time()
-    uri = tracking.resolve_uri(config.tracking.uri)
+    uri = resolve_uri(config.tracking.uri)
     storage_path = str(Path(storage or DEFAULT_STORAGE).expanduser().resolve()) if "://" not in (storage or "") else storage
     ledger = Ledger(config.objective.metric, config.objective.mode, space.hyperparameters, config.max_epochs)
     storage_dir = storage_folder(storage_path, config.name)
@@ -666,7 +663,7 @@ def execute(
     try:
         ensure_ray(address)
         _check_resources(config, prepared.label)  # a trial no node can hold would wait forever
-        tracking.check_reachable(uri)
+        check_reachable(uri)
     except BaseException:
         resume_module.release_lock(storage_dir)
         raise
@@ -681,7 +678,7 @@ def execute(
         tracker.checkpoint_quota_mb = config.resources.checkpoint_quota_mb
     except Exception as exc:
         resume_module.release_lock(storage_dir)
-        raise SweepConfigError(prepared.label, "tracking.uri", f"expected a reachable MLflow tracking store at {tracking.redact(uri)}, but: {str(exc).splitlines()[0][:300]}") from None
+        raise SweepConfigError(prepared.label, "tracking.uri", f"expected a reachable MLflow tracking store at {redact(uri)}, but: {str(exc).splitlines()[0][:300]}") from None
     fail_fast = FailFast(ledger, config.failure.fail_fast)
     view = LiveView(ledger, config.name, trial_budget(config), stream=stream, quiet=quiet, rungs=LiveView.rungs_for(config), started=started)
     ended = len(resume.ended) if resume is not None else 0
@@ -878,7 +875,7 @@ def _finish_step(problems: list[str], what: str) -> Iterator[None]:
 
 def _config_json(config: SweepConfig) -> str:
     """The validated sweep file for ``sweep/config.json``, with no password in the tracking URI."""
-    from sweep.tracking.tracker import redact
+    from sweep.tracking.client import redact
 
     data = config.model_dump(mode="json")
     if data["tracking"].get("uri"):
@@ -924,14 +921,14 @@ def parent_tags(prepared: Prepared, storage_root: str) -> dict[str, str]:
     label = prepared.label
     info = prepared.dataset.info
     return {
-        "sweep.data": info.summary(),  # what the sweep read from the data, as printed at the start
-        "sweep.data.task": _tasks(info),
-        **({"sweep.data.labels": json.dumps(list(info.labels))} if info.labels else {}),  # class index -> original label
-        "sweep.data.inputs": str(info.input_shapes if info.input_shapes is not None else info.input_shape),
-        "sweep.data.outputs": str(info.output_sizes if info.output_sizes is not None else info.num_outputs),
-        "sweep.file": str(Path(label).resolve()) if label != "<dict>" else "",
-        "sweep.storage_root": storage_root,
-        "sweep.config_hash": config_hash(prepared.config),
+        DATA_TAG: info.summary(),  # what the sweep read from the data, as printed at the start
+        DATA_TASK_TAG: _tasks(info),
+        **({DATA_LABELS_TAG: json.dumps(list(info.labels))} if info.labels else {}),  # class index -> original label
+        DATA_INPUTS_TAG: str(info.input_shapes if info.input_shapes is not None else info.input_shape),
+        DATA_OUTPUTS_TAG: str(info.output_sizes if info.output_sizes is not None else info.num_outputs),
+        FILE_TAG: str(Path(label).resolve()) if label != "<dict>" else "",
+        STORAGE_ROOT_TAG: storage_root,
+        CONFIG_HASH_TAG: config_hash(prepared.config),
     }
 
 
@@ -950,7 +947,7 @@ def sweep_params(config: SweepConfig) -> dict[str, Any]:
 
     flat = flat_config(config.model_dump(mode="json"))
     if flat.get("config.tracking.uri"):  # never a password in a param
-        from sweep.tracking.tracker import redact
+        from sweep.tracking.client import redact
 
         flat["config.tracking.uri"] = redact(flat["config.tracking.uri"])
     return flat

@@ -27,6 +27,8 @@ from sweep.tracking import store
 from sweep.spec.config import CategoricalParam, FloatParam, IntParam, SearchConfig, condition_order
 from sweep.errors import InputError
 from sweep.protocol import Objective, TrialStatus
+from sweep.tracking.client import client
+from sweep.tracking.tags import ROLE_TAG, STATUS_TAG, TRIAL_NUMBER_TAG
 
 log = logging.getLogger("sweep.warmstart")
 
@@ -66,24 +68,24 @@ def past_trials(uri: str, source: str, metric: str) -> list[PastTrial]:
     if parent is not None:
         runs = store.child_runs(uri, parent)
     else:
-        mlflow_client = store.client(uri)
+        mlflow_client = client(uri)
         experiment = mlflow_client.get_experiment_by_name(source)
         if experiment is None:
             raise InputError("search.warm_start", f"expected the name of an earlier sweep or MLflow experiment in {uri}, got {source!r}")
-        runs = [r for r in mlflow_client.search_runs([experiment.experiment_id], max_results=5000) if r.data.tags.get(store.ROLE_TAG) != "parent"]
+        runs = [r for r in mlflow_client.search_runs([experiment.experiment_id], max_results=5000) if r.data.tags.get(ROLE_TAG) != "parent"]
     return [_past(run, metric) for run in runs]
 
 
 def _past(run: Any, metric: str) -> PastTrial:
     tags = run.data.tags
-    status = tags.get(store.STATUS_TAG)
+    status = tags.get(STATUS_TAG)
     if status is None:  # a plain MLflow run, not one of ours: finished means final
         status = TrialStatus.COMPLETED if run.info.status == "FINISHED" else TrialStatus.FAILED
     return PastTrial(
         params=dict(run.data.params),
         status=status,
         value=store.child_value(run, metric),
-        number=store.int_or_none(tags.get("sweep.trial_number")) or 0,
+        number=store.int_or_none(tags.get(TRIAL_NUMBER_TAG)) or 0,
     )
 
 

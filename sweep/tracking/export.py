@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from sweep.tracking import store
-from sweep.tracking.writer import client
+from sweep.tracking.client import client, resolve_uri
+from sweep.tracking.tags import FILE_TAG
 from sweep.worker.storage import MODEL_FILE
 
 log = logging.getLogger("sweep.export")
@@ -70,7 +71,7 @@ def load_best(
     """
     from sweep.worker.callbacks import load_model_file
 
-    uri = store.resolve_uri(tracking_uri)
+    uri = resolve_uri(tracking_uri)
     with tempfile.TemporaryDirectory(prefix="sweep-best-") as folder:
         path = _fetch_best_file(name, uri, Path(folder))
         model_cfg, search_paths = load_settings(name, uri)
@@ -95,7 +96,7 @@ def load_settings(name: str, uri: str) -> tuple[Any, tuple[Path, ...]]:
         raw = json.loads(Path(mlflow_client.download_artifacts(run_id, "sweep/config.json", folder)).read_text())
         model_cfg = ModelConfig.model_validate(raw.get("model") or {})
     paths: list[Path] = []
-    source = parent.data.tags.get("sweep.file")
+    source = parent.data.tags.get(FILE_TAG)
     if source and Path(source).parent.is_dir():
         paths.append(Path(source).parent)
     code = Path(tempfile.gettempdir()) / f"sweep-code-{run_id}"
@@ -127,7 +128,7 @@ def custom_objects(model_uri: str) -> dict[str, Any]:
 
 def export_best(name: str, directory: str | Path, tracking_uri: str | None = None, saved_model: bool = False) -> list[Path]:
     """Write ``DIR/model.keras`` (and ``DIR/saved_model`` with ``saved_model``); return what was written."""
-    uri = store.resolve_uri(tracking_uri)
+    uri = resolve_uri(tracking_uri)
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []

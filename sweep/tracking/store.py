@@ -9,53 +9,17 @@ are tags there); a running one from its children.
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Any
 
-from sweep.tracking.writer import TRIAL_TAG, client
 from sweep.protocol import Objective
+from sweep.tracking.client import client, redact, store_exists
+from sweep.tracking.tags import (
+    BEST_EPOCH_TAG, BEST_RUN_ID_TAG, BEST_VALUE_TAG, CHECKPOINT_TAG, EPOCHS_TAG, METRIC_TAG, MODE_TAG, NAME_TAG, ROLE_TAG,
+    STATUS_TAG, TRIAL_NUMBER_TAG, TRIAL_TAG, TRIALS_TAG_PREFIX,
+)
 
-DEFAULT_URI = "sqlite:///mlflow.db"
-ROLE_TAG, NAME_TAG, STATUS_TAG = "sweep.role", "sweep.name", "sweep.status"
-
-__all__ = ["DEFAULT_URI", "NAME_TAG", "ROLE_TAG", "STATUS_TAG", "TRIAL_TAG", "badness", "best_summary", "child_runs",
-           "child_value", "default_uri", "find_parent_run", "int_or_none", "list_sweeps", "redact", "resolve_uri",
-           "status_summary", "store_exists", "sweep_names", "close_names", "typed_param"]
-
-
-def default_uri() -> str:
-    """``sqlite:///mlflow.db`` in the working directory, as an absolute URI (stable for workers/UI)."""
-    return f"sqlite:///{Path.cwd() / 'mlflow.db'}"
-
-
-def resolve_uri(uri: str | None) -> str:
-    """Explicit URI, else ``MLFLOW_TRACKING_URI``, else the embedded sqlite file."""
-    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or default_uri()
-    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        relative = uri[len("sqlite:///") :]
-        uri = f"sqlite:///{Path(relative).resolve()}"
-    return uri
-
-
-def redact(uri: str) -> str:
-    """A URI without the password of ``user:password@host``, for logs, params and errors."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(uri)
-    if parts.password is None:
-        return uri
-    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
-def store_exists(uri: str) -> bool:
-    """False for a sqlite store whose file does not exist. Read-only commands check this first:
-    opening a sqlite URI with MLflow creates the file (and its tables)."""
-    from sweep.tracking.writer import sqlite_path
-
-    path = sqlite_path(uri)
-    return path.exists() if path is not None else True
+__all__ = ["badness", "best_summary", "child_runs", "child_value", "find_parent_run", "int_or_none", "list_sweeps",
+           "status_summary", "sweep_names", "close_names", "typed_param"]
 
 
 def _parent_runs(uri: str, max_results: int = 5000) -> list[Any]:
@@ -101,10 +65,10 @@ def list_sweeps(uri: str) -> list[dict[str, Any]]:
             continue
         seen.add(name)
         tags, info = parent.data.tags, parent.info
-        metric = tags.get("sweep.metric") or parent.data.params.get("config.objective.metric", "val_loss")
-        mode = tags.get("sweep.mode") or parent.data.params.get("config.objective.mode", "min")
+        metric = tags.get(METRIC_TAG) or parent.data.params.get("config.objective.metric", "val_loss")
+        mode = tags.get(MODE_TAG) or parent.data.params.get("config.objective.mode", "min")
         counts = _final_counts(parent)
-        best_value = float(tags["sweep.best_value"]) if tags.get("sweep.best_value") and info.status != "RUNNING" else None
+        best_value = float(tags[BEST_VALUE_TAG]) if tags.get(BEST_VALUE_TAG) and info.status != "RUNNING" else None
         if counts is None:  # running (or its driver died): count and rank its children
             children = child_runs(uri, parent)
             counts = {}
@@ -170,18 +134,18 @@ def trials_frame(uri: str, name: str) -> Any:
     parent = find_parent_run(uri, name)
     if parent is None:
         raise LookupError(f"no sweep named {name!r} in {redact(uri)}")
-    metric = parent.data.tags.get("sweep.metric") or parent.data.params.get("config.objective.metric", "val_loss")
+    metric = parent.data.tags.get(METRIC_TAG) or parent.data.params.get("config.objective.metric", "val_loss")
     rows = []
     for run in child_runs(uri, parent):
         tags = run.data.tags
         value = child_value(run, metric)
         rows.append({
-            "number": int_or_none(tags.get("sweep.trial_number")),
+            "number": int_or_none(tags.get(TRIAL_NUMBER_TAG)),
             "trial_id": tags.get(TRIAL_TAG),
             "status": tags.get(STATUS_TAG, "running"),
             "value": float("nan") if value is None else float(value),
-            "best_epoch": int_or_none(tags.get("sweep.best_epoch")),
-            "epochs": int_or_none(tags.get("sweep.epochs")),
+            "best_epoch": int_or_none(tags.get(BEST_EPOCH_TAG)),
+            "epochs": int_or_none(tags.get(EPOCHS_TAG)),
             "datetime_start": pd.to_datetime(run.info.start_time, unit="ms", utc=True) if run.info.start_time else pd.NaT,
             "datetime_complete": pd.to_datetime(run.info.end_time, unit="ms", utc=True) if run.info.end_time else pd.NaT,
             "mlflow_run_id": run.info.run_id,
@@ -203,7 +167,7 @@ def trials_frame(uri: str, name: str) -> Any:
             frame[column] = frame[column].astype("Int64")
         elif len(present) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in present):
             frame[column] = frame[column].astype("float64")
-    frame.attrs.update({"sweep": name, "metric": metric, "mode": parent.data.tags.get("sweep.mode", "min"), "parent_run_id": parent.info.run_id})
+    frame.attrs.update({"sweep": name, "metric": metric, "mode": parent.data.tags.get(MODE_TAG, "min"), "parent_run_id": parent.info.run_id})
     return frame
 
 
@@ -246,9 +210,9 @@ def best_summary(uri: str, name: str) -> dict[str, Any] | None:
     if parent is None:
         return None
     tags = parent.data.tags
-    metric = tags.get("sweep.metric") or parent.data.params.get("config.objective.metric", "val_loss")
-    mode = tags.get("sweep.mode") or parent.data.params.get("config.objective.mode", "min")
-    chosen = tags.get("sweep.best_run_id")  # a finished sweep's own pick: one request, whatever its size
+    metric = tags.get(METRIC_TAG) or parent.data.params.get("config.objective.metric", "val_loss")
+    mode = tags.get(MODE_TAG) or parent.data.params.get("config.objective.mode", "min")
+    chosen = tags.get(BEST_RUN_ID_TAG)  # a finished sweep's own pick: one request, whatever its size
     best_child = _run_or_none(uri, chosen) if chosen else None
     if best_child is None:  # still running (or it never finished): rank the children
         best_child = _best_child(child_runs(uri, parent), metric, mode)
@@ -274,7 +238,7 @@ def best_summary(uri: str, name: str) -> dict[str, Any] | None:
     if best_child is None:
         return summary
     child_tags = best_child.data.tags
-    number = int_or_none(child_tags.get("sweep.trial_number"))
+    number = int_or_none(child_tags.get(TRIAL_NUMBER_TAG))
     summary.update(
         value=child_value(best_child, metric),
         params={key: typed_param(value) for key, value in best_child.data.params.items()},
@@ -282,9 +246,9 @@ def best_summary(uri: str, name: str) -> dict[str, Any] | None:
         number=number,
         trial=None if number is None else f"{number:04d}",
         run_name=best_child.info.run_name,
-        epochs=int_or_none(child_tags.get("sweep.epochs")),
-        best_epoch=int_or_none(child_tags.get("sweep.best_epoch")),
-        checkpoint=child_tags.get("sweep.checkpoint"),
+        epochs=int_or_none(child_tags.get(EPOCHS_TAG)),
+        best_epoch=int_or_none(child_tags.get(BEST_EPOCH_TAG)),
+        checkpoint=child_tags.get(CHECKPOINT_TAG),
         mlflow_run_id=best_child.info.run_id,
     )
     return summary
@@ -316,7 +280,7 @@ def _final_counts(parent: Any) -> dict[str, int] | None:
     None while it runs, so ``sweep status`` of a 10,000-trial sweep is one request, not ten pages."""
     if parent.info.status == "RUNNING":
         return None
-    prefix = "sweep.trials."
+    prefix = TRIALS_TAG_PREFIX
     counts = {key[len(prefix):]: int_or_none(value) or 0 for key, value in parent.data.tags.items() if key.startswith(prefix)}
     if not counts:
         return None
@@ -345,7 +309,7 @@ def _best_child(children: list[Any], metric: str, mode: str) -> Any | None:
 
 def child_value(run: Any, metric: str) -> float | None:
     """A trial run's objective: its best (``sweep.best_value``) once ended, else its latest value."""
-    text = run.data.tags.get("sweep.best_value")
+    text = run.data.tags.get(BEST_VALUE_TAG)
     if text is not None:
         return float(text)
     return run.data.metrics.get(metric)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -20,12 +19,16 @@ from typing import Any, Iterator
 
 
 from sweep.worker import storage
-from sweep.tracking.writer import MlflowNames, WriterProcess, client, name_problem, param_text, sanitized, sqlite_path  # noqa: F401 - client: this module's API
-from sweep.tracking.store import (  # noqa: F401 - reading a sweep back lives in sweep.store; re-exported, it was here first
-    DEFAULT_URI, NAME_TAG, ROLE_TAG, STATUS_TAG, TRIAL_TAG, badness, best_summary, child_runs,
-    default_uri, find_parent_run, redact, resolve_uri, status_summary,
+from sweep.tracking.client import client, set_sweep_http_defaults, sqlite_path
+from sweep.tracking.tags import (
+    BEST_CHECKPOINT_TAG, BEST_EPOCH_TAG, BEST_EPOCHS_TAG, BEST_RUN_ID_TAG, BEST_TRIAL_ID_TAG, BEST_VALUE_TAG, CHECKPOINT_EPOCH_TAG,
+    CHECKPOINT_TAG, EPOCHS_TAG, FINISH_ERROR_TAG, METRIC_NAMES_TAG, METRIC_TAG, MODE_TAG, NAME_TAG, NODE_IP_TAG, PARAM_NAMES_TAG,
+    PARENT_RUN_ID_TAG, REASON_TAG, RESUMED_FROM_EPOCH_TAG, RESUMED_TAG, RETRIED_FROM_EPOCH_TAG, RETRIES_TAG, RETRY_REASON_TAG,
+    ROLE_TAG, STATUS_TAG, STOPPED_EPOCH_TAG, STORAGE_TAG, TRIAL_NUMBER_TAG, TRIAL_TAG, trials_tag,
 )
 from sweep.protocol import COUNTED, TrialStatus, is_finished
+from sweep.tracking.writer import MlflowNames, OpKind, WriterProcess, name_problem, param_text, sanitized
+from sweep.tracking.store import badness
 from sweep.driver.ledger import DriverCallback, Ledger, epoch_of, SweepResult, TrialOutcome, keras_metrics, worker_metrics
 
 log = logging.getLogger("sweep.tracking")
@@ -33,37 +36,6 @@ log = logging.getLogger("sweep.tracking")
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"  # MLflow 3's UI: which view an experiment opens in
 EXPERIMENT_KIND = "custom_model_development"  # its model-training view (not the GenAI one)
 CHAMPION_ALIAS = "champion"  # the registry alias that follows the newest sweep's best model
-METRIC_NAMES_TAG = "sweep.metric_names"  # parent run: JSON {keras name: MLflow name} of the renamed metrics
-PARAM_NAMES_TAG = "sweep.param_names"  # parent run: the same for params (search-space names, config keys)
-
-
-def check_reachable(uri: str, timeout: float = 5.0) -> None:
-    """Fail in seconds, not after MLflow's minutes of HTTP retries, when a tracking server is down."""
-    if not uri.startswith(("http://", "https://")):
-        return
-    import base64
-    import urllib.error
-    import urllib.parse
-    import urllib.request
-
-    # credentials as MLflow's client sends them: user:password@ in the URI (requests sends it as
-    # basic auth), else MLFLOW_TRACKING_USERNAME/PASSWORD or MLFLOW_TRACKING_TOKEN; never in the URL
-    parts = urllib.parse.urlsplit(uri)
-    user = urllib.parse.unquote(parts.username) if parts.username else os.environ.get("MLFLOW_TRACKING_USERNAME")
-    password = urllib.parse.unquote(parts.password or "") if parts.username else os.environ.get("MLFLOW_TRACKING_PASSWORD", "")
-    host = parts.hostname or ""
-    netloc = (f"[{host}]" if ":" in host else host) + (f":{parts.port}" if parts.port else "")
-    request = urllib.request.Request(urllib.parse.urlunsplit((parts.scheme, netloc, f"{parts.path.rstrip('/')}/health", "", "")))
-    if user:
-        request.add_header("Authorization", "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode())
-    elif os.environ.get("MLFLOW_TRACKING_TOKEN"):
-        request.add_header("Authorization", f"Bearer {os.environ['MLFLOW_TRACKING_TOKEN']}")
-    try:
-        urllib.request.urlopen(request, timeout=timeout).close()
-    except urllib.error.HTTPError:
-        return  # it answered: reachable (some proxies do not serve /health)
-    except (OSError, ValueError) as exc:
-        raise ConnectionError(f"no answer from {redact(uri)} within {timeout:.0f} s ({getattr(exc, 'reason', exc)})") from None
 
 
 def artifact_location(uri: str, experiment: str) -> str | None:
@@ -176,10 +148,7 @@ class MLflowTracker(DriverCallback):
     ):
         """Create the parent run, or with ``resume`` (a ``recovery.ResumeState``) reopen it."""
         self.ledger, self.uri, self.sweep_name = ledger, uri, sweep_name
-        # The writer retries through outages itself (and says so); MLflow's own HTTP retries
-        # (7, with minutes of backoff) would only hide an outage from the user.
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+        set_sweep_http_defaults()
         self._client = client(uri)
         self.experiment_id = ensure_experiment(self._client, uri, experiment)
         # The last epoch logged per trial: a trial restarted from its checkpoint (a retry after
@@ -209,7 +178,7 @@ class MLflowTracker(DriverCallback):
         else:
             self.parent_run_id = resume.parent_run_id
             self._client.update_run(self.parent_run_id, status="RUNNING")
-            self._client.set_tag(self.parent_run_id, "sweep.resumed", "true")
+            self._client.set_tag(self.parent_run_id, RESUMED_TAG, "true")
             run_ids = {t.trial_id: t.run_id for t in resume.ended + resume.interrupted}
             self.logged_steps = {t.trial_id: t.last_step for t in resume.interrupted}
         self.writer = WriterProcess(uri, self.experiment_id, {"parent": self.parent_run_id, **run_ids})
@@ -222,7 +191,7 @@ class MLflowTracker(DriverCallback):
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         outcome = self.ledger.outcome(trial)
         if outcome.trial_id in self.writer.run_ids:  # a resumed trial continues in its own run
-            self.writer.submit("reopen", outcome.trial_id, {STATUS_TAG: "running", "sweep.resumed_from_epoch": outcome.epochs})
+            self.writer.submit(OpKind.REOPEN, outcome.trial_id, {STATUS_TAG: "running", RESUMED_FROM_EPOCH_TAG: outcome.epochs})
             return
         self._submit_start(outcome)
 
@@ -234,14 +203,14 @@ class MLflowTracker(DriverCallback):
             ROLE_TAG: "trial",
             NAME_TAG: self.sweep_name,
             TRIAL_TAG: outcome.trial_id,
-            "sweep.trial_number": outcome.number,
+            TRIAL_NUMBER_TAG: outcome.number,
             STATUS_TAG: "running",
         }
         from sweep.views.progress import trial_label
 
         name = f"{self.sweep_name}-{trial_label(outcome.number)}"  # the trial's one identifier, as the CLI shows it
         params = {self._param_key(k): v for k, v in outcome.params.items()}
-        self.writer.submit("start", outcome.trial_id, {"name": name, "tags": tags, "params": params})
+        self.writer.submit(OpKind.START, outcome.trial_id, {"name": name, "tags": tags, "params": params})
 
     def _param_key(self, key: str) -> str:
         """A param's MLflow key (a space entry's name, as itself unless MLflow refuses it)."""
@@ -249,7 +218,7 @@ class MLflowTracker(DriverCallback):
         if renames:  # not in the space the tracker was given (a param added by the runner)
             _RENAMED_PARAMS.update(self.param_names.renamed)
             _warn_renames("param", renames)
-            self.writer.submit("tags", "parent", {PARAM_NAMES_TAG: json.dumps(self.param_names.renamed, sort_keys=True)})
+            self.writer.submit(OpKind.TAGS, "parent", {PARAM_NAMES_TAG: json.dumps(self.param_names.renamed, sort_keys=True)})
         return self.param_names[key]
 
     def _metric_keys(self, logged: dict[str, float]) -> dict[str, str]:
@@ -258,7 +227,7 @@ class MLflowTracker(DriverCallback):
         renames = self.metric_names.add(logged)
         if renames:
             _warn_renames("metric", renames)
-            self.writer.submit("tags", "parent", {METRIC_NAMES_TAG: json.dumps(self.metric_names.renamed, sort_keys=True)})
+            self.writer.submit(OpKind.TAGS, "parent", {METRIC_NAMES_TAG: json.dumps(self.metric_names.renamed, sort_keys=True)})
         return {name: self.metric_names[name] for name in logged}
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
@@ -275,7 +244,7 @@ class MLflowTracker(DriverCallback):
         if outcome.value is not None and outcome.best_epoch == step:  # a new best: best_<metric> at the epoch it was reached
             metrics.append(self._best_metric(key, outcome.value, step, ts))
         if metrics:
-            self.writer.submit("metrics", key, metrics)
+            self.writer.submit(OpKind.METRICS, key, metrics)
         identified = self.__dict__.setdefault("_identified", set())
         if key not in identified:  # where it runs: node id/ip, cpus, gpus (once per trial)
             from sweep.worker.placement import identity_tags
@@ -283,7 +252,7 @@ class MLflowTracker(DriverCallback):
             node_tags = identity_tags(result)
             if node_tags:
                 identified.add(key)
-                self.writer.submit("tags", key, node_tags)
+                self.writer.submit(OpKind.TAGS, key, node_tags)
 
     def _best_metric(self, trial_id: str, value: float, step: int, ts: int) -> tuple[str, float, int, int]:
         """One ``best_<metric>`` point of a trial (its MLflow name; noted so it is logged once)."""
@@ -303,9 +272,9 @@ class MLflowTracker(DriverCallback):
         """Record where the newest (= best) checkpoint is, so a resume can continue from it; then
         the one it superseded goes, in the writer's order: only once that record has landed."""
         outcome = self.ledger.outcome(trial)
-        self.writer.submit("tags", outcome.trial_id, {"sweep.checkpoint": checkpoint.path, "sweep.checkpoint_epoch": outcome.best_epoch})
+        self.writer.submit(OpKind.TAGS, outcome.trial_id, {CHECKPOINT_TAG: checkpoint.path, CHECKPOINT_EPOCH_TAG: outcome.best_epoch})
         if outcome.superseded:
-            self.writer.submit("prune", outcome.trial_id, outcome.superseded)
+            self.writer.submit(OpKind.PRUNE, outcome.trial_id, outcome.superseded)
             outcome.superseded = None
         self.enforce_quota()
 
@@ -331,7 +300,7 @@ class MLflowTracker(DriverCallback):
             if total <= quota:
                 break
             total -= sizes.pop(outcome.checkpoint, 0)
-            self.writer.submit("evict", outcome.trial_id, outcome.checkpoint)
+            self.writer.submit(OpKind.EVICT, outcome.trial_id, outcome.checkpoint)
             outcome.checkpoint = None
             evicted.append(outcome.trial_id)
         return evicted
@@ -339,7 +308,7 @@ class MLflowTracker(DriverCallback):
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         """The run shows each retry: how many, and why the worker was lost."""
         outcome = self.ledger.outcome(trial)
-        self.writer.submit("tags", outcome.trial_id, {"sweep.retries": outcome.retries, "sweep.retry_reason": outcome.reason or "", "sweep.retried_from_epoch": outcome.best_epoch or 0})
+        self.writer.submit(OpKind.TAGS, outcome.trial_id, {RETRIES_TAG: outcome.retries, RETRY_REASON_TAG: outcome.reason or "", RETRIED_FROM_EPOCH_TAG: outcome.best_epoch or 0})
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._end_trial(self.ledger.outcome(trial))
@@ -350,23 +319,23 @@ class MLflowTracker(DriverCallback):
     def _end_trial(self, outcome: TrialOutcome) -> None:
         if outcome.started_at is None:  # its worker died before Tune called on_trial_start: it still gets its run
             self._submit_start(outcome)
-        tags: dict[str, Any] = {STATUS_TAG: outcome.status, "sweep.epochs": outcome.epochs}
+        tags: dict[str, Any] = {STATUS_TAG: outcome.status, EPOCHS_TAG: outcome.epochs}
         if outcome.status != TrialStatus.COMPLETED:
-            tags["sweep.stopped_epoch"] = outcome.epochs
+            tags[STOPPED_EPOCH_TAG] = outcome.epochs
         if outcome.reason:
-            tags["sweep.reason"] = outcome.reason
+            tags[REASON_TAG] = outcome.reason
         if outcome.value is not None:
-            tags.update({"sweep.best_value": repr(outcome.value), "sweep.best_epoch": outcome.best_epoch})
+            tags.update({BEST_VALUE_TAG: repr(outcome.value), BEST_EPOCH_TAG: outcome.best_epoch})
             if self.__dict__.setdefault("best_logged", {}).get(outcome.trial_id) != outcome.value:
                 step = outcome.best_epoch or 0
-                self.writer.submit("metrics", outcome.trial_id, [self._best_metric(outcome.trial_id, outcome.value, step, int(time.time() * 1000))])
+                self.writer.submit(OpKind.METRICS, outcome.trial_id, [self._best_metric(outcome.trial_id, outcome.value, step, int(time.time() * 1000))])
         if outcome.node_ip:
-            tags["sweep.node_ip"] = outcome.node_ip
+            tags[NODE_IP_TAG] = outcome.node_ip
         if outcome.checkpoint:
-            tags["sweep.checkpoint"] = outcome.checkpoint
-            self.writer.submit("checkpoint", outcome.trial_id, outcome.checkpoint)
-        self.writer.submit("tags", outcome.trial_id, tags)
-        self.writer.submit("end", outcome.trial_id, _run_status(outcome.status))
+            tags[CHECKPOINT_TAG] = outcome.checkpoint
+            self.writer.submit(OpKind.CHECKPOINT, outcome.trial_id, outcome.checkpoint)
+        self.writer.submit(OpKind.TAGS, outcome.trial_id, tags)
+        self.writer.submit(OpKind.END, outcome.trial_id, _run_status(outcome.status))
         self.enforce_quota()  # this trial's checkpoint may go now that its artifact is queued
 
     def close_interrupted(self, outcomes: list[TrialOutcome], why: str) -> None:
@@ -376,11 +345,11 @@ class MLflowTracker(DriverCallback):
         for outcome in outcomes:
             if outcome.started_at is None and outcome.trial_id not in self.writer.run_ids:
                 continue  # never started: no run was opened for it
-            tags: dict[str, Any] = {STATUS_TAG: TrialStatus.INTERRUPTED, "sweep.epochs": outcome.epochs, "sweep.reason": why}
+            tags: dict[str, Any] = {STATUS_TAG: TrialStatus.INTERRUPTED, EPOCHS_TAG: outcome.epochs, REASON_TAG: why}
             if outcome.checkpoint:
-                tags["sweep.checkpoint"] = outcome.checkpoint
-            self.writer.submit("tags", outcome.trial_id, tags)
-            self.writer.submit("end", outcome.trial_id, "KILLED")
+                tags[CHECKPOINT_TAG] = outcome.checkpoint
+            self.writer.submit(OpKind.TAGS, outcome.trial_id, tags)
+            self.writer.submit(OpKind.END, outcome.trial_id, "KILLED")
 
     # -- the end of the sweep ----------------------------------------------------------------
     def finish(self, result: SweepResult, status: str = "FINISHED", input_example: Any = None) -> list[str]:
@@ -409,7 +378,7 @@ class MLflowTracker(DriverCallback):
         """Tag the parent run with what failed at the end of the sweep (and, with ``end``, end it
         FAILED if it ended FINISHED). Never raises: the sweep's own output already says it."""
         try:
-            self._client.set_tag(self.parent_run_id, "sweep.finish_error", text[:5000])
+            self._client.set_tag(self.parent_run_id, FINISH_ERROR_TAG, text[:5000])
             if end and self._client.get_run(self.parent_run_id).info.status in ("FINISHED", "RUNNING"):
                 self._client.set_terminated(self.parent_run_id, "FAILED")
         except Exception as exc:
@@ -425,8 +394,8 @@ class MLflowTracker(DriverCallback):
             self._client.log_artifact(self.parent_run_id, str(csv_path))
         counts = result.counts()
         # every status, zeros included: a resumed sweep's earlier counts must not linger (sweep status reads these)
-        tags = {f"sweep.trials.{status}": counts.get(status, 0) for status in (*COUNTED, TrialStatus.PENDING, *counts)}
-        tags.update({"sweep.metric": result.metric, "sweep.mode": result.mode, "sweep.storage": result.storage})
+        tags = {trials_tag(status): counts.get(status, 0) for status in (*COUNTED, TrialStatus.PENDING, *counts)}
+        tags.update({METRIC_TAG: result.metric, MODE_TAG: result.mode, STORAGE_TAG: result.storage})
         best = result.best
         if best is None:
             with _step(problems, "the sweep's summary tags"):
@@ -434,12 +403,12 @@ class MLflowTracker(DriverCallback):
             return
         tags.update(
             {
-                "sweep.best_trial_id": best.trial_id,
-                "sweep.best_run_id": best.mlflow_run_id or "",
-                "sweep.best_value": repr(best.value),
-                "sweep.best_epoch": best.epoch,
-                "sweep.best_epochs": best.epochs,
-                "sweep.best_checkpoint": best.checkpoint or "",
+                BEST_TRIAL_ID_TAG: best.trial_id,
+                BEST_RUN_ID_TAG: best.mlflow_run_id or "",
+                BEST_VALUE_TAG: repr(best.value),
+                BEST_EPOCH_TAG: best.epoch,
+                BEST_EPOCHS_TAG: best.epochs,
+                BEST_CHECKPOINT_TAG: best.checkpoint or "",
             }
         )
         now = int(time.time() * 1000)
@@ -517,11 +486,11 @@ class MLflowTracker(DriverCallback):
             "tags": {
                 NAME_TAG: self.sweep_name,
                 TRIAL_TAG: best.trial_id,
-                **({"sweep.trial_number": f"{best.number:04d}"} if getattr(best, "number", None) is not None else {}),
-                "sweep.metric": metric,
-                "sweep.best_value": repr(best.value),
-                "sweep.best_epoch": best.epoch,
-                "sweep.parent_run_id": self.parent_run_id,
+                **({TRIAL_NUMBER_TAG: f"{best.number:04d}"} if getattr(best, "number", None) is not None else {}),
+                METRIC_TAG: metric,
+                BEST_VALUE_TAG: repr(best.value),
+                BEST_EPOCH_TAG: best.epoch,
+                PARENT_RUN_ID_TAG: self.parent_run_id,
             },
             "alias": CHAMPION_ALIAS,
         }

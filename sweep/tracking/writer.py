@@ -19,7 +19,6 @@ This module imports only MLflow (not Ray, not TensorFlow), so the child starts f
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
 import logging
@@ -31,64 +30,43 @@ import threading
 import time
 import zlib
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from enum import Enum
+from typing import Any, Callable
+
+from sweep.tracking.client import client
+from sweep.tracking.tags import CHECKPOINT_EVICTED_TAG, NAME_TAG, ROLE_TAG, TRIAL_NUMBER_TAG, TRIAL_TAG
 
 log = logging.getLogger("sweep.tracking")
 
-# MLflow 3 records a usage event for every client call on a background thread; in a sweep's
-# driver that is thousands of events competing with Tune for the GIL (a fifth of the driver's
-# samples in benchmarks/scale.py). Off unless the user turns it on (MLFLOW_DISABLE_TELEMETRY=false).
-# Set here, where every MlflowClient of the package is made, before mlflow is imported.
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-# Its artifact progress bars are noise in `sweep report --quiet` and a sweep's own output.
-os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-
-TRIAL_TAG = "sweep.trial_id"
 MAX_BATCH = 1000  # MLflow's per-request limit on metrics + params + tags
 MAX_PARAMS = MAX_TAGS = 100  # and on params, tags, per request
 BATCH_WINDOW_S = 0.2  # the writer gathers operations this long before writing them (see _coalesce)
 MAX_QUEUE = 100_000  # operations buffered (in the driver) before submit() waits
 
 
-@functools.lru_cache(maxsize=8)
-def client(uri: str) -> Any:
-    """One MlflowClient per URI and process: creating one for a sqlite store builds an engine
-    and checks the schema (~0.25 s), and the report, summary and CLI each ask for one."""
-    from mlflow.tracking import MlflowClient
+class OpKind(Enum):
+    """What a writer operation does: the tracker sends these (the pipe carries the value) and
+    :data:`_APPLY` maps each to the Writer method that writes it. An enum, not free text, so a
+    misspelt kind fails where it is sent instead of being silently ignored by the writer."""
 
-    create_sqlite_in_wal_mode(uri)
-    return MlflowClient(tracking_uri=uri)
-
-
-def sqlite_path(uri: str) -> Path | None:
-    """The database file of a ``sqlite:///`` tracking URI; None for any other store."""
-    return Path(uri[len("sqlite:///") :]) if uri.startswith("sqlite:///") else None
-
-
-def create_sqlite_in_wal_mode(uri: str) -> bool:
-    """Create a sqlite store that does not exist yet in write-ahead-log mode; True if it did.
-
-    With WAL a commit appends to a log instead of rewriting pages through a rollback
-    journal: the writer's operations for a short trial (create run, log_batch, terminate)
-    took 7.4 instead of 8.9 ms of CPU and 7.8 instead of 10.7 ms of wall time here, and the
-    MLflow UI or ``sweep status`` reading the file never blocks the writer (nor it them).
-    Durability is unchanged (``synchronous`` stays at sqlite's default). WAL needs every
-    process on one host, as the embedded store already does; the mode is stored in the file,
-    so a database someone else made is left in the mode they chose.
-    """
-    path = sqlite_path(uri)
-    if path is None or "?" in uri or path.name in ("", ":memory:") or path.exists() or not path.parent.is_dir():
-        return False
-    import sqlite3
-
-    with contextlib.closing(sqlite3.connect(path)) as connection:
-        return connection.execute("PRAGMA journal_mode=WAL").fetchone()[0] == "wal"
+    START = "start"  # create the trial's child run; payload {"name", "tags", "params"} (key: the trial id)
+    REOPEN = "reopen"  # a resumed trial's run back to RUNNING; payload: tags to set
+    METRICS = "metrics"  # payload: [(name, value, step, timestamp ms), ...]
+    TAGS = "tags"  # payload: {tag: value} (key "parent": the parent run)
+    CHECKPOINT = "checkpoint"  # log the checkpoint at the payload's location as the run's artifact
+    EVICT = "evict"  # delete the local checkpoint at the payload's location (after its artifact landed)
+    PRUNE = "prune"  # delete a superseded checkpoint (after the tag naming its successor landed)
+    END = "end"  # end the run; payload: its MLflow status (FINISHED, FAILED, KILLED)
+    BATCH = "batch"  # made by _coalesce: payload {"metrics", "tags", "params"}, one log_batch
+    FLUSH = "flush"  # a barrier: everything before it lands, then ``done`` is set
+    STOP = "stop"  # a barrier: the writer's thread ends
 
 
 @dataclass
 class _Op:
-    kind: str  # start | reopen | metrics | tags | checkpoint | evict | prune | end (| batch, made by _coalesce)
+    """One operation for the writer, as queued (MLflow's ``RunBatch`` plays this part in its async logging)."""
+
+    kind: OpKind
     key: str  # the trial id (child runs) or "parent"
     payload: Any = None
     done: threading.Event | None = None
@@ -113,28 +91,28 @@ class Writer:
         self.outage_since: float | None = None  # monotonic time the current tracking outage began
         self._thread.start()
 
-    def submit(self, kind: str, key: str, payload: Any = None) -> None:
-        self._queue.put(_Op(kind, key, payload))
+    def submit(self, kind: OpKind, key: str, payload: Any = None) -> None:
+        self._queue.put(_Op(_checked(kind), key, payload))
 
     def flush(self, timeout: float | None = None) -> None:
         """Wait until everything submitted so far landed (or ran out of retries)."""
         done = threading.Event()
-        self._queue.put(_Op("flush", "", done=done))
+        self._queue.put(_Op(OpKind.FLUSH, "", done=done))
         self._barrier.set()
         done.wait(timeout)
 
     def close(self) -> None:
         self.flush()
-        self._queue.put(_Op("stop", ""))
+        self._queue.put(_Op(OpKind.STOP, ""))
         self._barrier.set()
         self._thread.join(timeout=30)
 
     def _loop(self) -> None:
         while True:
             for group in _coalesce(self._gather()):
-                if group.kind == "stop":
+                if group.kind is OpKind.STOP:
                     return
-                if group.kind == "flush":
+                if group.kind is OpKind.FLUSH:
                     group.done.set()
                     continue
                 self._apply_with_retry(group)
@@ -164,7 +142,7 @@ class Writer:
         attempt = 0
         while True:
             try:
-                if attempt and op.kind == "start":
+                if attempt and op.kind is OpKind.START:
                     self._adopt_started_run(op)  # the failed attempt may have created it after all
                 self._apply(op)
                 if self.outage_since is not None:
@@ -191,7 +169,7 @@ class Writer:
                 attempt += 1
 
     def _give_up(self, op: _Op, exc: BaseException, how: str = "", once: bool = False) -> None:
-        message = f"MLflow {op.kind} for {op.key} failed{' ' + how if how else ''}: {_first_line(exc)}"
+        message = f"MLflow {op.kind.value} for {op.key} failed{' ' + how if how else ''}: {_first_line(exc)}"
         self._unrecorded.add(op.key)
         if once:  # the same rejection for every run (a deleted experiment): said once
             reported = self.__dict__.setdefault("_reported", set())
@@ -271,57 +249,92 @@ class Writer:
             self.run_ids[op.key] = found[0].info.run_id
 
     def _apply(self, op: _Op) -> None:
-        """Apply one operation as :func:`_coalesce` left it (metrics and tags are ``batch`` by then)."""
-        if op.kind == "start":
-            if op.key in self.run_ids:  # a retried or resumed trial: its run exists, the tags it took over do not
-                self._log_batch(self.run_ids[op.key], {"metrics": [], "tags": op.payload.get(TAKEN_OVER, {}), "params": {}}, op.key)
-                return
-            # str(): a tracking server (REST/protobuf) rejects non-string tag values that sqlite accepts
-            tags = {k: str(v) for k, v in {"mlflow.runName": op.payload["name"], **op.payload["tags"]}.items()}
-            try:
-                run = self._client.create_run(self.experiment_id, tags=tags, run_name=op.payload["name"])
-            except Exception as exc:
-                if not rejected(exc, item=True):
-                    raise
-                # a tag MLflow refuses: the run is created with the tags that make it this trial's,
-                # and the others go through log_batch, which lands all but the bad ones
-                core = {k: v for k, v in tags.items() if k in RUN_IDENTITY}
-                run = self._client.create_run(self.experiment_id, tags=core, run_name=op.payload["name"])
-                self.run_ids[op.key] = run.info.run_id
-                rest = {k: v for k, v in tags.items() if k not in core}
-                self._log_batch(run.info.run_id, {"metrics": [], "tags": rest, "params": {}}, op.key)
-            self.run_ids[op.key] = run.info.run_id
-            return
+        """Apply one operation as :func:`_coalesce` left it (metrics and tags are ``batch`` by
+        then) with its kind's handler in :data:`_APPLY`; only a start may find no run yet."""
         run_id = self.run_ids.get(op.key)
-        if run_id is None:
+        if run_id is None and op.kind is not OpKind.START:
             return
-        if op.kind == "batch":
-            self._log_batch(run_id, op.payload, op.key)
-        elif op.kind == "checkpoint":  # a checkpoint location: local folder or a --storage URI
-            from sweep.worker import storage
+        _APPLY[op.kind](self, op, run_id)
 
-            with storage.local_copy(op.payload) as folder:
-                self._client.log_artifact(run_id, str(folder / storage.MODEL_FILE), "checkpoint")
-        elif op.kind == "evict":  # after the trial's "checkpoint" op: MLflow already holds its copy
-            from sweep.worker import storage
+    def _apply_start(self, op: _Op, run_id: str | None) -> None:
+        if run_id is not None:  # a retried or resumed trial: its run exists, the tags it took over do not
+            self._log_batch(run_id, {"metrics": [], "tags": op.payload.get(TAKEN_OVER, {}), "params": {}}, op.key)
+            return
+        # str(): a tracking server (REST/protobuf) rejects non-string tag values that sqlite accepts
+        tags = {k: str(v) for k, v in {"mlflow.runName": op.payload["name"], **op.payload["tags"]}.items()}
+        try:
+            run = self._client.create_run(self.experiment_id, tags=tags, run_name=op.payload["name"])
+        except Exception as exc:
+            if not rejected(exc, item=True):
+                raise
+            # a tag MLflow refuses: the run is created with the tags that make it this trial's,
+            # and the others go through log_batch, which lands all but the bad ones
+            core = {k: v for k, v in tags.items() if k in RUN_IDENTITY}
+            run = self._client.create_run(self.experiment_id, tags=core, run_name=op.payload["name"])
+            self.run_ids[op.key] = run.info.run_id
+            rest = {k: v for k, v in tags.items() if k not in core}
+            self._log_batch(run.info.run_id, {"metrics": [], "tags": rest, "params": {}}, op.key)
+        self.run_ids[op.key] = run.info.run_id
 
-            if op.key in self._unrecorded:  # unless that copy (or another write) failed: keep it on disk
-                return
+    def _apply_batch(self, op: _Op, run_id: str) -> None:
+        self._log_batch(run_id, op.payload, op.key)
+
+    def _apply_batchable(self, op: _Op, run_id: str) -> None:
+        # metrics and tags reach _apply merged into a batch (_coalesce); alone, they are one
+        self._log_batch(run_id, _as_batch(op).payload, op.key)
+
+    def _apply_checkpoint(self, op: _Op, run_id: str) -> None:  # a checkpoint location: local folder or a --storage URI
+        from sweep.worker import storage
+
+        with storage.local_copy(op.payload) as folder:
+            self._client.log_artifact(run_id, str(folder / storage.MODEL_FILE), "checkpoint")
+
+    def _apply_evict(self, op: _Op, run_id: str) -> None:  # after the trial's "checkpoint" op: MLflow already holds its copy
+        from sweep.worker import storage
+
+        if op.key in self._unrecorded:  # unless that copy (or another write) failed: keep it on disk
+            return
+        storage.remove_checkpoint(op.payload)
+        self._client.set_tag(run_id, CHECKPOINT_EVICTED_TAG, "disk quota (resources.checkpoint_quota_mb)")
+
+    def _apply_prune(self, op: _Op, run_id: str) -> None:  # a superseded checkpoint, after the tag naming its successor landed
+        from sweep.worker import storage
+
+        if op.key not in self._unrecorded:  # that tag failed: MLflow may still name this one
             storage.remove_checkpoint(op.payload)
-            self._client.set_tag(run_id, "sweep.checkpoint_evicted", "disk quota (resources.checkpoint_quota_mb)")
-        elif op.kind == "prune":  # a superseded checkpoint, after the tag naming its successor landed
-            from sweep.worker import storage
 
-            if op.key not in self._unrecorded:  # that tag failed: MLflow may still name this one
-                storage.remove_checkpoint(op.payload)
-        elif op.kind == "end":
-            self._client.set_terminated(run_id, op.payload)
-        elif op.kind == "reopen":
-            self._client.update_run(run_id, status="RUNNING")
-            self._log_batch(run_id, {"metrics": [], "tags": dict(op.payload), "params": {}}, op.key)
+    def _apply_end(self, op: _Op, run_id: str) -> None:
+        self._client.set_terminated(run_id, op.payload)
+
+    def _apply_reopen(self, op: _Op, run_id: str) -> None:
+        self._client.update_run(run_id, status="RUNNING")
+        self._log_batch(run_id, {"metrics": [], "tags": dict(op.payload), "params": {}}, op.key)
 
 
-RUN_IDENTITY = ("mlflow.runName", "mlflow.parentRunId", "sweep.role", "sweep.name", TRIAL_TAG, "sweep.trial_number")
+_APPLY: dict[OpKind, Callable[[Writer, _Op, Any], None]] = {
+    OpKind.START: Writer._apply_start,
+    OpKind.REOPEN: Writer._apply_reopen,
+    OpKind.METRICS: Writer._apply_batchable,
+    OpKind.TAGS: Writer._apply_batchable,
+    OpKind.BATCH: Writer._apply_batch,
+    OpKind.CHECKPOINT: Writer._apply_checkpoint,
+    OpKind.EVICT: Writer._apply_evict,
+    OpKind.PRUNE: Writer._apply_prune,
+    OpKind.END: Writer._apply_end,
+}
+"""How :meth:`Writer._apply` writes each kind of operation: a handler per kind, called with
+the operation and its run's id. The barriers (``BARRIERS``) are not written: the writer's loop
+acts on them itself."""
+
+
+def _checked(kind: OpKind) -> OpKind:
+    """``kind``, or a TypeError: a kind given as text would reach the writer and be dropped."""
+    if not isinstance(kind, OpKind):
+        raise TypeError(f"a writer operation's kind is an OpKind, not {kind!r}")
+    return kind
+
+
+RUN_IDENTITY = ("mlflow.runName", "mlflow.parentRunId", ROLE_TAG, NAME_TAG, TRIAL_TAG, TRIAL_NUMBER_TAG)
 NOT_ABOUT_THE_WRITE = (401, 403, 408, 429, 499)  # credentials, timeouts, rate limits: retried like an outage
 
 
@@ -347,8 +360,8 @@ def _first_line(exc: BaseException) -> str:
     return (text.splitlines()[0] if text else type(exc).__name__)[:300]
 
 
-BARRIERS = ("flush", "stop")  # operations that keep their place: everything before them lands first
-BATCHABLE = ("metrics", "tags")  # merge into one log_batch per run
+BARRIERS = (OpKind.FLUSH, OpKind.STOP)  # operations that keep their place: everything before them lands first
+BATCHABLE = (OpKind.METRICS, OpKind.TAGS)  # merge into one log_batch per run
 TAKEN_OVER = "taken_over_tags"  # a start's payload key: the batch's later tags it carries (see _tags_at_creation)
 
 
@@ -360,7 +373,7 @@ def _coalesce(ops: list[_Op]) -> list[_Op]:
     The caller's operations are not mutated."""
     merged: list[_Op] = []
     segment: dict[str, list[_Op]] = {}
-    for op in ops + [_Op("flush", "")]:  # a sentinel barrier ends the last segment
+    for op in ops + [_Op(OpKind.FLUSH, "")]:  # a sentinel barrier ends the last segment
         if op.kind not in BARRIERS:
             segment.setdefault(op.key, []).append(op)
             continue
@@ -375,23 +388,28 @@ def _merge_run(ops: list[_Op]) -> list[_Op]:
     """One run's operations in order, consecutive metrics/tags (and a start's params) merged."""
     out: list[_Op] = []
     for op in ops:
-        if op.kind == "start" and op.payload.get("params"):
-            out.append(_Op("start", op.key, {**op.payload, "params": {}}, op.done))
-            op = _Op("batch", op.key, {"metrics": [], "tags": {}, "params": dict(op.payload["params"])})
+        if op.kind is OpKind.START and op.payload.get("params"):
+            out.append(_Op(OpKind.START, op.key, {**op.payload, "params": {}}, op.done))
+            op = _Op(OpKind.BATCH, op.key, {"metrics": [], "tags": {}, "params": dict(op.payload["params"])})
         elif op.kind in BATCHABLE:
-            op = _Op("batch", op.key, {
-                "metrics": list(op.payload) if op.kind == "metrics" else [],
-                "tags": dict(op.payload) if op.kind == "tags" else {},
-                "params": {},
-            })
+            op = _as_batch(op)
         last = out[-1] if out else None
-        if op.kind == "batch" and last is not None and last.kind == "batch":
+        if op.kind is OpKind.BATCH and last is not None and last.kind is OpKind.BATCH:
             last.payload["metrics"].extend(op.payload["metrics"])
             last.payload["tags"].update(op.payload["tags"])  # a later value of the same tag wins, as it would
             last.payload["params"].update(op.payload["params"])
         else:
             out.append(op)
     return _tags_at_creation(out)
+
+
+def _as_batch(op: _Op) -> _Op:
+    """A metrics or tags operation as the ``batch`` it becomes (the caller's payload is copied)."""
+    return _Op(OpKind.BATCH, op.key, {
+        "metrics": list(op.payload) if op.kind is OpKind.METRICS else [],
+        "tags": dict(op.payload) if op.kind is OpKind.TAGS else {},
+        "params": {},
+    })
 
 
 def _tags_at_creation(ops: list[_Op]) -> list[_Op]:
@@ -404,10 +422,10 @@ def _tags_at_creation(ops: list[_Op]) -> list[_Op]:
     The start also keeps them apart (``TAKEN_OVER``): when its run exists after all (a retried
     trial's second start, a resumed trial), the start creates nothing and those tags, the
     trial's final status among them, must still be logged."""
-    if not ops or ops[0].kind != "start":
+    if not ops or ops[0].kind is not OpKind.START:
         return ops
     start = ops[0]
-    later = [op for op in ops[1:] if op.kind == "batch" and op.payload["tags"]]
+    later = [op for op in ops[1:] if op.kind is OpKind.BATCH and op.payload["tags"]]
     tags: dict[str, Any] = {}
     for op in later:
         tags.update(op.payload["tags"])
@@ -416,7 +434,7 @@ def _tags_at_creation(ops: list[_Op]) -> list[_Op]:
     for op in later:
         op.payload["tags"] = {}
     merged = {**start.payload, "tags": {**start.payload["tags"], **tags}, TAKEN_OVER: tags}
-    return [_Op("start", start.key, merged, start.done), *ops[1:]]
+    return [_Op(OpKind.START, start.key, merged, start.done), *ops[1:]]
 
 
 def param_text(value: Any) -> str:
@@ -561,8 +579,8 @@ class WriterProcess:
         threading.Thread(target=self._feed, name="sweep-mlflow-feeder", daemon=True).start()
         threading.Thread(target=self._read, name="sweep-mlflow-replies", daemon=True).start()
 
-    def submit(self, kind: str, key: str, payload: Any = None) -> None:
-        self._outbox.put(json.dumps([kind, key, payload], default=_jsonable))
+    def submit(self, kind: OpKind, key: str, payload: Any = None) -> None:
+        self._outbox.put(json.dumps([_checked(kind).value, key, payload], default=_jsonable))
 
     def flush(self, timeout: float | None = None) -> None:
         """Wait until everything submitted so far landed (or ran out of retries), then learn
@@ -570,7 +588,7 @@ class WriterProcess:
         self._next_flush += 1
         ident, done = self._next_flush, threading.Event()
         self._answers[ident] = done
-        self._outbox.put(json.dumps(["flush", str(ident), None]))
+        self._outbox.put(json.dumps([OpKind.FLUSH.value, str(ident), None]))
         deadline = None if timeout is None else time.monotonic() + timeout
         while not done.wait(0.5):
             if self._proc.poll() is not None and not done.is_set():
@@ -653,8 +671,9 @@ def serve(reply_fd: int) -> None:
     writer = Writer(setup["uri"], setup["experiment_id"], dict(setup["run_ids"]))
     with os.fdopen(reply_fd, "w", encoding="utf-8") as replies:
         for line in sys.stdin:
-            kind, key, payload = json.loads(line)
-            if kind != "flush":
+            value, key, payload = json.loads(line)
+            kind = OpKind(value)
+            if kind is not OpKind.FLUSH:
                 writer.submit(kind, key, _from_json(kind, payload))
                 continue
             writer.flush()
@@ -669,9 +688,9 @@ def serve(reply_fd: int) -> None:
     os._exit(0)
 
 
-def _from_json(kind: str, payload: Any) -> Any:
+def _from_json(kind: OpKind, payload: Any) -> Any:
     """JSON made the metric tuples lists; the writer wants tuples back."""
-    if kind == "metrics":
+    if kind is OpKind.METRICS:
         return [tuple(point) for point in payload]
     return payload
 

@@ -26,6 +26,8 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from sweep.tracking import store
+from sweep.tracking.client import client, redact, resolve_uri
+from sweep.tracking.tags import BEST_EPOCH_TAG, EPOCHS_TAG, METRIC_TAG, MODE_TAG, NAME_TAG, STATUS_TAG, TRIAL_NUMBER_TAG, TRIAL_TAG
 from sweep.tracking.writer import param_text
 from sweep.protocol import Objective, TrialStatus
 
@@ -139,13 +141,13 @@ def collect(uri: str, name: str, parent_run_id: str | None = None, outcomes: Ite
     readable. Histories are fetched concurrently: against a remote tracking server that is the
     slow part, and the requests are independent.
     """
-    mlflow_client = store.client(uri)
+    mlflow_client = client(uri)
     parent = mlflow_client.get_run(parent_run_id) if parent_run_id else store.find_parent_run(uri, name)
     if parent is None:
         return None
     tags, params = parent.data.tags, parent.data.params
-    metric = tags.get("sweep.metric") or params.get("config.objective.metric", "val_loss")
-    mode = tags.get("sweep.mode") or params.get("config.objective.mode", "min")
+    metric = tags.get(METRIC_TAG) or params.get("config.objective.metric", "val_loss")
+    mode = tags.get(MODE_TAG) or params.get("config.objective.mode", "min")
     if outcomes is not None:
         trials = [TrialRecord.from_outcome(o) for o in outcomes if o.mlflow_run_id]  # pending trials never got a run
     else:
@@ -163,7 +165,7 @@ def collect(uri: str, name: str, parent_run_id: str | None = None, outcomes: Ite
                 trial.epochs = max(step for step, _ in curve)
     trials.sort(key=lambda t: t.number)
     return SweepData(
-        name=tags.get(store.NAME_TAG, name),
+        name=tags.get(NAME_TAG, name),
         metric=metric,
         mode=mode,
         parent_run_id=parent.info.run_id,
@@ -184,7 +186,7 @@ def ui_address(uri: str) -> str | None:
     if explicit:
         return explicit
     if uri.startswith(("http://", "https://")):
-        return store.redact(uri)
+        return redact(uri)
     return None
 
 
@@ -204,13 +206,13 @@ def _record(run: Any, metric: str) -> TrialRecord:
     tags = run.data.tags
     return TrialRecord(
         run_id=run.info.run_id,
-        trial_id=tags.get(store.TRIAL_TAG, run.info.run_id),
-        number=store.int_or_none(tags.get("sweep.trial_number")) or 0,
-        status=tags.get(store.STATUS_TAG, "running"),
+        trial_id=tags.get(TRIAL_TAG, run.info.run_id),
+        number=store.int_or_none(tags.get(TRIAL_NUMBER_TAG)) or 0,
+        status=tags.get(STATUS_TAG, "running"),
         params=dict(run.data.params),
         value=store.child_value(run, metric),  # a running trial: its best so far
-        epochs=store.int_or_none(tags.get("sweep.epochs")),  # a running trial: from its curve, if drawn
-        best_epoch=store.int_or_none(tags.get("sweep.best_epoch")),
+        epochs=store.int_or_none(tags.get(EPOCHS_TAG)),  # a running trial: from its curve, if drawn
+        best_epoch=store.int_or_none(tags.get(BEST_EPOCH_TAG)),
         start_ms=run.info.start_time,
         end_ms=run.info.end_time,
     )
@@ -758,7 +760,7 @@ def write_report(name: str, uri: str | None = None, out: str | Path | None = Non
     (or one that never got to log its report, or ``rebuild=True``) is read from its runs.
     ``out`` defaults to ``./sweep_reports/NAME``. Raises ``LookupError`` when no such sweep.
     """
-    uri = store.resolve_uri(uri)
+    uri = resolve_uri(uri)
     parent = store.find_parent_run(uri, name)
     if parent is None:
         raise LookupError(f"no sweep named {name!r} in {uri}")
@@ -776,7 +778,7 @@ def _copy_logged_report(uri: str, parent_run_id: str, folder: Path) -> Path | No
     """The files under ``report/`` of the parent run, copied into ``folder``; None if it has none."""
     import shutil
 
-    mlflow_client = store.client(uri)
+    mlflow_client = client(uri)
     names = {Path(f.path).name for f in mlflow_client.list_artifacts(parent_run_id, ARTIFACT_DIR) if not f.is_dir}
     if HTML_NAME not in names or not names >= {f"{key}.png" for key in PLOTS}:
         return None
@@ -800,7 +802,7 @@ def log_to_parent_run(uri: str, name: str, parent_run_id: str, outcomes: Iterabl
             return None
         with tempfile.TemporaryDirectory(prefix="sweep-report-") as folder:
             page = render(data, Path(folder))
-            store.client(uri).log_artifacts(parent_run_id, folder, ARTIFACT_DIR)
+            client(uri).log_artifacts(parent_run_id, folder, ARTIFACT_DIR)
             return Path(ARTIFACT_DIR) / page.name
     except Exception as exc:  # the report is a convenience, the sweep's records are not
         log.warning("the sweep report could not be made (%s: %s); the sweep itself is recorded", type(exc).__name__, exc)

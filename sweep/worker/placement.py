@@ -26,15 +26,16 @@ from typing import Any
 
 from sweep.spec.config import ResourcesConfig
 from sweep.protocol import CPUS_FIELD, CUDA_DEVICES_FIELD, GPUS_FIELD, NODE_ID_FIELD, NODE_IP_FIELD
+from sweep.tracking.tags import CPUS_TAG, CUDA_VISIBLE_DEVICES_TAG, GPUS_TAG, NODE_ID_TAG, NODE_IP_TAG
 
 # Result keys a trial adds to each report (sweep.protocol; see callbacks.TuneReporter ``extra``),
 # and the MLflow tags they become on the trial's run.
 IDENTITY_TAGS = {
-    NODE_ID_FIELD: "sweep.node_id",
-    NODE_IP_FIELD: "sweep.node_ip",
-    CPUS_FIELD: "sweep.cpus",
-    GPUS_FIELD: "sweep.gpus",
-    CUDA_DEVICES_FIELD: "sweep.cuda_visible_devices",
+    NODE_ID_FIELD: NODE_ID_TAG,
+    NODE_IP_FIELD: NODE_IP_TAG,
+    CPUS_FIELD: CPUS_TAG,
+    GPUS_FIELD: GPUS_TAG,
+    CUDA_DEVICES_FIELD: CUDA_VISIBLE_DEVICES_TAG,
 }
 
 

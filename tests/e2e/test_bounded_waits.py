@@ -28,9 +28,9 @@ def _config(tmp_path: Path, **extra) -> dict:
 
 
 def _no_parent_run(uri: str) -> bool:
-    from sweep.tracking import tracker
+    from sweep.tracking import store
 
-    return not Path(uri.removeprefix("sqlite:///")).exists() or tracker.find_parent_run(uri, "e2e-waits") is None
+    return not Path(uri.removeprefix("sqlite:///")).exists() or store.find_parent_run(uri, "e2e-waits") is None
 
 
 @pytest.mark.parametrize("resources, key, offer", [

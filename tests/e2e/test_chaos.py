@@ -64,7 +64,7 @@ def _killer(stop: threading.Event, killed: list[int]) -> None:
 def test_random_worker_kills_lose_and_duplicate_nothing(ray_session, tmp_path):
     from mlflow.tracking import MlflowClient
 
-    from sweep.tracking import tracker
+    from sweep.tracking import store
 
     path = _sweep_file(tmp_path)
     stop, killed = threading.Event(), []
@@ -82,8 +82,8 @@ def test_random_worker_kills_lose_and_duplicate_nothing(ray_session, tmp_path):
     assert driver.returncode in (0, 1), output[-3000:]
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    parent = tracker.find_parent_run(uri, "e2e-chaos")
-    children = tracker.child_runs(uri, parent)
+    parent = store.find_parent_run(uri, "e2e-chaos")
+    children = store.child_runs(uri, parent)
     assert parent.info.status in ("FINISHED", "FAILED")
     assert len(children) == TRIALS, "every trial accounted for, once"
     assert len({c.data.tags["sweep.trial_id"] for c in children}) == TRIALS

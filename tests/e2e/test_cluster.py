@@ -111,11 +111,11 @@ def _run_sweep(ray_tmp: Path, args: list[str], cwd: Path, timeout: int = 180) ->
 
 
 def _trial_runs(uri: str, name: str) -> tuple[Any, list[Any]]:
-    from sweep.tracking import tracker
+    from sweep.tracking import store
 
-    parent = tracker.find_parent_run(uri, name)
+    parent = store.find_parent_run(uri, name)
     assert parent is not None, f"no parent run for {name} in {uri}"
-    return parent, tracker.child_runs(uri, parent)
+    return parent, store.child_runs(uri, parent)
 
 
 def _trials_csv(uri: str, parent: Any) -> Any:
@@ -196,9 +196,9 @@ def test_ray_job_submit_runs_a_sweep_on_the_head(cluster, ray_tmp, tmp_path):
             break
         time.sleep(5)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    from sweep.tracking import tracker
+    from sweep.tracking import store
 
-    best = tracker.best_summary(uri, "cluster-job")
+    best = store.best_summary(uri, "cluster-job")
     assert best is not None and best["trial_id"]
     assert f"trial {best['trial']} (ray {best['trial_id']})" in proc.stdout  # the CLI's "best ... (trial 0001 (ray ID), ...)" line
     sweep_lines = [line for line in proc.stdout.splitlines() if line.startswith(("sweep cluster-job", "trial ", "best "))]

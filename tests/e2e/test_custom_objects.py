@@ -79,9 +79,9 @@ def _fresh(tmp_path: Path, uri: str, name: str, mode: str, checkpoint: str = "-"
 
 
 def _parent(uri: str, name: str):
-    from sweep.tracking import tracker
+    from sweep.tracking import store
 
-    return tracker.find_parent_run(uri, name)
+    return store.find_parent_run(uri, name)
 
 
 def test_unregistered_custom_objects_survive_the_sweep_via_cli(ray_session, tmp_path):
@@ -97,9 +97,9 @@ def test_unregistered_custom_objects_survive_the_sweep_via_cli(ray_session, tmp_
     assert "Traceback" not in run.stderr
     parent = _parent(uri, "custom-parts")
     assert parent.info.status == "FINISHED" and "sweep.finish_error" not in parent.data.tags
-    from sweep.tracking import tracker
+    from sweep.tracking import store
 
-    children = tracker.child_runs(uri, parent)
+    children = store.child_runs(uri, parent)
     assert len(children) == 2 and all(c.data.tags["sweep.status"] == "completed" for c in children)
     assert all("hits" in c.data.metrics and "val_hits" in c.data.metrics for c in children), "the custom metric is logged"
     worst = min(children, key=lambda c: float(c.data.tags["sweep.best_value"]))

@@ -47,10 +47,10 @@ def digits(ray_session, tmp_path_factory):
 
 
 def _children(result, uri):
-    from sweep.tracking import tracker
+    from sweep.tracking import store
 
-    parent = tracker.find_parent_run(uri, result.name)
-    return parent, tracker.child_runs(uri, parent)
+    parent = store.find_parent_run(uri, result.name)
+    return parent, store.child_runs(uri, parent)
 
 
 def test_every_trial_is_accounted_for(digits):

@@ -38,10 +38,10 @@ def _sweep(folder: Path, name: str, space: dict, **extra) -> dict:
 
 
 def _children(uri: str, name: str) -> dict[str, object]:
-    from sweep.tracking import tracker
+    from sweep.tracking import store
 
-    parent = tracker.find_parent_run(uri, name)
-    return {c.data.params.get("fault", "") + "/" + c.data.params.get("batch_size", ""): c for c in tracker.child_runs(uri, parent)}
+    parent = store.find_parent_run(uri, name)
+    return {c.data.params.get("fault", "") + "/" + c.data.params.get("batch_size", ""): c for c in store.child_runs(uri, parent)}
 
 
 def test_failing_trials_fail_alone_with_their_reason(ray_session, tmp_path, monkeypatch):
@@ -95,9 +95,9 @@ def test_a_sweep_whose_every_trial_fails_the_same_way_stops_early_and_says_it_on
     assert f"same error as trial {first.group(1)}" in run.stdout, "later identical failures point back instead of repeating"
     assert "Unhandled error" not in output and "Trial task failed" not in output
 
-    from sweep.tracking import tracker
+    from sweep.tracking import store
 
-    summary = tracker.status_summary(config["tracking"]["uri"], "e2e-broken")
+    summary = store.status_summary(config["tracking"]["uri"], "e2e-broken")
     failed = summary["trials"].get("failed", 0)
     assert 3 <= failed < 12, summary
     assert summary["sweep_status"] == "FAILED"

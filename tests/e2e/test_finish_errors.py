@@ -17,7 +17,7 @@ pytestmark = pytest.mark.slow
 
 def test_a_sweep_that_fails_while_finishing_ends_cleanly_and_is_not_resumed(ray_session, tmp_path):
     import sweep
-    from sweep.tracking import tracker
+    from sweep.tracking import store
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     path = tmp_path / "sweep.yaml"
@@ -40,11 +40,11 @@ def test_a_sweep_that_fails_while_finishing_ends_cleanly_and_is_not_resumed(ray_
     assert len(errors) == 1, run.stderr[-3000:]
     assert "finishing it failed: registering the best model as 'team/digits'" in errors[0]
 
-    parent = tracker.find_parent_run(uri, "finish-error")
+    parent = store.find_parent_run(uri, "finish-error")
     assert parent.info.status == "FAILED"
     assert "team/digits" in parent.data.tags["sweep.finish_error"]
     assert parent.data.tags.get("sweep.best_value")
-    children = tracker.child_runs(uri, parent)
+    children = store.child_runs(uri, parent)
     assert len(children) == 2 and {c.info.status for c in children} == {"FINISHED"}, "every trial's record stays, none RUNNING"
     best = subprocess.run([*cli, "best", "finish-error", "--json", "--tracking-uri", uri], capture_output=True, text=True, cwd=tmp_path)
     assert best.returncode == 0, best.stderr

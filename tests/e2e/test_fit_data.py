@@ -54,12 +54,13 @@ def _run(folder: Path, config: dict):
 
 
 def _histories(uri: str, name: str) -> list[dict[str, list[float]]]:
-    from sweep.tracking import tracker
+    from sweep.tracking.client import client as tracking_client
+    from sweep.tracking import store
 
-    client = tracker.client(uri)
-    parent = tracker.find_parent_run(uri, name)
+    client = tracking_client(uri)
+    parent = store.find_parent_run(uri, name)
     found = []
-    for child in tracker.child_runs(uri, parent):
+    for child in store.child_runs(uri, parent):
         names = [k for k in child.data.metrics if not k.startswith("worker/") and not k.startswith("best_")]
         found.append({k: [m.value for m in sorted(client.get_metric_history(child.info.run_id, k), key=lambda m: m.step)] for k in names})
     return found
@@ -170,9 +171,9 @@ def test_dict_inputs_and_two_heads_with_per_output_losses(ray_session, folder):
     for history in _histories(uri, "fit-two-heads"):
         for name in ("loss", "kind_loss", "size_loss", "kind_accuracy", "size_mae", "val_kind_accuracy", "val_size_mae"):
             assert len(history.get(name, [])) == 2, f"{name}: {sorted(history)}"
-    from sweep.tracking import tracker
+    from sweep.tracking import store
 
-    parent = tracker.find_parent_run(uri, "fit-two-heads")
+    parent = store.find_parent_run(uri, "fit-two-heads")
     assert parent.data.tags["sweep.data.outputs"] == "{'kind': 3, 'size': 1}"
     assert "features" in parent.data.tags["sweep.data.inputs"] and "codes" in parent.data.tags["sweep.data.inputs"]
 
@@ -191,9 +192,9 @@ def test_an_image_folder_is_read_on_the_workers_with_the_trials_batch_size(ray_s
                     {"builder": "fit_shapes:tiny_cnn"}, "val_accuracy", epochs=2, space=space)
     result, uri = _run(folder, config)
     assert result.counts() == {"completed": 2}
-    from sweep.tracking import tracker
+    from sweep.tracking import store
 
-    parent = tracker.find_parent_run(uri, "fit-images")
+    parent = store.find_parent_run(uri, "fit-images")
     assert "streamed on workers" in parent.data.tags["sweep.data"]
     assert parent.data.tags["sweep.data.outputs"] == "2"  # from the folder's class_names
     import cloudpickle

@@ -39,10 +39,10 @@ def _sweep_file(folder: Path) -> Path:
 
 
 def _runs(uri: str, name: str = NAME):
-    from sweep.tracking import tracker
+    from sweep.tracking import store
 
-    parent = tracker.find_parent_run(uri, name)
-    return parent, (tracker.child_runs(uri, parent) if parent else [])
+    parent = store.find_parent_run(uri, name)
+    return parent, (store.child_runs(uri, parent) if parent else [])
 
 
 def _start(tmp_path: Path, ray_address: str) -> tuple[subprocess.Popen, list[str], str]:

@@ -25,7 +25,8 @@ RETRY_S = "600"  # a rejected write retried as an outage would hold the sweep 10
 @pytest.mark.timeout(400)
 def test_every_epoch_of_every_metric_lands_under_a_name_mlflow_accepts(ray_session, mlflow_uri, tmp_path, monkeypatch, caplog):
     import sweep
-    from sweep.tracking import tracker as tracking
+    from sweep.tracking.client import client as tracking_client
+    from sweep.tracking import store
 
     monkeypatch.setenv("SWEEP_TRACKING_RETRY_S", RETRY_S)
     shutil.copy(USER_CODE / "named_metrics.py", tmp_path / "named_metrics.py")
@@ -52,13 +53,13 @@ def test_every_epoch_of_every_metric_lands_under_a_name_mlflow_accepts(ray_sessi
     for name, logged in (("top@3", "top_3"), ("val_top@3", "val_top_3"), ("units(hidden)", "units_hidden_")):
         assert sum(f"{name!r} is logged to MLflow as {logged!r}" in line for line in said) == 1, (name, said)
 
-    parent = tracking.find_parent_run(mlflow_uri, "e2e-odd-names")
+    parent = store.find_parent_run(mlflow_uri, "e2e-odd-names")
     assert json.loads(parent.data.tags["sweep.metric_names"]) == {"top@3": "top_3", "val_top@3": "val_top_3"}
     assert json.loads(parent.data.tags["sweep.param_names"]) == {"units(hidden)": "units_hidden_"}
     assert "units_hidden_" in parent.data.params, "the best trial's params, on the parent under the same names"
-    children = tracking.child_runs(mlflow_uri, parent)
+    children = store.child_runs(mlflow_uri, parent)
     assert len(children) == TRIALS
-    mlflow_client = tracking.client(mlflow_uri)
+    mlflow_client = tracking_client(mlflow_uri)
     for child in children:
         assert child.info.status == "FINISHED" and child.data.params["units_hidden_"] in ("16", "32")
         for metric in ("loss", "accuracy", "top_3", "val_loss", "val_accuracy", "val_top_3", "worker/epoch_seconds"):
@@ -71,7 +72,8 @@ def test_a_server_rejecting_a_batch_is_not_an_outage(tmp_path, monkeypatch, capl
     """The writer itself, given a name the tracker would have renamed: the server answers 400,
     the other items of the batch land at once, the bad one is reported once."""
     from sweep.tracking import tracker as tracking
-    from sweep.tracking.writer import Writer
+    from sweep.tracking.client import client as tracking_client
+    from sweep.tracking.writer import OpKind, Writer
 
     monkeypatch.setenv("SWEEP_TRACKING_RETRY_S", RETRY_S)
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
@@ -79,18 +81,18 @@ def test_a_server_rejecting_a_batch_is_not_an_outage(tmp_path, monkeypatch, capl
     server.folder.mkdir()
     server.start()
     try:
-        experiment_id = tracking.ensure_experiment(tracking.client(server.uri), server.uri, "rejected")
+        experiment_id = tracking.ensure_experiment(tracking_client(server.uri), server.uri, "rejected")
         writer = Writer(server.uri, experiment_id)
         started = time.monotonic()
-        writer.submit("start", "a", {"name": "a", "tags": {"sweep.trial_id": "a"}, "params": {"units": 16}})
+        writer.submit(OpKind.START, "a", {"name": "a", "tags": {"sweep.trial_id": "a"}, "params": {"units": 16}})
         for epoch in (1, 2):
-            writer.submit("metrics", "a", [("loss", 1.0 / epoch, epoch, 0), ("val/AR@100", 0.5, epoch, 0), ("val_loss", 2.0 / epoch, epoch, 0)])
-        writer.submit("tags", "a", {"sweep.status": "completed"})
-        writer.submit("end", "a", "FINISHED")
+            writer.submit(OpKind.METRICS, "a", [("loss", 1.0 / epoch, epoch, 0), ("val/AR@100", 0.5, epoch, 0), ("val_loss", 2.0 / epoch, epoch, 0)])
+        writer.submit(OpKind.TAGS, "a", {"sweep.status": "completed"})
+        writer.submit(OpKind.END, "a", "FINISHED")
         with caplog.at_level(logging.WARNING, logger="sweep.tracking"):
             writer.close()
         assert time.monotonic() - started < 30, "no retry window"
-        mlflow_client = tracking.client(server.uri)
+        mlflow_client = tracking_client(server.uri)
         run = mlflow_client.get_run(writer.run_ids["a"])
         assert run.info.status == "FINISHED" and run.data.tags["sweep.status"] == "completed" and run.data.params == {"units": "16"}
         for metric in ("loss", "val_loss"):

@@ -48,9 +48,10 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
 
 def test_sorting_by_the_best_objective_ranks_trials_as_sweep_best(finished):
     from sweep.tracking import store
+    from sweep.tracking.client import client as tracking_client
 
     result, uri = finished
-    mlflow_client = store.client(uri)
+    mlflow_client = tracking_client(uri)
     parent = store.find_parent_run(uri, "e2e-view")
     best = store.best_summary(uri, "e2e-view")
     top = mlflow_client.search_runs(
@@ -72,9 +73,10 @@ def test_sorting_by_the_best_objective_ranks_trials_as_sweep_best(finished):
 
 def test_parent_params_are_what_differs_from_defaults(finished):
     from sweep.tracking import store
+    from sweep.tracking.client import client as tracking_client
 
     _, uri = finished
-    mlflow_client = store.client(uri)
+    mlflow_client = tracking_client(uri)
     parent = store.find_parent_run(uri, "e2e-view")
     params = parent.data.params
     assert params["config.search.trials"] == "4" and params["config.objective.metric"] == "val_accuracy"
@@ -86,10 +88,10 @@ def test_parent_params_are_what_differs_from_defaults(finished):
 
 
 def test_model_version_lineage_is_the_best_trial(finished):
-    from sweep.tracking import store
+    from sweep.tracking.client import client as tracking_client
 
     result, uri = finished
-    mlflow_client = store.client(uri)
+    mlflow_client = tracking_client(uri)
     version = mlflow_client.get_model_version_by_alias("e2e-view-model", "champion")
     assert version.run_id == result.best.mlflow_run_id
     assert result.best.trial_id in version.description and "e2e-view" in version.description

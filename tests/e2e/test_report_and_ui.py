@@ -62,9 +62,9 @@ def finished(ray_session, tmp_path_factory):
 
 
 def _parent(uri: str, name: str):
-    from sweep.tracking import tracker
+    from sweep.tracking import store
 
-    return tracker.find_parent_run(uri, name)
+    return store.find_parent_run(uri, name)
 
 
 def test_report_of_the_sweep(finished, tmp_path):

@@ -42,10 +42,10 @@ def _sweep_file(folder: Path) -> Path:
 
 
 def _children(uri: str):
-    from sweep.tracking import tracker
+    from sweep.tracking import store
 
-    parent = tracker.find_parent_run(uri, "e2e-resume")
-    return parent, (tracker.child_runs(uri, parent) if parent else [])
+    parent = store.find_parent_run(uri, "e2e-resume")
+    return parent, (store.child_runs(uri, parent) if parent else [])
 
 
 def test_sigkill_driver_then_resume(ray_session, tmp_path):

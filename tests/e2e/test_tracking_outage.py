@@ -42,7 +42,7 @@ def test_server_restart_mid_sweep_loses_nothing_and_no_secret_leaks(ray_session,
 
     from mlflow.tracking import MlflowClient
 
-    from sweep.tracking import tracker
+    from sweep.tracking import store
 
     server = MlflowServer(tmp_path / "server")
     server.folder.mkdir()
@@ -66,8 +66,8 @@ def test_server_restart_mid_sweep_loses_nothing_and_no_secret_leaks(ray_session,
 
         assert "tracking writes are buffered and retried" in output, "the user is told about the outage"
         client = MlflowClient(server.uri)
-        parent = tracker.find_parent_run(server.uri, "e2e-outage")
-        children = tracker.child_runs(server.uri, parent)
+        parent = store.find_parent_run(server.uri, "e2e-outage")
+        children = store.child_runs(server.uri, parent)
         assert parent.info.status == "FINISHED"
         assert len(children) == TRIALS, "one run per trial, none duplicated by a retried create"
         for child in children:

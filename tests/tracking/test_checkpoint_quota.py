@@ -8,6 +8,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from sweep.tracking import tracker as tracking
+from sweep.tracking.client import client as tracking_client
 from sweep.driver.ledger import Ledger
 from sweep.protocol import END_FIELD, EPOCH_FIELD, KEYS_FIELD, TrialStatus
 
@@ -50,7 +51,7 @@ def test_quota_evicts_ended_trials_worst_first_and_keeps_the_best_and_running(tm
     assert kept == {"t0", "t3"}, "the best (t0) and the running trial (t3) keep theirs; t1 (worst) and t2 went"
     folders = sorted(p.name for p in (tmp_path / "runs").iterdir())
     assert folders == ["checkpoint_000000", "checkpoint_000003"]
-    client = tracking.client(uri)
+    client = tracking_client(uri)
     for trial_id in ("t1", "t2"):  # evicted from disk, but MLflow kept the model and says why
         run_id = tracker.writer.run_ids[trial_id]
         assert [a.path for a in client.list_artifacts(run_id, "checkpoint")] == ["checkpoint/model.keras"]
@@ -93,7 +94,7 @@ def test_a_superseded_checkpoint_goes_only_after_mlflow_names_its_successor(tmp_
     assert all(Path(c.path).is_dir() for c in made), "nothing deleted before the writer ran"
     tracker.writer.flush()
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["checkpoint_000002"], "best (= latest) only"
-    run = tracking.client(uri).get_run(tracker.writer.run_ids["t0"])
+    run = tracking_client(uri).get_run(tracker.writer.run_ids["t0"])
     assert run.data.tags["sweep.checkpoint"] == made[-1].path
     tracker.writer.close()
 
@@ -101,22 +102,22 @@ def test_a_superseded_checkpoint_goes_only_after_mlflow_names_its_successor(tmp_
 def test_a_checkpoint_whose_record_failed_is_kept(tmp_path, monkeypatch):
     """When the tag naming the new checkpoint never lands, the old one stays on disk: it may be
     the one MLflow still names. A missing checkpoint file is no outage: no 900 s of retries."""
-    from sweep.tracking.writer import Writer
+    from sweep.tracking.writer import OpKind, Writer
 
     monkeypatch.setenv("SWEEP_TRACKING_RETRY_S", "900")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    experiment_id = tracking.ensure_experiment(tracking.client(uri), uri, "kept")
+    experiment_id = tracking.ensure_experiment(tracking_client(uri), uri, "kept")
     writer = Writer(uri, experiment_id)
     old, new = (_checkpoint(tmp_path / "runs", f"checkpoint_00000{i}", 0.01) for i in (0, 1))
-    writer.submit("start", "a", {"name": "a", "tags": {}, "params": {}})
+    writer.submit(OpKind.START, "a", {"name": "a", "tags": {}, "params": {}})
     writer.flush(timeout=20)
-    writer.submit("checkpoint", "a", str(tmp_path / "runs" / "checkpoint_000009"))  # never existed
-    writer.submit("prune", "a", old.path)
-    writer.submit("evict", "a", new.path)
-    writer.submit("end", "a", "FINISHED")
+    writer.submit(OpKind.CHECKPOINT, "a", str(tmp_path / "runs" / "checkpoint_000009"))  # never existed
+    writer.submit(OpKind.PRUNE, "a", old.path)
+    writer.submit(OpKind.EVICT, "a", new.path)
+    writer.submit(OpKind.END, "a", "FINISHED")
     started = time.monotonic()
     writer.close()
     assert time.monotonic() - started < 60, "a missing file is not retried like an outage"
     assert len(writer.errors) == 1 and "checkpoint_000009" in writer.errors[0]
     assert Path(old.path).is_dir() and Path(new.path).is_dir(), "after a failed write nothing is deleted"
-    assert tracking.client(uri).get_run(writer.run_ids["a"]).info.status == "FINISHED", "later writes still land"
+    assert tracking_client(uri).get_run(writer.run_ids["a"]).info.status == "FINISHED", "later writes still land"

@@ -11,24 +11,26 @@ import time
 import numpy as np
 
 from sweep.tracking import tracker
-from sweep.tracking.writer import Writer, WriterProcess, _coalesce, _Op
+from sweep.tracking.client import client as tracking_client
+from sweep.tracking.client import create_sqlite_in_wal_mode, resolve_uri
+from sweep.tracking.writer import OpKind, Writer, WriterProcess, _coalesce, _Op
 
 
 def test_each_runs_operations_become_one_batch_in_order():
     ops = [
-        _Op("start", "a", {"name": "a", "tags": {}, "params": {"lr": 0.1}}),
-        _Op("metrics", "a", [("loss", 1.0, 1, 0)]),
-        _Op("start", "b", {"name": "b", "tags": {}, "params": {}}),
-        _Op("metrics", "b", [("loss", 2.0, 1, 0)]),
-        _Op("tags", "a", {"sweep.checkpoint": "e1"}),
-        _Op("metrics", "a", [("loss", 0.5, 2, 0)]),
-        _Op("tags", "a", {"sweep.checkpoint": "e2"}),
-        _Op("end", "a", "FINISHED"),
-        _Op("metrics", "b", [("loss", 1.5, 2, 0)]),
+        _Op(OpKind.START, "a", {"name": "a", "tags": {}, "params": {"lr": 0.1}}),
+        _Op(OpKind.METRICS, "a", [("loss", 1.0, 1, 0)]),
+        _Op(OpKind.START, "b", {"name": "b", "tags": {}, "params": {}}),
+        _Op(OpKind.METRICS, "b", [("loss", 2.0, 1, 0)]),
+        _Op(OpKind.TAGS, "a", {"sweep.checkpoint": "e1"}),
+        _Op(OpKind.METRICS, "a", [("loss", 0.5, 2, 0)]),
+        _Op(OpKind.TAGS, "a", {"sweep.checkpoint": "e2"}),
+        _Op(OpKind.END, "a", "FINISHED"),
+        _Op(OpKind.METRICS, "b", [("loss", 1.5, 2, 0)]),
     ]
     merged = _coalesce(ops)
     assert [(op.kind, op.key) for op in merged] == [
-        ("start", "a"), ("batch", "a"), ("end", "a"), ("start", "b"), ("batch", "b"),
+        (OpKind.START, "a"), (OpKind.BATCH, "a"), (OpKind.END, "a"), (OpKind.START, "b"), (OpKind.BATCH, "b"),
     ]
     assert merged[1].payload == {"metrics": [("loss", 1.0, 1, 0), ("loss", 0.5, 2, 0)], "tags": {}, "params": {"lr": 0.1}}
     assert merged[0].payload["params"] == {}
@@ -36,8 +38,8 @@ def test_each_runs_operations_become_one_batch_in_order():
     assert merged[4].payload["metrics"] == [("loss", 2.0, 1, 0), ("loss", 1.5, 2, 0)]
     assert ops[1].payload == [("loss", 1.0, 1, 0)] and ops[0].payload["params"] == {"lr": 0.1}, "the caller's operations are not mutated"
     assert ops[0].payload["tags"] == {} and ops[4].payload == {"sweep.checkpoint": "e1"}
-    later = _coalesce([_Op("tags", "a", {"sweep.status": "done"}), _Op("end", "a", "FINISHED")])
-    assert [op.kind for op in later] == ["batch", "end"] and later[0].payload["tags"] == {"sweep.status": "done"}, "no start here: log_batch"
+    later = _coalesce([_Op(OpKind.TAGS, "a", {"sweep.status": "done"}), _Op(OpKind.END, "a", "FINISHED")])
+    assert [op.kind for op in later] == [OpKind.BATCH, OpKind.END] and later[0].payload["tags"] == {"sweep.status": "done"}, "no start here: log_batch"
 
 
 def test_a_second_start_of_an_existing_run_still_logs_the_tags_it_took_over(tmp_path):
@@ -45,40 +47,40 @@ def test_a_second_start_of_an_existing_run_still_logs_the_tags_it_took_over(tmp_
     exists, so the start creates nothing, and the tags it carries must land anyway (they were
     lost once: a chaos run left a FINISHED run tagged ``sweep.status=running``)."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    experiment_id = tracker.ensure_experiment(tracker.client(uri), uri, "second-start")
+    experiment_id = tracker.ensure_experiment(tracking_client(uri), uri, "second-start")
     writer = Writer(uri, experiment_id)
     start = {"name": "a", "tags": {"sweep.status": "running"}, "params": {"lr": 0.1}}
-    writer.submit("start", "a", start)
+    writer.submit(OpKind.START, "a", start)
     writer.flush(timeout=20)
-    writer.submit("start", "a", start)  # the retry, before the driver learnt the run's id
-    writer.submit("tags", "a", {"sweep.status": "completed", "sweep.epochs": 3})
-    writer.submit("end", "a", "FINISHED")
+    writer.submit(OpKind.START, "a", start)  # the retry, before the driver learnt the run's id
+    writer.submit(OpKind.TAGS, "a", {"sweep.status": "completed", "sweep.epochs": 3})
+    writer.submit(OpKind.END, "a", "FINISHED")
     writer.close()
     assert not writer.errors
-    runs = tracker.client(uri).search_runs([experiment_id])
+    runs = tracking_client(uri).search_runs([experiment_id])
     assert len(runs) == 1, "never two runs per trial"
     assert runs[0].data.tags["sweep.status"] == "completed" and runs[0].data.tags["sweep.epochs"] == "3"
     assert runs[0].info.status == "FINISHED"
 
 
 def test_nothing_moves_across_a_flush():
-    ops = [_Op("metrics", "a", [("loss", 1.0, 1, 0)]), _Op("flush", ""), _Op("metrics", "a", [("loss", 0.5, 2, 0)])]
-    assert [op.kind for op in _coalesce(ops)] == ["batch", "flush", "batch"]
+    ops = [_Op(OpKind.METRICS, "a", [("loss", 1.0, 1, 0)]), _Op(OpKind.FLUSH, ""), _Op(OpKind.METRICS, "a", [("loss", 0.5, 2, 0)])]
+    assert [op.kind for op in _coalesce(ops)] == [OpKind.BATCH, OpKind.FLUSH, OpKind.BATCH]
 
 
 def test_a_big_batch_respects_mlflows_request_limits(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    experiment_id = tracker.ensure_experiment(tracker.client(uri), uri, "limits")
+    experiment_id = tracker.ensure_experiment(tracking_client(uri), uri, "limits")
     writer = Writer(uri, experiment_id)
     params = {f"p{i}": i for i in range(150)}
-    writer.submit("start", "a", {"name": "a", "tags": {}, "params": params})
-    writer.submit("tags", "a", {f"t{i}": i for i in range(120)})
-    writer.submit("metrics", "a", [("m", float(step), step, 0) for step in range(2500)])
+    writer.submit(OpKind.START, "a", {"name": "a", "tags": {}, "params": params})
+    writer.submit(OpKind.TAGS, "a", {f"t{i}": i for i in range(120)})
+    writer.submit(OpKind.METRICS, "a", [("m", float(step), step, 0) for step in range(2500)])
     writer.close()
     assert not writer.errors
-    run = tracker.client(uri).get_run(writer.run_ids["a"])
+    run = tracking_client(uri).get_run(writer.run_ids["a"])
     assert len(run.data.params) == 150 and sum(k.startswith("t") for k in run.data.tags) == 120
-    assert len(tracker.client(uri).get_metric_history(run.info.run_id, "m")) == 2500
+    assert len(tracking_client(uri).get_metric_history(run.info.run_id, "m")) == 2500
 
 
 def test_a_flush_does_not_wait_out_the_batch_window(tmp_path, monkeypatch):
@@ -88,34 +90,34 @@ def test_a_flush_does_not_wait_out_the_batch_window(tmp_path, monkeypatch):
 
     monkeypatch.setattr(writer_module, "BATCH_WINDOW_S", 60.0)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    experiment_id = tracker.ensure_experiment(tracker.client(uri), uri, "window")
+    experiment_id = tracker.ensure_experiment(tracking_client(uri), uri, "window")
     writer = Writer(uri, experiment_id)
-    writer.submit("start", "a", {"name": "a", "tags": {}, "params": {"lr": 0.1}})
-    writer.submit("metrics", "a", [("m", 1.0, 1, 0)])
+    writer.submit(OpKind.START, "a", {"name": "a", "tags": {}, "params": {"lr": 0.1}})
+    writer.submit(OpKind.METRICS, "a", [("m", 1.0, 1, 0)])
     writer.flush(timeout=20)
     assert "a" in writer.run_ids
-    assert len(tracker.client(uri).get_metric_history(writer.run_ids["a"], "m")) == 1
-    writer.submit("metrics", "a", [("m", 2.0, 2, 0)])
+    assert len(tracking_client(uri).get_metric_history(writer.run_ids["a"], "m")) == 1
+    writer.submit(OpKind.METRICS, "a", [("m", 2.0, 2, 0)])
     started = time.monotonic()
     writer.close()
     assert time.monotonic() - started < 30  # close flushes too; the window would have held it 60 s
-    assert len(tracker.client(uri).get_metric_history(writer.run_ids["a"], "m")) == 2
+    assert len(tracking_client(uri).get_metric_history(writer.run_ids["a"], "m")) == 2
 
 
 def test_a_burst_of_200_trials_loses_no_metric(tmp_path):
     db = tmp_path / "mlflow.db"
     uri = f"sqlite:///{db}"
-    mlflow_client = tracker.client(uri)
+    mlflow_client = tracking_client(uri)
     experiment_id = tracker.ensure_experiment(mlflow_client, uri, "burst")
     writer = Writer(uri, experiment_id)
     reported = 0
     for trial in range(200):
         key = f"t{trial}"
-        writer.submit("start", key, {"name": key, "tags": {"sweep.trial_id": key}, "params": {"lr": trial}})
+        writer.submit(OpKind.START, key, {"name": key, "tags": {"sweep.trial_id": key}, "params": {"lr": trial}})
         for epoch in range(1, 4):
-            writer.submit("metrics", key, [("loss", 1.0 / epoch, epoch, 0), ("val_loss", 2.0 / epoch, epoch, 0)])
+            writer.submit(OpKind.METRICS, key, [("loss", 1.0 / epoch, epoch, 0), ("val_loss", 2.0 / epoch, epoch, 0)])
             reported += 2
-        writer.submit("end", key, "FINISHED")
+        writer.submit(OpKind.END, key, "FINISHED")
     writer.close()
     assert not writer.errors
     with sqlite3.connect(db) as conn:
@@ -130,13 +132,13 @@ def test_a_burst_of_200_trials_loses_no_metric(tmp_path):
 def test_the_writer_process_loses_nothing_and_reports_its_run_ids(tmp_path):
     db = tmp_path / "mlflow.db"
     uri = f"sqlite:///{db}"
-    experiment_id = tracker.ensure_experiment(tracker.client(uri), uri, "process")
+    experiment_id = tracker.ensure_experiment(tracking_client(uri), uri, "process")
     writer = WriterProcess(uri, experiment_id)
     for trial in range(50):
         key = f"t{trial}"
-        writer.submit("start", key, {"name": key, "tags": {"sweep.trial_id": key}, "params": {"lr": trial * 0.1}})
-        writer.submit("metrics", key, [("loss", np.float32(0.5), 1, 0), ("val_loss", float("nan"), 1, 0)])  # numpy and NaN travel
-        writer.submit("end", key, "FINISHED")
+        writer.submit(OpKind.START, key, {"name": key, "tags": {"sweep.trial_id": key}, "params": {"lr": trial * 0.1}})
+        writer.submit(OpKind.METRICS, key, [("loss", np.float32(0.5), 1, 0), ("val_loss", float("nan"), 1, 0)])  # numpy and NaN travel
+        writer.submit(OpKind.END, key, "FINISHED")
     writer.flush()
     assert len(writer.run_ids) == 50  # known in the driver after a flush
     writer.close()
@@ -145,21 +147,21 @@ def test_the_writer_process_loses_nothing_and_reports_its_run_ids(tmp_path):
         assert conn.execute("select count(*) from metrics").fetchone()[0] == 100
         assert conn.execute("select count(*) from runs where status = 'FINISHED'").fetchone()[0] == 50
         assert conn.execute("select run_uuid from runs").fetchall() != []
-    assert tracker.client(uri).get_run(writer.run_ids["t3"]).data.params == {"lr": "0.30000000000000004"}
+    assert tracking_client(uri).get_run(writer.run_ids["t3"]).data.params == {"lr": "0.30000000000000004"}
 
 
 def test_what_the_driver_handed_over_lands_after_the_driver_dies(tmp_path):
     """The driver is SIGKILLed right after submitting: the child drains its pipe anyway."""
     db = tmp_path / "mlflow.db"
     uri = f"sqlite:///{db}"
-    experiment_id = tracker.ensure_experiment(tracker.client(uri), uri, "orphan")
+    experiment_id = tracker.ensure_experiment(tracking_client(uri), uri, "orphan")
     script = (
         "import os, signal, time\n"
-        "from sweep.tracking.writer import WriterProcess\n"
+        "from sweep.tracking.writer import OpKind, WriterProcess\n"
         f"w = WriterProcess({uri!r}, {experiment_id!r})\n"
         "for t in range(20):\n"
-        "    w.submit('start', f't{t}', {'name': f't{t}', 'tags': {}, 'params': {}})\n"
-        "    w.submit('metrics', f't{t}', [('loss', 1.0, 1, 0)])\n"
+        "    w.submit(OpKind.START, f't{t}', {'name': f't{t}', 'tags': {}, 'params': {}})\n"
+        "    w.submit(OpKind.METRICS, f't{t}', [('loss', 1.0, 1, 0)])\n"
         "while not w._outbox.empty(): time.sleep(0.01)\n"
         "time.sleep(0.2)\n"
         "os.kill(os.getpid(), signal.SIGKILL)\n"
@@ -178,19 +180,17 @@ def test_what_the_driver_handed_over_lands_after_the_driver_dies(tmp_path):
 def test_relative_sqlite_uri_becomes_absolute(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    assert tracker.resolve_uri(None) == f"sqlite:///{tmp_path / 'mlflow.db'}"
-    assert tracker.resolve_uri("sqlite:///x/m.db") == f"sqlite:///{tmp_path / 'x' / 'm.db'}"
-    assert tracker.resolve_uri("http://127.0.0.1:5000") == "http://127.0.0.1:5000"
+    assert resolve_uri(None) == f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert resolve_uri("sqlite:///x/m.db") == f"sqlite:///{tmp_path / 'x' / 'm.db'}"
+    assert resolve_uri("http://127.0.0.1:5000") == "http://127.0.0.1:5000"
 
 
 def test_a_store_the_sweep_creates_is_in_wal_mode_and_one_it_finds_keeps_its_mode(tmp_path, monkeypatch):
-    from sweep.tracking import writer
-
     fresh = tmp_path / "fresh.db"
-    writer.client(f"sqlite:///{fresh}").search_experiments()  # MLflow creates its tables in the file
+    tracking_client(f"sqlite:///{fresh}").search_experiments()  # MLflow creates its tables in the file
     existing = tmp_path / "existing.db"
     sqlite3.connect(existing).execute("create table t (x)").connection.close()  # somebody else's database
-    writer.client(f"sqlite:///{existing}").search_experiments()
+    tracking_client(f"sqlite:///{existing}").search_experiments()
 
     def mode(path):
         with sqlite3.connect(path) as connection:
@@ -198,7 +198,7 @@ def test_a_store_the_sweep_creates_is_in_wal_mode_and_one_it_finds_keeps_its_mod
 
     assert mode(fresh) == "wal"
     assert mode(existing) == "delete"
-    assert not writer.create_sqlite_in_wal_mode(f"sqlite:///{fresh}")  # exists now: never touched again
+    assert not create_sqlite_in_wal_mode(f"sqlite:///{fresh}")  # exists now: never touched again
     monkeypatch.chdir(tmp_path)
-    assert not writer.create_sqlite_in_wal_mode("sqlite:///:memory:")
+    assert not create_sqlite_in_wal_mode("sqlite:///:memory:")
     assert not (tmp_path / ":memory:").exists()  # no file named after sqlite's in-memory database

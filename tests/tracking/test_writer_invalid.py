@@ -10,14 +10,15 @@ import time
 import pytest
 
 from sweep.tracking import tracker
-from sweep.tracking.writer import MlflowNames, Writer, name_problem, rejected, sanitized
+from sweep.tracking.client import client as tracking_client
+from sweep.tracking.writer import MlflowNames, OpKind, Writer, name_problem, rejected, sanitized
 
 RETRY_S = "600"  # a rejected write that were retried as an outage would hold the test 10 minutes
 
 
 def _writer(tmp_path, name: str) -> tuple[str, Writer]:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    return uri, Writer(uri, tracker.ensure_experiment(tracker.client(uri), uri, name))
+    return uri, Writer(uri, tracker.ensure_experiment(tracking_client(uri), uri, name))
 
 
 @pytest.mark.timeout(60)
@@ -25,17 +26,17 @@ def test_a_batch_with_an_invalid_metric_name_lands_the_rest_at_once(tmp_path, mo
     monkeypatch.setenv("SWEEP_TRACKING_RETRY_S", RETRY_S)
     uri, writer = _writer(tmp_path, "invalid-metric")
     started = time.monotonic()
-    writer.submit("start", "a", {"name": "a", "tags": {"sweep.status": "running"}, "params": {"units": 32}})
+    writer.submit(OpKind.START, "a", {"name": "a", "tags": {"sweep.status": "running"}, "params": {"units": 32}})
     for epoch in (1, 2, 3):
-        writer.submit("metrics", "a", [("loss", 1.0 / epoch, epoch, 0), ("top@3", 0.5, epoch, 0), ("val_accuracy", 0.1 * epoch, epoch, 0)])
-    writer.submit("tags", "a", {"sweep.status": "completed"})
-    writer.submit("end", "a", "FINISHED")
+        writer.submit(OpKind.METRICS, "a", [("loss", 1.0 / epoch, epoch, 0), ("top@3", 0.5, epoch, 0), ("val_accuracy", 0.1 * epoch, epoch, 0)])
+    writer.submit(OpKind.TAGS, "a", {"sweep.status": "completed"})
+    writer.submit(OpKind.END, "a", "FINISHED")
     with caplog.at_level(logging.WARNING, logger="sweep.tracking"):
         writer.close()
     elapsed = time.monotonic() - started
 
     assert elapsed < 15, f"{elapsed:.0f} s: the rejected batch was retried as an outage"
-    mlflow_client = tracker.client(uri)
+    mlflow_client = tracking_client(uri)
     run = mlflow_client.get_run(writer.run_ids["a"])
     for metric in ("loss", "val_accuracy"):
         assert sorted(m.step for m in mlflow_client.get_metric_history(run.info.run_id, metric)) == [1, 2, 3], metric
@@ -54,16 +55,16 @@ def test_any_item_mlflow_refuses_is_isolated_not_only_names(tmp_path, monkeypatc
     batch of 300 metrics and other params: only that param is left out."""
     monkeypatch.setenv("SWEEP_TRACKING_RETRY_S", RETRY_S)
     uri, writer = _writer(tmp_path, "invalid-value")
-    writer.submit("start", "a", {"name": "a", "tags": {}, "params": {"lr": 0.1}})
+    writer.submit(OpKind.START, "a", {"name": "a", "tags": {}, "params": {"lr": 0.1}})
     writer.flush(timeout=20)
-    writer.submit("start", "a", {"name": "a", "tags": {}, "params": {"lr": 0.2, "units": 8}})  # lr changed
-    writer.submit("metrics", "a", [("m", float(step), step, 0) for step in range(300)])
+    writer.submit(OpKind.START, "a", {"name": "a", "tags": {}, "params": {"lr": 0.2, "units": 8}})  # lr changed
+    writer.submit(OpKind.METRICS, "a", [("m", float(step), step, 0) for step in range(300)])
     started = time.monotonic()
     writer.close()
     assert time.monotonic() - started < 15
-    run = tracker.client(uri).get_run(writer.run_ids["a"])
+    run = tracking_client(uri).get_run(writer.run_ids["a"])
     assert run.data.params == {"lr": "0.1", "units": "8"}
-    assert len(tracker.client(uri).get_metric_history(run.info.run_id, "m")) == 300
+    assert len(tracking_client(uri).get_metric_history(run.info.run_id, "m")) == 300
     assert len(writer.errors) == 1 and "param 'lr'" in writer.errors[0], writer.errors
 
 

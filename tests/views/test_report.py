@@ -9,6 +9,9 @@ import pytest
 
 from sweep.views import report
 from sweep.tracking import tracker as tracking
+from sweep.tracking.client import client as tracking_client
+from sweep.tracking import store
+from sweep.tracking.tags import STATUS_TAG, TRIAL_TAG
 
 from fake_sweeps import CURVES, PARAMS, _fake_parent, _fake_trial, make_sweep, parse, png_size
 
@@ -69,7 +72,7 @@ def test_log_to_parent_run_never_raises(mlflow_uri):
 def make_running_sweep(uri: str, name: str = "live") -> str:
     """A sweep mid-run, as the tracker leaves it: the parent and one trial still RUNNING, the
     running trial tagged ``running`` with per-epoch metrics but no best value yet."""
-    client = tracking.client(uri)
+    client = tracking_client(uri)
     experiment_id = tracking.ensure_experiment(client, uri, name)
     parent = _fake_parent(client, experiment_id, name)
     client.log_param(parent.info.run_id, "config.search.trials", "4")
@@ -99,7 +102,7 @@ def test_status_best_and_report_work_while_a_sweep_runs(tmp_path, mlflow_uri, ca
 def test_a_large_sweep_fetches_only_the_best_and_latest_curves(mlflow_uri, monkeypatch):
     """A history is one request per trial: the report fetches MAX_CURVES of them, never all."""
     monkeypatch.setattr(report, "MAX_CURVES", 4)
-    client = tracking.client(mlflow_uri)
+    client = tracking_client(mlflow_uri)
     experiment_id = tracking.ensure_experiment(client, mlflow_uri, "many")
     parent = _fake_parent(client, experiment_id, "many")
     values = [0.50, 0.91, 0.60, 0.95, 0.55, 0.70, 0.65, 0.52]  # the best two: trials 3 and 1
@@ -123,7 +126,7 @@ def test_big_sweeps_draw_the_best_and_an_even_spread():
 
 def test_status_and_best_of_a_finished_sweep_read_its_parent_run_only(mlflow_uri):
     """A finished sweep wrote its counts and best run on the parent: no scan of 10,000 children."""
-    client = tracking.client(mlflow_uri)
+    client = tracking_client(mlflow_uri)
     experiment_id = tracking.ensure_experiment(client, mlflow_uri, "done")
     parent = _fake_parent(client, experiment_id, "done")
     best_id = _fake_trial(client, experiment_id, parent, "done", 0, "completed", [0.5, 0.9], {"learning_rate": "0.01"})
@@ -131,8 +134,8 @@ def test_status_and_best_of_a_finished_sweep_read_its_parent_run_only(mlflow_uri
     for key, value in {"sweep.trials.completed": "7", "sweep.trials.stopped_early": "5", "sweep.trials.running": "0", "sweep.best_run_id": best_id}.items():
         client.set_tag(parent.info.run_id, key, value)
     client.set_terminated(parent.info.run_id, "FINISHED")
-    assert tracking.status_summary(mlflow_uri, "done")["trials"] == {"completed": 7, "stopped_early": 5}
-    best = tracking.best_summary(mlflow_uri, "done")
+    assert store.status_summary(mlflow_uri, "done")["trials"] == {"completed": 7, "stopped_early": 5}
+    best = store.best_summary(mlflow_uri, "done")
     assert best["mlflow_run_id"] == best_id and best["value"] == 0.9 and best["trial_id"] == "t0"
 
 
@@ -140,13 +143,13 @@ def _outcomes_of(uri: str, name: str) -> list:
     """The ledger's view of a fake sweep: one TrialOutcome per child run, as the runner holds them."""
     from sweep.driver.ledger import TrialOutcome
 
-    parent = tracking.find_parent_run(uri, name)
+    parent = store.find_parent_run(uri, name)
     outcomes = []
-    for run in tracking.child_runs(uri, parent):
+    for run in store.child_runs(uri, parent):
         tags = run.data.tags
         outcomes.append(TrialOutcome(
-            trial_id=tags[tracking.TRIAL_TAG], number=int(tags["sweep.trial_number"]), params=dict(run.data.params),
-            status=tags[tracking.STATUS_TAG], epochs=int(tags["sweep.epochs"]), value=float(tags["sweep.best_value"]),
+            trial_id=tags[TRIAL_TAG], number=int(tags["sweep.trial_number"]), params=dict(run.data.params),
+            status=tags[STATUS_TAG], epochs=int(tags["sweep.epochs"]), value=float(tags["sweep.best_value"]),
             best_epoch=int(tags["sweep.best_epoch"]), started_at=run.info.start_time / 1000, mlflow_run_id=run.info.run_id,
         ))
     return outcomes
@@ -169,7 +172,7 @@ def test_report_of_an_ended_sweep_copies_the_logged_one_unless_rebuilt(mlflow_ur
 
     parent_id = make_sweep(mlflow_uri, "ended")
     assert report.log_to_parent_run(mlflow_uri, "ended", parent_id, _outcomes_of(mlflow_uri, "ended")) is not None
-    client = tracking.client(mlflow_uri)
+    client = tracking_client(mlflow_uri)
     parent = client.get_run(parent_id)
     _fake_trial(client, parent.info.experiment_id, parent, "ended", 9, "completed", [0.1, 0.2, 0.3], {"learning_rate": "0.5"})
 
