@@ -12,10 +12,11 @@ Heavy modules (Ray, TensorFlow, MLflow) load on first use, so ``import sweep`` a
 
 from typing import Any
 
-from sweep.spec.config import SweepConfig, load
 from sweep.errors import SweepConfigError
 
-_LAZY = {"SweepResult": "sweep.driver.ledger", "BestTrial": "sweep.driver.ledger", "TrialOutcome": "sweep.driver.ledger"}
+# Loaded on first use: the sweep file's models import pydantic (~0.1 s), which the writer child
+# process and `sweep --help` do not need.
+_LAZY = {"SweepConfig": "sweep.spec.config", "load": "sweep.spec.config", "SweepResult": "sweep.driver.ledger", "BestTrial": "sweep.driver.ledger", "TrialOutcome": "sweep.driver.ledger"}
 
 
 def run(source: Any, **overrides: Any) -> Any:
