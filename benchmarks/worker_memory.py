@@ -1,5 +1,5 @@
 """Does a warm worker's memory creep? 100 consecutive trials in one process, the way a reused
-Ray worker runs them: ``trainable.reset_state``, build and compile, take the worker's cached
+Ray worker runs them: ``WorkerState.reset`` (``sweep.worker.state``), build and compile, take the worker's cached
 compiled model when the architecture matches (``sweep.worker.reuse``; ``--no-reuse`` to skip), fit.
 
     python benchmarks/worker_memory.py [--trials 100] [--rows 4000]
@@ -29,19 +29,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=100)
     parser.add_argument("--rows", type=int, default=4000)
-    parser.add_argument("--full-gc-interval", type=float, default=None, help="override trainable.FULL_GC_INTERVAL_S (0: a full collection every trial)")
+    parser.add_argument("--full-gc-interval", type=float, default=None, help="override the worker's full_gc_interval_s, sweep.worker.state.FULL_GC_INTERVAL_S (0: a full collection every trial)")
     parser.add_argument("--no-reuse", action="store_true", help="build every trial (fit.reuse_model: false)")
     args = parser.parse_args()
 
     import numpy as np
 
     from sweep.inputs import models
-    from sweep.worker import trainable
+    from sweep.worker.state import STATE
     from sweep.spec.config import ModelConfig
-    from sweep.inputs.data import DataInfo
+    from sweep.inputs.dataset import DataInfo
 
     if args.full_gc_interval is not None:
-        trainable.FULL_GC_INTERVAL_S = args.full_gc_interval
+        STATE.full_gc_interval_s = args.full_gc_interval
     rng = np.random.default_rng(0)
     x = rng.normal(size=(args.rows, 64)).astype("float32")
     y = rng.integers(0, 10, size=args.rows)
@@ -50,12 +50,12 @@ def main() -> None:
     marks, resets = {}, []
     for trial in range(1, args.trials + 1):
         started = time.perf_counter()
-        trainable.reset_state(trial)
+        STATE.reset(trial)
         resets.append(time.perf_counter() - started)
         hp = {"learning_rate": 1e-3, "optimizer": ["adam", "sgd", "rmsprop"][trial % 3], "batch_size": 64}
         model = models.build(builder, hp, info, ModelConfig(builder="mlp", args={"units": [256, 256]}), steps_per_execution=32)
         if not args.no_reuse:
-            model, _ = trainable.MODELS.take(model)  # as run_trial does: the compiled model of an earlier trial
+            model, _ = STATE.models.take(model)  # as run_trial does: the compiled model of an earlier trial
         model.fit(x, y, batch_size=64, epochs=2, validation_data=(x[:500], y[:500]), verbose=0)
         del model
         if trial in (1, 10, 25, 50, args.trials):

@@ -274,9 +274,9 @@ class Ledger(DriverCallback):
 
 def _storage_fault(trial: Any) -> bool:
     """Whether the trial's latest error was the storage failing (read-only, full, I/O error)."""
-    from sweep.worker import trainable
+    from sweep.driver import retries
 
-    return trainable.is_storage_fault(trainable.LAST_ERRORS.get(trial.trial_id))
+    return retries.is_storage_fault(retries.LAST_ERRORS.get(trial.trial_id))
 
 
 class FailFast(tune.Stopper):

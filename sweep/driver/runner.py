@@ -361,7 +361,8 @@ def _preflight_model(config: SweepConfig, builder: Callable, dataset: Any) -> No
     import keras
 
     from sweep.inputs import models
-    from sweep.worker.callbacks import check_reloadable, keras_callbacks
+    from sweep.worker.callbacks import keras_callbacks
+    from sweep.worker.checkpoints import check_reloadable
 
     keras_callbacks(config.fit, config.objective)
     _check_fit_settings(config, dataset)
@@ -636,7 +637,8 @@ def execute(
 
     from sweep.search import schedulers
     from sweep.search import space
-    from sweep.worker import trainable
+    from sweep.driver import retries
+    from sweep.worker import launch, trainable
     from sweep.tracking import tracker as tracking
     from sweep.tracking.client import check_reachable, redact, resolve_uri
     from sweep.views.progress import LiveView
@@ -687,7 +689,7 @@ def execute(
     data_ref = ray.put(prepared.dataset)
     settings = trainable.TrialSettings.from_config(config)
     tuner = tune.Tuner(
-        trainable.make(settings, data_ref, prepared.dataset.info.fingerprint, prepared.builder, trial, search_paths=prepared.search_paths),
+        launch.make(settings, data_ref, prepared.dataset.info.fingerprint, prepared.builder, trial, search_paths=prepared.search_paths),
         tune_config=tune.TuneConfig(
             metric=config.objective.metric,
             mode=config.objective.mode,
@@ -721,7 +723,7 @@ def execute(
             verbose=0,
         ),
     )
-    trainable.install_retry_policy()  # failure.max_retries: lost workers and infrastructure errors only
+    retries.install_retry_policy()  # failure.max_retries: lost workers and infrastructure errors only
     status = "FAILED"
     stop = _Interrupts(fail_fast, config.name)
     stop.install()  # until the sweep's records are closed (the end of the finally below)

@@ -1,7 +1,7 @@
 """Models: the built-in builders, user factories, optimizers and compiling.
 
 A *builder* is any callable ``builder(hp, info) -> keras.Model``: ``hp`` is the trial's sampled
-hyperparameters (a plain dict) and ``info`` the :class:`~sweep.inputs.data.DataInfo` of the arrays.
+hyperparameters (a plain dict) and ``info`` the :class:`~sweep.inputs.dataset.DataInfo` of the arrays.
 :func:`resolve_builder` turns ``model.builder`` of the sweep file into one:
 
 * ``mlp`` / ``cnn``: the built-ins in :data:`BUILDERS`, with ``model.args`` bound as keyword
@@ -35,7 +35,7 @@ from sweep.errors import InputError
 from sweep.inputs.imports import is_spec, resolve
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
-    from sweep.inputs.data import DataInfo
+    from sweep.inputs.dataset import DataInfo
 
 Builder = Callable[[dict, "DataInfo"], keras.Model]
 

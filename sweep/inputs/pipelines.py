@@ -35,11 +35,11 @@ import numpy as np
 
 from sweep.inputs import targets
 from sweep.errors import InputError
+from sweep.inputs.dataset import Dataset, data_info
 from sweep.inputs.structures import map_leaves, named_leaves, rebuild, take_rows
 
 if TYPE_CHECKING:
     from sweep.spec.config import DataConfig
-    from sweep.inputs.data import Dataset
 
 __all__ = ["Pipeline", "is_pipeline_result", "describe", "datasets", "PEEK_ROWS"]
 
@@ -112,9 +112,8 @@ def datasets(pipeline: Pipeline, batch_size: int | None) -> tuple[Any, Any]:
     return _CACHE[key]
 
 
-def describe(config: "DataConfig", search_paths: tuple[Path, ...], raw: Any) -> "Dataset":
+def describe(config: "DataConfig", search_paths: tuple[Path, ...], raw: Any) -> Dataset:
     """The driver's view of a pipeline result: one batch checked, a recipe for the workers."""
-    from sweep.inputs import data
     from sweep.inputs.imports import resolve
 
     train, val = raw
@@ -138,9 +137,9 @@ def describe(config: "DataConfig", search_paths: tuple[Path, ...], raw: Any) -> 
         is_generator=kind == "generator",
         fingerprint=_fingerprint(config, search_paths),
     )
-    info = data.describe(x, kinds_of_targets, config.source, recipe.fingerprint, 0, 0, streamed=kind)  # rows: unknown for a stream (Keras needs batches, not rows)
+    info = data_info(x, kinds_of_targets, config.source, recipe.fingerprint, 0, 0, streamed=kind)  # rows: unknown for a stream (Keras needs batches, not rows)
     peek = slice(0, PEEK_ROWS)
-    return data.Dataset(None, None, take_rows(x, peek), take_rows(y, peek), info=info, pipeline=recipe,
+    return Dataset(None, None, take_rows(x, peek), take_rows(y, peek), info=info, pipeline=recipe,
                    val_sample_weight=None if w is None else take_rows(w, peek))
 
 

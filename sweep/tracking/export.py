@@ -22,7 +22,7 @@ from typing import Any
 from sweep.tracking import store
 from sweep.tracking.client import client, resolve_uri
 from sweep.tracking.tags import FILE_TAG
-from sweep.worker.storage import MODEL_FILE
+from sweep.worker.checkpoints import MODEL_FILE
 
 log = logging.getLogger("sweep.export")
 
@@ -69,7 +69,7 @@ def load_best(
     Loaded as the sweep loads its checkpoints (see the module docstring); ``safe_mode`` and
     ``custom_objects`` (name -> class or function) override or add to the sweep's settings.
     """
-    from sweep.worker.callbacks import load_model_file
+    from sweep.worker.checkpoints import load_model_file
 
     uri = resolve_uri(tracking_uri)
     with tempfile.TemporaryDirectory(prefix="sweep-best-") as folder:
@@ -117,7 +117,7 @@ def custom_objects(model_uri: str) -> dict[str, Any]:
     find them). The user's module files travel with the logged model (``code/``)."""
     import mlflow
 
-    from sweep.worker.callbacks import custom_objects_in
+    from sweep.worker.checkpoints import custom_objects_in
 
     with _no_progress_bar():
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri))
@@ -138,7 +138,7 @@ def export_best(name: str, directory: str | Path, tracking_uri: str | None = Non
         shutil.copyfile(source, target)
         written.append(target)
     if saved_model:
-        from sweep.worker.callbacks import load_model_file
+        from sweep.worker.checkpoints import load_model_file
 
         model_cfg, search_paths = load_settings(name, uri)
         model = load_model_file(target, model_cfg, search_paths)

@@ -19,6 +19,7 @@ from typing import Any, Iterator
 
 
 from sweep.worker import storage
+from sweep.worker.checkpoints import MODEL_FILE
 from sweep.tracking.client import client, set_sweep_http_defaults, sqlite_path
 from sweep.tracking.tags import (
     BEST_CHECKPOINT_TAG, BEST_EPOCH_TAG, BEST_EPOCHS_TAG, BEST_RUN_ID_TAG, BEST_TRIAL_ID_TAG, BEST_VALUE_TAG, CHECKPOINT_EPOCH_TAG,
@@ -437,13 +438,13 @@ class MLflowTracker(DriverCallback):
         a later step (reported in ``problems``) leaves the earlier ones in place."""
         import mlflow
 
-        from sweep.worker.callbacks import load_checkpoint
+        from sweep.worker.checkpoints import load_checkpoint
 
         from mlflow.models import infer_signature
 
         problems = [] if problems is None else problems
         model_cfg, search_paths = self.model_settings or (None, ())
-        self._client.log_artifact(self.parent_run_id, str(Path(checkpoint) / storage.MODEL_FILE), "best_checkpoint")
+        self._client.log_artifact(self.parent_run_id, str(Path(checkpoint) / MODEL_FILE), "best_checkpoint")
         with tempfile.TemporaryDirectory(prefix="sweep-code-") as code_folder:
             code = _write_user_code(Path(code_folder) / "code", search_paths)
             if code is not None:

@@ -285,9 +285,10 @@ class Writer:
 
     def _apply_checkpoint(self, op: _Op, run_id: str) -> None:  # a checkpoint location: local folder or a --storage URI
         from sweep.worker import storage
+        from sweep.worker.checkpoints import MODEL_FILE
 
         with storage.local_copy(op.payload) as folder:
-            self._client.log_artifact(run_id, str(folder / storage.MODEL_FILE), "checkpoint")
+            self._client.log_artifact(run_id, str(folder / MODEL_FILE), "checkpoint")
 
     def _apply_evict(self, op: _Op, run_id: str) -> None:  # after the trial's "checkpoint" op: MLflow already holds its copy
         from sweep.worker import storage

@@ -1,1 +1,1 @@
-"""The trial workers (Ray actors): the trainable, the reporting callback, model reuse, placement, checkpoints."""
+"""The trial workers (Ray actors): the trainable (built in the driver by ``launch``), the one ``WorkerState`` a warm worker keeps, the reporting callback, the checkpoint format and storage, model reuse, placement."""

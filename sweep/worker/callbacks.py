@@ -8,7 +8,6 @@ improvement gives exactly that with a fraction of the writes.
 
 from __future__ import annotations
 
-import json
 import math
 import tempfile
 from pathlib import Path
@@ -17,12 +16,10 @@ from typing import Any, Callable
 import keras
 from ray import tune
 
-from sweep.spec.config import FitConfig, ModelConfig, ObjectiveConfig
+from sweep.spec.config import FitConfig, ObjectiveConfig
 from sweep.errors import InputError
 from sweep.protocol import END_FIELD, EPOCH_FIELD, IMPROVED_FIELD, KEYS_FIELD, NAN_LOSS, Objective, TrialStatus
-from sweep.worker.storage import MODEL_FILE
-
-META_FILE = "meta.json"
+from sweep.worker.checkpoints import save_checkpoint
 
 
 class TuneReporter(keras.callbacks.Callback):
@@ -65,223 +62,6 @@ class TuneReporter(keras.callbacks.Callback):
         if epoch + 1 >= self.epochs or self.model.stop_training:
             return TrialStatus.COMPLETED.value  # a plain str crosses to the driver
         return None
-
-
-def save_checkpoint(model: keras.Model, folder: Path, **meta: Any) -> None:
-    """Write the model (architecture, weights, optimizer state) and a small metadata file."""
-    _reuse_keras_attr_skipsets()
-    model.save(folder / MODEL_FILE)
-    (folder / META_FILE).write_text(json.dumps(meta))
-
-
-# Keras' saver asks, for every layer, optimizer, metric and loss it walks, which attributes a
-# plain object of that kind has (``saving_lib.get_attr_skipset``), by building a reference
-# Layer(), Optimizer(), Metric()... It means to cache the answer in Keras' global state, but
-# stores it under "saving_attr_skipset_<kind>" and looks it up under "saving_attr_skiplist_<kind>"
-# (Keras 3.15), so every save builds them all again: a third of a checkpoint of a 256-256 MLP
-# (12.2 -> 7.9 ms per model.save here). The answer depends only on the Keras version, so we
-# compute it once per process and put it where Keras looks, before each save (that state is
-# per thread, and each trial runs in a thread of its own). What is saved does not change.
-_SKIPSET_KINDS = ("Operation", "Layer", "Functional", "Sequential", "Metric", "Optimizer", "Loss")
-_SKIPSETS: dict[str, set[str]] = {}
-
-
-def _reuse_keras_attr_skipsets() -> None:
-    try:
-        from keras.src.backend.common import global_state
-        from keras.src.saving import saving_lib
-
-        if not _SKIPSETS:
-            _SKIPSETS.update({kind: saving_lib.get_attr_skipset(kind) for kind in _SKIPSET_KINDS})
-        for kind, skipset in _SKIPSETS.items():
-            global_state.set_global_attribute(f"saving_attr_skiplist_{kind}", skipset)
-    except Exception:  # another Keras layout: it computes them itself, as before
-        _SKIPSETS.clear()
-
-
-# ---------------------------------------------------------------------------------------------
-# loading models back: trial retries and resumes, the best model, load_best, export
-#
-# Every load goes through :func:`load_model_file` with the sweep's ``model.safe_mode`` (on unless
-# the sweep file turns it off) and custom objects from three places: the user's own modules that
-# the checkpoint names (found by name, whether their classes are registered or not), the
-# sweep file's ``model.custom_objects``, and what the caller passes.
-
-_LOAD_SETTINGS: dict[str, Any] = {}  # this process's sweep: {"model": ModelConfig, "search_paths": (...)}
-
-
-def use_model_settings(model_cfg: ModelConfig | None, search_paths: tuple[Path, ...] = ()) -> None:
-    """The sweep's load settings for :func:`load_checkpoint` calls that pass none (a worker's retry)."""
-    _LOAD_SETTINGS.update(model=model_cfg, search_paths=tuple(search_paths))
-
-
-def load_checkpoint(
-    folder: str | Path,
-    custom_objects: dict | None = None,
-    model_cfg: ModelConfig | None = None,
-    search_paths: tuple[Path, ...] | None = None,
-    safe_mode: bool | None = None,
-) -> keras.Model:
-    """Load a checkpoint written by ``save_checkpoint`` (see :func:`load_model_file`); without
-    ``model_cfg`` the settings of :func:`use_model_settings` apply (safe_mode on by default)."""
-    if model_cfg is None:
-        model_cfg = _LOAD_SETTINGS.get("model")
-    if search_paths is None:
-        search_paths = _LOAD_SETTINGS.get("search_paths", ())
-    return load_model_file(Path(folder) / MODEL_FILE, model_cfg, search_paths, custom_objects, safe_mode)
-
-
-def load_model_file(
-    path: str | Path,
-    model_cfg: ModelConfig | None = None,
-    search_paths: tuple[Path, ...] = (),
-    custom_objects: dict | None = None,
-    safe_mode: bool | None = None,
-) -> keras.Model:
-    """``keras.saving.load_model`` with the sweep's safe_mode and every custom object it can know."""
-    objects = {**custom_objects_in(path, search_paths), **configured_custom_objects(model_cfg, search_paths), **(custom_objects or {})}
-    if safe_mode is None:
-        safe_mode = True if model_cfg is None else bool(getattr(model_cfg, "safe_mode", True))
-    return keras.saving.load_model(path, custom_objects=objects or None, safe_mode=safe_mode)
-
-
-def configured_custom_objects(model_cfg: ModelConfig | None, search_paths: tuple[Path, ...] = ()) -> dict[str, Any]:
-    """``model.custom_objects`` of the sweep file (``package.module:name`` specs, or name: spec)."""
-    from sweep.inputs.imports import resolve
-
-    entries = getattr(model_cfg, "custom_objects", None) or []
-    pairs = list(entries.items()) if isinstance(entries, dict) else [(None, spec) for spec in entries]
-    objects: dict[str, Any] = {}
-    for index, (name, spec) in enumerate(pairs):
-        key = f"model.custom_objects.{name if name is not None else index}"
-        obj = resolve(spec, key, tuple(search_paths))
-        names = {name} if name is not None else {spec.rpartition(":")[2].split(".")[-1], keras.saving.get_registered_name(obj)}
-        objects.update({n: obj for n in names if n})
-    return objects
-
-
-_NOT_USER_MODULES = ("keras", "keras_hub", "keras_cv", "keras_nlp", "tensorflow", "builtins", "numpy")
-
-
-def custom_objects_in(path: str | Path, search_paths: tuple[Path, ...] = ()) -> dict[str, Any]:
-    """The user's own classes and functions a ``.keras`` file names, by the names Keras looks up.
-
-    Only modules of the user's (imported by the sweep from its folders, or files in
-    ``search_paths``) are imported; a module an arbitrary file names (the standard library, an
-    installed package) is not, so a checkpoint cannot make us import or call anything else.
-    Keras records a class's module, and a plain function by its name only (module ``builtins``);
-    such a name is looked up in the user's modules, never shadowing a Keras built-in.
-    """
-    import zipfile
-
-    from sweep.inputs.imports import import_local, local_modules
-
-    try:
-        with zipfile.ZipFile(path) as archive:
-            config = json.loads(archive.read("config.json"))
-    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
-        return {}  # not a .keras archive: Keras says what is wrong when it loads it
-    classes: list[tuple[str, str, str | None]] = []
-    functions: set[str] = set()
-
-    def walk(node: Any) -> None:
-        if isinstance(node, dict):
-            module, class_name = node.get("module"), node.get("class_name")
-            if isinstance(module, str) and isinstance(class_name, str):
-                if class_name == "function" and isinstance(node.get("config"), str):
-                    functions.add(node["config"])
-                elif module.split(".")[0] not in _NOT_USER_MODULES:
-                    registered = node.get("registered_name")
-                    classes.append((module, class_name, registered if isinstance(registered, str) else None))
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list):
-            for value in node:
-                walk(value)
-
-    walk(config)
-    objects: dict[str, Any] = {}
-    modules: dict[str, Any] = {}
-    for module_name, class_name, registered in classes:
-        if module_name not in modules:
-            modules[module_name] = import_local(module_name, tuple(search_paths))
-        found = getattr(modules[module_name], class_name, None) if modules[module_name] is not None else None
-        if isinstance(found, type) and getattr(found, "__module__", None) == module_name:
-            objects[class_name] = found
-            objects[registered or class_name] = found
-    if functions:
-        for module_name in local_modules():
-            if module_name not in modules:
-                modules[module_name] = import_local(module_name, tuple(search_paths))
-        for name in sorted(functions - set(objects)):
-            short = name.rpartition(">")[2]
-            if ">" not in name and _is_keras_builtin_function(short):
-                continue
-            for module_name, module in modules.items():
-                found = getattr(module, short, None) if module is not None else None
-                if callable(found) and not isinstance(found, type) and getattr(found, "__module__", None) == module_name:
-                    objects[name] = found
-                    break
-    return objects
-
-
-def _is_keras_builtin_function(name: str) -> bool:
-    """An activation, loss or metric Keras itself names ``name`` (e.g. relu): never the user's."""
-    try:
-        from keras.src.api_export import get_symbol_from_name
-        from keras.src.saving.serialization_lib import BUILTIN_MODULES
-    except ImportError:
-        return False
-    return any(get_symbol_from_name(f"keras.{module}.{name}") is not None for module in BUILTIN_MODULES)
-
-
-def check_reloadable(model: keras.Model, model_cfg: ModelConfig, search_paths: tuple[Path, ...] = ()) -> None:
-    """Preflight: the model saves and loads back with the sweep's settings, as every trial
-    checkpoint, retry, resume and the best model will; else one line naming what to change.
-
-    The built-in builders (no custom objects) always reload, so they skip the round trip.
-    """
-    if model_cfg.builder in ("mlp", "cnn") and not getattr(model_cfg, "custom_objects", None):
-        return
-    hint = (
-        "give each custom layer, model, loss or metric a get_config() that returns its __init__ arguments, "
-        "define it in a module next to the sweep file or an installed package (not __main__), "
-        "or list it in model.custom_objects as package.module:name"
-    )
-    import warnings
-
-    with tempfile.TemporaryDirectory(prefix="sweep-preflight-") as folder, warnings.catch_warnings():
-        # an untrained model's optimizer has no slots yet: Keras warns that it skips loading them,
-        # which is true and harmless here, and reads as if checkpoints were broken
-        warnings.simplefilter("ignore")
-        try:
-            save_checkpoint(model, Path(folder))
-        except Exception as exc:
-            raise InputError("model.builder", f"expected a model Keras can save (every trial checkpoints it), but saving failed: {_first_line(exc)}; {hint}") from None
-        try:
-            load_checkpoint(folder, model_cfg=model_cfg, search_paths=tuple(search_paths))
-        except InputError:
-            raise
-        except Exception as exc:
-            if "safe_mode" in str(exc):
-                raise InputError(
-                    "model.safe_mode",
-                    "expected a model that loads with Keras safe_mode (checkpoints are loaded back for retries, resumes and the "
-                    "best model), but it holds Python code that only loads with safe_mode off (a Lambda layer with a Python "
-                    "lambda): set model.safe_mode: false to run code stored in the checkpoint (only for checkpoints you "
-                    "produced), or replace the Lambda by a layer class",
-                ) from None
-            raise InputError("model.builder", f"expected a model Keras can load back from its checkpoint, but loading failed: {_first_line(exc)}; {hint}") from None
-
-
-def _first_line(exc: BaseException, limit: int = 300) -> str:
-    lines = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0][:limit]}" if lines else type(exc).__name__
-
-
-def read_meta(folder: str | Path) -> dict[str, Any]:
-    path = Path(folder) / META_FILE
-    return json.loads(path.read_text()) if path.exists() else {}
 
 
 def scalar_logs(logs: dict[str, Any] | None) -> dict[str, float]:

@@ -1,5 +1,8 @@
 """Checkpoints wherever ``--storage`` puts them: a local or shared folder, or a pyarrow URI.
 
+Where a checkpoint folder lives, and copying or deleting it; what the folder holds is
+:mod:`sweep.worker.checkpoints`.
+
 On a cluster, trials on other nodes write their checkpoints straight to ``--storage`` (Ray does
 not sync checkpoints between nodes), so it must be a path every node shares (NFS) or a cloud
 URI (``s3://``, ``gs://``). The driver still logs the best checkpoints to MLflow: it reads them
@@ -17,8 +20,6 @@ import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
-
-MODEL_FILE = "model.keras"  # the model inside every checkpoint folder (sweep.worker.callbacks writes it)
 
 # pyarrow's filesystem type names -> the URI scheme that opens them again
 _SCHEMES = {"s3": "s3", "gcs": "gs", "hdfs": "hdfs", "abfs": "abfs"}

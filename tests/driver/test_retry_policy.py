@@ -16,7 +16,7 @@ def _task_error(cause: BaseException):
 
 @pytest.mark.parametrize("cause", [ValueError("bad dropout"), TypeError("x"), KeyError("units"), RuntimeError("factory refused")])
 def test_user_errors_are_not_retried(cause):
-    from sweep.worker.trainable import is_retryable
+    from sweep.driver.retries import is_retryable
 
     assert not is_retryable(_task_error(cause))
 
@@ -24,7 +24,7 @@ def test_user_errors_are_not_retried(cause):
 def test_lost_workers_and_infrastructure_errors_are_retried():
     from ray.exceptions import ActorDiedError, RayActorError, WorkerCrashedError
 
-    from sweep.worker.trainable import is_retryable, is_storage_fault
+    from sweep.driver.retries import is_retryable, is_storage_fault
 
     assert is_retryable(RayActorError())
     assert is_retryable(ActorDiedError())
@@ -39,10 +39,10 @@ def test_lost_workers_and_infrastructure_errors_are_retried():
 def test_the_policy_marks_a_deterministic_error_past_the_limit():
     from ray.tune.experiment import Trial
 
-    from sweep.worker import trainable
+    from sweep.driver import retries
 
-    trainable.install_retry_policy()
-    trainable.install_retry_policy()  # idempotent
+    retries.install_retry_policy()
+    retries.install_retry_policy()  # idempotent
     def trial(tmp: str) -> Trial:
         from ray.tune.experiment.trial import _TrainingRunMetadata
 

@@ -59,12 +59,12 @@ best = sweep.load_best(name, tracking_uri=uri)
 out["load_best"] = [type(best).__name__, [type(layer).__name__ for layer in best.layers]]
 out["export"] = [p.name for p in sweep.tracking.export.export_best(name, "exported", tracking_uri=uri, saved_model=True)]
 if sys.argv[4] != "-":  # what a retried trial's worker does: the sweep's folder importable, then load its checkpoint
-    from sweep.worker import callbacks
+    from sweep.worker import checkpoints
     from sweep.inputs import imports
     from sweep.spec.config import ModelConfig
     roots = imports.ensure_importable(imports.UserCode(paths=(sys.argv[5],), files=(), digest="retry"))
-    callbacks.use_model_settings(ModelConfig(builder="x:build"), roots)
-    out["checkpoint"] = type(callbacks.load_checkpoint(sys.argv[4])).__name__
+    checkpoints.use_model_settings(ModelConfig(builder="x:build"), roots)
+    out["checkpoint"] = type(checkpoints.load_checkpoint(sys.argv[4])).__name__
 print("RESULT " + json.dumps(out))
 """
 

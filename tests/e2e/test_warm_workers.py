@@ -17,9 +17,9 @@ import pytest
 from ray import tune
 
 from sweep.inputs import models
-from sweep.worker import trainable
+from sweep.worker import launch, trainable
 from sweep.spec.config import FitConfig, ModelConfig, ObjectiveConfig, ResourcesConfig
-from sweep.inputs.data import DataInfo, Dataset
+from sweep.inputs.dataset import DataInfo, Dataset
 from sweep.protocol import EPOCH_SECONDS_FIELD, KEYS_FIELD, REUSED_FIELD, RSS_FIELD
 
 pytestmark = pytest.mark.slow
@@ -60,7 +60,7 @@ def three_trials(ray_session, tmp_path_factory):
     builder = models.resolve_builder(settings.model)
     collector = Collector()
     tuner = tune.Tuner(
-        trainable.make(settings, ray.put(data), data.info.fingerprint, builder),
+        launch.make(settings, ray.put(data), data.info.fingerprint, builder),
         param_space={
             "learning_rate": 0.01,
             "optimizer": tune.grid_search(["adam", "rmsprop", "adam"]),
@@ -115,7 +115,7 @@ def test_results_carry_worker_memory_but_not_as_keras_metrics(three_trials):
 
 
 def test_a_worker_freezes_its_imports_and_still_collects_what_trials_leave(ray_session):
-    """``configure_worker`` moves TensorFlow's objects out of the collector's way; garbage made
+    """``WorkerState.configure`` moves TensorFlow's objects out of the collector's way; garbage made
     afterwards (a trial's reference cycles) is still collected."""
     import ray
 
@@ -124,13 +124,13 @@ def test_a_worker_freezes_its_imports_and_still_collects_what_trials_leave(ray_s
         import gc
         import weakref
 
-        from sweep.worker import trainable
+        from sweep.worker.state import STATE
         from sweep.spec.config import ResourcesConfig
 
         class Cycle:  # defined here: the worker cannot import this test module
             pass
 
-        trainable.configure_worker(ResourcesConfig())
+        STATE.configure(ResourcesConfig())
         frozen = gc.get_freeze_count()
         a, b = Cycle(), Cycle()
         a.other, b.other = b, a
@@ -152,12 +152,12 @@ def test_a_worker_fetches_the_sweeps_parts_once_and_a_new_sweeps_parts_replace_t
     @ray.remote(num_cpus=1)
     class Worker:
         def parts(self, refs: list) -> tuple[bool, bool, int, str]:
-            from sweep.worker import trainable
+            from sweep.worker.state import STATE
 
-            first = trainable.bound_parts(refs[0])
-            again = trainable.bound_parts(refs[0])
-            other = trainable.bound_parts(refs[1])
-            return again is first, other is not first, len(trainable._BOUND), other[0]
+            first = STATE.bound_parts(refs[0])
+            again = STATE.bound_parts(refs[0])
+            other = STATE.bound_parts(refs[1])
+            return again is first, other is not first, len(STATE.parts), other[0]
 
     worker = Worker.remote()
     refs = [ray.put(("sweep-a", None, None)), ray.put(("sweep-b", None, None))]

@@ -12,7 +12,7 @@ import pytest
 from sweep.inputs import models
 from sweep.spec.config import ModelConfig
 from sweep.errors import InputError
-from sweep.inputs.data import DataInfo
+from sweep.inputs.dataset import DataInfo
 
 FIXTURES = Path(__file__).parents[1] / "model_fixtures"
 SEARCH = (FIXTURES,)

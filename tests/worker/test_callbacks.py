@@ -90,52 +90,6 @@ def test_unknown_callback_names_the_entry():
     )
 
 
-def test_checkpoint_reuses_kerass_attribute_skipsets_and_saves_what_keras_saves(tmp_path):
-    """save_checkpoint hands Keras' saver its per-kind attribute skipsets (see there) and
-    writes the same model a plain ``model.save`` does: config, weights, optimizer state."""
-    import threading
-
-    import keras
-    from keras.src.backend.common import global_state
-    from keras.src.saving import saving_lib
-
-    from sweep.worker import callbacks
-
-    keras.utils.set_random_seed(3)
-    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, activation="relu"), keras.layers.Dense(2)])
-    model.compile(keras.optimizers.Adam(0.01), "mse", metrics=["mae"])
-    x = np.random.default_rng(0).normal(size=(32, 4)).astype("float32")
-    model.fit(x, x[:, :2], epochs=2, verbose=0)
-    plain, ours = tmp_path / "plain", tmp_path / "ours"
-    plain.mkdir(), ours.mkdir()
-    model.save(plain / callbacks.MODEL_FILE)
-
-    seen: dict[str, object] = {}
-
-    def save_in_a_trial_thread() -> None:  # Keras' global state is per thread, like a trial's
-        callbacks.save_checkpoint(model, ours, epoch=2)
-        seen.update({kind: global_state.get_global_attribute(f"saving_attr_skiplist_{kind}") for kind in ("Layer", "Optimizer")})
-
-    thread = threading.Thread(target=save_in_a_trial_thread)
-    thread.start()
-    thread.join()
-    def public(names) -> set[str]:  # Keras' saver skips dunder names itself; '__annotations__' appears on a
-        return {n for n in names if not n.startswith("__")}  # class once anything reads it, so it is no difference
-
-    for kind in ("Layer", "Optimizer"):
-        assert public(seen[kind]) == public(saving_lib.get_attr_skipset(kind)), kind
-
-    a, b = callbacks.load_checkpoint(plain), callbacks.load_checkpoint(ours)
-    assert a.to_json() == b.to_json()
-    for left, right in zip(a.get_weights(), b.get_weights(), strict=True):
-        np.testing.assert_array_equal(left, right)
-    assert len(a.optimizer.variables) == len(b.optimizer.variables) > 2  # iterations, learning rate, moments
-    for left, right in zip(a.optimizer.variables, b.optimizer.variables, strict=True):
-        np.testing.assert_array_equal(left.numpy(), right.numpy())
-    np.testing.assert_array_equal(a.predict(x, verbose=0), model.predict(x, verbose=0))
-    assert callbacks.read_meta(ours) == {"epoch": 2}
-
-
 def test_a_users_own_callback_by_spec_with_arguments(monkeypatch):
     from pathlib import Path
 

@@ -1,4 +1,4 @@
-"""Placement helpers (GPU sharing, replicas, node identity), checkpoint storage and Ray addresses."""
+"""Placement helpers (GPU sharing, replicas, node identity) and Ray addresses."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import pytest
 
 from sweep.driver import cluster
 from sweep.worker import placement
-from sweep.worker import storage
 from sweep.spec.config import ResourcesConfig
 
 
@@ -40,38 +39,6 @@ def test_visible_device_ids_follow_cuda_visible_devices(monkeypatch) -> None:
     assert placement.visible_device_ids() == ["2", "3"]
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     assert placement.visible_device_ids() == []
-
-
-def _checkpoint(folder: Path) -> Path:
-    folder.mkdir(parents=True)
-    (folder / "model.keras").write_bytes(b"weights")
-    return folder
-
-
-@pytest.mark.parametrize("as_uri", [False, True], ids=["path", "file-uri"])
-def test_local_copy_reads_paths_and_file_uris(tmp_path: Path, as_uri: bool) -> None:
-    folder = _checkpoint(tmp_path / "run" / "checkpoint_000001")
-    location = folder.as_uri() if as_uri else str(folder)
-    with storage.local_copy(location) as local:
-        assert (local / "model.keras").read_bytes() == b"weights"
-
-
-def test_remove_checkpoint_deletes_only_checkpoint_folders(tmp_path: Path) -> None:
-    kept = _checkpoint(tmp_path / "trial_folder")
-    gone = _checkpoint(tmp_path / "checkpoint_000000")
-    storage.remove_checkpoint(str(kept))
-    storage.remove_checkpoint(gone.as_uri())
-    assert kept.exists() and not gone.exists()
-
-
-def test_checkpoint_location_keeps_remote_schemes() -> None:
-    import pyarrow.fs
-    from ray import tune
-
-    local = tune.Checkpoint("/data/run/checkpoint_000001", filesystem=pyarrow.fs.LocalFileSystem())
-    assert storage.checkpoint_location(local) == "/data/run/checkpoint_000001"
-    sub = pyarrow.fs.SubTreeFileSystem("/tmp", pyarrow.fs.LocalFileSystem())
-    assert storage.checkpoint_location(tune.Checkpoint("run/checkpoint_1", filesystem=sub)).endswith("://run/checkpoint_1")
 
 
 def test_addresses() -> None:

@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 
 from sweep.inputs import models
-from sweep.worker import trainable
 from sweep.spec.config import ModelConfig
-from sweep.inputs.data import DataInfo
+from sweep.inputs.dataset import DataInfo
 from sweep.worker.reuse import ModelCache, signature
+from sweep.worker.state import STATE
 
 EPOCHS = 3
 
@@ -37,7 +37,7 @@ BUILDER = functools.partial(models.mlp, units=[24, 24], dropout=0.2)
 def trial(hp: dict, seed: int, cache: ModelCache | None, data=DATA) -> tuple[dict, bool, keras.Model]:
     """What trainable.run_trial does: reset + seed, build + compile, take from the cache, fit."""
     x, y, xv, yv, info = data
-    trainable.reset_state(seed, keep_compiled=cache is not None and len(cache) > 0)
+    STATE.reset(seed, keep_compiled=cache is not None and len(cache) > 0)
     model = models.build(BUILDER, hp, info, ModelConfig(), steps_per_execution=4)
     reused = False
     if cache is not None:
@@ -60,10 +60,10 @@ def test_a_reused_model_trains_exactly_like_a_fresh_build():
 
 def test_a_reused_model_on_a_worker_that_kept_its_compiled_functions_trains_like_a_fresh_build():
     """The sweep's seed is the same for every trial, so a warm worker keeps TensorFlow's
-    instantiated functions (trainable.reset_state): the numbers must not change."""
+    instantiated functions (WorkerState.reset): the numbers must not change."""
     cache = ModelCache()
     trial({"optimizer": "adam", "learning_rate": 0.03}, seed=11, cache=cache)
-    kept = trainable.reset_state(11, keep_compiled=True)
+    kept = STATE.reset(11, keep_compiled=True)
     assert kept  # the fast reset ran (same seed, Keras laid out as expected)
     second, reused, _ = trial({"optimizer": "adam", "learning_rate": 0.002, "batch_size": 16}, seed=11, cache=cache)
     assert reused
@@ -75,7 +75,7 @@ def test_nothing_of_the_previous_trial_survives_in_a_reused_model():
     cache = ModelCache()
     trial({"optimizer": "rmsprop", "learning_rate": 0.05}, seed=3, cache=cache)
     x, y, xv, yv, info = DATA
-    trainable.reset_state(4)
+    STATE.reset(4)
     fresh = models.build(BUILDER, {"optimizer": "rmsprop", "learning_rate": 0.01}, info, ModelConfig(), steps_per_execution=4)
     initial = [keras.ops.convert_to_numpy(v) for v in fresh.variables]
     model, reused = cache.take(fresh)

@@ -1,4 +1,4 @@
-"""sweep.trainable / sweep.worker.resources pieces, run directly in this process (real Keras, no Ray).
+"""sweep.worker.trainable / sweep.worker.resources pieces, run directly in this process (real Keras, no Ray).
 
 A trial's numbers must not depend on how it was run: several steps per execution give the
 same per-epoch metrics as a plain ``model.fit()``; a trial after another one on the same
@@ -18,8 +18,9 @@ import pytest
 from sweep.inputs import models
 from sweep.worker import trainable
 from sweep.worker import resources
+from sweep.worker.state import STATE
 from sweep.spec.config import FitConfig, ModelConfig
-from sweep.inputs.data import DataInfo
+from sweep.inputs.dataset import DataInfo
 
 SEED, EPOCHS, ROWS = 7, 3, 480
 HP = {"learning_rate": 0.01, "optimizer": "adam", "batch_size": 32}
@@ -40,7 +41,7 @@ BUILDER = functools.partial(models.mlp, units=[32, 32])
 def sweep_trial(arrays, hp: dict, steps: int | str = "auto") -> tuple[dict, keras.Model]:
     """What ``trainable.run_trial`` does around ``fit()``, minus the Tune report."""
     x, y, xv, yv, info = arrays
-    trainable.reset_state(SEED)
+    STATE.reset(SEED)
     batch = int(hp["batch_size"])
     model = models.build(BUILDER, hp, info, ModelConfig(), steps_per_execution=resources.steps_per_execution(steps, batch, len(x)))
     history = model.fit(
@@ -122,38 +123,10 @@ def test_a_warm_worker_keeps_no_traced_graph_of_an_earlier_trial(arrays):
     counts = []
     for optimizer in ("adam", "sgd", "rmsprop", "adam"):  # a fresh model (and trace) each trial
         sweep_trial(arrays, {**HP, "optimizer": optimizer})
-        trainable.reset_state(SEED)
+        STATE.reset(SEED)
         counts.append(live_graphs())
         assert not [k for k in tf_ops._gradient_registry._registry if str(k).startswith("CustomGradient-")]
     assert counts[-1] <= counts[0], counts
-
-
-def keras_draws() -> tuple:
-    """What a seeded trial draws first: Python, NumPy, a Keras initializer, a Keras layer name."""
-    import random
-
-    initial = keras.ops.convert_to_numpy(keras.initializers.GlorotUniform()((3, 2)))
-    return random.random(), float(np.random.rand()), initial.tolist(), keras.layers.Dense(1).name
-
-
-def test_the_reset_that_keeps_compiled_functions_resets_everything_else():
-    assert trainable.reset_state(SEED) is False  # the full reset; TensorFlow's seed is now SEED
-    want = keras_draws()
-    # what a previous trial may leave behind: layer names taken, global settings changed, draws made
-    keras.layers.Dense(1), keras.layers.Dense(1)
-    for keep in (True, False):
-        keras.config.set_floatx("float16")
-        keras.config.set_epsilon(1e-3)
-        keras.config.set_image_data_format("channels_first")
-        keras.config.set_dtype_policy("mixed_float16")
-        keras_draws()
-        assert trainable.reset_state(SEED, keep_compiled=keep) is keep
-        assert (keras.config.floatx(), keras.config.epsilon(), keras.config.image_data_format()) == ("float32", 1e-7, "channels_last")
-        assert keras.config.dtype_policy().name == "float32"
-        assert keras_draws() == want  # same seeds, same first layer name
-    # another seed than TensorFlow's: the full reset, which also reseeds TensorFlow
-    assert trainable.reset_state(SEED + 1, keep_compiled=True) is False
-    assert trainable.reset_state(SEED + 1, keep_compiled=True) is True
 
 
 def test_worker_reports_its_memory():
