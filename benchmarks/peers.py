@@ -144,7 +144,7 @@ def run_sweep(size: dict, work: Path) -> float:
 
 def _sweep_run(size: dict, work: Path, name: str, data: dict, model: dict) -> float:
     import sweep
-    from sweep.driver.runner import ensure_ray
+    from sweep.driver.session import ensure_ray
 
     config = {
         "name": name,

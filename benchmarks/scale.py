@@ -142,10 +142,13 @@ def sweep_noop_trial(hp: dict, settings: Any, data_ref: Any, fingerprint: str, b
 
 def run_sweep(n: int, work: Path, noop: bool = False, reuse_model: bool = True) -> dict:
     from sweep.driver import runner
+    from sweep.driver.preflight import prepare
+    from sweep.driver.session import ensure_ray
+    from sweep.spec import config as config_module
 
-    runner.ensure_ray(num_cpus=SLOTS)
-    config = runner.config_module.load(sweep_config(n, reuse_model), {"tracking.uri": f"sqlite:///{work / 'mlflow.db'}"})
-    prepared = runner.prepare(config, "<scale>", (REPO,))
+    ensure_ray(num_cpus=SLOTS)
+    config = config_module.load(sweep_config(n, reuse_model), {"tracking.uri": f"sqlite:///{work / 'mlflow.db'}"})
+    prepared = prepare(config, "<scale>", (REPO,))
     result = runner.execute(prepared, storage=str(work / "runs"), quiet=True, trial=sweep_noop_trial if noop else sweep_keras_trial)
     ended = time.time()
     counts = mlflow_counts(work / "mlflow.db", result.parent_run_id)

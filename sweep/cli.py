@@ -83,7 +83,7 @@ def _interrupted(exc: BaseException, name: str | None) -> int:
 
 def _terminate_as_interrupt() -> None:
     """SIGTERM (SLURM time limit, ``ray job stop``, Kubernetes) ends ``run``/``resume`` the way
-    Ctrl-C does: records closed, resumable, exit 143. (While trials run, the runner's handler
+    Ctrl-C does: records closed, resumable, exit 143. (While trials run, the driver's handler
     stops them first; this one covers the steps before and after.)"""
     import signal
     import threading
@@ -92,7 +92,7 @@ def _terminate_as_interrupt() -> None:
         return
 
     def handler(signum: int, frame: Any) -> None:
-        from sweep.driver.runner import SweepInterrupted
+        from sweep.driver.interrupts import SweepInterrupted
 
         raise SweepInterrupted(None, signum)
 

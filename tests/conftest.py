@@ -19,7 +19,7 @@ def ray_session():
     """A real local Ray with 2 CPUs, bound to 127.0.0.1, shared by every end-to-end test."""
     import ray
 
-    from sweep.driver.runner import ensure_ray
+    from sweep.driver.session import ensure_ray
 
     ensure_ray(num_cpus=2)
     yield ray.get_runtime_context().gcs_address

@@ -79,9 +79,9 @@ def test_databricks_workspace_paths_stay_allowed():
 def test_ray_tune_is_not_handed_the_environments_credentials():
     from ray.tune.execution import class_cache
 
-    from sweep.driver.runner import _withhold_secrets_from_ray, is_secret_name
+    from sweep.driver.session import is_secret_name, withhold_secrets_from_ray
 
-    _withhold_secrets_from_ray()
+    withhold_secrets_from_ray()
     assert not {"AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_ACCESS_KEY_ID"} & set(class_cache.ENV_VARS_TO_PROPAGATE)
     assert "RAY_CHDIR_TO_TRIAL_DIR" in class_cache.ENV_VARS_TO_PROPAGATE  # the rest still propagates
     assert all(is_secret_name(n) for n in ("MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN", "GITHUB_TOKEN", "AWS_SECRET_ACCESS_KEY"))

@@ -24,7 +24,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 SINGLE_MACHINE_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 CLIENT_PREFIX = "ray://"
@@ -99,13 +99,18 @@ def bootstrap_address(address: str) -> str:
 # Ray Client
 
 
-def run_via_client(source: str | Path | Mapping[str, Any], address: str, *, storage: str | None, quiet: bool, overrides: dict[str, Any]) -> Any:
+def run_via_client(
+    source: str | Path | Mapping[str, Any], address: str, *, storage: str | None, quiet: bool, overrides: dict[str, Any],
+    sweep_run: Callable[..., Any],
+) -> Any:
     """Run the whole sweep as one task on the cluster behind ``ray://`` and return its result.
 
     The sweep file's folder travels as the task's working directory (so its relative paths and
     modules next to it resolve there); the tracking URI and storage are resolved here first, so
     the defaults point at this machine's ``./mlflow.db`` and ``./sweep_runs`` (useful only when
     the cluster shares this filesystem; otherwise pass an MLflow server and a shared/cloud URI).
+    ``sweep_run`` is ``sweep.driver.runner.run``, the task's body, passed in (the runner imports
+    this module, so this module does not import it back).
     """
     import ray
 
@@ -124,7 +129,7 @@ def run_via_client(source: str | Path | Mapping[str, Any], address: str, *, stor
         _connect_client(address, runtime_env)
     task = ray.remote(num_cpus=0)(_run_on_cluster)
     try:
-        return ray.get(task.remote(source, storage, quiet, overrides))
+        return ray.get(task.remote(sweep_run, source, storage, quiet, overrides))
     except ray.exceptions.RayTaskError as exc:
         cause = getattr(exc, "cause", None)
         if isinstance(cause, SweepConfigError):
@@ -161,11 +166,9 @@ def is_client_server_start_failure(exc: BaseException) -> bool:
     return isinstance(exc, ConnectionAbortedError) and "Starting Ray client server failed" in str(exc)
 
 
-def _run_on_cluster(source: Any, storage: str, quiet: bool, overrides: dict[str, Any]) -> Any:
+def _run_on_cluster(sweep_run: Callable[..., Any], source: Any, storage: str, quiet: bool, overrides: dict[str, Any]) -> Any:
     """The task body: an ordinary ``sweep.run`` in a process that is already a cluster driver."""
-    from sweep.driver import runner
-
-    return runner.run(source, storage=storage, address="auto", quiet=quiet, **overrides)
+    return sweep_run(source, storage=storage, address="auto", quiet=quiet, **overrides)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -133,9 +133,6 @@ class MLflowTracker(DriverCallback):
     """Logs the sweep to MLflow from the driver as Tune reports (see the module docstring)."""
 
     transient = ("_client", "writer")
-    registered_model: str | None = None  # Model Registry name for the best model (runner sets it)
-    checkpoint_quota_mb: float | None = None  # resources.checkpoint_quota_mb (runner sets it)
-    model_settings: tuple[Any, tuple] | None = None  # (ModelConfig, search paths): how the best model loads (runner sets it)
 
     def __init__(
         self,
@@ -146,9 +143,19 @@ class MLflowTracker(DriverCallback):
         sweep_params: dict[str, Any],
         parent_tags: dict[str, Any] | None = None,
         resume: Any = None,
+        *,
+        registered_model: str | None = None,
+        model_settings: tuple[Any, tuple] | None = None,
+        checkpoint_quota_mb: float | None = None,
     ):
-        """Create the parent run, or with ``resume`` (a ``recovery.ResumeState``) reopen it."""
+        """Create the parent run, or with ``resume`` (a ``recovery.ResumeState``) reopen it.
+
+        ``registered_model``: the Model Registry name for the best model (none: not registered);
+        ``model_settings``: (ModelConfig, search paths), how the best model loads;
+        ``checkpoint_quota_mb``: resources.checkpoint_quota_mb (none: no quota).
+        """
         self.ledger, self.uri, self.sweep_name = ledger, uri, sweep_name
+        self.registered_model, self.model_settings, self.checkpoint_quota_mb = registered_model, model_settings, checkpoint_quota_mb
         set_sweep_http_defaults()
         self._client = client(uri)
         self.experiment_id = ensure_experiment(self._client, uri, experiment)

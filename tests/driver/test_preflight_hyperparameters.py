@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from sweep.spec import config as config_module
-from sweep.driver import runner
+from sweep.driver import preflight
 from sweep.errors import SweepConfigError
 
 USER_CODE = Path(__file__).parents[1] / "e2e" / "user_code"
@@ -21,7 +21,7 @@ def prepare(space: dict, **sections):
     raw = {"name": "hp-read", "data": {"source": "digits"}, "model": {"builder": "mlp", "args": {"units": [8]}},
            "fit": {"epochs": 2}, "objective": {"metric": "val_accuracy", "mode": "max"},
            "search": {"trials": 2, "space": space}, **sections}
-    return runner.prepare(config_module.load(raw), "sweep.yaml", (USER_CODE,))
+    return preflight.prepare(config_module.load(raw), "sweep.yaml", (USER_CODE,))
 
 
 def refused(space: dict, **sections) -> SweepConfigError:

@@ -25,8 +25,7 @@ def _checkpoint(folder: Path, name: str, megabytes: float) -> SimpleNamespace:
 def test_quota_evicts_ended_trials_worst_first_and_keeps_the_best_and_running(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     ledger = Ledger("val_accuracy", "max", lambda config: dict(config), 3)
-    tracker = tracking.MLflowTracker(ledger, uri, "quota", "quota", {})
-    tracker.checkpoint_quota_mb = 2.5  # room for two of the 1 MB checkpoints, not three
+    tracker = tracking.MLflowTracker(ledger, uri, "quota", "quota", {}, checkpoint_quota_mb=2.5)  # room for two of the 1 MB checkpoints, not three
     callbacks = [ledger, tracker]
     trials = [SimpleNamespace(trial_id=f"t{i}", config={"lr": i}, last_result={}) for i in range(4)]
     values = {"t0": 0.9, "t1": 0.5, "t2": 0.7, "t3": 0.6}

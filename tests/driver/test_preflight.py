@@ -1,4 +1,4 @@
-"""Bad input found by the preflight (runner.prepare, no Ray): one line naming the file and the key,
+"""Bad input found by the preflight (preflight.prepare, no Ray): one line naming the file and the key,
 before any trial. The file-level table (YAML, types, names) is in test_config.py."""
 
 from __future__ import annotations
@@ -8,7 +8,8 @@ import textwrap
 import pytest
 
 from sweep.spec import config as config_module
-from sweep.driver import runner
+from sweep.driver import preflight, runner
+from sweep.driver.quiet import quiet_tensorflow
 from sweep.errors import SweepConfigError
 
 BASE = {
@@ -62,14 +63,14 @@ PREFLIGHT_BAD = [
 
 @pytest.fixture(scope="module", autouse=True)
 def _tensorflow_once():
-    runner._quiet_tensorflow()
+    quiet_tensorflow()
 
 
 @pytest.mark.parametrize(("raw", "expected"), [case[1:] for case in PREFLIGHT_BAD], ids=[case[0] for case in PREFLIGHT_BAD])
 def test_preflight_refuses_with_one_line(tmp_path, raw, expected):
     config = config_module.load(raw)
     with pytest.raises(SweepConfigError) as info:
-        runner.prepare(config, "sweep.yaml", (tmp_path,))
+        preflight.prepare(config, "sweep.yaml", (tmp_path,))
     assert str(info.value) == f"sweep.yaml: {expected}"
 
 
@@ -86,7 +87,7 @@ def test_factory_that_compiles_itself_keeps_its_own_optimizer_words(tmp_path):
     raw = sweep(model={"builder": "own_compile:build", "args": {}})
     raw["search"] = {"trials": 2, "space": {"optimizer": cat("fast", "slow")}}
     config = config_module.load(raw)
-    prepared = runner.prepare(config, "sweep.yaml", (tmp_path,))
+    prepared = preflight.prepare(config, "sweep.yaml", (tmp_path,))
     assert prepared.builder.spec == "own_compile:build"
 
 
@@ -99,7 +100,7 @@ def test_output_width_mismatch_says_so_when_a_loss_is_given(tmp_path):
     """))
     config = config_module.load(sweep(model={"builder": "narrow:build", "args": {}, "loss": "sparse_categorical_crossentropy"}))
     with pytest.raises(SweepConfigError) as info:
-        runner.prepare(config, "sweep.yaml", (tmp_path,))
+        preflight.prepare(config, "sweep.yaml", (tmp_path,))
     assert str(info.value).startswith("sweep.yaml: model.builder: expected a final layer with 3 units, one per class")
 
 
@@ -117,7 +118,7 @@ def test_user_module_that_exits_or_raises_at_import_is_one_line(tmp_path, capsys
     (tmp_path / "exiting.py").write_text(source + "def build(hp, info):\n    pass\n")
     config = config_module.load(sweep(model={"builder": "exiting:build", "args": {}}))
     with pytest.raises(SweepConfigError) as info:
-        runner.prepare(config, "sweep.yaml", (tmp_path,))
+        preflight.prepare(config, "sweep.yaml", (tmp_path,))
     line = str(info.value).replace("__main__.py: ", "").replace("pytest: ", "").replace("sweep: ", "", 1) if "argparse" in source else str(info.value)
     assert line == f"sweep.yaml: model.builder: expected an importable module 'exiting', but {expected}"
     assert "usage:" not in capsys.readouterr().err  # argparse's own text is held back
@@ -128,7 +129,7 @@ def test_header_only_csv_says_no_rows(tmp_path):
     raw = sweep(data={"source": f"csv:{tmp_path / 'header.csv'}", "target": "label"})
     raw["data"] = {"source": f"csv:{tmp_path / 'header.csv'}", "target": "label"}
     with pytest.raises(SweepConfigError) as info:
-        runner.prepare(config_module.load(raw), "sweep.yaml", (tmp_path,))
+        preflight.prepare(config_module.load(raw), "sweep.yaml", (tmp_path,))
     assert str(info.value) == f"sweep.yaml: data.source: expected rows of data in csv:{tmp_path / 'header.csv'}, got 0 rows (only the header)"
 
 

@@ -1,7 +1,7 @@
 """The local Ray a sweep starts: its workers get the sweep's environment without a job runtime_env.
 
 A job runtime_env would keep the trial actors off the idle workers Ray prestarts, so the
-variables reach the workers through the environment they inherit (``runner.ensure_ray``).
+variables reach the workers through the environment they inherit (``session.ensure_ray``).
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def test_the_sweep_environment_wins_over_the_drivers_as_a_runtime_env_did(tmp_pa
 
     script = (
         "import os, ray\n"
-        "from sweep.driver.runner import ensure_ray\n"
+        "from sweep.driver.session import ensure_ray\n"
         "ensure_ray(num_cpus=1)\n"
         "@ray.remote(num_cpus=1)\n"
         "def seen():\n"

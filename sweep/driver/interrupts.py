@@ -1,0 +1,81 @@
+"""SIGINT and SIGTERM during a sweep: the trials stop, the records close, the sweep stays resumable.
+
+``SweepInterrupted`` is what the driver raises once the records are closed; ``sweep.cli`` turns
+it into exit 130 (SIGINT) or 143 (SIGTERM) and raises it itself for a SIGTERM outside ``fit()``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+from typing import Any
+
+
+class SweepInterrupted(KeyboardInterrupt):
+    """The sweep stopped on SIGINT/SIGTERM; its records are closed and it can be resumed."""
+
+    def __init__(self, name: str | None, signum: int = 2):
+        super().__init__(name)
+        self.name, self.signum = name, int(signum)
+
+
+class Interrupts:
+    """SIGINT and SIGTERM while ``tuner.fit()`` runs.
+
+    Ray Tune catches the first SIGINT itself and returns from ``fit()`` as if the sweep were
+    done. Here the first SIGINT or SIGTERM asks Tune to stop every trial (through the sweep's
+    stopper, checked each step) and the sweep then ends as interrupted; a second one raises
+    KeyboardInterrupt at once; a third gets Python's default handling.
+    """
+
+    def __init__(self, stopper: Any, name: str):
+        self.stopper, self.name, self.signal, self.count = stopper, name, None, 0
+        self._saved: dict[int, Any] = {}
+        self._env: str | None = None
+
+    def reason(self) -> str | None:
+        if self.signal is None:
+            return None
+        return f"interrupted by {signal.Signals(self.signal).name}"
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.count += 1
+        self.signal = self.signal or signum
+        if self.count == 1:
+            self.stopper.halt = self.reason()
+            with contextlib.suppress(Exception):
+                print(f"sweep: {signal.Signals(signum).name}: stopping the trials (again to stop at once)", file=sys.stderr, flush=True)
+            return
+        for sig in (signal.SIGINT, signal.SIGTERM):  # a third one is not caught
+            with contextlib.suppress(Exception):
+                signal.signal(sig, signal.SIG_DFL if sig == signal.SIGTERM else signal.default_int_handler)
+        if not self.closing:  # while the trials run: stop now (the finally still closes the records)
+            raise SweepInterrupted(self.name, self.signal)
+        # already closing the records (about a second): let that finish, then exit; a third kills
+
+    closing = False  # set once tuner.fit() returned: the sweep's records are being closed
+
+    def install(self) -> None:
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():
+            return  # signals reach only the main thread: nothing to install
+        self._saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+        self._env = os.environ.get("TUNE_DISABLE_SIGINT_HANDLER")
+        os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # Tune's own swallows the first Ctrl-C
+        for sig in self._saved:
+            signal.signal(sig, self._handle)
+
+    def restore(self) -> None:
+        if not self._saved:
+            return
+        for sig, handler in self._saved.items():
+            with contextlib.suppress(Exception):
+                signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+        self._saved = {}
+        if self._env is None:
+            os.environ.pop("TUNE_DISABLE_SIGINT_HANDLER", None)
+        else:
+            os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = self._env

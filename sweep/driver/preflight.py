@@ -1,0 +1,255 @@
+"""The preflight: everything that can be checked before a trial starts, checked in the driver.
+
+Errors name the sweep file and key: data loads, the builder imports and returns a model that
+accepts the data, the objective metric is one the model will log, every space entry is read by
+something, a trial fits on a node. Only then does Ray start spending workers on the sweep.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from sweep.driver import cluster
+from sweep.driver.quiet import quiet_tensorflow
+from sweep.spec import config as config_module
+from sweep.spec.config import CategoricalParam, SweepConfig, condition_order
+from sweep.errors import InputError, SweepConfigError
+
+log = logging.getLogger("sweep")
+
+
+@dataclass
+class Prepared:
+    """A validated sweep with its data loaded and its model factory resolved."""
+
+    config: SweepConfig
+    label: str  # the sweep file, for error lines
+    dataset: Any
+    builder: Callable
+    search_paths: tuple[Path, ...]
+
+
+def prepare(config: SweepConfig, label: str, search_paths: tuple[Path, ...] = ()) -> Prepared:
+    """Load data, resolve the builder and try one model in the driver (errors name the file)."""
+    quiet_tensorflow()
+    from sweep.inputs import data
+    from sweep.inputs import models
+
+    try:
+        dataset = data.load(config.data, search_paths)
+        dataset.class_weight = data.class_weights(config.fit.class_weight, dataset)
+        builder = models.resolve_builder(config.model, search_paths)
+        _check_names(config, builder, dataset)
+        _preflight_model(config, builder, dataset)
+    except InputError as exc:
+        raise SweepConfigError(label, exc.key, exc.expected) from None
+    return Prepared(config, label, dataset, builder, search_paths)
+
+
+def _check_names(config: SweepConfig, builder: Callable, dataset: Any) -> None:
+    """Names that reach Keras (optimizer, activation, loss and metric choices) against its registries."""
+    from sweep.inputs import models
+    from sweep.search import space as space_module
+
+    if config.search.sampler == "grid":
+        space_module.check_grid_size(config.search)  # refused before the grid is listed (it could fill the memory)
+    space = config.search.space
+    compiles = True
+    if ("optimizer" in space or "loss" in space) and config.model.builder not in models.BUILDERS:
+        compiles = models.sweep_compiles(builder, example_hyperparameters(config), dataset.info, config.model)
+    models.check_names(space, config.model, compiles)
+
+
+def example_hyperparameters(config: SweepConfig, fixed: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """One valid point of the space (first choices, lows), respecting ``when:`` conditions.
+
+    ``fixed`` sets some entries (each kept only where its own condition holds).
+    """
+    from sweep.search.space import condition_holds
+
+    space = config.search.space
+    fixed = fixed or {}
+    hp: dict[str, Any] = {}
+    for name in condition_order(space):
+        param = space[name]
+        if condition_holds(param.when, hp):
+            hp[name] = fixed[name] if name in fixed else (param.choices[0] if isinstance(param, CategoricalParam) else param.low)
+    return hp
+
+
+MAX_EXAMPLE_POINTS = 12  # models the preflight builds (not trains) to see which hyperparameters are read
+
+
+def example_points(config: SweepConfig) -> list[dict[str, Any]]:
+    """Points of the space that walk its branches: the first point, each categorical choice
+    (and each value a ``when:`` names) one at a time, and every number at its high end.
+    At most :data:`MAX_EXAMPLE_POINTS`."""
+    space = config.search.space
+    points = [example_hyperparameters(config)]
+    highs = {n: p.high for n, p in space.items() if not isinstance(p, CategoricalParam)}
+    points.append(example_hyperparameters(config, highs))
+    for name, param in space.items():
+        values = list(param.choices[1:]) if isinstance(param, CategoricalParam) else []
+        for other in space.values():
+            wanted = (other.when or {}).get(name)
+            values += wanted if isinstance(wanted, list) else ([wanted] if wanted is not None else [])
+        for value in values:
+            points.append(example_hyperparameters(config, {name: value}))
+    unique: list[dict[str, Any]] = []
+    for point in points:
+        if point not in unique:
+            unique.append(point)
+    return unique[:MAX_EXAMPLE_POINTS]
+
+
+def _preflight_model(config: SweepConfig, builder: Callable, dataset: Any) -> None:
+    """Build one model and evaluate a few rows, so shape and metric mistakes surface now;
+    then check that every space entry is read by something (:func:`check_hyperparameters_read`)."""
+    import keras
+
+    from sweep.inputs import models
+    from sweep.worker.callbacks import keras_callbacks
+    from sweep.worker.checkpoints import check_reloadable
+
+    keras_callbacks(config.fit, config.objective)
+    _check_fit_settings(config, dataset)
+    hp = example_hyperparameters(config)
+    model = models.build(builder, hp, dataset.info, config.model)
+    check_reloadable(model, config.model)  # loads back with model.safe_mode / custom objects, before any trial
+    try:
+        logs = _evaluate_few(model, dataset)
+    except Exception as exc:
+        models.check_model_output(model, dataset.info)  # evaluating failed: a width that does not fit the targets is the likely cause, said plainly
+        first = _telling_line(exc)
+        raise InputError(
+            "model.builder",
+            f"expected a model that accepts inputs of shape {_input_text(dataset.info)} and "
+            f"targets for {_output_text(dataset.info)}, but evaluating it failed: {first[:300]}",
+        ) from None
+    finally:
+        keras.backend.clear_session(free_memory=False)  # no full GC (0.25-0.45 s with TF loaded) on the start-up path
+    names = sorted(set(logs) | {f"val_{name}" for name in logs})
+    if config.objective.metric not in names:
+        raise InputError("objective.metric", f"expected one of the metrics the model logs ({', '.join(names)}), got {config.objective.metric!r}")
+    _check_objective_name(config.objective.metric)
+    check_hyperparameters_read(config, models.hyperparameters_read(builder, dataset.info, example_points(config)))
+
+
+def _telling_line(exc: BaseException) -> str:
+    """The line of an error that says what went wrong: TensorFlow's start with a header
+    ("Graph execution error:") and node names; the cause is a later line."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    skip = ("Graph execution error", "Detected at node", "File ", "[[", "Traceback", "Stack trace")
+    telling = [line for line in lines if not line.startswith(skip) and not line.endswith(":")]
+    return (telling or lines or [type(exc).__name__])[0]
+
+
+def _check_objective_name(metric: str) -> None:
+    """Other metrics MLflow refuses are logged under a sanitized name (sweep.tracking.writer), but the
+    objective is read back from MLflow by name (sweep best, resume, warm start): refuse it."""
+    from sweep.tracking.writer import name_problem, sanitized
+
+    problem = name_problem(metric)
+    if problem:
+        raise InputError(
+            "objective.metric",
+            f"expected a metric name MLflow can record, got {metric!r} ({problem}): name the metric without it in the model, e.g. {sanitized(metric)!r}",
+        )
+
+
+def _evaluate_few(model: Any, dataset: Any, rows: int = 8) -> dict[str, float]:
+    from sweep.inputs.structures import take_rows
+
+    def first(part: Any) -> Any:
+        return None if part is None else take_rows(part, slice(0, rows))
+
+    return model.evaluate(
+        first(dataset.x_val), first(dataset.y_val), sample_weight=first(dataset.val_sample_weight), verbose=0, return_dict=True
+    )
+
+
+def _input_text(info: Any) -> str:
+    shapes = info.input_shapes if info.input_shapes is not None else info.input_shape
+    return str(shapes) if info.num_inputs > 1 else str(tuple(info.input_shape))
+
+
+def _output_text(info: Any) -> str:
+    if info.num_heads > 1:
+        return f"outputs {info.output_sizes}"
+    return f"{info.num_outputs} output(s) ({info.task})"
+
+
+def _check_fit_settings(config: SweepConfig, dataset: Any) -> None:
+    """fit() settings that the data cannot honour, refused before any trial."""
+    info, space = dataset.info, config.search.space
+    pipeline = getattr(dataset, "pipeline", None)
+    if pipeline is not None and "batch_size" in space and not pipeline.takes_batch_size:
+        raise InputError(
+            "search.space.batch_size",
+            f"expected a data function that takes batch_size, since {info.source} returns pipelines: "
+            "add a batch_size parameter to it (the trial's batch size is passed), or remove batch_size from the space",
+        )
+    if pipeline is not None and pipeline.is_generator and config.fit.steps_per_epoch is None:
+        raise InputError("fit.steps_per_epoch", f"expected fit.steps_per_epoch for the generators of {info.source} (a generator has no length), got none")
+    if pipeline is None and not getattr(info, "streamed", False) and info.n_train > 0:
+        _check_batch_size_fits(config, info.n_train)
+    if config.fit.class_weight is not None and info.num_heads > 1:
+        raise InputError("fit.class_weight", f"expected a model with one output for class_weight (Keras' rule), got {info.num_heads} outputs: use sample weights per output")
+
+
+def _check_batch_size_fits(config: SweepConfig, rows: int) -> None:
+    """A batch larger than the training rows cannot run (each trial would fail as infeasible):
+    the fixed fit.batch_size, or any value of a searched batch_size, is refused now."""
+    searched = config.search.space.get("batch_size")
+    what = f"expected at most {rows} (the training rows)"
+    if searched is None:
+        if config.fit.batch_size > rows:
+            raise InputError("fit.batch_size", f"{what}, got {config.fit.batch_size}")
+    elif isinstance(searched, CategoricalParam):
+        for index, value in enumerate(searched.choices):
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and value > rows:
+                raise InputError(f"search.space.batch_size.choices.{index}", f"{what}, got {value}")
+    elif getattr(searched, "high", 0) > rows:
+        raise InputError("search.space.batch_size.high", f"{what}, got {config_module.show_value(searched.high)}")
+
+
+def check_hyperparameters_read(config: SweepConfig, read: set[str]) -> None:
+    """Every space entry must be read by the factory, the optimizer, compile or fit: one that
+    nothing reads would be sampled, logged and ranked with no effect on training."""
+    import difflib
+
+    from sweep.inputs.models import TRIAL_HP_KEYS
+
+    for name in config.search.space:
+        if name in read:
+            continue
+        known = sorted(k for k in read if k not in TRIAL_HP_KEYS) or ["none"]
+        close = difflib.get_close_matches(name, sorted(read), n=1, cutoff=0.75)
+        guess = f"; did you mean {close[0]!r}?" if close else ""
+        raise InputError(
+            f"search.space.{name}",
+            f"expected a hyperparameter that the model factory, the optimizer, compile or fit reads, got {name!r}, which nothing reads "
+            f"(read: {', '.join(known)}; a factory that reads it only on some branches: give it a when: condition){guess}",
+        )
+
+
+def check_resources(config: SweepConfig, label: str) -> None:
+    """A trial no node can ever hold would wait forever: refuse it before the first trial, naming
+    the key and what the cluster offers (skipped on a cluster declared autoscaling)."""
+    import ray
+
+    if cluster.autoscaling():
+        log.warning("the cluster is declared autoscaling (SWEEP_AUTOSCALING=1): trials wait for nodes with the resources they need")
+        return
+    res = config.resources
+    need = {"cpus_per_trial": res.cpus_per_trial, "gpus_per_trial": res.gpus_per_trial, **{f"custom.{k}": v for k, v in res.custom.items()}}
+    try:
+        nodes = ray.nodes()
+    except Exception:  # cannot tell: let Tune schedule
+        return
+    shortfall = cluster.resource_shortfall(need, nodes)
+    if shortfall is not None:
+        raise SweepConfigError(label, *shortfall)

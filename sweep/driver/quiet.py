@@ -1,0 +1,74 @@
+"""Keeping the terminal for the sweep's own output: TensorFlow, Ray, Optuna and MLflow notices
+that need no action are silenced in the driver (the workers get their log levels from the
+environment the Ray session hands them, ``sweep.driver.session``)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+from typing import Iterator
+
+
+def quiet_tensorflow() -> None:
+    """TensorFlow's C++ start-up chatter (oneDNN, missing CUDA) is noise in a sweep's output.
+
+    TF 2.21 prints it through absl before any log level applies, so the one import in the
+    driver runs with file descriptor 2 pointed at /dev/null; an import error still raises.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    if "tensorflow" not in sys.modules:
+        with _stderr_silenced():
+            import tensorflow  # noqa: F401
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
+
+
+@contextlib.contextmanager
+def _stderr_silenced() -> Iterator[None]:
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+class _TrialFailureFilter(logging.Filter):
+    """Drops Ray Tune's own reports of trial failures; every other Tune message passes."""
+
+    PREFIXES = ("Trial task failed for trial", "Trials did not complete")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.PREFIXES)
+
+
+def quiet_ray_and_optuna() -> None:
+    """Keep the terminal for the sweep's own view: Ray/Optuna notices that need no action go."""
+    import warnings
+
+    import optuna
+
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # we record results ourselves
+    os.environ.setdefault("RAY_IGNORE_UNHANDLED_ERRORS", "1")  # a stopped trial's error is ours to report, once
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    for name in ("ray.tune.analysis.experiment_analysis", "ray.tune.result_grid", "ray._private.authentication"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    # A failed trial's traceback is the sweep's to tell (one line per trial in the live view,
+    # the tail once when fail_fast stops a sweep), not Ray's to print in full for every trial.
+    for name in ("ray.tune.execution.tune_controller", "ray.tune.tune"):
+        tune_logger = logging.getLogger(name)
+        if not any(isinstance(f, _TrialFailureFilter) for f in tune_logger.filters):
+            tune_logger.addFilter(_TrialFailureFilter())
+    from sweep.tracking import client  # noqa: F401 - sets MLflow's environment (telemetry) before mlflow loads
+    import mlflow  # noqa: F401 - mlflow sets up its logger on import; quiet it afterwards
+
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
