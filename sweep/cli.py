@@ -395,7 +395,7 @@ def best_text(summary: dict[str, Any]) -> str:
 def _trial_name(number: int | None, trial_id: str | None) -> str | None:
     """``0002 (ray e200b21c)``: the trial's number, the one identifier shown everywhere (the MLflow
     run is ``NAME-0002``), with Ray's trial id beside it; Ray's id alone for a run without a number."""
-    from sweep.views.progress import trial_label
+    from sweep.protocol import trial_label
 
     if number is None:
         return trial_id

@@ -185,3 +185,10 @@ class Objective:
         """``items`` sorted best first by ``key`` (a value, or a tuple led by one; the whole key is
         reversed for max, as ``sorted(reverse=True)`` does; equal keys keep their order)."""
         return sorted(items, key=key, reverse=self.maximize)
+
+
+def trial_label(number: int | None) -> str:
+    """The one trial identifier users see: ``0002`` in the live view, ``sweep best``, the report,
+    the MLflow run name (``NAME-0002``) and the trial's checkpoint folder (``0002_<ray id>``);
+    Ray's trial id is shown beside it where it helps."""
+    return "-" if number is None else f"{int(number):04d}"

@@ -13,12 +13,12 @@ import os
 import re
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Mapping
 
 import pandas as pd
 from ray import tune
 
-from sweep.protocol import END_FIELD, EPOCH_FIELD, FINISHED, KEYS_FIELD, WORKER_METRICS, FailureKind, Objective, TrialStatus, failure_kind
+from sweep.protocol import END_FIELD, EPOCH_FIELD, FINISHED, KEYS_FIELD, WORKER_METRICS, FailureKind, Objective, TrialStatus, failure_kind, trial_label
 
 
 def keras_metrics(result: dict[str, Any]) -> dict[str, float]:
@@ -127,6 +127,42 @@ class DriverCallback(tune.Callback):
             self.__dict__.setdefault(name, None)
 
 
+def creation_count(trial: Any) -> int | None:
+    """Tune's 1-based count of the trials its search generator created, read from the trial's
+    ``experiment_tag`` (``"3_learning_rate=0.01,..."``); None for a trial made another way."""
+    head = str(getattr(trial, "experiment_tag", "") or "").split("_", 1)[0]
+    return int(head) if head.isdigit() else None
+
+
+@dataclass(frozen=True)
+class TrialNumbering:
+    """Each trial's number (the ``0002`` users see) from the order Tune created it, so the ledger
+    and Tune's ``trial_dirname_creator`` (which names the trial's checkpoint folder before the
+    ledger ever sees the trial) give the same number without sharing state.
+
+    A resumed sweep's interrupted trials keep their numbers (``resumed``: Ray trial id of the
+    earlier session -> number); they are created first, and the new trials count on from
+    ``prior``, the number of trials of the earlier sessions.
+    """
+
+    prior: int = 0
+    resumed: Mapping[str, int] = field(default_factory=dict)
+
+    def number(self, trial: Any) -> int | None:
+        """The trial's number, or None when Tune did not say in which order it created it."""
+        config = getattr(trial, "config", None) or {}
+        earlier = config.get("_resume_trial_id")
+        if earlier in self.resumed:
+            return self.resumed[earlier]
+        count = creation_count(trial)
+        return None if count is None else self.prior + count - 1 - len(self.resumed)
+
+    def dirname(self, trial: Any) -> str:
+        """Tune's ``trial_dirname_creator``: ``0002_<ray trial id>`` (unique, and sorts by number)."""
+        number = self.number(trial)
+        return f"{trial_label(number)}_{trial.trial_id}" if number is not None else f"trial_{trial.trial_id}"
+
+
 class Ledger(DriverCallback):
     """Keeps one ``TrialOutcome`` per trial as Tune reports on it (driver side, cheap)."""
 
@@ -138,6 +174,7 @@ class Ledger(DriverCallback):
         self.best: TrialOutcome | None = None
         self.prior_ended = 0  # trials that ended in an earlier session of a resumed sweep
         self.first_error: str | None = None  # traceback tail of the first trial that failed before any epoch
+        self.numbering = TrialNumbering()  # a resumed sweep's: set by seed()
 
     @property
     def objective(self) -> Objective:
@@ -219,9 +256,10 @@ class Ledger(DriverCallback):
         key = trial.config.get("_resume_trial_id") or trial.trial_id
         outcome = self.outcomes.get(key)
         if outcome is None:
+            number = self.numbering.number(trial)
             outcome = TrialOutcome(
                 trial_id=key,
-                number=len(self.outcomes),
+                number=len(self.outcomes) if number is None else number,
                 params=self._hyperparameters(trial.config),
             )
             self.outcomes[key] = outcome
@@ -248,6 +286,8 @@ class Ledger(DriverCallback):
             self.prior_ended += int(ended)
             if outcome.value is not None and (self.best is None or self.objective.is_better(outcome.value, self.best.value)):
                 self.best = outcome
+        resumed = {o.trial_id: o.number for o in self.outcomes.values() if o.status == TrialStatus.PENDING}
+        self.numbering = TrialNumbering(prior=len(self.outcomes), resumed=resumed)
 
     def count(self, status: str) -> int:
         return sum(1 for o in self.outcomes.values() if o.status == status)

@@ -15,6 +15,7 @@ import dataclasses
 import os
 import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -231,8 +232,6 @@ def prepare_while_ray_starts(config: SweepConfig, label: str, search_paths: tupl
     after the preflight: an unreachable address can keep ``ray.init`` retrying for minutes,
     and a mistake in the sweep file must not wait for that.
     """
-    import threading
-
     if address or os.environ.get("RAY_ADDRESS"):
         prepared = prepare(config, label, search_paths)
         ensure_ray(address)
@@ -469,6 +468,8 @@ def _tuner(sweep: OpenSweep, warm: WarmStart | None, resume: ResumeState | None,
             num_samples=max(1, trial_budget(config) - ended),
             max_concurrent_trials=config.search.max_concurrent,
             reuse_actors=True,
+            # checkpoint folders named by the trial's number, as users see it (0002_<ray id>)
+            trial_dirname_creator=sweep.ledger.numbering.dirname,
         ),
         run_config=_run_config(sweep),
     )
@@ -526,6 +527,8 @@ def _fit_and_finish(sweep: OpenSweep, tuner: tune.Tuner, ended: int) -> SweepRes
     status = "FAILED"
     stop = Interrupts(sweep.fail_fast, config.name)
     stop.install()  # until the sweep's records are closed (the end of _finish)
+    fitting = threading.Event()
+    threading.Thread(target=_prewarm_finish, args=(sweep.ledger, fitting), name="sweep-prewarm", daemon=True).start()
     try:
         if trial_budget(config) > ended:
             tuner.fit()
@@ -540,6 +543,7 @@ def _fit_and_finish(sweep: OpenSweep, tuner: tune.Tuner, ended: int) -> SweepRes
         status = "KILLED"  # the driver failing: the sweep stays resumable
         raise
     finally:
+        fitting.set()
         result = _finish(sweep, status, stop)
     if stop.signal is not None:
         raise SweepInterrupted(config.name, stop.signal)
@@ -562,13 +566,17 @@ def _finish(sweep: OpenSweep, status: str, stop: Interrupts) -> SweepResult:
         sweep.view.stop()
     result = _sweep_result(sweep)
     status = _final_status(sweep, result, status, stop)
-    problems = _end_parent_run(sweep, result, status)
+    problems = sweep.tracker.flush()  # every trial recorded; the ledger's outcomes know their runs
+    report_problems: list[str] = []
+    report = _report_in_background(sweep, report_problems) if status != "KILLED" else None
+    problems += _end_parent_run(sweep, result, status)
     with _finish_step(problems, "reading the trials back"):
         result.trials = sweep.ledger.frame()  # now with MLflow run ids
     with _finish_step(problems, "releasing the sweep's lock"):
         resume_module.release_lock(sweep.location.folder)
-    if status != "KILLED":
-        _log_report(sweep, problems)
+    if report is not None:
+        _wait_for_report(report, report_problems)
+        problems += report_problems
     _say_finish_problems(sweep, result, problems)
     stop.restore()
     return result
@@ -622,6 +630,40 @@ def _end_parent_run(sweep: OpenSweep, result: SweepResult, status: str) -> list[
     # trial's params, once logged, could not change when the resumed sweep finds a better one).
     final = result if status != "KILLED" else dataclasses.replace(result, best=None)
     return list(sweep.tracker.finish(final, status, input_example=sweep.prepared.dataset.example()))
+
+
+# The report is built while the parent run gets its best model (both take about a second at the
+# end of a sweep; the model's save and MLflow's I/O leave the GIL to the plots much of the time).
+# Past this many seconds the sweep returns without it and says so: its trials are all recorded,
+# and `sweep report NAME` builds it again from MLflow.
+REPORT_WAIT_S = 300.0
+
+
+def _report_in_background(sweep: OpenSweep, problems: list[str]) -> threading.Thread:
+    """Start :func:`_log_report` on a thread; its failures land in ``problems``."""
+    thread = threading.Thread(target=_log_report, args=(sweep, problems), name="sweep-report", daemon=True)
+    thread.start()
+    return thread
+
+
+def _wait_for_report(thread: threading.Thread, problems: list[str]) -> None:
+    """Wait (bounded by ``REPORT_WAIT_S``) for the report started by :func:`_report_in_background`."""
+    thread.join(REPORT_WAIT_S)
+    if thread.is_alive():
+        problems.append(f"the report: not done after {REPORT_WAIT_S:g} s; `sweep report NAME` builds it from MLflow")
+
+
+def _prewarm_finish(ledger: Ledger, stopped: threading.Event) -> None:
+    """Once the first epoch is in (start-up is over, the driver mostly waits), import what the
+    end of the sweep needs (the report's plotting, MLflow's Keras flavor), so the end does not."""
+    from sweep.tracking.tracker import MLflowTracker
+    from sweep.views import report
+
+    while not stopped.wait(0.5):
+        if any(outcome.epochs for outcome in list(ledger.outcomes.values())):
+            report.prewarm()
+            MLflowTracker.prewarm()
+            return
 
 
 def _log_report(sweep: OpenSweep, problems: list[str]) -> None:

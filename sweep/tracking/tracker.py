@@ -190,6 +190,7 @@ class MLflowTracker(DriverCallback):
             run_ids = {t.trial_id: t.run_id for t in resume.ended + resume.interrupted}
             self.logged_steps = {t.trial_id: t.last_step for t in resume.interrupted}
         self.writer = WriterProcess(uri, self.experiment_id, {"parent": self.parent_run_id, **run_ids})
+        self._flushed = False  # set by flush(): the writer drained and ended, run ids known
 
     def log_config(self, text: str) -> None:
         """The validated sweep file, as ``sweep/config.json`` on the parent run (``sweep resume`` reads it)."""
@@ -214,7 +215,7 @@ class MLflowTracker(DriverCallback):
             TRIAL_NUMBER_TAG: outcome.number,
             STATUS_TAG: "running",
         }
-        from sweep.views.progress import trial_label
+        from sweep.protocol import trial_label
 
         name = f"{self.sweep_name}-{trial_label(outcome.number)}"  # the trial's one identifier, as the CLI shows it
         params = {self._param_key(k): v for k, v in outcome.params.items()}
@@ -360,18 +361,36 @@ class MLflowTracker(DriverCallback):
             self.writer.submit(OpKind.END, outcome.trial_id, "KILLED")
 
     # -- the end of the sweep ----------------------------------------------------------------
+    def flush(self) -> list[str]:
+        """Wait for the writer to record every trial (its queue drained, the child ended), then
+        give each ledger outcome its MLflow run id. Never raises: a failure is one line returned."""
+        problems: list[str] = []
+        with _step(problems, "recording the trials in MLflow"):
+            self.writer.close()
+        self._flushed = True
+        for outcome in self.ledger.outcomes.values():
+            outcome.mlflow_run_id = self.writer.run_ids.get(outcome.trial_id)
+        return problems
+
+    @staticmethod
+    def prewarm() -> None:
+        """Import what logging the best model needs (MLflow's Keras flavor, signatures), so the
+        end of a sweep does not: the driver calls it while the trials run. Never raises."""
+        try:
+            import mlflow.keras  # noqa: F401
+            from mlflow.models import infer_signature  # noqa: F401
+        except Exception as exc:  # logging the model says what is wrong, at the end
+            log.debug("tracker prewarm: %s", exc)
+
     def finish(self, result: SweepResult, status: str = "FINISHED", input_example: Any = None) -> list[str]:
-        """Flush trials, then give the parent run the best trial, its model and trials.csv.
+        """Give the parent run the best trial, its model and trials.csv, then end it (after
+        :meth:`flush`, which it runs itself when it has not run yet).
 
         Never raises: a step that fails (logging the best model, registering it, trials.csv)
         becomes one line in the returned list, the other steps still run, and the parent run
         still ends: FAILED, tagged ``sweep.finish_error``, when anything failed.
         """
-        problems: list[str] = []
-        with _step(problems, "recording the trials in MLflow"):
-            self.writer.close()
-        for outcome in self.ledger.outcomes.values():
-            outcome.mlflow_run_id = self.writer.run_ids.get(outcome.trial_id)
+        problems: list[str] = [] if self._flushed else self.flush()
         if result.best is not None:
             result.best.mlflow_run_id = self.writer.run_ids.get(result.best.trial_id)
         self._log_summary(result, input_example, problems)

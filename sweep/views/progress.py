@@ -17,6 +17,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from sweep.protocol import trial_label
 from sweep.driver.ledger import DriverCallback, Ledger, TrialOutcome, epoch_of
 from sweep.protocol import COUNTED, TrialStatus
 
@@ -58,12 +59,6 @@ def format_value(value: float | None) -> str:
 
 def format_params(params: dict[str, Any]) -> str:
     return ", ".join(f"{k}={format_value(v) if isinstance(v, float) else v}" for k, v in params.items())
-
-
-def trial_label(number: int | None) -> str:
-    """The one trial identifier users see: ``0002`` in the live view, ``sweep best``, the report
-    and the MLflow run name (``NAME-0002``); Ray's trial id is shown beside it where it helps."""
-    return "-" if number is None else f"{int(number):04d}"
 
 
 def format_duration(seconds: float) -> str:

@@ -717,7 +717,7 @@ def _short(text: str) -> str:
 
 def _label(number: int) -> str:
     """The trial's identifier as the CLI, the live view and the MLflow run name show it: ``0002``."""
-    from sweep.views.progress import trial_label
+    from sweep.protocol import trial_label
 
     return trial_label(number)
 
@@ -788,6 +788,20 @@ def _copy_logged_report(uri: str, parent_run_id: str, folder: Path) -> Path | No
         for file in names:
             shutil.copyfile(local / file, folder / file)
     return folder / HTML_NAME
+
+
+def prewarm() -> None:
+    """Import what building the report needs (matplotlib on Agg, plotly, Optuna's visualization),
+    so the end of a sweep does not: the driver calls it while the trials run. Never raises."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg", force=True)
+        import matplotlib.pyplot  # noqa: F401
+        import plotly.graph_objects  # noqa: F401
+        from optuna import visualization  # noqa: F401
+    except Exception as exc:  # the report says what is missing when it is built
+        log.debug("report prewarm: %s", exc)
 
 
 def log_to_parent_run(uri: str, name: str, parent_run_id: str, outcomes: Iterable[Any] | None = None) -> Path | None:

@@ -158,3 +158,20 @@ def test_parent_run_holds_best_params_model_and_trials_csv(digits):
     assert logged, "the best model is logged with MLflow's Keras flavor"
     model = mlflow.keras.load_model(f"models:/{logged[0].model_id}")
     assert model.output_shape[-1] == 10
+
+
+def test_one_trial_identifier_names_the_run_and_the_checkpoint_folder(digits):
+    """The 0002 of the live view and `sweep best` is the MLflow run's name suffix and the start of
+    the trial's folder under --storage (issue 19)."""
+    result, uri = digits
+    _, children = _children(result, uri)
+    numbers = dict(zip(result.trials["trial_id"], result.trials["number"]))
+    assert sorted(numbers.values()) == list(range(TRIALS))
+    for child in children:
+        trial_id = child.data.tags["sweep.trial_id"]
+        label = f"{int(numbers[trial_id]):04d}"
+        assert child.data.tags["mlflow.runName"].endswith(f"-{label}")
+        checkpoint = child.data.tags.get("sweep.checkpoint")
+        if checkpoint:
+            assert Path(checkpoint).parent.name == f"{label}_{trial_id}", checkpoint
+    assert Path(result.best.checkpoint).parent.name.startswith(f"{int(result.best.number):04d}_")

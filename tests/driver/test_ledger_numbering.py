@@ -1,0 +1,47 @@
+"""Trial numbers (the 0002 users see) from Tune's creation order: the same in the ledger and in
+the checkpoint folder Tune names before the ledger sees the trial, fresh and resumed."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from sweep.driver.ledger import Ledger, TrialNumbering, creation_count
+
+
+def _trial(count: int | None, trial_id: str, **config):
+    tag = f"{count}_learning_rate=0.01" if count is not None else ""
+    return SimpleNamespace(experiment_tag=tag, trial_id=trial_id, config=config)
+
+
+def test_creation_count_reads_tunes_experiment_tag():
+    assert creation_count(_trial(3, "a")) == 3
+    assert creation_count(_trial(None, "a")) is None
+    assert creation_count(SimpleNamespace()) is None
+
+
+def test_a_fresh_sweep_numbers_trials_in_creation_order_and_names_folders_alike():
+    numbering = TrialNumbering()
+    assert [numbering.number(_trial(n, f"t{n}")) for n in (1, 2, 3)] == [0, 1, 2]
+    assert numbering.dirname(_trial(3, "abc12345")) == "0002_abc12345"
+    assert numbering.dirname(_trial(None, "abc12345")) == "trial_abc12345"
+
+
+def test_a_resumed_sweep_keeps_interrupted_numbers_and_counts_new_trials_on():
+    # earlier session: trials 0..4; 1 and 3 were interrupted and are created again first
+    numbering = TrialNumbering(prior=5, resumed={"old1": 1, "old3": 3})
+    assert numbering.number(_trial(1, "n1", _resume_trial_id="old1")) == 1
+    assert numbering.number(_trial(2, "n2", _resume_trial_id="old3")) == 3
+    assert [numbering.number(_trial(n, f"n{n}")) for n in (3, 4)] == [5, 6]
+
+
+def test_the_ledger_numbers_trials_as_their_folders_are_named():
+    ledger = Ledger("val_loss", "min", lambda config: dict(config), max_epochs=3)
+    late, early = _trial(2, "second"), _trial(1, "first")
+    assert ledger.outcome(late).number == 1  # seen first, still numbered by creation order
+    assert ledger.outcome(early).number == 0
+    assert ledger.numbering.dirname(late).startswith("0001_")
+
+
+def test_the_ledger_falls_back_to_the_order_it_sees_trials_in():
+    ledger = Ledger("val_loss", "min", lambda config: dict(config), max_epochs=3)
+    assert [ledger.outcome(_trial(None, f"t{i}")).number for i in range(3)] == [0, 1, 2]
