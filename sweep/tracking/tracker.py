@@ -379,6 +379,13 @@ class MLflowTracker(DriverCallback):
         try:
             import mlflow.keras  # noqa: F401
             from mlflow.models import infer_signature  # noqa: F401
+            from mlflow.utils.requirements_utils import warn_dependency_requirement_mismatches
+
+            from sweep.tracking.export import model_requirements
+
+            # Logging a model checks its requirements against what is installed: the first check
+            # maps every installed distribution to its modules (~1 s), later ones reuse the map.
+            warn_dependency_requirement_mismatches(model_requirements())
         except Exception as exc:  # logging the model says what is wrong, at the end
             log.debug("tracker prewarm: %s", exc)
 
