@@ -59,18 +59,13 @@ def custom_objects(model_uri: str) -> dict:
     return _custom_objects(model_uri)
 
 
-# Modules users' scripts reached as ``sweep.<name>`` before the package was laid out by process
-# (``sweep.export.custom_objects(uri)`` was documented); they keep resolving.
-_MOVED_MODULES = {"export": "sweep.tracking.export"}
-
-
 def __getattr__(name: str) -> Any:
     import importlib
 
     if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
-    if name in _MOVED_MODULES:
-        return importlib.import_module(_MOVED_MODULES[name])
+    if name == "export":  # the documented old path (sweep/export.py), reached as an attribute
+        return importlib.import_module("sweep.export")
     raise AttributeError(f"module 'sweep' has no attribute {name!r}")
 
 

@@ -521,7 +521,16 @@ def _cmd_ui(args: argparse.Namespace) -> int:
     command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(args.port), "--workers", "1",
                "--uvicorn-opts", "--log-level warning"]  # not a line per request
     print(f"MLflow UI for {store_redact(uri)} at {base} (Ctrl-C stops it)")
-    return subprocess.call(command, env=os.environ.copy())
+    ui = subprocess.Popen(command, env=os.environ.copy())
+    try:
+        return ui.wait()
+    except KeyboardInterrupt:  # the user stopping the UI: not a sweep to continue
+        try:
+            ui.wait(timeout=30)  # the UI got the same Ctrl-C (same process group) and stops itself
+        except subprocess.TimeoutExpired:
+            ui.kill()
+        print("MLflow UI stopped", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -277,7 +277,7 @@ class Ledger(DriverCallback):
                 epochs=prior.epochs,
                 value=prior.value,
                 best_epoch=prior.best_epoch,
-                reason=prior.reason,
+                reason=prior.reason if ended else None,  # an interrupted trial runs again: not an error of its own
                 checkpoint=prior.checkpoint,
                 mlflow_run_id=prior.run_id,
                 ended_at=time.time() if ended else None,

@@ -364,15 +364,34 @@ def execute(
     _lock_storage(location)  # before the parent run exists: an unwritable --storage leaves no run behind
     _start_ray_and_check(prepared, address, uri, location)
     tracker = _open_tracker(prepared, ledger, uri, location, resume)
-    fail_fast = FailFast(ledger, config.failure.fail_fast)
-    view = LiveView(ledger, config.name, trial_budget(config), stream=stream, quiet=quiet, rungs=LiveView.rungs_for(config), started=started)
-    sweep = OpenSweep(prepared, uri, location, ledger, tracker, fail_fast, view, started)
-    ended = len(resume.ended) if resume is not None else 0
-    if resume is not None and not quiet:
-        print(f"resuming sweep {config.name}: {ended} trial(s) ended, {resume.remaining} interrupted trial(s) continue", file=stream or sys.stdout)
-    tuner = _tuner(sweep, warm, resume, trial, ended)
-    retries.install_retry_policy()  # failure.max_retries: lost workers and infrastructure errors only
+    try:  # from here the parent run is open: a failure before the trials start still ends it
+        fail_fast = FailFast(ledger, config.failure.fail_fast)
+        view = LiveView(ledger, config.name, trial_budget(config), stream=stream, quiet=quiet, rungs=LiveView.rungs_for(config), started=started)
+        sweep = OpenSweep(prepared, uri, location, ledger, tracker, fail_fast, view, started)
+        ended = len(resume.ended) if resume is not None else 0
+        if resume is not None and not quiet:
+            print(f"resuming sweep {config.name}: {ended} trial(s) ended, {resume.remaining} interrupted trial(s) continue", file=stream or sys.stdout)
+        tuner = _tuner(sweep, warm, resume, trial, ended)
+        retries.install_retry_policy()  # failure.max_retries: lost workers and infrastructure errors only
+    except BaseException as exc:
+        _end_before_the_trials(tracker, location, exc)
+        raise
     return _fit_and_finish(sweep, tuner, ended)
+
+
+def _end_before_the_trials(tracker: MLflowTracker, location: StorageLocation, exc: BaseException) -> None:
+    """The parent run is open but no trial started (building the Tuner failed, the object store
+    refused the data, Ctrl-C): end it truthfully, never RUNNING (KILLED, and resumable, on an
+    interrupt; FAILED with ``sweep.finish_error`` otherwise), stop the writer, release the lock."""
+    from sweep.driver import recovery as resume_module
+
+    with contextlib.suppress(Exception):
+        tracker.flush()
+    interrupted = isinstance(exc, KeyboardInterrupt)
+    why = None if interrupted else f"the sweep could not start its trials: {type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:300]}"
+    tracker.end_parent_run("KILLED" if interrupted else "FAILED", why)
+    with contextlib.suppress(Exception):
+        resume_module.release_lock(location.folder)
 
 
 def _new_ledger(config: SweepConfig, resume: ResumeState | None) -> Ledger:
@@ -482,8 +501,13 @@ def _searcher(config: SweepConfig, warm: WarmStart | None, resume: ResumeState |
     from sweep.search import space
     from sweep.search import warmstart
 
+    search = config.search
+    if resume is not None and search.seed is not None:
+        # Seeded as the first session was, the sampler would suggest that session's first points
+        # again: its interrupted trials, which run again anyway (they are not in its history).
+        search = search.model_copy(update={"seed": search.seed + len(resume.ended) + len(resume.interrupted)})
     searcher = space.make_searcher(
-        config.search,
+        search,
         config.objective.metric,
         config.objective.mode,
         points_to_evaluate=(warm.points or None) if warm and resume is None else None,  # re-runs happened before
@@ -578,6 +602,7 @@ def _finish(sweep: OpenSweep, status: str, stop: Interrupts) -> SweepResult:
         _wait_for_report(report, report_problems)
         problems += report_problems
     _say_finish_problems(sweep, result, problems)
+    result.wall_seconds = time.time() - sweep.started  # the whole command, its end included
     stop.restore()
     return result
 

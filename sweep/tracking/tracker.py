@@ -200,7 +200,8 @@ class MLflowTracker(DriverCallback):
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         outcome = self.ledger.outcome(trial)
         if outcome.trial_id in self.writer.run_ids:  # a resumed trial continues in its own run
-            self.writer.submit(OpKind.REOPEN, outcome.trial_id, {STATUS_TAG: "running", RESUMED_FROM_EPOCH_TAG: outcome.epochs})
+            # running again: the interruption is no longer why it stopped (an empty reason is none)
+            self.writer.submit(OpKind.REOPEN, outcome.trial_id, {STATUS_TAG: "running", RESUMED_FROM_EPOCH_TAG: outcome.epochs, REASON_TAG: ""})
             return
         self._submit_start(outcome)
 
@@ -408,6 +409,17 @@ class MLflowTracker(DriverCallback):
             self._client.set_terminated(self.parent_run_id, status)
         return problems
 
+    def end_parent_run(self, status: str, why: str | None = None) -> None:
+        """End the parent run with ``status`` (tagged ``sweep.finish_error`` with ``why``, if
+        given) when the sweep stops before :meth:`finish` can run. Never raises: the caller is
+        already reporting an error."""
+        try:
+            if why:
+                self._client.set_tag(self.parent_run_id, FINISH_ERROR_TAG, why[:5000])
+            self._client.set_terminated(self.parent_run_id, status)
+        except Exception as exc:
+            log.warning("could not end the sweep's parent run (%s)", _one_line(exc))
+
     def record_finish_error(self, text: str, end: bool = True) -> None:
         """Tag the parent run with what failed at the end of the sweep (and, with ``end``, end it
         FAILED if it ended FINISHED). Never raises: the sweep's own output already says it."""
@@ -427,8 +439,9 @@ class MLflowTracker(DriverCallback):
             result.trials.to_csv(csv_path, index=False)
             self._client.log_artifact(self.parent_run_id, str(csv_path))
         counts = result.counts()
-        # every status, zeros included: a resumed sweep's earlier counts must not linger (sweep status reads these)
-        tags = {trials_tag(status): counts.get(status, 0) for status in (*COUNTED, TrialStatus.PENDING, *counts)}
+        # every status, zeros included: an earlier session's counts (a resumed sweep's interrupted
+        # trials) must not linger (sweep status and list read these)
+        tags = {trials_tag(status): counts.get(status, 0) for status in (*COUNTED, TrialStatus.PENDING, TrialStatus.INTERRUPTED, *counts)}
         tags.update({METRIC_TAG: result.metric, MODE_TAG: result.mode, STORAGE_TAG: result.storage})
         best = result.best
         if best is None:

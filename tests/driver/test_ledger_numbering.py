@@ -45,3 +45,17 @@ def test_the_ledger_numbers_trials_as_their_folders_are_named():
 def test_the_ledger_falls_back_to_the_order_it_sees_trials_in():
     ledger = Ledger("val_loss", "min", lambda config: dict(config), max_epochs=3)
     assert [ledger.outcome(_trial(None, f"t{i}")).number for i in range(3)] == [0, 1, 2]
+
+
+def test_a_resumed_trial_does_not_carry_its_interruption_as_an_error_reason():
+    from sweep.driver.recovery import PriorTrial
+
+    ledger = Ledger("val_loss", "min", lambda config: dict(config), max_epochs=3)
+    fields = {"params": {}, "epochs": 1, "value": 0.5, "last_value": 0.5, "best_epoch": 1, "checkpoint": None, "run_id": "r", "last_step": 1}
+    ledger.seed([
+        PriorTrial(trial_id="a", number=0, status="interrupted", reason="interrupted by SIGINT", **fields),
+        PriorTrial(trial_id="b", number=1, status="failed", reason="ValueError: bad", **fields),
+    ])
+    assert ledger.outcomes["a"].reason is None
+    assert ledger.outcomes["b"].reason == "ValueError: bad"
+    assert ledger.numbering == TrialNumbering(prior=2, resumed={"a": 0})

@@ -61,3 +61,34 @@ def test_a_sweep_that_fails_while_finishing_ends_cleanly_and_is_not_resumed(ray_
     assert recovery.unfinished_parent(uri, "finish-error") is None
     again = config.load(str(path), {"tracking.uri": uri})
     assert runner._decide_resume(again, str(path), runner.storage_folder(str(tmp_path / "runs"), "finish-error"), fresh=False) is None
+
+
+@pytest.mark.parametrize("error, status", [(RuntimeError("object store full"), "FAILED"), (KeyboardInterrupt(), "KILLED")])
+def test_a_sweep_that_fails_between_its_parent_run_and_its_first_trial_leaves_nothing_running(ray_session, tmp_path, monkeypatch, error, status):
+    """Issue 18 section 2 for the window after the parent run opened and before Tune runs a trial
+    (building the Tuner, ray.put of the data, Ctrl-C): the parent run ends, never RUNNING, and
+    the storage lock is released."""
+    import sweep
+    from sweep.driver import recovery, runner
+    from sweep.tracking import store
+
+    def broken_tuner(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(runner, "_tuner", broken_tuner)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    spec = {
+        "name": "no-start",
+        "data": {"source": "digits"},
+        "model": {"builder": "mlp", "args": {"units": [8]}},
+        "fit": {"epochs": 1},
+        "objective": {"metric": "val_accuracy", "mode": "max"},
+        "search": {"trials": 1, "space": {"learning_rate": {"type": "float", "low": 1e-3, "high": 1e-2}}},
+    }
+    with pytest.raises(type(error)):
+        sweep.run(spec, tracking_uri=uri, storage=str(tmp_path / "runs"), quiet=True)
+    parent = store.find_parent_run(uri, "no-start")
+    assert parent.info.status == status
+    if status == "FAILED":
+        assert "object store full" in parent.data.tags["sweep.finish_error"]
+    assert not recovery.lock_path(runner.storage_folder(str(tmp_path / "runs"), "no-start")).exists(), "the lock is released"

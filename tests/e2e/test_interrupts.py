@@ -101,6 +101,13 @@ def test_one_ctrl_c_stops_promptly_and_the_sweep_resumes(ray_session, tmp_path):
         assert child.info.status == "FINISHED" and child.data.tags["sweep.status"] == "completed", child.data.tags
         steps = sorted(m.step for m in client.get_metric_history(child.info.run_id, "val_accuracy"))
         assert steps == list(range(1, EPOCHS + 1)), steps
+        assert not child.data.tags.get("sweep.reason"), "a trial that ran again and completed has no error reason"
+    learning_rates = [c.data.params["learning_rate"] for c in children]
+    assert len(set(learning_rates)) == TRIALS, "the resumed search did not suggest an interrupted trial's point again"
+    from sweep.tracking import store
+
+    summary = store.status_summary(uri, NAME)
+    assert summary["trials"] == {"completed": TRIALS}, "no interrupted count lingers from the first session"
 
 
 @pytest.mark.parametrize("signals, code", [((signal.SIGTERM,), 143), ((signal.SIGINT, signal.SIGINT), 130)], ids=["sigterm", "ctrl-c-twice"])

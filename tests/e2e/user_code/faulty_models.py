@@ -30,8 +30,11 @@ def _kill_this_worker_after_first_checkpoint(timeout: float = 60) -> None:
     if MARKER.exists():
         return
     MARKER.write_text(str(os.getpid()))
-    # the test's --storage is runs/ next to this file; Tune names trial folders after their config
-    pattern = "runs/*/*fault=kill_once*/checkpoint_*"
+    from ray import tune
+
+    # the test's --storage is runs/ next to this file, where this trial's folder (0001_<ray id>,
+    # named as its working folder) gets its checkpoints
+    pattern = f"runs/*/{Path(tune.get_context().get_trial_dir()).name}/checkpoint_*"
 
     def watch() -> None:
         deadline = time.time() + timeout
