@@ -599,7 +599,7 @@ def _finish(sweep: OpenSweep, status: str, stop: Interrupts) -> SweepResult:
     with _finish_step(problems, "releasing the sweep's lock"):
         resume_module.release_lock(sweep.location.folder)
     if report is not None:
-        _wait_for_report(report, report_problems)
+        _wait_for_report(report, report_problems, sweep.config.name)
         problems += report_problems
     _say_finish_problems(sweep, result, problems)
     result.wall_seconds = time.time() - sweep.started  # the whole command, its end included
@@ -671,11 +671,11 @@ def _report_in_background(sweep: OpenSweep, problems: list[str]) -> threading.Th
     return thread
 
 
-def _wait_for_report(thread: threading.Thread, problems: list[str]) -> None:
+def _wait_for_report(thread: threading.Thread, problems: list[str], name: str) -> None:
     """Wait (bounded by ``REPORT_WAIT_S``) for the report started by :func:`_report_in_background`."""
     thread.join(REPORT_WAIT_S)
     if thread.is_alive():
-        problems.append(f"the report: not done after {REPORT_WAIT_S:g} s; `sweep report NAME` builds it from MLflow")
+        problems.append(f"the report: not done after {REPORT_WAIT_S:g} s; `sweep report {name}` builds it from MLflow")
 
 
 def _prewarm_finish(ledger: Ledger, stopped: threading.Event) -> None:

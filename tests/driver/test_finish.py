@@ -15,9 +15,9 @@ def test_a_report_that_never_ends_is_one_problem_line_after_the_bound(monkeypatc
     slow.start()
     problems: list[str] = []
     began = time.monotonic()
-    runner._wait_for_report(slow, problems)
+    runner._wait_for_report(slow, problems, "digits")
     assert time.monotonic() - began < 2
-    assert problems == ["the report: not done after 0.2 s; `sweep report NAME` builds it from MLflow"]
+    assert problems == ["the report: not done after 0.2 s; `sweep report digits` builds it from MLflow"]
     release.set()
 
 
@@ -25,5 +25,5 @@ def test_a_finished_report_adds_nothing():
     done = threading.Thread(target=lambda: None)
     done.start()
     problems: list[str] = []
-    runner._wait_for_report(done, problems)
+    runner._wait_for_report(done, problems, "digits")
     assert problems == []
