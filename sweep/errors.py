@@ -9,6 +9,13 @@ both print as one line.
 from __future__ import annotations
 
 
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    """An exception as the one line a user reads: ``Type: first line of its message`` (at most
+    ``limit`` characters of it), or just ``Type`` when it has no message."""
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0][:limit]}" if lines else type(exc).__name__
+
+
 class SweepConfigError(ValueError):
     """A user mistake in a sweep file: which file, which key, what was expected."""
 

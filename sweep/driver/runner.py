@@ -29,7 +29,7 @@ from sweep.driver.quiet import quiet_ray_and_optuna
 from sweep.driver.session import ensure_ray
 from sweep.spec import config as config_module
 from sweep.spec.config import SweepConfig
-from sweep.errors import InputError, SweepConfigError
+from sweep.errors import InputError, SweepConfigError, one_line
 from sweep.protocol import TrialStatus
 from sweep.tracking.tags import (
     CONFIG_HASH_TAG, DATA_INPUTS_TAG, DATA_LABELS_TAG, DATA_OUTPUTS_TAG, DATA_TAG, DATA_TASK_TAG, FILE_TAG, STORAGE_ROOT_TAG,
@@ -388,7 +388,7 @@ def _end_before_the_trials(tracker: MLflowTracker, location: StorageLocation, ex
     with contextlib.suppress(Exception):
         tracker.flush()
     interrupted = isinstance(exc, KeyboardInterrupt)
-    why = None if interrupted else f"the sweep could not start its trials: {type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:300]}"
+    why = None if interrupted else f"the sweep could not start its trials: {one_line(exc)}"
     tracker.end_parent_run("KILLED" if interrupted else "FAILED", why)
     with contextlib.suppress(Exception):
         resume_module.release_lock(location.folder)
@@ -716,8 +716,7 @@ def _finish_step(problems: list[str], what: str) -> Iterator[None]:
     try:
         yield
     except Exception as exc:
-        lines = str(exc).strip().splitlines()
-        problems.append(f"{what}: {type(exc).__name__}: {lines[0][:300]}" if lines else f"{what}: {type(exc).__name__}")
+        problems.append(f"{what}: {one_line(exc)}")
 
 
 def _config_json(config: SweepConfig) -> str:

@@ -27,6 +27,7 @@ from sweep.tracking.tags import (
     PARENT_RUN_ID_TAG, REASON_TAG, RESUMED_FROM_EPOCH_TAG, RESUMED_TAG, RETRIED_FROM_EPOCH_TAG, RETRIES_TAG, RETRY_REASON_TAG,
     ROLE_TAG, STATUS_TAG, STOPPED_EPOCH_TAG, STORAGE_TAG, TRIAL_NUMBER_TAG, TRIAL_TAG, trials_tag,
 )
+from sweep.errors import one_line
 from sweep.protocol import COUNTED, TrialStatus, is_finished
 from sweep.tracking.writer import MlflowNames, OpKind, WriterProcess, name_problem, param_text, sanitized
 from sweep.tracking.store import badness
@@ -418,7 +419,7 @@ class MLflowTracker(DriverCallback):
                 self._client.set_tag(self.parent_run_id, FINISH_ERROR_TAG, why[:5000])
             self._client.set_terminated(self.parent_run_id, status)
         except Exception as exc:
-            log.warning("could not end the sweep's parent run (%s)", _one_line(exc))
+            log.warning("could not end the sweep's parent run (%s)", one_line(exc))
 
     def record_finish_error(self, text: str, end: bool = True) -> None:
         """Tag the parent run with what failed at the end of the sweep (and, with ``end``, end it
@@ -428,7 +429,7 @@ class MLflowTracker(DriverCallback):
             if end and self._client.get_run(self.parent_run_id).info.status in ("FINISHED", "RUNNING"):
                 self._client.set_terminated(self.parent_run_id, "FAILED")
         except Exception as exc:
-            log.warning("could not record the end-of-sweep error on the parent run (%s)", _one_line(exc))
+            log.warning("could not record the end-of-sweep error on the parent run (%s)", one_line(exc))
 
     def _log_summary(self, result: SweepResult, input_example: Any = None, problems: list[str] | None = None) -> None:
         from mlflow.entities import Metric
@@ -561,12 +562,7 @@ def _step(problems: list[str], what: str) -> Iterator[None]:
         yield
     except Exception as exc:
         log.debug("%s failed", what, exc_info=True)
-        problems.append(f"{what}: {_one_line(exc)}")
-
-
-def _one_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0][:300]}" if lines else type(exc).__name__
+        problems.append(f"{what}: {one_line(exc)}")
 
 
 def _write_user_code(folder: Path, search_paths: tuple) -> Path | None:

@@ -24,7 +24,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sweep.errors import InputError
+from sweep.errors import InputError, one_line
 
 if TYPE_CHECKING:
     import keras
@@ -229,7 +229,7 @@ def check_reloadable(model: keras.Model, model_cfg: ModelConfig, search_paths: t
         try:
             save_checkpoint(model, Path(folder))
         except Exception as exc:
-            raise InputError("model.builder", f"expected a model Keras can save (every trial checkpoints it), but saving failed: {_first_line(exc)}; {hint}") from None
+            raise InputError("model.builder", f"expected a model Keras can save (every trial checkpoints it), but saving failed: {one_line(exc)}; {hint}") from None
         try:
             load_checkpoint(folder, model_cfg=model_cfg, search_paths=tuple(search_paths))
         except InputError:
@@ -243,12 +243,7 @@ def check_reloadable(model: keras.Model, model_cfg: ModelConfig, search_paths: t
                     "lambda): set model.safe_mode: false to run code stored in the checkpoint (only for checkpoints you "
                     "produced), or replace the Lambda by a layer class",
                 ) from None
-            raise InputError("model.builder", f"expected a model Keras can load back from its checkpoint, but loading failed: {_first_line(exc)}; {hint}") from None
-
-
-def _first_line(exc: BaseException, limit: int = 300) -> str:
-    lines = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0][:limit]}" if lines else type(exc).__name__
+            raise InputError("model.builder", f"expected a model Keras can load back from its checkpoint, but loading failed: {one_line(exc)}; {hint}") from None
 
 
 def read_meta(folder: str | Path) -> dict[str, Any]:
