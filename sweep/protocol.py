@@ -38,12 +38,14 @@ REUSED_FIELD = "sweep_model_reused"
 
 # The worker process's peak resident memory so far, in MB.
 RSS_FIELD = "worker_peak_rss_mb"
+# The worker process's resident memory at the end of this epoch, in MB (Linux).
+CURRENT_RSS_FIELD = "worker_rss_mb"
 # The worker's peak GPU memory so far, in MB (absent without a GPU).
 GPU_FIELD = "worker_gpu_peak_mb"
 # Wall seconds of this epoch.
 EPOCH_SECONDS_FIELD = "epoch_seconds"
 # Result key -> the MLflow metric it is logged as.
-WORKER_METRICS = {RSS_FIELD: "worker/peak_rss_mb", GPU_FIELD: "worker/gpu_peak_mb", EPOCH_SECONDS_FIELD: "worker/epoch_seconds"}
+WORKER_METRICS = {RSS_FIELD: "worker/peak_rss_mb", CURRENT_RSS_FIELD: "worker/rss_mb", GPU_FIELD: "worker/gpu_peak_mb", EPOCH_SECONDS_FIELD: "worker/epoch_seconds"}
 
 # --- where a trial runs and with what (see worker.placement.trial_identity); the driver turns
 # them into MLflow tags (placement.IDENTITY_TAGS).

@@ -6,12 +6,15 @@ rather than inside it. This module measures both, cheaply (a ``getrusage`` call 
 ``perf_counter`` reads per epoch), and reports them beside each epoch's Keras logs:
 
 * ``worker_peak_rss_mb``: the worker process's peak resident memory so far (``ru_maxrss``).
+* ``worker_rss_mb``: its resident memory now, at the epoch's end (``/proc/self/statm``; Linux
+  only). The peak only rises, so one big trial (a wide layer, a large batch) lifts it for every
+  trial after it; the current figure is what shows whether a warm worker creeps.
 * ``worker_gpu_peak_mb``: peak GPU memory of ``GPU:0`` (only when the worker sees a GPU).
 * ``epoch_seconds``: wall time of the epoch inside ``fit()`` (train steps + validation).
 
 They travel in Tune's result next to the Keras logs but are not listed in ``sweep_keys``, so
 they are not model metrics (see ``driver.ledger.keras_metrics``): MLflow records them per epoch
-under ``worker/peak_rss_mb``, ``worker/gpu_peak_mb`` and ``worker/epoch_seconds``.
+under ``worker/peak_rss_mb``, ``worker/rss_mb``, ``worker/gpu_peak_mb`` and ``worker/epoch_seconds``.
 
 Setting ``SWEEP_TRACE_DIR`` (an existing folder) makes every worker append one JSON line per
 trial phase and per epoch to ``<dir>/trace-<pid>.jsonl``: trial start, data fetch, reset,
@@ -33,13 +36,23 @@ from typing import Any
 import keras
 
 TRACE_ENV = "SWEEP_TRACE_DIR"
-from sweep.protocol import EPOCH_SECONDS_FIELD, GPU_FIELD, RSS_FIELD
+from sweep.protocol import CURRENT_RSS_FIELD, EPOCH_SECONDS_FIELD, GPU_FIELD, RSS_FIELD
 
 
 def peak_rss_mb() -> float:
     """Peak resident set size of this process in MiB (Linux reports KiB, macOS bytes)."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
+
+
+def current_rss_mb() -> float | None:
+    """Resident set size of this process now, in MiB; None where ``/proc`` does not exist."""
+    try:
+        with open("/proc/self/statm") as handle:
+            pages = int(handle.read().split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+    return pages * os.sysconf("SC_PAGE_SIZE") / (1024 * 1024)
 
 
 def gpu_peak_mb() -> float | None:
@@ -57,6 +70,9 @@ def gpu_peak_mb() -> float | None:
 def memory_fields() -> dict[str, float]:
     """The worker-memory fields of a result (GPU only where there is one)."""
     fields = {RSS_FIELD: round(peak_rss_mb(), 1)}
+    current = current_rss_mb()
+    if current is not None:
+        fields[CURRENT_RSS_FIELD] = round(current, 1)
     gpu = gpu_peak_mb()
     if gpu is not None:
         fields[GPU_FIELD] = round(gpu, 1)

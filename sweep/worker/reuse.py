@@ -19,22 +19,28 @@ How a trial reuses a model without changing its math:
 3. Anything else (another optimizer, momentum, shapes, layers, a model whose config cannot be
    serialized, a multi-GPU strategy) uses the fresh model, which then joins the cache.
 
-The cache is per worker process and small (:data:`MAX_MODELS` entries, at most
-:data:`MAX_BYTES` of variables), least recently used first out. ``fit.reuse_model: false``
-turns it off.
+The cache is per worker process and small, least recently used first out: at most
+:data:`MAX_MODELS` entries, :data:`MAX_BYTES` of variables, and :data:`MAX_MB` of the worker's
+resident memory. That last bound is the one that matters: a cached model's traced functions
+(graphs, several per model as batch shapes vary) cost far more than its variables, and only the
+process's memory shows it. So each cached model is charged what the worker's resident memory
+grew by while it trained (measured at the next trial's reset, after the collection), and the
+cache evicts until the charges fit (issue 18, section 5: a warm worker must not grow by 50 MB
+over 100 trials). ``fit.reuse_model: false`` turns the cache off.
 """
 
 from __future__ import annotations
 
 import json
 from collections import OrderedDict
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:  # pragma: no cover - keras is imported by the worker, after its TF settings
     import keras
 
 MAX_MODELS = 8  # compiled models kept per worker (e.g. one per optimizer of the space)
 MAX_BYTES = 512 * 1024 * 1024  # variables (weights + optimizer slots) the cache may hold
+MAX_MB = 24.0  # resident memory (MiB) the cached models may hold, as charged by ModelCache.settle
 
 
 def signature(model: keras.Model) -> str | None:
@@ -97,13 +103,34 @@ def _itemsize(dtype: Any) -> int:
         return 4
 
 
-class ModelCache:
-    """A worker's compiled models by signature, least recently used first out."""
+def _current_rss_mb() -> float | None:
+    from sweep.worker.resources import current_rss_mb
 
-    def __init__(self, max_models: int = MAX_MODELS, max_bytes: int = MAX_BYTES):
-        self.max_models, self.max_bytes = max_models, max_bytes
+    return current_rss_mb()
+
+
+class ModelCache:
+    """A worker's compiled models by signature, least recently used first out.
+
+    ``rss`` reads the process's resident memory in MiB (None where it cannot be read: then
+    only the count and variable bounds apply).
+    """
+
+    def __init__(
+        self, max_models: int = MAX_MODELS, max_bytes: int = MAX_BYTES, max_mb: float = MAX_MB,
+        rss: Callable[[], float | None] = _current_rss_mb,
+    ):
+        self.max_models, self.max_bytes, self.max_mb = max_models, max_bytes, max_mb
+        self._rss = rss
         self._models: OrderedDict[str, "keras.Model"] = OrderedDict()
+        self._charged_mb: dict[str, float] = {}
+        self._training: tuple[str, float] | None = None  # the last trial's cached model and the RSS when it began
         self.hits = self.misses = 0
+
+    @property
+    def charged_mb(self) -> float:
+        """Resident memory (MiB) charged to the cached models so far."""
+        return sum(self._charged_mb.get(key, 0.0) for key in self._models)
 
     def __len__(self) -> int:
         return len(self._models)
@@ -118,7 +145,10 @@ class ModelCache:
         key = signature(fresh)
         if key is None:
             self.misses += 1
+            self._training = None
             return fresh, False
+        rss = self._rss()
+        self._training = (key, rss) if rss is not None else None
         cached = self._models.get(key)
         if cached is not None and _load_initial_state(cached, fresh):
             self._models.move_to_end(key)
@@ -130,11 +160,33 @@ class ModelCache:
         self._evict()
         return fresh, False
 
+    def settle(self) -> None:
+        """Charge the last trial's cached model what the worker's memory grew by since it began
+        (call between trials, after the garbage collection), then evict to fit :data:`MAX_MB`.
+
+        A reused model that traced again (a new batch shape) is charged the growth too; a
+        trial that freed memory charges nothing. The newest model is always kept.
+        """
+        training, self._training = self._training, None
+        if training is None:
+            return
+        key, began = training
+        now = self._rss()
+        if now is not None and key in self._models:
+            self._charged_mb[key] = self._charged_mb.get(key, 0.0) + max(0.0, now - began)
+        self._evict()
+
     def _evict(self) -> None:
         while len(self._models) > self.max_models:
-            self._models.popitem(last=False)
+            self._drop_oldest()
         while len(self._models) > 1 and sum(variable_bytes(m) for m in self._models.values()) > self.max_bytes:
-            self._models.popitem(last=False)
+            self._drop_oldest()
+        while len(self._models) > 1 and self.charged_mb > self.max_mb:
+            self._drop_oldest()
+
+    def _drop_oldest(self) -> None:
+        key, _ = self._models.popitem(last=False)
+        self._charged_mb.pop(key, None)
 
 
 def _load_initial_state(cached: keras.Model, fresh: keras.Model) -> bool:

@@ -13,8 +13,11 @@ by every trial) and Keras' saving skipsets (:mod:`sweep.worker.checkpoints`, per
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import gc
 import os
+import sys
 from typing import Any
 
 from sweep.spec.config import ResourcesConfig
@@ -138,9 +141,11 @@ class WorkerState:
         now = time.monotonic()
         if self.last_full_gc is None or now - self.last_full_gc >= self.full_gc_interval_s:
             gc.collect()
+            _return_freed_memory()
             self.last_full_gc = now
         else:
             gc.collect(1)
+        self.models.settle()  # charge the last trial's cached model what the worker grew by
         return kept
 
     def _restore_keras_config(self) -> None:
@@ -173,6 +178,29 @@ def _fetched_once(cache: dict, key: Any, ref: Any) -> Any:
         cache.clear()
         value = cache[key] = ray.get(ref)
     return value
+
+
+def _return_freed_memory() -> None:
+    """Hand the C heap's free pages back to the system (glibc's ``malloc_trim``; elsewhere nothing).
+
+    TensorFlow and Keras free a finished trial's graphs and tensors, but glibc keeps freed
+    blocks in its arenas, so a warm worker's resident memory kept the high-water mark of every
+    trial's fragmentation: ~0.5 MB more per trial on real Ray workers (issue 18, rel-14). Trimming
+    after a full collection costs a few milliseconds, at most once per ``full_gc_interval_s``.
+    """
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@functools.lru_cache(maxsize=1)
+def _malloc_trim() -> Any:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # musl, or no libc.so.6
+        return None
 
 
 def _forget_custom_gradients() -> int:

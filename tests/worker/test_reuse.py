@@ -131,6 +131,31 @@ def test_the_cache_respects_its_byte_budget():
     assert len(cache) == 1
 
 
+def test_the_cache_gives_back_the_memory_its_models_grew_the_worker_by():
+    """Each cached model is charged what the worker's resident memory grew by while it trained;
+    past ``max_mb`` the least recently used go, the newest stays (issue 18, section 5)."""
+    readings = iter([100.0, 115.0, 115.0, 131.0, 131.0, 129.0, 129.0])  # MiB at each take() and settle()
+    cache = ModelCache(max_mb=20.0, rss=lambda: next(readings))
+    trial({"learning_rate": 0.01, "units": 8}, seed=1, cache=cache)
+    cache.settle()
+    assert (len(cache), cache.charged_mb) == (1, 15.0)
+    trial({"learning_rate": 0.01, "units": 12}, seed=1, cache=cache)
+    cache.settle()  # 15 + 16 > 20: the older model goes
+    assert (len(cache), cache.charged_mb) == (1, 16.0)
+    _, reused, _ = trial({"learning_rate": 0.02, "units": 12}, seed=2, cache=cache)
+    cache.settle()  # a trial that freed memory charges nothing
+    assert reused and (len(cache), cache.charged_mb) == (1, 16.0)
+    _, reused, _ = trial({"learning_rate": 0.01, "units": 8}, seed=1, cache=cache)
+    assert not reused
+
+
+def test_the_worker_charges_its_cache_the_memory_a_real_trial_kept():
+    cache = ModelCache()
+    trial({"learning_rate": 0.01, "units": 20}, seed=1, cache=cache)
+    cache.settle()
+    assert len(cache) == 1 and 0.0 <= cache.charged_mb < 200.0  # measured from /proc: a tiny MLP's traces
+
+
 def test_models_without_a_config_are_never_shared():
     class Subclassed(keras.Model):
         def __init__(self):

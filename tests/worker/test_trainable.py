@@ -132,6 +132,16 @@ def test_a_warm_worker_keeps_no_traced_graph_of_an_earlier_trial(arrays):
 def test_worker_reports_its_memory():
     fields = resources.memory_fields()
     assert fields[resources.RSS_FIELD] > 50  # a process with TensorFlow loaded uses well over 50 MiB
+    assert 50 < fields[resources.CURRENT_RSS_FIELD] <= fields[resources.RSS_FIELD] + 1  # now, never above the peak
+
+
+def test_current_memory_follows_what_the_process_holds():
+    before = resources.current_rss_mb()
+    block = np.ones(64 * 1024 * 1024 // 8)  # 64 MiB, touched
+    held = resources.current_rss_mb()
+    del block
+    after = resources.current_rss_mb()
+    assert held - before > 50 and held - after > 50, (before, held, after)
 
 
 def test_trace_writes_json_lines_only_when_asked(tmp_path, monkeypatch):
