@@ -72,13 +72,25 @@ def _interrupted(exc: BaseException, name: str | None) -> int:
 
     name = getattr(exc, "name", None) or name
     signum = getattr(exc, "signum", signal.SIGINT)
-    for sig in (signal.SIGINT, signal.SIGTERM):  # the records are closed: a further signal must not
-        signal.signal(sig, signal.SIG_IGN)  # break Ray's shutdown at exit with a traceback
+    _ignore_signals()  # the records are closed: a further signal must not break Ray's shutdown at exit with a traceback
     if getattr(exc, "name", None):
         print(f"interrupted: sweep {name} stopped; its ended trials are in MLflow; continue it with `sweep resume {name}`", file=sys.stderr)
     else:
         print("interrupted before any trial started" + (f"; continue it with `sweep resume {name}`" if name else ""), file=sys.stderr)
     return EXIT_TERMINATED if signum == signal.SIGTERM else EXIT_INTERRUPTED
+
+
+def _ignore_signals() -> None:
+    """SIGINT and SIGTERM ignored from now on: the sweep's records are closed, a signal stops
+    nothing. After a sweep ended, one must not turn its exit code into 130/143 either (the SLURM
+    script requeues a 143, and `sweep run` of a finished sweep's file starts a new sweep)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
 
 
 def _terminate_as_interrupt() -> None:
@@ -195,6 +207,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         fresh=args.fresh,
         **overrides,
     )
+    _ignore_signals()  # the sweep ended: its exit code is its own
     return _finish_run(args, result)
 
 
@@ -209,6 +222,7 @@ def _cmd_resume(args: argparse.Namespace) -> int:
         address=args.address,
         quiet=args.quiet or args.json,
     )
+    _ignore_signals()  # the sweep ended: its exit code is its own
     return _finish_run(args, result)
 
 

@@ -544,8 +544,8 @@ def _fit_and_finish(sweep: OpenSweep, tuner: tune.Tuner, ended: int) -> SweepRes
 
     The status here is how the trials left it: FINISHED when ``fit()`` returned on its own,
     KILLED (resumable) when a signal, fail_fast's halt or the driver failing stopped it;
-    :func:`_final_status` settles the parent run's. A signal is raised again once the records
-    are closed (``SweepInterrupted``: exit 130 or 143).
+    :func:`_final_status` settles the parent run's. A signal that stopped the trials is raised
+    again once the records are closed (``SweepInterrupted``: exit 130 or 143).
     """
     config = sweep.config
     status = "FAILED"
@@ -569,8 +569,11 @@ def _fit_and_finish(sweep: OpenSweep, tuner: tune.Tuner, ended: int) -> SweepRes
     finally:
         fitting.set()
         result = _finish(sweep, status, stop)
-    if stop.signal is not None:
+    if stop.signal is not None and status == "KILLED":
         raise SweepInterrupted(config.name, stop.signal)
+    # A signal after the trials ran to their end (while the records closed) stopped nothing: the
+    # sweep ended, its parent run FINISHED. Not an interrupt (exit 143 would make the SLURM script
+    # requeue, and `sweep run` of a finished sweep's file starts a new sweep).
     return result
 
 
