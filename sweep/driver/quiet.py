@@ -47,6 +47,33 @@ class _TrialFailureFilter(logging.Filter):
         return not str(record.msg).startswith(self.PREFIXES)
 
 
+class _StorageSyncFilter(logging.Filter):
+    """Ray Tune's failure to save its experiment state to the storage, as one line, once per
+    distinct error (it printed a 20-line pyarrow traceback on every attempt while the storage was
+    read-only, rel-02). The sweep says what it does about a storage fault itself: the trials that
+    hit it stop the sweep, resumable."""
+
+    PREFIX = "Saving experiment state to storage"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.said: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not str(record.msg).startswith(self.PREFIX):
+            return True
+        from sweep.errors import one_line
+
+        error = record.exc_info[1] if record.exc_info and record.exc_info[1] is not None else None
+        line = one_line(error) if error is not None else record.getMessage()
+        if line in self.said:
+            return False
+        self.said.add(line)
+        record.msg, record.args = f"saving Ray Tune's experiment state to the storage failed (the trials go on; a storage fault stops the sweep resumable): {line}", ()
+        record.exc_info = record.exc_text = None
+        return True
+
+
 def quiet_ray_and_optuna() -> None:
     """Keep the terminal for the sweep's own view: Ray/Optuna notices that need no action go."""
     import warnings
@@ -67,6 +94,9 @@ def quiet_ray_and_optuna() -> None:
         tune_logger = logging.getLogger(name)
         if not any(isinstance(f, _TrialFailureFilter) for f in tune_logger.filters):
             tune_logger.addFilter(_TrialFailureFilter())
+    state_logger = logging.getLogger("ray.tune.execution.experiment_state")
+    if not any(isinstance(f, _StorageSyncFilter) for f in state_logger.filters):
+        state_logger.addFilter(_StorageSyncFilter())
     from sweep.tracking import client  # noqa: F401 - sets MLflow's environment (telemetry) before mlflow loads
     import mlflow  # noqa: F401 - mlflow sets up its logger on import; quiet it afterwards
 

@@ -15,6 +15,8 @@ A small lock file next to the sweep's checkpoints tells a live driver from a dea
 
 from __future__ import annotations
 
+import contextlib
+
 import json
 import os
 import socket
@@ -201,8 +203,13 @@ class StorageNotWritable(OSError):
 
 
 def release_lock(storage_dir: str) -> None:
+    """Remove this driver's lock. Where the storage cannot be written any more (it went
+    read-only or full: the storage fault that stopped the sweep), the lock stays: it names this
+    process, and :func:`live_driver` ignores a lock whose process is gone, so the next ``sweep
+    resume`` takes it over. Not a problem worth a failed finish (rel-02)."""
     if "://" not in storage_dir:
-        lock_path(storage_dir).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            lock_path(storage_dir).unlink(missing_ok=True)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -143,12 +143,14 @@ class ModelCache:
         and is kept for the trials after this one.
         """
         key = signature(fresh)
+        warming_up = self.hits + self.misses == 0  # a worker's first trial grows it by TensorFlow's own one-time state
+        self._training = None
         if key is None:
             self.misses += 1
-            self._training = None
             return fresh, False
-        rss = self._rss()
-        self._training = (key, rss) if rss is not None else None
+        rss = None if warming_up else self._rss()
+        if rss is not None:
+            self._training = (key, rss)
         cached = self._models.get(key)
         if cached is not None and _load_initial_state(cached, fresh):
             self._models.move_to_end(key)
@@ -165,7 +167,9 @@ class ModelCache:
         (call between trials, after the garbage collection), then evict to fit :data:`MAX_MB`.
 
         A reused model that traced again (a new batch shape) is charged the growth too; a
-        trial that freed memory charges nothing. The newest model is always kept.
+        trial that freed memory charges nothing; the worker's first trial charges nothing (its
+        growth is mostly TensorFlow's own one-time state: kernels, thread pools). The newest
+        model is always kept.
         """
         training, self._training = self._training, None
         if training is None:

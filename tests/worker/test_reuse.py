@@ -136,13 +136,16 @@ def test_the_cache_gives_back_the_memory_its_models_grew_the_worker_by():
     past ``max_mb`` the least recently used go, the newest stays (issue 18, section 5)."""
     readings = iter([100.0, 115.0, 115.0, 131.0, 131.0, 129.0, 129.0])  # MiB at each take() and settle()
     cache = ModelCache(max_mb=20.0, rss=lambda: next(readings))
-    trial({"learning_rate": 0.01, "units": 8}, seed=1, cache=cache)
+    trial({"learning_rate": 0.01, "units": 8}, seed=1, cache=cache)  # the worker's first trial: not charged (TensorFlow warming up)
     cache.settle()
-    assert (len(cache), cache.charged_mb) == (1, 15.0)
+    assert (len(cache), cache.charged_mb) == (1, 0.0)
     trial({"learning_rate": 0.01, "units": 12}, seed=1, cache=cache)
-    cache.settle()  # 15 + 16 > 20: the older model goes
+    cache.settle()
+    assert (len(cache), cache.charged_mb) == (2, 15.0)
+    trial({"learning_rate": 0.01, "units": 16}, seed=1, cache=cache)
+    cache.settle()  # 15 + 16 > 20: the older models go, the newest stays
     assert (len(cache), cache.charged_mb) == (1, 16.0)
-    _, reused, _ = trial({"learning_rate": 0.02, "units": 12}, seed=2, cache=cache)
+    _, reused, _ = trial({"learning_rate": 0.02, "units": 16}, seed=2, cache=cache)
     cache.settle()  # a trial that freed memory charges nothing
     assert reused and (len(cache), cache.charged_mb) == (1, 16.0)
     _, reused, _ = trial({"learning_rate": 0.01, "units": 8}, seed=1, cache=cache)
@@ -151,9 +154,10 @@ def test_the_cache_gives_back_the_memory_its_models_grew_the_worker_by():
 
 def test_the_worker_charges_its_cache_the_memory_a_real_trial_kept():
     cache = ModelCache()
-    trial({"learning_rate": 0.01, "units": 20}, seed=1, cache=cache)
-    cache.settle()
-    assert len(cache) == 1 and 0.0 <= cache.charged_mb < 200.0  # measured from /proc: a tiny MLP's traces
+    for units in (20, 28):
+        trial({"learning_rate": 0.01, "units": units}, seed=1, cache=cache)
+        cache.settle()
+    assert len(cache) == 2 and 0.0 <= cache.charged_mb < 200.0  # measured from /proc: a tiny MLP's traces
 
 
 def test_models_without_a_config_are_never_shared():

@@ -1,0 +1,127 @@
+"""Issue 18, section 3 (rel-02): the storage goes read-only in the middle of a sweep.
+
+A real ``sweep run`` (CLI, its own local Ray), real trials writing checkpoints; the storage folder
+is made read-only under it with a read-only bind mount, the way a disk remounted read-only or an
+NFS hiccup looks to a process. That needs root with mount rights (this project's CI container has
+them); elsewhere the test is skipped, saying why.
+
+The sweep must end resumable (parent KILLED, no run RUNNING, the trial budget not spent), in one
+line that names the storage fault and ``sweep resume``, with no traceback; once the storage is
+writable again, ``sweep resume`` finishes every trial exactly once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+import yaml
+
+from sweep.tracking.tags import TRIAL_NUMBER_TAG
+
+from .servers import child_run_progress, kill_group
+
+NAME = "storage-fault"
+TRIALS = 6
+EPOCHS = 12
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _can_bind_mount(folder: Path) -> bool:
+    folder.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0:
+        return False
+    made = subprocess.run(["mount", "--bind", str(folder), str(folder)], capture_output=True)
+    if made.returncode != 0:
+        return False
+    subprocess.run(["umount", str(folder)], capture_output=True)
+    return True
+
+
+@contextlib.contextmanager
+def read_only(folder: Path) -> Iterator[None]:
+    """``folder`` read-only for every process until the block ends (a read-only bind mount)."""
+    subprocess.run(["mount", "--bind", str(folder), str(folder)], check=True)
+    try:
+        subprocess.run(["mount", "-o", "remount,ro,bind", str(folder)], check=True)
+        yield
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=True)
+
+
+def _sweep_file(folder: Path) -> Path:
+    spec = {
+        "name": NAME,
+        "data": {"source": "digits", "validation_split": 0.2},
+        "model": {"builder": "mlp", "args": {"units": [32]}},
+        "fit": {"epochs": EPOCHS, "batch_size": 16, "steps_per_execution": 1},
+        "objective": {"metric": "val_accuracy", "mode": "max"},
+        "search": {"sampler": "random", "seed": 3, "trials": TRIALS,
+                   "space": {"learning_rate": {"type": "float", "low": 1e-3, "high": 3e-2, "log": True}}},
+        "scheduler": {"type": "fifo"},
+        "resources": {"cpus_per_trial": 1},
+    }
+    path = folder / "sweep.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def _sweep(args: list[str], cwd: Path, log: Path) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI")}
+    env.update(PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="3")
+    with log.open("w") as out:
+        return subprocess.Popen([sys.executable, "-m", "sweep.cli", *args], cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _children(uri: str) -> tuple[str, list]:
+    from sweep.tracking import store
+
+    parent = store.find_parent_run(uri, NAME)
+    return parent.info.status, store.child_runs(uri, parent)
+
+
+def test_a_storage_gone_read_only_ends_the_sweep_resumable_and_resume_finishes_it(tmp_path):
+    storage = tmp_path / "runs"
+    if not _can_bind_mount(storage):
+        pytest.skip("needs root with mount rights (a read-only bind mount stands in for a disk gone read-only)")
+    sweep_file, db = _sweep_file(tmp_path), tmp_path / "mlflow.db"
+    uri = f"sqlite:///{db}"
+    common = ["--storage", str(storage), "--tracking-uri", uri]
+    log = tmp_path / "run.log"
+    proc = _sweep(["run", str(sweep_file), *common], tmp_path, log)
+    try:
+        deadline = time.monotonic() + 150
+        while child_run_progress(db)[1] < 1:  # a trial is running with a checkpoint written
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.5)
+        with read_only(storage):
+            code = proc.wait(timeout=150)
+    finally:
+        kill_group(proc)
+    out = log.read_text()
+    assert code == 1, out[-3000:]
+    assert "Traceback" not in out, out[-3000:]
+    stopped = [line for line in out.splitlines() if line.startswith("sweep stopped: storage fault")]
+    assert len(stopped) == 1 and f"sweep resume {NAME}" in stopped[0], out[-3000:]
+    assert "finishing it failed" not in out  # the lock left on the read-only storage names a dead process: not a failure
+    status, children = _children(uri)
+    assert status == "KILLED"  # resumable: the budget is not spent
+    assert children and not [c for c in children if c.info.status == "RUNNING"]
+
+    log = tmp_path / "resume.log"
+    resumed = _sweep(["resume", NAME, *common], tmp_path, log)
+    try:
+        assert resumed.wait(timeout=240) == 0, log.read_text()[-3000:]
+    finally:
+        kill_group(resumed)
+    status, children = _children(uri)
+    assert status == "FINISHED"
+    numbers = sorted(int(c.data.tags[TRIAL_NUMBER_TAG]) for c in children)
+    assert numbers == list(range(TRIALS))  # every trial exactly once
+    assert {c.info.status for c in children} == {"FINISHED"}
