@@ -61,6 +61,36 @@ def format_params(params: dict[str, Any]) -> str:
     return ", ".join(f"{k}={format_value(v) if isinstance(v, float) else v}" for k, v in params.items())
 
 
+def waiting_for(trials: Sequence[Any]) -> str | None:
+    """What the sweep waits for when trials are pending and none runs, as one line; else None.
+
+    On a fixed cluster the preflight refuses a trial no node can hold, so this is the wait for an
+    autoscaling cluster to add nodes (or for another job to free them): the line names what one
+    trial needs and what the cluster has free now (Ray's public ``available_resources`` and
+    ``cluster_resources``), so a batch log says why nothing moves, every heartbeat (issue 18, section 4).
+    """
+    pending = [t for t in trials if getattr(t, "status", None) == "PENDING"]
+    if not pending or any(getattr(t, "status", None) == "RUNNING" for t in trials):
+        return None
+    factory = getattr(pending[0], "placement_group_factory", None)
+    need = dict(getattr(factory, "required_resources", {}) or {})
+    try:
+        import ray
+
+        free, total = ray.available_resources(), ray.cluster_resources()
+    except Exception:  # Ray gone or unreachable: say what is known
+        free, total = {}, {}
+    names = sorted(need) or sorted(k for k in total if k in ("CPU", "GPU"))
+    return (
+        f"waiting for resources: {len(pending)} trial(s) pending, each needs {_resources(need, names)}; "
+        f"the cluster has {', '.join(f'{n} {free.get(n, 0):g} free of {total.get(n, 0):g}' for n in names) or 'nothing'}"
+    )
+
+
+def _resources(amounts: dict[str, float], names: Sequence[str]) -> str:
+    return ", ".join(f"{name} {amounts.get(name, 0):g}" for name in names) or "nothing"
+
+
 def format_duration(seconds: float) -> str:
     seconds = int(seconds)
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}" if seconds >= 3600 else f"{seconds // 60}:{seconds % 60:02d}"
@@ -103,6 +133,9 @@ class LiveView(DriverCallback):
         self.rung_counts: list[int] = [0] * len(self.rungs)
         self._rungs_reached: dict[str, int] = {}  # trial id -> how many milestones it has passed
         self._reasons_seen: dict[str, int] = {}  # failure reason -> number of the trial that printed it
+        self.waiting: str | None = None  # what the sweep waits for when no trial can run (see waiting_for)
+        self._waiting_checked = 0.0
+        self._was_waiting = False
         for outcome in list(ledger.outcomes.values()):  # trials of an earlier session (resume)
             self._note_epochs(outcome.trial_id, outcome.epochs)
 
@@ -125,13 +158,18 @@ class LiveView(DriverCallback):
             self._note_epochs(outcome.trial_id, max(epoch_of(result), outcome.epochs))
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        now = time.time()
+        if now - self._waiting_checked >= min(HEARTBEAT_SECONDS, 5.0):
+            self._waiting_checked = now
+            seen = waiting_for(trials)  # said only once it held at two checks: not a trial's hand-over
+            self.waiting, self._was_waiting = (seen if self._was_waiting else None), seen is not None
         if self._live is not None:
             now = time.time()
             if now - self._last_render >= RENDER_SECONDS:
                 self._last_render = now
                 self._live.update(self.render())
         elif not self.quiet and time.time() - self._last_line > HEARTBEAT_SECONDS:
-            self._print(self.summary_line())
+            self._print(self.summary_line() + (f"; {self.waiting}" if self.waiting else ""))
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._trial_line(self.ledger.outcome(trial))
@@ -236,6 +274,8 @@ class LiveView(DriverCallback):
             f"[bold]of {self.total}",
         )
         parts: list[Any] = [header, counts, Text(self.best_text())]
+        if self.waiting:
+            parts.append(Text(self.waiting, style="yellow"))
         if self.rungs:
             parts.append(self._rung_table())
         parts.append(self._best_table())

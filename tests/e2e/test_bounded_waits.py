@@ -4,6 +4,7 @@ resources no node has, an unreachable tracking server, an unreachable --address,
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import time
@@ -87,3 +88,48 @@ def test_an_unreachable_address_is_one_line_in_seconds(tmp_path):
     assert errors == [errors[0]] and "--address" in errors[0] and "127.0.0.1:1" in errors[0], run.stderr[-3000:]
     assert "Traceback" not in run.stderr
     assert took < 60, f"took {took:.1f} s (imports and the preflight included)"
+
+
+WAITING_DRIVER = """
+import sys
+from sweep.views import progress
+progress.HEARTBEAT_SECONDS = 1.0  # the batch log's heartbeat, every second instead of every 30
+from sweep import cli
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def test_on_an_autoscaling_cluster_the_heartbeat_says_what_the_sweep_waits_for(tmp_path):
+    """SWEEP_AUTOSCALING=1 skips the resource refusal: trials bigger than today's nodes wait for
+    new ones. A batch log must say so every heartbeat (what one trial needs, what is free), and
+    Ctrl-C must still end the wait (exit 130, resumable)."""
+    import os
+    import signal
+
+    sweep_file = tmp_path / "sweep.yaml"
+    sweep_file.write_text(yaml.safe_dump(_config(tmp_path, resources={"cpus_per_trial": 64})))
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI")}
+    env.update(SWEEP_AUTOSCALING="1", PYTHONPATH=str(Path(__file__).resolve().parents[2]), TF_CPP_MIN_LOG_LEVEL="3")
+    log = tmp_path / "out.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", WAITING_DRIVER, "run", str(sweep_file), "--storage", str(tmp_path / "runs")],
+            env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 120
+        while log.read_text().count("waiting for resources") < 2:  # said again at the next heartbeat
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
+            time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    text = log.read_text()
+    line = next(line for line in text.splitlines() if "waiting for resources" in line)
+    cpus = os.cpu_count()
+    assert re.search(r"\d trial\(s\) pending, each needs CPU 64; the cluster has CPU (\d+) free of (\d+)", line), line
+    assert re.search(r"free of (\d+)", line).group(1) == str(cpus), line  # a local Ray: this machine's CPUs
+    assert code == 130, text[-2000:]
+    assert "Traceback" not in text
