@@ -382,6 +382,12 @@ class FitConfig(_Strict):
         "trials. false: build every trial and fully reset TensorFlow (also restarts TF's stateful random ops such as "
         "`tf.random.uniform`, which a warm worker otherwise continues).",
     )
+    reuse_model_mb: float = Field(
+        default=40.0, gt=0,
+        description="The resident memory (MiB) a warm worker's kept compiled models may hold: each is charged what the "
+        "worker's memory grew by while it trained (its traced graphs), and past this the least recently used are dropped. "
+        "More keeps more architectures compiled (fewer retraces) at the cost of a larger worker.",
+    )
 
 
 class ObjectiveConfig(_Strict):

@@ -40,7 +40,7 @@ if TYPE_CHECKING:  # pragma: no cover - keras is imported by the worker, after i
 
 MAX_MODELS = 8  # compiled models kept per worker (e.g. one per optimizer of the space)
 MAX_BYTES = 512 * 1024 * 1024  # variables (weights + optimizer slots) the cache may hold
-MAX_MB = 24.0  # resident memory (MiB) the cached models may hold, as charged by ModelCache.settle
+MAX_MB = 40.0  # resident memory (MiB) the cached models may hold, as charged by ModelCache.settle (fit.reuse_model_mb)
 
 
 def signature(model: keras.Model) -> str | None:

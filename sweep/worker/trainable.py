@@ -136,6 +136,7 @@ def _build_and_fit(
         with strategy.scope() if strategy is not None else contextlib.nullcontext():
             model = models.build(builder, hp, dataset.info, settings.model, steps_per_execution=steps)
         if strategy is None and settings.fit.reuse_model:
+            STATE.models.max_mb = settings.fit.reuse_model_mb
             model, reused = STATE.models.take(model)  # same architecture as an earlier trial here: no retracing
     trace.mark("model_ready", reused=reused)
     callbacks = keras_callbacks(settings.fit, settings.objective)

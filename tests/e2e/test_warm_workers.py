@@ -8,6 +8,8 @@ must match a plain in-process fit of the same seed.
 
 from __future__ import annotations
 
+from typing import Any
+
 import functools
 from collections import defaultdict
 
@@ -50,11 +52,16 @@ def dataset() -> Dataset:
 
 @pytest.fixture(scope="module")
 def three_trials(ray_session, tmp_path_factory):
+    return run_three_trials(FitConfig(epochs=EPOCHS), tmp_path_factory.mktemp("warm"))
+
+
+def run_three_trials(fit: FitConfig, storage: Any):
+    """adam, rmsprop, adam on one reused worker; (data, configs, each trial's results) in order."""
     import ray
 
     data = dataset()
     settings = trainable.TrialSettings(
-        fit=FitConfig(epochs=EPOCHS), model=ModelConfig(args={"units": UNITS}), objective=ObjectiveConfig(metric="val_accuracy", mode="max"),
+        fit=fit, model=ModelConfig(args={"units": UNITS}), objective=ObjectiveConfig(metric="val_accuracy", mode="max"),
         resources=ResourcesConfig(), epochs=EPOCHS, seed=SEED,
     )
     builder = models.resolve_builder(settings.model)
@@ -67,7 +74,7 @@ def three_trials(ray_session, tmp_path_factory):
             "batch_size": tune.sample_from(lambda spec: 16 if spec.config.optimizer == "rmsprop" else 32),
         },
         tune_config=tune.TuneConfig(max_concurrent_trials=1, reuse_actors=True),
-        run_config=tune.RunConfig(storage_path=str(tmp_path_factory.mktemp("warm")), callbacks=[collector], verbose=0),
+        run_config=tune.RunConfig(storage_path=str(storage), callbacks=[collector], verbose=0),
     )
     grid = tuner.fit()
     assert not grid.errors, grid.errors
@@ -87,6 +94,13 @@ def test_three_trials_ran_on_one_reused_worker(three_trials):
     assert len({r["pid"] for t in trials for r in t}) == 1  # one process ran all three
     # the third trial (adam again, same architecture) trained the first trial's compiled model
     assert [t[0][REUSED_FIELD] for t in trials] == [False, False, True]
+
+
+def test_the_memory_budget_of_kept_models_reaches_the_worker(ray_session, tmp_path):
+    """fit.reuse_model_mb: with no memory for kept models, the rmsprop trial's growth pushes
+    the first adam model out, and the third trial builds anew."""
+    _, _, trials = run_three_trials(FitConfig(epochs=EPOCHS, reuse_model_mb=1e-6), tmp_path)
+    assert [t[0][REUSED_FIELD] for t in trials] == [False, False, False]
 
 
 def test_a_reused_worker_reproduces_a_fresh_one_bit_for_bit(three_trials):

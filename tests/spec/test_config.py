@@ -243,7 +243,7 @@ BAD = [
         FULL + "trainer: {}\n",
         "trainer: unknown key (expected one of: name, data, model, fit, objective, search, scheduler, resources, tracking, failure)",
     ),
-    ("unknown-fit-key", sub("epochs: 27", "epoch: 27"), "fit.epoch: unknown key (expected one of: epochs, batch_size, shuffle, steps_per_execution, callbacks, class_weight, steps_per_epoch, validation_steps, validation_freq, reuse_model; did you mean 'epochs'?)"),
+    ("unknown-fit-key", sub("epochs: 27", "epoch: 27"), "fit.epoch: unknown key (expected one of: epochs, batch_size, shuffle, steps_per_execution, callbacks, class_weight, steps_per_epoch, validation_steps, validation_freq, reuse_model, reuse_model_mb; did you mean 'epochs'?)"),
     (
         "unknown-param-key",
         sub(LR, "learning_rate: {type: float, low: 1.0e-4, high: 1.0e-1, hi: 1.0e-1}"),
