@@ -475,7 +475,8 @@ def _cmd_status(args: argparse.Namespace) -> int:
         print(json.dumps(summary, default=str))
     else:
         counts = ", ".join(f"{n} {s.replace('_', ' ')}" for s, n in sorted(summary["trials"].items())) or "no trials yet"
-        print(f"{args.name}: {summary['sweep_status'].lower()}; {counts} (of {summary['trials_requested']} requested)")
+        hint = f"; interrupted, continue it with `sweep resume {args.name}`" if summary["sweep_status"] == "KILLED" else ""
+        print(f"{args.name}: {summary['sweep_status'].lower()}; {counts} (of {summary['trials_requested']} requested){hint}")
     return EXIT_OK
 
 

@@ -8,12 +8,37 @@ both print as one line.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 def one_line(exc: BaseException, limit: int = 300) -> str:
     """An exception as the one line a user reads: ``Type: first line of its message`` (at most
     ``limit`` characters of it), or just ``Type`` when it has no message."""
     lines = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {lines[0][:limit]}" if lines else type(exc).__name__
+
+
+def raised_at(exc: BaseException) -> str:
+    """`` (file.py:LINE)``: where in the user's own code ``exc`` was raised, else ``""``.
+
+    The innermost frame of its traceback outside installed packages, the standard library and
+    this package: the line a user must open (a NameError in their factory, or the call in their
+    code that handed Keras a bad argument), which the one-line message would otherwise drop.
+    """
+    import sysconfig
+    import traceback
+
+    library = tuple(
+        str(Path(p).resolve()) for p in {sysconfig.get_paths()["stdlib"], sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"], str(Path(__file__).parent)}
+    )
+    for frame in reversed(traceback.extract_tb(exc.__traceback__)):
+        name = frame.filename
+        if name.startswith("<") or "site-packages" in name or "dist-packages" in name:
+            continue
+        if str(Path(name).resolve()).startswith(library):
+            continue
+        return f" ({Path(name).name}:{frame.lineno})"
+    return ""
 
 
 class SweepConfigError(ValueError):

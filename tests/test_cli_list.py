@@ -51,6 +51,25 @@ def test_list_newest_first_with_counts_best_and_duration(mlflow_uri, capsys):
     assert lines[1].index("finished") == lines[2].index("finished")  # aligned columns
 
 
+def test_an_interrupted_sweep_shows_its_best_so_far_and_how_to_continue(mlflow_uri, capsys):
+    """A KILLED parent (Ctrl-C, SIGTERM) has no final best on it: ``list`` ranks its trials, and
+    ``status`` says it can be resumed."""
+    client = tracking_client(mlflow_uri)
+    experiment_id = tracker.ensure_experiment(client, mlflow_uri, "cut")
+    parent = _fake_parent(client, experiment_id, "cut")
+    client.log_param(parent.info.run_id, "config.search.trials", "6")
+    for number, value in enumerate([0.7, 0.92]):
+        _fake_trial(client, experiment_id, parent, "cut", number, "completed", [value - 0.1, value], {"learning_rate": "0.01"})
+    for key, value in {"sweep.trials.completed": "2", "sweep.trials.interrupted": "1"}.items():
+        client.set_tag(parent.info.run_id, key, value)
+    client.set_terminated(parent.info.run_id, "KILLED")
+    assert cli.main(["list", "--tracking-uri", mlflow_uri, "--json"]) == 0
+    row = json.loads(capsys.readouterr().out)[0]
+    assert row["state"] == "killed" and row["best_value"] == pytest.approx(0.92)
+    assert cli.main(["status", "cut", "--tracking-uri", mlflow_uri]) == 0
+    assert capsys.readouterr().out.strip().endswith("interrupted, continue it with `sweep resume cut`")
+
+
 def test_best_is_aligned_text_and_json_keeps_types(mlflow_uri, capsys):
     best_id = _finished_sweep(mlflow_uri, "typed", [0.5, 0.9])
     assert cli.main(["best", "typed", "--tracking-uri", mlflow_uri, "--json"]) == 0

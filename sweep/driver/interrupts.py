@@ -45,8 +45,12 @@ class Interrupts:
         self.signal = self.signal or signum
         if self.count == 1:
             self.stopper.halt = self.reason()
+            said = (
+                "the trials have ended; finishing the sweep's records, then exiting" if self.closing
+                else "stopping the trials (again to stop at once)"
+            )
             with contextlib.suppress(Exception):
-                print(f"sweep: {signal.Signals(signum).name}: stopping the trials (again to stop at once)", file=sys.stderr, flush=True)
+                print(f"sweep: {signal.Signals(signum).name}: {said}", file=sys.stderr, flush=True)
             return
         for sig in (signal.SIGINT, signal.SIGTERM):  # a third one is not caught
             with contextlib.suppress(Exception):

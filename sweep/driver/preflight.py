@@ -236,13 +236,18 @@ def check_hyperparameters_read(config: SweepConfig, read: set[str]) -> None:
         )
 
 
-def check_resources(config: SweepConfig, label: str) -> None:
+def check_resources(config: SweepConfig, label: str, own_ray: bool = False) -> None:
     """A trial no node can ever hold would wait forever: refuse it before the first trial, naming
-    the key and what the cluster offers (skipped on a cluster declared autoscaling)."""
+    the key and what the cluster offers (skipped on a cluster declared autoscaling; ``own_ray``:
+    the sweep started a local Ray, which can never gain a node, and says so)."""
     import ray
 
     if cluster.autoscaling():
-        log.warning("the cluster is declared autoscaling (SWEEP_AUTOSCALING=1): trials wait for nodes with the resources they need")
+        if own_ray:
+            log.warning("SWEEP_AUTOSCALING=1, but this sweep started its own local Ray, which never gains nodes: "
+                        "a trial that does not fit on this machine waits until Ctrl-C (give --address of an autoscaling cluster)")
+        else:
+            log.warning("the cluster is declared autoscaling (SWEEP_AUTOSCALING=1): trials wait for nodes with the resources they need")
         return
     res = config.resources
     need = {"cpus_per_trial": res.cpus_per_trial, "gpus_per_trial": res.gpus_per_trial, **{f"custom.{k}": v for k, v in res.custom.items()}}

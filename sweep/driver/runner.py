@@ -434,7 +434,8 @@ def _start_ray_and_check(prepared: Prepared, address: str | None, uri: str, loca
 
     try:
         ensure_ray(address)
-        check_resources(prepared.config, prepared.label)  # a trial no node can hold would wait forever
+        own_ray = not (address or os.environ.get("RAY_ADDRESS"))
+        check_resources(prepared.config, prepared.label, own_ray=own_ray)  # a trial no node can hold would wait forever
         check_reachable(uri)
     except BaseException:
         resume_module.release_lock(location.folder)

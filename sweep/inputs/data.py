@@ -33,7 +33,7 @@ import numpy as np
 
 from sweep.inputs import pipelines
 from sweep.inputs import targets
-from sweep.errors import InputError
+from sweep.errors import InputError, raised_at
 from sweep.inputs.dataset import Dataset, data_info
 from sweep.inputs.pipelines import kind_of
 from sweep.inputs.structures import is_nested, leaves, map_leaves, named_leaves, rebuild, rows, shapes, take_rows
@@ -332,7 +332,7 @@ def _call_user_function(config: "DataConfig", search_paths: tuple[Path, ...]) ->
     try:
         return function(**config.args)
     except Exception as exc:
-        raise InputError("data.source", f"expected {config.source} to return data, but it raised {_one_line(exc)}") from None
+        raise InputError("data.source", f"expected {config.source} to return data, but it raised {_one_line(exc)}{raised_at(exc)}") from None
 
 
 _RETURN_FORMS = "(x, y), (x, y, sample_weight) or ((x_train, y_train), (x_val, y_val))"

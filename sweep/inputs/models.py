@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import keras
 
 from sweep.spec.config import ModelConfig
-from sweep.errors import InputError
+from sweep.errors import InputError, raised_at
 from sweep.inputs.imports import is_spec, resolve
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -378,7 +378,7 @@ def build(builder: Builder, hp: dict, info: "DataInfo", model_cfg: ModelConfig, 
     except Exception as exc:
         first = str(exc).strip().splitlines()
         detail = f"{type(exc).__name__}: {first[0][:300]}" if first else type(exc).__name__
-        raise InputError("model.builder", f"expected {spec!r} to build a model, but it raised {detail}") from exc
+        raise InputError("model.builder", f"expected {spec!r} to build a model, but it raised {detail}{raised_at(exc)}") from exc
     if not isinstance(model, keras.Model):
         raise InputError("model.builder", f"expected {spec!r} to return a keras.Model, got {type(model).__name__}")
     if is_compiled(model):

@@ -615,14 +615,31 @@ def load(source: str | Path | Mapping[str, Any], overrides: Mapping[str, Any] | 
     else:
         path = Path(source)
         label, base, raw = str(source), path.resolve().parent, _read_yaml(path)
-    for key, value in (overrides or {}).items():
-        if value is not None:
-            _set_dotted(raw, OVERRIDE_ALIASES.get(key, key), value)
+    applied = {key: value for key, value in (overrides or {}).items() if value is not None}
+    for key, value in applied.items():
+        _set_dotted(raw, OVERRIDE_ALIASES.get(key, key), value)
     _resolve_paths(raw, base)
     try:
         return SweepConfig.model_validate(raw)
     except ValidationError as exc:
-        raise _first_error(label, exc) from None
+        error = _first_error(label, exc)
+        raise SweepConfigError(_blame_override(label, error.key, applied), error.key, error.expected) from None
+
+
+def _blame_override(label: str, key: str, applied: Mapping[str, Any]) -> str:
+    """The source an error names: the file, and the override (``--set``, ``--epochs``, a keyword
+    of ``sweep.run``) that put the bad value there or changed its section, so a user does not
+    search the file for a key it never had (``--set fit.epoch=3``), or for why a key it has is
+    now refused (``--set scheduler.type=fifo`` under a file's ``grace_period``)."""
+    dotted = {OVERRIDE_ALIASES.get(name, name): f"{name}={show_value(value)}" for name, value in applied.items()}
+    if not key:
+        return label
+    exact = [shown for path, shown in dotted.items() if path == key or key.startswith(path + ".") or path.startswith(key + ".")]
+    if exact:
+        return f"{label} (override {exact[0]})"
+    section = key.split(".")[0]
+    nearby = [shown for path, shown in dotted.items() if path.split(".")[0] == section]
+    return f"{label} (with override {nearby[0]})" if nearby else label
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:

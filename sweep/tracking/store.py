@@ -77,6 +77,9 @@ def list_sweeps(uri: str) -> list[dict[str, Any]]:
                 counts[status] = counts.get(status, 0) + 1
             best_child = _best_child(children, metric, mode)
             best_value = child_value(best_child, metric) if best_child is not None else None
+        elif best_value is None and info.status == "KILLED":  # interrupted: its best so far, from its trials
+            best_child = _best_child(child_runs(uri, parent), metric, mode)
+            best_value = child_value(best_child, metric) if best_child is not None else None
         end = info.end_time if info.status != "RUNNING" else None
         rows.append({
             "name": name,

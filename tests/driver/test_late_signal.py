@@ -35,6 +35,7 @@ def _fit_and_finish(monkeypatch, signal_in_fit: bool, signal_in_finish: bool) ->
 
     def finish(sweep, status, stop):
         statuses.append(status)
+        stop.closing = True  # as runner._finish does first
         if signal_in_finish:
             os.kill(os.getpid(), signal.SIGTERM)  # the sweep's handler is still installed while closing
         stop.restore()
@@ -49,12 +50,14 @@ def _fit_and_finish(monkeypatch, signal_in_fit: bool, signal_in_finish: bool) ->
     return runner._fit_and_finish(_sweep(), SimpleNamespace(fit=fit), 0), statuses, result
 
 
-def test_a_sigterm_while_a_finished_sweep_closes_its_records_is_not_an_interrupt(monkeypatch):
+def test_a_sigterm_while_a_finished_sweep_closes_its_records_is_not_an_interrupt(monkeypatch, capsys):
     try:
         returned, statuses, result = _fit_and_finish(monkeypatch, signal_in_fit=False, signal_in_finish=True)
     except KeyboardInterrupt as exc:  # a KeyboardInterrupt would end the whole pytest session
         pytest.fail(f"a finished sweep raised {exc!r}")
     assert returned is result and statuses == ["FINISHED"]
+    said = capsys.readouterr().err
+    assert "SIGTERM: the trials have ended; finishing the sweep's records" in said and "stopping the trials" not in said, said
 
 
 def test_a_sigterm_while_the_trials_run_still_interrupts_the_sweep(monkeypatch):

@@ -131,5 +131,6 @@ def test_on_an_autoscaling_cluster_the_heartbeat_says_what_the_sweep_waits_for(t
     cpus = os.cpu_count()
     assert re.search(r"\d trial\(s\) pending, each needs CPU 64; the cluster has CPU (\d+) free of (\d+)", line), line
     assert re.search(r"free of (\d+)", line).group(1) == str(cpus), line  # a local Ray: this machine's CPUs
+    assert "this sweep started its own local Ray, which never gains nodes" in text  # said once, up front
     assert code == 130, text[-2000:]
     assert "Traceback" not in text

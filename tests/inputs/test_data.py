@@ -346,7 +346,7 @@ def test_user_function_bad_return():
 def test_user_function_raises():
     expect_error(
         "data.source",
-        "expected sweep_fixture_data:raises to return data, but it raised RuntimeError: database unreachable",
+        "expected sweep_fixture_data:raises to return data, but it raised RuntimeError: database unreachable (sweep_fixture_data.py:33)",  # where in the function
         source="sweep_fixture_data:raises",
     )
 

@@ -276,7 +276,7 @@ def test_factory_raising_becomes_input_error():
     cfg = ModelConfig(builder="sweep_fixture_models:raises")
     error = expect_error(
         "model.builder",
-        "expected 'sweep_fixture_models:raises' to build a model, but it raised RuntimeError: no GPU here",
+        "expected 'sweep_fixture_models:raises' to build a model, but it raised RuntimeError: no GPU here (sweep_fixture_models.py:27)",  # where in the factory
         models.build,
         models.resolve_builder(cfg, SEARCH),
         {},

@@ -104,6 +104,25 @@ def test_overrides_are_validated_like_the_file(tmp_path):
     path = write(tmp_path, FULL)
     with pytest.raises(SweepConfigError) as info:
         load(path, {"fit.epochs": 0})
+    assert str(info.value) == f"{path} (override fit.epochs=0): fit.epochs: expected a value >= 1, got 0"
+
+
+@pytest.mark.parametrize("overrides, source, key", [
+    ({"fit.epoch": 3}, "(override fit.epoch=3)", "fit.epoch"),  # a key the file never had
+    ({"epochs": "six"}, "(override epochs='six')", "fit.epochs"),  # an alias, as `--epochs` passes it
+    ({"scheduler.type": "fifo"}, "(with override scheduler.type='fifo')", "scheduler.grace_period"),  # the file's key, refused because of the override
+])
+def test_an_error_an_override_caused_names_the_override(tmp_path, overrides, source, key):
+    path = write(tmp_path, FULL)
+    with pytest.raises(SweepConfigError) as info:
+        load(path, overrides)
+    assert str(info.value).startswith(f"{path} {source}: {key}: "), str(info.value)
+
+
+def test_an_error_in_the_file_names_only_the_file_even_with_overrides(tmp_path):
+    path = write(tmp_path, FULL.replace("epochs: 27", "epochs: 0"))
+    with pytest.raises(SweepConfigError) as info:
+        load(path, {"trials": 3})
     assert str(info.value) == f"{path}: fit.epochs: expected a value >= 1, got 0"
 
 
