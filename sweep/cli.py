@@ -429,8 +429,23 @@ def _cmd_trials(args: argparse.Namespace) -> int:
     if args.csv:
         sys.stdout.write(frame.to_csv(index=False))
     else:
-        print(frame.drop(columns=["datetime_complete", "mlflow_run_id"]).to_string(index=False))
+        print(trials_text(frame))
     return EXIT_OK
+
+
+def trials_text(frame: Any) -> str:
+    """``sweep trials``' table for people: trials named as everywhere else (``0005``), durations
+    as ``M:SS`` (pandas prints ``0 days 00:00:10.457000``), no run ids or end times. ``--csv``
+    and ``sweep.trials()`` keep the typed columns."""
+    import pandas as pd
+
+    from sweep.protocol import trial_label
+    from sweep.views.progress import format_duration
+
+    shown = frame.drop(columns=["datetime_complete", "mlflow_run_id"]).copy()
+    shown["number"] = [trial_label(None if pd.isna(n) else int(n)) for n in frame["number"]]
+    shown["duration"] = ["-" if pd.isna(d) else format_duration(d.total_seconds()) for d in frame["duration"]]
+    return shown.rename(columns={"number": "trial"}).to_string(index=False)
 
 
 def _cmd_list(args: argparse.Namespace) -> int:

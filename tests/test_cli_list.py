@@ -4,6 +4,7 @@ text and JSON, unknown names, never creating a store, ``--version``, ``--set``."
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -161,6 +162,11 @@ def test_trials_is_a_typed_dataframe_and_csv(mlflow_uri, capsys):
     assert cli.main(["trials", "frame", "--tracking-uri", mlflow_uri, "--csv"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("number,trial_id,status,value") and len(lines) == 4
+    assert cli.main(["trials", "frame", "--tracking-uri", mlflow_uri]) == 0  # for people: 0001, M:SS
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:3] == ["trial", "trial_id", "status"] and lines[2].split()[0] == "0001"
+    assert "days" not in "\n".join(lines) and "mlflow_run_id" not in lines[0]
+    assert re.search(r"\s\d+:\d\d\s", lines[1]), lines[1]
 
 
 def test_json_schema_is_published_and_checks_sweep_files():
