@@ -631,7 +631,10 @@ def _blame_override(label: str, key: str, applied: Mapping[str, Any]) -> str:
     of ``sweep.run``) that put the bad value there or changed its section, so a user does not
     search the file for a key it never had (``--set fit.epoch=3``), or for why a key it has is
     now refused (``--set scheduler.type=fifo`` under a file's ``grace_period``)."""
-    dotted = {OVERRIDE_ALIASES.get(name, name): f"{name}={show_value(value)}" for name, value in applied.items()}
+    from sweep.tracking.client import redact  # a tracking URI's password never reaches an error line
+
+    shown = {name: redact(value) if isinstance(value, str) and "://" in value else value for name, value in applied.items()}
+    dotted = {OVERRIDE_ALIASES.get(name, name): f"{name}={show_value(value)}" for name, value in shown.items()}
     if not key:
         return label
     exact = [shown for path, shown in dotted.items() if path == key or key.startswith(path + ".") or path.startswith(key + ".")]

@@ -119,6 +119,14 @@ def test_an_error_an_override_caused_names_the_override(tmp_path, overrides, sou
     assert str(info.value).startswith(f"{path} {source}: {key}: "), str(info.value)
 
 
+def test_an_override_named_in_an_error_never_shows_a_password(tmp_path):
+    path = write(tmp_path, FULL.replace("experiment: null}", "experiment: ../escape}"))  # the file's error, in the overridden section
+    with pytest.raises(SweepConfigError) as info:
+        load(path, {"tracking_uri": "http://ann:hunter2@127.0.0.1:5000"})
+    assert "(with override tracking_uri='http://ann:***@127.0.0.1:5000')" in str(info.value), str(info.value)
+    assert "hunter2" not in str(info.value)
+
+
 def test_an_error_in_the_file_names_only_the_file_even_with_overrides(tmp_path):
     path = write(tmp_path, FULL.replace("epochs: 27", "epochs: 0"))
     with pytest.raises(SweepConfigError) as info:
