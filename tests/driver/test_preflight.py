@@ -136,4 +136,4 @@ def test_header_only_csv_says_no_rows(tmp_path):
 def test_cli_tracking_uri_is_validated_like_the_file(tmp_path):
     with pytest.raises(SweepConfigError) as info:
         runner.run(sweep(), tracking_uri="mlflow.db")
-    assert str(info.value) == "<dict>: tracking.uri: expected a URI with a scheme (sqlite:///FILE, http://HOST:PORT, ...), got 'mlflow.db': did you mean 'sqlite:///mlflow.db'?"
+    assert str(info.value) == "<dict> (override tracking_uri='mlflow.db'): tracking.uri: expected a URI with a scheme (sqlite:///FILE, http://HOST:PORT, ...), got 'mlflow.db': did you mean 'sqlite:///mlflow.db'?"

@@ -63,7 +63,7 @@ def test_failing_trials_fail_alone_with_their_reason(ray_session, tmp_path, monk
     nan = rows[("nan", 16)]
     assert (nan["status"], nan["reason"], nan["epochs"]) == ("failed", "nan_loss", 1), "NaN stops the trial in its first epoch"
     assert rows[("raise", 16)]["status"] == "failed"
-    assert rows[("raise", 16)]["reason"].endswith("it raised RuntimeError: faulty factory refused to build")
+    assert re.search(r"it raised RuntimeError: faulty factory refused to build \(\w+\.py:\d+\)$", rows[("raise", 16)]["reason"]), rows[("raise", 16)]["reason"]  # and where
     assert rows[("none", 32)]["status"] == "completed"
 
     children = _children(result.tracking_uri, "e2e-faults")
