@@ -98,6 +98,7 @@ class SweepData:
     trials: list[TrialRecord]
     experiment_id: str | None = None
     ui_url: str | None = None  # an MLflow UI's address: the table's trial ids link to their runs
+    space: dict[str, dict[str, Any]] = field(default_factory=dict)  # the sweep file's search space, where known
 
     @property
     def objective(self) -> Objective:
@@ -174,7 +175,20 @@ def collect(uri: str, name: str, parent_run_id: str | None = None, outcomes: Ite
         trials=trials,
         experiment_id=parent.info.experiment_id,
         ui_url=ui_address(uri),
+        space=search_space(params.get("config.search.space")),
     )
+
+
+def search_space(text: str | None) -> dict[str, dict[str, Any]]:
+    """The parent run's ``config.search.space`` param (the space's repr) as a dict; {} when it is
+    missing or cut short. Read with ``ast.literal_eval``: literals only, nothing is executed."""
+    import ast
+
+    try:
+        space = ast.literal_eval(text) if text else {}
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return {}
+    return {k: v for k, v in space.items() if isinstance(v, dict)} if isinstance(space, dict) else {}
 
 
 def ui_address(uri: str) -> str | None:
@@ -339,14 +353,23 @@ def informative_range(values: list[float], mode: str) -> tuple[float, float] | N
     return low - pad, high + pad
 
 
-def _axis_values(trials: list[TrialRecord], name: str) -> tuple[list[float], list[str] | None, bool]:
-    """Map one parameter onto [0, 1]: numbers (log scale when they span decades) or categories."""
+def _axis_values(trials: list[TrialRecord], name: str, spec: dict[str, Any] | None = None) -> tuple[list[float], list[str] | None, bool]:
+    """Map one parameter onto [0, 1]: numbers or categories, as the search space declares them
+    (``spec``: a categorical's choices in their order, ``log: true``); without it, inferred
+    (numbers on a log scale when they span decades)."""
     raw = [t.params.get(name) for t in trials]
     numbers = [_number(v) for v in raw]
+    spec = spec or {}
+    if spec.get("type") == "categorical" and isinstance(spec.get("choices"), list):
+        labels = [param_text(c) for c in spec["choices"]]
+        labels += sorted({str(v) for v in raw if v is not None} - set(labels))  # values the space no longer has
+        position = {label: (i / (len(labels) - 1) if len(labels) > 1 else 0.5) for i, label in enumerate(labels)}
+        return [math.nan if v is None else position[str(v)] for v in raw], labels, False
     if all(n is not None for n, v in zip(numbers, raw) if v is not None):
         present = [n for n in numbers if n is not None]
         low, high = min(present), max(present)
-        use_log = low > 0 and high / low >= 100
+        declared = spec.get("log") if spec.get("type") in ("float", "int") else None
+        use_log = low > 0 and (bool(declared) if declared is not None else high / low >= 100)
         tf = (lambda x: math.log10(x)) if use_log else (lambda x: x)
         span = (tf(high) - tf(low)) or 1.0
         return [math.nan if n is None else (tf(n) - tf(low)) / span for n in numbers], None, use_log
@@ -402,7 +425,7 @@ def plot_parallel_coordinates(data: SweepData, path: Path) -> Path:
         return _save(plt, fig, path)
     import matplotlib as mpl
 
-    columns = [_axis_values(trials, name) for name in names]
+    columns = [_axis_values(trials, name, data.space.get(name)) for name in names]
     values = [t.value for t in trials]
     low, high = min(values), max(values)  # type: ignore[type-var]
     norm = mpl.colors.Normalize(vmin=low, vmax=high if high > low else low + 1e-12)

@@ -209,3 +209,23 @@ def test_learning_curves_zoom_to_the_informative_range():
     assert 0.75 < low < 0.81 and high > 0.99
     assert report.informative_range([0.1, 0.2, 0.3], "max") is None
     assert report.axis_ticks(0.001, 0.1, True)[1] == pytest.approx(0.01)
+
+
+def test_parallel_axes_follow_the_declared_search_space():
+    """A numeric categorical is a category axis in its declared order (no tick at 72 between 16
+    and 128); a float is on a log axis when, and only when, the space says ``log``."""
+    params = [{"batch_size": "16", "momentum": "0.001", "learning_rate": "0.0001"},
+              {"batch_size": "128", "momentum": "0.9", "learning_rate": "0.1"},
+              {"batch_size": "32", "momentum": "0.5", "learning_rate": "0.01"}]
+    trials = [report.TrialRecord(f"r{i}", f"t{i}", i, "completed", p, 0.5, 1, 1, 0, 0) for i, p in enumerate(params)]
+    space = report.search_space(repr({
+        "batch_size": {"type": "categorical", "choices": [16, 32, 128]},
+        "momentum": {"type": "float", "low": 0.0, "high": 0.99, "log": False},
+        "learning_rate": {"type": "float", "low": 1e-4, "high": 0.1, "log": True},
+    }))
+    positions, labels, use_log = report._axis_values(trials, "batch_size", space["batch_size"])
+    assert labels == ["16", "32", "128"] and positions == [0.0, 1.0, 0.5] and not use_log
+    assert report._axis_values(trials, "momentum", space["momentum"])[2] is False  # spans decades, declared linear
+    assert report._axis_values(trials, "momentum")[2] is True  # what was inferred before
+    assert report._axis_values(trials, "learning_rate", space["learning_rate"])[2] is True
+    assert report.search_space("{'a': {'type': 'float'") == {} and report.search_space("__import__('os')") == {}
