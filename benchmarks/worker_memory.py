@@ -27,12 +27,6 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
-def current_rss_mb() -> float:
-    with open("/proc/self/statm") as handle:
-        pages = int(handle.read().split()[1])
-    return pages * os.sysconf("SC_PAGE_SIZE") / (1024 * 1024)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=100)
@@ -49,6 +43,7 @@ def main() -> None:
     import numpy as np
 
     from sweep.inputs import models
+    from sweep.worker.resources import current_rss_mb
     from sweep.worker.state import STATE
     from sweep.spec.config import ModelConfig
     from sweep.inputs.dataset import DataInfo
