@@ -75,11 +75,9 @@ def list_sweeps(uri: str) -> list[dict[str, Any]]:
             for run in children:
                 status = run.data.tags.get(STATUS_TAG, "running")
                 counts[status] = counts.get(status, 0) + 1
-            best_child = _best_child(children, metric, mode)
-            best_value = child_value(best_child, metric) if best_child is not None else None
+            best_value = _best_value(children, metric, mode)
         elif best_value is None and info.status == "KILLED":  # interrupted: its best so far, from its trials
-            best_child = _best_child(child_runs(uri, parent), metric, mode)
-            best_value = child_value(best_child, metric) if best_child is not None else None
+            best_value = _best_value(child_runs(uri, parent), metric, mode)
         end = info.end_time if info.status != "RUNNING" else None
         rows.append({
             "name": name,
@@ -300,6 +298,12 @@ def _run_or_none(uri: str, run_id: str) -> Any | None:
 def badness(value: float | None, mode: str) -> float:
     """A sort key for trials by the objective: larger is worse; no value (or NaN) is the worst of all."""
     return Objective("", mode).badness(value)
+
+
+def _best_value(children: list[Any], metric: str, mode: str) -> float | None:
+    """The best objective value among ``children`` (None when none has one)."""
+    best_child = _best_child(children, metric, mode)
+    return child_value(best_child, metric) if best_child is not None else None
 
 
 def _best_child(children: list[Any], metric: str, mode: str) -> Any | None:

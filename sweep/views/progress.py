@@ -164,11 +164,10 @@ class LiveView(DriverCallback):
             seen = waiting_for(trials)  # said only once it held at two checks: not a trial's hand-over
             self.waiting, self._was_waiting = (seen if self._was_waiting else None), seen is not None
         if self._live is not None:
-            now = time.time()
             if now - self._last_render >= RENDER_SECONDS:
                 self._last_render = now
                 self._live.update(self.render())
-        elif not self.quiet and time.time() - self._last_line > HEARTBEAT_SECONDS:
+        elif not self.quiet and now - self._last_line > HEARTBEAT_SECONDS:
             self._print(self.summary_line() + (f"; {self.waiting}" if self.waiting else ""))
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
