@@ -26,7 +26,7 @@ from sweep.driver.interrupts import Interrupts, SweepInterrupted
 from sweep.driver.ledger import FailFast, Ledger, SweepResult
 from sweep.driver.preflight import Prepared, check_resources, prepare
 from sweep.driver.quiet import quiet_ray_and_optuna
-from sweep.driver.session import ensure_ray
+from sweep.driver.session import ensure_ray, free_warm_executors, start_warm_executors, warm_executors
 from sweep.spec import config as config_module
 from sweep.spec.config import SweepConfig
 from sweep.errors import InputError, SweepConfigError, one_line
@@ -252,6 +252,7 @@ def prepare_while_ray_starts(config: SweepConfig, label: str, search_paths: tupl
     ray_error: BaseException | None = None
     try:
         ensure_ray(address)
+        start_warm_executors(config.resources, trial_budget(config), config.search.max_concurrent, address)  # TensorFlow imports there while the preflight runs here
     except Exception as exc:
         ray_error = exc
     thread.join()
@@ -436,6 +437,8 @@ def _start_ray_and_check(prepared: Prepared, address: str | None, uri: str, loca
         ensure_ray(address)
         own_ray = not (address or os.environ.get("RAY_ADDRESS"))
         check_resources(prepared.config, prepared.label, own_ray=own_ray)  # a trial no node can hold would wait forever
+        config = prepared.config
+        start_warm_executors(config.resources, trial_budget(config), config.search.max_concurrent, address)
         check_reachable(uri)
     except BaseException:
         resume_module.release_lock(location.folder)
@@ -479,7 +482,10 @@ def _tuner(sweep: OpenSweep, warm: WarmStart | None, resume: ResumeState | None,
     data_ref = ray.put(prepared.dataset)
     settings = trainable.TrialSettings.from_config(config)
     return tune.Tuner(
-        launch.make(settings, data_ref, prepared.dataset.info.fingerprint, prepared.builder, trial, search_paths=prepared.search_paths),
+        launch.make(
+            settings, data_ref, prepared.dataset.info.fingerprint, prepared.builder, trial, search_paths=prepared.search_paths,
+            executors=warm_executors(),
+        ),
         tune_config=tune.TuneConfig(
             metric=config.objective.metric,
             mode=config.objective.mode,
@@ -569,6 +575,7 @@ def _fit_and_finish(sweep: OpenSweep, tuner: tune.Tuner, ended: int) -> SweepRes
         raise
     finally:
         fitting.set()
+        free_warm_executors()  # a trial a killed trainable left running there ends now
         result = _finish(sweep, status, stop)
     if stop.signal is not None and status == "KILLED":
         raise SweepInterrupted(config.name, stop.signal)

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import logging
 import os
+from typing import Any
 
 from sweep.driver import cluster
 from sweep.errors import SweepConfigError
+from sweep.spec.config import ResourcesConfig
 
 
 def is_secret_name(name: str) -> bool:
@@ -67,3 +69,110 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
                 os.environ[name] = value
         with cluster.loopback_only():  # otherwise Ray 2.x on Linux listens on every interface
             ray.init(num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1", **common)
+
+
+# ---------------------------------------------------------------------------------------------
+# warm trial executors (sweep.worker.executor): kept by this driver process from sweep to sweep
+
+_POOL: dict[str, Any] = {"key": None, "handles": [], "fresh": 0, "active": False}
+
+
+def warm_executors_apply(resources: ResourcesConfig, address: str | None) -> bool:
+    """Whether a sweep with ``resources`` runs its trials on warm executors: CPU-only trials
+    (GPU visibility is fixed per process when TensorFlow starts) on a single-node Ray this
+    driver runs on (an executor hands its checkpoint folders to the trainable by path), with
+    ``resources.warm_workers`` on; ``SWEEP_WARM_WORKERS=0`` turns them off for a machine."""
+    if not resources.warm_workers or resources.gpus_per_trial > 0 or resources.custom:
+        return False
+    if address or os.environ.get("RAY_ADDRESS") or os.environ.get("SWEEP_WARM_WORKERS", "1") == "0":
+        return False
+    import ray
+
+    return ray.is_initialized() and len([n for n in ray.nodes() if n.get("Alive")]) == 1
+
+
+def start_warm_executors(resources: ResourcesConfig, trials: int, max_concurrent: int | None, address: str | None) -> None:
+    """Right after Ray is up: make sure this sweep has its executors, importing TensorFlow while
+    the driver goes on (its preflight, the tracker, Tune's start). As many as trials can run at
+    once here (the node's CPUs over ``cpus_per_trial``, at most ``trials`` and ``max_concurrent``).
+    Returns at once; an earlier sweep's executors with the same ``cpus_per_trial`` are kept."""
+    _POOL["active"] = warm_executors_apply(resources, address)
+    if not _POOL["active"]:
+        return
+    import ray
+
+    slots = int(ray.cluster_resources().get("CPU", 0) // resources.cpus_per_trial)
+    wanted = max(0, min(slots, trials, max_concurrent or slots))
+    key = (ray.get_runtime_context().get_job_id(), resources.cpus_per_trial)
+    if _POOL["key"] != key:
+        _discard(_POOL["handles"])
+        _POOL.update(key=key, handles=[], fresh=0)
+    handles = _POOL["handles"]
+    first = None
+    while len(handles) < wanted:
+        # the first imports TensorFlow beside the driver's start-up, the others once it is done
+        # (or when a trial reaches them first), so the first epoch is not slowed by several
+        # imports sharing the cores at once
+        handle, imported = _new_executor(after=first)
+        first = first or imported
+        handles.append(handle)
+        _POOL["fresh"] += 1
+
+
+def warm_executors(timeout_s: float = 60.0) -> tuple[Any, ...]:
+    """This sweep's executors (after :func:`start_warm_executors`): those an earlier sweep used
+    are first freed of any trial its killed trainables left running (bounded by ``timeout_s``),
+    and a dead one is replaced. Empty when warm executors do not apply to this sweep."""
+    if not _POOL["active"] or not _POOL["handles"]:
+        return ()
+    import ray
+
+    handles, fresh = _POOL["handles"], _POOL["fresh"]
+    used = handles[: len(handles) - fresh]
+    checks = [handle.abort.remote() for handle in used]
+    for index, check in enumerate(checks):
+        try:
+            ray.get(check, timeout=timeout_s)
+        except Exception:  # dead (killed, out of memory) or stuck: a new one takes its place
+            _discard([handles[index]])
+            handles[index], _ = _new_executor()
+    _POOL["fresh"] = 0
+    return tuple(handles)
+
+
+def warm_executor_handles() -> tuple[Any, ...]:
+    """The executors this driver keeps now (for tools and tests; a sweep uses :func:`warm_executors`)."""
+    return tuple(_POOL["handles"])
+
+
+def free_warm_executors() -> None:
+    """After a sweep: end any trial still running on an executor (its trainable was killed by a
+    Ctrl-C or a failure), without waiting; the next sweep waits for it (:func:`warm_executors`)."""
+    for handle in _POOL["handles"]:
+        try:
+            handle.abort.remote()
+        except Exception:
+            pass
+
+
+def _new_executor(after: Any = None) -> tuple[Any, Any]:
+    """A new executor on this node, told to import TensorFlow once ``after`` (an ObjectRef, or
+    None: now) is ready; the handle and the reference to its import's end."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    from sweep.worker.executor import TrialExecutor
+
+    node = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    handle = ray.remote(TrialExecutor).options(num_cpus=0, max_concurrency=4, scheduling_strategy=node).remote()
+    return handle, handle.warm_up.remote(after)
+
+
+def _discard(handles: list[Any]) -> None:
+    import ray
+
+    for handle in handles:
+        try:
+            ray.kill(handle)
+        except Exception:
+            pass

@@ -183,6 +183,12 @@ _INSTALLED: list[str] = []  # [digest] of the UserCode this process set up last
 _ROOTS: list[Path] = []  # where this process imports the sweep's user modules from
 
 
+def installed_digest() -> str | None:
+    """The digest of the :class:`UserCode` this process set up last (None before any sweep's):
+    a worker that outlives a sweep (``sweep.worker.executor``) compares it with the next sweep's."""
+    return _INSTALLED[0] if _INSTALLED else None
+
+
 def ensure_importable(code: UserCode | None) -> tuple[Path, ...]:
     """On a worker, before the sweep's builder is unpickled: make the user's modules importable
     by name (see the rule above) and forget same-named modules of an earlier sweep. Cheap after
@@ -200,16 +206,35 @@ def ensure_importable(code: UserCode | None) -> tuple[Path, ...]:
             if not target.is_file() or target.read_text() != text:
                 target.write_text(text)
         roots.insert(0, copy)
+    for root in _ROOTS:  # an earlier sweep's folders (a process that outlives a sweep): not this one's
+        if str(root) in sys.path and root not in roots:
+            sys.path.remove(str(root))
     for root in reversed(roots):
         if str(root) in sys.path:
             sys.path.remove(str(root))
         sys.path.insert(0, str(root))
     for name in code.modules:  # imported again, from here, on first use
         sys.modules.pop(name, None)
+    if _INSTALLED:  # a process that outlives a sweep: the earlier sweep's helper modules too
+        _forget_modules_under(tuple(_ROOTS) + tuple(roots))
     importlib.invalidate_caches()
     _INSTALLED[:] = [code.digest]
     _ROOTS[:] = roots
     return tuple(roots)
+
+
+def _forget_modules_under(roots: tuple[Path, ...]) -> None:
+    """Drop every module imported from a file under ``roots`` (the user's folders), so the next
+    import reads the files as they are now: a module the builder imports indirectly (not named
+    in the sweep file, so not in ``UserCode.modules``) may have changed, or be another sweep's
+    module of the same name. Installed packages and ``sweep`` itself are never dropped."""
+    prefixes = tuple(str(root).rstrip("/\\") + sep for root in roots for sep in ("/", "\\"))
+    for name, module in list(sys.modules.items()):
+        file = getattr(module, "__file__", None)
+        if not file or name.split(".")[0] == "sweep" or "site-packages" in file or "dist-packages" in file:
+            continue
+        if file.startswith(prefixes):
+            sys.modules.pop(name, None)
 
 
 def _same_file(paths: tuple[str, ...], relative: str, text: str) -> bool:

@@ -96,6 +96,11 @@ def is_pipeline_result(raw: Any) -> bool:
 _CACHE: dict[tuple[str, int | None], tuple[Any, Any]] = {}  # this worker's datasets
 
 
+def forget_built() -> None:
+    """Drop this worker's pipelines (the data function's module changed since they were built)."""
+    _CACHE.clear()
+
+
 def datasets(pipeline: Pipeline, batch_size: int | None) -> tuple[Any, Any]:
     """The ``(train, validation)`` pipelines for a trial on this worker.
 

@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 import keras
-from ray import tune
 
 from sweep.spec.config import FitConfig, ObjectiveConfig
 from sweep.errors import InputError
 from sweep.protocol import END_FIELD, EPOCH_FIELD, IMPROVED_FIELD, KEYS_FIELD, NAN_LOSS, Objective, TrialStatus
+from sweep.worker import reporting
 from sweep.worker.checkpoints import save_checkpoint
 
 
@@ -46,12 +46,12 @@ class TuneReporter(keras.callbacks.Callback):
         elif value is None and self.metric.startswith("val_"):
             return  # fit.validation_freq skipped validation this epoch: the scheduler sees validated epochs only
         if not improved:
-            tune.report(report)
+            reporting.report(report)
             return
         self.best = value
         with tempfile.TemporaryDirectory(prefix="sweep-ckpt-") as folder:
             save_checkpoint(self.model, Path(folder), epoch=epoch + 1, metric=self.metric, value=value)
-            tune.report(report, checkpoint=tune.Checkpoint.from_directory(folder))
+            reporting.report(report, checkpoint_dir=folder)
 
     def _end_reason(self, epoch: int, metrics: dict[str, float]) -> str | None:
         """``completed`` on the natural last epoch, ``nan_loss`` when the loss blew up, else None."""

@@ -15,7 +15,7 @@ from sweep.worker.trainable import TrialSettings, run_sweep_trial
 
 def make(
     settings: TrialSettings, data_ref: Any, fingerprint: str, builder: Callable, trial: Callable | None = None,
-    search_paths: tuple[Any, ...] = (),
+    search_paths: tuple[Any, ...] = (), executors: tuple[Any, ...] = (),
 ) -> Any:
     """The Tune trainable: a function of the trial's hyperparameters, with our parts bound.
 
@@ -34,6 +34,11 @@ def make(
     ``sys.path``, or a shipped copy of the files where a folder does not exist), and the
     worker's checkpoint loads (retries, resumes) use the sweep's ``model.safe_mode`` and
     custom objects (``checkpoints.use_model_settings``).
+
+    With ``executors`` (warm :class:`~sweep.worker.executor.TrialExecutor` handles, see
+    :func:`sweep.driver.session.warm_executors`) a trial runs on a free one, which kept
+    TensorFlow, the data and compiled models from earlier trials and sweeps; the trainable
+    itself then never imports TensorFlow. Without one free, it runs here.
     """
     import ray
     from ray import tune
@@ -44,6 +49,11 @@ def make(
     code = imports.user_code(tuple(search_paths))
 
     def sweep_trial(hp: dict[str, Any]) -> None:  # Tune names the trials after it (sweep_trial_<id>)
+        if executors and trial is None:
+            from sweep.worker.executor import run_on_executor
+
+            if run_on_executor(executors, hp, parts_ref, code, fingerprint):
+                return
         run_sweep_trial(hp, parts_ref, code, fingerprint, trial)
 
     resources: dict[str, Any] = {"cpu": settings.resources.cpus_per_trial, "gpu": settings.resources.gpus_per_trial}

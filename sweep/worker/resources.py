@@ -94,8 +94,12 @@ class Trace:
         if self.path is None:
             return
         line = {"event": event, "t": time.time(), "trial": self.trial, "pid": os.getpid(), **fields}
-        with open(self.path, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(line) + "\n")
+        try:  # a timing aid never fails a trial
+            os.makedirs(os.path.dirname(self.path), exist_ok=True)
+            with open(self.path, "a", encoding="utf-8") as handle:
+                handle.write(json.dumps(line) + "\n")
+        except OSError:
+            pass
 
 
 class EpochTimer(keras.callbacks.Callback):

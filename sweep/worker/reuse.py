@@ -162,6 +162,12 @@ class ModelCache:
         self._evict()
         return fresh, False
 
+    def clear(self) -> None:
+        """Forget every kept model (the user's code changed under them)."""
+        self._models.clear()
+        self._charged_mb.clear()
+        self._training = None
+
     def settle(self) -> None:
         """Charge the last trial's cached model what the worker's memory grew by since it began
         (call between trials, after the garbage collection), then evict to fit :data:`MAX_MB`.

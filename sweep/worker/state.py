@@ -40,8 +40,8 @@ class WorkerState:
 
     - ``parts``: the sweep's ``(settings, data_ref, builder)`` by the ObjectRef the trainable
       carries; fetched on the worker's first trial of a sweep, replaced by a new sweep's.
-    - ``data``: the sweep's :class:`~sweep.inputs.dataset.Dataset` by its fingerprint; fetched
-      once per worker, replaced when another fingerprint comes.
+    - ``data``: the sweep's :class:`~sweep.inputs.dataset.Dataset` by its fingerprint and
+      reference; fetched once per worker and sweep, replaced when another sweep's comes.
     - ``models``: compiled models by architecture (:class:`~sweep.worker.reuse.ModelCache`), so
       a trial with an earlier trial's architecture skips building and tracing (``fit.reuse_model``).
     - ``configured``: TensorFlow's threads, grappler and GPUs are set, and the imports' objects
@@ -69,8 +69,22 @@ class WorkerState:
         return _fetched_once(self.parts, parts_ref, parts_ref)
 
     def fetch_data(self, data_ref: Any, fingerprint: str) -> Any:
-        """The sweep's Dataset, fetched from the object store at most once per worker."""
-        return _fetched_once(self.data, fingerprint, data_ref)
+        """The sweep's Dataset, fetched from the object store at most once per worker and sweep.
+
+        Keyed by the sweep's reference, not only the data's fingerprint: the Dataset carries
+        the sweep's own settings (``class_weight``), and a warm executor runs the next sweep
+        over the same data with other settings."""
+        return _fetched_once(self.data, (fingerprint, data_ref), data_ref)
+
+    def forget_user_code(self) -> None:
+        """Drop what was built from the user's modules as an earlier sweep imported them: the
+        compiled models (a custom layer's ``call`` may have changed under the same config) and
+        the pipelines built on this worker. A warm executor (``sweep.worker.executor``) calls
+        this when a sweep comes with other or edited modules; Tune's own workers never see two."""
+        from sweep.inputs import pipelines
+
+        self.models.clear()
+        pipelines.forget_built()
 
     def configure(self, resources: ResourcesConfig) -> None:
         """Once per worker process: TF threads to match the trial's CPUs, grappler's

@@ -55,7 +55,10 @@ def run_sweep_trial(hp: dict[str, Any], parts_ref: Any, code: Any, fingerprint: 
     """
     from sweep.inputs import imports
 
+    earlier = imports.installed_digest()
     roots = imports.ensure_importable(code)  # before the builder's module is imported by name
+    if earlier is not None and code is not None and code.digest != earlier:
+        STATE.forget_user_code()  # a warm executor's next sweep, with other or edited modules
     settings, data_ref, builder = STATE.bound_parts(parts_ref)
     if body is None:
         from sweep.worker.checkpoints import use_model_settings
@@ -68,19 +71,18 @@ def run_sweep_trial(hp: dict[str, Any], parts_ref: Any, code: Any, fingerprint: 
 def run_trial(hp: dict[str, Any], settings: TrialSettings, data_ref: Any, fingerprint: str, builder: Callable) -> None:
     """One trial: build and compile the model, then fit with the Tune reporter attached."""
     STATE.configure(settings.resources)
-    from ray import tune
-
+    from sweep.worker import reporting
     from sweep.worker import resources as worker
     from sweep.worker.checkpoints import load_checkpoint, read_meta
 
-    trace = worker.Trace(_trial_id())
+    trace = worker.Trace(reporting.trial_id())
     trace.mark("trial_start")
     dataset = STATE.fetch_data(data_ref, fingerprint)
     trace.mark("data_ready")
     STATE.reset(settings.seed, keep_compiled=settings.fit.reuse_model and len(STATE.models) > 0)
     trace.mark("reset_done")
     initial_epoch, best, model = 0, None, None
-    checkpoint = tune.get_checkpoint()
+    checkpoint = reporting.get_checkpoint()
     if checkpoint is None and hp.get("_resume_from"):  # interrupted before its driver died (sweep.resume)
         checkpoint = resume_checkpoint(hp["_resume_from"])
     hp = {k: v for k, v in hp.items() if not str(k).startswith("_")}  # private resume keys
@@ -217,14 +219,13 @@ def report_infeasible(objective: Any, exc: BaseException, epoch: int) -> None:
     """End the trial as failed with a one-line reason, reporting the objective's worst value
     (-inf for max, +inf for min) so Optuna ranks this region below every feasible trial and
     moves away from it, instead of learning nothing from a bare failure."""
-    from ray import tune
-
     from sweep.protocol import END_FIELD, EPOCH_FIELD, KEYS_FIELD, FailureKind, Objective, format_failure
+    from sweep.worker import reporting
 
     kind = FailureKind.OUT_OF_MEMORY if not isinstance(exc, InfeasibleTrial) else FailureKind.INFEASIBLE
     detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
     worst = Objective(objective.metric, objective.mode).worst
-    tune.report({objective.metric: worst, KEYS_FIELD: "", EPOCH_FIELD: epoch, END_FIELD: format_failure(kind, detail)})
+    reporting.report({objective.metric: worst, KEYS_FIELD: "", EPOCH_FIELD: epoch, END_FIELD: format_failure(kind, detail)})
 
 
 def check_batch_size(batch_size: int, rows: int) -> None:
@@ -233,12 +234,3 @@ def check_batch_size(batch_size: int, rows: int) -> None:
     if batch_size > rows:
         raise InfeasibleTrial(f"batch_size {batch_size} is larger than the {rows} training rows")
 
-
-def _trial_id() -> str | None:
-    """This trial's Tune id (None when called outside Tune, e.g. from a test)."""
-    try:
-        from ray import tune
-
-        return tune.get_context().get_trial_id()
-    except Exception:
-        return None

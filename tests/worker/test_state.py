@@ -51,9 +51,13 @@ def test_data_and_parts_are_fetched_once_per_worker_and_replaced_by_a_new_sweeps
     first = state.fetch_data("ref-a", "fingerprint-a")
     assert state.fetch_data("ref-a", "fingerprint-a") is first and fetched == ["ref-a"]
     state.fetch_data("ref-b", "fingerprint-b")  # another sweep's data: fetched, the old one let go
-    assert fetched == ["ref-a", "ref-b"] and list(state.data) == ["fingerprint-b"]
+    assert fetched == ["ref-a", "ref-b"] and list(state.data) == [("fingerprint-b", "ref-b")]
+    # the same data in a later sweep (a warm executor's next sweep) comes with that sweep's own
+    # settings (class_weight) under its own reference: fetched again, not the earlier sweep's
+    state.fetch_data("ref-c", "fingerprint-b")
+    assert fetched == ["ref-a", "ref-b", "ref-c"] and list(state.data) == [("fingerprint-b", "ref-c")]
     parts = state.bound_parts("parts-1")
-    assert state.bound_parts("parts-1") is parts and fetched[-1] == "parts-1" and len(fetched) == 3
+    assert state.bound_parts("parts-1") is parts and fetched[-1] == "parts-1" and len(fetched) == 4
     state.bound_parts("parts-2")
     assert list(state.parts) == ["parts-2"]
 

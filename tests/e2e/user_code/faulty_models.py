@@ -30,11 +30,11 @@ def _kill_this_worker_after_first_checkpoint(timeout: float = 60) -> None:
     if MARKER.exists():
         return
     MARKER.write_text(str(os.getpid()))
-    from ray import tune
+    from sweep.worker import reporting
 
-    # the test's --storage is runs/ next to this file, where this trial's folder (0001_<ray id>,
-    # named as its working folder) gets its checkpoints
-    pattern = f"runs/*/{Path(tune.get_context().get_trial_dir()).name}/checkpoint_*"
+    # the test's --storage is runs/ next to this file, where this trial's folder (0001_<ray id>)
+    # gets its checkpoints; the trial may run on a warm executor, outside Tune's own session
+    pattern = f"runs/*/*_{reporting.trial_id()}/checkpoint_*"
 
     def watch() -> None:
         deadline = time.time() + timeout
