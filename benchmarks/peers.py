@@ -138,8 +138,8 @@ def timing_callbacks(trial: str) -> tuple[Any, list]:
 # the systems (each runs in its own process)
 
 
-def run_sweep(size: dict, work: Path) -> float:
-    return _sweep_run(size, work, "bench-sweep", data_config(size), {"builder": "mlp", "args": {"units": [256, 256]}})
+def run_sweep(size: dict, work: Path, name: str = "bench-sweep") -> float:
+    return _sweep_run(size, work, name, data_config(size), {"builder": "mlp", "args": {"units": [256, 256]}})
 
 
 def _sweep_run(size: dict, work: Path, name: str, data: dict, model: dict) -> float:
@@ -200,7 +200,8 @@ def run_ray(size: dict, work: Path, reuse: bool = False) -> float:
 def _start_ray(size: dict) -> None:
     import ray
 
-    ray.init(num_cpus=size["slots"], include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
+    if not ray.is_initialized():  # benchmarks/warm_session.py fits again in the same process
+        ray.init(num_cpus=size["slots"], include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
 
 
 def _fit_ray_tuner(trainable: Any, extra_space: dict, size: dict, work: Path, reuse: bool, experiment: str) -> float:

@@ -4,7 +4,7 @@
     python benchmarks/warm_session.py --sweeps 2 --systems sweep,sweep_cold
 
 Systems, each in a fresh interpreter that runs the same sweep ``--sweeps`` times one after the
-other (each with its own MLflow store and storage folder):
+other, all into one MLflow store (as in a notebook: the first sweep creates it):
 
 * ``sweep``       ``sweep.run(dict)`` with warm executors (the default on the sweep's own Ray).
 * ``sweep_cold``  the same with ``resources.warm_workers: false`` (Tune's own trial processes).
@@ -44,13 +44,15 @@ def run_in_a_row(system: str, sweeps: int, work: Path) -> list[tuple[float, floa
     size = peers.SIZES["quick"]
     if system in ("sweep", "sweep_cold"):
         os.environ["SWEEP_WARM_WORKERS"] = "1" if system == "sweep" else "0"
-    runner = {"sweep": peers.run_sweep, "sweep_cold": peers.run_sweep, "ray_reuse": lambda s, w: peers.run_ray(s, w, reuse=True), "optuna": peers.run_optuna}[system]
     times = []
-    for index in range(sweeps):
-        folder = work / f"sweep{index}"
-        folder.mkdir()
+    for index in range(sweeps):  # one MLflow store (work/mlflow.db) for the process's sweeps, as in a notebook
         called = time.time()
-        runner(size, folder)
+        if system in ("sweep", "sweep_cold"):
+            peers.run_sweep(size, work, name=f"bench-sweep-{index}")
+        elif system == "ray_reuse":
+            peers.run_ray(size, work, reuse=True)
+        else:
+            peers.run_optuna(size, work)
         times.append((called, time.time()))
     return times
 

@@ -96,9 +96,16 @@ def start_warm_executors(resources: ResourcesConfig, trials: int, max_concurrent
     the driver goes on (its preflight, the tracker, Tune's start). As many as trials can run at
     once here (the node's CPUs over ``cpus_per_trial``, at most ``trials`` and ``max_concurrent``).
     Returns at once; an earlier sweep's executors with the same ``cpus_per_trial`` are kept."""
-    _POOL["active"] = warm_executors_apply(resources, address)
-    if not _POOL["active"]:
-        return
+    try:
+        _POOL["active"] = warm_executors_apply(resources, address)
+        if _POOL["active"]:
+            _start_executors(resources, trials, max_concurrent)
+    except Exception as exc:  # an optimization: the trials then run in Tune's own processes
+        logging.getLogger("sweep").debug("warm executors not started: %s", exc)
+        _POOL["active"] = False
+
+
+def _start_executors(resources: ResourcesConfig, trials: int, max_concurrent: int | None) -> None:
     import ray
 
     slots = int(ray.cluster_resources().get("CPU", 0) // resources.cpus_per_trial)
@@ -113,29 +120,35 @@ def start_warm_executors(resources: ResourcesConfig, trials: int, max_concurrent
         # the first imports TensorFlow beside the driver's start-up, the others once it is done
         # (or when a trial reaches them first), so the first epoch is not slowed by several
         # imports sharing the cores at once
-        handle, imported = _new_executor(after=first)
+        handle, imported = _new_executor(resources.cpus_per_trial, after=first)
         first = first or imported
         handles.append(handle)
         _POOL["fresh"] += 1
 
 
-def warm_executors(timeout_s: float = 60.0) -> tuple[Any, ...]:
+def warm_executors(timeout_s: float = 30.0) -> tuple[Any, ...]:
     """This sweep's executors (after :func:`start_warm_executors`): those an earlier sweep used
-    are first freed of any trial its killed trainables left running (bounded by ``timeout_s``),
-    and a dead one is replaced. Empty when warm executors do not apply to this sweep."""
+    are first freed of any trial its killed trainables left running (it ends at its epoch's
+    end; waited for at most ``timeout_s``, saying so past 2 s), and a dead or stuck one is
+    replaced. Empty when warm executors do not apply to this sweep."""
     if not _POOL["active"] or not _POOL["handles"]:
         return ()
+    import sys
+
     import ray
 
     handles, fresh = _POOL["handles"], _POOL["fresh"]
-    used = handles[: len(handles) - fresh]
-    checks = [handle.abort.remote() for handle in used]
+    checks = [handle.abort.remote() for handle in handles[: len(handles) - fresh]]
+    _, pending = ray.wait(checks, num_returns=len(checks), timeout=2.0) if checks else ([], [])
+    if pending:
+        print(f"waiting up to {timeout_s:.0f} s for {len(pending)} warm worker(s) to end the epoch an interrupted sweep left running", file=sys.stderr)
     for index, check in enumerate(checks):
         try:
-            ray.get(check, timeout=timeout_s)
+            if not ray.get(check, timeout=timeout_s):
+                raise TimeoutError("its trial did not end")
         except Exception:  # dead (killed, out of memory) or stuck: a new one takes its place
             _discard([handles[index]])
-            handles[index], _ = _new_executor()
+            handles[index], _ = _new_executor(_POOL["key"][1])
     _POOL["fresh"] = 0
     return tuple(handles)
 
@@ -155,7 +168,7 @@ def free_warm_executors() -> None:
             pass
 
 
-def _new_executor(after: Any = None) -> tuple[Any, Any]:
+def _new_executor(cpus_per_trial: float, after: Any = None) -> tuple[Any, Any]:
     """A new executor on this node, told to import TensorFlow once ``after`` (an ObjectRef, or
     None: now) is ready; the handle and the reference to its import's end."""
     import ray
@@ -164,7 +177,7 @@ def _new_executor(after: Any = None) -> tuple[Any, Any]:
     from sweep.worker.executor import TrialExecutor
 
     node = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
-    handle = ray.remote(TrialExecutor).options(num_cpus=0, max_concurrency=4, scheduling_strategy=node).remote()
+    handle = ray.remote(TrialExecutor).options(num_cpus=0, max_concurrency=4, scheduling_strategy=node).remote(cpus_per_trial)
     return handle, handle.warm_up.remote(after)
 
 

@@ -40,7 +40,10 @@ class TrialExecutor:
     """One warm trial worker (a Ray actor with ``num_cpus=0``; the claiming trainable holds the
     trial's CPUs). Methods run in threads (``max_concurrency``): the trial runs in its own."""
 
-    def __init__(self) -> None:
+    def __init__(self, cpus_per_trial: float = 1) -> None:
+        # the threads a Tune trial actor with these CPUs gets from Ray (this actor has none),
+        # set before TensorFlow loads its math libraries
+        os.environ["OMP_NUM_THREADS"] = str(max(1, int(cpus_per_trial)))
         self._lock = threading.Lock()
         self._owner: str | None = None
         self._thread: threading.Thread | None = None
