@@ -444,8 +444,8 @@ class ResourcesConfig(_Strict):
     warm_workers: bool = Field(
         default=True,
         description="On the sweep's own single-node Ray, CPU trials run on worker processes that import TensorFlow "
-        "while the sweep starts and stay up for the next sweep in the same Python process (first epoch in about 2 s "
-        "instead of 4); false: every sweep starts its own, as Ray Tune alone does.",
+        "while the sweep starts and stay up (with TensorFlow's memory) for the next sweep in the same Python process: "
+        "its first epoch in about 2 s instead of 4-5. false: every sweep starts its own, as Ray Tune alone does.",
     )
 
     @field_validator("gpus_per_trial")
