@@ -383,13 +383,21 @@ def _error_text(trial: Any) -> str:
     return text or str(getattr(trial, "error_msg", "") or "")
 
 
+ANSI_CODES = re.compile(r"\x1b\[[0-9;]*m")
+EXECUTOR_HEADER = "ray::TrialExecutor."  # Ray's header above the traceback of a trial run on a warm executor
+
+
 def traceback_tail(trial: Any, lines: int = 10) -> str:
     """The end of the failed trial's own traceback: its root cause, without Ray's frames.
 
     Ray chains the user's exception under its own wrappers; the first exception of the chain
     is where the user's code failed, so that part is shown, minus Ray frames and caret lines.
     """
-    root = re.split(r"\n\s*(?:The above exception was the direct cause|During handling of the above exception)[^\n]*\n", _error_text(trial).strip())[0]
+    text = ANSI_CODES.sub("", _error_text(trial)).strip()  # Ray colours its actor headers even in a log
+    root = re.split(r"\n\s*(?:The above exception was the direct cause|During handling of the above exception)[^\n]*\n", text)[0]
+    executor = root.rfind(EXECUTOR_HEADER)
+    if executor >= 0:  # a trial on a warm executor: the trainable's own frames, then the trial's under Ray's header
+        root = root[root.find("\n", executor) + 1:]
     kept: list[str] = []
     skip_code = False
     for line in root.splitlines():

@@ -35,9 +35,10 @@ class Prepared:
 def prepare(config: SweepConfig, label: str, search_paths: tuple[Path, ...] = ()) -> Prepared:
     """Load data, resolve the builder and try one model in the driver (errors name the file)."""
     quiet_tensorflow()
-    from sweep.inputs import data
+    from sweep.inputs import data, imports
     from sweep.inputs import models
 
+    imports.forget_edited_modules()  # an earlier sweep in this process imported the user's files
     try:
         dataset = data.load(config.data, search_paths)
         dataset.class_weight = data.class_weights(config.fit.class_weight, dataset)

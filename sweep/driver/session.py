@@ -110,7 +110,9 @@ def _start_executors(resources: ResourcesConfig, trials: int, max_concurrent: in
 
     slots = int(ray.cluster_resources().get("CPU", 0) // resources.cpus_per_trial)
     wanted = max(0, min(slots, trials, max_concurrent or slots))
-    key = (ray.get_runtime_context().get_job_id(), resources.cpus_per_trial)
+    # the node's id, not the job's: a Ray started again in this process (after ray.shutdown())
+    # reuses job id 01000000, and the old handles point at actors of a cluster that is gone
+    key = (ray.get_runtime_context().get_node_id(), resources.cpus_per_trial)
     if _POOL["key"] != key:
         _discard(_POOL["handles"])
         _POOL.update(key=key, handles=[], fresh=0)
@@ -133,18 +135,28 @@ def warm_executors(timeout_s: float = 30.0) -> tuple[Any, ...]:
     replaced. Empty when warm executors do not apply to this sweep."""
     if not _POOL["active"] or not _POOL["handles"]:
         return ()
+    try:
+        return _freed_executors(timeout_s)
+    except Exception as exc:  # an optimization: the trials then run in Tune's own processes
+        logging.getLogger("sweep").debug("warm executors not used: %s", exc)
+        _POOL.update(key=None, handles=[], fresh=0, active=False)
+        return ()
+
+
+def _freed_executors(timeout_s: float) -> tuple[Any, ...]:
     import sys
 
     import ray
 
     handles, fresh = _POOL["handles"], _POOL["fresh"]
-    checks = [handle.abort.remote() for handle in handles[: len(handles) - fresh]]
-    _, pending = ray.wait(checks, num_returns=len(checks), timeout=2.0) if checks else ([], [])
+    checks = [_abort(handle) for handle in handles[: len(handles) - fresh]]
+    sent = [check for check in checks if check is not None]
+    _, pending = ray.wait(sent, num_returns=len(sent), timeout=2.0) if sent else ([], [])
     if pending:
         print(f"waiting up to {timeout_s:.0f} s for {len(pending)} warm worker(s) to end the epoch an interrupted sweep left running", file=sys.stderr)
     for index, check in enumerate(checks):
         try:
-            if not ray.get(check, timeout=timeout_s):
+            if check is None or not ray.get(check, timeout=timeout_s):
                 raise TimeoutError("its trial did not end")
         except Exception:  # dead (killed, out of memory) or stuck: a new one takes its place
             _discard([handles[index]])
@@ -162,10 +174,15 @@ def free_warm_executors() -> None:
     """After a sweep: end any trial still running on an executor (its trainable was killed by a
     Ctrl-C or a failure), without waiting; the next sweep waits for it (:func:`warm_executors`)."""
     for handle in _POOL["handles"]:
-        try:
-            handle.abort.remote()
-        except Exception:
-            pass
+        _abort(handle)
+
+
+def _abort(handle: Any) -> Any:
+    """``handle.abort.remote()``, or None when Ray refuses to send it (the actor's cluster is gone)."""
+    try:
+        return handle.abort.remote()
+    except Exception:
+        return None
 
 
 def _new_executor(cpus_per_trial: float, after: Any = None) -> tuple[Any, Any]:

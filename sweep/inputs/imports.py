@@ -72,7 +72,10 @@ def _import(module_name: str, search_paths: tuple[Path, ...]) -> Any:
     _forget_shadowed_locals(search_paths)
     before = set(sys.modules)
     module = importlib.import_module(module_name)
-    _remember_local([module_name, *(set(sys.modules) - before)], search_paths)
+    imported = set(sys.modules) - before
+    for name in imported:  # read from its file just now: stamped anew below
+        _STAMPS.pop(name, None)
+    _remember_local([module_name, *imported], search_paths)
     return module
 
 
@@ -113,6 +116,32 @@ def _forget_if_shadowed(module_name: str, search_paths: tuple[Path, ...]) -> Non
 # packages are imported by name as always, so they must be installed on every node.
 
 _LOCAL: dict[str, tuple[Path, Path]] = {}  # module name -> (its file, the search path it was found under)
+_STAMPS: dict[str, tuple[int, int]] = {}  # module name -> (mtime in ns, size) of its file when it was imported
+
+
+def forget_edited_modules() -> list[str]:
+    """Before a sweep's preflight, in a process that ran an earlier sweep (a notebook, a loop):
+    when one of the user's own modules changed on disk since it was imported, drop all of them
+    (a module that imports the edited one holds its old classes), so this sweep imports the
+    files as they are now. Returns the edited modules' names. Python never re-reads a module
+    that is in ``sys.modules``: without this, an edited data function silently gave the old
+    arrays and an edited factory was checked in its old version."""
+    edited = [name for name, (file, _) in _LOCAL.items() if _stamp(file) != _STAMPS.get(name)]
+    if edited:
+        for name in list(_LOCAL):
+            sys.modules.pop(name, None)
+        _LOCAL.clear()
+        _STAMPS.clear()
+        importlib.invalidate_caches()
+    return edited
+
+
+def _stamp(file: Path) -> tuple[int, int] | None:
+    try:
+        stat = file.stat()
+    except OSError:
+        return None
+    return stat.st_mtime_ns, stat.st_size
 
 
 def _remember_local(names: list[str], search_paths: tuple[Path, ...]) -> None:
@@ -127,6 +156,7 @@ def _remember_local(names: list[str], search_paths: tuple[Path, ...]) -> None:
             if _local_file(name, (root,)) == Path(file).resolve():
                 _LOCAL.pop(name, None)  # the latest resolve goes last (it wins on sys.path)
                 _LOCAL[name] = (Path(file).resolve(), root)
+                _STAMPS.setdefault(name, _stamp(Path(file)))  # as imported (a re-resolve of a loaded module keeps it)
                 break
 
 
@@ -138,6 +168,7 @@ def _forget_shadowed_locals(search_paths: tuple[Path, ...]) -> None:
         if wanted is not None and wanted != file:
             _forget_if_shadowed(name, search_paths)
             _LOCAL.pop(name, None)
+            _STAMPS.pop(name, None)
 
 
 def local_modules() -> dict[str, Path]:

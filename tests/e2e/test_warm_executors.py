@@ -154,3 +154,25 @@ def test_an_executor_whose_trainable_died_frees_itself(ray_session):
     while executor.owner_alive(owned) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not executor.owner_alive(owned), "an object whose owner died reads as dead within 30 s"
+
+
+def test_a_dead_executor_is_replaced_before_the_next_sweep(ray_session, tmp_path, monkeypatch):
+    """An executor killed between two sweeps (out of memory, a user's kill) is replaced at the next
+    sweep's start; the sweep runs normally on the pool. A handle Ray refuses to use (its cluster
+    is gone: ray.shutdown() and a new Ray) is treated the same."""
+    import ray
+
+    import sweep
+    from sweep.driver import session
+
+    monkeypatch.chdir(tmp_path)
+    _write_module(tmp_path, 1.0)
+    sweep.run(_sweep(tmp_path, "warm-before-kill"), storage=str(tmp_path / "runs"), quiet=True)
+    handles = session.warm_executor_handles()
+    victim = handles[0]
+    ray.kill(victim)
+    result = sweep.run(_sweep(tmp_path, "warm-after-kill"), storage=str(tmp_path / "runs"), quiet=True)
+    assert result.best is not None and len(result.trials) == 2 and set(result.trials["status"]) == {"completed"}
+    now = session.warm_executor_handles()
+    assert victim not in now and len(now) == len(handles), "the dead one was replaced"
+    assert all(ray.get([handle.warm_up.remote() for handle in now], timeout=120))

@@ -246,3 +246,22 @@ def test_the_top_trials_table_names_trials_as_mlflow_does():
     text = console.export_text()
     rows = [line for line in text.splitlines() if "completed" in line and "│" in line]
     assert [row.strip("│ ").split("│")[0].strip() for row in rows] == ["0001", "0000"]
+
+
+def test_a_warm_executors_trial_traceback_shows_the_trials_frames_without_colours_or_sweeps_wrapper(tmp_path):
+    """A trial on a warm executor fails inside the executor; Tune's error text has the trainable's
+    frames, Ray's coloured ``ray::TrialExecutor.next()`` header, then the trial's own frames."""
+    from sweep.driver.ledger import traceback_tail
+
+    local = tmp_path / "error.txt"
+    local.write_text(
+        "Failure # 1 (occurred at 2026-11-30)\n"
+        "\x1b[36mray::ImplicitFunc.train()\x1b[39m (pid=1, ip=127.0.0.1, repr=sweep_trial)\n"
+        '  File "/repo/sweep/worker/launch.py", line 55, in sweep_trial\n    if run_on_executor(executors, hp):\n'
+        '  File "/repo/sweep/worker/executor.py", line 204, in run_on_executor\n    event = ray.get(executor.next.remote(owner))\n'
+        "ray.exceptions.RayTaskError(RuntimeError): \x1b[36mray::TrialExecutor.next()\x1b[39m (pid=2, repr=<TrialExecutor>)\n"
+        '  File "/user/wbug.py", line 4, in build\n    raise RuntimeError("only-on-workers bug")\n'
+        "RuntimeError: only-on-workers bug\n"
+    )
+    tail = traceback_tail(SimpleNamespace(error_file=str(local), get_error=lambda: None))
+    assert tail.splitlines() == ['  File "/user/wbug.py", line 4, in build', '    raise RuntimeError("only-on-workers bug")', "RuntimeError: only-on-workers bug"], tail
