@@ -49,7 +49,12 @@ def read_only(folder: Path) -> Iterator[None]:
     """``folder`` read-only for every process until the block ends (a read-only bind mount)."""
     subprocess.run(["mount", "--bind", str(folder), str(folder)], check=True)
     try:
-        subprocess.run(["mount", "-o", "remount,ro,bind", str(folder)], check=True)
+        # the remount is refused ("mount point is busy") while a file in it is open for writing
+        # (a checkpoint being copied): try again for a few seconds, as a busy machine needs
+        deadline = time.monotonic() + 15
+        while subprocess.run(["mount", "-o", "remount,ro,bind", str(folder)], capture_output=True).returncode != 0:
+            assert time.monotonic() < deadline, f"could not make {folder} read-only within 15 s"
+            time.sleep(0.1)
         yield
     finally:
         subprocess.run(["umount", "-l", str(folder)], check=True)
