@@ -67,6 +67,7 @@ def test_an_interrupted_sweep_shows_its_best_so_far_and_how_to_continue(mlflow_u
     assert cli.main(["list", "--tracking-uri", mlflow_uri, "--json"]) == 0
     row = json.loads(capsys.readouterr().out)[0]
     assert row["state"] == "killed" and row["best_value"] == pytest.approx(0.92)
+    assert row["trials_done"] == 2, "the interrupted trial is not done: sweep resume runs it again"
     assert cli.main(["status", "cut", "--tracking-uri", mlflow_uri]) == 0
     assert capsys.readouterr().out.strip().endswith("interrupted, continue it with `sweep resume cut`")
 

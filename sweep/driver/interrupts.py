@@ -17,7 +17,9 @@ class SweepInterrupted(KeyboardInterrupt):
     """The sweep stopped on SIGINT/SIGTERM; its records are closed and it can be resumed."""
 
     def __init__(self, name: str | None, signum: int = 2):
-        super().__init__(name)
+        # the message a notebook shows: what happened and how to go on (the CLI prints its own line)
+        hint = f"sweep {name} interrupted, its records closed; continue it with sweep.resume({name!r}) (or `sweep resume {name}`)"
+        super().__init__(hint if name else "sweep interrupted")
         self.name, self.signum = name, int(signum)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sweep.protocol import Objective
+from sweep.protocol import Objective, TrialStatus
 from sweep.tracking.client import client, redact, store_exists
 from sweep.tracking.tags import (
     BEST_EPOCH_TAG, BEST_RUN_ID_TAG, BEST_VALUE_TAG, CHECKPOINT_TAG, EPOCHS_TAG, METRIC_TAG, MODE_TAG, NAME_TAG, ROLE_TAG,
@@ -82,7 +82,8 @@ def list_sweeps(uri: str) -> list[dict[str, Any]]:
         rows.append({
             "name": name,
             "state": info.status.lower(),
-            "trials_done": sum(n for status, n in counts.items() if status not in ("running", "pending")),
+            # interrupted trials are not done: `sweep resume` runs them again from their checkpoints
+            "trials_done": sum(n for status, n in counts.items() if status not in ("running", "pending", TrialStatus.INTERRUPTED.value)),
             "trials_requested": int_or_none(parent.data.params.get("config.search.trials")),
             "trials": counts,
             "metric": metric,
