@@ -70,12 +70,15 @@ class TrialExecutor:
 
     def start(
         self, owner: str, refs: list[Any], hp: dict[str, Any], code: Any, fingerprint: str, checkpoint: Any, trial_id: str | None,
+        workdir: str | None = None,
     ) -> None:
         """Begin ``owner``'s trial in a thread of its own (see :func:`run_on_executor`).
 
         ``refs`` is ``[the sweep's parts ObjectRef, an object the trainable owns]``, nested so
         Ray hands the references over, not their values: the second one becomes unreadable
         when the trainable's process dies, which is how the trial here learns it was orphaned.
+        ``workdir``: the trainable's working directory (Tune puts it in the trial's folder), where
+        the trial runs too, so a user's callback writing ``log.csv`` writes it where it did.
         """
         self._check_owner(owner)
         self._events = queue.Queue()
@@ -83,7 +86,7 @@ class TrialExecutor:
         self._stopping.clear()
         parts_ref, alive = refs
         channel = _ExecutorChannel(self, checkpoint, trial_id, alive)
-        self._thread = threading.Thread(target=self._run, args=(channel, hp, parts_ref, code, fingerprint), name="sweep-trial", daemon=True)
+        self._thread = threading.Thread(target=self._run, args=(channel, hp, parts_ref, code, fingerprint, workdir), name="sweep-trial", daemon=True)
         self._thread.start()
 
     def next(self, owner: str, took_last: bool, timeout_s: float = POLL_S) -> tuple[str, Any, Any] | None:
@@ -125,12 +128,16 @@ class TrialExecutor:
         if self._owner != owner:
             raise RuntimeError("this trial lost its warm executor (another sweep's driver reclaimed it)")
 
-    def _run(self, channel: "_ExecutorChannel", hp: dict[str, Any], parts_ref: Any, code: Any, fingerprint: str) -> None:
+    def _run(self, channel: "_ExecutorChannel", hp: dict[str, Any], parts_ref: Any, code: Any, fingerprint: str, workdir: str | None) -> None:
         from sweep.worker import reporting
         from sweep.worker.trainable import run_sweep_trial
 
         reporting.use_channel(channel)
+        home = _working_directory()
         try:
+            if workdir and os.path.isdir(workdir):
+                os.chdir(workdir)  # one trial at a time in this process
+
             run_sweep_trial(hp, parts_ref, code, fingerprint)
             self._events.put((DONE, None, None))
         except reporting.TrialStopped:
@@ -139,9 +146,19 @@ class TrialExecutor:
             self._events.put((FAILED, exc, None))
         finally:
             reporting.use_channel(None)
+            if home is not None:
+                os.chdir(home)
             if channel.orphaned:  # nobody will stop or free it: free for the next trial
                 with self._lock:
                     self._owner = None
+
+
+def _working_directory() -> str | None:
+    """This process's working directory, or None when it was deleted under it."""
+    try:
+        return os.getcwd()
+    except OSError:
+        return None
 
 
 class _ExecutorChannel:
@@ -198,7 +215,7 @@ def run_on_executor(executors: tuple[Any, ...], hp: dict[str, Any], parts_ref: A
         return False
     try:
         refs = [parts_ref, ray.put(owner)]  # see TrialExecutor.start
-        ray.get(executor.start.remote(owner, refs, hp, code, fingerprint, tune.get_checkpoint(), trial_id))
+        ray.get(executor.start.remote(owner, refs, hp, code, fingerprint, tune.get_checkpoint(), trial_id, os.getcwd()))
         took_last = False
         while True:
             event = ray.get(executor.next.remote(owner, took_last))

@@ -9,6 +9,7 @@ notices it and frees itself.
 from __future__ import annotations
 
 import math
+import re
 import time
 from pathlib import Path
 
@@ -35,6 +36,8 @@ class Scale(keras.layers.Layer):
 def build(hp, info):
     with open(Path(__file__).with_name("pids.txt"), "a") as handle:
         handle.write(f"{{os.getpid()}}\\n")
+    with open(Path(__file__).with_name("cwds.txt"), "a") as handle:
+        handle.write(f"{{os.getcwd()}}\\n")
     inputs = keras.Input(shape=info.input_shape)
     x = keras.layers.Dense(8, activation="relu")(inputs)
     x = Scale()(keras.layers.Dense(3)(x))
@@ -110,6 +113,9 @@ def test_sweeps_in_a_row_share_warm_executors_compute_the_same_and_see_edited_co
     storage = str(tmp_path / "runs")
 
     first = sweep.run(_sweep(tmp_path, "warm-a"), storage=storage, quiet=True)
+    trial_folders = [Path(line) for line in (tmp_path / "cwds.txt").read_text().split("\n") if line and Path(line) != tmp_path]
+    assert len(trial_folders) == 2 and all(re.match(r"\d{4}_", folder.name) for folder in trial_folders), (
+        "each trial ran in its own trial folder, as in Tune's own worker (a callback's relative files go there)", trial_folders)
     executors = _executor_pids()
     assert executors and set(_pids(tmp_path)) - {__import__("os").getpid()} <= executors, "the trials built their models on the executors"
 
