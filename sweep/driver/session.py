@@ -123,7 +123,8 @@ def _start_executors(resources: ResourcesConfig, trials: int, max_concurrent: in
         # (or when a trial reaches them first), so the first epoch is not slowed by several
         # imports sharing the cores at once
         handle, imported = _new_executor(resources.cpus_per_trial, after=first)
-        first = first or imported
+        if first is None:
+            first = imported
         handles.append(handle)
         _POOL["fresh"] += 1
 

@@ -85,6 +85,11 @@ class Trace:
     def __init__(self, trial: str | None = None):
         folder = os.environ.get(TRACE_ENV)
         self.path = os.path.join(folder, f"trace-{os.getpid()}.jsonl") if folder else None
+        if folder:
+            try:  # once per trial, not per event; a timing aid never fails a trial
+                os.makedirs(folder, exist_ok=True)
+            except OSError:
+                self.path = None
         self.trial = trial or "?"
         self.epoch_began: float | None = None
         self.last_epoch_seconds: float | None = None
@@ -95,7 +100,6 @@ class Trace:
             return
         line = {"event": event, "t": time.time(), "trial": self.trial, "pid": os.getpid(), **fields}
         try:  # a timing aid never fails a trial
-            os.makedirs(os.path.dirname(self.path), exist_ok=True)
             with open(self.path, "a", encoding="utf-8") as handle:
                 handle.write(json.dumps(line) + "\n")
         except OSError:
