@@ -44,7 +44,7 @@ def prepare(config: SweepConfig, label: str, search_paths: tuple[Path, ...] = ()
         dataset.class_weight = data.class_weights(config.fit.class_weight, dataset)
         builder = models.resolve_builder(config.model, search_paths)
         _check_names(config, builder, dataset)
-        _preflight_model(config, builder, dataset)
+        _preflight_model(config, builder, dataset, search_paths)
     except InputError as exc:
         raise SweepConfigError(label, exc.key, exc.expected) from None
     return Prepared(config, label, dataset, builder, search_paths)
@@ -106,7 +106,7 @@ def example_points(config: SweepConfig) -> list[dict[str, Any]]:
     return unique[:MAX_EXAMPLE_POINTS]
 
 
-def _preflight_model(config: SweepConfig, builder: Callable, dataset: Any) -> None:
+def _preflight_model(config: SweepConfig, builder: Callable, dataset: Any, search_paths: tuple[Path, ...] = ()) -> None:
     """Build one model and evaluate a few rows, so shape and metric mistakes surface now;
     then check that every space entry is read by something (:func:`check_hyperparameters_read`)."""
     import keras
@@ -115,7 +115,7 @@ def _preflight_model(config: SweepConfig, builder: Callable, dataset: Any) -> No
     from sweep.worker.callbacks import keras_callbacks
     from sweep.worker.checkpoints import check_reloadable
 
-    keras_callbacks(config.fit, config.objective)
+    keras_callbacks(config.fit, config.objective, search_paths)
     _check_fit_settings(config, dataset)
     hp = example_hyperparameters(config)
     model = models.build(builder, hp, dataset.info, config.model)

@@ -110,8 +110,10 @@ KERAS_CALLBACKS: dict[str, Callable[..., keras.callbacks.Callback]] = {
 }
 
 
-def _user_callback(spec: str, key: str) -> Callable[..., keras.callbacks.Callback]:
-    """``package.module:Name``: the user's Callback class (or factory), called with the entry's arguments."""
+def _user_callback(spec: str, key: str, search_paths: tuple[Path, ...]) -> Callable[..., keras.callbacks.Callback]:
+    """``package.module:Name``: the user's Callback class (or factory), called with the entry's
+    arguments. Its module is looked up in ``search_paths`` too (a ``my_callbacks.py`` next to the
+    sweep file), like the model builder's, and so reaches the workers with the user's code."""
     from sweep.inputs.imports import is_spec, resolve
 
     if not is_spec(spec):
@@ -120,12 +122,17 @@ def _user_callback(spec: str, key: str) -> Callable[..., keras.callbacks.Callbac
         close = difflib.get_close_matches(spec, list(KERAS_CALLBACKS), n=1, cutoff=0.75)
         guess = f"; did you mean {close[0]!r}?" if close else ""
         raise InputError(key, f"expected one of {', '.join(KERAS_CALLBACKS)} or package.module:Name, got {spec!r}{guess}")
-    cls = resolve(spec, key)
+    cls = resolve(spec, key, search_paths)
     return lambda objective, **kwargs: cls(**kwargs)
 
 
-def keras_callbacks(fit: FitConfig, objective: ObjectiveConfig) -> list[keras.callbacks.Callback]:
-    """The callbacks named in ``fit.callbacks``, plus TerminateOnNaN which is always on."""
+def keras_callbacks(fit: FitConfig, objective: ObjectiveConfig, search_paths: tuple[Path, ...] = ()) -> list[keras.callbacks.Callback]:
+    """The callbacks named in ``fit.callbacks``, plus TerminateOnNaN which is always on.
+
+    ``search_paths``: where a user's callback module may be (the driver's preflight passes the
+    sweep file's folder and the working directory; a worker has the user's code on sys.path).
+    Raises :class:`InputError` naming ``fit.callbacks.<i>`` for an unknown name, a module that
+    does not import, bad arguments, or something that is not a Keras callback."""
     made: list[keras.callbacks.Callback] = []
     names = set()
     for index, entry in enumerate(fit.callbacks):
@@ -133,7 +140,7 @@ def keras_callbacks(fit: FitConfig, objective: ObjectiveConfig) -> list[keras.ca
         key = f"fit.callbacks.{index}"
         if not isinstance(entry, str) and len(entry) != 1:
             raise InputError(key, f"expected one callback name per entry, got {sorted(entry)}")
-        factory = KERAS_CALLBACKS.get(name) or _user_callback(name, key)
+        factory = KERAS_CALLBACKS.get(name) or _user_callback(name, key, search_paths)
         try:
             callback = factory(objective, **(kwargs or {}))
         except TypeError as exc:

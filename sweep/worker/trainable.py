@@ -91,6 +91,10 @@ def run_trial(hp: dict[str, Any], settings: TrialSettings, data_ref: Any, finger
             model = load_checkpoint(folder)
             meta = read_meta(folder)
         initial_epoch, best = int(meta.get("epoch", 0)), meta.get("value")
+    if checkpoint is not None and initial_epoch >= trial_epochs(hp, settings.epochs):
+        report_nothing_left(settings.objective, initial_epoch, best)
+        trace.mark("trial_end")
+        return
     progress = {"epoch": initial_epoch}  # the last epoch reported, for an infeasible trial's final report
     try:
         _build_and_fit(hp, settings, dataset, builder, model, initial_epoch, best, trace, progress)
@@ -226,6 +230,19 @@ def report_infeasible(objective: Any, exc: BaseException, epoch: int) -> None:
     detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
     worst = Objective(objective.metric, objective.mode).worst
     reporting.report({objective.metric: worst, KEYS_FIELD: "", EPOCH_FIELD: epoch, END_FIELD: format_failure(kind, detail)})
+
+
+def report_nothing_left(objective: Any, epoch: int, value: float | None) -> None:
+    """End a trial that resumes from its last epoch's checkpoint (the sweep stopped after that
+    epoch was reported, before the trial ended): nothing is left to train, so it reports once,
+    as completed, with the checkpoint's objective ``value``. Without a report Tune would abort the
+    whole resumed sweep (a trial's only result must hold the objective). The epoch's metrics were
+    logged in the first session; the tracker logs an epoch once, so nothing is logged twice."""
+    from sweep.protocol import END_FIELD, EPOCH_FIELD, KEYS_FIELD, Objective, TrialStatus
+    from sweep.worker import reporting
+
+    found = value if value is not None else Objective(objective.metric, objective.mode).worst
+    reporting.report({objective.metric: found, KEYS_FIELD: "", EPOCH_FIELD: epoch, END_FIELD: TrialStatus.COMPLETED.value})
 
 
 def check_batch_size(batch_size: int, rows: int) -> None:

@@ -100,3 +100,23 @@ def test_a_users_own_callback_by_spec_with_arguments(monkeypatch):
         keras_callbacks(FitConfig(callbacks=[{"fit_shapes:CountEpochs": {"often": 2}}]), ObjectiveConfig())
     with pytest.raises(InputError, match="to make a keras.callbacks.Callback"):
         keras_callbacks(FitConfig(callbacks=["fit_shapes:onehot"]), ObjectiveConfig())
+
+
+def test_a_callback_module_next_to_the_sweep_file_is_found_and_shipped_as_user_code(tmp_path):
+    """``my_callbacks.py`` beside the sweep file imports without being on sys.path (the ``sweep``
+    console script does not put the working directory there), as the model builder's module does,
+    and is part of the user's code that reaches the workers."""
+    import sys
+
+    from sweep.inputs import imports
+
+    (tmp_path / "beside_sweep_callbacks.py").write_text(
+        "import keras\n\nclass Beside(keras.callbacks.Callback):\n    def __init__(self, every=1):\n        super().__init__()\n        self.every = every\n"
+    )
+    assert str(tmp_path) not in sys.path
+    fit = FitConfig(callbacks=[{"beside_sweep_callbacks:Beside": {"every": 3}}])
+    with pytest.raises(InputError, match=r"fit.callbacks.0: expected an importable module 'beside_sweep_callbacks'"):
+        keras_callbacks(fit, ObjectiveConfig())
+    made = keras_callbacks(fit, ObjectiveConfig(), (tmp_path,))
+    assert type(made[0]).__name__ == "Beside" and made[0].every == 3
+    assert "beside_sweep_callbacks" in imports.user_code((tmp_path,)).modules
