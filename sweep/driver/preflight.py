@@ -197,6 +197,9 @@ def _check_fit_settings(config: SweepConfig, dataset: Any) -> None:
         raise InputError("fit.steps_per_epoch", f"expected fit.steps_per_epoch for the generators of {info.source} (a generator has no length), got none")
     if pipeline is None and not getattr(info, "streamed", False) and info.n_train > 0:
         _check_batch_size_fits(config, info.n_train)
+    freq, metric = config.fit.validation_freq, config.objective.metric
+    if metric.startswith("val_") and freq > config.fit.epochs:
+        raise InputError("fit.validation_freq", f"expected at most fit.epochs ({config.fit.epochs}) since the objective {metric} is a validation metric, got {freq}: no epoch would be validated")
     if config.fit.class_weight is not None and info.num_heads > 1:
         raise InputError("fit.class_weight", f"expected a model with one output for class_weight (Keras' rule), got {info.num_heads} outputs: use sample weights per output")
 

@@ -43,6 +43,8 @@ class TuneReporter(keras.callbacks.Callback):
         end = self._end_reason(epoch, metrics)
         if end:
             report[END_FIELD] = end
+            if value is None:  # the last epoch skipped validation (fit.validation_freq)
+                report.update(self._objective_without_validation(end, epoch + 1))
         elif value is None and self.metric.startswith("val_"):
             return  # fit.validation_freq skipped validation this epoch: the scheduler sees validated epochs only
         if not improved:
@@ -52,6 +54,20 @@ class TuneReporter(keras.callbacks.Callback):
         with tempfile.TemporaryDirectory(prefix="sweep-ckpt-") as folder:
             save_checkpoint(self.model, Path(folder), epoch=epoch + 1, metric=self.metric, value=value)
             reporting.report(report, checkpoint_dir=folder)
+
+    def _objective_without_validation(self, end: str, epochs_run: int) -> dict[str, Any]:
+        """The objective of a last report whose epoch was not validated: Tune refuses a trial's
+        result without it. The best validated value stands for the trial (outside the logged
+        keys, so no epoch metric is invented); a trial never validated ends as failed, saying why."""
+        if self.best is not None:
+            return {self.metric: self.best}
+        said = {self.metric: Objective(self.metric, self.mode).worst}
+        if end == TrialStatus.COMPLETED.value:
+            said[END_FIELD] = (
+                f"{self.metric} was never computed: the trial ended at epoch {epochs_run}, "
+                "before fit.validation_freq validated any epoch"
+            )
+        return said
 
     def _end_reason(self, epoch: int, metrics: dict[str, float]) -> str | None:
         """``completed`` on the natural last epoch, ``nan_loss`` when the loss blew up, else None."""

@@ -52,6 +52,10 @@ PREFLIGHT_BAD = [
     ("fixed-batch-over-rows", sweep(fit={"batch_size": 100000}), "fit.batch_size: expected at most 32 (the training rows), got 100000"),
     ("searched-batch-choice-over-rows", sweep({"batch_size": cat(8, 16, 64)}), "search.space.batch_size.choices.2: expected at most 32 (the training rows), got 64"),
     ("searched-batch-range-over-rows", sweep({"batch_size": {"type": "int", "low": 8, "high": 33}}), "search.space.batch_size.high: expected at most 32 (the training rows), got 33"),
+    # a validation objective that no epoch would compute
+    ("validation-freq-over-epochs", sweep(fit={"epochs": 2, "validation_freq": 3}), "fit.validation_freq: expected at most fit.epochs (2) since the objective val_accuracy is a validation metric, got 3: no epoch would be validated"),
+    # a user's callback module that is not there (looked up beside the sweep file, like the builder's)
+    ("callback-module-missing", sweep(fit={"callbacks": ["no_such_callbacks:Mine"]}), "fit.callbacks.0: expected an importable module 'no_such_callbacks', but import failed: ModuleNotFoundError: No module named 'no_such_callbacks'"),
     # a grid too big to list (rel-06)
     (
         "grid-too-big",
