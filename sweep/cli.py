@@ -8,6 +8,7 @@ stderr naming the file and key), 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -61,6 +62,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     except KeyboardInterrupt as exc:
         return _interrupted(exc, getattr(args, "name", None))
+    except Exception as exc:  # a bug (ours, Ray's, MLflow's): one line, the traceback kept in a file
+        return _unexpected(exc, args)
+
+
+def _unexpected(exc: Exception, args: argparse.Namespace) -> int:
+    """An error no check foresaw (e.g. Ray Tune ending ``fit()`` with a TuneError): one line
+    with its last line and where the whole traceback was written, not a screen of Ray's frames.
+    The sweep's records were closed before it got here (the parent run is KILLED, resumable)."""
+    import tempfile
+    import traceback
+
+    text = "".join(traceback.format_exception(exc))
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()] or [type(exc).__name__]
+    last = lines[-1] if ":" in lines[-1] else f"{type(exc).__name__}: {lines[-1]}"
+    where = "(the traceback could not be written)"
+    with contextlib.suppress(OSError):
+        handle, path = tempfile.mkstemp(prefix="sweep-error-", suffix=".txt")
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            out.write(text)
+        where = f"the full traceback is in {path}"
+    hint = {"run": "; the sweep's records are closed: the same command continues it",
+            "resume": "; the sweep's records are closed: the same command continues it"}.get(args.command, "")
+    print(f"error: sweep {args.command} failed unexpectedly: {last[:400]}{hint}; {where}", file=sys.stderr)
+    return EXIT_FAILED
 
 
 EXIT_TERMINATED = 143  # 128 + SIGTERM, as a shell reports a process SIGTERM ended

@@ -25,3 +25,30 @@ def test_input_error_round_trips_through_pickle():
 
 def test_the_public_api_still_exports_sweep_config_error():
     assert sweep.SweepConfigError is SweepConfigError and "SweepConfigError" in sweep.__all__
+
+
+def test_an_unexpected_error_in_a_command_is_one_line_and_its_traceback_a_file(tmp_path, monkeypatch, capsys):
+    """A failure no check foresaw (here Ray Tune's TuneError, whose message is a whole traceback,
+    as when a trial's result lacked the objective) prints one line: what failed, its last line,
+    and the file that keeps the full traceback."""
+    import argparse
+
+    from ray.tune.error import TuneError
+
+    from sweep import cli
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", None)  # re-read TMPDIR
+    try:
+        raise TuneError("Traceback (most recent call last):\n  File \"tune_controller.py\", line 1686\nValueError: Trial returned a result which did not include `val_accuracy`")
+    except TuneError as exc:
+        code = cli._unexpected(exc, argparse.Namespace(command="run"))
+    err = capsys.readouterr().err
+    assert code == cli.EXIT_FAILED and err.count("\n") == 1, err
+    assert err.startswith("error: sweep run failed unexpectedly: ValueError: Trial returned a result which did not include `val_accuracy`")
+    assert "the same command continues it" in err
+    (written,) = tmp_path.glob("sweep-error-*.txt")
+    assert f"the full traceback is in {written}" in err
+    assert "tune_controller.py" in written.read_text() and "test_errors.py" in written.read_text()
