@@ -53,6 +53,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     _quiet_mlflow_logs()
     if args.command in ("best", "status", "report", "export", "list", "trials") and not _store_ready(args):
         return EXIT_OK if args.command == "list" else EXIT_BAD_INPUT  # list: an empty list, said
+    if args.command in ("run", "resume"):  # a warm session (`sweep up`) runs it, if one is up
+        from sweep.driver import daemon
+
+        forwarded = daemon.forward(args.command, list(sys.argv[1:] if argv is None else argv), args.address)
+        if forwarded is not None:
+            return forwarded
     from sweep.errors import SweepConfigError
 
     try:
@@ -206,12 +212,50 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--saved-model", action="store_true", help="also write a TensorFlow SavedModel to DIR/saved_model")
     export.set_defaults(handler=_cmd_export)
 
+    up = sub.add_parser("up", help="keep a warm session up: Ray, TensorFlow, MLflow and trial workers loaded for the next sweep run / resume")
+    up.add_argument("--num-cpus", type=int, help="CPUs of its local Ray (default: all of this machine's)")
+    up.add_argument("--idle-timeout", type=float, metavar="MIN", help="end it after this many minutes without a sweep (default: never)")
+    up.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)  # the session process itself
+    up.set_defaults(handler=_cmd_up)
+
+    down = sub.add_parser("down", help="end the warm session (a sweep it runs stops, resumable)")
+    down.set_defaults(handler=_cmd_down)
+
     ui = sub.add_parser("ui", help="start the MLflow UI on 127.0.0.1 for the sweep store (NAME: print that sweep's URL)")
     ui.add_argument("name", nargs="?", help="a sweep: print the URL of its experiment and of its best trial's run")
     ui.add_argument("--tracking-uri")
     ui.add_argument("--port", type=int, default=5000)
     ui.set_defaults(handler=_cmd_ui)
     return parser
+
+
+def _cmd_up(args: argparse.Namespace) -> int:
+    """``sweep up``: start the warm session (:mod:`sweep.driver.daemon`), or say it is up."""
+    from sweep.driver import daemon
+
+    if args.serve:
+        return daemon.serve(main, args.num_cpus, args.idle_timeout)
+    said = daemon.up_status()
+    if said is not None:
+        print(f"already up: {said}")
+        return EXIT_OK
+    print("starting a warm session: Ray, TensorFlow and the trial workers (seconds)...", file=sys.stderr)
+    try:
+        said = daemon.start(args.num_cpus, args.idle_timeout)
+    except RuntimeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"{said}\n`sweep run` and `sweep resume` run there now (--address or SWEEP_SESSION=0: on their own); `sweep down` ends it")
+    return EXIT_OK
+
+
+def _cmd_down(args: argparse.Namespace) -> int:
+    """``sweep down``: end the warm session, if one is up."""
+    from sweep.driver import daemon
+
+    said = daemon.stop()
+    print(said or "no warm session is up")
+    return EXIT_OK
 
 
 def _cmd_run(args: argparse.Namespace) -> int:

@@ -10,6 +10,7 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+os.environ["SWEEP_SESSION"] = "0"  # a warm session (`sweep up`) a developer left up never runs the suite's sweeps
 
 REPO = Path(__file__).resolve().parents[1]
 
