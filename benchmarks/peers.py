@@ -142,11 +142,9 @@ def run_sweep(size: dict, work: Path, name: str = "bench-sweep") -> float:
     return _sweep_run(size, work, name, data_config(size), {"builder": "mlp", "args": {"units": [256, 256]}})
 
 
-def _sweep_run(size: dict, work: Path, name: str, data: dict, model: dict) -> float:
-    import sweep
-    from sweep.driver.session import ensure_ray
-
-    config = {
+def sweep_config(size: dict, name: str, data: dict, model: dict) -> dict:
+    """The sweep file of the workload (as a dict): the peers' space, schedulers and budget."""
+    return {
         "name": name,
         "data": data,
         "model": model,
@@ -166,6 +164,13 @@ def _sweep_run(size: dict, work: Path, name: str, data: dict, model: dict) -> fl
         "scheduler": {"type": "asha", "grace_period": 1, "reduction_factor": ETA},
         "resources": {"cpus_per_trial": 1},
     }
+
+
+def _sweep_run(size: dict, work: Path, name: str, data: dict, model: dict) -> float:
+    import sweep
+    from sweep.driver.session import ensure_ray
+
+    config = sweep_config(size, name, data, model)
     if (os.cpu_count() or 1) != size["slots"]:  # else sweep.run starts Ray itself, as a user's run does (alongside its preflight)
         ensure_ray(num_cpus=size["slots"])
     result = sweep.run(config, storage=str(work / "runs"), tracking_uri=f"sqlite:///{work / 'mlflow.db'}", quiet=True)
