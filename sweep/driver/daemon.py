@@ -458,7 +458,8 @@ def _run_for_client(run_command: Callable[[list[str]], int], conn: socket.socket
         os.chdir(request.get("cwd") or saved_cwd)
         sys.stdout = _Stream(conn, lock, "out", bool(tty[0]))
         sys.stderr = _Stream(conn, lock, "err", bool(tty[1]))
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        for sig in (signal.SIGINT, signal.SIGTERM):  # as in a process of its own until the command installs its own
+            signal.signal(sig, signal.default_int_handler)
         threading.Thread(target=_signals_from_client, args=(conn, done), name="sweep-session-signals", daemon=True).start()
         code = run_command(list(request.get("argv") or []))
     except SystemExit as exc:
