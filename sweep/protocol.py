@@ -30,6 +30,10 @@ END_FIELD = "sweep_end"
 EPOCH_FIELD = "sweep_epoch"
 # 1.0 when this epoch improved the objective (and checkpointed), else 0.0.
 IMPROVED_FIELD = "sweep_improved"
+# JSON list of [epoch, {name: value}] for the epochs held back before this result: not validated
+# (fit.validation_freq), so not reported to Tune on their own (each result must hold the
+# objective); the tracker logs their Keras logs at their own steps.
+HELD_EPOCHS_FIELD = "sweep_held_epochs"
 # Whether this trial trained a reused compiled model (a warm worker's cache, worker.reuse).
 REUSED_FIELD = "sweep_model_reused"
 

@@ -373,7 +373,8 @@ class FitConfig(_Strict):
     validation_steps: int | None = Field(default=None, ge=1, description="fit(validation_steps=...).")
     validation_freq: int = Field(
         default=1, ge=1, description="fit(validation_freq=...): validate every N epochs; Tune gets a report on those epochs "
-        "and on the trial's last one (ranked by its best validated value). With a val_ objective, at most fit.epochs."
+        "and on the trial's last one (ranked by its best validated value); MLflow gets every epoch's training logs. "
+        "With a val_ objective, at most fit.epochs."
     )
     reuse_model: bool = Field(
         default=True,

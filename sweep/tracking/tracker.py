@@ -28,7 +28,7 @@ from sweep.tracking.tags import (
     ROLE_TAG, STATUS_TAG, STOPPED_EPOCH_TAG, STORAGE_TAG, TRIAL_NUMBER_TAG, TRIAL_TAG, trials_tag,
 )
 from sweep.errors import one_line
-from sweep.protocol import COUNTED, TrialStatus, is_finished
+from sweep.protocol import COUNTED, HELD_EPOCHS_FIELD, TrialStatus, is_finished
 from sweep.tracking.writer import MlflowNames, OpKind, WriterProcess, name_problem, param_text, sanitized
 from sweep.tracking.store import badness
 from sweep.driver.ledger import DriverCallback, Ledger, epoch_of, SweepResult, TrialOutcome, keras_metrics, worker_metrics
@@ -246,11 +246,12 @@ class MLflowTracker(DriverCallback):
         step = epoch_of(result)
         if step <= self.logged_steps.get(key, 0):
             return  # logged before a restart: an epoch is never logged twice
-        self.logged_steps[key] = step
         ts = int(result.get("timestamp", time.time()) * 1000)
+        metrics = self._held_epochs(key, result, ts)
+        self.logged_steps[key] = step
         logged = {**keras_metrics(result), **worker_metrics(result)}
         keys = self._metric_keys(logged)
-        metrics = [(keys[name], value, step, ts) for name, value in logged.items()]
+        metrics += [(keys[name], value, step, ts) for name, value in logged.items()]
         outcome = self.ledger.outcome(trial)
         if outcome.value is not None and outcome.best_epoch == step:  # a new best: best_<metric> at the epoch it was reached
             metrics.append(self._best_metric(key, outcome.value, step, ts))
@@ -264,6 +265,20 @@ class MLflowTracker(DriverCallback):
             if node_tags:
                 identified.add(key)
                 self.writer.submit(OpKind.TAGS, key, node_tags)
+
+    def _held_epochs(self, trial_id: str, result: dict, ts: int) -> list[tuple[str, float, int, int]]:
+        """The Keras logs of epochs reported with this result (not validated, so not reported
+        on their own: ``HELD_EPOCHS_FIELD``), at their own steps; those logged before a restart skipped."""
+        held = result.get(HELD_EPOCHS_FIELD)
+        if not held:
+            return []
+        points = []
+        for epoch, logs in json.loads(held):
+            if int(epoch) <= self.logged_steps.get(trial_id, 0):
+                continue
+            keys = self._metric_keys(logs)
+            points += [(keys[name], float(value), int(epoch), ts) for name, value in logs.items()]
+        return points
 
     def _best_metric(self, trial_id: str, value: float, step: int, ts: int) -> tuple[str, float, int, int]:
         """One ``best_<metric>`` point of a trial (its MLflow name; noted so it is logged once)."""

@@ -8,6 +8,7 @@ improvement gives exactly that with a fraction of the writes.
 
 from __future__ import annotations
 
+import json
 import math
 import tempfile
 from pathlib import Path
@@ -17,7 +18,7 @@ import keras
 
 from sweep.spec.config import FitConfig, ObjectiveConfig
 from sweep.errors import InputError
-from sweep.protocol import END_FIELD, EPOCH_FIELD, IMPROVED_FIELD, KEYS_FIELD, NAN_LOSS, Objective, TrialStatus
+from sweep.protocol import END_FIELD, EPOCH_FIELD, HELD_EPOCHS_FIELD, IMPROVED_FIELD, KEYS_FIELD, NAN_LOSS, Objective, TrialStatus
 from sweep.worker import reporting
 from sweep.worker.checkpoints import save_checkpoint
 
@@ -34,6 +35,7 @@ class TuneReporter(keras.callbacks.Callback):
         self.metric, self.mode, self.epochs = objective.metric, objective.mode, epochs
         self.best = best
         self._extra = extra or (lambda: {})
+        self._held: list[tuple[int, dict[str, float]]] = []  # epochs not validated yet to report
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         metrics = scalar_logs(logs)
@@ -46,7 +48,13 @@ class TuneReporter(keras.callbacks.Callback):
             if value is None:  # the last epoch skipped validation (fit.validation_freq)
                 report.update(self._objective_without_validation(end, epoch + 1))
         elif value is None and self.metric.startswith("val_"):
-            return  # fit.validation_freq skipped validation this epoch: the scheduler sees validated epochs only
+            # fit.validation_freq skipped validation this epoch: the scheduler sees validated
+            # epochs only; its logs go to MLflow with the next report
+            self._held.append((epoch + 1, metrics))
+            return
+        if self._held:
+            report[HELD_EPOCHS_FIELD] = json.dumps(self._held)
+            self._held = []
         if not improved:
             reporting.report(report)
             return
