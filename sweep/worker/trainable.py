@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import os
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -31,6 +32,7 @@ class TrialSettings:
     resources: ResourcesConfig
     epochs: int
     seed: int
+    workdir: str | None = None  # the driver's working directory: where a trial's relative paths point
 
     @classmethod
     def from_config(cls, config: SweepConfig) -> "TrialSettings":
@@ -41,6 +43,7 @@ class TrialSettings:
             resources=config.resources,
             epochs=config.max_epochs,
             seed=config.search.seed if config.search.seed is not None else 0,
+            workdir=os.getcwd(),
         )
 
 
@@ -65,7 +68,35 @@ def run_sweep_trial(hp: dict[str, Any], parts_ref: Any, code: Any, fingerprint: 
 
         importlib.import_module("keras")  # loaded before STATE.configure's gc.freeze(), as the Keras trial always had it
         use_model_settings(settings.model, roots)
-    (body or run_trial)(hp, settings, data_ref, fingerprint, builder)
+    with sweep_working_directory(settings.workdir):
+        (body or run_trial)(hp, settings, data_ref, fingerprint, builder)
+
+
+TRIAL_DIR_ENV = "SWEEP_TRIAL_DIR"
+
+
+@contextlib.contextmanager
+def sweep_working_directory(workdir: str | None) -> Any:
+    """Run the trial in the directory the sweep was started from, when it exists on this node
+    (always on one machine), as a plain script's ``model.fit()`` would: a data function's
+    ``image_dataset_from_directory("images/train")`` reads there, when the files are opened
+    lazily during fit() too. Tune starts a trial in its own folder (Ray Tune's default); that
+    folder stays reachable as ``$SWEEP_TRIAL_DIR``, for files a callback writes per trial. On a
+    node without that directory (a cluster) the trial stays in Tune's folder."""
+    try:
+        trial_dir: str | None = os.getcwd()
+        os.environ[TRIAL_DIR_ENV] = trial_dir
+    except OSError:  # Tune's folder was deleted under this worker
+        trial_dir = None
+    moved = bool(workdir) and workdir != trial_dir and os.path.isdir(workdir)
+    if moved:
+        os.chdir(workdir)
+    try:
+        yield
+    finally:
+        if moved and trial_dir is not None:
+            with contextlib.suppress(OSError):
+                os.chdir(trial_dir)
 
 
 def run_trial(hp: dict[str, Any], settings: TrialSettings, data_ref: Any, fingerprint: str, builder: Callable) -> None:

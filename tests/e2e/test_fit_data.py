@@ -188,7 +188,7 @@ def test_an_image_folder_is_read_on_the_workers_with_the_trials_batch_size(ray_s
             pixels = np.clip(rng.normal(level, 30, size=(8, 8)), 0, 255).astype("uint8")
             Image.fromarray(pixels, mode="L").save(folder / "images" / label / f"{index}.png")
     space = {"learning_rate": {"type": "categorical", "choices": [0.05]}, "batch_size": {"type": "categorical", "choices": [8, 16]}}
-    config = _sweep("fit-images", {"source": "fit_shapes:image_folder", "args": {"folder": str(folder / "images")}},
+    config = _sweep("fit-images", {"source": "fit_shapes:images_here"},  # "images", relative to the working directory
                     {"builder": "fit_shapes:tiny_cnn"}, "val_accuracy", epochs=2, space=space)
     result, uri = _run(folder, config)
     assert result.counts() == {"completed": 2}

@@ -37,7 +37,7 @@ def build(hp, info):
     with open(Path(__file__).with_name("pids.txt"), "a") as handle:
         handle.write(f"{{os.getpid()}}\\n")
     with open(Path(__file__).with_name("cwds.txt"), "a") as handle:
-        handle.write(f"{{os.getcwd()}}\\n")
+        handle.write(f"{{os.getcwd()}} {{os.environ.get('SWEEP_TRIAL_DIR', '-')}}\\n")
     inputs = keras.Input(shape=info.input_shape)
     x = keras.layers.Dense(8, activation="relu")(inputs)
     x = Scale()(keras.layers.Dense(3)(x))
@@ -113,9 +113,12 @@ def test_sweeps_in_a_row_share_warm_executors_compute_the_same_and_see_edited_co
     storage = str(tmp_path / "runs")
 
     first = sweep.run(_sweep(tmp_path, "warm-a"), storage=storage, quiet=True)
-    trial_folders = [Path(line) for line in (tmp_path / "cwds.txt").read_text().split("\n") if line and Path(line) != tmp_path]
-    assert len(trial_folders) == 2 and all(re.match(r"\d{4}_", folder.name) for folder in trial_folders), (
-        "each trial ran in its own trial folder, as in Tune's own worker (a callback's relative files go there)", trial_folders)
+    seen = [line.split(" ") for line in (tmp_path / "cwds.txt").read_text().split("\n") if line]
+    trials = [(Path(cwd), Path(folder)) for cwd, folder in seen if folder != "-"]  # the driver's preflight has no trial folder
+    assert len(trials) == 2 and all(cwd == tmp_path for cwd, _ in trials), (
+        "each trial ran in the sweep's working directory, as a plain script's fit() does (relative data paths work)", seen)
+    assert all(re.match(r"\d{4}_", folder.name) and folder.is_dir() for _, folder in trials), (
+        "$SWEEP_TRIAL_DIR is the trial's own folder (Tune's), for a callback's per-trial files", seen)
     executors = _executor_pids()
     assert executors and set(_pids(tmp_path)) - {__import__("os").getpid()} <= executors, "the trials built their models on the executors"
 
