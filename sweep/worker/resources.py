@@ -24,6 +24,8 @@ benchmark (``benchmarks/peers.py --profile``) reads these; nothing else does.
 
 from __future__ import annotations
 
+import math
+
 import json
 import os
 import resource
@@ -146,7 +148,10 @@ def result_fields(trace: Trace) -> dict[str, float]:
 STEPS_PER_EXECUTION_CAP = 32
 
 
-def steps_per_execution(setting: int | str | None, batch_size: int, rows: int, cap: int = STEPS_PER_EXECUTION_CAP) -> int:
+def steps_per_execution(
+    setting: int | str | None, batch_size: int, rows: int, cap: int = STEPS_PER_EXECUTION_CAP,
+    steps_per_epoch: int | None = None, validation_steps: int | None = None,
+) -> int:
     """How many train steps Keras runs per compiled call (``fit.steps_per_execution``).
 
     ``auto`` runs a whole epoch in one call when it has at most ``cap`` steps, else calls of
@@ -156,8 +161,17 @@ def steps_per_execution(setting: int | str | None, batch_size: int, rows: int, c
     size share one compiled model on a warm worker (``sweep.worker.reuse``); sizing the calls evenly
     (29 for 200 steps) had given each batch size its own graph for no measurable gain.
     Batch-level callbacks then run once per call, which is why the cap is not a whole epoch.
+
+    With ``fit.steps_per_epoch`` (or ``fit.validation_steps``) an epoch (its validation) is that
+    many steps, and Keras keeps that math only when each call's steps divide it (16 steps per call
+    ran 16 steps of a 5-step epoch, silently training on other batches than a plain fit): ``auto``
+    is then the largest divisor of both up to ``cap``.
     """
     if setting is None or setting == "auto":
+        fixed = [int(count) for count in (steps_per_epoch, validation_steps) if count]
+        if fixed:
+            common = math.gcd(*fixed)
+            return max(d for d in range(1, min(common, cap) + 1) if common % d == 0)
         steps = max(1, -(-int(rows) // max(1, int(batch_size))))
         return min(steps, cap)
     return max(1, int(setting))

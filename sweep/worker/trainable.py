@@ -163,10 +163,12 @@ def _build_and_fit(
     strategy = placement.strategy(settings.resources)  # MirroredStrategy when > 1 GPU, else None
     replicas = strategy.num_replicas_in_sync if strategy is not None else 1
     batch_size = placement.batch_size(int(hp.get("batch_size", settings.fit.batch_size)), settings.resources, replicas)
-    inputs = fit_inputs(dataset, batch_size)
+    inputs = fit_inputs(dataset, batch_size, settings.fit.validation_steps)
     if not dataset.info.streamed:
         check_batch_size(batch_size, dataset.info.n_train)
-    steps = worker.steps_per_execution(getattr(settings.fit, "steps_per_execution", "auto"), batch_size, dataset.info.n_train or batch_size)
+    steps = worker.steps_per_execution(
+        getattr(settings.fit, "steps_per_execution", "auto"), batch_size, dataset.info.n_train or batch_size, steps_per_epoch=settings.fit.steps_per_epoch, validation_steps=settings.fit.validation_steps,
+    )
     epochs = trial_epochs(hp, settings.epochs)
     reused = False
     if model is None:
@@ -203,9 +205,13 @@ def _build_and_fit(
         del model
 
 
-def fit_inputs(dataset: Any, batch_size: int) -> dict[str, Any]:
+def fit_inputs(dataset: Any, batch_size: int, validation_steps: int | None = None) -> dict[str, Any]:
     """The data arguments of ``model.fit()``: arrays (any Keras structure, with sample weights)
-    with the trial's batch size, or this worker's pipelines (:mod:`sweep.inputs.pipelines`)."""
+    with the trial's batch size, or this worker's pipelines (:mod:`sweep.inputs.pipelines`).
+
+    Validation runs in batches of at least 1024 rows (fewer calls, the same metrics), except
+    with ``fit.validation_steps``, which counts batches: then in the trial's batch size, as a
+    plain ``fit()`` validates."""
     if dataset.pipeline is not None:
         from sweep.inputs import pipelines
 
@@ -217,7 +223,7 @@ def fit_inputs(dataset: Any, batch_size: int) -> dict[str, Any]:
         "sample_weight": dataset.sample_weight,
         "batch_size": batch_size,
         "validation_data": dataset.validation_data(),
-        "validation_batch_size": max(batch_size, 1024),
+        "validation_batch_size": batch_size if validation_steps else max(batch_size, 1024),
     }
 
 

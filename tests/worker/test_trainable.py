@@ -77,6 +77,31 @@ def test_steps_per_execution(setting, batch, rows, expected):
     assert got <= max(steps, 1) or setting not in ("auto", None)
 
 
+@pytest.mark.parametrize(("steps_per_epoch", "validation_steps", "expected"), [(5, None, 5), (100, None, 25), (37, None, 1), (64, None, 32), (None, 2, 2), (10, 4, 2)])
+def test_auto_steps_per_execution_divides_set_step_counts(steps_per_epoch, validation_steps, expected):
+    got = resources.steps_per_execution("auto", 16, 320, steps_per_epoch=steps_per_epoch, validation_steps=validation_steps)
+    assert got == expected
+
+
+def test_fit_steps_per_epoch_and_validation_steps_on_arrays_match_a_plain_fit(arrays):
+    """fit.steps_per_epoch trains that many batches per epoch and fit.validation_steps
+    validates that many batches of the trial's batch size, exactly as a plain fit() does
+    (the automatic steps per call had run the whole epoch; validation had used 1024-row batches)."""
+    x, y, xv, yv, info = arrays
+    hp, epoch_steps, validation_steps = {**HP, "batch_size": 16}, 5, 2
+
+    def fit(steps_per_execution: int, **data) -> dict:
+        STATE.reset(SEED)
+        model = models.build(BUILDER, hp, info, ModelConfig(), steps_per_execution=steps_per_execution)
+        return model.fit(**data, epochs=EPOCHS, steps_per_epoch=epoch_steps, validation_steps=validation_steps, shuffle=False, verbose=0).history
+
+    dataset = type("Arrays", (), {"pipeline": None, "x_train": x, "y_train": y, "sample_weight": None, "validation_data": lambda self: (xv, yv)})()
+    per_call = resources.steps_per_execution("auto", 16, len(x), steps_per_epoch=epoch_steps, validation_steps=validation_steps)
+    swept = fit(per_call, **trainable.fit_inputs(dataset, 16, validation_steps))
+    plain = fit(1, x=x, y=y, batch_size=16, validation_data=(xv, yv))
+    assert_same_history(swept, plain, atol=1e-6)
+
+
 def test_fit_config_steps_per_execution_key():
     assert FitConfig().steps_per_execution == "auto"
     assert FitConfig(steps_per_execution=8).steps_per_execution == 8
