@@ -24,9 +24,8 @@ benchmark (``benchmarks/peers.py --profile``) reads these; nothing else does.
 
 from __future__ import annotations
 
-import math
-
 import json
+import math
 import os
 import resource
 import sys
