@@ -175,6 +175,31 @@ def model_requirements() -> list[str]:
     return [f"mlflow=={mlflow.__version__}", f"keras=={keras.__version__}", f"tensorflow=={tf.__version__}"]
 
 
+def keras_signature(model: Any, input_example: Any) -> tuple[Any, Any]:
+    """The MLflow signature and input example of a Keras model, in a form MLflow's Keras flavor
+    takes: a list of inputs (``keras.Model([a, b], ...)``) becomes a dict by the inputs' names,
+    which the model also predicts from (MLflow infers an Array schema for a list, and its Keras
+    flavor then refuses to log the model at all). ``(None, None)`` when no TensorSpec signature
+    can be made: the model is then logged without one rather than not logged."""
+    from mlflow.models import infer_signature
+    from mlflow.types.schema import TensorSpec
+
+    if input_example is None:
+        return None, None
+    names = [tensor.name for tensor in getattr(model, "inputs", None) or []]
+    if isinstance(input_example, (list, tuple)) and len(input_example) == len(names) and len(set(names)) == len(names):
+        input_example = dict(zip(names, input_example))
+    try:
+        signature = infer_signature(input_example, model.predict(input_example, verbose=0))
+    except Exception as exc:
+        log.warning("the best model is logged without a signature (%s: %s)", type(exc).__name__, exc)
+        return None, None
+    if not all(isinstance(spec, TensorSpec) for spec in signature.inputs.inputs):
+        log.warning("the best model is logged without a signature (its inputs are not tensors MLflow's Keras flavor takes)")
+        return None, None
+    return signature, input_example
+
+
 def attach_input_example(model_info: Any, model: Any, signature: Any, input_example: Any) -> None:
     """Give an already logged Keras model its input example (files and ``MLmodel`` entry).
 
