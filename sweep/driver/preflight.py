@@ -40,7 +40,8 @@ def prepare(config: SweepConfig, label: str, search_paths: tuple[Path, ...] = ()
 
     imports.forget_edited_modules()  # an earlier sweep in this process imported the user's files
     try:
-        dataset = data.load(config.data, search_paths)
+        batch_size = example_hyperparameters(config).get("batch_size", config.fit.batch_size)  # for a data function that takes one
+        dataset = data.load(config.data, search_paths, batch_size=int(batch_size))
         dataset.class_weight = data.class_weights(config.fit.class_weight, dataset)
         builder = models.resolve_builder(config.model, search_paths)
         _check_names(config, builder, dataset)

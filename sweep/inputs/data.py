@@ -23,8 +23,10 @@ loaders that need them.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
+import inspect
 import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -211,7 +213,7 @@ BUILT_IN = ("digits", "diabetes", "synthetic", "csv", "keras")
 Part = tuple  # (x, y, sample_weight or None): x and y are arrays or Keras structures of arrays
 
 
-def load(config: "DataConfig", search_paths: tuple[Path, ...] = ()) -> Dataset:
+def load(config: "DataConfig", search_paths: tuple[Path, ...] = (), batch_size: int | None = None) -> Dataset:
     """Load, check and split ``config``'s data; change it only where the sweep file asks.
 
     A user's own arrays (``package.module:function``, ``npz:PATH``) reach ``fit()`` as given:
@@ -242,11 +244,15 @@ def load(config: "DataConfig", search_paths: tuple[Path, ...] = ()) -> Dataset:
     per-feature mean and std (a std of 0 counts as 1), so no validation statistic leaks into
     training.
 
+    A data function with a ``batch_size`` parameter (pipelines batched by the trial) is called
+    with ``batch_size`` here, unless ``data.args`` sets it: the preflight passes one the sweep
+    can draw, as each worker later passes its trial's.
+
     Raises :class:`InputError` naming the key to change.
     """
     kind, sep, _ = config.source.partition(":")
     if sep and kind not in _PREFIXED:
-        raw = _call_user_function(config, search_paths)
+        raw = _call_user_function(config, search_paths, batch_size)
         if pipelines.is_pipeline_result(raw):
             return pipelines.describe(config, search_paths, raw)
     elif kind in SOURCES:
@@ -325,12 +331,17 @@ def fingerprint(*arrays: np.ndarray) -> str:
 # the loader's result
 
 
-def _call_user_function(config: "DataConfig", search_paths: tuple[Path, ...]) -> Any:
+def _call_user_function(config: "DataConfig", search_paths: tuple[Path, ...], batch_size: int | None = None) -> Any:
     from sweep.inputs.imports import resolve
 
     function = resolve(config.source, "data.source", search_paths)
+    kwargs = dict(config.args)
+    if batch_size is not None and "batch_size" not in kwargs:
+        with contextlib.suppress(TypeError, ValueError):  # a callable without an inspectable signature
+            if "batch_size" in inspect.signature(function).parameters:
+                kwargs["batch_size"] = int(batch_size)
     try:
-        return function(**config.args)
+        return function(**kwargs)
     except Exception as exc:
         raise InputError("data.source", f"expected {config.source} to return data, but it raised {_one_line(exc)}{raised_at(exc)}") from None
 

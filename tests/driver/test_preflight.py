@@ -141,3 +141,23 @@ def test_cli_tracking_uri_is_validated_like_the_file(tmp_path):
     with pytest.raises(SweepConfigError) as info:
         runner.run(sweep(), tracking_uri="mlflow.db")
     assert str(info.value) == "<dict> (override tracking_uri='mlflow.db'): tracking.uri: expected a URI with a scheme (sqlite:///FILE, http://HOST:PORT, ...), got 'mlflow.db': did you mean 'sqlite:///mlflow.db'?"
+
+
+def test_a_data_function_that_requires_batch_size_gets_one_the_sweep_can_draw(tmp_path):
+    """``def load(batch_size)`` (pipelines batched by the trial, no default) was called without
+    it in the preflight and refused; it gets the space's first batch size, as a worker gets its trial's."""
+    (tmp_path / "batched_data.py").write_text(textwrap.dedent("""
+        import numpy as np
+        import tensorflow as tf
+
+        def load(batch_size):
+            x = np.random.default_rng(0).random((64, 4)).astype("float32")
+            y = (np.arange(64) % 3).astype("int64")
+            full = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size)
+            return full.take(4), full.skip(4)
+    """))
+    raw = sweep({"batch_size": cat(4, 16)}, data={"source": "batched_data:load", "num_outputs": 3})
+    raw["data"].pop("samples"), raw["data"].pop("features"), raw["data"].pop("classes")
+    prepared = preflight.prepare(config_module.load(raw), "sweep.yaml", (tmp_path,))
+    assert prepared.dataset.pipeline.takes_batch_size
+    assert prepared.dataset.x_val.shape == (4, 4), "the peeked batch has the space's first batch size"
