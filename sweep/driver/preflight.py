@@ -112,7 +112,7 @@ def _preflight_model(config: SweepConfig, builder: Callable, dataset: Any, searc
     then check that every space entry is read by something (:func:`check_hyperparameters_read`)."""
     import keras
 
-    from sweep.inputs import models
+    from sweep.inputs import imports, models
     from sweep.worker.callbacks import keras_callbacks
     from sweep.worker.checkpoints import check_reloadable
 
@@ -120,17 +120,21 @@ def _preflight_model(config: SweepConfig, builder: Callable, dataset: Any, searc
     _check_fit_settings(config, dataset)
     hp = example_hyperparameters(config)
     model = models.build(builder, hp, dataset.info, config.model)
-    check_reloadable(model, config.model)  # loads back with model.safe_mode / custom objects, before any trial
+    imports.remember_loaded(search_paths)  # helper modules the factory imported in its body ship with the user's code
     try:
-        logs = _evaluate_few(model, dataset)
-    except Exception as exc:
-        models.check_model_output(model, dataset.info)  # evaluating failed: a width that does not fit the targets is the likely cause, said plainly
-        first = _telling_line(exc)
-        raise InputError(
-            "model.builder",
-            f"expected a model that accepts inputs of shape {_input_text(dataset.info)} and "
-            f"targets for {_output_text(dataset.info)}, but evaluating it failed: {first[:300]}",
-        ) from None
+        try:
+            logs = _evaluate_few(model, dataset)
+        except Exception as exc:
+            models.check_model_output(model, dataset.info)  # evaluating failed: a width that does not fit the targets is the likely cause, said plainly
+            first = _telling_line(exc)
+            raise InputError(
+                "model.builder",
+                f"expected a model that accepts inputs of shape {_input_text(dataset.info)} and "
+                f"targets for {_output_text(dataset.info)}, but evaluating it failed: {first[:300]}",
+            ) from None
+        # loads back with model.safe_mode / custom objects, before any trial; after a call, as
+        # every trial's checkpoint is (a subclassed model's layers are built only by a call)
+        check_reloadable(model, config.model, search_paths)
     finally:
         keras.backend.clear_session(free_memory=False)  # no full GC (0.25-0.45 s with TF loaded) on the start-up path
     names = sorted(set(logs) | {f"val_{name}" for name in logs})

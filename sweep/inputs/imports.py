@@ -171,6 +171,14 @@ def _forget_shadowed_locals(search_paths: tuple[Path, ...]) -> None:
             _STAMPS.pop(name, None)
 
 
+def remember_loaded(search_paths: tuple[Path, ...]) -> None:
+    """Remember the user's modules in ``search_paths`` that were imported some other way than
+    :func:`resolve`: a factory or data function importing a helper module inside its body
+    (``from my_losses import smooth_ce`` in ``build``). Their functions and classes are then
+    found when a checkpoint names them, and their files ship with the user's code."""
+    _remember_local([name for name in list(sys.modules) if name not in _LOCAL], search_paths)
+
+
 def local_modules() -> dict[str, Path]:
     """The user's own modules imported so far (name -> file), for finding their Keras objects."""
     return {name: file for name, (file, _) in _LOCAL.items()}

@@ -146,7 +146,7 @@ def custom_objects_in(path: str | Path, search_paths: tuple[Path, ...] = ()) -> 
     """
     import zipfile
 
-    from sweep.inputs.imports import import_local, local_modules
+    from sweep.inputs.imports import import_local, local_modules, remember_loaded
 
     try:
         with zipfile.ZipFile(path) as archive:
@@ -182,6 +182,7 @@ def custom_objects_in(path: str | Path, search_paths: tuple[Path, ...] = ()) -> 
             objects[class_name] = found
             objects[registered or class_name] = found
     if functions:
+        remember_loaded(tuple(search_paths))  # helper modules a factory imported in its body
         for module_name in local_modules():
             if module_name not in modules:
                 modules[module_name] = import_local(module_name, tuple(search_paths))

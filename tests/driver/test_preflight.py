@@ -161,3 +161,59 @@ def test_a_data_function_that_requires_batch_size_gets_one_the_sweep_can_draw(tm
     prepared = preflight.prepare(config_module.load(raw), "sweep.yaml", (tmp_path,))
     assert prepared.dataset.pipeline.takes_batch_size
     assert prepared.dataset.x_val.shape == (4, 4), "the peeked batch has the space's first batch size"
+
+
+def test_a_helper_module_the_factory_imports_in_its_body_is_the_users_code(tmp_path):
+    """``from my_losses import smooth_ce`` inside ``build``: the loss is found when the preflight
+    loads the model back (it was "Could not locate function"), and its file ships to the workers."""
+    (tmp_path / "lazy_losses.py").write_text(textwrap.dedent("""
+        import keras
+
+        def smooth_ce(y_true, y_pred):
+            return keras.losses.sparse_categorical_crossentropy(y_true, y_pred) + 0.0
+    """))
+    (tmp_path / "lazy_factory.py").write_text(textwrap.dedent("""
+        import keras
+
+        def build(hp, info):
+            from lazy_losses import smooth_ce
+
+            inputs = keras.Input(info.input_shape)
+            model = keras.Model(inputs, keras.layers.Dense(info.num_outputs, activation="softmax")(inputs))
+            model.compile(optimizer=keras.optimizers.Adam(hp["learning_rate"]), loss=smooth_ce, metrics=["accuracy"])
+            return model
+    """))
+    from sweep.inputs import imports
+
+    prepared = preflight.prepare(config_module.load(sweep(model={"builder": "lazy_factory:build", "args": {}})), "sweep.yaml", (tmp_path,))
+    assert prepared.builder is not None
+    assert {"lazy_factory", "lazy_losses"} <= set(imports.user_code((tmp_path,)).modules)
+
+
+def test_a_subclassed_model_the_factory_builds_before_returning_it_is_not_refused(tmp_path):
+    """``m.build(shape)`` on a subclassed model leaves its layers unbuilt until a call: saving it
+    then did not load back, so the preflight refused a model that trains and checkpoints fine."""
+    (tmp_path / "subclassed_net.py").write_text(textwrap.dedent("""
+        import keras
+
+        @keras.saving.register_keras_serializable(package="subclassed_net")
+        class Net(keras.Model):
+            def __init__(self, width=8, classes=3, **kwargs):
+                super().__init__(**kwargs)
+                self.width, self.classes = width, classes
+                self.hidden = keras.layers.Dense(width, activation="relu")
+                self.out = keras.layers.Dense(classes, activation="softmax")
+
+            def call(self, x):
+                return self.out(self.hidden(x))
+
+            def get_config(self):
+                return {**super().get_config(), "width": self.width, "classes": self.classes}
+
+        def build(hp, info):
+            model = Net(8, info.num_outputs)
+            model.build((None,) + tuple(info.input_shape))
+            return model
+    """))
+    prepared = preflight.prepare(config_module.load(sweep(model={"builder": "subclassed_net:build", "args": {}})), "sweep.yaml", (tmp_path,))
+    assert prepared.builder is not None
