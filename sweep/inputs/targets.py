@@ -19,7 +19,9 @@ summing to 1 (``(N, K)``)
 rows of 0/1 with several ones (multi-hot)   classification  multilabel (binary CE)
 non-integer numbers, or more than           regression      values (mse)
 ``MAX_AMBIGUOUS_INTEGERS`` distinct integers
-other integers (``1..5``, ``{3, 7}``)        asks for ``data.task``
+other integers (``1..5``, ``{3, 7}``), and   asks for ``data.task``
+``0..K-1`` or ``1..K`` with a few labels
+absent (>= 90% present, ``K <= N/2``)
 ==========================================  ==============  =========================
 """
 
@@ -101,6 +103,14 @@ def _infer_column(y: np.ndarray, task: str | None, name: str) -> TargetKind:
         return TargetKind("classification", max(high + 1, 2), "sparse", reason)
     if low == 0 and distinct == high + 1 and 2 <= distinct <= len(y) / 2:
         return TargetKind("classification", distinct, "sparse", f"integer labels 0..{high}")
+    span = high - low + 1
+    if distinct > MAX_AMBIGUOUS_INTEGERS and low in (0, 1) and distinct >= 0.9 * span and distinct <= len(y) / 2:
+        raise InputError(
+            "data.task",
+            f"expected data.task (classification or regression): the targets {name} are {distinct} distinct integers "
+            f"{low}..{high} ({span - distinct} of that range never occur), which could be class labels with some classes "
+            "absent from these rows, or a quantity",
+        )
     if distinct > MAX_AMBIGUOUS_INTEGERS:
         return TargetKind("regression", 1, "values", f"{distinct} distinct integer values")
     raise InputError(

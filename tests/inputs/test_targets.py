@@ -33,11 +33,20 @@ def test_inferred_kinds(y, expected):
     assert kind(y) == expected
 
 
-@pytest.mark.parametrize("y", [np.arange(1, 6).repeat(20), np.where(np.arange(60) % 2, 3, 7), np.arange(3, 10).repeat(10)])
+def _one_class_absent(classes: int, rows: int) -> np.ndarray:
+    y = np.arange(rows) % classes
+    return np.where(y == classes // 2, 0, y)  # a rare class not in these rows (a small split)
+
+
+@pytest.mark.parametrize("y", [
+    np.arange(1, 6).repeat(20), np.where(np.arange(60) % 2, 3, 7), np.arange(3, 10).repeat(10),
+    _one_class_absent(100, 600),  # 0..99 with one label absent: 100 classes, or a count 0..99?
+    _one_class_absent(100, 600) + 1,  # the same labels 1..100
+])
 def test_integers_that_could_be_classes_or_a_quantity_ask_for_the_task(y):
     with pytest.raises(InputError) as err:
         kind(y)
-    assert err.value.key == "data.task" and "could be class labels or a quantity" in err.value.expected
+    assert err.value.key == "data.task" and "could be class labels" in err.value.expected and "or a quantity" in err.value.expected
     assert kind(y, "regression") == ("regression", 1, "values")
 
 
