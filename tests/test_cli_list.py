@@ -148,6 +148,19 @@ def test_non_default_params_keep_essentials_and_differences():
     assert tracker.non_default_params({"a": 1}) == {"a": 1}
 
 
+def test_a_conditional_int_parameter_stays_an_int_where_some_trials_lack_it(mlflow_uri):
+    client = tracking_client(mlflow_uri)
+    experiment_id = tracker.ensure_experiment(client, mlflow_uri, "conditional")
+    parent = _fake_parent(client, experiment_id, "conditional")
+    for number, params in enumerate([{"optimizer": "sgd", "units": "16"}, {"optimizer": "adam"}, {"optimizer": "sgd", "units": "1"}]):
+        _fake_trial(client, experiment_id, parent, "conditional", number, "completed", [0.5, 0.6], params)
+    import sweep
+
+    frame = sweep.trials("conditional", tracking_uri=mlflow_uri)
+    assert str(frame["params_units"].dtype) == "Int64", frame["params_units"]
+    assert frame["params_units"].tolist()[0] == 16 and frame["params_units"].isna().tolist() == [False, True, False]
+
+
 def test_trials_is_a_typed_dataframe_and_csv(mlflow_uri, capsys):
     import sweep
 

@@ -162,7 +162,9 @@ def trials_frame(uri: str, name: str) -> Any:
     for column in ("trial_id", "status", "mlflow_run_id"):
         frame[column] = frame[column].astype("string")
     for column in [c for c in frame.columns if c.startswith("params_")]:
-        present = frame[column].dropna()
+        # typed from the values as read, not from the frame (pandas makes ints with gaps floats:
+        # a conditional int parameter absent from some trials showed as 16.0)
+        present = [row[column] for row in rows if row.get(column) is not None]
         if len(present) and all(isinstance(v, bool) for v in present):
             frame[column] = frame[column].astype("boolean")
         elif len(present) and all(isinstance(v, int) and not isinstance(v, bool) for v in present):
