@@ -288,7 +288,7 @@ def plot_history(data: SweepData, path: Path) -> Path:
     by_time.set_xlabel("minutes since the sweep started (trial end)")
     by_number.legend(fontsize=8)
     fig.suptitle(f"{data.name}: {data.metric} ({data.mode})")
-    fig.tight_layout()
+    _tight_layout(fig)
     return _save(plt, fig, path)
 
 
@@ -333,7 +333,7 @@ def plot_learning_curves(data: SweepData, path: Path) -> Path:
     ax.legend(fontsize=8, title="x = stopped early", title_fontsize=8)
     more = len(data.trials) - len(drawn)
     ax.set_title(f"{data.metric} per epoch, {len(drawn)} trials" + (f" (the best and the latest; {more} more not drawn)" if more > 0 else ""))
-    fig.tight_layout()
+    _tight_layout(fig)
     return _save(plt, fig, path)
 
 
@@ -460,7 +460,7 @@ def plot_parallel_coordinates(data: SweepData, path: Path) -> Path:
     shown = "" if len(trials) == len(finished) else f"; the best and an even spread, {len(trials)} of {len(finished)}"
     marked = f"; thick red: the best, trial {_label(best.number)}" if best is not None and best in trials else ""
     ax.set_title(f"each line is a trial (gaps: parameter not used by that trial{shown}){marked}", fontsize=10)
-    fig.tight_layout()
+    _tight_layout(fig)
     return _save(plt, fig, path)
 
 
@@ -537,7 +537,7 @@ def plot_importance(data: SweepData, path: Path) -> tuple[Path, dict[str, float]
     ax.set_xlabel(f"importance for {data.metric} (fANOVA, sums to 1)")
     ax.set_xlim(0, 1)
     ax.grid(axis="x", alpha=0.3)
-    fig.tight_layout()
+    _tight_layout(fig)
     return _save(plt, fig, path), found
 
 
@@ -844,3 +844,11 @@ def log_to_parent_run(uri: str, name: str, parent_run_id: str, outcomes: Iterabl
     except Exception as exc:  # the report is a convenience, the sweep's records are not
         log.warning("the sweep report could not be made (%s: %s); the sweep itself is recorded", type(exc).__name__, exc)
         return None
+
+
+def _tight_layout(fig: Any) -> None:
+    """``fig.tight_layout()`` without matplotlib's "Tight layout not applied" warning reaching
+    the user (long parameter names can leave no room; the figure is still drawn as it is)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        fig.tight_layout()
