@@ -4,6 +4,7 @@ no file; names used as paths stay inside the store; Ray is never handed the envi
 from __future__ import annotations
 
 import base64
+import os
 import http.server
 import threading
 
@@ -96,3 +97,18 @@ def test_grid_size_of_a_huge_range_is_counted_without_listing_it():
     assert space.grid_size(search) == 10**12
     with pytest.raises(Exception, match="expected a grid of at most 100000 configurations"):
         space.grid_configs(search)
+
+
+def test_credentials_in_a_tracking_uri_become_mlflows_variables_and_leave_the_uri(auth_server, monkeypatch):
+    """MLflow prints its tracking URI ("View run ... at: URI") and the sweep's state pickles hold
+    it: the password is sent as basic auth from MLflow's own variables, never kept in the URI."""
+    from sweep.tracking.client import resolve_uri
+
+    address, seen = auth_server
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "before")  # restored (or removed) after the test
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "before")
+    uri = resolve_uri(f"http://alice:S3cret@{address}")
+    assert uri == f"http://{address}" and "S3cret" not in uri
+    assert os.environ["MLFLOW_TRACKING_USERNAME"] == "alice" and os.environ["MLFLOW_TRACKING_PASSWORD"] == "S3cret"
+    check_reachable(uri)
+    assert seen[-1] == "Basic " + base64.b64encode(b"alice:S3cret").decode(), "still sent, as basic auth"

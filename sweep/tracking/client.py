@@ -52,12 +52,32 @@ def default_uri() -> str:
 
 
 def resolve_uri(uri: str | None) -> str:
-    """Explicit URI, else ``MLFLOW_TRACKING_URI``, else the embedded sqlite file."""
+    """Explicit URI, else ``MLFLOW_TRACKING_URI``, else the embedded sqlite file.
+
+    Credentials in an http(s) URI (``http://user:password@host``) are moved to MLflow's own
+    ``MLFLOW_TRACKING_USERNAME`` / ``MLFLOW_TRACKING_PASSWORD`` (sent the same way, as basic
+    auth), and the URI returned has none: MLflow prints its tracking URI in its own messages
+    ("View run ... at: URI") and the sweep's state files hold it, so the password must not be in it.
+    """
     uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or default_uri()
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
         relative = uri[len("sqlite:///") :]
         uri = f"sqlite:///{Path(relative).resolve()}"
-    return uri
+    return _credentials_to_environment(uri)
+
+
+def _credentials_to_environment(uri: str) -> str:
+    from urllib.parse import unquote, urlsplit, urlunsplit
+
+    parts = urlsplit(uri)
+    if parts.scheme not in ("http", "https") or (parts.username is None and parts.password is None):
+        return uri
+    if parts.username:
+        os.environ["MLFLOW_TRACKING_USERNAME"] = unquote(parts.username)
+    if parts.password is not None:
+        os.environ["MLFLOW_TRACKING_PASSWORD"] = unquote(parts.password)
+    netloc = (parts.hostname or "") + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def redact(uri: str) -> str:

@@ -1,6 +1,7 @@
 """Fault: the MLflow tracking server goes away mid-sweep and comes back. What must survive:
 training goes on, and at the end every run, epoch metric and checkpoint artifact is there.
-Also checked on the same sweep: credentials in the environment never reach MLflow or the output."""
+Also checked on the same sweep: credentials in the environment or in the tracking URI never reach
+MLflow, the output or the sweep's state files."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ pytestmark = pytest.mark.slow
 
 TRIALS, EPOCHS = 4, 6
 SECRETS = {"MLFLOW_TRACKING_TOKEN": "tok-SECRET-3141", "AWS_SECRET_ACCESS_KEY": "aws-SECRET-2718"}
+URI_PASSWORD = "uri-SECRET-1618"  # in the sweep file's tracking.uri: MLflow printed it in "View run ... at: URI"
 
 
 def _sweep_file(folder: Path, uri: str) -> Path:
@@ -48,7 +50,7 @@ def test_server_restart_mid_sweep_loses_nothing_and_no_secret_leaks(ray_session,
     server.folder.mkdir()
     server.start()
     try:
-        path = _sweep_file(tmp_path, server.uri)
+        path = _sweep_file(tmp_path, server.uri.replace("http://", f"http://alice:{URI_PASSWORD}@"))  # the server ignores it
         env = {**os.environ, **SECRETS}
         driver = subprocess.Popen([sys.executable, "-m", "sweep.cli", "run", str(path), "--storage", str(tmp_path / "runs"),
                                    "--address", ray_session], cwd=tmp_path, env=env,
@@ -82,7 +84,9 @@ def test_server_restart_mid_sweep_loses_nothing_and_no_secret_leaks(ray_session,
             recorded += [str(run.data.params), str(run.data.tags)]
         config_json = Path(client.download_artifacts(parent.info.run_id, "sweep/config.json", str(tmp_path))).read_text()
         recorded.append(config_json)
-        for name, secret in SECRETS.items():
+        for name, secret in {**SECRETS, "the tracking URI's password": URI_PASSWORD}.items():
             assert not any(secret in text for text in recorded), f"{name}'s value leaked"
+        state = [path for path in (tmp_path / "runs").rglob("*") if path.is_file() and URI_PASSWORD.encode() in path.read_bytes()]
+        assert state == [], f"the tracking URI's password is in the sweep's state files: {state}"
     finally:
         server.stop()
