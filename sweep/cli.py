@@ -51,8 +51,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return EXIT_BAD_INPUT
     _quiet_mlflow_logs()
-    if args.command in ("best", "status", "report", "export", "list", "trials") and not _store_ready(args):
-        return EXIT_OK if args.command == "list" else EXIT_BAD_INPUT  # list: an empty list, said
+    if args.command in ("best", "status", "report", "export", "list", "trials"):
+        refused = _store_refused(args)
+        if refused is not None:
+            return refused
     if args.command in ("run", "resume"):  # a warm session (`sweep up`) runs it, if one is up
         from sweep.driver import daemon
 
@@ -67,6 +69,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt as exc:
+        if args.command not in ("run", "resume"):  # nothing to continue: a read-only command, the UI
+            print("interrupted", file=sys.stderr)
+            return EXIT_INTERRUPTED
         return _interrupted(exc, getattr(args, "name", None))
     except Exception as exc:  # a bug (ours, Ray's, MLflow's): one line, the traceback kept in a file
         return _unexpected(exc, args)
@@ -365,22 +370,31 @@ def _lookup_error(args: argparse.Namespace, exc: LookupError) -> None:
         print(f"error: {exc}", file=sys.stderr)
 
 
-def _store_ready(args: argparse.Namespace) -> bool:
-    """Read-only commands never create a store: a sqlite file that does not exist is an error
-    (``list``: an empty list), not a new empty database."""
+def _store_refused(args: argparse.Namespace) -> int | None:
+    """The exit code when a read-only command cannot read its store, said in one line; None
+    when it can. Read-only commands never create a store: a sqlite file that does not exist is
+    an error (``list``: an empty list, exit 0), not a new empty database; a tracking server that
+    does not answer is an error in seconds."""
     from sweep.tracking.client import redact, resolve_uri, store_exists
 
+    from sweep.tracking.client import check_reachable
+
     uri = resolve_uri(getattr(args, "tracking_uri", None))
+    try:
+        check_reachable(uri)  # a dead server: one line in seconds, not MLflow's minutes of retries
+    except ConnectionError as exc:
+        print(f"error: no reachable MLflow tracking store at {redact(uri)}: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     if store_exists(uri):
-        return True
+        return None
     if args.command == "list":
         if getattr(args, "json", False):
             print("[]")
         else:
             print(f"no sweeps: {redact(uri)} does not exist")
-        return False
+        return EXIT_OK
     print(f"error: no sweep store at {redact(uri)} (no such file); pass --tracking-uri or set MLFLOW_TRACKING_URI", file=sys.stderr)
-    return False
+    return EXIT_BAD_INPUT
 
 
 def _quiet_mlflow_logs() -> None:
@@ -423,12 +437,13 @@ def _say_if_new_sweep(args: argparse.Namespace, overrides: dict[str, Any]) -> No
     try:
         from sweep.spec import config as config_module
         from sweep.tracking import store
-        from sweep.tracking.client import resolve_uri, store_exists
+        from sweep.tracking.client import check_reachable, resolve_uri, store_exists
 
         config = config_module.load(args.file, {**overrides, **({"name": args.name} if args.name else {})})
         uri = resolve_uri(args.tracking_uri or config.tracking.uri)
         if not store_exists(uri):
             return
+        check_reachable(uri)  # else MLflow retries for minutes; the run itself then says it in one line
         parent = store.find_parent_run(uri, config.name)
         if parent is None or parent.info.status != "FINISHED":
             return

@@ -101,7 +101,7 @@ def test_unknown_name_suggests_and_lists(mlflow_uri, capsys):
     assert "did you mean" not in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("command", [["status", "x"], ["best", "x"], ["report", "x"], ["export", "x", "out"], ["list"]])
+@pytest.mark.parametrize("command", [["status", "x"], ["best", "x"], ["report", "x"], ["export", "x", "out"], ["list"], ["resume", "x"]])
 def test_read_only_commands_never_create_a_store(tmp_path, command, capsys):
     db = tmp_path / "none.db"
     code = cli.main([*command, "--tracking-uri", f"sqlite:///{db}"])
@@ -109,8 +109,19 @@ def test_read_only_commands_never_create_a_store(tmp_path, command, capsys):
     out = capsys.readouterr()
     if command == ["list"]:
         assert code == 0 and "does not exist" in out.out
+    elif command[0] == "resume":  # nothing to resume where there is no store: still none after
+        assert code == 2 and "there is no store there" in out.err and out.err.count("\n") == 1, out.err
     else:
         assert code == 2 and "no sweep store at" in out.err
+
+
+@pytest.mark.parametrize("command", [["status", "x"], ["list"], ["trials", "x"]])
+def test_read_only_commands_say_in_seconds_that_a_tracking_server_does_not_answer(command, capsys):
+    started = time.monotonic()
+    code = cli.main([*command, "--tracking-uri", "http://127.0.0.1:9"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: no reachable MLflow tracking store at http://127.0.0.1:9") and err.count("\n") == 1, err
+    assert time.monotonic() - started < 15
 
 
 def test_version_and_set_overrides(tmp_path):

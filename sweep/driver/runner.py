@@ -100,13 +100,15 @@ def resume(
     """Continue the unfinished sweep ``name`` from the sweep file recorded on its parent run."""
     started = time.time()
     from sweep.driver import recovery as resume_module
-    from sweep.tracking.client import resolve_uri
+    from sweep.tracking.client import redact, resolve_uri, store_exists
 
     uri = resolve_uri(tracking_uri)
     _check_tracking(uri, "--tracking-uri")
+    if not store_exists(uri):  # opening a sqlite URI creates it: nothing to resume is no new store
+        raise SweepConfigError(name, "", f"expected an unfinished sweep named {name!r} in {redact(uri)}, but there is no store there (no such file); pass --tracking-uri")
     parent = resume_module.unfinished_parent(uri, name)
     if parent is None:
-        raise SweepConfigError(name, "", f"expected an unfinished sweep named {name!r} in {uri}, found none to resume")
+        raise SweepConfigError(name, "", f"expected an unfinished sweep named {name!r} in {redact(uri)}, found none to resume")
     source_file = parent.data.tags.get(FILE_TAG, "")
     config = config_module.load(_recorded_sweep(uri, parent, source_file, name), {"tracking.uri": uri})
     label = source_file or name

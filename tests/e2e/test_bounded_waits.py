@@ -63,6 +63,15 @@ def test_an_unreachable_tracking_server_fails_in_seconds(ray_session, tmp_path):
     assert "tracking.uri" in str(caught.value) and "127.0.0.1:9" in str(caught.value)
     assert took < 10, f"took {took:.1f} s"
 
+    path = tmp_path / "waits.yaml"  # the CLI without --quiet first looks for an earlier sweep of that name
+    path.write_text(yaml.safe_dump(_config(tmp_path)))
+    started = time.monotonic()
+    run = subprocess.run([sys.executable, "-m", "sweep.cli", "run", str(path), "--tracking-uri", "http://127.0.0.1:9"],
+                         capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    took = time.monotonic() - started
+    assert run.returncode == 2 and [line for line in run.stderr.splitlines() if line.strip()] == [run.stderr.strip()], run.stderr[-2000:]
+    assert "tracking.uri" in run.stderr and took < 20, (took, run.stderr)
+
 
 def test_an_unwritable_storage_is_one_line_and_leaves_no_run(ray_session, tmp_path):
     import sweep
