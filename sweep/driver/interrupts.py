@@ -47,6 +47,7 @@ class Interrupts:
         self.signal = self.signal or signum
         if self.count == 1:
             self.stopper.halt = self.reason()
+            self._watch_ray_after_signal()
             said = (
                 "the trials have ended; finishing the sweep's records, then exiting" if self.closing
                 else "stopping the trials (again to stop at once)"
@@ -62,6 +63,56 @@ class Interrupts:
         # already closing the records (about a second): let that finish, then exit; a third kills
 
     closing = False  # set once tuner.fit() returned: the sweep's records are being closed
+    _ray_watch: tuple[str, Any] | None = None
+
+    def watch_ray(self, gcs_address: str, close_without_ray: Any) -> None:
+        """After the first signal, watch this sweep's own local Ray: a SIGTERM to the process
+        group (``timeout``, ``docker stop``, SLURM) stops Ray's processes too, and the driver's
+        next call into Ray then hangs 60 s before Ray aborts the process, leaving every run
+        RUNNING. When its GCS stops answering while the trials stop, ``close_without_ray()``
+        (which closes the records and exits) runs from this watch instead."""
+        self._ray_watch = (gcs_address, close_without_ray)
+
+    def claim_closing(self) -> bool:
+        """True for the one caller that closes the records (the driver's end, or the watch)."""
+        import threading
+
+        lock = self.__dict__.setdefault("_closing_lock", threading.Lock())
+        with lock:
+            if self.closing:
+                return False
+            self.closing = True
+            return True
+
+    def _watch_ray_after_signal(self) -> None:
+        import socket
+        import threading
+        import time
+
+        if self._ray_watch is None or self.__dict__.get("_watching"):
+            return
+        self._watching = True
+        address, close_without_ray = self._ray_watch
+        host, _, port = address.rpartition(":")
+
+        def answers() -> bool:
+            try:
+                with socket.create_connection((host, int(port)), timeout=1.0):
+                    return True
+            except OSError:
+                return False
+
+        def watch() -> None:
+            deadline = time.monotonic() + 50  # Ray's client gives up on a dead GCS after 60 s
+            while time.monotonic() < deadline and not self.closing:
+                if not answers():
+                    time.sleep(0.5)  # a GCS that stops answering twice in a row is gone
+                    if not answers() and not self.closing:
+                        close_without_ray()
+                    return
+                time.sleep(0.5)
+
+        threading.Thread(target=watch, name="sweep-ray-watch", daemon=True).start()
 
     def install(self) -> None:
         import threading

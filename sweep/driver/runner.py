@@ -565,6 +565,10 @@ def _fit_and_finish(sweep: OpenSweep, tuner: tune.Tuner, ended: int) -> SweepRes
     status = "FAILED"
     stop = Interrupts(sweep.fail_fast, config.name)
     stop.install()  # until the sweep's records are closed (the end of _finish)
+    with contextlib.suppress(Exception):  # Ray Client has no GCS address here: nothing to watch
+        import ray
+
+        stop.watch_ray(ray.get_runtime_context().gcs_address, lambda: _close_without_ray(sweep, stop))
     fitting = threading.Event()
     threading.Thread(target=_prewarm_finish, args=(sweep.ledger, fitting), name="sweep-prewarm", daemon=True).start()
     try:
@@ -592,7 +596,24 @@ def _fit_and_finish(sweep: OpenSweep, tuner: tune.Tuner, ended: int) -> SweepRes
     return result
 
 
-def _finish(sweep: OpenSweep, status: str, stop: Interrupts) -> SweepResult:
+def _close_without_ray(sweep: OpenSweep, stop: Interrupts) -> None:
+    """The signal that is stopping the sweep also stopped its local Ray (a SIGTERM to the whole
+    process group): close the records from here, say how to continue, and end the process with
+    the signal's exit code, as the driver would after Tune returned. The driver's own thread is
+    stuck in a call into the dead Ray, which aborts the process after 60 s."""
+    if not stop.claim_closing():
+        return
+    print("sweep: Ray's processes stopped with the same signal; closing the sweep's records without them", file=sys.stderr, flush=True)
+    with contextlib.suppress(Exception):
+        _finish(sweep, "KILLED", stop, claimed=True)
+    signum = stop.signal or signal.SIGTERM
+    with contextlib.suppress(Exception):
+        print(f"interrupted: {SweepInterrupted(sweep.config.name, signum)}", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+    os._exit(143 if signum == signal.SIGTERM else 130)
+
+
+def _finish(sweep: OpenSweep, status: str, stop: Interrupts, claimed: bool = False) -> SweepResult:
     """The end of every sweep: open trials closed, the result built, the parent run ended, the
     lock released, the report logged, then the signal handlers restored.
 
@@ -602,7 +623,9 @@ def _finish(sweep: OpenSweep, status: str, stop: Interrupts) -> SweepResult:
     """
     from sweep.driver import recovery as resume_module
 
-    stop.closing = True
+    if not claimed and not stop.claim_closing():  # the Ray watch is closing them, then ends the process
+        time.sleep(60)
+        raise SweepInterrupted(sweep.config.name, stop.signal or signal.SIGTERM)
     _close_open_trials(sweep, stop)
     with contextlib.suppress(Exception):
         sweep.view.stop()

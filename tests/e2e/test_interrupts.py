@@ -45,9 +45,9 @@ def _runs(uri: str, name: str = NAME):
     return parent, (store.child_runs(uri, parent) if parent else [])
 
 
-def _start(tmp_path: Path, ray_address: str) -> tuple[subprocess.Popen, list[str], str]:
+def _start(tmp_path: Path, ray_address: str | None) -> tuple[subprocess.Popen, list[str], str]:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    common = ["--tracking-uri", uri, "--storage", str(tmp_path / "runs"), "--address", ray_address, "--quiet"]
+    common = ["--tracking-uri", uri, "--storage", str(tmp_path / "runs"), "--quiet"] + (["--address", ray_address] if ray_address else [])
     driver = subprocess.Popen([sys.executable, "-m", "sweep.cli", "run", str(_sweep_file(tmp_path)), *common], cwd=tmp_path,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     deadline = time.time() + 240
@@ -108,6 +108,18 @@ def test_one_ctrl_c_stops_promptly_and_the_sweep_resumes(ray_session, tmp_path):
 
     summary = store.status_summary(uri, NAME)
     assert summary["trials"] == {"completed": TRIALS}, "no interrupted count lingers from the first session"
+
+
+def test_sigterm_to_the_group_that_stops_the_sweeps_own_ray_too_closes_the_records_in_seconds(tmp_path):
+    """``timeout``, ``docker stop`` and SLURM signal every process of the job: a sweep's own
+    local Ray stops with the driver, whose next call into Ray hung 60 s before Ray aborted it,
+    every run left RUNNING. The records close without Ray, and the exit says how to continue."""
+    driver, _, uri = _start(tmp_path, None)  # its own Ray, in its process group
+    took, out, err = _signal_and_wait(driver, signal.SIGTERM)
+    assert driver.returncode == 143, err[-3000:]
+    assert took < PROMPT_S, f"SIGTERM to exit took {took:.1f} s"
+    assert [line for line in err.splitlines() if line.startswith("interrupted:")] and "Traceback" not in err, err[-3000:]
+    _assert_nothing_running(uri)
 
 
 @pytest.mark.parametrize("signals, code", [((signal.SIGTERM,), 143), ((signal.SIGINT, signal.SIGINT), 130)], ids=["sigterm", "ctrl-c-twice"])
