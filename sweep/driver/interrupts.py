@@ -23,6 +23,40 @@ class SweepInterrupted(KeyboardInterrupt):
         self.name, self.signum = name, int(signum)
 
 
+@contextlib.contextmanager
+def signals_held_during(what: str) -> Any:
+    """Hold SIGINT and SIGTERM while ``what`` runs, then raise :class:`SweepInterrupted` (no
+    sweep yet) if one came. Start-up imports TensorFlow in a thread while the main thread starts
+    Ray: a KeyboardInterrupt raised inside ``ray.init`` then ended the interpreter under the
+    import (SIGSEGV, "terminate called without an active exception"), and one raised inside a
+    weakref callback was swallowed and the sweep ran on. A second signal raises at once."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+
+    def hold(signum: int, frame: Any) -> None:
+        if caught:
+            raise SweepInterrupted(None, caught[0])
+        caught.append(signum)
+        with contextlib.suppress(Exception):
+            print(f"sweep: {signal.Signals(signum).name}: stopping after {what} (seconds; again to stop at once)", file=sys.stderr, flush=True)
+
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    for sig in saved:
+        signal.signal(sig, hold)
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            with contextlib.suppress(Exception):
+                signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+    if caught:
+        raise SweepInterrupted(None, caught[0])
+
+
 class Interrupts:
     """SIGINT and SIGTERM while ``tuner.fit()`` runs.
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
 from sweep.driver import cluster
-from sweep.driver.interrupts import Interrupts, SweepInterrupted
+from sweep.driver.interrupts import Interrupts, SweepInterrupted, signals_held_during
 from sweep.driver.ledger import FailFast, Ledger, SweepResult
 from sweep.driver.preflight import Prepared, check_resources, prepare
 from sweep.driver.quiet import quiet_ray_and_optuna
@@ -243,7 +243,11 @@ def prepare_while_ray_starts(config: SweepConfig, label: str, search_paths: tupl
         prepared = prepare(config, label, search_paths)
         ensure_ray(address)
         return prepared
+    with signals_held_during("Ray's start and the preflight"):
+        return _prepare_beside_ray(config, label, search_paths, address)
 
+
+def _prepare_beside_ray(config: SweepConfig, label: str, search_paths: tuple[Path, ...], address: str | None) -> Prepared:
     import ray  # noqa: F401 - imported before the thread starts, so the two never import Ray's modules at once
 
     outcome: dict[str, Any] = {}

@@ -122,6 +122,23 @@ def test_sigterm_to_the_group_that_stops_the_sweeps_own_ray_too_closes_the_recor
     _assert_nothing_running(uri)
 
 
+def test_ctrl_c_while_ray_starts_and_tensorflow_imports_exits_130_in_one_line(tmp_path):
+    """A Ctrl-C in the start-up window (Ray starting in the main thread, the preflight importing
+    TensorFlow in another) crashed the interpreter (SIGSEGV, abort) or was swallowed and the sweep
+    ran on, exit 0. It is held until both are done, then the sweep stops before any trial."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    driver = subprocess.Popen([sys.executable, "-m", "sweep.cli", "run", str(_sweep_file(tmp_path)), "--tracking-uri", uri,
+                               "--storage", str(tmp_path / "runs")], cwd=tmp_path,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    time.sleep(4.0)  # python and sweep imported; Ray starting, TensorFlow importing
+    took, out, err = _signal_and_wait(driver, signal.SIGINT)
+    assert driver.returncode == 130, (driver.returncode, err[-3000:])
+    assert "Traceback" not in err and "interrupted" in err, err[-3000:]
+    assert took < PROMPT_S, f"SIGINT to exit took {took:.1f} s"
+    parent, _ = _runs(uri) if (tmp_path / "mlflow.db").exists() else (None, [])
+    assert parent is None or parent.info.status != "RUNNING"
+
+
 @pytest.mark.parametrize("signals, code", [((signal.SIGTERM,), 143), ((signal.SIGINT, signal.SIGINT), 130)], ids=["sigterm", "ctrl-c-twice"])
 def test_sigterm_and_a_second_ctrl_c_end_the_sweep_resumable(ray_session, tmp_path, signals, code):
     from sweep.driver import recovery
