@@ -342,6 +342,8 @@ def _call_user_function(config: "DataConfig", search_paths: tuple[Path, ...], ba
                 kwargs["batch_size"] = int(batch_size)
     try:
         return function(**kwargs)
+    except SystemExit as exc:  # sys.exit() or argparse in a script reused as the data function: not the sweep's exit
+        raise InputError("data.source", f"expected {config.source} to return data, but it called sys.exit({exc.code!r})") from None
     except Exception as exc:
         raise InputError("data.source", f"expected {config.source} to return data, but it raised {_one_line(exc)}{raised_at(exc)}") from None
 

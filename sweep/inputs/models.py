@@ -375,6 +375,8 @@ def build(builder: Builder, hp: dict, info: "DataInfo", model_cfg: ModelConfig, 
         model = builder(hp, info)
     except InputError:
         raise
+    except SystemExit as exc:  # sys.exit() or argparse in a training script reused as the factory: not the sweep's exit
+        raise InputError("model.builder", f"expected {spec!r} to build a model, but it called sys.exit({exc.code!r})") from None
     except Exception as exc:
         first = str(exc).strip().splitlines()
         detail = f"{type(exc).__name__}: {first[0][:300]}" if first else type(exc).__name__

@@ -65,7 +65,10 @@ class Pipeline:
         kwargs = dict(self.args)
         if self.takes_batch_size and batch_size is not None:
             kwargs["batch_size"] = int(batch_size)
-        train, val = function(**kwargs)
+        try:
+            train, val = function(**kwargs)
+        except SystemExit as exc:  # a plain trial failure, not this worker's death (retried as one)
+            raise InputError("data.source", f"expected {self.source} to return pipelines, but it called sys.exit({exc.code!r})") from None
         return train, val
 
 

@@ -217,3 +217,26 @@ def test_a_subclassed_model_the_factory_builds_before_returning_it_is_not_refuse
     """))
     prepared = preflight.prepare(config_module.load(sweep(model={"builder": "subclassed_net:build", "args": {}})), "sweep.yaml", (tmp_path,))
     assert prepared.builder is not None
+
+
+@pytest.mark.parametrize("where, key", [("model", "model.builder"), ("data", "data.source")])
+def test_sys_exit_in_a_factory_or_data_function_is_one_line_naming_the_key(tmp_path, where, key):
+    """A training script reused as the factory or data function calls sys.exit() (or argparse
+    does): the command exited with that code and said nothing."""
+    (tmp_path / "exiting.py").write_text(textwrap.dedent("""
+        import sys
+
+        def build(hp, info):
+            sys.exit(5)
+
+        def load():
+            sys.exit(7)
+    """))
+    raw = sweep(model={"builder": "exiting:build", "args": {}}) if where == "model" else sweep(data={"source": "exiting:load"})
+    if where == "data":
+        for extra in ("samples", "features", "classes"):
+            raw["data"].pop(extra)
+    with pytest.raises(SweepConfigError) as info:
+        preflight.prepare(config_module.load(raw), "sweep.yaml", (tmp_path,))
+    code = 5 if where == "model" else 7
+    assert str(info.value).startswith(f"sweep.yaml: {key}: expected ") and str(info.value).endswith(f"but it called sys.exit({code})")
