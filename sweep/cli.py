@@ -93,8 +93,7 @@ def _unexpected(exc: Exception, args: argparse.Namespace) -> int:
         with os.fdopen(handle, "w", encoding="utf-8") as out:
             out.write(text)
         where = f"the full traceback is in {path}"
-    hint = {"run": "; the sweep's records are closed: the same command continues it",
-            "resume": "; the sweep's records are closed: the same command continues it"}.get(args.command, "")
+    hint = "; if the sweep had started, its records are closed and the same command continues it" if args.command in ("run", "resume") else ""
     print(f"error: sweep {args.command} failed unexpectedly: {last[:400]}{hint}; {where}", file=sys.stderr)
     return EXIT_FAILED
 

@@ -48,7 +48,7 @@ def test_an_unexpected_error_in_a_command_is_one_line_and_its_traceback_a_file(t
     err = capsys.readouterr().err
     assert code == cli.EXIT_FAILED and err.count("\n") == 1, err
     assert err.startswith("error: sweep run failed unexpectedly: ValueError: Trial returned a result which did not include `val_accuracy`")
-    assert "the same command continues it" in err
+    assert "if the sweep had started, its records are closed and the same command continues it" in err
     (written,) = tmp_path.glob("sweep-error-*.txt")
     assert f"the full traceback is in {written}" in err
     assert "tune_controller.py" in written.read_text() and "test_errors.py" in written.read_text()

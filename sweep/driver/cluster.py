@@ -149,15 +149,23 @@ def _connect_client(address: str, runtime_env: dict[str, Any]) -> None:
     """
     import ray
 
+    from sweep.errors import SweepConfigError, one_line
+
+    try:  # nothing listening: one line in seconds (Ray Client waits ~30 s, then a bare ConnectionError)
+        check_address(address.split("://", 1)[1])
+    except ConnectionError as exc:
+        raise SweepConfigError("--address", "", f"{address}: {exc}") from None
     for attempt in range(1, CLIENT_CONNECT_ATTEMPTS + 1):
         try:
             ray.init(address=address, runtime_env=runtime_env, log_to_driver=False, logging_level="ERROR")
             return
         except ConnectionAbortedError as exc:
             if attempt == CLIENT_CONNECT_ATTEMPTS or not is_client_server_start_failure(exc):
-                raise
+                raise SweepConfigError("--address", "", f"{address}: expected a Ray Client server, but connecting failed: {one_line(exc)}") from None
             print(f"sweep: the Ray head could not start a client server (try {attempt} of {CLIENT_CONNECT_ATTEMPTS}); trying again", file=sys.stderr)
             time.sleep(2.0 * attempt)
+        except ConnectionError as exc:  # something answers there, but no Ray Client server
+            raise SweepConfigError("--address", "", f"{address}: expected a Ray Client server, but connecting failed: {one_line(exc)}") from None
 
 
 def is_client_server_start_failure(exc: BaseException) -> bool:

@@ -54,7 +54,12 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         except ConnectionError as exc:
             raise SweepConfigError("--address", "", f"{address}: {exc}") from None
         with cluster.connecting(address):  # a loopback-only cluster is joined on loopback
-            ray.init(address=address, runtime_env=env, **common)
+            try:
+                ray.init(address=address, runtime_env=env, **common)
+            except (ConnectionError, TimeoutError, RuntimeError) as exc:  # something answers, but not a Ray GCS
+                from sweep.errors import one_line
+
+                raise SweepConfigError("--address", "", f"{address}: expected a running Ray cluster, but joining it failed: {one_line(exc)}") from None
     else:
         # A local Ray's workers inherit this process's environment, so the variables go there
         # rather than into a job runtime_env: Ray prestarts idle workers when it starts, and

@@ -85,16 +85,17 @@ def test_an_unwritable_storage_is_one_line_and_leaves_no_run(ray_session, tmp_pa
     assert _no_parent_run(f"sqlite:///{tmp_path / 'mlflow.db'}"), "no orphan parent run for the next sweep to adopt"
 
 
-def test_an_unreachable_address_is_one_line_in_seconds(tmp_path):
+@pytest.mark.parametrize("address", ["127.0.0.1:1", "ray://127.0.0.1:1"], ids=["gcs", "ray-client"])
+def test_an_unreachable_address_is_one_line_in_seconds(tmp_path, address):
     path = tmp_path / "waits.yaml"
     path.write_text(yaml.safe_dump(_config(tmp_path)))
     started = time.monotonic()
-    run = subprocess.run([sys.executable, "-m", "sweep.cli", "run", str(path), "--address", "127.0.0.1:1", "--quiet"],
+    run = subprocess.run([sys.executable, "-m", "sweep.cli", "run", str(path), "--address", address, "--quiet"],
                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
     took = time.monotonic() - started
     assert run.returncode == 2, run.stderr[-3000:]
     errors = [line for line in run.stderr.splitlines() if line.startswith("error:")]
-    assert errors == [errors[0]] and "--address" in errors[0] and "127.0.0.1:1" in errors[0], run.stderr[-3000:]
+    assert errors == [errors[0]] and "--address" in errors[0] and address in errors[0], run.stderr[-3000:]
     assert "Traceback" not in run.stderr
     assert took < 60, f"took {took:.1f} s (imports and the preflight included)"
 
