@@ -149,7 +149,7 @@ def _connect_client(address: str, runtime_env: dict[str, Any]) -> None:
     """
     import ray
 
-    from sweep.errors import SweepConfigError, one_line
+    from sweep.errors import SweepConfigError
 
     try:  # nothing listening: one line in seconds (Ray Client waits ~30 s, then a bare ConnectionError)
         check_address(address.split("://", 1)[1])
@@ -161,11 +161,17 @@ def _connect_client(address: str, runtime_env: dict[str, Any]) -> None:
             return
         except ConnectionAbortedError as exc:
             if attempt == CLIENT_CONNECT_ATTEMPTS or not is_client_server_start_failure(exc):
-                raise SweepConfigError("--address", "", f"{address}: expected a Ray Client server, but connecting failed: {one_line(exc)}") from None
+                raise SweepConfigError("--address", "", f"{address}: expected a Ray Client server, but connecting failed: {_telling_line(exc)}") from None
             print(f"sweep: the Ray head could not start a client server (try {attempt} of {CLIENT_CONNECT_ATTEMPTS}); trying again", file=sys.stderr)
             time.sleep(2.0 * attempt)
         except ConnectionError as exc:  # something answers there, but no Ray Client server
-            raise SweepConfigError("--address", "", f"{address}: expected a Ray Client server, but connecting failed: {one_line(exc)}") from None
+            raise SweepConfigError("--address", "", f"{address}: expected a Ray Client server, but connecting failed: {_telling_line(exc)}") from None
+
+
+def _telling_line(exc: BaseException) -> str:
+    """The line of a Ray Client error that says what failed: the server's traceback ends with it."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return f"{type(exc).__name__}: {(lines[-1] if lines else '')[:300]}"
 
 
 def is_client_server_start_failure(exc: BaseException) -> bool:

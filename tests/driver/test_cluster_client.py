@@ -34,29 +34,42 @@ def _flaky_init(failures: list[BaseException]):
     return init, calls
 
 
-def test_the_connection_is_tried_again_after_a_start_failure(monkeypatch, capsys):
+@pytest.fixture()
+def address():
+    """A ray:// address where something listens (the check before ray.init passes)."""
+    import socket
+
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen(8)
+        yield f"ray://127.0.0.1:{listening.getsockname()[1]}"
+
+
+def test_the_connection_is_tried_again_after_a_start_failure(monkeypatch, capsys, address):
     import ray
 
     init, calls = _flaky_init([ConnectionAbortedError(START_FAILURE), ConnectionAbortedError(START_FAILURE)])
     monkeypatch.setattr(ray, "init", init)
     monkeypatch.setattr(cluster.time, "sleep", lambda seconds: None)
-    cluster._connect_client("ray://127.0.0.1:10001", {"env_vars": {}})
-    assert len(calls) == 3 and calls[-1]["address"] == "ray://127.0.0.1:10001"
+    cluster._connect_client(address, {"env_vars": {}})
+    assert len(calls) == 3 and calls[-1]["address"] == address
     assert "trying again" in capsys.readouterr().err
 
 
-def test_other_connection_errors_and_the_last_try_are_raised(monkeypatch):
+def test_other_connection_errors_and_the_last_try_are_one_line_naming_the_address(monkeypatch, address):
     import ray
+
+    from sweep.errors import SweepConfigError
 
     monkeypatch.setattr(cluster.time, "sleep", lambda seconds: None)
     init, calls = _flaky_init([ConnectionAbortedError("Initialization failure from server: version mismatch")])
     monkeypatch.setattr(ray, "init", init)
-    with pytest.raises(ConnectionAbortedError, match="version mismatch"):
-        cluster._connect_client("ray://127.0.0.1:10001", {})
+    with pytest.raises(SweepConfigError, match=r"^--address: ray://.*connecting failed: .*version mismatch"):
+        cluster._connect_client(address, {})
     assert len(calls) == 1
 
     init, calls = _flaky_init([ConnectionAbortedError(START_FAILURE)] * cluster.CLIENT_CONNECT_ATTEMPTS)
     monkeypatch.setattr(ray, "init", init)
-    with pytest.raises(ConnectionAbortedError, match="Starting Ray client server failed"):
-        cluster._connect_client("ray://127.0.0.1:10001", {})
+    with pytest.raises(SweepConfigError, match="Starting Ray client server failed"):
+        cluster._connect_client(address, {})
     assert len(calls) == cluster.CLIENT_CONNECT_ATTEMPTS
