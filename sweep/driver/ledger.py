@@ -240,6 +240,23 @@ class Ledger(DriverCallback):
             return
         if self.first_error is None and outcome.epochs == 0:
             self.first_error = traceback_tail(trial)
+        self._forget_lost_checkpoint(outcome)
+
+    def _forget_lost_checkpoint(self, outcome: TrialOutcome) -> None:
+        """A trial that failed because its checkpoint is gone (deleted before a resume) cannot be
+        the sweep's best model: the best becomes the best trial whose checkpoint is there."""
+        from sweep.worker import storage
+
+        local = storage.local_path(outcome.checkpoint) if outcome.checkpoint else None
+        if local is None or local.exists():
+            return
+        outcome.checkpoint = None
+        if self.best is outcome:
+            kept = [o for o in self.outcomes.values() if o.value is not None and o.checkpoint]
+            self.best = None
+            for other in kept:
+                if self.best is None or self.objective.is_better(other.value, self.best.value):
+                    self.best = other
 
     infrastructure_fault: str | None = None  # set when a trial failed because the storage did
 

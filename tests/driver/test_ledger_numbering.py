@@ -59,3 +59,24 @@ def test_a_resumed_trial_does_not_carry_its_interruption_as_an_error_reason():
     assert ledger.outcomes["a"].reason is None
     assert ledger.outcomes["b"].reason == "ValueError: bad"
     assert ledger.numbering == TrialNumbering(prior=2, resumed={"a": 0})
+
+
+def test_a_trial_whose_checkpoint_was_deleted_before_the_resume_is_not_the_best(tmp_path):
+    """Its checkpoint gone, the resumed trial fails (saying so): the best is the best trial whose
+    checkpoint is there; it was the failed one, and logging its model failed the sweep's end."""
+    from sweep.driver.recovery import PriorTrial
+
+    kept = tmp_path / "b" / "checkpoint_000001"
+    kept.mkdir(parents=True)
+    (tmp_path / "error.txt").write_text("FileNotFoundError: cannot resume this trial: its checkpoint is gone\n")
+    ledger = Ledger("val_loss", "min", lambda config: dict(config), max_epochs=3)
+    fields = {"params": {}, "epochs": 1, "last_value": 0.5, "best_epoch": 1, "last_step": 1}
+    ledger.seed([
+        PriorTrial(trial_id="a", number=0, status="interrupted", reason=None, value=0.2, checkpoint=str(tmp_path / "a" / "gone"), run_id="ra", **fields),
+        PriorTrial(trial_id="b", number=1, status="completed", reason=None, value=0.3, checkpoint=str(kept), run_id="rb", **fields),
+    ])
+    assert ledger.best.trial_id == "a"
+    failed = SimpleNamespace(trial_id="new", config={"_resume_trial_id": "a"}, experiment_tag="", error_file=str(tmp_path / "error.txt"))
+    ledger.on_trial_error(0, [], failed)
+    assert ledger.outcomes["a"].status == "failed" and ledger.outcomes["a"].checkpoint is None
+    assert ledger.best_trial().trial_id == "b" and ledger.best_trial().checkpoint == str(kept)
