@@ -9,6 +9,7 @@ user who mistyped a key should never see a pydantic or Ray traceback.
 from __future__ import annotations
 
 import copy
+import math
 import re
 from pathlib import Path
 from types import UnionType
@@ -102,6 +103,8 @@ class CategoricalParam(_Param):
 def _check_low_high(low: float, high: float, log: bool, step: float | None) -> None:
     if low > high:
         raise ValueError(f"expected low <= high, got low={low} > high={high}")
+    if step is not None and low < high and step > high - low:
+        raise _KeyedError("step", f"expected a step at most high - low ({show_value(high - low)}), got {show_value(step)}: the range would hold only low")
     if log and low <= 0:
         raise ValueError(f"expected low > 0 with log: true, got low={low}")
     if log and step is not None:
@@ -142,6 +145,8 @@ class SearchConfig(_Strict):
             for parent, wanted in (param.when or {}).items():
                 _check_condition(self.space, name, parent, wanted)
         _condition_order(self.space)  # raises on cycles
+        for name, param in self.space.items():
+            _check_known_range(name, param)
         if self.sampler == "grid":
             for name, param in self.space.items():
                 if isinstance(param, FloatParam):
@@ -150,6 +155,39 @@ class SearchConfig(_Strict):
                         "expected categorical or int with sampler: grid, got float",
                     )
         return self
+
+
+# Space entries whose meaning the sweep defines (it passes them to fit(), the optimizer or the
+# built-in builders): values outside these ranges cannot train and are refused before any trial.
+_POSITIVE_INTEGERS = {"batch_size": "a batch size", "epochs": "an epoch count", "steps_per_execution": "steps per call", "layers": "a layer count"}
+_OPEN_RANGES = {  # name: (lowest allowed, highest allowed, low inclusive, high inclusive, what)
+    "learning_rate": (0, math.inf, False, False, "a learning rate"),
+    "momentum": (0, 1, True, True, "a momentum"),
+    "dropout": (0, 1, True, False, "a dropout rate"),
+    "weight_decay": (0, math.inf, True, False, "a weight decay"),
+}
+
+
+def _check_known_range(name: str, param: Any) -> None:
+    """``batch_size: {choices: [0, 32]}`` or ``learning_rate: {low: -1}`` ran trials that
+    trained nothing (or failed one by one); refused here with the key of the bad value."""
+    if isinstance(param, CategoricalParam):
+        values = [(f"space.{name}.choices.{index}", value) for index, value in enumerate(param.choices)]
+    else:
+        values = [(f"space.{name}.low", param.low), (f"space.{name}.high", param.high)]
+    numbers = [(key, value) for key, value in values if isinstance(value, (int, float)) and not isinstance(value, bool)]
+    if name in _POSITIVE_INTEGERS:
+        if isinstance(param, FloatParam):
+            raise _KeyedError(f"space.{name}.type", f"expected int or categorical for {_POSITIVE_INTEGERS[name]}, got float")
+        for key, value in numbers:
+            if value < 1 or value != int(value):
+                raise _KeyedError(key, f"expected a positive integer ({_POSITIVE_INTEGERS[name]}), got {show_value(value)}")
+    elif name in _OPEN_RANGES:
+        lowest, highest, low_in, high_in, what = _OPEN_RANGES[name]
+        for key, value in numbers:
+            if value < lowest or (value == lowest and not low_in) or value > highest or (value == highest and not high_in):
+                bound = f"{'>=' if low_in else '>'} {show_value(lowest)}" + (f" and {'<=' if high_in else '<'} {show_value(highest)}" if highest != math.inf else "")
+                raise _KeyedError(key, f"expected {what} {bound}, got {show_value(value)}")
 
 
 class _KeyedError(ValueError):
