@@ -366,9 +366,15 @@ class FailFast(tune.Stopper):
             self.settled = True  # an epoch got in: this sweep can no longer trip (Tune asks every step)
             return None
         reasons = [o.reason for o in outcomes if o.status == TrialStatus.FAILED and not _hyperparameter_specific(o.reason)]
-        if len(reasons) >= self.limit and len(set(reasons)) == 1:
+        if len(reasons) >= self.limit and len({_without_numbers(reason) for reason in reasons}) == 1:
             self.error = reasons[0]
         return self.error
+
+
+def _without_numbers(reason: str | None) -> str:
+    """An error line with its numbers masked: "lr=0.05 too high" and "lr=0.03 too high" are the
+    same failure (a factory quoting the trial's hyperparameters), which fail-fast must see."""
+    return re.sub(r"[-+]?\d+(?:\.\d*)?(?:[eE][-+]?\d+)?", "#", reason or "")
 
 
 def _hyperparameter_specific(reason: str | None) -> bool:

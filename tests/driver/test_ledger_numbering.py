@@ -80,3 +80,23 @@ def test_a_trial_whose_checkpoint_was_deleted_before_the_resume_is_not_the_best(
     ledger.on_trial_error(0, [], failed)
     assert ledger.outcomes["a"].status == "failed" and ledger.outcomes["a"].checkpoint is None
     assert ledger.best_trial().trial_id == "b" and ledger.best_trial().checkpoint == str(kept)
+
+
+def test_fail_fast_sees_one_failure_in_errors_that_quote_each_trials_hyperparameters():
+    """A factory raising ``ValueError(f"lr={lr} unsupported")`` fails every trial the same way;
+    the numbers differing per trial kept fail-fast from ever tripping."""
+    from sweep.driver.ledger import FailFast
+
+    ledger = Ledger("val_loss", "min", lambda config: dict(config), max_epochs=3)
+    fail_fast = FailFast(ledger, limit=3)
+    for index, lr in enumerate((0.05, 0.0031, 1e-4)):
+        outcome = ledger.outcome(_trial(index, f"t{index}"))
+        outcome.status, outcome.reason = "failed", f"ValueError: lr={lr} unsupported by this model"
+        assert (fail_fast.tripped() is None) == (index < 2)
+    assert fail_fast.tripped() == "ValueError: lr=0.05 unsupported by this model"
+
+    other = Ledger("val_loss", "min", lambda config: dict(config), max_epochs=3)
+    for index, reason in enumerate(("ValueError: a", "KeyError: b", "ValueError: a")):
+        outcome = other.outcome(_trial(index, f"u{index}"))
+        outcome.status, outcome.reason = "failed", reason
+    assert FailFast(other, limit=3).tripped() is None, "different errors never trip it"
