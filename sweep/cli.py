@@ -511,6 +511,8 @@ def _cmd_trials(args: argparse.Namespace) -> int:
         return EXIT_BAD_INPUT
     if args.csv:
         sys.stdout.write(frame.to_csv(index=False))
+    elif frame.empty:
+        print(f"sweep {args.name} has no trials yet")
     else:
         print(trials_text(frame))
     return EXIT_OK

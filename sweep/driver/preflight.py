@@ -147,8 +147,12 @@ def _preflight_model(config: SweepConfig, builder: Callable, dataset: Any, searc
 def _telling_line(exc: BaseException) -> str:
     """The line of an error that says what went wrong: TensorFlow's start with a header
     ("Graph execution error:") and node names; the cause is a later line."""
-    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
-    skip = ("Graph execution error", "Detected at node", "File ", "[[", "Traceback", "Stack trace")
+    import re
+
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))  # Keras bolds the cause with terminal codes
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    # Keras' own header ("Exception encountered when calling Sequential.call().") comes first
+    skip = ("Graph execution error", "Detected at node", "File ", "[[", "Traceback", "Stack trace", "Exception encountered when calling")
     telling = [line for line in lines if not line.startswith(skip) and not line.endswith(":")]
     return (telling or lines or [type(exc).__name__])[0]
 

@@ -240,3 +240,19 @@ def test_sys_exit_in_a_factory_or_data_function_is_one_line_naming_the_key(tmp_p
         preflight.prepare(config_module.load(raw), "sweep.yaml", (tmp_path,))
     code = 5 if where == "model" else 7
     assert str(info.value).startswith(f"sweep.yaml: {key}: expected ") and str(info.value).endswith(f"but it called sys.exit({code})")
+
+
+def test_a_factory_whose_input_does_not_fit_the_data_says_what_keras_said(tmp_path):
+    """Keras' message starts with a header ("Exception encountered when calling Sequential.call().")
+    and bolds the cause with terminal codes: the cause is what the one line shows."""
+    (tmp_path / "wrong_input.py").write_text(textwrap.dedent("""
+        import keras
+
+        def build(hp, info):
+            return keras.Sequential([keras.Input((7,)), keras.layers.Dense(info.num_outputs, activation="softmax")])
+    """))
+    with pytest.raises(SweepConfigError) as info:
+        preflight.prepare(config_module.load(sweep(model={"builder": "wrong_input:build", "args": {}})), "sweep.yaml", (tmp_path,))
+    message = str(info.value)
+    assert "expected axis -1 of input shape to have value 7, but received input with shape (None, 4)" in message, message
+    assert "Exception encountered" not in message and "\x1b" not in message
