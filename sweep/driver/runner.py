@@ -572,7 +572,8 @@ def _fit_and_finish(sweep: OpenSweep, tuner: tune.Tuner, ended: int) -> SweepRes
     with contextlib.suppress(Exception):  # Ray Client has no GCS address here: nothing to watch
         import ray
 
-        stop.watch_ray(ray.get_runtime_context().gcs_address, lambda: _close_without_ray(sweep, stop))
+        if ray.is_initialized():
+            stop.watch_ray(ray.get_runtime_context().gcs_address, lambda: _close_without_ray(sweep, stop))
     fitting = threading.Event()
     threading.Thread(target=_prewarm_finish, args=(sweep.ledger, fitting), name="sweep-prewarm", daemon=True).start()
     try:
