@@ -189,9 +189,10 @@ def _decide_resume(config: SweepConfig, label: str, storage_dir: str, fresh: boo
 
 def _check_tracking(uri: str, label: str) -> None:
     """An unreachable tracking server is one line in seconds, before anything else asks it."""
-    from sweep.tracking.client import check_reachable, redact, set_sweep_http_defaults
+    from sweep.tracking.client import check_reachable, forget_deleted_stores, redact, set_sweep_http_defaults
 
     set_sweep_http_defaults()  # the writer retries outages itself
+    forget_deleted_stores()  # a long-lived process: a sqlite store deleted since the last sweep is opened anew
     try:
         check_reachable(uri)
     except ConnectionError as exc:
@@ -649,6 +650,10 @@ def _finish(sweep: OpenSweep, status: str, stop: Interrupts, claimed: bool = Fal
         problems += report_problems
     _say_finish_problems(sweep, result, problems)
     result.wall_seconds = time.time() - sweep.started  # the whole command, its end included
+    with contextlib.suppress(Exception):  # remember which file the store's engine has open (a later rm is noticed)
+        from sweep.tracking.client import forget_deleted_stores
+
+        forget_deleted_stores()
     stop.restore()
     return result
 

@@ -28,6 +28,55 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 DEFAULT_URI = "sqlite:///mlflow.db"
 
 
+def forget_deleted_stores() -> None:
+    """Open again a sqlite store whose file was deleted or replaced since this process opened it.
+
+    MLflow keeps one SQLAlchemy engine per database URI for the life of the process (a class
+    attribute of its SqlAlchemyStore) and caches the store objects on it (its store registry's
+    lru_cache); there is no public way to drop either, so both private caches are cleared here,
+    guarded. Files are recorded when first seen (call it after a sweep too). In a long-lived
+    process (the warm session, a notebook) a user's ``rm mlflow.db`` then left the sweep writing
+    into the deleted file while its writer process wrote to the new one: the sweep looked
+    recorded and was lost. Called before each sweep; costs a few ``stat`` calls."""
+    try:
+        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+    except ImportError:
+        return
+    engines = getattr(SqlAlchemyStore, "_engine_map", None)
+    if not isinstance(engines, dict):
+        return
+    dropped = False
+    for db_uri in list(engines):
+        path = sqlite_path(db_uri)
+        if path is None:
+            continue
+        identity = _file_identity(path)
+        if identity is not None and _OPENED.setdefault(db_uri, identity) == identity:
+            continue
+        engine = engines.pop(db_uri, None)
+        _OPENED.pop(db_uri, None)
+        dropped = True
+        with contextlib.suppress(Exception):
+            engine.dispose()
+    if dropped:  # and the store objects built on those engines, cached by MLflow and by client()
+        client.cache_clear()
+        with contextlib.suppress(Exception):
+            from mlflow.tracking._tracking_service.utils import _tracking_store_registry
+
+            _tracking_store_registry._get_store_with_resolved_uri.cache_clear()
+
+
+_OPENED: dict[str, tuple[int, int]] = {}  # sqlite URI -> (device, inode) of the file its engine opened
+
+
+def _file_identity(path: Path) -> tuple[int, int] | None:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_dev, stat.st_ino
+
+
 @functools.lru_cache(maxsize=8)
 def client(uri: str) -> Any:
     """One MlflowClient per URI and process: creating one for a sqlite store builds an engine

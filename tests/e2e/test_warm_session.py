@@ -81,7 +81,8 @@ def test_up_run_ctrl_c_resume_down(tmp_path):
 
     from sweep.tracking import store
 
-    env = {k: v for k, v in os.environ.items() if k not in ("SWEEP_SESSION", "RAY_ADDRESS")}
+    # an earlier in-process sweep's mlflow.set_tracking_uri() exported MLFLOW_TRACKING_URI: not this test's store
+    env = {k: v for k, v in os.environ.items() if k not in ("SWEEP_SESSION", "RAY_ADDRESS") and not k.startswith("MLFLOW_TRACKING_")}
     env["SWEEP_SESSION_DIR"] = str(tmp_path / "session")
     cli = [sys.executable, "-m", "sweep.cli"]
 
