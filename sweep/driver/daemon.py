@@ -50,6 +50,27 @@ FORWARDED = ("run", "resume")  # the commands a warm session runs; the others ar
 WARM_IMPORTS = ("keras", "ray.tune", "optuna", "mlflow", "mlflow.store.tracking.sqlalchemy_store", "sweep.driver.runner", "sweep.tracking.tracker")
 
 _SERVING = threading.Event()  # set in the session process itself: its commands never forward again
+_BASE_ENV: dict[str, str] = {}  # the session's environment when it started (its workers have it)
+
+# Variables that differ from shell to shell, or that only the driver reads (MLflow's, the sweep's,
+# Tune's driver settings): a client whose environment differs only in these runs in the session.
+_DRIVER_OR_SHELL_PREFIXES = (
+    "MLFLOW_", "SWEEP_", "TUNE_", "SSH_", "TERM", "XDG_", "LC_", "PYTEST_", "COLUMNS", "LINES",
+    "TMUX", "ITERM_", "VSCODE_", "KITTY_", "WEZTERM_", "ALACRITTY_", "KONSOLE_", "GNOME_TERMINAL_",
+)
+_SHELL_VARIABLES = frozenset({
+    "PWD", "OLDPWD", "SHLVL", "_", "PS1", "PS2", "DISPLAY", "WINDOWID", "LANG", "LANGUAGE", "HISTFILE", "MAIL",
+    "COLORTERM", "GPG_TTY", "STY", "SECURITYSESSIONID",
+})
+
+
+def differing_variables(env: dict[str, str]) -> list[str]:
+    """Names (never values) of the variables a client sets otherwise than the session started
+    with, that its trial workers could read: they keep the environment of ``sweep up``."""
+    return sorted(
+        name for name, value in env.items()
+        if _BASE_ENV.get(name) != value and name not in _SHELL_VARIABLES and not name.startswith(_DRIVER_OR_SHELL_PREFIXES)
+    )
 
 
 def session_dir() -> Path:
@@ -170,6 +191,12 @@ def forward(command: str | None, argv: Sequence[str], address: str | None) -> in
     if "busy" in answer:
         conn.close()
         print(f"sweep: the warm session (pid {answer['busy']}) is running another sweep; this one runs in its own process", file=sys.stderr)
+        return None
+    if "environment" in answer:  # its workers would not see them: correct first, warm second
+        conn.close()
+        names = ", ".join(answer["environment"][:8]) + (", ..." if len(answer["environment"]) > 8 else "")
+        print(f"sweep: your environment differs from the warm session's ({names}), which its trial workers keep; "
+              "this sweep runs in its own process (`sweep down` then `sweep up` takes your environment in)", file=sys.stderr)
         return None
     return _relay(conn, frames)
 
@@ -319,6 +346,7 @@ def serve(run_command: Callable[[list[str]], int], num_cpus: int | None, idle_ti
     ``run_command`` (``sweep.cli.main``) one at a time until ``sweep down``, SIGTERM while idle,
     or ``idle_timeout_min`` minutes without a command."""
     _SERVING.set()
+    _BASE_ENV.update(os.environ)  # what its Ray, trial workers and executors start with
     os.environ[SESSION_ENV] = "0"
     _say("starting: Ray, TensorFlow, MLflow and the trial workers")
     ray_address, cpus = _warm_up(num_cpus)
@@ -434,6 +462,9 @@ def _accept(listener: socket.socket, state: dict[str, Any], requests: queue.Queu
         elif state["busy"] or state["down"]:
             _send(conn, lock, {"busy": os.getpid()})
             conn.close()
+        elif differing_variables(request.get("env") or {}):
+            _send(conn, lock, {"environment": differing_variables(request.get("env") or {})})
+            conn.close()
         else:
             state["busy"] = True
             conn.settimeout(None)
@@ -452,7 +483,9 @@ def _run_for_client(run_command: Callable[[list[str]], int], conn: socket.socket
     tty = request.get("tty") or [False, False]
     code = 1
     try:
-        _replace_environ({**(request.get("env") or {}), SESSION_ENV: "0"})
+        # the client's variables; the session's own where the client has none (MLflow's quiet
+        # progress bars, Keras' backend: set by the sweep at import or start-up in this process)
+        _replace_environ({**saved_env, **(request.get("env") or {}), SESSION_ENV: "0"})
         if request.get("columns"):
             os.environ["COLUMNS"] = str(request["columns"])
         os.chdir(request.get("cwd") or saved_cwd)
