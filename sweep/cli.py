@@ -34,8 +34,9 @@ def entry() -> None:
         import logging
 
         logging.shutdown()
-        sys.stdout.flush()
-        sys.stderr.flush()
+        with contextlib.suppress(BrokenPipeError):
+            sys.stdout.flush()
+            sys.stderr.flush()
         os._exit(code)
     sys.exit(code)
 
@@ -73,6 +74,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("interrupted", file=sys.stderr)
             return EXIT_INTERRUPTED
         return _interrupted(exc, getattr(args, "name", None))
+    except BrokenPipeError:  # `sweep best NAME | head -2`: the reader has what it wanted
+        with contextlib.suppress(Exception):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's flush at exit stays quiet
+        return EXIT_OK
     except Exception as exc:  # a bug (ours, Ray's, MLflow's): one line, the traceback kept in a file
         return _unexpected(exc, args)
 
