@@ -254,9 +254,7 @@ def start(num_cpus: int | None, idle_timeout_min: float | None, timeout_s: float
     Raises RuntimeError (with the log's last lines) when it dies or does not get ready in time."""
     import subprocess
 
-    folder = session_dir()
-    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-    os.chmod(folder, 0o700)
+    _private_session_dir()
     for stale in (socket_path(), info_path()):
         stale.unlink(missing_ok=True)
     command = [sys.executable, "-m", "sweep.cli", "up", "--serve"]
@@ -413,10 +411,16 @@ def _warm_up(num_cpus: int | None) -> tuple[str, int]:
     return ray.get_runtime_context().gcs_address, cpus
 
 
-def _listen() -> socket.socket:
+def _private_session_dir() -> Path:
+    """:func:`session_dir`, created if needed, readable by this user only (mode 0700)."""
     folder = session_dir()
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     os.chmod(folder, 0o700)
+    return folder
+
+
+def _listen() -> socket.socket:
+    _private_session_dir()
     path = socket_path()
     path.unlink(missing_ok=True)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -448,6 +452,7 @@ def _accept(listener: socket.socket, state: dict[str, Any], requests: queue.Queu
             continue
         conn.settimeout(HANDSHAKE_S)
         request = next(_frames(conn), None)
+        differing = differing_variables((request or {}).get("env") or {})
         if request is None:
             conn.close()
         elif request.get("ping"):
@@ -462,8 +467,8 @@ def _accept(listener: socket.socket, state: dict[str, Any], requests: queue.Queu
         elif state["busy"] or state["down"]:
             _send(conn, lock, {"busy": os.getpid()})
             conn.close()
-        elif differing_variables(request.get("env") or {}):
-            _send(conn, lock, {"environment": differing_variables(request.get("env") or {})})
+        elif differing:
+            _send(conn, lock, {"environment": differing})
             conn.close()
         else:
             state["busy"] = True

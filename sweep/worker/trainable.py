@@ -122,13 +122,12 @@ def run_trial(hp: dict[str, Any], settings: TrialSettings, data_ref: Any, finger
             model = load_checkpoint(folder)
             meta = read_meta(folder)
         initial_epoch, best = int(meta.get("epoch", 0)), meta.get("value")
-    if checkpoint is not None and initial_epoch >= trial_epochs(hp, settings.epochs):
-        report_nothing_left(settings.objective, initial_epoch, best)
-        trace.mark("trial_end")
-        return
     progress = {"epoch": initial_epoch}  # the last epoch reported, for an infeasible trial's final report
     try:
-        _build_and_fit(hp, settings, dataset, builder, model, initial_epoch, best, trace, progress)
+        if checkpoint is not None and initial_epoch >= trial_epochs(hp, settings.epochs):
+            report_nothing_left(settings.objective, initial_epoch, best)
+        else:
+            _build_and_fit(hp, settings, dataset, builder, model, initial_epoch, best, trace, progress)
     except Exception as exc:
         if not isinstance(exc, infeasible_errors()):
             raise
