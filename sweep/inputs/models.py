@@ -388,6 +388,7 @@ def build(builder: Builder, hp: dict, info: "DataInfo", model_cfg: ModelConfig, 
     loss = hp.get("loss") or model_cfg.loss
     if loss is None:
         check_model_output(model, info)
+    check_per_output_settings(model, model_cfg)
     model.compile(
         optimizer=make_optimizer(hp),
         loss=loss or default_loss(info, model),
@@ -399,10 +400,57 @@ def build(builder: Builder, hp: dict, info: "DataInfo", model_cfg: ModelConfig, 
 
 
 def _metrics(metrics: Any) -> Any:
-    """``model.metrics`` as compile takes it: a list, or a dict of lists by output name."""
+    """``model.metrics`` as compile takes it: a list (of names, or of lists per output), or a
+    dict of lists by output name."""
     if isinstance(metrics, dict):
         return {name: [value] if isinstance(value, str) else list(value) for name, value in metrics.items()}
-    return list(metrics)
+    return [list(value) if isinstance(value, list) else value for value in metrics]
+
+
+def output_names(model: keras.Model) -> list[str] | None:
+    """The names Keras gives a functional model's outputs (its ``output_names``: the output
+    layers' names, or the keys of a dict of outputs); None for one output or an unbuilt model."""
+    try:
+        outputs = model.outputs
+        names = list(getattr(model, "output_names", None) or [])
+    except Exception:  # a subclassed model before its first call has no outputs yet
+        return None
+    if not outputs or len(outputs) < 2 or len(names) != len(outputs):
+        return None
+    return names
+
+
+def check_per_output_settings(model: keras.Model, model_cfg: ModelConfig) -> None:
+    """``model.loss``, ``model.loss_weights`` and ``model.metrics`` given per output (a dict by
+    output name, or a list with one entry per output) name outputs the model has.
+
+    Keras finds a mistyped head only when the first batch is evaluated, with a message about
+    "the path in y_pred" that the preflight would blame on ``model.builder``; said here, before
+    compile, on the key that holds it. Models with one output or unknown outputs are not checked.
+
+    Raises:
+        InputError: on ``model.<setting>.<name>`` for an unknown output name, or on
+            ``model.<setting>`` for a list whose length is not the number of outputs.
+    """
+    names = output_names(model)
+    if names is None:
+        return
+    for setting in ("loss", "loss_weights", "metrics"):
+        value = getattr(model_cfg, setting)
+        if isinstance(value, dict):
+            for key in value:
+                if key not in names:
+                    from difflib import get_close_matches
+
+                    close = get_close_matches(str(key), names, n=1)
+                    hint = f" (did you mean {close[0]!r}?)" if close else ""
+                    raise InputError(f"model.{setting}.{key}", f"expected the name of one of the model's outputs ({', '.join(names)}), got {key!r}{hint}")
+        elif isinstance(value, list) and len(value) != len(names):
+            raise InputError(
+                f"model.{setting}",
+                f"expected one entry per output of the model ({len(names)}: {', '.join(names)}) or a dict by output name "
+                f"(e.g. {{{names[0]}: ...}}), got a list of {len(value)}",
+            )
 
 
 def check_model_output(model: keras.Model, info: "DataInfo") -> None:
@@ -567,7 +615,8 @@ def check_names(space: dict, model_cfg: ModelConfig, sweep_compiles: bool) -> No
     metrics = model_cfg.metrics
     if isinstance(metrics, list):
         for index, value in enumerate(metrics):
-            check("metric", f"model.metrics.{index}", value)
+            for inner, item in enumerate(value if isinstance(value, list) else [value]):
+                check("metric", f"model.metrics.{index}.{inner}" if isinstance(value, list) else f"model.metrics.{index}", item)
     elif isinstance(metrics, dict):
         for head, value in metrics.items():
             for index, item in enumerate([value] if isinstance(value, str) else value):

@@ -9,6 +9,7 @@ user who mistyped a key should never see a pydantic or Ray traceback.
 from __future__ import annotations
 
 import copy
+import logging
 import math
 import re
 from pathlib import Path
@@ -350,8 +351,10 @@ class ModelConfig(_Strict):
         description="Keras loss name, or one per output (a dict by output name or a list). Default: by the targets "
         "(sparse_categorical_crossentropy, categorical_crossentropy for one-hot rows, binary_crossentropy for 0/1 rows, mse).",
     )
-    metrics: list[str] | dict[str, str | list[str]] | None = Field(
-        default=None, description="Keras metric names, or per output (a dict by output name). Default: accuracy or mae, by task."
+    metrics: list[str] | list[list[str]] | dict[str, str | list[str]] | None = Field(
+        default=None,
+        description="Keras metric names, or per output (a dict of names or lists by output name, or a list with one list per output). "
+        "Default: accuracy or mae, by task.",
     )
     loss_weights: dict[str, float] | list[float] | None = Field(default=None, description="Per-output loss weights (compile(loss_weights=...)).")
     safe_mode: bool = Field(
@@ -389,7 +392,7 @@ class FitConfig(_Strict):
     """Arguments of ``model.fit()`` shared by every trial (the space may override batch_size)."""
 
     epochs: int = Field(default=10, ge=1)
-    batch_size: int = Field(default=32, ge=1, description="Used when the space has no batch_size.")
+    batch_size: int = Field(default=32, ge=1, description="Used when the space has no batch_size; an override (--set fit.batch_size=64) fixes a searched one.")
     shuffle: bool = True
     steps_per_execution: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
         default="auto",
@@ -649,12 +652,14 @@ OVERRIDE_ALIASES = {
 }
 
 
-def load(source: str | Path | Mapping[str, Any], overrides: Mapping[str, Any] | None = None) -> SweepConfig:
+def load(source: str | Path | Mapping[str, Any], overrides: Mapping[str, Any] | None = None, *, quiet: bool = False) -> SweepConfig:
     """Read, override and validate a sweep; relative paths resolve against the file's folder.
 
     ``source`` is a YAML path or an already-parsed mapping (then paths resolve against the
     working directory). ``overrides`` maps dotted keys (``fit.epochs``) or the aliases in
     ``OVERRIDE_ALIASES`` to values; ``None`` values are ignored so CLI flags can pass through.
+    An override of a setting the space searches (``fit.batch_size``, ``model.loss``) fixes it,
+    with one warning unless ``quiet`` (a second load of the same file).
     """
     if isinstance(source, Mapping):
         label, base, raw = "<dict>", Path.cwd(), copy.deepcopy(dict(source))
@@ -664,12 +669,42 @@ def load(source: str | Path | Mapping[str, Any], overrides: Mapping[str, Any] | 
     applied = {key: value for key, value in (overrides or {}).items() if value is not None}
     for key, value in applied.items():
         _set_dotted(raw, OVERRIDE_ALIASES.get(key, key), value)
+        _fix_searched(raw, label, key, value, quiet)
     _resolve_paths(raw, base)
     try:
         return SweepConfig.model_validate(raw)
     except ValidationError as exc:
         error = _first_error(label, exc)
         raise SweepConfigError(_blame_override(label, error.key, applied), error.key, error.expected) from None
+
+
+# settings an override may give that the space can also search: the override fixes the dimension
+_SEARCHED_AS = {"fit.batch_size": "batch_size", "model.loss": "loss"}
+
+
+def _fix_searched(raw: dict[str, Any], label: str, key: str, value: Any, quiet: bool) -> None:
+    """``--set fit.batch_size=64`` on a file whose space searches ``batch_size`` means "every
+    trial with batch 64" (the README's own example), said in one warning; before, the searched
+    value silently won and the override did nothing. The entry leaves the space (the fixed
+    setting then applies), or becomes that one value where a ``when:`` condition names it or it
+    is the space's only entry."""
+    name = _SEARCHED_AS.get(OVERRIDE_ALIASES.get(key, key))
+    search = raw.get("search") if isinstance(raw, dict) else None
+    space = search.get("space") if isinstance(search, dict) else None
+    if name is None or not isinstance(space, dict) or not isinstance(space.get(name), dict):
+        return
+    if not isinstance(value, (str, int, float, bool)):  # a per-output loss dict: not one choice of the space
+        return
+    named = any(isinstance(entry, dict) and isinstance(entry.get("when"), dict) and name in entry["when"] for entry in space.values())
+    if named or len(space) == 1:  # a space must keep one entry
+        entry = space[name]
+        space[name] = {"type": "categorical", "choices": [value], **({"when": entry["when"]} if entry.get("when") else {})}
+    else:
+        del space[name]
+    if not quiet:
+        logging.getLogger(__name__).warning(
+            "%s: override %s=%s fixes search.space.%s to that one value in every trial", label, key, show_value(value), name
+        )
 
 
 def _blame_override(label: str, key: str, applied: Mapping[str, Any]) -> str:

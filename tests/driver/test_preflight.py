@@ -256,3 +256,65 @@ def test_a_factory_whose_input_does_not_fit_the_data_says_what_keras_said(tmp_pa
     message = str(info.value)
     assert "expected axis -1 of input shape to have value 7, but received input with shape (None, 4)" in message, message
     assert "Exception encountered" not in message and "\x1b" not in message
+
+
+TWO_HEADS = """
+import keras
+import numpy as np
+
+def load(rows=64):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(rows, 6)).astype("float32")
+    return x, {"kind": (x[:, 0] > 0).astype("int64") + (x[:, 1] > 0), "size": x[:, 2].astype("float32")}
+
+def build(hp, info):
+    inputs = keras.Input(info.input_shape)
+    shared = keras.layers.Dense(4, activation="relu")(inputs)
+    kind = keras.layers.Dense(3, activation="softmax", name="kind")(shared)
+    size = keras.layers.Dense(1, name="size")(shared)
+    return keras.Model(inputs, {"kind": kind, "size": size})
+"""
+HEADS_MODEL = {"builder": "two_heads_mod:build", "args": {}, "loss": {"kind": "sparse_categorical_crossentropy", "size": "mse"}}
+
+
+def heads_sweep(**model) -> dict:
+    raw = sweep(model={**HEADS_MODEL, **model}, objective={"metric": "val_kind_accuracy", "mode": "max"})
+    raw["data"] = {"source": "two_heads_mod:load", "task": {"kind": "classification", "size": "regression"}}
+    return raw
+
+
+@pytest.mark.parametrize(
+    ("model", "expected"),
+    [
+        ({"loss": {"kind": "sparse_categorical_crossentropy", "sizee": "mse"}},
+         "model.loss.sizee: expected the name of one of the model's outputs (kind, size), got 'sizee' (did you mean 'size'?)"),
+        ({"loss_weights": {"kind": 1.0, "Size": 0.5}}, "model.loss_weights.Size: expected the name of one of the model's outputs (kind, size), got 'Size' (did you mean 'size'?)"),
+        ({"metrics": {"knd": ["accuracy"]}}, "model.metrics.knd: expected the name of one of the model's outputs (kind, size), got 'knd' (did you mean 'kind'?)"),
+        ({"metrics": ["accuracy"]}, "model.metrics: expected one entry per output of the model (2: kind, size) or a dict by output name (e.g. {kind: ...}), got a list of 1"),
+        ({"loss": ["sparse_categorical_crossentropy", "mse", "mae"]},
+         "model.loss: expected one entry per output of the model (2: kind, size) or a dict by output name (e.g. {kind: ...}), got a list of 3"),
+    ],
+    ids=["loss-head-typo", "loss-weight-head-typo", "metrics-head-typo", "flat-metrics-two-heads", "loss-list-too-long"],
+)
+def test_per_output_settings_name_the_models_outputs(tmp_path, model, expected):
+    """A mistyped head in model.loss / loss_weights / metrics was blamed on model.builder (Keras
+    finds it only when evaluating, as "the path ... can't be found in y_pred")."""
+    (tmp_path / "two_heads_mod.py").write_text(TWO_HEADS)
+    with pytest.raises(SweepConfigError) as info:
+        preflight.prepare(config_module.load(heads_sweep(**model)), "sweep.yaml", (tmp_path,))
+    assert str(info.value) == f"sweep.yaml: {expected}"
+
+
+def test_metrics_as_one_list_per_output_reach_keras(tmp_path):
+    """compile(metrics=[[...], [...]]) is how Keras takes per-output metrics of a list: accepted."""
+    (tmp_path / "two_heads_mod.py").write_text(TWO_HEADS)
+    config = config_module.load(heads_sweep(metrics=[["accuracy"], ["mae", "mse"]]))
+    prepared = preflight.prepare(config, "sweep.yaml", (tmp_path,))
+    from sweep.inputs import models
+
+    model = models.build(prepared.builder, preflight.example_hyperparameters(config), prepared.dataset.info, config.model)
+    logs = model.evaluate(prepared.dataset.x_val, prepared.dataset.y_val, verbose=0, return_dict=True)
+    assert {"kind_accuracy", "size_mae", "size_mse"} <= set(logs), sorted(logs)
+    with pytest.raises(SweepConfigError) as info:
+        preflight.prepare(config_module.load(heads_sweep(metrics=[["accuracy"], ["mae", "maee"]])), "sweep.yaml", (tmp_path,))
+    assert str(info.value).startswith("sweep.yaml: model.metrics.1.1: expected a Keras metric name")

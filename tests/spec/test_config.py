@@ -119,6 +119,26 @@ def test_an_error_an_override_caused_names_the_override(tmp_path, overrides, sou
     assert str(info.value).startswith(f"{path} {source}: {key}: "), str(info.value)
 
 
+def test_an_override_of_a_searched_setting_fixes_it_and_says_so(tmp_path, caplog):
+    """``--set fit.batch_size=64`` on a file that searches batch_size (the README's own example)
+    was silently ignored: every trial drew its own batch size. Now the override wins, in one line."""
+    path = write(tmp_path, FULL)
+    with caplog.at_level("WARNING", logger="sweep.spec.config"):
+        config = load(path, {"fit.batch_size": 64})
+    assert "batch_size" not in config.search.space and config.fit.batch_size == 64
+    assert caplog.messages == [f"{path}: override fit.batch_size=64 fixes search.space.batch_size to that one value in every trial"]
+    caplog.clear()
+    load(path, {"fit.batch_size": 64}, quiet=True)  # the CLI's second read of the same file says nothing
+    assert caplog.messages == []
+    # an entry a when: condition names stays, as that one value, so the condition still holds
+    conditional = FULL.replace("when: {optimizer: sgd}", "when: {batch_size: 16}")
+    config = load(write(tmp_path, conditional), {"fit.batch_size": 16})
+    assert config.search.space["batch_size"].choices == [16]
+    assert config.search.space["momentum"].when == {"batch_size": 16}
+    # the file's own fit.batch_size beside a searched one is unchanged: the space wins, as documented
+    assert "batch_size" in load(path).search.space
+
+
 def test_an_override_named_in_an_error_never_shows_a_password(tmp_path):
     path = write(tmp_path, FULL.replace("experiment: null}", "experiment: ../escape}"))  # the file's error, in the overridden section
     with pytest.raises(SweepConfigError) as info:
