@@ -107,7 +107,8 @@ EXIT_TERMINATED = 143  # 128 + SIGTERM, as a shell reports a process SIGTERM end
 
 
 def _interrupted(exc: BaseException, name: str | None) -> int:
-    """One line on how to continue; exit 130 after SIGINT, 143 after SIGTERM."""
+    """One line on how to continue; exit 130 after SIGINT, 143 after SIGTERM, 129 after SIGHUP
+    (128 + the signal, as a shell reports a process that signal ended)."""
     import signal
 
     name = getattr(exc, "name", None) or name
@@ -117,38 +118,45 @@ def _interrupted(exc: BaseException, name: str | None) -> int:
         print(f"interrupted: sweep {name} stopped; its ended trials are in MLflow; continue it with `sweep resume {name}`", file=sys.stderr)
     else:
         print("interrupted before any trial started" + (f"; continue it with `sweep resume {name}`" if name else ""), file=sys.stderr)
-    return EXIT_TERMINATED if signum == signal.SIGTERM else EXIT_INTERRUPTED
+    return EXIT_INTERRUPTED if signum == signal.SIGINT else 128 + int(signum)
 
 
 def _ignore_signals() -> None:
-    """SIGINT and SIGTERM ignored from now on: the sweep's records are closed, a signal stops
+    """SIGINT, SIGTERM and SIGHUP ignored from now on: the sweep's records are closed, a signal stops
     nothing. After a sweep ended, one must not turn its exit code into 130/143 either (the SLURM
     script requeues a 143, and `sweep run` of a finished sweep's file starts a new sweep)."""
     import signal
     import threading
 
+    from sweep.driver.interrupts import stop_signals
+
     if threading.current_thread() is not threading.main_thread():
         return
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in stop_signals():
         signal.signal(sig, signal.SIG_IGN)
 
 
 def _terminate_as_interrupt() -> None:
-    """SIGTERM (SLURM time limit, ``ray job stop``, Kubernetes) ends ``run``/``resume`` the way
-    Ctrl-C does: records closed, resumable, exit 143. (While trials run, the driver's handler
-    stops them first; this one covers the steps before and after.)"""
+    """SIGTERM (SLURM time limit, ``ray job stop``, Kubernetes) and SIGHUP (the terminal closed)
+    end ``run``/``resume`` the way Ctrl-C does: records closed, resumable, exit 143 / 129.
+    (While trials run, the driver's handler stops them first; this one covers the steps before
+    and after.)"""
     import signal
     import threading
 
     if threading.current_thread() is not threading.main_thread():
         return
 
-    def handler(signum: int, frame: Any) -> None:
-        from sweep.driver.interrupts import SweepInterrupted
+    from sweep.driver.interrupts import SweepInterrupted, detach_from_closed_terminal, stop_signals
 
+    def handler(signum: int, frame: Any) -> None:
+        if signum != signal.SIGTERM:  # SIGHUP: a closed terminal is let go of here, so the closing lines cannot fail on it
+            detach_from_closed_terminal()
         raise SweepInterrupted(None, signum)
 
-    signal.signal(signal.SIGTERM, handler)
+    for sig in stop_signals():
+        if sig != signal.SIGINT:
+            signal.signal(sig, handler)
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -1,7 +1,10 @@
-"""SIGINT and SIGTERM during a sweep: the trials stop, the records close, the sweep stays resumable.
+"""SIGINT, SIGTERM and SIGHUP during a sweep: the trials stop, the records close, the sweep
+stays resumable.
 
 ``SweepInterrupted`` is what the driver raises once the records are closed; ``sweep.cli`` turns
-it into exit 130 (SIGINT) or 143 (SIGTERM) and raises it itself for a SIGTERM outside ``fit()``.
+it into exit 130 (SIGINT), 143 (SIGTERM) or 129 (SIGHUP: the terminal was closed) and raises it
+itself for a SIGTERM or SIGHUP outside ``fit()``. Under ``nohup`` (SIGHUP ignored) a closed
+terminal still stops nothing.
 """
 
 from __future__ import annotations
@@ -11,6 +14,43 @@ import os
 import signal
 import sys
 from typing import Any
+
+
+def stop_signals() -> tuple[int, ...]:
+    """The signals that stop a sweep: SIGINT, SIGTERM, and SIGHUP unless this process ignores it
+    (``nohup sweep run ...``: the user asked for the sweep to outlive the terminal)."""
+    hangup = getattr(signal, "SIGHUP", None)
+    if hangup is None or signal.getsignal(hangup) == signal.SIG_IGN:
+        return (signal.SIGINT, signal.SIGTERM)
+    return (signal.SIGINT, signal.SIGTERM, hangup)
+
+
+def say(line: str) -> None:
+    """One line on stderr from a signal handler. A SIGHUP usually means the terminal is gone:
+    writing to it then fails (EIO), and every later line (progress, the closing summary) would
+    fail too and could break the closing of the records, so a dead terminal's file descriptors
+    are pointed at /dev/null first (:func:`detach_from_closed_terminal`) and the sweep closes
+    silently."""
+    detach_from_closed_terminal()
+    with contextlib.suppress(Exception):  # a handler must never raise while saying what it does
+        print(line, file=sys.stderr, flush=True)
+
+
+def detach_from_closed_terminal() -> None:
+    """Point stdout and stderr (file descriptors 1 and 2, Python's and C++'s writes alike) at
+    /dev/null where they no longer take writes: a closed terminal fails every write with EIO
+    (and no longer counts as a terminal for ``isatty``), so an empty write is the probe."""
+    with contextlib.suppress(OSError):
+        null = os.open(os.devnull, os.O_WRONLY)
+        try:
+            for fd in (1, 2):
+                try:
+                    os.write(fd, b"")
+                except OSError:
+                    with contextlib.suppress(OSError):
+                        os.dup2(null, fd)
+        finally:
+            os.close(null)
 
 
 class SweepInterrupted(KeyboardInterrupt):
@@ -41,10 +81,9 @@ def signals_held_during(what: str) -> Any:
         if caught:
             raise SweepInterrupted(None, caught[0])
         caught.append(signum)
-        with contextlib.suppress(Exception):
-            print(f"sweep: {signal.Signals(signum).name}: stopping after {what} (seconds; again to stop at once)", file=sys.stderr, flush=True)
+        say(f"sweep: {signal.Signals(signum).name}: stopping after {what} (seconds; again to stop at once)")
 
-    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    saved = {sig: signal.getsignal(sig) for sig in stop_signals()}
     for sig in saved:
         signal.signal(sig, hold)
     try:
@@ -58,10 +97,10 @@ def signals_held_during(what: str) -> Any:
 
 
 class Interrupts:
-    """SIGINT and SIGTERM while ``tuner.fit()`` runs.
+    """SIGINT, SIGTERM and SIGHUP (:func:`stop_signals`) while ``tuner.fit()`` runs.
 
     Ray Tune catches the first SIGINT itself and returns from ``fit()`` as if the sweep were
-    done. Here the first SIGINT or SIGTERM asks Tune to stop every trial (through the sweep's
+    done. Here the first of them asks Tune to stop every trial (through the sweep's
     stopper, checked each step) and the sweep then ends as interrupted; a second one raises
     KeyboardInterrupt at once; a third gets Python's default handling.
     """
@@ -86,26 +125,36 @@ class Interrupts:
                 "the trials have ended; finishing the sweep's records, then exiting" if self.closing
                 else "stopping the trials (again to stop at once)"
             )
-            with contextlib.suppress(Exception):
-                print(f"sweep: {signal.Signals(signum).name}: {said}", file=sys.stderr, flush=True)
+            say(f"sweep: {signal.Signals(signum).name}: {said}")
             return
-        for sig in (signal.SIGINT, signal.SIGTERM):  # a third one is not caught
+        for sig in self._saved:  # a third one is not caught
             with contextlib.suppress(Exception):
-                signal.signal(sig, signal.SIG_DFL if sig == signal.SIGTERM else signal.default_int_handler)
+                signal.signal(sig, signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL)
         if not self.closing:  # while the trials run: stop now (the finally still closes the records)
             raise SweepInterrupted(self.name, self.signal)
         # already closing the records (about a second): let that finish, then exit; a third kills
 
     closing = False  # set once tuner.fit() returned: the sweep's records are being closed
     _ray_watch: tuple[str, Any] | None = None
+    _wakeup: Any = None  # the socket the C-level signal handler writes each signal's number to
+    _saved_wakeup_fd = -1
 
     def watch_ray(self, gcs_address: str, close_without_ray: Any) -> None:
-        """After the first signal, watch this sweep's own local Ray: a SIGTERM to the process
-        group (``timeout``, ``docker stop``, SLURM) stops Ray's processes too, and the driver's
+        """Watch the sweep's Ray: a signal to the process group (a closed terminal's SIGHUP,
+        ``timeout``, ``docker stop``, SLURM) stops a local Ray's processes too, and the driver's
         next call into Ray then hangs 60 s before Ray aborts the process, leaving every run
-        RUNNING. When its GCS stops answering while the trials stop, ``close_without_ray()``
-        (which closes the records and exits) runs from this watch instead."""
+        RUNNING. When its GCS stops answering, ``close_without_ray()`` (which closes the records
+        and exits) runs from this watch instead.
+
+        A local Ray (GCS on this machine) is watched from now on: the signal's Python handler
+        runs only when the main thread leaves the call into Ray it is blocked in, which with a
+        dead Ray is after those 60 s (one run in four here); the signal's number is then read
+        from the wakeup socket its C handler wrote to. A remote cluster is watched only after a
+        signal was handled (a GCS there may restart; the driver's signal did not stop it).
+        """
         self._ray_watch = (gcs_address, close_without_ray)
+        if gcs_address.rpartition(":")[0] in ("127.0.0.1", "localhost", "::1", "[::1]"):
+            self._start_ray_watch(deadline_s=None)
 
     def claim_closing(self) -> bool:
         """True for the one caller that closes the records (the driver's end, or the watch)."""
@@ -119,6 +168,9 @@ class Interrupts:
             return True
 
     def _watch_ray_after_signal(self) -> None:
+        self._start_ray_watch(deadline_s=50.0)  # Ray's client gives up on a dead GCS after 60 s
+
+    def _start_ray_watch(self, deadline_s: float | None) -> None:
         import socket
         import threading
         import time
@@ -131,35 +183,69 @@ class Interrupts:
 
         def answers() -> bool:
             try:
-                with socket.create_connection((host, int(port)), timeout=1.0):
+                with socket.create_connection((host.strip("[]"), int(port)), timeout=1.0):
                     return True
             except OSError:
                 return False
 
         def watch() -> None:
-            deadline = time.monotonic() + 50  # Ray's client gives up on a dead GCS after 60 s
-            while time.monotonic() < deadline and not self.closing:
+            deadline = None if deadline_s is None else time.monotonic() + deadline_s
+            while (deadline is None or time.monotonic() < deadline) and not self.closing and self._watching:
                 if not answers():
                     time.sleep(0.5)  # a GCS that stops answering twice in a row is gone
-                    if not answers() and not self.closing:
+                    if not answers() and not self.closing and self._watching:
+                        self.signal = self.signal or self._signal_seen()
                         close_without_ray()
                     return
                 time.sleep(0.5)
 
         threading.Thread(target=watch, name="sweep-ray-watch", daemon=True).start()
 
+    def _signal_seen(self) -> int | None:
+        """The first signal the C-level handler recorded on the wakeup socket (None: none came)."""
+        if self._wakeup is None:
+            return None
+        try:
+            data = self._wakeup.recv(64)
+        except OSError:
+            return None
+        stops = set(self._saved)
+        return next((number for number in data if number in stops), None)
+
     def install(self) -> None:
+        import socket
         import threading
 
         if threading.current_thread() is not threading.main_thread():
             return  # signals reach only the main thread: nothing to install
-        self._saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+        self._saved = {sig: signal.getsignal(sig) for sig in stop_signals()}
         self._env = os.environ.get("TUNE_DISABLE_SIGINT_HANDLER")
         os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # Tune's own swallows the first Ctrl-C
         for sig in self._saved:
             signal.signal(sig, self._handle)
+        with contextlib.suppress(OSError, ValueError):
+            reader, writer = socket.socketpair()
+            reader.setblocking(False)
+            writer.setblocking(False)
+            previous = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+            if previous != -1:  # someone's (an asyncio loop's in a notebook): theirs stays
+                signal.set_wakeup_fd(previous)
+                reader.close()
+                writer.close()
+            else:
+                self._wakeup, self._wakeup_writer = reader, writer
 
     def restore(self) -> None:
+        self._watching = False  # the records are closed: a Ray that stops now is the normal end
+        if self._wakeup is not None:
+            try:
+                signal.set_wakeup_fd(-1)
+            except (OSError, ValueError):  # not the main thread (the watch closing; the process exits): keep the fd valid
+                pass
+            else:
+                for end in (self._wakeup, self._wakeup_writer):
+                    end.close()
+                self._wakeup = None
         if not self._saved:
             return
         for sig, handler in self._saved.items():

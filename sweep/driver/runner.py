@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
 from sweep.driver import cluster
-from sweep.driver.interrupts import Interrupts, SweepInterrupted, signals_held_during
+from sweep.driver.interrupts import Interrupts, SweepInterrupted, say, signals_held_during
 from sweep.driver.ledger import FailFast, Ledger, SweepResult
 from sweep.driver.preflight import Prepared, check_resources, prepare
 from sweep.driver.quiet import quiet_ray_and_optuna
@@ -609,14 +609,14 @@ def _close_without_ray(sweep: OpenSweep, stop: Interrupts) -> None:
     stuck in a call into the dead Ray, which aborts the process after 60 s."""
     if not stop.claim_closing():
         return
-    print("sweep: Ray's processes stopped with the same signal; closing the sweep's records without them", file=sys.stderr, flush=True)
+    say("sweep: Ray's processes stopped with the same signal; closing the sweep's records without them")
     with contextlib.suppress(Exception):
         _finish(sweep, "KILLED", stop, claimed=True)
     signum = stop.signal or signal.SIGTERM
     with contextlib.suppress(Exception):
         print(f"interrupted: {SweepInterrupted(sweep.config.name, signum)}", file=sys.stderr, flush=True)
         sys.stdout.flush()
-    os._exit(143 if signum == signal.SIGTERM else 130)
+    os._exit(130 if signum == signal.SIGINT else 128 + int(signum))  # as a shell reports that signal
 
 
 def _finish(sweep: OpenSweep, status: str, stop: Interrupts, claimed: bool = False) -> SweepResult:

@@ -19,6 +19,7 @@ This module imports only MLflow (not Ray, not TensorFlow), so the child starts f
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -665,6 +666,7 @@ def serve(reply_fd: int) -> None:
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the driver, which then closes our stdin: drain first
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the same for SIGTERM to the group (SLURM, ray job stop); stdin's end still ends us
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # and for a closed terminal's SIGHUP (the child runs were left RUNNING)
     import mlflow  # noqa: F401 - configures its loggers on import; quiet them afterwards
 
     logging.getLogger("mlflow").setLevel(logging.WARNING)
@@ -684,8 +686,9 @@ def serve(reply_fd: int) -> None:
     # Everything is written and committed; tearing down MLflow's, SQLAlchemy's and pandas'
     # modules would take 0.7 s more, which the end of every sweep waits for.
     logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError):  # a closed terminal: the records are written all the same
+            stream.flush()
     os._exit(0)
 
 

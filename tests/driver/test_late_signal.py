@@ -18,7 +18,7 @@ from sweep.driver.interrupts import SweepInterrupted
 
 @pytest.fixture(autouse=True)
 def _signal_handlers():
-    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     yield
     for sig, handler in saved.items():
         signal.signal(sig, handler)
@@ -82,3 +82,20 @@ def test_a_sigterm_after_the_sweep_returned_leaves_the_exit_code_alone(monkeypat
         assert cli._cmd_run(args) == cli.EXIT_OK
     except KeyboardInterrupt as exc:
         pytest.fail(f"a finished sweep raised {exc!r}")
+
+
+def test_nohup_keeps_a_sweep_running_when_the_terminal_closes():
+    """Under ``nohup`` (SIGHUP ignored) the user asked the sweep to outlive the terminal: SIGHUP
+    is then not among the signals that stop it; otherwise it is (a closed terminal)."""
+    import signal
+
+    from sweep.driver.interrupts import stop_signals
+
+    saved = signal.getsignal(signal.SIGHUP)
+    try:
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        assert stop_signals() == (signal.SIGINT, signal.SIGTERM)
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)
+        assert stop_signals() == (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    finally:
+        signal.signal(signal.SIGHUP, saved)

@@ -152,6 +152,44 @@ def test_sigterm_and_a_second_ctrl_c_end_the_sweep_resumable(ray_session, tmp_pa
     assert recovery.unfinished_parent(uri, NAME) is not None, "resumable"
 
 
+def test_a_closed_terminal_sighup_ends_the_sweep_resumable_without_failing_on_the_dead_terminal(tmp_path):
+    """Closing the terminal (or an ssh drop) sends SIGHUP to the job's process group, whose
+    default action killed the driver and the MLflow writer at once: every run left RUNNING. Now
+    it ends like SIGTERM, exit 129. Its terminal is gone (every write fails with EIO) and so is
+    the sweep's own Ray (same group), while the driver may be blocked inside a call into it: the
+    records still close within seconds (it took 60 s and left them RUNNING in one run of four)."""
+    import pty
+
+    master, slave = pty.openpty()
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    driver = subprocess.Popen([sys.executable, "-m", "sweep.cli", "run", str(_sweep_file(tmp_path)), "--tracking-uri", uri,
+                               "--storage", str(tmp_path / "runs")], cwd=tmp_path,
+                              stdin=slave, stdout=slave, stderr=slave, start_new_session=True)
+    os.close(slave)
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        time.sleep(0.3)
+        try:
+            os.read(master, 65536)  # a terminal that shows what it is sent
+        except OSError:
+            pass
+        assert driver.poll() is None, "the driver ended before the terminal closed"
+        ended, running = child_run_progress(tmp_path / "mlflow.db")
+        if ended >= 1 and running:
+            break
+    else:
+        pytest.fail("the sweep never reached the state to interrupt")
+    os.close(master)  # the terminal window closes: every later write of the driver fails with EIO
+    started = time.monotonic()
+    os.killpg(driver.pid, signal.SIGHUP)
+    assert driver.wait(timeout=120) == 129
+    assert time.monotonic() - started < PROMPT_S
+    _assert_nothing_running(uri)
+    from sweep.driver import recovery
+
+    assert recovery.unfinished_parent(uri, NAME) is not None, "resumable"
+
+
 SLOW_FACTORY = '''
 import time
 import keras
