@@ -438,6 +438,8 @@ def _arrays(structure: Any, source: str, what: str) -> Any:
             raise InputError("data.source", f"expected {what} of {source} to have one row per sample, got a scalar")
         if array.dtype == np.float64:  # Keras casts float inputs to float32 (floatx) anyway; half the bytes to ship
             array = array.astype(np.float32)
+        elif array.dtype.kind in "US":  # text: Keras' fit takes strings as an object array only ("Invalid dtype: str736")
+            array = array.astype(object)
         return array
 
     if isinstance(structure, dict) and not structure:
@@ -450,11 +452,26 @@ def _arrays(structure: Any, source: str, what: str) -> Any:
 
 
 def _check_inputs(x: np.ndarray, source: str, name: str) -> None:
+    if x.dtype == object and _is_text(x):
+        return  # strings, for a model that reads them (a string keras.Input, TextVectorization, StringLookup)
     if not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_):
-        raise InputError("data.source", f"expected numeric inputs {name} in {source}, got dtype {x.dtype}")
+        raise InputError("data.source", f"expected numeric or string inputs {name} in {source}, got dtype {x.dtype}{_mixed_hint(x)}")
     if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
         count = int(x.size - np.isfinite(x).sum())
         raise InputError("data.source", f"expected finite inputs {name} in {source}, got {count} NaN or infinite value(s)")
+
+
+def _is_text(x: np.ndarray) -> bool:
+    """An object array whose every item is a string (or bytes): text for the model to read."""
+    return x.size > 0 and all(isinstance(item, (str, bytes)) for item in x.flat)
+
+
+def _mixed_hint(x: np.ndarray) -> str:
+    """What an object array holds, when it is not all text (a column of mixed types, None)."""
+    if x.dtype != object or x.size == 0:
+        return ""
+    kinds = sorted({type(item).__name__ for item in x.flat})
+    return f" (it holds {', '.join(kinds[:4])}: convert the column to one type)"
 
 
 def _check_rows(x: Any, y: Any, w: Any, source: str) -> None:

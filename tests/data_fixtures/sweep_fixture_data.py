@@ -37,8 +37,8 @@ def mismatched():
     return np.zeros((10, 2)), np.zeros(9)
 
 
-def strings_as_x():
-    return np.array([["a", "b"]] * 10), np.zeros(10)
+def mixed_types_as_x():
+    return np.array([["a", 1.5]] * 10, dtype=object), np.zeros(10)
 
 
 NOT_CALLABLE = 3

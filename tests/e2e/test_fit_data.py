@@ -116,6 +116,26 @@ def test_integer_token_ids_reach_the_embedding_as_ids(ray_session, folder):
     assert result.best.value > 0.9, "ids standardized into {-1, 0, 1} would sit at the majority class (~0.73)"
 
 
+def test_text_inputs_reach_a_string_model_as_plain_fit_takes_them(ray_session, folder):
+    """Strings were refused ("expected numeric inputs"); a numpy unicode array (what np.array of
+    str makes, which Keras' fit itself refuses as "Invalid dtype: str736") reaches fit as the
+    object array Keras takes, and trains as a plain fit of that object array does."""
+    import fit_shapes
+
+    config = _sweep("fit-text", {"source": "fit_shapes:reviews"}, {"builder": "fit_shapes:text_net"}, "val_accuracy")
+    result, uri = _run(folder, config)
+    (got,) = _histories(uri, "fit-text")
+    train, val = fit_shapes.reviews(as_unicode=False)
+    keras.utils.set_random_seed(SEED)
+    model = fit_shapes.text_net({}, _info("reviews", {}))
+    model.compile(optimizer=keras.optimizers.Adam(LR), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    _assert_same(got, _plain_fit(model, train, val, 3))
+    import sweep
+
+    best = sweep.load_best("fit-text", tracking_uri=uri)
+    assert best.predict(np.array(["good great nice fine"], dtype=object), verbose=0).shape == (1, 2)
+
+
 @pytest.mark.parametrize("how", ["class_weight", "balanced", "sample_weight"])
 def test_weighted_trials_train_as_a_plain_weighted_fit(ray_session, folder, how):
     import fit_shapes

@@ -371,9 +371,10 @@ def test_user_function_length_mismatch():
     )
 
 
-def test_user_function_non_numeric_x():
-    error = expect_error_prefix("sweep_fixture_data:strings_as_x")
-    assert error.expected.startswith("expected numeric inputs x in sweep_fixture_data:strings_as_x, got dtype")
+def test_user_function_mixed_type_x():
+    """Strings alone are inputs (a string keras.Input); a column mixing types is not."""
+    error = expect_error_prefix("sweep_fixture_data:mixed_types_as_x")
+    assert error.expected == "expected numeric or string inputs x in sweep_fixture_data:mixed_types_as_x, got dtype object (it holds float, str: convert the column to one type)"
 
 
 def test_user_function_missing_module_and_attribute():

@@ -125,6 +125,24 @@ def test_wrong_shapes_get_one_line_that_says_what_came_back(module, body, expect
     assert err.value.key == "data.source" and expected in err.value.expected
 
 
+def test_text_inputs_are_kept_as_the_object_arrays_keras_takes(module):
+    """Strings are inputs too (a string keras.Input); numpy's unicode and bytes arrays, which
+    Keras' fit refuses, become object arrays; a column mixing types is refused, saying so."""
+    ds = load(module("""
+        def load():
+            x = np.array(["a b", "b c", "c d", "d e"] * 5)
+            return (x, np.arange(20) % 2), (x[:4].astype(bytes), np.arange(4) % 2)
+    """))
+    assert ds.x_train.dtype == object and ds.x_train[0] == "a b"
+    assert ds.x_val.dtype == object and ds.x_val[0] == b"a b"
+    with pytest.raises(InputError) as err:
+        load(module("""
+            def load():
+                return np.array(["a", 1.5, None] * 10, dtype=object), np.arange(30) % 2
+        """))
+    assert "expected numeric or string inputs x" in err.value.expected and "(it holds NoneType, float, str" in err.value.expected
+
+
 def test_a_pair_of_tf_data_pipelines_is_a_recipe_and_one_batch(module):
     ds = load(module("""
         def load(batch_size=16):

@@ -136,3 +136,22 @@ class CountEpochs(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if epoch % self.every == 0:
             CountEpochs.seen.append(epoch)
+
+
+WORDS = ["good", "bad", "great", "awful", "fine", "poor", "nice", "sad"]
+
+
+def reviews(rows=400, seed=0, as_unicode=True):
+    """Short texts (a numpy unicode array, as ``np.array(list_of_str)`` makes) and 0/1 labels."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, rows).astype("int64")
+    x = np.array([" ".join(rng.choice(WORDS[label::2], 4)) for label in y])
+    return _split(x if as_unicode else x.astype(object), y)
+
+
+def text_net(hp, info):
+    """A string input read by TextVectorization (a fixed vocabulary: nothing to adapt)."""
+    inputs = keras.Input(shape=info.input_shape, dtype="string")
+    ids = keras.layers.TextVectorization(max_tokens=len(WORDS) + 2, output_sequence_length=4, vocabulary=WORDS)(inputs)
+    h = keras.layers.GlobalAveragePooling1D()(keras.layers.Embedding(len(WORDS) + 2, 8)(ids))
+    return keras.Model(inputs, keras.layers.Dense(info.num_outputs, activation="softmax")(h))
