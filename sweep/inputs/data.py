@@ -426,29 +426,66 @@ def _infer_output(y: np.ndarray, task: Any, name: str, several: bool) -> TargetK
 def _arrays(structure: Any, source: str, what: str) -> Any:
     """Every leaf as a numpy array (pandas frames and series too), nothing else changed."""
     def convert(leaf: Any) -> np.ndarray:
+        _refuse_unshippable(leaf, source, what)
+        columns = _non_numeric_columns(leaf)
         if hasattr(leaf, "to_numpy") and not isinstance(leaf, np.ndarray):  # pandas
             leaf = leaf.to_numpy()
-        if kind_of(leaf) is not None:
-            raise InputError("data.source", f"expected arrays for {what} of {source}, got a {type(leaf).__name__} (return (train, validation) datasets to stream them)")
         try:
             array = np.asarray(leaf)
         except Exception as exc:  # ragged nested lists
             raise InputError("data.source", f"expected {what} of {source} to form an array, got {_one_line(exc)}") from None
         if array.ndim == 0:
-            raise InputError("data.source", f"expected {what} of {source} to have one row per sample, got a scalar")
+            raise InputError("data.source", f"expected {what} of {source} to have one row per sample, got a scalar ({type(leaf).__name__})")
         if array.dtype == np.float64:  # Keras casts float inputs to float32 (floatx) anyway; half the bytes to ship
             array = array.astype(np.float32)
         elif array.dtype.kind in "US":  # text: Keras' fit takes strings as an object array only ("Invalid dtype: str736")
             array = array.astype(object)
+        elif columns and array.dtype == object and not _is_text(array):
+            raise InputError(
+                "data.source",
+                f"expected numeric {what} of {source}, got a DataFrame whose column(s) {', '.join(columns[:5])} are not numbers "
+                "(encode them, e.g. pd.get_dummies or .cat.codes, or return a dict of columns for a model with one input each)",
+            )
         return array
 
     if isinstance(structure, dict) and not structure:
         raise InputError("data.source", f"expected {what} of {source} to hold arrays, got an empty dict")
     if isinstance(structure, tuple):  # several arrays, as Keras reads a tuple
         structure = list(structure)
-    if isinstance(structure, list) and not all(hasattr(item, "shape") or isinstance(item, (list, dict)) for item in structure):
-        return convert(structure)  # a nested list of numbers: one array
+    if isinstance(structure, list) and (_numbers_only(structure) or not all(hasattr(item, "shape") or isinstance(item, (list, dict)) for item in structure)):
+        return convert(structure)  # a (nested) list of numbers or strings: one array
     return map_leaves(convert, structure)
+
+
+def _numbers_only(value: Any) -> bool:
+    """A list of rows as plain Python values (``[[0.1, 2.0], ...]``, ``[1, 0, 1]``): one array, not
+    one input per row."""
+    if isinstance(value, (list, tuple)):
+        return bool(value) and all(_numbers_only(item) for item in value)
+    return isinstance(value, (int, float, bool, str, bytes, np.generic))
+
+
+def _refuse_unshippable(leaf: Any, source: str, what: str) -> None:
+    """Pipelines, sparse matrices and ragged tensors are not arrays of rows: say what came and
+    what to return instead (``np.asarray`` of them made a scalar, "one row per sample")."""
+    kind = kind_of(leaf)
+    if kind is not None:
+        raise InputError("data.source", f"expected arrays for {what} of {source}, got a {type(leaf).__name__} (return (train, validation) datasets to stream them)")
+    names = {cls.__name__ for cls in type(leaf).__mro__}
+    if hasattr(leaf, "tocsr") or names & {"SparseTensor", "spmatrix", "sparray"}:
+        raise InputError("data.source", f"expected dense arrays for {what} of {source}, got a sparse {type(leaf).__name__} "
+                         "(pass .toarray(), or return (train, validation) tf.data datasets of it)")
+    if "RaggedTensor" in names:
+        raise InputError("data.source", f"expected arrays of one shape for {what} of {source}, got a RaggedTensor "
+                         "(pad it, e.g. keras.utils.pad_sequences, or return (train, validation) tf.data datasets of it)")
+
+
+def _non_numeric_columns(leaf: Any) -> list[str]:
+    """A pandas DataFrame's columns that are not numbers or booleans (for the error that names them)."""
+    dtypes = getattr(leaf, "dtypes", None)
+    if dtypes is None or not hasattr(dtypes, "items"):
+        return []
+    return [str(name) for name, dtype in dtypes.items() if getattr(dtype, "kind", "O") not in "biuf"]
 
 
 def _check_inputs(x: np.ndarray, source: str, name: str) -> None:

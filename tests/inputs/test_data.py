@@ -340,7 +340,7 @@ def test_user_function_bad_return():
         f"expected {spec} to return (x, y), (x, y, sample_weight) or ((x_train, y_train), (x_val, y_val)), got dict",
         source=spec,
     )
-    expect_error("data.source", "expected x of sweep_fixture_data:three_items to have one row per sample, got a scalar", source="sweep_fixture_data:three_items")
+    expect_error("data.source", "expected x of sweep_fixture_data:three_items to have one row per sample, got a scalar (int)", source="sweep_fixture_data:three_items")
 
 
 def test_user_function_raises():

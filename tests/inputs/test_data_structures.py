@@ -143,6 +143,34 @@ def test_text_inputs_are_kept_as_the_object_arrays_keras_takes(module):
     assert "expected numeric or string inputs x" in err.value.expected and "(it holds NoneType, float, str" in err.value.expected
 
 
+@pytest.mark.parametrize(
+    "body,expected",
+    [
+        ("import scipy.sparse as sp\n            return sp.random(40, 5, density=0.2, format='csr'), np.arange(40) % 2",
+         "expected dense arrays for x of {src}, got a sparse csr_matrix (pass .toarray(), or return (train, validation) tf.data datasets of it)"),
+        ("import tensorflow as tf\n            return tf.ragged.constant([[1, 2], [3]] * 20), np.arange(40) % 2",
+         "expected arrays of one shape for x of {src}, got a RaggedTensor (pad it, e.g. keras.utils.pad_sequences, or return (train, validation) tf.data datasets of it)"),
+        ("import pandas as pd\n            return pd.DataFrame({'a': np.arange(40.0), 'kind': pd.Categorical(['x', 'y'] * 20)}), np.arange(40) % 2",
+         "expected numeric x of {src}, got a DataFrame whose column(s) kind are not numbers (encode them, e.g. pd.get_dummies or .cat.codes, "
+         "or return a dict of columns for a model with one input each)"),
+    ],
+    ids=["scipy-sparse", "ragged", "frame-with-a-category-column"],
+)
+def test_inputs_that_are_not_arrays_of_rows_say_what_came_and_what_to_return(module, body, expected):
+    """np.asarray of these made a 0-d object array: the line said "got a scalar"."""
+    written = module(f"def load():\n            {body}\n")
+    with pytest.raises(InputError) as err:
+        load(written)
+    assert err.value.expected == expected.format(src=f"{written[0]}:load")
+
+
+def test_rows_as_plain_python_lists_are_one_array():
+    """``[[0.1, 2.0], ...]`` is one array of rows (each number was taken for an input: "got a scalar")."""
+    x, y = data._arrays([[0.5, 1.0, 2.0]] * 6, "f:load", "x"), data._arrays([0, 1] * 3, "f:load", "y")
+    assert x.shape == (6, 3) and x.dtype == np.float32 and y.shape == (6,)
+    assert [a.shape for a in data._arrays([np.zeros((4, 2)), np.zeros((4, 3))], "f:load", "x")] == [(4, 2), (4, 3)]  # two inputs stay two
+
+
 def test_a_pair_of_tf_data_pipelines_is_a_recipe_and_one_batch(module):
     ds = load(module("""
         def load(batch_size=16):
