@@ -63,6 +63,8 @@ def _check_names(config: SweepConfig, builder: Callable, dataset: Any) -> None:
     if ("optimizer" in space or "loss" in space) and config.model.builder not in models.BUILDERS:
         compiles = models.sweep_compiles(builder, example_hyperparameters(config), dataset.info, config.model)
     models.check_names(space, config.model, compiles)
+    if compiles:
+        models.check_losses_fit_targets(space, config.model, dataset.info)
 
 
 def example_hyperparameters(config: SweepConfig, fixed: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -141,6 +143,7 @@ def _preflight_model(config: SweepConfig, builder: Callable, dataset: Any, searc
     if config.objective.metric not in names:
         raise InputError("objective.metric", f"expected one of the metrics the model logs ({', '.join(names)}), got {config.objective.metric!r}")
     _check_objective_name(config.objective.metric)
+    _check_objective_is_one_number(config.objective.metric, logs)
     check_hyperparameters_read(config, models.hyperparameters_read(builder, dataset.info, example_points(config)))
 
 
@@ -155,6 +158,21 @@ def _telling_line(exc: BaseException) -> str:
     skip = ("Graph execution error", "Detected at node", "File ", "[[", "Traceback", "Stack trace", "Exception encountered when calling")
     telling = [line for line in lines if not line.startswith(skip) and not line.endswith(":")]
     return (telling or lines or [type(exc).__name__])[0]
+
+
+def _check_objective_is_one_number(metric: str, logs: dict[str, Any]) -> None:
+    """A metric with a value per class (``F1Score()``, ``FBetaScore()`` with ``average=None``)
+    cannot rank trials: Tune compared nothing, and every trial ended "never validated"."""
+    import numpy as np
+
+    value = logs.get(metric[len("val_"):] if metric.startswith("val_") and metric not in logs else metric)
+    size = int(np.size(value)) if value is not None else 1
+    if size > 1:
+        raise InputError(
+            "objective.metric",
+            f"expected a metric with one value per epoch, got {metric!r}, which has {size} (one per class): "
+            "compile it averaged in a factory of your own, e.g. keras.metrics.F1Score(average='macro')",
+        )
 
 
 def _check_objective_name(metric: str) -> None:

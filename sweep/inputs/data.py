@@ -303,12 +303,18 @@ def class_weights(setting: dict[int, float] | str | None, dataset: Dataset) -> d
     if info.num_heads > 1 or info.task != "classification":
         what = f"{info.num_heads} outputs" if info.num_heads > 1 else f"{info.task} targets"
         raise InputError("fit.class_weight", f"expected the class labels of one output, got {what}")
+    if getattr(dataset, "sample_weight", None) is not None:  # Keras: "You cannot class_weight and sample_weight at the same time", in every trial
+        raise InputError(
+            "fit.class_weight",
+            f"expected class weights or per-row sample weights, got both ({info.source} returns sample weights): "
+            "fold the class weights into the sample weights, or drop one",
+        )
     if isinstance(setting, dict):
         bad = [c for c in setting if not 0 <= int(c) < info.num_outputs]
         if bad:
             raise InputError("fit.class_weight", f"expected class indices 0..{info.num_outputs - 1}, got {bad}")
         return {int(c): float(w) for c, w in setting.items()}
-    labels = class_labels(dataset.y_train, TargetKind(info.task, info.num_outputs, info.target_layout, ""))
+    labels = None if info.streamed else class_labels(dataset.y_train, TargetKind(info.task, info.num_outputs, info.target_layout, ""))
     if labels is None:
         raise InputError("fit.class_weight", f"expected labels to count for balanced, got {'a pipeline (give a dict of weights)' if info.streamed else 'multi-hot rows'}")
     counts = np.bincount(labels, minlength=info.num_outputs)
@@ -383,6 +389,7 @@ def _as_given(parts: list[Part], config: "DataConfig") -> tuple[list[Part], Any,
     source = config.source
     parts = [(_arrays(x, source, "x"), _arrays(y, source, "y"), None if w is None else _arrays(w, source, "sample_weight")) for x, y, w in parts]
     for x, y, w in parts:
+        _check_weights_fit_targets(y, w, source)
         _check_rows(x, y, w, source)
         for name, leaf in named_leaves(x, "x"):
             _check_inputs(leaf, source, name)
@@ -496,6 +503,18 @@ def _check_inputs(x: np.ndarray, source: str, name: str) -> None:
     if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
         count = int(x.size - np.isfinite(x).sum())
         raise InputError("data.source", f"expected finite inputs {name} in {source}, got {count} NaN or infinite value(s)")
+
+
+def _check_weights_fit_targets(y: Any, w: Any, source: str) -> None:
+    """Per-output sample weights (a dict or list) name every output the targets have: Keras
+    wants one array per output, and its error surfaced as a model.builder failure."""
+    if w is None or not is_nested(w):
+        return
+    outputs = [name for name, _ in named_leaves(y, "y")]
+    weighted = [name.replace("sample_weight", "y", 1) for name, _ in named_leaves(w, "sample_weight")]
+    if sorted(outputs) != sorted(weighted):
+        shown = lambda names: ", ".join(name.partition(".")[2] or name for name in names)  # noqa: E731
+        raise InputError("data.source", f"expected one sample_weight per output of {source} ({shown(outputs)}), got {shown(weighted) or 'none'}")
 
 
 def _is_text(x: np.ndarray) -> bool:

@@ -633,6 +633,53 @@ def check_names(space: dict, model_cfg: ModelConfig, sweep_compiles: bool) -> No
         check("activation", "model.args.activation", model_cfg.args["activation"])
 
 
+# losses that want one layout of targets, and the layout (targets.LOSSES' keys) each wants
+_LOSS_LAYOUTS = {
+    "sparse_categorical_crossentropy": "sparse",
+    "categorical_crossentropy": "onehot",
+    "categorical_focal_crossentropy": "onehot",
+}
+_LAYOUT_WORDS = {"sparse": "one class index per row", "onehot": "one-hot rows", "multilabel": "0/1 rows", "values": "values"}
+
+
+def check_losses_fit_targets(space: dict, model_cfg: ModelConfig, info: "DataInfo") -> None:
+    """A class-index loss given one-hot targets (or the reverse) fails in Keras with a shape
+    error the preflight blamed on ``model.builder``; a searched loss is one loss for every
+    output, which a model whose outputs differ in task cannot take. Said on the loss's key.
+
+    Raises:
+        InputError: on ``model.loss`` (or ``model.loss.<output>``) or ``search.space.loss``.
+    """
+    layouts = info.target_layout
+    if isinstance(layouts, (dict, list)):
+        named = dict(layouts) if isinstance(layouts, dict) else dict(enumerate(layouts))
+        param = space.get("loss")
+        if param is not None and len(set(named.values())) > 1:
+            kinds = ", ".join(f"{name}: {_LAYOUT_WORDS.get(layout, layout)}" for name, layout in named.items())
+            raise InputError("search.space.loss", f"expected one loss that fits every output, got a searched loss for outputs whose targets differ ({kinds}): give model.loss per output instead")
+        loss = model_cfg.loss
+        pairs = loss.items() if isinstance(loss, dict) else enumerate(loss) if isinstance(loss, list) else []
+        for key, name in pairs:
+            _check_loss_layout(name, named.get(key), f"model.loss.{key}")
+        return
+    loss = model_cfg.loss
+    if isinstance(loss, str):
+        _check_loss_layout(loss, layouts, "model.loss")
+    param = space.get("loss")
+    if param is not None and getattr(param, "type", None) == "categorical":
+        for index, name in enumerate(param.choices):
+            _check_loss_layout(name, layouts, f"search.space.loss.choices.{index}")
+
+
+def _check_loss_layout(name: Any, layout: Any, key: str) -> None:
+    wanted = _LOSS_LAYOUTS.get(str(name).lower()) if isinstance(name, str) else None
+    if wanted is None or layout not in ("sparse", "onehot") or wanted == layout:
+        return
+    from sweep.inputs.targets import LOSSES
+
+    raise InputError(key, f"expected a loss for {_LAYOUT_WORDS[layout]} ({LOSSES[layout]}), got {name!r}, which wants {_LAYOUT_WORDS[wanted]}")
+
+
 def sweep_compiles(builder: Builder, hp: dict, info: "DataInfo", model_cfg: ModelConfig) -> bool:
     """Whether the sweep compiles the model (the built-ins; a factory that returns it uncompiled)."""
     if model_cfg.builder in BUILDERS:

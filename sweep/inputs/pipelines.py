@@ -36,7 +36,7 @@ import numpy as np
 from sweep.inputs import targets
 from sweep.errors import InputError
 from sweep.inputs.dataset import Dataset, data_info
-from sweep.inputs.structures import map_leaves, named_leaves, rebuild, take_rows
+from sweep.inputs.structures import leaves, map_leaves, named_leaves, rebuild, take_rows
 
 if TYPE_CHECKING:
     from sweep.spec.config import DataConfig
@@ -175,7 +175,24 @@ def _first_batch(pipeline: Any, source: str, which: str) -> tuple[Any, Any, Any]
         raise InputError("data.source", f"expected the {which} {kind} of {source} to yield a batch, but it raised {type(exc).__name__}: {first}") from None
     if not (isinstance(element, tuple) and len(element) in (2, 3)):
         raise InputError("data.source", f"expected the {which} {kind} of {source} to yield (x, y) or (x, y, sample_weight) batches, got {type(element).__name__}")
-    return tuple(None if part is None else map_leaves(_numpy, part) for part in (*element, None)[:3])  # type: ignore[return-value]
+    batch = tuple(None if part is None else map_leaves(_numpy, part) for part in (*element, None)[:3])
+    _check_batched(batch, kind, source, which)
+    return batch  # type: ignore[return-value]
+
+
+def _check_batched(batch: tuple, kind: str, source: str, which: str) -> None:
+    """Keras' fit takes batches: a pipeline of single rows (``from_tensor_slices`` without
+    ``.batch()``) failed deep in the sweep's own label reading, or in Keras with a shape error."""
+    arrays = [leaf for part in batch if part is not None for leaf in leaves(part)]
+    scalar = any(np.ndim(leaf) == 0 for leaf in arrays)
+    leading = {np.shape(leaf)[0] for leaf in arrays if np.ndim(leaf) > 0}
+    if scalar or len(leading) > 1:
+        raise InputError(
+            "data.source",
+            f"expected the {which} {kind} of {source} to yield batches (one leading batch dimension shared by x and y), "
+            f"got single rows (shapes {', '.join(str(tuple(np.shape(leaf))) for leaf in arrays[:4])}): call .batch(batch_size) on it "
+            "(a data function with a batch_size parameter gets the trial's)",
+        )
 
 
 def _numpy(value: Any) -> np.ndarray:
@@ -187,28 +204,51 @@ def _target_kinds(config: "DataConfig", y: Any, train: Any, val: Any) -> Any:
     labels of a small validation pipeline, or one batch."""
     class_names = getattr(train, "class_names", None)
     named = named_leaves(y, "y")
+    scanned: dict[str, Any] = {}
+
+    def labels_of(name: str) -> Any:
+        if "all" not in scanned:
+            scanned["all"] = _validation_labels(val)
+        found = scanned["all"]
+        return None if found is None else dict(named_leaves(found, "y")).get(name)
+
     if len(named) > 1:
-        found = {name: _one_target(config, leaf, None, name) for name, leaf in named}
+        found = {name: _one_target(config, leaf, None, name, lambda name=name: labels_of(name), several=True) for name, leaf in named}
         return rebuild(y, found, "y")
-    return _one_target(config, named[0][1], class_names, "y", lambda: _validation_labels(val))
+    return _one_target(config, named[0][1], class_names, "y", lambda: labels_of("y"))
 
 
 MAX_SCANNED_BATCHES = 200  # a validation pipeline this small is read once in the driver for its labels
 
 
-def _validation_labels(val: Any) -> np.ndarray | None:
-    """Every label of a finite ``tf.data`` validation pipeline of at most MAX_SCANNED_BATCHES
-    batches (one target array), else None: the classes of a pipeline without ``class_names``."""
-    if kind_of(val) != "tf.data":
+def _validation_labels(val: Any) -> Any | None:
+    """Every label of a finite validation pipeline of at most MAX_SCANNED_BATCHES batches (a
+    ``tf.data`` dataset of known cardinality or a ``PyDataset`` with a length), in y's form
+    (one array, or a list/dict of them); else None. The classes of a pipeline without
+    ``class_names``."""
+    kind = kind_of(val)
+    if kind == "tf.data":
+        batches = int(val.cardinality())
+        elements: Any = val.as_numpy_iterator()
+    elif kind == "PyDataset":
+        try:
+            batches = len(val)
+        except Exception:  # noqa: BLE001 - an endless PyDataset has no length
+            return None
+        elements = (val[index] for index in range(batches))
+    else:
         return None
-    batches = int(val.cardinality())
     if batches < 0 or batches > MAX_SCANNED_BATCHES:  # infinite (-1) or unknown (-2) or large
         return None
-    labels = [np.asarray(element[1]) for element in val.as_numpy_iterator()]
-    return np.concatenate(labels) if labels and all(isinstance(y, np.ndarray) for y in labels) else None
+    targets_seen = [map_leaves(_numpy, element[1]) for element in elements]
+    if not targets_seen:
+        return None
+    names = [name for name, _ in named_leaves(targets_seen[0], "y")]
+    columns = {name: np.concatenate([np.atleast_1d(dict(named_leaves(t, "y"))[name]) for t in targets_seen]) for name in names}
+    return rebuild(targets_seen[0], columns, "y")
 
 
-def _one_target(config: "DataConfig", y: np.ndarray, class_names: Any, name: str, labels: Any = None) -> targets.TargetKind:
+def _one_target(config: "DataConfig", y: np.ndarray, class_names: Any, name: str, labels: Any = None, several: bool = False) -> targets.TargetKind:
     given = config.task.get(name.partition(".")[2]) if isinstance(config.task, dict) else config.task
     classes = len(class_names) if class_names is not None else config.num_outputs
     if y.ndim == 2 and y.shape[1] == 1 and class_names is not None and len(class_names) == 2:
@@ -219,7 +259,8 @@ def _one_target(config: "DataConfig", y: np.ndarray, class_names: Any, name: str
     task = given or ("classification" if integral else "regression")
     if task == "regression":
         width = 1 if y.ndim == 1 else int(y.shape[-1])
-        return targets.TargetKind("regression", config.num_outputs or width, "values", "data.task" if given else "non-integer targets")
+        size = width if several else (config.num_outputs or width)  # with several outputs, num_outputs counts a classification head's classes
+        return targets.TargetKind("regression", size, "values", "data.task" if given else "non-integer targets")
     scanned = labels() if classes is None and labels is not None else None
     if scanned is not None:
         found = targets.infer(scanned, given, name)
@@ -229,7 +270,8 @@ def _one_target(config: "DataConfig", y: np.ndarray, class_names: Any, name: str
         raise InputError(
             "data.num_outputs",
             f"expected data.num_outputs (the number of classes of {name}) for a pipeline without class_names "
-            f"whose validation labels cannot be read up front (infinite, or over {MAX_SCANNED_BATCHES} batches), got none",
+            f"whose validation labels cannot be read up front (only a finite tf.data or PyDataset of at most {MAX_SCANNED_BATCHES} "
+            "batches is read), got none",
         )
     reason = "class_names of the pipeline" if class_names is not None else "data.num_outputs"
     return targets.TargetKind("classification", int(classes), "sparse", reason)

@@ -29,6 +29,10 @@ MAX_NAME_LENGTH = 100
 UNSEARCHABLE = ("metrics", "validation_split", "shuffle", "class_weight", "steps_per_epoch", "validation_steps", "validation_freq", "callbacks")
 
 
+# where each of UNSEARCHABLE is set in the sweep file (the rest are fit.<word>)
+_FIXED_HOME = {"metrics": "model.metrics", "validation_split": "data.validation_split"}
+
+
 class _Strict(BaseModel):
     """Base for every section: unknown keys are errors, assignments are validated."""
 
@@ -627,7 +631,8 @@ class SweepConfig(_Strict):
                 )
         for word in UNSEARCHABLE:
             if word in space:
-                raise _KeyedError(f"search.space.{word}", f"expected a hyperparameter, got {word!r}, which is a fixed setting of fit() or compile(): set it under fit: or model:")
+                home = _FIXED_HOME.get(word, f"fit.{word}")
+                raise _KeyedError(f"search.space.{word}", f"expected a hyperparameter, got {word!r}, which is a fixed setting of fit() or compile(): set {home}")
         return self
 
     @property
@@ -1022,7 +1027,20 @@ def _allowed_keys_hint(parent_loc: list[Any], key: Any = None) -> str:
         return ""
     close = difflib.get_close_matches(str(key), names, n=1, cutoff=0.75) if key is not None else []
     guess = f"; did you mean {close[0]!r}?" if close else ""
+    elsewhere = _section_holding(key) if key is not None and len(parent_loc) == 1 else None
+    if elsewhere is not None and elsewhere != parent_loc[0]:
+        guess = f"; {key} is set under {elsewhere}: ({elsewhere}.{key})"
     return f" (expected one of: {', '.join(names)}{guess})"
+
+
+def _section_holding(key: Any) -> str | None:
+    """The section of the sweep file that has a key of this name (``validation_split`` is under
+    ``data:``), for a key put in the wrong section."""
+    for section, field in SweepConfig.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel) and key in annotation.model_fields:
+            return section
+    return None
 
 
 def _dedupe(items: list[str]) -> list[str]:

@@ -190,12 +190,48 @@ def custom_objects_in(path: str | Path, search_paths: tuple[Path, ...] = ()) -> 
             short = name.rpartition(">")[2]
             if ">" not in name and _is_keras_builtin_function(short):
                 continue
-            for module_name, module in modules.items():
-                found = getattr(module, short, None) if module is not None else None
-                if callable(found) and not isinstance(found, type) and getattr(found, "__module__", None) == module_name:
-                    objects[name] = found
-                    break
+            found = _function_in(short, modules)
+            if found is None:  # a fresh process (load_best, export): the user's modules are not imported yet
+                for module_name in _modules_defining(short, tuple(search_paths)):
+                    if module_name not in modules:
+                        modules[module_name] = import_local(module_name, tuple(search_paths))
+                found = _function_in(short, modules)
+            if found is not None:
+                objects[name] = found
     return objects
+
+
+def _function_in(name: str, modules: dict[str, Any]) -> Any | None:
+    """A plain function ``name`` defined (not imported) by one of ``modules``."""
+    for module_name, module in modules.items():
+        found = getattr(module, name, None) if module is not None else None
+        if callable(found) and not isinstance(found, type) and getattr(found, "__module__", None) == module_name:
+            return found
+    return None
+
+
+def _modules_defining(name: str, search_paths: tuple[Path, ...]) -> list[str]:
+    """The user's modules (files in ``search_paths``: the sweep file's folder, the logged copy of
+    its code; one package level deep) whose source defines a function ``name``. Keras records a
+    plain function (a loss, a metric, a Lambda's function) by its bare name only, so a process
+    that has not imported the user's modules could not load the model ("Could not locate
+    function 'focal'"); only a module that defines that name is imported."""
+    import re
+
+    pattern = re.compile(rf"^def {re.escape(name)}\s*\(", re.MULTILINE)
+    found: list[str] = []
+    for folder in search_paths:
+        folder = Path(folder)
+        files = sorted(folder.glob("*.py")) + sorted(p for p in folder.glob("*/*.py") if (p.parent / "__init__.py").is_file())
+        for file in files:
+            try:
+                defines = pattern.search(file.read_text(encoding="utf-8", errors="replace")) is not None
+            except OSError:
+                continue
+            module = ".".join(file.relative_to(folder).with_suffix("").parts)
+            if defines and module not in found and all(part.isidentifier() for part in module.split(".")):
+                found.append(module)
+    return found
 
 
 def _is_keras_builtin_function(name: str) -> bool:

@@ -54,6 +54,11 @@ PREFLIGHT_BAD = [
     ("searched-batch-range-over-rows", sweep({"batch_size": {"type": "int", "low": 8, "high": 33}}), "search.space.batch_size.high: expected at most 32 (the training rows), got 33"),
     # a validation objective that no epoch would compute
     ("validation-freq-over-epochs", sweep(fit={"epochs": 2, "validation_freq": 3}), "fit.validation_freq: expected at most fit.epochs (2) since the objective val_accuracy is a validation metric, got 3: no epoch would be validated"),
+    # targets and loss that do not fit each other: named on the loss, not blamed on model.builder
+    ("sparse-labels-categorical-loss", sweep(model={"loss": "categorical_crossentropy"}),
+     "model.loss: expected a loss for one class index per row (sparse_categorical_crossentropy), got 'categorical_crossentropy', which wants one-hot rows"),
+    ("searched-loss-choice-for-wrong-targets", sweep({"loss": cat("sparse_categorical_crossentropy", "categorical_focal_crossentropy")}, objective={"metric": "val_accuracy"}),
+     "search.space.loss.choices.1: expected a loss for one class index per row (sparse_categorical_crossentropy), got 'categorical_focal_crossentropy', which wants one-hot rows"),
     # a user's callback module that is not there (looked up beside the sweep file, like the builder's)
     ("callback-module-missing", sweep(fit={"callbacks": ["no_such_callbacks:Mine"]}), "fit.callbacks.0: expected an importable module 'no_such_callbacks', but import failed: ModuleNotFoundError: No module named 'no_such_callbacks'"),
     # a grid too big to list (rel-06)
@@ -318,3 +323,32 @@ def test_metrics_as_one_list_per_output_reach_keras(tmp_path):
     with pytest.raises(SweepConfigError) as info:
         preflight.prepare(config_module.load(heads_sweep(metrics=[["accuracy"], ["mae", "maee"]])), "sweep.yaml", (tmp_path,))
     assert str(info.value).startswith("sweep.yaml: model.metrics.1.1: expected a Keras metric name")
+
+
+def test_an_objective_with_one_value_per_class_is_refused_before_any_trial(tmp_path):
+    """F1Score() (the "f1_score" name) logs one value per class: the sweep ran every trial and
+    then failed them all as "never validated"."""
+    (tmp_path / "onehot_mod.py").write_text(textwrap.dedent("""
+        import numpy as np
+
+        def load():
+            x = np.random.default_rng(0).normal(size=(60, 4)).astype("float32")
+            return x, np.eye(3, dtype="float32")[np.arange(60) % 3]
+    """))
+    raw = sweep(model={"loss": "categorical_crossentropy", "metrics": ["f1_score"]}, objective={"metric": "val_f1_score", "mode": "max"})
+    raw["data"] = {"source": "onehot_mod:load"}
+    with pytest.raises(SweepConfigError) as info:
+        preflight.prepare(config_module.load(raw), "sweep.yaml", (tmp_path,))
+    assert str(info.value) == ("sweep.yaml: objective.metric: expected a metric with one value per epoch, got 'val_f1_score', which has 3 (one per class): "
+                               "compile it averaged in a factory of your own, e.g. keras.metrics.F1Score(average='macro')")
+
+
+def test_a_searched_loss_for_outputs_of_different_kinds_names_the_space(tmp_path):
+    (tmp_path / "two_heads_mod.py").write_text(TWO_HEADS)
+    raw = heads_sweep(loss=None)
+    raw["search"]["space"]["loss"] = cat("sparse_categorical_crossentropy", "mse")
+    raw["objective"] = {"metric": "val_kind_accuracy", "mode": "max"}
+    with pytest.raises(SweepConfigError) as info:
+        preflight.prepare(config_module.load(raw), "sweep.yaml", (tmp_path,))
+    assert str(info.value) == ("sweep.yaml: search.space.loss: expected one loss that fits every output, got a searched loss for outputs whose targets "
+                               "differ (kind: one class index per row, size: values): give model.loss per output instead")

@@ -198,6 +198,32 @@ def test_dict_inputs_and_two_heads_with_per_output_losses(ray_session, folder):
     assert "features" in parent.data.tags["sweep.data.inputs"] and "codes" in parent.data.tags["sweep.data.inputs"]
 
 
+def test_per_output_validation_losses_are_a_plain_fits(ray_session, folder):
+    """Keras averages a multi-output model's per-output validation losses over batches without
+    weighting them by batch size, so validating in batches of 1024 (the sweep's speed-up) gave
+    another val_kind_loss than a plain fit (1.2496 against 1.2366): such a model validates in the
+    trial's batch size, and every per-output number matches a plain fit's."""
+    import fit_shapes
+    from sweep.inputs.data import load
+    from sweep.spec.config import DataConfig
+
+    model_cfg = {"builder": "fit_shapes:two_heads_net", "loss": {"kind": "sparse_categorical_crossentropy", "size": "mse"},
+                 "loss_weights": {"kind": 1.0, "size": 0.5}, "metrics": {"kind": ["accuracy"], "size": "mae"}}
+    space = {"learning_rate": {"type": "categorical", "choices": [LR]}, "units": {"type": "categorical", "choices": [8]}}
+    data = {"source": "fit_shapes:two_inputs_two_heads", "args": {"rows": 500}}  # 100 validation rows: a short last batch of 32
+    config = _sweep("fit-heads-val", data, model_cfg, "val_kind_loss", epochs=2, space=space)
+    _, uri = _run(folder, config)
+    (got,) = _histories(uri, "fit-heads-val")
+    dataset = load(DataConfig(**data), (folder,))
+    keras.utils.set_random_seed(SEED)
+    model = fit_shapes.two_heads_net({"units": 8}, dataset.info)
+    model.compile(optimizer=keras.optimizers.Adam(LR), loss=model_cfg["loss"], loss_weights=model_cfg["loss_weights"],
+                  metrics={"kind": ["accuracy"], "size": ["mae"]})
+    plain = _plain_fit(model, (dataset.x_train, dataset.y_train), (dataset.x_val, dataset.y_val), 2)
+    assert {"val_kind_loss", "val_size_loss"} <= set(plain)
+    _assert_same(got, plain)
+
+
 def test_an_image_folder_is_read_on_the_workers_with_the_trials_batch_size(ray_session, folder):
     from PIL import Image
 

@@ -171,6 +171,82 @@ def test_rows_as_plain_python_lists_are_one_array():
     assert [a.shape for a in data._arrays([np.zeros((4, 2)), np.zeros((4, 3))], "f:load", "x")] == [(4, 2), (4, 3)]  # two inputs stay two
 
 
+def test_sample_weights_name_every_output_and_exclude_class_weights(module):
+    """Per-output weights missing a head were blamed on model.builder (Keras found it while
+    evaluating); class_weight beside sample weights failed every trial ("You cannot class_weight
+    and sample_weight at the same time"). Both are one line before any trial."""
+    heads = module("""
+        def load():
+            y = {"kind": np.arange(40) % 3, "size": np.linspace(0, 1, 40)}
+            return np.zeros((40, 2)), y, {"kind": np.ones(40)}
+    """)
+    with pytest.raises(InputError) as err:
+        load(heads)
+    assert (err.value.key, err.value.expected) == ("data.source", f"expected one sample_weight per output of {heads[0]}:load (kind, size), got kind")
+    weighted = load(module("""
+        def load():
+            return np.zeros((40, 2)), np.arange(40) % 2, np.ones(40)
+    """))
+    with pytest.raises(InputError) as err:
+        data.class_weights({0: 1.0, 1: 3.0}, weighted)
+    assert err.value.key == "fit.class_weight" and err.value.expected.startswith("expected class weights or per-row sample weights, got both")
+
+
+PIPELINES = """
+    import keras
+    import tensorflow as tf
+
+    def rows(n=40):
+        x = np.random.default_rng(0).normal(size=(n, 3)).astype("float32")
+        return x, np.arange(n) % 3
+
+    def unbatched():
+        x, y = rows()
+        return tf.data.Dataset.from_tensor_slices((x, y)), tf.data.Dataset.from_tensor_slices((x, y))
+
+    def heads():
+        x, y = rows()
+        ds = tf.data.Dataset.from_tensor_slices((x, {"kind": y, "size": x[:, 0]})).batch(8)
+        return ds, ds
+
+    class Batches(keras.utils.PyDataset):
+        def __init__(self):
+            super().__init__()
+            self.x, self.y = rows()
+
+        def __len__(self):
+            return 5
+
+        def __getitem__(self, i):
+            return self.x[i * 8:(i + 1) * 8], self.y[i * 8:(i + 1) * 8]
+
+    def pydataset():
+        return Batches(), Batches()
+
+    def batched():
+        x, y = rows()
+        ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
+        return ds, ds
+"""
+
+
+def test_pipelines_read_for_their_classes_or_refused_in_one_line(module):
+    """An unbatched tf.data crashed deep in the label reading; a finite PyDataset and a
+    multi-output tf.data were said to be "infinite, or over 200 batches" and needed
+    data.num_outputs; balanced class weights for a pipeline crashed (AttributeError)."""
+    written = module(PIPELINES)
+    with pytest.raises(InputError) as err:
+        load(written, "unbatched")
+    assert err.value.key == "data.source" and "to yield batches (one leading batch dimension shared by x and y), got single rows" in err.value.expected
+    assert "call .batch(batch_size)" in err.value.expected
+    assert load(written, "pydataset").info.num_outputs == 3
+    info = load(written, "heads").info
+    assert info.output_sizes == {"kind": 3, "size": 1}
+    with pytest.raises(InputError) as err:
+        data.class_weights("balanced", load(written, "batched"))
+    assert err.value.expected == "expected labels to count for balanced, got a pipeline (give a dict of weights)"
+
+
 def test_a_pair_of_tf_data_pipelines_is_a_recipe_and_one_batch(module):
     ds = load(module("""
         def load(batch_size=16):

@@ -219,6 +219,12 @@ MOMENTUM = "momentum: {type: float, low: 0.0, high: 0.99, when: {optimizer: sgd}
 PARAMS = "learning_rate, batch_size, optimizer, momentum"
 
 BAD = [
+    # a fit()/compile() word in the space, or a key in the wrong section, points to where it is set
+    ("validation-split-in-space", sub("    learning_rate:", "    validation_split: {type: float, low: 0.1, high: 0.3}\n    learning_rate:"),
+     "search.space.validation_split: expected a hyperparameter, got 'validation_split', which is a fixed setting of fit() or compile(): set data.validation_split"),
+    ("validation-split-under-fit", sub("fit: {epochs: 27, shuffle: true}", "fit: {epochs: 27, shuffle: true, validation_split: 0.3}"),
+     "fit.validation_split: unknown key (expected one of: epochs, batch_size, shuffle, steps_per_execution, callbacks, class_weight, steps_per_epoch, "
+     "validation_steps, validation_freq, reuse_model, reuse_model_mb; validation_split is set under data: (data.validation_split))"),
     # the file itself
     ("yaml-syntax", "name: [digits\n", "expected valid YAML, line 1, column 7: while parsing a flow sequence, expected ',' or ']', but got '<stream end>' (at line 2, column 1)"),
     (

@@ -73,3 +73,52 @@ def test_the_format_module_imports_without_keras():
 
     code = "import sys, sweep.worker.checkpoints; print(sorted(m for m in ('keras', 'tensorflow', 'ray') if m in sys.modules))"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
+
+
+FUNCTIONS_ONLY = '''
+import keras
+
+
+def focal(y_true, y_pred):
+    return keras.losses.sparse_categorical_crossentropy(y_true, y_pred)
+
+
+def halve(x):
+    return x * 0.5
+
+
+def build():
+    inputs = keras.Input((4,))
+    hidden = keras.layers.Lambda(halve)(keras.layers.Dense(4)(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(hidden))
+    model.compile("adam", loss=focal)
+    return model
+'''
+
+LOAD_FRESH = r"""
+import sys
+from pathlib import Path
+from sweep.worker.checkpoints import load_model_file
+model = load_model_file(sys.argv[1], None, (Path(sys.argv[2]),), safe_mode=False)
+print("LOADED", model.loss.__name__, type(model.layers[2]).__name__)
+"""
+
+
+def test_a_fresh_process_finds_the_users_plain_functions_by_their_bare_names(tmp_path):
+    """Keras records a plain function (a loss, a Lambda's function) by its bare name only: a
+    process that had not imported the user's module (load_best, export, a registry load) failed
+    with "Could not locate function 'focal'" although the sweep had finished and registered it.
+    The user's module that defines the name is found in the sweep's folders and imported."""
+    import subprocess
+    import sys
+
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "only_functions.py").write_text(FUNCTIONS_ONLY)
+    (code / "train_script.py").write_text("raise SystemExit('a script that must not be imported')\n")
+    saved = tmp_path / "model.keras"
+    build = f"import sys; sys.path.insert(0, {str(code)!r}); import only_functions; only_functions.build().save({str(saved)!r})"
+    subprocess.run([sys.executable, "-c", build], check=True, capture_output=True, timeout=300)
+    run = subprocess.run([sys.executable, "-c", LOAD_FRESH, str(saved), str(code)], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "LOADED focal Lambda" in run.stdout
