@@ -132,7 +132,10 @@ def describe_targets(kinds: Any) -> str:
     named = named_leaves(kinds)
 
     def one(kind: TargetKind) -> str:
-        size = f"{kind.size} classes" if kind.task == "classification" else f"{kind.size} value(s)"
+        if kind.task == "classification":
+            size = "2 classes as one 0/1 output" if kind.size == 1 else f"{kind.size} classes" if kind.layout != "multilabel" else f"{kind.size} labels"
+        else:
+            size = f"{kind.size} value(s)"
         return f"{kind.task}, {size} ({kind.reason})"
 
     if len(named) == 1:
