@@ -435,12 +435,29 @@ def _set_overrides(args: argparse.Namespace) -> dict[str, Any]:
     overrides: dict[str, Any] = {}
     for item in args.set:
         key, sep, text = item.partition("=")
-        if not sep or not key.strip():
+        key = key.strip()
+        if not sep or not key:
             raise SweepConfigError("--set", item, "expected KEY=VALUE, e.g. --set fit.batch_size=64")
-        overrides[key.strip()] = yaml.safe_load(text) if text.strip() else None
+        if key in _OPTIONS_NOT_KEYS:
+            raise SweepConfigError("--set", item, f"expected a key of the sweep file, got {key!r}, which is the option --{key.replace('_', '-')}")
+        try:
+            overrides[key] = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at column {mark.column + 1}" if mark is not None else ""
+            problem = getattr(exc, "problem", None) or type(exc).__name__
+            raise SweepConfigError("--set", item, f"expected a YAML value after '=', got one YAML cannot read ({problem}{where}): check its brackets and quotes") from None
     if args.epochs is not None:
         overrides["epochs"] = args.epochs
+    if "name" in overrides:  # the file's name key, as --name gives it (both at once: --name wins)
+        name = overrides.pop("name")
+        if hasattr(args, "name"):
+            args.name = args.name or name
     return overrides
+
+
+# sweep.run's own keywords that are options of the command, not keys of the sweep file
+_OPTIONS_NOT_KEYS = ("storage", "address", "quiet", "fresh", "stream")
 
 
 def _say_if_new_sweep(args: argparse.Namespace, overrides: dict[str, Any]) -> None:

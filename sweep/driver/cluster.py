@@ -31,8 +31,18 @@ CLIENT_PREFIX = "ray://"
 
 
 def resolve_address(address: str | None) -> str | None:
-    """``address`` if given, else ``RAY_ADDRESS``, else None (start a local Ray)."""
-    return address or os.environ.get("RAY_ADDRESS") or None
+    """``address`` if given, else ``RAY_ADDRESS``, else None (start a local Ray).
+
+    Raises SweepConfigError for an address Ray cannot join, e.g. the dashboard's
+    ``http://HEAD:8265`` (Ray's own error was a numbered fragment of advice)."""
+    resolved = address or os.environ.get("RAY_ADDRESS") or None
+    if resolved and "://" in resolved and not resolved.startswith(CLIENT_PREFIX):
+        from sweep.errors import SweepConfigError
+
+        where = "--address" if address else "RAY_ADDRESS"
+        raise SweepConfigError(where, "", f"expected auto, HOST:PORT (the head's GCS, e.g. 10.0.0.5:6379) or {CLIENT_PREFIX}HOST:10001, got {resolved!r} "
+                               "(an http:// address is the dashboard's, for `ray job submit`)")
+    return resolved
 
 
 def is_client_address(address: str | None) -> bool:

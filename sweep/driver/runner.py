@@ -143,10 +143,27 @@ def _say_what_the_data_is(prepared: Prepared, quiet: bool, stream: Any) -> None:
         print(f"data: {prepared.dataset.info.summary()}", file=stream or sys.stdout)
 
 
+# the URI schemes Ray Tune's storage (pyarrow.fs) opens
+STORAGE_SCHEMES = ("s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss", "file", "mock")
+
+
 def storage_folder(storage: str | None, name: str) -> str:
-    """Where Ray keeps this sweep's checkpoints and state: ``<storage>/<name>``."""
+    """Where Ray keeps this sweep's checkpoints and state: ``<storage>/<name>``.
+
+    Raises SweepConfigError (``--storage``) for a URI scheme Ray cannot open (``ftp://`` failed
+    after the parent run was created) and for credentials in the URI, which would be written to
+    the parent run's tags and Ray's state files: they belong in the environment
+    (``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``, ``GOOGLE_APPLICATION_CREDENTIALS``)."""
+    from urllib.parse import urlsplit
+
     root = storage or DEFAULT_STORAGE
     if "://" in root:
+        parts = urlsplit(root)
+        if parts.scheme.lower() not in STORAGE_SCHEMES:
+            raise SweepConfigError("--storage", "", f"expected a local folder or a URI Ray can store checkpoints at ({', '.join(s + '://' for s in STORAGE_SCHEMES[:6])}), got {parts.scheme}://")
+        if parts.username or parts.password:
+            raise SweepConfigError("--storage", "", f"expected a storage URI without credentials, got {parts.scheme}://***@{parts.hostname or ''}...: "
+                                   "give them in the environment (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, GOOGLE_APPLICATION_CREDENTIALS)")
         return f"{root.rstrip('/')}/{name}"
     return str(Path(root).expanduser().resolve() / name)
 
@@ -614,7 +631,8 @@ def _close_without_ray(sweep: OpenSweep, stop: Interrupts) -> None:
         _finish(sweep, "KILLED", stop, claimed=True)
     signum = stop.signal or signal.SIGTERM
     with contextlib.suppress(Exception):
-        print(f"interrupted: {SweepInterrupted(sweep.config.name, signum)}", file=sys.stderr, flush=True)
+        name = sweep.config.name
+        print(f"interrupted: sweep {name} stopped; its ended trials are in MLflow; continue it with `sweep resume {name}`", file=sys.stderr, flush=True)
         sys.stdout.flush()
     os._exit(130 if signum == signal.SIGINT else 128 + int(signum))  # as a shell reports that signal
 

@@ -48,6 +48,10 @@ def resolve(spec: str, key: str, search_paths: tuple[Path, ...] = ()) -> Callabl
         raise InputError(key, f"expected an importable module {module_name!r}, but import exited (SystemExit: {exc.code}){detail}") from None
     except Exception as exc:  # ImportError, or the user's module raising at import
         raise InputError(key, f"expected an importable module {module_name!r}, but import failed: {_one_line(exc)}") from None
+    except KeyboardInterrupt:
+        raise  # a Ctrl-C while it imports (one the module raises itself cannot be told apart)
+    except BaseException as exc:  # a BaseException of the user's own (not Exception): still the module's failure, said in one line
+        raise InputError(key, f"expected an importable module {module_name!r}, but import raised {_one_line(exc)}") from None
     finally:
         held = captured.getvalue()
     if held:

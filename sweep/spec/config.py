@@ -72,8 +72,8 @@ class FloatParam(_Param):
     """A real number between ``low`` and ``high`` (log-uniform with ``log: true``)."""
 
     type: Literal["float"]
-    low: float
-    high: float
+    low: float = Field(allow_inf_nan=False)
+    high: float = Field(allow_inf_nan=False)
     log: bool = False
     step: float | None = Field(default=None, gt=0)
 
@@ -164,7 +164,10 @@ class SearchConfig(_Strict):
 
 # Space entries whose meaning the sweep defines (it passes them to fit(), the optimizer or the
 # built-in builders): values outside these ranges cannot train and are refused before any trial.
-_POSITIVE_INTEGERS = {"batch_size": "a batch size", "epochs": "an epoch count", "steps_per_execution": "steps per call", "layers": "a layer count"}
+_POSITIVE_INTEGERS = {
+    "batch_size": "a batch size", "epochs": "an epoch count", "steps_per_execution": "steps per call", "layers": "a layer count",
+    "units": "a layer width", "filters": "a filter count",
+}
 _OPEN_RANGES = {  # name: (lowest allowed, highest allowed, low inclusive, high inclusive, what)
     "learning_rate": (0, math.inf, False, False, "a learning rate"),
     "momentum": (0, 1, True, True, "a momentum"),
@@ -181,6 +184,11 @@ def _check_known_range(name: str, param: Any) -> None:
     else:
         values = [(f"space.{name}.low", param.low), (f"space.{name}.high", param.high)]
     numbers = [(key, value) for key, value in values if isinstance(value, (int, float)) and not isinstance(value, bool)]
+    if name in _POSITIVE_INTEGERS or name in _OPEN_RANGES:  # numbers only: '32' or 'fast' failed in the trials (or the preflight, with a traceback)
+        what = _POSITIVE_INTEGERS[name] if name in _POSITIVE_INTEGERS else _OPEN_RANGES[name][4]
+        for key, value in values:
+            if (key, value) not in numbers:
+                raise _KeyedError(key, f"expected a number ({what}), got {show_value(value)}")
     if name in _POSITIVE_INTEGERS:
         if isinstance(param, FloatParam):
             raise _KeyedError(f"space.{name}.type", f"expected int or categorical for {_POSITIVE_INTEGERS[name]}, got float")
@@ -1012,6 +1020,8 @@ def _expected(error: dict[str, Any], raw_loc: list[Any]) -> str:
         return f"expected a value {sign} {bound}{got}"
     if kind == "value_error":
         return str(ctx.get("error", error["msg"]))
+    if kind == "finite_number":
+        return f"expected a finite number{got}"
     return f"{error['msg'][0].lower()}{error['msg'][1:]}{got}"
 
 

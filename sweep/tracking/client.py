@@ -173,7 +173,15 @@ def create_sqlite_in_wal_mode(uri: str) -> bool:
 
 
 def check_reachable(uri: str, timeout: float = 5.0) -> None:
-    """Fail in seconds, not after MLflow's minutes of HTTP retries, when a tracking server is down."""
+    """Fail in seconds, not after MLflow's minutes of HTTP retries, when a tracking server is down;
+    at once for a store MLflow cannot open: a sqlite URI naming a folder (MLflow retried its
+    engine for about 100 s) and a file store (``./mlruns``, ``file://``: in maintenance mode in
+    MLflow 3, its long notice was the error). Raises ConnectionError with the reason."""
+    path = sqlite_path(uri)
+    if path is not None and (str(path) in ("", ".", "/") or path.is_dir()):
+        raise ConnectionError(f"{path} is a folder, not a sqlite database file (e.g. sqlite:///{Path(path) / 'mlflow.db'})")
+    if uri.startswith("file:") or "://" not in uri and not uri.startswith(("sqlite:", "databricks", "uc:")):
+        raise ConnectionError("MLflow's file store (a folder such as ./mlruns) is not supported: use sqlite:///FILE (the default, ./mlflow.db) or http(s)://HOST:PORT")
     if not uri.startswith(("http://", "https://")):
         return
     import base64

@@ -156,6 +156,8 @@ def trials_frame(uri: str, name: str) -> Any:
     columns = ["number", "trial_id", "status", "value", "best_epoch", "epochs", "datetime_start", "datetime_complete", "mlflow_run_id"]
     frame = pd.DataFrame(rows, columns=columns + sorted({k for row in rows for k in row if k.startswith("params_")}))
     frame = frame.sort_values("number", kind="stable", ignore_index=True)
+    for column in ("datetime_start", "datetime_complete"):  # all NaT (no trial ended yet) came out tz-naive
+        frame[column] = pd.to_datetime(frame[column], utc=True)
     frame.insert(8, "duration", frame["datetime_complete"] - frame["datetime_start"])
     for column in ("number", "best_epoch", "epochs"):
         frame[column] = frame[column].astype("Int64")

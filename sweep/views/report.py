@@ -594,6 +594,8 @@ def interactive_figures(data: SweepData, found: dict[str, float]) -> list[tuple[
         return [(key, None, "no finished trial yet") for key in INTERACTIVE]
     target = data.metric
     ranked_params = list(found) or sorted({k for t in study.trials for k in t.params})
+    # a contour needs two axes: a parameter with one value (fixed by --set, one choice) has none (Optuna warned on the terminal)
+    varied = [name for name in ranked_params if len({repr(t.params[name]) for t in study.trials if name in t.params}) >= 2]
     best_number = next((t.number for t in study.trials if t.user_attrs.get("trial_id") == getattr(data.best(), "trial_id", None)), None)
     makers = {
         "history": lambda: _mark_best_history(vis.plot_optimization_history(study, target_name=target), study, best_number),
@@ -601,7 +603,7 @@ def interactive_figures(data: SweepData, found: dict[str, float]) -> list[tuple[
         "parallel_coordinates": lambda: vis.plot_parallel_coordinate(study, target_name=target),
         "slice": lambda: vis.plot_slice(study, target_name=target),
         "importance": lambda: vis.plot_param_importances(study, target_name=target) if len(study.trials) >= 2 else _no("needs at least 2 finished trials"),
-        "contour": lambda: vis.plot_contour(study, params=ranked_params[:2], target_name=target) if len(ranked_params) >= 2 and len(study.trials) >= 2 else _no("needs two hyperparameters and two finished trials"),
+        "contour": lambda: vis.plot_contour(study, params=varied[:2], target_name=target) if len(varied) >= 2 and len(study.trials) >= 2 else _no("needs two hyperparameters that vary and two finished trials"),
     }
     figures = []
     for key in INTERACTIVE:

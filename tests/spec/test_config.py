@@ -219,6 +219,12 @@ MOMENTUM = "momentum: {type: float, low: 0.0, high: 0.99, when: {optimizer: sgd}
 PARAMS = "learning_rate, batch_size, optimizer, momentum"
 
 BAD = [
+    # search-space values the trials would fail on one by one, or the preflight with a traceback
+    ("learning-rate-choice-not-a-number", sub("    learning_rate: {type: float, low: 1.0e-4, high: 1.0e-1, log: true}", "    learning_rate: {type: categorical, choices: [fast, 0.01]}"),
+     "search.space.learning_rate.choices.0: expected a number (a learning rate), got 'fast'"),
+    ("batch-size-choices-as-strings", sub("choices: [16, 32, 64, 128]", "choices: ['32', '64']"), "search.space.batch_size.choices.0: expected a number (a batch size), got '32'"),
+    ("nan-bound", sub("low: 1.0e-4, high: 1.0e-1", "low: .nan, high: 1.0e-1"), "search.space.learning_rate.low: expected a finite number, got .nan"),
+    ("units-zero", sub("    learning_rate:", "    units: {type: int, low: 0, high: 8}\n    learning_rate:"), "search.space.units.low: expected a positive integer (a layer width), got 0"),
     # a fit()/compile() word in the space, or a key in the wrong section, points to where it is set
     ("validation-split-in-space", sub("    learning_rate:", "    validation_split: {type: float, low: 0.1, high: 0.3}\n    learning_rate:"),
      "search.space.validation_split: expected a hyperparameter, got 'validation_split', which is a fixed setting of fit() or compile(): set data.validation_split"),

@@ -1,0 +1,97 @@
+"""Bad command-line input and addresses a new user tried: one line naming the option, at once,
+before any run is created (each was a traceback, a crash line, or a minutes-long wait)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import textwrap
+
+import pytest
+
+from sweep import cli
+from sweep.driver import cluster, runner
+from sweep.errors import InputError, SweepConfigError
+from sweep.tracking.client import check_reachable
+
+
+def _args(*sets: str, name: str | None = None) -> argparse.Namespace:
+    return argparse.Namespace(set=list(sets), epochs=None, name=name)
+
+
+@pytest.mark.parametrize(
+    ("item", "expected"),
+    [
+        ("fit.epochs=[3", "--set: fit.epochs=[3: expected a YAML value after '=', got one YAML cannot read (expected ',' or ']', but got '<stream end>' at column 3): check its brackets and quotes"),
+        ("storage=/tmp/x", "--set: storage=/tmp/x: expected a key of the sweep file, got 'storage', which is the option --storage"),
+    ],
+    ids=["unreadable-yaml", "an-option-not-a-key"],
+)
+def test_set_values_the_sweep_cannot_use_are_one_line(item, expected):
+    with pytest.raises(SweepConfigError) as info:
+        cli._set_overrides(_args(item))
+    assert str(info.value) == expected
+
+
+def test_set_name_is_the_files_name_key_as_name_gives_it():
+    """--set name=other crashed: sweep.run() got multiple values for keyword argument 'name'."""
+    args = _args("name=other", "fit.epochs=2")
+    assert cli._set_overrides(args) == {"fit.epochs": 2} and args.name == "other"
+    args = _args("name=other", name="given")
+    cli._set_overrides(args)
+    assert args.name == "given"
+
+
+def test_tracking_stores_mlflow_cannot_open_fail_at_once(tmp_path):
+    (tmp_path / "adir").mkdir()
+    with pytest.raises(ConnectionError, match="adir is a folder, not a sqlite database file"):
+        check_reachable(f"sqlite:///{tmp_path / 'adir'}")
+    for uri in ("./mlruns", "file:///tmp/mlruns"):
+        with pytest.raises(ConnectionError, match="MLflow's file store .* is not supported: use sqlite:///FILE"):
+            check_reachable(uri)
+    check_reachable(f"sqlite:///{tmp_path / 'mlflow.db'}")  # a file (to be created) is fine
+
+
+@pytest.mark.parametrize(
+    ("storage", "expected"),
+    [
+        ("ftp://host/x", "expected a local folder or a URI Ray can store checkpoints at"),
+        ("s3://AKIAX:PwZZ3@bucket/x", "expected a storage URI without credentials, got s3://***@bucket...: give them in the environment"),
+    ],
+    ids=["unknown-scheme", "credentials-in-the-uri"],
+)
+def test_storage_uris_ray_cannot_use_or_that_hold_secrets_are_refused(storage, expected):
+    """An s3 URI with a key in it was stored unmasked in the parent run's sweep.storage_root tag."""
+    with pytest.raises(SweepConfigError) as info:
+        runner.storage_folder(storage, "x")
+    assert info.value.file == "--storage" and expected in info.value.expected and "PwZZ3" not in str(info.value)
+    assert runner.storage_folder("s3://bucket/x", "s1") == "s3://bucket/x/s1"
+
+
+def test_a_dashboard_address_is_not_a_cluster_address(monkeypatch):
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    with pytest.raises(SweepConfigError) as info:
+        cluster.resolve_address("http://127.0.0.1:8265")
+    assert str(info.value).startswith("--address: expected auto, HOST:PORT") and "dashboard" in str(info.value)
+    monkeypatch.setenv("RAY_ADDRESS", "https://head:8265")
+    with pytest.raises(SweepConfigError, match="^RAY_ADDRESS: "):
+        cluster.resolve_address(None)
+    monkeypatch.setenv("RAY_ADDRESS", "ray://head:10001")
+    assert cluster.resolve_address(None) == "ray://head:10001"
+
+
+def test_a_module_raising_its_own_base_exception_at_import_is_one_line(tmp_path, monkeypatch):
+    """A BaseException that is not an Exception escaped as a full Python traceback."""
+    from sweep.inputs.imports import resolve
+
+    (tmp_path / "boom_mod.py").write_text(textwrap.dedent("""
+        class Boom(BaseException):
+            pass
+
+        raise Boom("bad import")
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sys.modules.pop("boom_mod", None)
+    with pytest.raises(InputError) as info:
+        resolve("boom_mod:build", "model.builder", (tmp_path,))
+    assert info.value.expected == "expected an importable module 'boom_mod', but import raised Boom: bad import"
