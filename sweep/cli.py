@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import json
 import os
 import subprocess
@@ -59,6 +60,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command in ("run", "resume"):  # a warm session (`sweep up`) runs it, if one is up
         from sweep.driver import daemon
 
+        if not isinstance(sys.stdout, _OutputThatOutlivesItsReader):
+            sys.stdout = _OutputThatOutlivesItsReader(sys.stdout)
         forwarded = daemon.forward(args.command, list(sys.argv[1:] if argv is None else argv), args.address)
         if forwarded is not None:
             return forwarded
@@ -80,6 +83,55 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
     except Exception as exc:  # a bug (ours, Ray's, MLflow's): one line, the traceback kept in a file
         return _unexpected(exc, args)
+
+
+class _OutputThatOutlivesItsReader(io.TextIOBase):
+    """``sweep run`` stdout whose reader may go away (``sweep run FILE | head -1``, a closed
+    ``less``): the sweep goes on, its output is dropped, and stderr says so once. Before, the
+    first line written after ``head`` exited raised BrokenPipeError in the driver: the sweep
+    stopped before its first trial and the command exited 0, as if it had run. Its records are
+    in MLflow either way (``sweep status NAME``)."""
+
+    def __init__(self, stream: Any):
+        self._stream, self._gone = stream, False
+
+    def write(self, text: str) -> int:
+        if not self._gone:
+            try:
+                self._stream.write(text)
+            except BrokenPipeError:
+                self._let_go()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self._gone:
+            try:
+                self._stream.flush()
+            except BrokenPipeError:
+                self._let_go()
+
+    def _let_go(self) -> None:
+        self._gone = True
+        with contextlib.suppress(Exception):
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, self._stream.fileno())  # what is still buffered, and Python's flush at exit, go nowhere
+            os.close(null)
+        with contextlib.suppress(Exception):
+            print("sweep: the reader of this command's output went away; the sweep goes on (its output dropped; `sweep status` shows it)",
+                  file=sys.stderr, flush=True)
+
+    def isatty(self) -> bool:
+        return not self._gone and self._stream.isatty()
+
+    def fileno(self) -> int:
+        return self._stream.fileno()
+
+    def writable(self) -> bool:
+        return True
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return getattr(self._stream, "encoding", "utf-8")
 
 
 def _unexpected(exc: Exception, args: argparse.Namespace) -> int:
