@@ -79,6 +79,7 @@ def run(
     from sweep.tracking.client import resolve_uri
 
     _check_tracking(resolve_uri(config.tracking.uri), label)  # first: MLflow's own HTTP retries take minutes on a dead server
+    _check_storage(storage_dir)
     prepared = prepare_while_ray_starts(config, label, _search_paths(source), address)
     # after Ray's start, not before it: opening an existing MLflow store to look for an unfinished
     # sweep of this name costs ~1.3 s (MLflow's import and store set-up), which delayed Ray, the
@@ -202,6 +203,16 @@ def _decide_resume(config: SweepConfig, label: str, storage_dir: str, fresh: boo
             f"run `sweep resume {config.name}` to continue it, or `sweep run FILE --fresh` to start over",
         )
     return resume_module.load_state(uri, parent, config)
+
+
+def _check_storage(storage_dir: str) -> None:
+    """A cloud ``--storage`` answers within a bounded wait, or the sweep stops in one line
+    before Ray starts or any run is created."""
+    from sweep.worker.storage import check_answers
+
+    problem = check_answers(storage_dir, say=lambda line: print(line, file=sys.stderr, flush=True))
+    if problem is not None:
+        raise SweepConfigError("--storage", "", f"expected storage that answers at {storage_dir}, but: {problem}")
 
 
 def _check_tracking(uri: str, label: str) -> None:

@@ -49,6 +49,39 @@ def _filesystem(location: str) -> tuple[Any, str]:
     return pyarrow.fs.FileSystem.from_uri(location)
 
 
+STORAGE_ANSWER_S = 30.0  # a cloud store that has not answered by then will not (no network, no credentials)
+
+
+def check_answers(location: str, timeout_s: float = STORAGE_ANSWER_S, say: Any = None) -> str | None:
+    """Why the storage at ``location`` cannot be used, or None when it answers: pyarrow opens it
+    and lists it, in a thread, for at most ``timeout_s`` (``say`` is told after 2 s that the wait
+    is on, and for how long). A ``gs://`` store without network hung Ray's own first access
+    silently for minutes, deaf to Ctrl-C (a call into C++ that never returned)."""
+    import threading
+
+    if not is_uri(location) or location.startswith("file://"):
+        return None
+    outcome: list[str | None] = []
+
+    def probe() -> None:
+        try:
+            filesystem, path = _filesystem(location)
+            filesystem.get_file_info(path)
+            outcome.append(None)
+        except Exception as exc:  # noqa: BLE001 - whatever pyarrow raises is the reason
+            outcome.append(f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:300]}")
+
+    thread = threading.Thread(target=probe, name="sweep-storage-probe", daemon=True)
+    thread.start()
+    thread.join(min(2.0, timeout_s))
+    if thread.is_alive() and say is not None:
+        say(f"sweep: waiting at most {timeout_s:g} s for the storage {location} to answer")
+    thread.join(max(0.0, timeout_s - 2.0))
+    if thread.is_alive():
+        return f"no answer within {timeout_s:g} s (no network, or no credentials for it here?)"
+    return outcome[0] if outcome else None
+
+
 def local_path(location: str) -> Path | None:
     """The local folder of a checkpoint, or None when it lives on a remote filesystem."""
     import pyarrow.fs

@@ -39,3 +39,18 @@ def test_checkpoint_location_keeps_remote_schemes() -> None:
     assert storage.checkpoint_location(local) == "/data/run/checkpoint_000001"
     sub = pyarrow.fs.SubTreeFileSystem("/tmp", pyarrow.fs.LocalFileSystem())
     assert storage.checkpoint_location(tune.Checkpoint("run/checkpoint_1", filesystem=sub)).endswith("://run/checkpoint_1")
+
+
+def test_a_cloud_storage_that_does_not_answer_is_a_bounded_wait_that_says_so():
+    """gs:// with no network hung Ray's first access for minutes, deaf to Ctrl-C."""
+    import time
+
+    from sweep.worker.storage import check_answers
+
+    said: list[str] = []
+    started = time.monotonic()
+    problem = check_answers("gs://sweep-no-such-bucket/x", timeout_s=4.0, say=said.append)
+    assert problem is not None and time.monotonic() - started < 8.0
+    assert not said or said == ["sweep: waiting at most 4 s for the storage gs://sweep-no-such-bucket/x to answer"]
+    assert check_answers("mock://bucket/x") is None  # pyarrow's in-memory store answers
+    assert check_answers("/a/local/folder") is None  # local folders are not probed
