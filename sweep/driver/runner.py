@@ -10,8 +10,9 @@ signal handler and closes every record however it stopped. The preflight is
 from __future__ import annotations
 
 import contextlib
-import json
 import dataclasses
+import json
+import logging
 import os
 import signal
 import sys
@@ -34,6 +35,8 @@ from sweep.protocol import TrialStatus
 from sweep.tracking.tags import (
     CONFIG_HASH_TAG, DATA_INPUTS_TAG, DATA_LABELS_TAG, DATA_OUTPUTS_TAG, DATA_TAG, DATA_TASK_TAG, FILE_TAG, STORAGE_ROOT_TAG,
 )
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from ray import tune
@@ -615,6 +618,14 @@ def _fit_and_finish(sweep: OpenSweep, tuner: tune.Tuner, ended: int) -> SweepRes
         status = "KILLED"
         stop.signal = stop.signal or signal.SIGINT
         raise SweepInterrupted(config.name, stop.signal) from None
+    except Exception:
+        status = "KILLED"  # the driver failing: the sweep stays resumable
+        if not sweep.fail_fast.halt:
+            raise
+        # the sweep had halted the trials (a storage fault): Tune then failed building its result
+        # grid from the same storage (a truncated error file: "pickle data was truncated"); the
+        # halt is what happened, said once by _finish, not a second "failed unexpectedly" line
+        log.debug("Tune's end of fit failed after the sweep halted", exc_info=True)
     except BaseException:
         status = "KILLED"  # the driver failing: the sweep stays resumable
         raise

@@ -130,3 +130,47 @@ def test_a_storage_gone_read_only_ends_the_sweep_resumable_and_resume_finishes_i
     numbers = sorted(int(c.data.tags[TRIAL_NUMBER_TAG]) for c in children)
     assert numbers == list(range(TRIALS))  # every trial exactly once
     assert {c.info.status for c in children} == {"FINISHED"}
+
+
+def _small_tmpfs(folder: Path, size: str) -> bool:
+    """``folder`` as a tmpfs of ``size`` (root with mount rights), True if mounted."""
+    folder.mkdir(parents=True, exist_ok=True)
+    return subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True).returncode == 0
+
+
+def test_a_storage_that_fills_up_says_so_once_and_resume_finishes_it(tmp_path):
+    """A full disk truncated the error files Tune writes there, and Tune's end of fit then
+    failed reading one back ("pickle data was truncated"): after the right stop line came a
+    second one, "sweep run failed unexpectedly", with a traceback file."""
+    storage = tmp_path / "small"
+    if not _small_tmpfs(storage, "120k"):
+        pytest.skip("needs root with mount rights (a 120 KB tmpfs stands in for a disk that fills up)")
+    try:
+        sweep_file, db = _sweep_file(tmp_path), tmp_path / "mlflow.db"
+        uri = f"sqlite:///{db}"
+        common = ["--storage", str(storage), "--tracking-uri", uri]
+        log = tmp_path / "run.log"
+        proc = _sweep(["run", str(sweep_file), *common], tmp_path, log)
+        try:
+            code = proc.wait(timeout=240)
+        finally:
+            kill_group(proc)
+        out = log.read_text()
+        stopped = [line for line in out.splitlines() if line.startswith("sweep stopped: storage fault")]
+        assert code == 1 and len(stopped) == 1 and f"sweep resume {NAME}" in stopped[0], out[-3000:]
+        assert "failed unexpectedly" not in out and "Traceback" not in out, out[-3000:]
+        status, children = _children(uri)
+        assert status == "KILLED" and not [c for c in children if c.info.status == "RUNNING"]
+
+        subprocess.run(["mount", "-o", "remount,size=64m", str(storage)], check=True)  # space freed
+        log = tmp_path / "resume.log"
+        resumed = _sweep(["resume", NAME, *common], tmp_path, log)
+        try:
+            assert resumed.wait(timeout=240) == 0, log.read_text()[-3000:]
+        finally:
+            kill_group(resumed)
+        status, children = _children(uri)
+        assert status == "FINISHED"
+        assert sorted(int(c.data.tags[TRIAL_NUMBER_TAG]) for c in children) == list(range(TRIALS))
+    finally:
+        subprocess.run(["umount", "-l", str(storage)], capture_output=True)
