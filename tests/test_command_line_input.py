@@ -49,6 +49,8 @@ def test_tracking_stores_mlflow_cannot_open_fail_at_once(tmp_path):
     for uri in ("./mlruns", "file:///tmp/mlruns"):
         with pytest.raises(ConnectionError, match="MLflow's file store .* is not supported: use sqlite:///FILE"):
             check_reachable(uri)
+    with pytest.raises(ConnectionError, match="the folder .*no-such-folder does not exist"):
+        check_reachable(f"sqlite:///{tmp_path / 'no-such-folder' / 'mlflow.db'}")  # MLflow made every missing folder of a typo
     check_reachable(f"sqlite:///{tmp_path / 'mlflow.db'}")  # a file (to be created) is fine
 
 

@@ -260,7 +260,11 @@ def _check_condition(space: Mapping[str, Any], name: str, parent: str, wanted: A
     if parent == name:
         raise _KeyedError(key, "expected another parameter, got the parameter itself")
     if parent not in space:
-        raise _KeyedError(key, f"expected one of the space's parameters ({', '.join(space)}), got {parent!r}")
+        import difflib
+
+        others = [other for other in space if other != name]
+        close = difflib.get_close_matches(str(parent), others, n=1, cutoff=0.75)
+        raise _KeyedError(key, f"expected one of the space's other parameters ({', '.join(others)}), got {parent!r}" + (f"; did you mean {close[0]!r}?" if close else ""))
     parent_param = space[parent]
     values = wanted if isinstance(wanted, list) else [wanted]
     if isinstance(parent_param, CategoricalParam):

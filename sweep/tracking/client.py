@@ -180,6 +180,8 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
     path = sqlite_path(uri)
     if path is not None and (str(path) in ("", ".", "/") or path.is_dir()):
         raise ConnectionError(f"{path} is a folder, not a sqlite database file (e.g. sqlite:///{Path(path) / 'mlflow.db'})")
+    if path is not None and str(path) != ":memory:" and not path.parent.is_dir():  # a mistyped folder: MLflow made every missing one
+        raise ConnectionError(f"the folder {path.parent} does not exist (create it first, or fix the path)")
     if uri.startswith("file:") or "://" not in uri and not uri.startswith(("sqlite:", "databricks", "uc:")):
         raise ConnectionError("MLflow's file store (a folder such as ./mlruns) is not supported: use sqlite:///FILE (the default, ./mlflow.db) or http(s)://HOST:PORT")
     if not uri.startswith(("http://", "https://")):

@@ -216,7 +216,6 @@ def add_param(line: str) -> str:
 
 LR = "learning_rate: {type: float, low: 1.0e-4, high: 1.0e-1, log: true}"
 MOMENTUM = "momentum: {type: float, low: 0.0, high: 0.99, when: {optimizer: sgd}}"
-PARAMS = "learning_rate, batch_size, optimizer, momentum"
 
 BAD = [
     # search-space values the trials would fail on one by one, or the preflight with a traceback
@@ -378,7 +377,7 @@ BAD = [
     ("unknown-sampler", sub("sampler: tpe", "sampler: bayes"), "search.sampler: expected one of 'tpe', 'random', 'cmaes', 'grid', got 'bayes'"),
     ("grid-with-float", sub("sampler: tpe", "sampler: grid"), "search.space.learning_rate.type: expected categorical or int with sampler: grid, got float"),
     # conditions
-    ("when-unknown-parameter", sub("when: {optimizer: sgd}", "when: {optimiser: sgd}"), f"search.space.momentum.when.optimiser: expected one of the space's parameters ({PARAMS}), got 'optimiser'"),
+    ("when-unknown-parameter", sub("when: {optimizer: sgd}", "when: {optimiser: sgd}"), "search.space.momentum.when.optimiser: expected one of the space's other parameters (learning_rate, batch_size, optimizer), got 'optimiser'; did you mean 'optimizer'?"),
     ("when-value-not-a-choice", sub("when: {optimizer: sgd}", "when: {optimizer: adamw}"), "search.space.momentum.when.optimizer: expected one of 'adam', 'sgd', 'rmsprop', got 'adamw'"),
     ("when-list-value-not-a-choice", sub("when: {optimizer: sgd}", "when: {optimizer: [sgd, lion]}"), "search.space.momentum.when.optimizer: expected one of 'adam', 'sgd', 'rmsprop', got 'lion'"),
     ("when-itself", sub("when: {optimizer: sgd}", "when: {momentum: 0.5}"), "search.space.momentum.when.momentum: expected another parameter, got the parameter itself"),
