@@ -27,19 +27,37 @@ def entry() -> None:
 
     ``status``, ``best`` and ``report`` only read MLflow. Tearing the interpreter down after
     them (the modules of MLflow, SQLAlchemy, pandas and pyarrow) took 0.7 s of a 2.2 s
-    ``sweep status``, so they flush their output and end the process without it. Every other
-    command, which may have files or runs to close, exits normally.
+    ``sweep status``, so they flush their output and end the process without it; ``run`` and
+    ``resume`` too, once their records are closed and Ray is stopped (:func:`_stop_own_ray`).
+    Every other command exits normally.
     """
     code = main()
-    if _command(sys.argv[1:]) in READ_ONLY_COMMANDS:
+    command = _command(sys.argv[1:])
+    if command in READ_ONLY_COMMANDS or command in ("run", "resume"):
         import logging
 
+        if command in ("run", "resume"):
+            _stop_own_ray()
         logging.shutdown()
-        with contextlib.suppress(BrokenPipeError):
+        with contextlib.suppress(Exception):  # a reader gone, a closed terminal: nothing left to say
             sys.stdout.flush()
             sys.stderr.flush()
         os._exit(code)
     sys.exit(code)
+
+
+def _stop_own_ray() -> None:
+    """``sweep run``/``resume`` end here once the sweep's records are closed (MLflow's writer has
+    exited, the report is logged, the output printed): stop Ray, which is all that is left, and
+    end the process without tearing the interpreter down. The prompt came back 4-5 s after the
+    summary on 2 cores: 1.4 s of ``ray.shutdown()``, and ~2 s unloading TensorFlow, MLflow and
+    pandas, which nothing needs."""
+    with contextlib.suppress(Exception):
+        if "ray" in sys.modules:
+            import ray
+
+            if ray.is_initialized():
+                ray.shutdown()
 
 
 def _command(argv: Sequence[str]) -> str | None:
