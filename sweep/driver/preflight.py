@@ -121,7 +121,7 @@ def _preflight_model(config: SweepConfig, builder: Callable, dataset: Any, searc
     keras_callbacks(config.fit, config.objective, search_paths)
     _check_fit_settings(config, dataset)
     hp = example_hyperparameters(config)
-    model = models.build(builder, hp, dataset.info, config.model)
+    model = models.build(builder, hp, dataset.info, config.model, search_paths=search_paths)
     imports.remember_loaded(search_paths)  # helper modules the factory imported in its body ship with the user's code
     try:
         try:

@@ -360,7 +360,9 @@ def is_compiled(model: keras.Model) -> bool:
     return bool(getattr(model, "compiled", False)) and getattr(model, "optimizer", None) is not None
 
 
-def build(builder: Builder, hp: dict, info: "DataInfo", model_cfg: ModelConfig, steps_per_execution: int | None = None) -> keras.Model:
+def build(
+    builder: Builder, hp: dict, info: "DataInfo", model_cfg: ModelConfig, steps_per_execution: int | None = None, search_paths: tuple[Path, ...] = ()
+) -> keras.Model:
     """Call the builder and compile its model (unless it came back compiled).
 
     Errors a factory raises become ``InputError('model.builder', ...)`` (chained, so the
@@ -368,7 +370,9 @@ def build(builder: Builder, hp: dict, info: "DataInfo", model_cfg: ModelConfig, 
     checked against ``info.num_outputs`` (:func:`check_model_output`). A model the factory
     compiled itself is returned untouched, its optimizer, loss and metrics included.
     ``steps_per_execution`` (train steps per compiled call, see ``worker.steps_per_execution``)
-    defaults to ``hp['steps_per_execution']`` or 1.
+    defaults to ``hp['steps_per_execution']`` or 1. A loss or metric named
+    ``package.module:function`` is the user's own function (imported from ``search_paths`` in
+    the driver; a worker has the user's code on its path).
     """
     spec = _spec_of(builder)
     try:
@@ -391,9 +395,9 @@ def build(builder: Builder, hp: dict, info: "DataInfo", model_cfg: ModelConfig, 
     check_per_output_settings(model, model_cfg)
     model.compile(
         optimizer=make_optimizer(hp),
-        loss=loss or default_loss(info, model),
+        loss=_user_functions(loss, "model.loss", search_paths) if loss else default_loss(info, model),
         loss_weights=model_cfg.loss_weights,
-        metrics=_metrics(model_cfg.metrics) if model_cfg.metrics else default_metrics(info),
+        metrics=_user_functions(_metrics(model_cfg.metrics), "model.metrics", search_paths) if model_cfg.metrics else default_metrics(info),
         steps_per_execution=int(steps_per_execution or hp.get("steps_per_execution", 1) or 1),
     )
     return model
@@ -405,6 +409,19 @@ def _metrics(metrics: Any) -> Any:
     if isinstance(metrics, dict):
         return {name: [value] if isinstance(value, str) else list(value) for name, value in metrics.items()}
     return [list(value) if isinstance(value, list) else value for value in metrics]
+
+
+def _user_functions(value: Any, key: str, search_paths: tuple[Path, ...]) -> Any:
+    """``model.loss`` / ``model.metrics`` with every ``package.module:function`` entry replaced by
+    that function of the user's (``compile(loss=focal)``, as a plain script passes it); Keras
+    names stay names. Raises InputError on the entry's key when it does not import."""
+    if isinstance(value, str):
+        return resolve(value, key, search_paths) if is_spec(value) else value
+    if isinstance(value, dict):
+        return {name: _user_functions(item, f"{key}.{name}", search_paths) for name, item in value.items()}
+    if isinstance(value, list):
+        return [_user_functions(item, f"{key}.{index}", search_paths) for index, item in enumerate(value)]
+    return value
 
 
 def output_names(model: keras.Model) -> list[str] | None:
@@ -575,6 +592,8 @@ def _known(kind: str, name: Any) -> bool:
     activation, loss or metric (with compile's own aliases: accuracy/acc, crossentropy/ce)."""
     if not isinstance(name, str):
         return name is None and kind in ("activation", "optimizer")  # None: linear, adam
+    if kind in ("loss", "metric") and is_spec(name):
+        return True  # the user's own function: imported (and checked) when the preflight compiles with it
     if kind == "optimizer":
         return name.lower() in OPTIMIZERS
     if kind == "loss" and name.lower() in ("crossentropy", "ce"):
@@ -592,8 +611,9 @@ def _known(kind: str, name: Any) -> bool:
 def _expected_names(kind: str) -> str:
     if kind == "optimizer":
         return f"one of {', '.join(OPTIMIZERS)}"
-    return {"activation": "a Keras activation name (relu, gelu, tanh, ...)", "loss": "a Keras loss name (mse, huber, sparse_categorical_crossentropy, ...)",
-            "metric": "a Keras metric name (accuracy, mae, auc, ...)"}[kind]
+    return {"activation": "a Keras activation name (relu, gelu, tanh, ...)",
+            "loss": "a Keras loss name (mse, huber, sparse_categorical_crossentropy, ...) or package.module:function",
+            "metric": "a Keras metric name (accuracy, mae, auc, ...) or package.module:function"}[kind]
 
 
 def check_names(space: dict, model_cfg: ModelConfig, sweep_compiles: bool) -> None:

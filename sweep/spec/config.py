@@ -364,12 +364,13 @@ class ModelConfig(_Strict):
     args: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments of the builder.")
     loss: str | dict[str, str] | list[str] | None = Field(
         default=None,
-        description="Keras loss name, or one per output (a dict by output name or a list). Default: by the targets "
+        description="Keras loss name or your own function as package.module:function, or one per output (a dict by output name or a list). Default: by the targets "
         "(sparse_categorical_crossentropy, categorical_crossentropy for one-hot rows, binary_crossentropy for 0/1 rows, mse).",
     )
     metrics: list[str] | list[list[str]] | dict[str, str | list[str]] | None = Field(
         default=None,
-        description="Keras metric names, or per output (a dict of names or lists by output name, or a list with one list per output). "
+        description="Keras metric names (or your own functions as package.module:function), or per output (a dict of names or lists by output name, "
+        "or a list with one list per output). "
         "Default: accuracy or mae, by task.",
     )
     loss_weights: dict[str, float] | list[float] | None = Field(default=None, description="Per-output loss weights (compile(loss_weights=...)).")

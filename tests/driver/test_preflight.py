@@ -352,3 +352,27 @@ def test_a_searched_loss_for_outputs_of_different_kinds_names_the_space(tmp_path
         preflight.prepare(config_module.load(raw), "sweep.yaml", (tmp_path,))
     assert str(info.value) == ("sweep.yaml: search.space.loss: expected one loss that fits every output, got a searched loss for outputs whose targets "
                                "differ (kind: one class index per row, size: values): give model.loss per output instead")
+
+
+def test_a_loss_and_a_metric_of_the_users_own_are_named_as_package_module_function(tmp_path):
+    """compile(loss=focal) as a plain script writes it: model.loss "my_losses:focal" (it was
+    refused as "expected a Keras loss name"); a name the module lacks is one line on its key."""
+    (tmp_path / "my_losses.py").write_text(textwrap.dedent("""
+        import keras
+
+        def focal(y_true, y_pred):
+            return keras.losses.sparse_categorical_crossentropy(y_true, y_pred)
+
+        def hits(y_true, y_pred):
+            return keras.ops.cast(keras.ops.equal(keras.ops.cast(keras.ops.reshape(y_true, (-1,)), "int64"), keras.ops.argmax(y_pred, axis=-1)), "float32")
+    """))
+    raw = sweep(model={"loss": "my_losses:focal", "metrics": ["my_losses:hits"]}, objective={"metric": "val_hits", "mode": "max"})
+    config = config_module.load(raw)
+    prepared = preflight.prepare(config, "sweep.yaml", (tmp_path,))
+    from sweep.inputs import models
+
+    model = models.build(prepared.builder, preflight.example_hyperparameters(config), prepared.dataset.info, config.model, search_paths=(tmp_path,))
+    assert model.loss.__name__ == "focal"
+    with pytest.raises(SweepConfigError) as info:
+        preflight.prepare(config_module.load(sweep(model={"loss": "my_losses:focall"})), "sweep.yaml", (tmp_path,))
+    assert str(info.value) == "sweep.yaml: model.loss: expected 'my_losses' to define 'focall', but it does not"
