@@ -42,12 +42,12 @@ PREFLIGHT_BAD = [
     ("optimizer-not-a-name", sweep({"optimizer": cat("adam", 3)}), f"search.space.optimizer.choices.1: expected one of {OPTIMIZERS}, got 3"),
     ("activation-typo", sweep({"activation": cat("relu", "reluu")}), "search.space.activation.choices.1: expected a Keras activation name (relu, gelu, tanh, ...), got 'reluu'"),
     ("activation-in-args", sweep(model={"args": {"units": [4], "activation": "rleu"}}), "model.args.activation: expected a Keras activation name (relu, gelu, tanh, ...), got 'rleu'"),
-    ("loss-choice-typo", sweep({"loss": cat("sparse_categorical_crossentropy", "sparse_crossentropy")}), "search.space.loss.choices.1: expected a Keras loss name (mse, huber, sparse_categorical_crossentropy, ...), got 'sparse_crossentropy'"),
+    ("loss-choice-typo", sweep({"loss": cat("sparse_categorical_crossentropy", "sparse_crossentropy")}), "search.space.loss.choices.1: expected a Keras loss name (mse, huber, sparse_categorical_crossentropy, ...) or package.module:function, got 'sparse_crossentropy'"),
     # model.loss / model.metrics named, not blamed on the builder (rel-20)
-    ("model-loss-unknown", sweep(model={"loss": "cross_entropy"}), "model.loss: expected a Keras loss name (mse, huber, sparse_categorical_crossentropy, ...), got 'cross_entropy'"),
-    ("model-loss-list-item", sweep(model={"loss": ["mse", "msee"]}), "model.loss.1: expected a Keras loss name (mse, huber, sparse_categorical_crossentropy, ...), got 'msee'"),
-    ("model-metric-unknown", sweep(model={"metrics": ["accuracy", "acc_score"]}), "model.metrics.1: expected a Keras metric name (accuracy, mae, auc, ...), got 'acc_score'"),
-    ("model-metric-by-head", sweep(model={"metrics": {"out": ["auc", "f2"]}}), "model.metrics.out.1: expected a Keras metric name (accuracy, mae, auc, ...), got 'f2'"),
+    ("model-loss-unknown", sweep(model={"loss": "cross_entropy"}), "model.loss: expected a Keras loss name (mse, huber, sparse_categorical_crossentropy, ...) or package.module:function, got 'cross_entropy'"),
+    ("model-loss-list-item", sweep(model={"loss": ["mse", "msee"]}), "model.loss.1: expected a Keras loss name (mse, huber, sparse_categorical_crossentropy, ...) or package.module:function, got 'msee'"),
+    ("model-metric-unknown", sweep(model={"metrics": ["accuracy", "acc_score"]}), "model.metrics.1: expected a Keras metric name (accuracy, mae, auc, ...) or package.module:function, got 'acc_score'"),
+    ("model-metric-by-head", sweep(model={"metrics": {"out": ["auc", "f2"]}}), "model.metrics.out.1: expected a Keras metric name (accuracy, mae, auc, ...) or package.module:function, got 'f2'"),
     # batch sizes against the training rows (rel-16): 40 rows, 32 train
     ("fixed-batch-over-rows", sweep(fit={"batch_size": 100000}), "fit.batch_size: expected at most 32 (the training rows), got 100000"),
     ("searched-batch-choice-over-rows", sweep({"batch_size": cat(8, 16, 64)}), "search.space.batch_size.choices.2: expected at most 32 (the training rows), got 64"),
@@ -346,7 +346,7 @@ def test_an_objective_with_one_value_per_class_is_refused_before_any_trial(tmp_p
 def test_a_searched_loss_for_outputs_of_different_kinds_names_the_space(tmp_path):
     (tmp_path / "two_heads_mod.py").write_text(TWO_HEADS)
     raw = heads_sweep(loss=None)
-    raw["search"]["space"]["loss"] = cat("sparse_categorical_crossentropy", "mse")
+    raw["search"] = {**raw["search"], "space": {**raw["search"]["space"], "loss": cat("sparse_categorical_crossentropy", "mse")}}  # BASE's own dicts stay as they are
     raw["objective"] = {"metric": "val_kind_accuracy", "mode": "max"}
     with pytest.raises(SweepConfigError) as info:
         preflight.prepare(config_module.load(raw), "sweep.yaml", (tmp_path,))
