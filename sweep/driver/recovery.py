@@ -50,6 +50,7 @@ class PriorTrial:
     checkpoint: str | None
     reason: str | None
     last_step: int  # highest epoch already logged
+    curve: dict[int, float] = field(default_factory=dict)  # the objective by epoch, as logged
 
 
 @dataclass
@@ -63,6 +64,10 @@ class ResumeState:
     @property
     def remaining(self) -> int:
         return len(self.interrupted)
+
+    def curves(self) -> list[dict[int, float]]:
+        """Every earlier trial's objective by epoch: what the scheduler's rungs had recorded."""
+        return [t.curve for t in (*self.ended, *self.interrupted) if t.curve]
 
     def resume_configs(self) -> list[dict[str, Any]]:
         """Trial configs for the interrupted trials: their params plus private resume keys."""
@@ -123,6 +128,7 @@ def load_state(uri: str, parent: Any, config: SweepConfig) -> ResumeState:
             checkpoint=tags.get(CHECKPOINT_TAG),
             reason=tags.get(REASON_TAG),
             last_step=last_step,
+            curve=values,
         )
         if is_finished(status) and run.info.status == "RUNNING":
             _repair_end(client, run.info.run_id, status)

@@ -533,7 +533,7 @@ def _tuner(sweep: OpenSweep, warm: WarmStart | None, resume: ResumeState | None,
             metric=config.objective.metric,
             mode=config.objective.mode,
             search_alg=_searcher(config, warm, resume),
-            scheduler=schedulers.build(config),
+            scheduler=schedulers.build(config, history=resume.curves() if resume is not None else ()),  # the rungs the earlier session filled
             num_samples=max(1, trial_budget(config) - ended),
             max_concurrent_trials=config.search.max_concurrent,
             reuse_actors=True,

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+import math
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, HyperBandScheduler, MedianStoppingRule
@@ -106,7 +107,40 @@ SCHEDULERS: dict[str, Callable[[Any, int], Any]] = {
 }
 
 
-def build(config: SweepConfig) -> Any:
-    """The Tune scheduler for ``config.scheduler``; ``max_t`` defaults to ``fit.epochs``."""
+def build(config: SweepConfig, history: Sequence[Mapping[int, float]] = ()) -> Any:
+    """The Tune scheduler for ``config.scheduler``; ``max_t`` defaults to ``fit.epochs``.
+
+    ``history``: the objective by epoch of the trials an earlier session of this sweep ran (a
+    resumed sweep), recorded in ASHA's rungs (:func:`seed_rungs`)."""
     section = config.scheduler
-    return SCHEDULERS[section.type](section, config.max_epochs)
+    scheduler = SCHEDULERS[section.type](section, config.max_epochs)
+    if history:
+        seed_rungs(scheduler, history, config.objective.mode)
+    return scheduler
+
+
+def seed_rungs(scheduler: Any, curves: Sequence[Mapping[int, float]], mode: str) -> int:
+    """Record earlier trials' results in an ASHA scheduler's rungs; the number recorded.
+
+    A resumed sweep builds a new scheduler, whose rungs were empty: the first trials to reach
+    each rung again always went on (a cutoff needs recorded results), so an interrupted trial
+    that the uninterrupted sweep stopped at epoch 1 trained all 27 epochs after ``sweep resume``.
+    Each curve's value at a rung's milestone (the first epoch >= it, where ASHA decides) is
+    recorded as ASHA records it (sign-adjusted by ``mode``). Ray Tune has no public API for
+    this: it writes ``AsyncHyperBandScheduler._brackets[i]._rungs`` (Li et al., 2020, "A System
+    for Massively Parallel Hyperparameter Tuning", the rungs of Algorithm 1), and does nothing
+    for a scheduler without them (FIFO, the median rule, HyperBand's own brackets).
+    """
+    brackets = getattr(scheduler, "_brackets", None)
+    if not isinstance(brackets, list) or not isinstance(scheduler, ASHAScheduler):
+        return 0
+    sign = 1.0 if mode == "max" else -1.0
+    recorded_count = 0
+    for index, curve in enumerate(curves):
+        for bracket in brackets:
+            for milestone, recorded in getattr(bracket, "_rungs", ()):
+                value = curve.get(math.ceil(milestone))
+                if value is not None and math.isfinite(value):
+                    recorded[f"earlier-session-{index}"] = sign * float(value)
+                    recorded_count += 1
+    return recorded_count

@@ -91,6 +91,20 @@ def _children(uri: str) -> tuple[str, list]:
     return parent.info.status, store.child_runs(uri, parent)
 
 
+def _resume_finishes_every_trial_once(common: list[str], tmp_path: Path, uri: str) -> None:
+    log = tmp_path / "resume.log"
+    resumed = _sweep(["resume", NAME, *common], tmp_path, log)
+    try:
+        assert resumed.wait(timeout=240) == 0, log.read_text()[-3000:]
+    finally:
+        kill_group(resumed)
+    status, children = _children(uri)
+    assert status == "FINISHED"
+    numbers = sorted(int(c.data.tags[TRIAL_NUMBER_TAG]) for c in children)
+    assert numbers == list(range(TRIALS))  # every trial exactly once
+    assert {c.info.status for c in children} == {"FINISHED"}
+
+
 def test_a_storage_gone_read_only_ends_the_sweep_resumable_and_resume_finishes_it(tmp_path):
     storage = tmp_path / "runs"
     if not _can_bind_mount(storage):
@@ -119,17 +133,7 @@ def test_a_storage_gone_read_only_ends_the_sweep_resumable_and_resume_finishes_i
     assert status == "KILLED"  # resumable: the budget is not spent
     assert children and not [c for c in children if c.info.status == "RUNNING"]
 
-    log = tmp_path / "resume.log"
-    resumed = _sweep(["resume", NAME, *common], tmp_path, log)
-    try:
-        assert resumed.wait(timeout=240) == 0, log.read_text()[-3000:]
-    finally:
-        kill_group(resumed)
-    status, children = _children(uri)
-    assert status == "FINISHED"
-    numbers = sorted(int(c.data.tags[TRIAL_NUMBER_TAG]) for c in children)
-    assert numbers == list(range(TRIALS))  # every trial exactly once
-    assert {c.info.status for c in children} == {"FINISHED"}
+    _resume_finishes_every_trial_once(common, tmp_path, uri)
 
 
 def _small_tmpfs(folder: Path, size: str) -> bool:
@@ -163,14 +167,6 @@ def test_a_storage_that_fills_up_says_so_once_and_resume_finishes_it(tmp_path):
         assert status == "KILLED" and not [c for c in children if c.info.status == "RUNNING"]
 
         subprocess.run(["mount", "-o", "remount,size=64m", str(storage)], check=True)  # space freed
-        log = tmp_path / "resume.log"
-        resumed = _sweep(["resume", NAME, *common], tmp_path, log)
-        try:
-            assert resumed.wait(timeout=240) == 0, log.read_text()[-3000:]
-        finally:
-            kill_group(resumed)
-        status, children = _children(uri)
-        assert status == "FINISHED"
-        assert sorted(int(c.data.tags[TRIAL_NUMBER_TAG]) for c in children) == list(range(TRIALS))
+        _resume_finishes_every_trial_once(common, tmp_path, uri)
     finally:
         subprocess.run(["umount", "-l", str(storage)], capture_output=True)

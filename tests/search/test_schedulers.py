@@ -56,3 +56,31 @@ def test_every_fifo_based_scheduler_of_a_sweep_file_chooses_among_live_trials():
     for kind in ("asha", "median", "fifo"):
         config = config_module.load({**base, "scheduler": {"type": kind}}, {})
         assert isinstance(schedulers.build(config), schedulers.ChoosesAmongLiveTrials), kind
+
+
+def test_a_resumed_sweeps_asha_keeps_the_rungs_its_earlier_session_filled():
+    """A resumed sweep built a new ASHA with empty rungs: an interrupted trial that the
+    uninterrupted sweep stopped at epoch 1 (val_accuracy 0.15 against 0.6-0.9) trained all its
+    epochs after `sweep resume`. The earlier trials' results are recorded in the rungs first."""
+    from ray.tune.experiment import Trial
+
+    from sweep.search import schedulers
+    from sweep.spec.config import load
+
+    def decision(history, mode="max", value=0.15):
+        config = load({"name": "x", "data": {"source": "digits"}, "fit": {"epochs": 9}, "objective": {"metric": "val_accuracy", "mode": mode},
+                       "search": {"space": {"learning_rate": {"type": "float", "low": 1e-3, "high": 1e-1}}},
+                       "scheduler": {"type": "asha", "grace_period": 1, "reduction_factor": 3}})
+        scheduler = schedulers.build(config, history=history)
+        scheduler.set_search_properties("val_accuracy", mode)
+        trial = Trial("resumed", stub=True)
+        scheduler.on_trial_add(None, trial)
+        return scheduler.on_trial_result(None, trial, {"sweep_epoch": 1, "val_accuracy": value})
+
+    earlier = [{1: 0.9, 2: 0.92, 3: 0.95}, {1: 0.8, 2: 0.85, 3: 0.9}, {1: 0.7}, {1: 0.6}]
+    assert decision(()) == "CONTINUE"  # empty rungs: nothing to be cut against
+    assert decision(earlier) == "STOP"
+    assert decision(earlier, value=0.95) == "CONTINUE"
+    assert decision([{1: 0.1}, {1: 0.2}, {1: 0.3}], mode="min", value=0.9) == "STOP"  # a loss: lower is better
+    fifo = load({"name": "x", "data": {"source": "digits"}, "search": {"space": {"units": {"type": "int", "low": 1, "high": 4}}}, "scheduler": {"type": "fifo"}})
+    assert schedulers.seed_rungs(schedulers.build(fifo), earlier, "max") == 0  # nothing to seed
