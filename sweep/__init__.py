@@ -29,7 +29,10 @@ def run(source: Any, **overrides: Any) -> Any:
 def load_best(name: str, tracking_uri: str | None = None, safe_mode: bool | None = None, custom_objects: dict | None = None) -> Any:
     """The best model of sweep ``name`` as a ``keras.Model``, loaded with the sweep's own
     ``model.safe_mode`` (on by default) and custom objects; the arguments override them."""
+    from sweep.driver.quiet import quiet_tensorflow
     from sweep.tracking.export import load_best as _load_best
+
+    quiet_tensorflow()  # TensorFlow's C++ start-up lines (oneDNN, "failed call to cuInit") are not the user's business here
 
     return _load_best(name, tracking_uri, safe_mode=safe_mode, custom_objects=custom_objects)
 

@@ -694,7 +694,10 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
+    from sweep.driver.quiet import quiet_tensorflow
     from sweep.tracking import export
+
+    quiet_tensorflow()  # its C++ start-up lines ("failed call to cuInit" on a machine without a GPU) read as errors
 
     try:
         written = export.export_best(args.name, args.dir, tracking_uri=args.tracking_uri, saved_model=args.saved_model)
