@@ -85,10 +85,10 @@ def mlflow_server(tmp_path_factory) -> Iterator[str]:
         server.stop()
 
 
-def _sweep_file(folder: Path, name: str, trials: int, resources: dict[str, Any], epochs: int = EPOCHS) -> Path:
+def _sweep_file(folder: Path, name: str, trials: int, resources: dict[str, Any], epochs: int = EPOCHS, samples: int = 300) -> Path:
     spec = {
         "name": name,
-        "data": {"source": "synthetic", "samples": 300, "features": 8},
+        "data": {"source": "synthetic", "samples": samples, "features": 8},
         "model": {"builder": "mlp", "args": {"units": [8]}},
         "fit": {"epochs": epochs},
         "objective": {"metric": "val_accuracy", "mode": "max"},
@@ -165,9 +165,10 @@ def test_sweep_spans_two_cpu_nodes_into_an_mlflow_server(cluster, mlflow_server,
 def test_fractional_gpus_are_packed_four_at_a_time(cluster, ray_tmp, tmp_path):
     """gpus_per_trial 0.5 on a node with 2 (fake) GPUs: 4 run together, each sees its own GPU."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    # Trials long enough (8 epochs) to outlast the stagger of four workers starting on 2 real cores:
-    # with 2 epochs, the first trial could end before the fourth worker finished importing TensorFlow.
-    path = _sweep_file(tmp_path / "gpu", "cluster-gpu", 5, {"cpus_per_trial": 1, "gpus_per_trial": 0.5}, epochs=8)
+    # Trials long enough (8 epochs of 100 steps) to outlast the stagger of four workers starting on 2
+    # real cores: with 2 epochs, the first trial could end before the fourth worker finished importing
+    # TensorFlow, and with 8 epochs of 8 steps it did once in a full run on a busy machine (3 at once).
+    path = _sweep_file(tmp_path / "gpu", "cluster-gpu", 5, {"cpus_per_trial": 1, "gpus_per_trial": 0.5}, epochs=8, samples=4000)
     _run_sweep(ray_tmp, [str(path), "--address", "auto", "--tracking-uri", uri, "--storage", str(tmp_path / "runs"), "--quiet"], tmp_path)
 
     parent, children = _trial_runs(uri, "cluster-gpu")
