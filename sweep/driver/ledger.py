@@ -229,6 +229,8 @@ class Ledger(DriverCallback):
         outcome = self.outcome(trial)
         outcome.retries += 1
         outcome.reason = error_summary(trial)
+        if _storage_fault(trial):  # a full or read-only storage fails the retry too: the sweep halts now (resumable), not after max_retries
+            self.infrastructure_fault = self.infrastructure_fault or outcome.reason
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         outcome = self.outcome(trial)

@@ -165,6 +165,8 @@ def test_a_storage_that_fills_up_says_so_once_and_resume_finishes_it(tmp_path):
         assert "failed unexpectedly" not in out and "Traceback" not in out, out[-3000:]
         status, children = _children(uri)
         assert status == "KILLED" and not [c for c in children if c.info.status == "RUNNING"]
+        retries = [int(c.data.tags.get("sweep.retries", 0)) for c in children]
+        assert max(retries) <= 1, retries  # a full disk fails every retry: the sweep halts at the first (each trial was retried twice)
 
         subprocess.run(["mount", "-o", "remount,size=64m", str(storage)], check=True)  # space freed
         _resume_finishes_every_trial_once(common, tmp_path, uri)
