@@ -513,8 +513,12 @@ def _check_weights_fit_targets(y: Any, w: Any, source: str) -> None:
     outputs = [name for name, _ in named_leaves(y, "y")]
     weighted = [name.replace("sample_weight", "y", 1) for name, _ in named_leaves(w, "sample_weight")]
     if sorted(outputs) != sorted(weighted):
-        shown = lambda names: ", ".join(name.partition(".")[2] or name for name in names)  # noqa: E731
-        raise InputError("data.source", f"expected one sample_weight per output of {source} ({shown(outputs)}), got {shown(weighted) or 'none'}")
+        raise InputError("data.source", f"expected one sample_weight per output of {source} ({_output_list(outputs)}), got {_output_list(weighted) or 'none'}")
+
+
+def _output_list(names: list[str]) -> str:
+    """``y.kind, y.size`` as a user names the outputs: ``kind, size``."""
+    return ", ".join(name.partition(".")[2] or name for name in names)
 
 
 def _is_text(x: np.ndarray) -> bool:

@@ -91,6 +91,14 @@ def _children(uri: str) -> tuple[str, list]:
     return parent.info.status, store.child_runs(uri, parent)
 
 
+def _start_run(tmp_path: Path, storage: Path) -> tuple[subprocess.Popen, str, list[str], Path]:
+    """``sweep run`` of the test's sweep into ``tmp_path/mlflow.db``, checkpoints in ``storage``."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    common = ["--storage", str(storage), "--tracking-uri", uri]
+    log = tmp_path / "run.log"
+    return _sweep(["run", str(_sweep_file(tmp_path)), *common], tmp_path, log), uri, common, log
+
+
 def _resume_finishes_every_trial_once(common: list[str], tmp_path: Path, uri: str) -> None:
     log = tmp_path / "resume.log"
     resumed = _sweep(["resume", NAME, *common], tmp_path, log)
@@ -109,11 +117,8 @@ def test_a_storage_gone_read_only_ends_the_sweep_resumable_and_resume_finishes_i
     storage = tmp_path / "runs"
     if not _can_bind_mount(storage):
         pytest.skip("needs root with mount rights (a read-only bind mount stands in for a disk gone read-only)")
-    sweep_file, db = _sweep_file(tmp_path), tmp_path / "mlflow.db"
-    uri = f"sqlite:///{db}"
-    common = ["--storage", str(storage), "--tracking-uri", uri]
-    log = tmp_path / "run.log"
-    proc = _sweep(["run", str(sweep_file), *common], tmp_path, log)
+    proc, uri, common, log = _start_run(tmp_path, storage)
+    db = tmp_path / "mlflow.db"
     try:
         deadline = time.monotonic() + 150
         while child_run_progress(db)[1] < 1:  # a trial is running with a checkpoint written
@@ -150,11 +155,7 @@ def test_a_storage_that_fills_up_says_so_once_and_resume_finishes_it(tmp_path):
     if not _small_tmpfs(storage, "120k"):
         pytest.skip("needs root with mount rights (a 120 KB tmpfs stands in for a disk that fills up)")
     try:
-        sweep_file, db = _sweep_file(tmp_path), tmp_path / "mlflow.db"
-        uri = f"sqlite:///{db}"
-        common = ["--storage", str(storage), "--tracking-uri", uri]
-        log = tmp_path / "run.log"
-        proc = _sweep(["run", str(sweep_file), *common], tmp_path, log)
+        proc, uri, common, log = _start_run(tmp_path, storage)
         try:
             code = proc.wait(timeout=240)
         finally:
