@@ -68,7 +68,8 @@ def _show_shapes(structure: Any) -> str:
         return "{" + ", ".join(f"{k}: {_show_shapes(v)}" for k, v in structure.items()) + "}"
     if isinstance(structure, list):
         return "[" + ", ".join(_show_shapes(v) for v in structure) + "]"
-    return str(tuple(structure))
+    shape = tuple(structure)
+    return str(shape) if shape else "(one value per row)"  # e.g. a text column, or a 1-D feature
 
 
 @dataclass

@@ -703,9 +703,9 @@ _SEARCHED_AS = {"fit.batch_size": "batch_size", "model.loss": "loss"}
 def _fix_searched(raw: dict[str, Any], label: str, key: str, value: Any, quiet: bool) -> None:
     """``--set fit.batch_size=64`` on a file whose space searches ``batch_size`` means "every
     trial with batch 64" (the README's own example), said in one warning; before, the searched
-    value silently won and the override did nothing. The entry leaves the space (the fixed
-    setting then applies), or becomes that one value where a ``when:`` condition names it or it
-    is the space's only entry."""
+    value silently won and the override did nothing. The entry becomes that one value (a
+    categorical of one choice), so every trial's params and ``sweep best`` still show it and a
+    ``when:`` condition that names it still holds."""
     name = _SEARCHED_AS.get(OVERRIDE_ALIASES.get(key, key))
     search = raw.get("search") if isinstance(raw, dict) else None
     space = search.get("space") if isinstance(search, dict) else None
@@ -713,12 +713,8 @@ def _fix_searched(raw: dict[str, Any], label: str, key: str, value: Any, quiet: 
         return
     if not isinstance(value, (str, int, float, bool)):  # a per-output loss dict: not one choice of the space
         return
-    named = any(isinstance(entry, dict) and isinstance(entry.get("when"), dict) and name in entry["when"] for entry in space.values())
-    if named or len(space) == 1:  # a space must keep one entry
-        entry = space[name]
-        space[name] = {"type": "categorical", "choices": [value], **({"when": entry["when"]} if entry.get("when") else {})}
-    else:
-        del space[name]
+    entry = space[name]
+    space[name] = {"type": "categorical", "choices": [value], **({"when": entry["when"]} if entry.get("when") else {})}
     if not quiet:
         logging.getLogger(__name__).warning(
             "%s: override %s=%s fixes search.space.%s to that one value in every trial", label, key, show_value(value), name

@@ -125,7 +125,8 @@ def test_an_override_of_a_searched_setting_fixes_it_and_says_so(tmp_path, caplog
     path = write(tmp_path, FULL)
     with caplog.at_level("WARNING", logger="sweep.spec.config"):
         config = load(path, {"fit.batch_size": 64})
-    assert "batch_size" not in config.search.space and config.fit.batch_size == 64
+    assert config.search.space["batch_size"].choices == [64]  # a param of every trial, shown by `sweep best`
+    assert config.search.space["batch_size"].when is None
     assert caplog.messages == [f"{path}: override fit.batch_size=64 fixes search.space.batch_size to that one value in every trial"]
     caplog.clear()
     load(path, {"fit.batch_size": 64}, quiet=True)  # the CLI's second read of the same file says nothing
