@@ -36,7 +36,7 @@ import numpy as np
 from sweep.inputs import pipelines
 from sweep.inputs import targets
 from sweep.errors import InputError, raised_at
-from sweep.inputs.dataset import Dataset, data_info
+from sweep.inputs.dataset import DataInfo, Dataset, data_info
 from sweep.inputs.pipelines import kind_of
 from sweep.inputs.structures import is_nested, leaves, map_leaves, named_leaves, rebuild, rows, shapes, take_rows
 from sweep.inputs.targets import TargetKind
@@ -310,10 +310,7 @@ def class_weights(setting: dict[int, float] | str | None, dataset: Dataset) -> d
             "fold the class weights into the sample weights, or drop one",
         )
     if isinstance(setting, dict):
-        bad = [c for c in setting if not 0 <= int(c) < info.num_outputs]
-        if bad:
-            raise InputError("fit.class_weight", f"expected class indices 0..{info.num_outputs - 1}, got {bad}")
-        return {int(c): float(w) for c, w in setting.items()}
+        return _weights_by_index(setting, info)
     labels = None if info.streamed else class_labels(dataset.y_train, TargetKind(info.task, info.num_outputs, info.target_layout, ""))
     if labels is None:
         raise InputError("fit.class_weight", f"expected labels to count for balanced, got {'a pipeline (give a dict of weights)' if info.streamed else 'multi-hot rows'}")
@@ -321,6 +318,41 @@ def class_weights(setting: dict[int, float] | str | None, dataset: Dataset) -> d
     present = counts > 0
     weights = len(labels) / (int(present.sum()) * counts[present])
     return {int(c): float(w) for c, w in zip(np.flatnonzero(present), weights)}
+
+
+def _weights_by_index(setting: dict[int | str, float], info: DataInfo) -> dict[int, float]:
+    """A ``fit.class_weight`` dict keyed as ``fit()`` takes it: by class index.
+
+    With encoded labels (``info.labels``) a user writes the labels it gave (``{cat: 2.0}``,
+    ``{7: 3.0}`` for labels {3, 7}); keys that are all such labels are read as labels, any other
+    keys as indices 0..K-1. Raises :class:`InputError` naming the keys that are neither."""
+    index_of = {str(label): i for i, label in enumerate(info.labels or ())}
+    if index_of and all(str(c) in index_of for c in setting):
+        return {index_of[str(c)]: float(w) for c, w in setting.items()}
+    if any(str(c) in index_of for c in setting):  # read as labels: name the keys that are not
+        bad = [c for c in setting if str(c) not in index_of]
+    else:
+        bad = [c for c in setting if _as_index(c) is None or not 0 <= _as_index(c) < info.num_outputs]
+    if bad:
+        expected = f"class indices 0..{info.num_outputs - 1}"
+        if index_of:
+            expected += f" or the labels {_show_labels(info.labels)}, all keys one kind"
+        elif any(isinstance(c, str) for c in bad):
+            expected += " (labels are keys only with data.encode_labels: true)"
+        raise InputError("fit.class_weight", f"expected {expected}, got {bad}")
+    return {_as_index(c): float(w) for c, w in setting.items()}
+
+
+def _as_index(key: int | str) -> int | None:
+    """A class index written as a number or as digits (``"1": 5.0`` in JSON), else None."""
+    if isinstance(key, int):
+        return key
+    return int(key) if key.strip().isdigit() else None
+
+
+def _show_labels(labels: tuple[str, ...] | None, most: int = 12) -> str:
+    shown = ", ".join(map(str, (labels or ())[:most]))
+    return "{" + shown + (", ..." if len(labels or ()) > most else "") + "}"
 
 
 def fingerprint(*arrays: np.ndarray) -> str:

@@ -422,10 +422,11 @@ class FitConfig(_Strict):
         "reduce_lr_on_plateau, terminate_on_nan), or your own keras.callbacks.Callback class as package.module:Name with "
         "its keyword arguments, e.g. [{my_callbacks:LogLR: {every: 2}}].",
     )
-    class_weight: dict[int, float] | Literal["balanced"] | None = Field(
+    class_weight: dict[int | str, float] | Literal["balanced"] | None = Field(
         default=None,
         description="fit(class_weight=...): a weight per class index, or balanced (n_samples / (n_classes * count), "
-        "computed from the training labels). One output only.",
+        "computed from the training labels). One output only. With data.encode_labels the keys may be your own labels "
+        "(e.g. {cat: 2.0}); keys that are all labels are read as labels, else as indices 0..K-1.",
     )
     steps_per_epoch: int | None = Field(default=None, ge=1, description="fit(steps_per_epoch=...): needed for infinite pipelines and generators.")
     validation_steps: int | None = Field(default=None, ge=1, description="fit(validation_steps=...).")

@@ -108,6 +108,39 @@ def test_balanced_class_weights_from_training_labels(module):
         data.class_weights({5: 1.0}, ds)
 
 
+def test_class_weights_keyed_by_the_users_own_labels_when_labels_are_encoded(module):
+    """With ``encode_labels`` a user knows its labels, not the indices the sweep gave them: a
+    class_weight keyed by label was refused as "expected class indices" without saying how labels
+    map to indices. Keys that are all labels are read as labels; indices still work."""
+    source = module("""
+        def load():
+            y = np.array(["dog", "cat", "owl"] * 20)
+            return (np.zeros((60, 1)), y), (np.zeros((6, 1)), np.array(["cat", "dog", "owl"] * 2))
+    """)
+    ds = load(source, encode_labels=True)
+    assert ds.info.labels == ("cat", "dog", "owl")  # sorted: cat -> 0, dog -> 1, owl -> 2
+    assert data.class_weights({"owl": 5, "cat": 1}, ds) == {2: 5.0, 0: 1.0}
+    assert data.class_weights({0: 1, 2: 5}, ds) == {0: 1.0, 2: 5.0}
+    assert data.class_weights({"0": 1, "2": 5}, ds) == {0: 1.0, 2: 5.0}  # JSON keys are strings
+    with pytest.raises(InputError) as err:
+        data.class_weights({"owl": 5, "emu": 1}, ds)
+    assert err.value.expected == "expected class indices 0..2 or the labels {cat, dog, owl}, all keys one kind, got ['emu']"
+    numbers = load(module("""
+        def load():
+            y = np.array([3, 7] * 30)
+            return (np.zeros((60, 1)), y), (np.zeros((4, 1)), np.array([3, 7, 3, 7]))
+    """), encode_labels=True)
+    assert data.class_weights({7: 4.0}, numbers) == {1: 4.0}  # label 7 is index 1
+    assert data.class_weights({1: 4.0}, numbers) == {1: 4.0}  # not a label: an index
+    plain = load(module("""
+        def load():
+            return (np.zeros((60, 1)), np.arange(60) % 2), (np.zeros((4, 1)), np.arange(4) % 2)
+    """))
+    with pytest.raises(InputError) as err:
+        data.class_weights({"cat": 1.0}, plain)
+    assert err.value.expected == "expected class indices 0..1 (labels are keys only with data.encode_labels: true), got ['cat']"
+
+
 @pytest.mark.parametrize(
     "body,expected",
     [
