@@ -264,3 +264,64 @@ def resource_shortfall(need: Mapping[str, float], nodes: list[dict[str, Any]]) -
 
 def _number(value: float) -> str:
     return str(int(value)) if value == int(value) else f"{value:g}"
+
+
+def stop_ray_for_exit() -> None:
+    """Stop this process's part of Ray just before the process ends (``sweep run``/``resume``,
+    once every record is closed).
+
+    A local Ray this process started holds nothing worth a graceful stop: its processes
+    (GCS, raylet, dashboard, monitors, agents, workers) get SIGKILL, as Ray's own fate sharing
+    gives most of them when a driver dies. ``ray.shutdown()`` terminated them type by type,
+    waiting up to 1 s each: 1.4 s of a 1.5 s finish on 2 cores; a bare exit (fate sharing
+    alone) left the raylet's agents running for 20 s and more. Connected to a cluster it did not start, the
+    process only disconnects (``ray.shutdown()``). Off Linux (no ``/proc``), ``ray.shutdown()``.
+    """
+    if "ray" not in sys.modules:
+        return
+    import ray
+
+    if not ray.is_initialized():
+        return
+    started_here = _local_ray_processes(os.path.dirname(ray.__file__))
+    if not started_here:
+        ray.shutdown()
+        return
+    import signal
+
+    for pid in started_here:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _local_ray_processes(ray_package: str) -> list[int]:
+    """Pids of the Ray processes this process started (children whose command runs from the
+    ``ray`` package, and all their descendants); empty where ``/proc`` is unreadable. The
+    MLflow writer and any other child that is not Ray's are left alone."""
+    children: dict[int, list[int]] = {}
+    try:
+        entries = [entry for entry in os.listdir("/proc") if entry.isdigit()]
+    except OSError:
+        return []
+    for entry in entries:
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as stat:
+                parent = int(stat.read().rsplit(b")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(parent, []).append(int(entry))
+    found: list[int] = []
+    pending = [pid for pid in children.get(os.getpid(), []) if ray_package.encode() in _command_line(pid)]
+    while pending:
+        pid = pending.pop()
+        found.append(pid)
+        pending.extend(children.get(pid, []))
+    return found
+
+
+def _command_line(pid: int) -> bytes:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as command:
+            return command.read()
+    except OSError:
+        return b""
