@@ -220,8 +220,8 @@ def _check_fit_settings(config: SweepConfig, dataset: Any) -> None:
             f"expected a data function that takes batch_size, since {info.source} returns pipelines: "
             "add a batch_size parameter to it (the trial's batch size is passed), or remove batch_size from the space",
         )
-    if pipeline is not None and pipeline.is_generator and config.fit.steps_per_epoch is None:
-        raise InputError("fit.steps_per_epoch", f"expected fit.steps_per_epoch for the generators of {info.source} (a generator has no length), got none")
+    if pipeline is not None:
+        _check_pipeline_ends(config, pipeline, info.source)
     if pipeline is None and not getattr(info, "streamed", False) and info.n_train > 0:
         _check_batch_size_fits(config, info.n_train)
     freq, metric = config.fit.validation_freq, config.objective.metric
@@ -229,6 +229,18 @@ def _check_fit_settings(config: SweepConfig, dataset: Any) -> None:
         raise InputError("fit.validation_freq", f"expected at most fit.epochs ({config.fit.epochs}) since the objective {metric} is a validation metric, got {freq}: no epoch would be validated")
     if config.fit.class_weight is not None and info.num_heads > 1:
         raise InputError("fit.class_weight", f"expected a model with one output for class_weight (Keras' rule), got {info.num_heads} outputs: use sample weights per output")
+
+
+def _check_pipeline_ends(config: SweepConfig, pipeline: Any, source: str) -> None:
+    """A pipeline with no end of its own (``.repeat()``, a generator, an endless ``PyDataset``)
+    needs ``steps_per_epoch`` (training) or ``validation_steps`` (validation): without them
+    Keras reads it forever and the sweep runs with no trial ever ending."""
+    train_endless, val_endless = getattr(pipeline, "endless", (False, False))
+    what = "generators have no length" if pipeline.is_generator else "it repeats without end"
+    if (train_endless or pipeline.is_generator) and config.fit.steps_per_epoch is None:
+        raise InputError("fit.steps_per_epoch", f"expected fit.steps_per_epoch for the training pipeline of {source} ({what}: an epoch would never end), got none")
+    if val_endless and config.fit.validation_steps is None:
+        raise InputError("fit.validation_steps", f"expected fit.validation_steps for the validation pipeline of {source} ({what}: validation would never end), got none")
 
 
 def _check_batch_size_fits(config: SweepConfig, rows: int) -> None:

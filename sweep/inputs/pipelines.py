@@ -56,6 +56,7 @@ class Pipeline:
     takes_batch_size: bool
     is_generator: bool
     fingerprint: str
+    endless: tuple[bool, bool] = (False, False)  # (training, validation): no end of their own (repeat(), a generator, num_batches None)
 
     def build(self, batch_size: int | None) -> tuple[Any, Any]:
         """Call the data function here (a worker) and return ``(train, validation)``."""
@@ -144,11 +145,27 @@ def describe(config: "DataConfig", search_paths: tuple[Path, ...], raw: Any) -> 
         takes_batch_size=takes_batch_size,
         is_generator=kind == "generator",
         fingerprint=_fingerprint(config, search_paths),
+        endless=(is_endless(train), is_endless(val)),
     )
     info = data_info(x, kinds_of_targets, config.source, recipe.fingerprint, 0, 0, streamed=kind)  # rows: unknown for a stream (Keras needs batches, not rows)
     peek = slice(0, PEEK_ROWS)
     return Dataset(None, None, take_rows(x, peek), take_rows(y, peek), info=info, pipeline=recipe,
                    val_sample_weight=None if w is None else take_rows(w, peek))
+
+
+def is_endless(pipeline: Any) -> bool:
+    """True for a pipeline with no end Keras can see: a repeated ``tf.data`` dataset (infinite
+    cardinality), a ``PyDataset`` whose ``num_batches`` is None, a generator (no length). Keras'
+    fit reads such a one forever unless ``steps_per_epoch``/``validation_steps`` bound it."""
+    kind = kind_of(pipeline)
+    if kind == "tf.data":
+        return int(pipeline.cardinality()) == -1  # tf.data.INFINITE_CARDINALITY; unknown (-2) is left to Keras
+    if kind == "PyDataset":
+        try:
+            return pipeline.num_batches is None
+        except Exception:  # noqa: BLE001 - neither num_batches nor __len__: Keras refuses it itself
+            return False
+    return kind == "generator"
 
 
 def _parameters(function: Any) -> set[str]:
@@ -204,6 +221,7 @@ def _target_kinds(config: "DataConfig", y: Any, train: Any, val: Any) -> Any:
     labels of a small validation pipeline, or one batch."""
     class_names = getattr(train, "class_names", None)
     named = named_leaves(y, "y")
+    hint = "; this validation pipeline has no end, so it also needs fit.validation_steps" if is_endless(val) else ""
     scanned: dict[str, Any] = {}
 
     def labels_of(name: str) -> Any:
@@ -213,9 +231,9 @@ def _target_kinds(config: "DataConfig", y: Any, train: Any, val: Any) -> Any:
         return None if found is None else dict(named_leaves(found, "y")).get(name)
 
     if len(named) > 1:
-        found = {name: _one_target(config, leaf, None, name, lambda name=name: labels_of(name), several=True) for name, leaf in named}
+        found = {name: _one_target(config, leaf, None, name, lambda name=name: labels_of(name), several=True, hint=hint) for name, leaf in named}
         return rebuild(y, found, "y")
-    return _one_target(config, named[0][1], class_names, "y", lambda: labels_of("y"))
+    return _one_target(config, named[0][1], class_names, "y", lambda: labels_of("y"), hint=hint)
 
 
 MAX_SCANNED_BATCHES = 200  # a validation pipeline this small is read once in the driver for its labels
@@ -248,7 +266,9 @@ def _validation_labels(val: Any) -> Any | None:
     return rebuild(targets_seen[0], columns, "y")
 
 
-def _one_target(config: "DataConfig", y: np.ndarray, class_names: Any, name: str, labels: Any = None, several: bool = False) -> targets.TargetKind:
+def _one_target(
+    config: "DataConfig", y: np.ndarray, class_names: Any, name: str, labels: Any = None, several: bool = False, hint: str = ""
+) -> targets.TargetKind:
     given = config.task.get(name.partition(".")[2]) if isinstance(config.task, dict) else config.task
     classes = len(class_names) if class_names is not None else config.num_outputs
     if y.ndim == 2 and y.shape[1] == 1 and class_names is not None and len(class_names) == 2:
@@ -271,7 +291,7 @@ def _one_target(config: "DataConfig", y: np.ndarray, class_names: Any, name: str
             "data.num_outputs",
             f"expected data.num_outputs (the number of classes of {name}) for a pipeline without class_names "
             f"whose validation labels cannot be read up front (only a finite tf.data or PyDataset of at most {MAX_SCANNED_BATCHES} "
-            "batches is read), got none",
+            f"batches is read{hint}), got none",
         )
     reason = "class_names of the pipeline" if class_names is not None else "data.num_outputs"
     return targets.TargetKind("classification", int(classes), "sparse", reason)

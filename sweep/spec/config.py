@@ -429,7 +429,7 @@ class FitConfig(_Strict):
         "(e.g. {cat: 2.0}); keys that are all labels are read as labels, else as indices 0..K-1.",
     )
     steps_per_epoch: int | None = Field(default=None, ge=1, description="fit(steps_per_epoch=...): needed for infinite pipelines and generators.")
-    validation_steps: int | None = Field(default=None, ge=1, description="fit(validation_steps=...).")
+    validation_steps: int | None = Field(default=None, ge=1, description="fit(validation_steps=...): needed for a validation pipeline with no end (repeat(), a generator).")
     validation_freq: int = Field(
         default=1, ge=1, description="fit(validation_freq=...): validate every N epochs; Tune gets a report on those epochs "
         "and on the trial's last one (ranked by its best validated value); MLflow gets every epoch's training logs. "

@@ -168,6 +168,62 @@ def test_a_data_function_that_requires_batch_size_gets_one_the_sweep_can_draw(tm
     assert prepared.dataset.x_val.shape == (4, 4), "the peeked batch has the space's first batch size"
 
 
+ENDLESS = """
+import keras
+import numpy as np
+import tensorflow as tf
+
+X = np.random.default_rng(0).normal(size=(64, 4)).astype("float32")
+Y = (np.arange(64) % 3).astype("int64")
+
+def batches(part, repeat=False):
+    d = tf.data.Dataset.from_tensor_slices((X[part], Y[part])).batch(8)
+    return d.repeat() if repeat else d
+
+def train_repeats():
+    return batches(slice(0, 48), repeat=True), batches(slice(48, 64))
+
+def both_repeat():
+    return batches(slice(0, 48), repeat=True), batches(slice(48, 64), repeat=True)
+
+def generators():
+    def rows(lo, hi):
+        while True:
+            for i in range(lo, hi, 8):
+                yield X[i:i + 8], Y[i:i + 8]
+    return rows(0, 48), rows(48, 64)
+
+class Stream(keras.utils.PyDataset):
+    num_batches = None  # Keras' word for an endless PyDataset
+
+    def __getitem__(self, index):
+        return X[:8], Y[:8]
+
+def endless_pydatasets():
+    return Stream(), Stream()
+"""
+
+
+@pytest.mark.parametrize(("function", "fit", "key", "what"), [
+    ("train_repeats", {}, "fit.steps_per_epoch", "the training pipeline of endless_data:train_repeats (it repeats without end: an epoch would never end)"),
+    ("both_repeat", {"steps_per_epoch": 6}, "fit.validation_steps", "the validation pipeline of endless_data:both_repeat (it repeats without end: validation would never end)"),
+    ("generators", {"steps_per_epoch": 6}, "fit.validation_steps", "the validation pipeline of endless_data:generators (generators have no length: validation would never end)"),
+    ("endless_pydatasets", {"steps_per_epoch": 6}, "fit.validation_steps", "the validation pipeline of endless_data:endless_pydatasets (it repeats without end: validation would never end)"),
+])
+def test_a_pipeline_without_end_needs_its_step_count_before_any_trial(tmp_path, function, fit, key, what):
+    """A repeated tf.data (or an endless PyDataset or validation generator) without
+    steps_per_epoch / validation_steps passed the preflight and the sweep ran with no trial
+    ever ending (a helper killed it after 105 s); only a training generator was refused."""
+    (tmp_path / "endless_data.py").write_text(ENDLESS)
+    raw = sweep(data={"source": f"endless_data:{function}", "num_outputs": 3}, fit=fit)
+    raw["data"].pop("samples"), raw["data"].pop("features"), raw["data"].pop("classes")
+    with pytest.raises(SweepConfigError) as info:
+        preflight.prepare(config_module.load(raw), "sweep.yaml", (tmp_path,))
+    assert str(info.value) == f"sweep.yaml: {key}: expected {key} for {what}, got none"
+    raw["fit"].update(steps_per_epoch=6, validation_steps=2)
+    assert preflight.prepare(config_module.load(raw), "sweep.yaml", (tmp_path,)).dataset.pipeline.endless[1] == (function != "train_repeats")
+
+
 def test_a_helper_module_the_factory_imports_in_its_body_is_the_users_code(tmp_path):
     """``from my_losses import smooth_ce`` inside ``build``: the loss is found when the preflight
     loads the model back (it was "Could not locate function"), and its file ships to the workers."""

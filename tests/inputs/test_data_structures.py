@@ -318,6 +318,7 @@ def test_an_endless_pipeline_without_class_names_needs_num_outputs(module):
     with pytest.raises(InputError) as err:
         load(source)
     assert err.value.key == "data.num_outputs"
+    assert "this validation pipeline has no end, so it also needs fit.validation_steps" in err.value.expected
 
 
 def test_a_pair_of_pydatasets_is_streamed_too(module):
