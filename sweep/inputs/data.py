@@ -303,10 +303,13 @@ def class_weights(setting: dict[int, float] | str | None, dataset: Dataset) -> d
     if info.num_heads > 1 or info.task != "classification":
         what = f"{info.num_heads} outputs" if info.num_heads > 1 else f"{info.task} targets"
         raise InputError("fit.class_weight", f"expected the class labels of one output, got {what}")
-    if getattr(dataset, "sample_weight", None) is not None:  # Keras: "You cannot class_weight and sample_weight at the same time", in every trial
+    pipeline = getattr(dataset, "pipeline", None)
+    weighted_batches = pipeline is not None and getattr(pipeline, "weighted", False)
+    if getattr(dataset, "sample_weight", None) is not None or weighted_batches:  # Keras: "You cannot class_weight and sample_weight at the same time", in every trial
+        what = "its training batches are (x, y, sample_weight)" if weighted_batches else "returns sample weights"
         raise InputError(
             "fit.class_weight",
-            f"expected class weights or per-row sample weights, got both ({info.source} returns sample weights): "
+            f"expected class weights or per-row sample weights, got both ({info.source} {what}): "
             "fold the class weights into the sample weights, or drop one",
         )
     if isinstance(setting, dict):

@@ -57,6 +57,7 @@ class Pipeline:
     is_generator: bool
     fingerprint: str
     endless: tuple[bool, bool] = (False, False)  # (training, validation): no end of their own (repeat(), a generator, num_batches None)
+    weighted: bool = False  # training batches are (x, y, sample_weight)
 
     def build(self, batch_size: int | None) -> tuple[Any, Any]:
         """Call the data function here (a worker) and return ``(train, validation)``."""
@@ -146,6 +147,7 @@ def describe(config: "DataConfig", search_paths: tuple[Path, ...], raw: Any) -> 
         is_generator=kind == "generator",
         fingerprint=_fingerprint(config, search_paths),
         endless=(is_endless(train), is_endless(val)),
+        weighted=w is not None,
     )
     info = data_info(x, kinds_of_targets, config.source, recipe.fingerprint, 0, 0, streamed=kind)  # rows: unknown for a stream (Keras needs batches, not rows)
     peek = slice(0, PEEK_ROWS)

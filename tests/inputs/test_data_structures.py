@@ -260,6 +260,11 @@ PIPELINES = """
         x, y = rows()
         ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
         return ds, ds
+
+    def weighted():
+        x, y = rows()
+        ds = tf.data.Dataset.from_tensor_slices((x, y, np.ones(len(y), "float32"))).batch(8)
+        return ds, ds
 """
 
 
@@ -278,6 +283,9 @@ def test_pipelines_read_for_their_classes_or_refused_in_one_line(module):
     with pytest.raises(InputError) as err:
         data.class_weights("balanced", load(written, "batched"))
     assert err.value.expected == "expected labels to count for balanced, got a pipeline (give a dict of weights)"
+    with pytest.raises(InputError) as err:  # Keras refused it in every trial: "You cannot class_weight and sample_weight at the same time"
+        data.class_weights({0: 1.0, 1: 2.0}, load(written, "weighted"))
+    assert err.value.expected.startswith(f"expected class weights or per-row sample weights, got both ({written[0]}:weighted its training batches are (x, y, sample_weight))")
 
 
 def test_a_pair_of_tf_data_pipelines_is_a_recipe_and_one_batch(module):
