@@ -416,12 +416,33 @@ def _user_functions(value: Any, key: str, search_paths: tuple[Path, ...]) -> Any
     that function of the user's (``compile(loss=focal)``, as a plain script passes it); Keras
     names stay names. Raises InputError on the entry's key when it does not import."""
     if isinstance(value, str):
-        return resolve(value, key, search_paths) if is_spec(value) else value
+        return _instance_of_class(resolve(value, key, search_paths), key, value) if is_spec(value) else value
     if isinstance(value, dict):
         return {name: _user_functions(item, f"{key}.{name}", search_paths) for name, item in value.items()}
     if isinstance(value, list):
         return [_user_functions(item, f"{key}.{index}", search_paths) for index, item in enumerate(value)]
     return value
+
+
+def _instance_of_class(found: Any, key: str, spec: str) -> Any:
+    """A class named as a loss or metric (``my_losses:FocalLoss``, a ``keras.losses.Loss``
+    subclass) becomes an instance made with no arguments, as ``compile(loss=FocalLoss())`` is
+    written; Keras would call the class itself with ``(y_true, y_pred)``, which failed in the
+    model's save and was blamed on ``model.builder``. Functions and instances stay as they are.
+
+    Raises:
+        InputError: on ``key`` when the class needs constructor arguments.
+    """
+    if not isinstance(found, type):
+        return found
+    try:
+        return found()
+    except TypeError as exc:
+        raise InputError(
+            key,
+            f"expected a function, an instance, or a class that takes no arguments, got the class {spec} whose constructor "
+            f"needs some ({exc}): set them as defaults in its __init__, or name a module-level instance",
+        ) from None
 
 
 def output_names(model: keras.Model) -> list[str] | None:

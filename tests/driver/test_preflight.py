@@ -432,3 +432,43 @@ def test_a_loss_and_a_metric_of_the_users_own_are_named_as_package_module_functi
     with pytest.raises(SweepConfigError) as info:
         preflight.prepare(config_module.load(sweep(model={"loss": "my_losses:focall"})), "sweep.yaml", (tmp_path,))
     assert str(info.value) == "sweep.yaml: model.loss: expected 'my_losses' to define 'focall', but it does not"
+
+
+def test_a_loss_or_metric_class_of_the_users_own_is_made_with_no_arguments(tmp_path):
+    """``model.loss: "my_losses:FocalLoss"`` (a keras.losses.Loss subclass) went to compile()
+    as the class: its save failed and the line blamed model.builder and asked for a get_config
+    the class had. Now it is FocalLoss(), as a script writes it; a class that needs arguments
+    is one line on its own key."""
+    (tmp_path / "my_classes.py").write_text(textwrap.dedent("""
+        import keras
+
+        class FocalLoss(keras.losses.Loss):
+            def __init__(self, gamma=2.0, **kwargs):
+                super().__init__(**kwargs)
+                self.gamma = gamma
+
+            def call(self, y_true, y_pred):
+                return keras.losses.sparse_categorical_crossentropy(y_true, y_pred)
+
+            def get_config(self):
+                return {**super().get_config(), "gamma": self.gamma}
+
+        class Hits(keras.metrics.MeanMetricWrapper):
+            def __init__(self, name="hits", **kwargs):
+                super().__init__(keras.metrics.sparse_categorical_accuracy, name=name, **kwargs)
+
+        class Needy(keras.losses.Loss):
+            def __init__(self, weight, **kwargs):
+                super().__init__(**kwargs)
+    """))
+    raw = sweep(model={"loss": "my_classes:FocalLoss", "metrics": ["my_classes:Hits"]}, objective={"metric": "val_hits", "mode": "max"})
+    config = config_module.load(raw)
+    prepared = preflight.prepare(config, "sweep.yaml", (tmp_path,))
+    from sweep.inputs import models
+
+    model = models.build(prepared.builder, preflight.example_hyperparameters(config), prepared.dataset.info, config.model, search_paths=(tmp_path,))
+    assert type(model.loss).__name__ == "FocalLoss" and model.loss.gamma == 2.0
+    with pytest.raises(SweepConfigError) as info:
+        preflight.prepare(config_module.load(sweep(model={"loss": "my_classes:Needy"})), "sweep.yaml", (tmp_path,))
+    assert str(info.value).startswith("sweep.yaml: model.loss: expected a function, an instance, or a class that takes no arguments, "
+                                      "got the class my_classes:Needy whose constructor needs some (")
