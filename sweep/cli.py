@@ -36,12 +36,12 @@ def entry() -> None:
     if command in READ_ONLY_COMMANDS or command in ("run", "resume"):
         import logging
 
-        if command in ("run", "resume"):
-            _stop_own_ray()
         logging.shutdown()
         with contextlib.suppress(Exception):  # a reader gone, a closed terminal: nothing left to say
             sys.stdout.flush()
             sys.stderr.flush()
+        if command in ("run", "resume"):
+            _stop_own_ray()
         os._exit(code)
     sys.exit(code)
 
@@ -55,7 +55,16 @@ def _stop_own_ray() -> None:
     with contextlib.suppress(Exception):
         from sweep.driver.cluster import stop_ray_for_exit
 
+        _silence_output()  # the driver's Ray threads print the raylet's death ("Termination is unexpected")
         stop_ray_for_exit()
+
+
+def _silence_output() -> None:
+    """Point stdout and stderr at /dev/null: everything the command had to say is flushed."""
+    null = os.open(os.devnull, os.O_WRONLY)
+    for fd in (1, 2):
+        os.dup2(null, fd)
+    os.close(null)
 
 
 def _command(argv: Sequence[str]) -> str | None:

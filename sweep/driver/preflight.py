@@ -45,7 +45,7 @@ def prepare(config: SweepConfig, label: str, search_paths: tuple[Path, ...] = ()
         dataset.class_weight = data.class_weights(config.fit.class_weight, dataset)
         builder = models.resolve_builder(config.model, search_paths)
         _check_names(config, builder, dataset)
-        _preflight_model(config, builder, dataset, search_paths)
+        _preflight_model(config, builder, dataset, search_paths, label)
     except InputError as exc:
         raise SweepConfigError(label, exc.key, exc.expected) from None
     return Prepared(config, label, dataset, builder, search_paths)
@@ -109,7 +109,7 @@ def example_points(config: SweepConfig) -> list[dict[str, Any]]:
     return unique[:MAX_EXAMPLE_POINTS]
 
 
-def _preflight_model(config: SweepConfig, builder: Callable, dataset: Any, search_paths: tuple[Path, ...] = ()) -> None:
+def _preflight_model(config: SweepConfig, builder: Callable, dataset: Any, search_paths: tuple[Path, ...] = (), label: str = "") -> None:
     """Build one model and evaluate a few rows, so shape and metric mistakes surface now;
     then check that every space entry is read by something (:func:`check_hyperparameters_read`)."""
     import keras
@@ -144,7 +144,10 @@ def _preflight_model(config: SweepConfig, builder: Callable, dataset: Any, searc
         raise InputError("objective.metric", f"expected one of the metrics the model logs ({', '.join(names)}), got {config.objective.metric!r}")
     _check_objective_name(config.objective.metric)
     _check_objective_is_one_number(config.objective.metric, logs)
-    check_hyperparameters_read(config, models.hyperparameters_read(builder, dataset.info, example_points(config)))
+    points = example_points(config)
+    reads = models.hyperparameters_read(builder, dataset.info, points)
+    check_hyperparameters_read(config, set().union(*(read for read in reads if read is not None)) | set(models.TRIAL_HP_KEYS))
+    warn_partly_read(config, label, points, reads)
 
 
 def _telling_line(exc: BaseException) -> str:
@@ -277,6 +280,41 @@ def check_hyperparameters_read(config: SweepConfig, read: set[str]) -> None:
             f"expected a hyperparameter that the model factory, the optimizer, compile or fit reads, got {name!r}, which nothing reads "
             f"(read: {', '.join(known)}; a factory that reads it only on some branches: give it a when: condition){guess}",
         )
+
+
+def warn_partly_read(config: SweepConfig, label: str, points: list[dict[str, Any]], reads: list[set[str] | None]) -> None:
+    """A space entry without ``when:`` that is read at some choices of a categorical and not at
+    others (``momentum`` beside ``optimizer: [adam, sgd]``): every trial with another choice
+    samples it, logs it and ranks by it while it changes nothing. Said in one warning with the
+    condition to add; not refused (the sweep still trains what the user wrote).
+
+    ``points[0]`` is the base point; a point that differs from it in one categorical only tells
+    whether that categorical decides the read (:func:`example_points` builds them so)."""
+    space = config.search.space
+    base, base_read = points[0], reads[0]
+    if base_read is None:
+        return
+    for name, param in space.items():
+        if param.when or name not in base:
+            continue
+        for choice_name, choice in space.items():
+            if choice_name == name or not isinstance(choice, CategoricalParam):
+                continue
+            read_at, unread_at = [], []
+            for point, read in zip(points, reads):
+                varied = [key for key in point if key in base and point[key] != base[key]]
+                if read is None or name not in point or varied not in ([], [choice_name]):
+                    continue
+                (read_at if name in read else unread_at).append(point[choice_name])
+            if read_at and unread_at:
+                shown = config_module.show_value(read_at[0] if len(read_at) == 1 else read_at)
+                log.warning(
+                    "%s: search.space.%s is read only when %s is %s (not %s): trials with another %s sample and log it with no "
+                    "effect; give it when: {%s: %s}",
+                    label or "the sweep", name, choice_name, shown, config_module.show_value(unread_at if len(unread_at) > 1 else unread_at[0]),
+                    choice_name, choice_name, shown,
+                )
+                break
 
 
 def check_resources(config: SweepConfig, label: str, own_ray: bool = False) -> None:

@@ -580,15 +580,15 @@ class RecordingHP(dict):
         return dict(super().items())
 
 
-def hyperparameters_read(builder: Builder, info: "DataInfo", points: list[dict]) -> set[str]:
-    """The hp keys that the factory, the optimizer and the trial read at any of ``points``.
+def hyperparameters_read(builder: Builder, info: "DataInfo", points: list[dict]) -> list[set[str] | None]:
+    """The hp keys that the factory, the optimizer and the trial read at each of ``points``.
 
-    Each point is built once (not compiled, not trained); a point whose build raises is
-    skipped (the preflight's own build reports errors). The optimizer's keys count only
+    Each point is built once (not compiled, not trained); a point whose build raises gives
+    None (the preflight's own build reports errors). The optimizer's keys count only
     when the factory leaves compiling to the sweep and the point's optimizer accepts them
     (``momentum`` means nothing to adam).
     """
-    read = set(TRIAL_HP_KEYS)
+    reads: list[set[str] | None] = []
     for point in points:
         hp = RecordingHP(point)
         try:
@@ -597,11 +597,12 @@ def hyperparameters_read(builder: Builder, info: "DataInfo", points: list[dict])
                 make_optimizer(hp)
                 hp.get("loss")
         except Exception:
+            reads.append(None)
             continue
         finally:
             keras.backend.clear_session(free_memory=False)
-        read |= hp.read
-    return read
+        reads.append(hp.read | set(TRIAL_HP_KEYS))
+    return reads
 
 
 # ---------------------------------------------------------------------------------------------

@@ -472,3 +472,21 @@ def test_a_loss_or_metric_class_of_the_users_own_is_made_with_no_arguments(tmp_p
         preflight.prepare(config_module.load(sweep(model={"loss": "my_classes:Needy"})), "sweep.yaml", (tmp_path,))
     assert str(info.value).startswith("sweep.yaml: model.loss: expected a function, an instance, or a class that takes no arguments, "
                                       "got the class my_classes:Needy whose constructor needs some (")
+
+
+def test_an_entry_read_only_at_some_choices_gets_one_warning_naming_the_condition(tmp_path, caplog):
+    """``momentum`` beside ``optimizer: [adam, sgd]`` without ``when:`` was accepted in silence:
+    the adam trials drew, logged and ranked a momentum that changed nothing (three trials with
+    different momentum scored exactly the same)."""
+    raw = sweep({"optimizer": cat("adam", "sgd"), "momentum": {"type": "float", "low": 0.0, "high": 0.9}})
+    with caplog.at_level("WARNING", logger="sweep"):
+        preflight.prepare(config_module.load(raw), "sweep.yaml", (tmp_path,))
+    assert [r.getMessage() for r in caplog.records if "search.space" in r.getMessage()] == [
+        "sweep.yaml: search.space.momentum is read only when optimizer is 'sgd' (not 'adam'): trials with another optimizer "
+        "sample and log it with no effect; give it when: {optimizer: 'sgd'}"
+    ]
+    caplog.clear()
+    raw["search"]["space"]["momentum"]["when"] = {"optimizer": "sgd"}
+    with caplog.at_level("WARNING", logger="sweep"):
+        preflight.prepare(config_module.load(raw), "sweep.yaml", (tmp_path,))
+    assert not [r for r in caplog.records if "search.space" in r.getMessage()]

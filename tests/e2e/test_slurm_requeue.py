@@ -218,6 +218,7 @@ def test_sigterm_requeues_the_job_and_the_next_start_finishes_the_sweep(tmp_path
         except subprocess.TimeoutExpired:
             pytest.fail(f"the requeued job did not finish in 150 s:\n{log_tail()}")
         assert code == 0, f"exit {code}:\n{log_tail()}"
+        assert "Termination is unexpected" not in log_tail(), "the end's kill of its own Ray reached the output"
         assert requeues.read_text() == f"requeue {JOB_ID}\n", "a finished job does not requeue"
         left = _wait_for_no_processes(ray_tmp, 10)  # its end kills its own Ray (a bare exit left the raylet's agents for 20 s+)
         assert not left, f"the job's Ray (or driver) outlived the job: {left}"
