@@ -65,6 +65,7 @@ class WarmStart:
 def past_trials(uri: str, source: str, metric: str) -> list[PastTrial]:
     """The trials of the newest sweep called ``source``, else of the MLflow experiment ``source``."""
     parent = store.find_parent_run(uri, source)
+    names = store.own_param_names(parent)
     if parent is not None:
         runs = store.child_runs(uri, parent)
     else:
@@ -73,16 +74,16 @@ def past_trials(uri: str, source: str, metric: str) -> list[PastTrial]:
         if experiment is None:
             raise InputError("search.warm_start", f"expected the name of an earlier sweep or MLflow experiment in {uri}, got {source!r}")
         runs = [r for r in mlflow_client.search_runs([experiment.experiment_id], max_results=5000) if r.data.tags.get(ROLE_TAG) != "parent"]
-    return [_past(run, metric) for run in runs]
+    return [_past(run, metric, names) for run in runs]
 
 
-def _past(run: Any, metric: str) -> PastTrial:
+def _past(run: Any, metric: str, names: Mapping[str, str]) -> PastTrial:
     tags = run.data.tags
     status = tags.get(STATUS_TAG)
     if status is None:  # a plain MLflow run, not one of ours: finished means final
         status = TrialStatus.COMPLETED if run.info.status == "FINISHED" else TrialStatus.FAILED
     return PastTrial(
-        params=dict(run.data.params),
+        params={names.get(key, key): text for key, text in run.data.params.items()},  # the space's own names
         status=status,
         value=store.child_value(run, metric),
         number=store.int_or_none(tags.get(TRIAL_NUMBER_TAG)) or 0,

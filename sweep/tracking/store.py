@@ -14,12 +14,32 @@ from typing import Any
 from sweep.protocol import Objective, TrialStatus
 from sweep.tracking.client import client, redact, store_exists
 from sweep.tracking.tags import (
-    BEST_EPOCH_TAG, BEST_RUN_ID_TAG, BEST_VALUE_TAG, CHECKPOINT_TAG, EPOCHS_TAG, METRIC_TAG, MODE_TAG, NAME_TAG, ROLE_TAG,
-    STATUS_TAG, TRIAL_NUMBER_TAG, TRIAL_TAG, TRIALS_TAG_PREFIX,
+    BEST_EPOCH_TAG, BEST_RUN_ID_TAG, BEST_VALUE_TAG, CHECKPOINT_TAG, EPOCHS_TAG, METRIC_TAG, MODE_TAG, NAME_TAG, PARAM_NAMES_TAG,
+    ROLE_TAG, STATUS_TAG, TRIAL_NUMBER_TAG, TRIAL_TAG, TRIALS_TAG_PREFIX,
 )
 
 __all__ = ["badness", "best_summary", "child_runs", "child_value", "find_parent_run", "int_or_none", "list_sweeps",
-           "status_summary", "sweep_names", "close_names", "typed_param"]
+           "own_param_names", "own_params", "status_summary", "sweep_names", "close_names", "typed_param"]
+
+
+def own_params(run: Any, parent: Any) -> dict[str, Any]:
+    """A trial run's params, typed, under the search space's own names (:func:`own_param_names`)."""
+    names = own_param_names(parent)
+    return {names.get(key, key): typed_param(text) for key, text in run.data.params.items()}
+
+
+def own_param_names(parent: Any) -> dict[str, str]:
+    """``{MLflow param key: the search space's own name}`` for the params a sweep renamed: a
+    name MLflow refuses (``drop@rate``) is logged as another (``drop_rate``, recorded in the
+    parent run's ``sweep.param_names``), while ``hp["drop@rate"]`` is what the user's factory
+    reads, so what ``sweep best``, ``trials`` and a warm start give back uses the space's name."""
+    import json
+
+    try:
+        renamed = json.loads((parent.data.tags.get(PARAM_NAMES_TAG) if parent is not None else None) or "{}")
+    except ValueError:
+        return {}
+    return {logged: name for name, logged in renamed.items()} if isinstance(renamed, dict) else {}
 
 
 def _parent_runs(uri: str, max_results: int = 5000) -> list[Any]:
@@ -151,7 +171,7 @@ def trials_frame(uri: str, name: str) -> Any:
             "datetime_start": pd.to_datetime(run.info.start_time, unit="ms", utc=True) if run.info.start_time else pd.NaT,
             "datetime_complete": pd.to_datetime(run.info.end_time, unit="ms", utc=True) if run.info.end_time else pd.NaT,
             "mlflow_run_id": run.info.run_id,
-            **{f"params_{key}": typed_param(text) for key, text in run.data.params.items()},
+            **{f"params_{key}": value for key, value in own_params(run, parent).items()},
         })
     columns = ["number", "trial_id", "status", "value", "best_epoch", "epochs", "datetime_start", "datetime_complete", "mlflow_run_id"]
     frame = pd.DataFrame(rows, columns=columns + sorted({k for row in rows for k in row if k.startswith("params_")}))
@@ -247,7 +267,7 @@ def best_summary(uri: str, name: str) -> dict[str, Any] | None:
     number = int_or_none(child_tags.get(TRIAL_NUMBER_TAG))
     summary.update(
         value=child_value(best_child, metric),
-        params={key: typed_param(value) for key, value in best_child.data.params.items()},
+        params=own_params(best_child, parent),
         trial_id=child_tags.get(TRIAL_TAG),
         number=number,
         trial=None if number is None else f"{number:04d}",

@@ -23,7 +23,7 @@ import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 from sweep.tracking import store
 from sweep.tracking.client import client, redact, resolve_uri
@@ -152,7 +152,8 @@ def collect(uri: str, name: str, parent_run_id: str | None = None, outcomes: Ite
     if outcomes is not None:
         trials = [TrialRecord.from_outcome(o) for o in outcomes if o.mlflow_run_id]  # pending trials never got a run
     else:
-        trials = [_record(run, metric) for run in store.child_runs(uri, parent)]
+        names = store.own_param_names(parent)
+        trials = [_record(run, metric, names) for run in store.child_runs(uri, parent)]
 
     def history(trial: TrialRecord) -> list[tuple[int, float]]:
         points = mlflow_client.get_metric_history(trial.run_id, metric)
@@ -216,14 +217,14 @@ def curve_trials(trials: list[TrialRecord], mode: str, limit: int | None = None)
     return best + recent[: limit - len(best)]
 
 
-def _record(run: Any, metric: str) -> TrialRecord:
+def _record(run: Any, metric: str, names: Mapping[str, str]) -> TrialRecord:
     tags = run.data.tags
     return TrialRecord(
         run_id=run.info.run_id,
         trial_id=tags.get(TRIAL_TAG, run.info.run_id),
         number=store.int_or_none(tags.get(TRIAL_NUMBER_TAG)) or 0,
         status=tags.get(STATUS_TAG, "running"),
-        params=dict(run.data.params),
+        params={names.get(key, key): text for key, text in run.data.params.items()},  # the space's own names
         value=store.child_value(run, metric),  # a running trial: its best so far
         epochs=store.int_or_none(tags.get(EPOCHS_TAG)),  # a running trial: from its curve, if drawn
         best_epoch=store.int_or_none(tags.get(BEST_EPOCH_TAG)),

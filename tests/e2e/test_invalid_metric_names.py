@@ -57,6 +57,9 @@ def test_every_epoch_of_every_metric_lands_under_a_name_mlflow_accepts(ray_sessi
     assert json.loads(parent.data.tags["sweep.metric_names"]) == {"top@3": "top_3", "val_top@3": "val_top_3"}
     assert json.loads(parent.data.tags["sweep.param_names"]) == {"units(hidden)": "units_hidden_"}
     assert "units_hidden_" in parent.data.params, "the best trial's params, on the parent under the same names"
+    # what comes back to the user is under the space's own name, the one hp[...] reads
+    assert set(store.best_summary(mlflow_uri, "e2e-odd-names")["params"]) == {"units(hidden)"}
+    assert "params_units(hidden)" in store.trials_frame(mlflow_uri, "e2e-odd-names").columns
     children = store.child_runs(mlflow_uri, parent)
     assert len(children) == TRIALS
     mlflow_client = tracking_client(mlflow_uri)
