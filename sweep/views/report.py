@@ -18,6 +18,7 @@ import html
 import logging
 import math
 import tempfile
+import threading
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -670,8 +671,16 @@ def _interactive_html(figures: list[tuple[str, Any, str | None]]) -> list[str]:
 # the HTML
 
 
+_RENDERING = threading.Lock()  # pyplot's figure registry is not thread-safe: the prewarm's report and the end's take turns
+
+
 def render(data: SweepData, out_dir: Path) -> Path:
     """Write the four PNGs and ``report.html`` (PNGs embedded) into ``out_dir``; return the HTML path."""
+    with _RENDERING:
+        return _render(data, out_dir)
+
+
+def _render(data: SweepData, out_dir: Path) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {
         "history": plot_history(data, out_dir / "history.png"),
