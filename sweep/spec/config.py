@@ -558,6 +558,10 @@ class TrackingConfig(_Strict):
             problem = None if value is None else name_problem(value)
             if problem and not (databricks and problem == "an absolute path"):
                 raise _FieldError(key, f"expected a name that stays inside the store's artifact folder, got {show_value(value)} ({problem})")
+        name = self.registered_model
+        if name is not None and not databricks and any(c in name for c in "/:"):
+            # MLflow's registry refuses it only when the best model is registered, after every trial ran
+            raise _FieldError("registered_model", f"expected a model name without '/' or ':' (MLflow's registry rule), got {show_value(name)}")
         return self
 
 
@@ -742,6 +746,8 @@ def _blame_override(label: str, key: str, applied: Mapping[str, Any]) -> str:
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
+    if path.is_dir():
+        raise SweepConfigError(str(path), "", "expected a sweep YAML file, got a folder")
     if not path.is_file():
         raise SweepConfigError(str(path), "", "expected a sweep YAML file, but no such file exists")
     try:

@@ -285,6 +285,7 @@ BAD = [
     ("experiment-dot", sub("experiment: null", "experiment: '.'"), "tracking.experiment: expected a name that stays inside the store's artifact folder, got '.' (a '..' or '.' path part)"),
     ("experiment-blank", sub("experiment: null", "experiment: '  '"), "tracking.experiment: expected a name that stays inside the store's artifact folder, got '  ' (it is empty)"),
     ("experiment-control-character", sub("experiment: null", 'experiment: "a\\tb"'), "tracking.experiment: expected a name that stays inside the store's artifact folder, got 'a\\tb' (a control character)"),
+    ("registered-model-slash", sub("experiment: null", "experiment: null, registered_model: team/digits"), "tracking.registered_model: expected a model name without '/' or ':' (MLflow's registry rule), got 'team/digits'"),
     ("registered-model-parent-folder", sub("experiment: null", "experiment: null, registered_model: ../m"), "tracking.registered_model: expected a name that stays inside the store's artifact folder, got '../m' (a '..' or '.' path part)"),
     # tracking URIs
     ("uri-without-scheme", sub("uri: null", "uri: mlflow.db"), "tracking.uri: expected a URI with a scheme (sqlite:///FILE, http://HOST:PORT, ...), got 'mlflow.db': did you mean 'sqlite:///mlflow.db'?"),
@@ -433,7 +434,7 @@ def test_missing_file(tmp_path):
 def test_a_folder_is_not_a_sweep_file(tmp_path):
     with pytest.raises(SweepConfigError) as info:
         load(tmp_path)
-    assert str(info.value) == f"{tmp_path}: expected a sweep YAML file, but no such file exists"
+    assert str(info.value) == f"{tmp_path}: expected a sweep YAML file, got a folder"  # it exists: "no such file" misled
 
 
 def test_bad_mapping_names_dict(tmp_path):
