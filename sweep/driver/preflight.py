@@ -126,6 +126,8 @@ def _preflight_model(config: SweepConfig, builder: Callable, dataset: Any, searc
     try:
         try:
             logs = _evaluate_few(model, dataset)
+        except SystemExit as exc:  # a loss, a metric or the model's call: not the sweep's exit (it ended silently, code 0)
+            raise InputError("model.builder", f"expected the model, its loss and metrics to evaluate a batch, but one of them called sys.exit({exc.code!r})") from None
         except Exception as exc:
             models.check_model_output(model, dataset.info)  # evaluating failed: a width that does not fit the targets is the likely cause, said plainly
             first = _telling_line(exc)

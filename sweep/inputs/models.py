@@ -596,6 +596,9 @@ def hyperparameters_read(builder: Builder, info: "DataInfo", points: list[dict])
             if isinstance(model, keras.Model) and not is_compiled(model):
                 make_optimizer(hp)
                 hp.get("loss")
+        except SystemExit as exc:  # at one point of the space only: every trial drawing it would end that way
+            shown = ", ".join(f"{k}={v!r}" for k, v in point.items())
+            raise InputError("model.builder", f"expected {_spec_of(builder)!r} to build a model at {shown}, but it called sys.exit({exc.code!r})") from None
         except Exception:
             reads.append(None)
             continue
@@ -728,6 +731,8 @@ def sweep_compiles(builder: Builder, hp: dict, info: "DataInfo", model_cfg: Mode
         return True
     try:
         return not is_compiled(builder(dict(hp), info))
+    except SystemExit as exc:
+        raise InputError("model.builder", f"expected {_spec_of(builder)!r} to build a model, but it called sys.exit({exc.code!r})") from None
     except Exception:
         return True  # the preflight's own build reports the error
     finally:

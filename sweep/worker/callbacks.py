@@ -169,6 +169,8 @@ def keras_callbacks(fit: FitConfig, objective: ObjectiveConfig, search_paths: tu
             callback = factory(objective, **(kwargs or {}))
         except TypeError as exc:
             raise InputError(key, f"expected valid arguments for {name}: {exc}") from None
+        except SystemExit as exc:  # not the sweep's exit (it ended `sweep run` silently with code 0)
+            raise InputError(key, f"expected {name} to make a callback, but it called sys.exit({exc.code!r})") from None
         if not isinstance(callback, keras.callbacks.Callback):
             raise InputError(key, f"expected {name} to make a keras.callbacks.Callback, got {type(callback).__name__}")
         made.append(callback)

@@ -303,6 +303,50 @@ def test_sys_exit_in_a_factory_or_data_function_is_one_line_naming_the_key(tmp_p
     assert str(info.value).startswith(f"sweep.yaml: {key}: expected ") and str(info.value).endswith(f"but it called sys.exit({code})")
 
 
+SOMETIMES_EXITING = """
+import sys
+
+import keras
+
+
+def build(hp, info):
+    if hp["units"] > 8:  # a guard a script had: exits where the space reaches past it
+        sys.exit(0)
+    return keras.Sequential([keras.Input(info.input_shape), keras.layers.Dense(hp["units"]), keras.layers.Dense(info.num_outputs, activation="softmax")])
+
+
+class Quitter(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        raise SystemExit(0)
+
+
+def quitting_loss(y_true, y_pred):
+    sys.exit(0)
+"""
+
+
+@pytest.mark.parametrize(("change", "expected"), [
+    ({"search": {"space": {"units": {"type": "int", "low": 4, "high": 16}}}, "model": {"builder": "sometimes:build", "args": {}}},
+     "model.builder: expected 'sometimes:build' to build a model at units=16, but it called sys.exit(0)"),
+    ({"fit": {"callbacks": ["sometimes:Quitter"]}}, "fit.callbacks.0: expected sometimes:Quitter to make a callback, but it called sys.exit(0)"),
+    ({"model": {"loss": "sometimes:quitting_loss"}}, "model.builder: expected the model, its loss and metrics to evaluate a batch, but one of them called sys.exit(0)"),
+], ids=["factory-at-one-point", "callback", "loss"])
+def test_sys_exit_anywhere_in_the_users_code_before_the_trials_is_one_line(tmp_path, change, expected):
+    """sys.exit(0) in a factory at the space's high end, in a callback's __init__ or in a loss
+    ended `sweep run` with exit 0 and no output (only the factory's first build caught it)."""
+    (tmp_path / "sometimes.py").write_text(SOMETIMES_EXITING)
+    raw = sweep()
+    for section, value in change.items():
+        if section == "search":
+            raw["search"] = {**raw["search"], **value}
+        else:
+            raw[section] = {**raw[section], **value}
+    with pytest.raises(SweepConfigError) as info:
+        preflight.prepare(config_module.load(raw), "sweep.yaml", (tmp_path,))
+    assert str(info.value) == f"sweep.yaml: {expected}"
+
+
 def test_a_factory_whose_input_does_not_fit_the_data_says_what_keras_said(tmp_path):
     """Keras' message starts with a header ("Exception encountered when calling Sequential.call().")
     and bolds the cause with terminal codes: the cause is what the one line shows."""
