@@ -216,18 +216,28 @@ def _check_storage(storage_dir: str) -> None:
     problem = check_answers(storage_dir, say=lambda line: print(line, file=sys.stderr, flush=True))
     if problem is not None:
         raise SweepConfigError("--storage", "", f"expected storage that answers at {storage_dir}, but: {problem}")
+    if "://" not in storage_dir:  # a read-only folder was found only after Ray's start (~10 s, and Ray's noise)
+        existing = Path(storage_dir).absolute()
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+            why = "not a folder" if not existing.is_dir() else "read-only, or not yours"
+            raise SweepConfigError("--storage", "", f"expected a writable folder, got {existing} ({why})")
 
 
 def _check_tracking(uri: str, label: str) -> None:
     """An unreachable tracking server is one line in seconds, before anything else asks it."""
-    from sweep.tracking.client import check_reachable, forget_deleted_stores, redact, set_sweep_http_defaults
+    from sweep.tracking.client import check_reachable, check_writable, forget_deleted_stores, redact, set_sweep_http_defaults
 
     set_sweep_http_defaults()  # the writer retries outages itself
     forget_deleted_stores()  # a long-lived process: a sqlite store deleted since the last sweep is opened anew
     try:
         check_reachable(uri)
+        check_writable(uri)
     except ConnectionError as exc:
         raise SweepConfigError(label, "tracking.uri", f"expected a reachable MLflow tracking store at {redact(uri)}, but: {exc}") from None
+    except PermissionError as exc:
+        raise SweepConfigError(label, "tracking.uri", f"expected a writable MLflow store at {redact(uri)}, but {exc}") from None
 
 
 

@@ -172,6 +172,20 @@ def create_sqlite_in_wal_mode(uri: str) -> bool:
         return connection.execute("PRAGMA journal_mode=WAL").fetchone()[0] == "wal"
 
 
+def check_writable(uri: str) -> None:
+    """A sqlite store a sweep must write: its file (or, for a new store, its folder) writable,
+    and its folder too (sqlite writes a journal beside the file). A read-only one failed at
+    the sweep's first write, after 67 lines of MLflow's errors and two tracebacks. Raises
+    PermissionError with the reason; other stores answer for themselves."""
+    path = sqlite_path(uri)
+    if path is None or str(path) == ":memory:":
+        return
+    target = path if path.exists() else path.parent
+    if not os.access(target, os.W_OK) or not os.access(path.parent, os.W_OK):
+        what = "the file" if target == path and not os.access(path, os.W_OK) else f"its folder {path.parent}"
+        raise PermissionError(f"{what} cannot be written (read-only, or not yours): the read-only commands (sweep best, status, report) still read it")
+
+
 def check_reachable(uri: str, timeout: float = 5.0) -> None:
     """Fail in seconds, not after MLflow's minutes of HTTP retries, when a tracking server is down;
     at once for a store MLflow cannot open: a sqlite URI naming a folder (MLflow retried its

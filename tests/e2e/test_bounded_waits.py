@@ -81,8 +81,34 @@ def test_an_unwritable_storage_is_one_line_and_leaves_no_run(ray_session, tmp_pa
     with pytest.raises(SweepConfigError) as caught:
         sweep.run(_config(tmp_path), storage=str(tmp_path / "afile" / "sub"), quiet=True)
     message = str(caught.value)
-    assert message.startswith("--storage: expected a writable folder") and "Not a directory" in message, message
+    assert message == f"--storage: expected a writable folder, got {tmp_path / 'afile'} (not a folder)", message
     assert _no_parent_run(f"sqlite:///{tmp_path / 'mlflow.db'}"), "no orphan parent run for the next sweep to adopt"
+
+
+def test_a_read_only_store_or_storage_is_one_line_before_ray_starts(tmp_path):
+    """A read-only sqlite store failed at the sweep's first write after 67 lines of MLflow's
+    errors and two tracebacks, and said "expected a reachable store"; a read-only --storage
+    was found only after Ray's start (~10 s, with Ray's noise). Both are one line at once."""
+    import sweep
+    from sweep.errors import SweepConfigError
+
+    from .test_storage_fault import _can_bind_mount, read_only
+
+    locked, open_ = tmp_path / "locked", tmp_path / "open"
+    if not _can_bind_mount(locked):
+        pytest.skip("needs root and bind mounts (a real read-only folder)")
+    open_.mkdir()
+    started = time.monotonic()
+    with read_only(locked):
+        with pytest.raises(SweepConfigError) as caught:
+            sweep.run(_config(tmp_path), storage=str(open_ / "runs"), quiet=True, tracking_uri=f"sqlite:///{locked / 'mlflow.db'}")
+        assert str(caught.value).endswith(f"tracking.uri: expected a writable MLflow store at sqlite:///{locked / 'mlflow.db'}, but its folder "
+                                          f"{locked} cannot be written (read-only, or not yours): the read-only commands (sweep best, status, report) still read it")
+        with pytest.raises(SweepConfigError) as caught:
+            sweep.run(_config(tmp_path), storage=str(locked / "runs"), quiet=True, tracking_uri=f"sqlite:///{open_ / 'mlflow.db'}")
+        assert str(caught.value) == f"--storage: expected a writable folder, got {locked} (read-only, or not yours)"
+    assert time.monotonic() - started < 20, "refused before Ray's start"
+    assert not (open_ / "mlflow.db").exists(), "nothing written anywhere"
 
 
 @pytest.mark.parametrize("address", ["127.0.0.1:1", "ray://127.0.0.1:1"], ids=["gcs", "ray-client"])
