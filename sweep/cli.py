@@ -101,7 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command not in ("run", "resume"):  # nothing to continue: a read-only command, the UI
             print("interrupted", file=sys.stderr)
             return EXIT_INTERRUPTED
-        return _interrupted(exc, getattr(args, "name", None))
+        return _interrupted(exc, getattr(args, "name", None) if args.command == "resume" else None)
     except BrokenPipeError:  # `sweep best NAME | head -2`: the reader has what it wanted
         with contextlib.suppress(Exception):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's flush at exit stays quiet
@@ -194,7 +194,8 @@ def _interrupted(exc: BaseException, name: str | None) -> int:
     if getattr(exc, "name", None):
         print(f"interrupted: sweep {name} stopped; its ended trials are in MLflow; continue it with `sweep resume {name}`", file=sys.stderr)
     else:
-        print("interrupted before any trial started" + (f"; continue it with `sweep resume {name}`" if name else ""), file=sys.stderr)
+        # no parent run of this sweep yet: `sweep resume` would find none (`sweep resume NAME` itself: the earlier one's are there)
+        print("interrupted before any trial started; " + (f"continue it with `sweep resume {name}`" if name else "nothing was recorded: run the same command again"), file=sys.stderr)
     return EXIT_INTERRUPTED if signum == signal.SIGINT else 128 + int(signum)
 
 

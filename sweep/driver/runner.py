@@ -429,6 +429,8 @@ def execute(
         retries.install_retry_policy()  # failure.max_retries: lost workers and infrastructure errors only
     except BaseException as exc:
         _end_before_the_trials(tracker, location, exc)
+        if isinstance(exc, KeyboardInterrupt) and not getattr(exc, "name", None):  # its parent run exists (KILLED): resumable
+            raise SweepInterrupted(config.name, getattr(exc, "signum", signal.SIGINT)) from None
         raise
     return _fit_and_finish(sweep, tuner, ended)
 

@@ -137,6 +137,9 @@ def test_ctrl_c_while_ray_starts_and_tensorflow_imports_exits_130_in_one_line(tm
     assert took < PROMPT_S, f"SIGINT to exit took {took:.1f} s"
     parent, _ = _runs(uri) if (tmp_path / "mlflow.db").exists() else (None, [])
     assert parent is None or parent.info.status != "RUNNING"
+    # the advice holds: `sweep resume` of a sweep that recorded nothing found none to resume
+    advice = "nothing was recorded: run the same command again" if parent is None else f"continue it with `sweep resume {NAME}`"
+    assert advice in err, err[-3000:]
 
 
 @pytest.mark.parametrize("signals, code", [((signal.SIGTERM,), 143), ((signal.SIGINT, signal.SIGINT), 130)], ids=["sigterm", "ctrl-c-twice"])
