@@ -219,10 +219,48 @@ def check_address(address: str, timeout: float = ADDRESS_TIMEOUT_S) -> None:
     except ValueError:
         raise ConnectionError(f"expected HOST:PORT, got {address!r}") from None
     try:
-        socket.create_connection((host, port_number), timeout=timeout).close()
+        connection = socket.create_connection((host, port_number), timeout=timeout)
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__ if not isinstance(exc, socket.timeout) else f"no answer within {timeout:.0f} s"
         raise ConnectionError(f"expected a running Ray cluster, but nothing answers at {address} ({reason})") from None
+    with connection:
+        if os.environ.get("RAY_USE_TLS", "0").lower() not in ("1", "true"):  # a TLS GCS answers only after a handshake
+            _check_speaks_grpc(connection, address, timeout)
+
+
+# HTTP/2's client connection preface and an empty SETTINGS frame (RFC 9113, sections 3.4 and 6.5)
+_HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+_SETTINGS_FRAME = 0x04
+
+
+def _check_speaks_grpc(connection: Any, address: str, timeout: float) -> None:
+    """A GCS is a gRPC (HTTP/2) server: it answers the HTTP/2 preface with a SETTINGS frame at
+    once. Something else at that port (the dashboard's 8265, any web server) made ``ray.init``
+    retry for minutes with C++ warnings only, deaf to Ctrl-C for ~40 s; said here in seconds."""
+    import socket
+
+    answer = b""
+    try:
+        connection.settimeout(timeout)
+        connection.sendall(_HTTP2_PREFACE)
+        while len(answer) < 9:
+            chunk = connection.recv(64)
+            if not chunk:
+                break
+            answer += chunk
+    except socket.timeout:
+        pass
+    except OSError:
+        answer = answer or b"(the connection was reset)"
+    if len(answer) >= 9 and answer[3] == _SETTINGS_FRAME:
+        return
+    text = answer[:40].decode("latin-1")
+    shown = text.splitlines()[0] if text and text[0].isascii() and text[0].isprintable() else None  # e.g. '<!DOCTYPE HTML>', 'HTTP/1.1 400
+    got = f"it answered {shown!r}" if shown else ("it said nothing" if not answer else "it does not speak gRPC")
+    raise ConnectionError(
+        f"expected a Ray cluster's GCS at {address}, but something else listens there ({got} within {timeout:.0f} s): "
+        "give the head's GCS port (6379 by default, `ray start --head` prints it), not the dashboard's (8265)"
+    )
 
 
 def autoscaling() -> bool:

@@ -170,3 +170,38 @@ def test_on_an_autoscaling_cluster_the_heartbeat_says_what_the_sweep_waits_for(t
     assert "this sweep started its own local Ray, which never gains nodes" in text  # said once, up front
     assert code == 130, text[-2000:]
     assert "Traceback" not in text
+
+
+def test_an_address_where_something_else_listens_is_one_line_in_seconds(ray_session, tmp_path):
+    """--address at the dashboard's port (or any web server, or a port that accepts and says
+    nothing) made ray.init retry for minutes with Ray's C++ warnings only, deaf to Ctrl-C for
+    ~40 s. A GCS answers HTTP/2's preface with a SETTINGS frame; anything else is one line."""
+    import http.server
+    import socket
+    import threading
+
+    from sweep.driver import cluster
+
+    cluster.check_address(ray_session)  # a real GCS passes
+    web = http.server.HTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
+    threading.Thread(target=web.serve_forever, daemon=True).start()
+    silent = socket.create_server(("127.0.0.1", 0))
+    try:
+        web_address, silent_address = f"127.0.0.1:{web.server_address[1]}", f"127.0.0.1:{silent.getsockname()[1]}"
+        with pytest.raises(ConnectionError, match="it answered '<!DOCTYPE HTML>'"):
+            cluster.check_address(web_address)
+        with pytest.raises(ConnectionError, match="it said nothing within 1 s"):
+            cluster.check_address(silent_address, timeout=1)
+        path = tmp_path / "waits.yaml"
+        path.write_text(yaml.safe_dump(_config(tmp_path)))
+        started = time.monotonic()
+        run = subprocess.run([sys.executable, "-m", "sweep.cli", "run", str(path), "--address", web_address, "--quiet"],
+                             cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        took = time.monotonic() - started
+        errors = [line for line in run.stderr.splitlines() if line.startswith("error:")]
+        assert run.returncode == 2 and len(errors) == 1, run.stderr[-3000:]
+        assert "--address" in errors[0] and f"expected a Ray cluster's GCS at {web_address}" in errors[0], errors
+        assert took < 60, f"took {took:.1f} s (imports and the preflight included)"
+    finally:
+        web.shutdown()
+        silent.close()
