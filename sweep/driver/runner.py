@@ -745,6 +745,8 @@ def _final_status(sweep: OpenSweep, result: SweepResult, status: str, stop: Inte
     if result.best is None and status == "FINISHED":
         status = "FAILED"
     result.stopped_because = _fail_fast_message(fail_fast, sweep.ledger) or result.stopped_because
+    if status == "FINISHED" and not result.stopped_because:
+        result.stopped_because = _every_trial_failed_message(sweep.ledger)
     if result.stopped_because and not fail_fast.halt:
         status = "FAILED"
         print(result.stopped_because, file=sys.stderr)
@@ -832,6 +834,20 @@ def _config_json(config: SweepConfig) -> str:
     import json
 
     return json.dumps(data, indent=2)
+
+
+def _every_trial_failed_message(ledger: Any) -> str | None:
+    """A sweep whose every trial failed, some after a few epochs, ended FINISHED with exit 0
+    and its best epoch's checkpoint registered: the user's code fails every run, which the
+    command must say (exit 1, the parent run FAILED). Its records, best checkpoint included,
+    are kept."""
+    outcomes = list(ledger.outcomes.values())
+    if not outcomes or any(outcome.status != TrialStatus.FAILED for outcome in outcomes):
+        return None
+    first = min(outcomes, key=lambda outcome: outcome.number)
+    reason = (first.reason or "see the trial's run in MLflow").strip().splitlines()[0][:300]
+    most = max(outcome.epochs for outcome in outcomes)
+    return f"sweep failed: every trial failed (each after at most {most} epoch(s)); trial {first.number:04d}: {reason}"
 
 
 def _fail_fast_message(fail_fast: Any, ledger: Any) -> str | None:

@@ -103,6 +103,33 @@ def test_a_sweep_whose_every_trial_fails_the_same_way_stops_early_and_says_it_on
     assert summary["sweep_status"] == "FAILED"
 
 
+def test_a_sweep_whose_every_trial_fails_after_an_epoch_is_failed_not_finished(ray_session, tmp_path):
+    """Every trial failed at its second epoch: the sweep ended FINISHED, exit 0, with a model
+    registered, as if it had worked. It is FAILED now (exit 1), saying why once; the records,
+    the best epoch's checkpoint included, stay."""
+    import sweep
+    from sweep.tracking import store
+
+    space = {"learning_rate": {"type": "float", "low": 1e-3, "high": 1e-1, "log": True}}
+    config = _sweep(tmp_path, "e2e-late-failure", space, fit={"callbacks": ["faulty_models:FailAtSecondEpoch"]},
+                    search={"sampler": "random", "trials": 2}, failure={"max_retries": 0})
+    result = sweep.run(_write(tmp_path, config), storage=str(tmp_path / "runs"), quiet=True)
+    assert list(result.trials["status"]) == ["failed", "failed"], result.trials
+    assert result.stopped_because.startswith("sweep failed: every trial failed (each after at most 1 epoch(s)); trial 0000: "), result.stopped_because
+    assert "broken at the second epoch on purpose" in result.stopped_because
+    summary = store.status_summary(config["tracking"]["uri"], "e2e-late-failure")
+    assert summary["sweep_status"] == "FAILED", summary
+    assert result.best is not None and result.best.checkpoint, "the best epoch's checkpoint is kept"
+
+
+def _write(folder: Path, config: dict) -> str:
+    import yaml
+
+    path = folder / f"{config['name']}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return str(path)
+
+
 def test_a_worker_killed_mid_epoch_retries_from_its_checkpoint(ray_session, tmp_path, monkeypatch):
     import sweep
     from mlflow.tracking import MlflowClient

@@ -68,3 +68,12 @@ def build_always_broken(hp, info):
         raise ValueError(f"cannot build a model for input shape {info.input_shape}: broken on purpose")
     inputs = keras.Input(shape=info.input_shape)
     return keras.Model(inputs, keras.layers.Dense(info.num_outputs)(inputs))
+
+
+class FailAtSecondEpoch(keras.callbacks.Callback):
+    """fit.callbacks entry: every trial fails as its second epoch begins (a user's bug that
+    shows only once training runs: after a good first epoch and its checkpoint)."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == 1:
+            raise ValueError("broken at the second epoch on purpose")
