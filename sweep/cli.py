@@ -188,6 +188,9 @@ def _interrupted(exc: BaseException, name: str | None) -> int:
     (128 + the signal, as a shell reports a process that signal ended)."""
     import signal
 
+    from sweep.driver.quiet import restore_stderr
+
+    restore_stderr()  # TensorFlow's import in the preflight's thread may still hold it at /dev/null
     name = getattr(exc, "name", None) or name
     signum = getattr(exc, "signum", signal.SIGINT)
     _ignore_signals()  # the records are closed: a further signal must not break Ray's shutdown at exit with a traceback

@@ -162,7 +162,7 @@ def _connect_client(address: str, runtime_env: dict[str, Any]) -> None:
     from sweep.errors import SweepConfigError
 
     try:  # nothing listening: one line in seconds (Ray Client waits ~30 s, then a bare ConnectionError)
-        check_address(address.split("://", 1)[1])
+        check_address(address.split("://", 1)[1], client=True)
     except ConnectionError as exc:
         raise SweepConfigError("--address", "", f"{address}: {exc}") from None
     for attempt in range(1, CLIENT_CONNECT_ATTEMPTS + 1):
@@ -202,7 +202,7 @@ def _run_on_cluster(sweep_run: Callable[..., Any], source: Any, storage: str, qu
 ADDRESS_TIMEOUT_S = 5.0
 
 
-def check_address(address: str, timeout: float = ADDRESS_TIMEOUT_S) -> None:
+def check_address(address: str, timeout: float = ADDRESS_TIMEOUT_S, client: bool = False) -> None:
     """Raise ConnectionError within ``timeout`` seconds when nothing listens at ``HOST:PORT``.
 
     ``ray.init(address=...)`` of an address where nothing runs retries in Ray's C++ client for
@@ -225,7 +225,7 @@ def check_address(address: str, timeout: float = ADDRESS_TIMEOUT_S) -> None:
         raise ConnectionError(f"expected a running Ray cluster, but nothing answers at {address} ({reason})") from None
     with connection:
         if os.environ.get("RAY_USE_TLS", "0").lower() not in ("1", "true"):  # a TLS GCS answers only after a handshake
-            _check_speaks_grpc(connection, address, timeout)
+            _check_speaks_grpc(connection, address, timeout, client)
 
 
 # HTTP/2's client connection preface and an empty SETTINGS frame (RFC 9113, sections 3.4 and 6.5)
@@ -233,7 +233,7 @@ _HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x0
 _SETTINGS_FRAME = 0x04
 
 
-def _check_speaks_grpc(connection: Any, address: str, timeout: float) -> None:
+def _check_speaks_grpc(connection: Any, address: str, timeout: float, client: bool = False) -> None:
     """A GCS is a gRPC (HTTP/2) server: it answers the HTTP/2 preface with a SETTINGS frame at
     once. Something else at that port (the dashboard's 8265, any web server) made ``ray.init``
     retry for minutes with C++ warnings only, deaf to Ctrl-C for ~40 s; said here in seconds."""
@@ -257,9 +257,10 @@ def _check_speaks_grpc(connection: Any, address: str, timeout: float) -> None:
     text = answer[:40].decode("latin-1")
     shown = text.splitlines()[0] if text and text[0].isascii() and text[0].isprintable() else None  # e.g. '<!DOCTYPE HTML>', 'HTTP/1.1 400
     got = f"it answered {shown!r}" if shown else ("it said nothing" if not answer else "it does not speak gRPC")
+    what, port = ("a Ray Client server", "Ray Client port (10001 by default)") if client else ("a Ray cluster's GCS", "GCS port (6379 by default, `ray start --head` prints it)")
     raise ConnectionError(
-        f"expected a Ray cluster's GCS at {address}, but something else listens there ({got} within {timeout:.0f} s): "
-        "give the head's GCS port (6379 by default, `ray start --head` prints it), not the dashboard's (8265)"
+        f"expected {what} at {address}, but something else listens there ({got} within {timeout:.0f} s): "
+        f"give the head's {port}, not the dashboard's (8265)"
     )
 
 

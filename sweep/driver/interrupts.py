@@ -31,6 +31,9 @@ def say(line: str) -> None:
     fail too and could break the closing of the records, so a dead terminal's file descriptors
     are pointed at /dev/null first (:func:`detach_from_closed_terminal`) and the sweep closes
     silently."""
+    from sweep.driver.quiet import restore_stderr
+
+    restore_stderr()
     detach_from_closed_terminal()
     with contextlib.suppress(Exception):  # a handler must never raise while saying what it does
         print(line, file=sys.stderr, flush=True)
@@ -72,10 +75,10 @@ def signals_held_during(what: str) -> Any:
     weakref callback was swallowed and the sweep ran on. A second signal raises at once."""
     import threading
 
+    caught: list[int] = []  # yielded: the signal held so far, if any
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield caught
         return
-    caught: list[int] = []
 
     def hold(signum: int, frame: Any) -> None:
         if caught:
@@ -87,7 +90,7 @@ def signals_held_during(what: str) -> Any:
     for sig in saved:
         signal.signal(sig, hold)
     try:
-        yield
+        yield caught
     finally:
         for sig, handler in saved.items():
             with contextlib.suppress(Exception):

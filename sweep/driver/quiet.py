@@ -25,17 +25,34 @@ def quiet_tensorflow() -> None:
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
 
 
+_real_stderr: int | None = None  # while TensorFlow imports: a duplicate of the real file descriptor 2
+
+
 @contextlib.contextmanager
 def _stderr_silenced() -> Iterator[None]:
+    global _real_stderr
     sys.stderr.flush()
     saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    _real_stderr = saved
     os.dup2(devnull, 2)
     try:
         yield
     finally:
+        _real_stderr = None
         os.dup2(saved, 2)
         os.close(saved)
         os.close(devnull)
+
+
+def restore_stderr() -> None:
+    """Give file descriptor 2 back now if TensorFlow's import (in the preflight's thread) has it
+    pointed at /dev/null: that redirect is process-wide, and a Ctrl-C's lines ("stopping after
+    the preflight", "interrupted ...") printed meanwhile by the main thread were lost. TF's
+    chatter may show after this; only a stop calls it."""
+    saved = _real_stderr
+    if saved is not None:
+        with contextlib.suppress(OSError):
+            os.dup2(saved, 2)
 
 
 class _TrialFailureFilter(logging.Filter):

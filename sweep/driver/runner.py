@@ -285,11 +285,16 @@ def prepare_while_ray_starts(config: SweepConfig, label: str, search_paths: tupl
         prepared = prepare(config, label, search_paths)
         ensure_ray(address)
         return prepared
-    with signals_held_during("Ray's start and the preflight"):
-        return _prepare_beside_ray(config, label, search_paths, address)
+    with signals_held_during("Ray's start and the preflight") as held:
+        return _prepare_beside_ray(config, label, search_paths, address, held)
 
 
-def _prepare_beside_ray(config: SweepConfig, label: str, search_paths: tuple[Path, ...], address: str | None) -> Prepared:
+# After a held Ctrl-C, how long the preflight may still take before the sweep stops without it
+# (a user module that blocks at import: the first Ctrl-C did nothing, the second exited silently).
+PREFLIGHT_AFTER_SIGNAL_S = 10.0
+
+
+def _prepare_beside_ray(config: SweepConfig, label: str, search_paths: tuple[Path, ...], address: str | None, held: list[int]) -> Prepared:
     import ray  # noqa: F401 - imported before the thread starts, so the two never import Ray's modules at once
 
     outcome: dict[str, Any] = {}
@@ -308,7 +313,7 @@ def _prepare_beside_ray(config: SweepConfig, label: str, search_paths: tuple[Pat
         start_warm_executors(config.resources, trial_budget(config), config.search.max_concurrent, address)  # TensorFlow imports there while the preflight runs here
     except Exception as exc:
         ray_error = exc
-    thread.join()
+    _join_unless_stopped(thread, held)
     if "error" in outcome:
         raise outcome["error"]
     if ray_error is not None:
@@ -339,6 +344,22 @@ def _prepare_beside_ray(config: SweepConfig, label: str, search_paths: tuple[Pat
 
 
 
+
+
+def _join_unless_stopped(thread: threading.Thread, held: list[int]) -> None:
+    """Wait for the preflight thread in short joins: a signal reaches its Python handler only
+    while the main thread runs (a plain ``join()`` slept through a Ctrl-C that the kernel gave
+    the preflight's thread). Once a held signal is older than :data:`PREFLIGHT_AFTER_SIGNAL_S`,
+    stop without the preflight (the CLI then exits without tearing the interpreter down under
+    the thread's import)."""
+    deadline = None
+    while thread.is_alive():
+        thread.join(0.2)
+        if held and deadline is None:
+            deadline = time.monotonic() + PREFLIGHT_AFTER_SIGNAL_S
+        if deadline is not None and thread.is_alive() and time.monotonic() > deadline:
+            say(f"sweep: the preflight (importing and building your model) has not finished {PREFLIGHT_AFTER_SIGNAL_S:g} s after the signal; stopping without it")
+            raise SweepInterrupted(None, held[0])
 
 
 # ---------------------------------------------------------------------------------------------

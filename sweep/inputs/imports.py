@@ -9,6 +9,7 @@ import io
 import re
 import sys
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -36,7 +37,7 @@ def resolve(spec: str, key: str, search_paths: tuple[Path, ...] = ()) -> Callabl
     if not is_spec(spec):
         raise InputError(key, f"expected package.module:function, got {spec!r}")
     module_name, _, attr_path = spec.partition(":")
-    captured = io.StringIO()
+    captured = _ThisThreadsWrites(sys.stderr)
     try:
         # what the module prints while it imports is held back: an argparse usage text (a training
         # script reused as a module) must not stand in for the one line that names the key
@@ -64,6 +65,29 @@ def resolve(spec: str, key: str, search_paths: tuple[Path, ...] = ()) -> Callabl
     if not callable(target):
         raise InputError(key, f"expected {spec!r} to be callable, got {type(target).__name__}")
     return target
+
+
+class _ThisThreadsWrites(io.StringIO):
+    """``sys.stderr`` while a user module imports: holds what the importing thread writes and
+    passes every other thread's writes on. ``sys.stderr`` is the process's: the preflight
+    imports in a thread while the main thread starts Ray, and a module that blocked at import
+    held the main thread's Ctrl-C lines forever (the command ended saying nothing)."""
+
+    def __init__(self, passthrough: Any):
+        super().__init__()
+        self._passthrough, self._thread = passthrough, threading.current_thread()
+
+    def write(self, text: str) -> int:
+        if threading.current_thread() is self._thread:
+            return super().write(text)
+        return self._passthrough.write(text)
+
+    def flush(self) -> None:
+        if threading.current_thread() is not self._thread:
+            self._passthrough.flush()
+
+    def fileno(self) -> int:
+        return self._passthrough.fileno()
 
 
 def _import(module_name: str, search_paths: tuple[Path, ...]) -> Any:

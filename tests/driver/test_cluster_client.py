@@ -36,12 +36,24 @@ def _flaky_init(failures: list[BaseException]):
 
 @pytest.fixture()
 def address():
-    """A ray:// address where something listens (the check before ray.init passes)."""
+    """A ray:// address where a gRPC server seems to listen: it answers each connection with an
+    HTTP/2 SETTINGS frame, as Ray's client server does (the check before ray.init passes)."""
     import socket
+    import threading
+
+    def answer(listening: socket.socket) -> None:
+        while True:
+            try:
+                connection, _ = listening.accept()
+            except OSError:  # closed: the test is over
+                return
+            with connection:
+                connection.sendall(b"\x00\x00\x00\x04\x00\x00\x00\x00\x00")
 
     with socket.socket() as listening:
         listening.bind(("127.0.0.1", 0))
         listening.listen(8)
+        threading.Thread(target=answer, args=(listening,), daemon=True).start()
         yield f"ray://127.0.0.1:{listening.getsockname()[1]}"
 
 

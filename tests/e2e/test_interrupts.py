@@ -122,6 +122,39 @@ def test_sigterm_to_the_group_that_stops_the_sweeps_own_ray_too_closes_the_recor
     _assert_nothing_running(uri)
 
 
+def test_ctrl_c_while_a_user_module_blocks_at_import_stops_and_says_so(tmp_path):
+    """A module that blocks at import (a data download, a lock, ``input()``): the first Ctrl-C
+    did nothing (the main thread slept in a join the signal never woke), and the second ended
+    the command silently, because the module import's capture of stderr swallowed the main
+    thread's lines too. Now each Ctrl-C is heard and said."""
+    marker = tmp_path / "importing.marker"
+    (tmp_path / "blocking.py").write_text(f"import pathlib, time\npathlib.Path({str(marker)!r}).touch()\ntime.sleep(600)\n\n\ndef build(hp, info):\n    pass\n")
+    err_path = tmp_path / "stderr.txt"
+    with err_path.open("w") as err_file:
+        driver = subprocess.Popen([sys.executable, "-m", "sweep.cli", "run", str(_sweep_file(tmp_path)), "--set", "model.builder=blocking:build",
+                                   "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}", "--storage", str(tmp_path / "runs")],
+                                  cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=err_file, start_new_session=True)
+        try:
+            deadline = time.monotonic() + 60
+            while not marker.exists():  # bounded: the preflight imports it within seconds
+                assert driver.poll() is None and time.monotonic() < deadline, err_path.read_text()[-3000:]
+                time.sleep(0.3)
+            os.killpg(driver.pid, signal.SIGINT)
+            deadline = time.monotonic() + 30
+            while "stopping after Ray's start and the preflight" not in err_path.read_text():
+                assert time.monotonic() < deadline, "the first Ctrl-C was not heard: " + err_path.read_text()[-3000:]
+                time.sleep(0.2)
+            started = time.monotonic()
+            os.killpg(driver.pid, signal.SIGINT)
+            code = driver.wait(timeout=30)
+        finally:
+            if driver.poll() is None:
+                os.killpg(driver.pid, signal.SIGKILL)
+    err = err_path.read_text()
+    assert code == 130 and time.monotonic() - started < 10, (code, err[-3000:])
+    assert "interrupted before any trial started; nothing was recorded: run the same command again" in err, err[-3000:]
+
+
 def test_ctrl_c_while_ray_starts_and_tensorflow_imports_exits_130_in_one_line(tmp_path):
     """A Ctrl-C in the start-up window (Ray starting in the main thread, the preflight importing
     TensorFlow in another) crashed the interpreter (SIGSEGV, abort) or was swallowed and the sweep
