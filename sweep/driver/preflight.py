@@ -147,7 +147,9 @@ def _preflight_model(config: SweepConfig, builder: Callable, dataset: Any, searc
     _check_objective_name(config.objective.metric)
     _check_objective_is_one_number(config.objective.metric, logs)
     points = example_points(config)
-    reads = models.hyperparameters_read(builder, dataset.info, points)
+    found = models.hyperparameters_read(builder, dataset.info, points)
+    _check_every_point_builds(config, points, found, lambda point: models.hyperparameters_read(builder, dataset.info, [point])[0])
+    reads: list[set[str] | None] = [None if isinstance(read, Exception) else read for read in found]
     check_hyperparameters_read(config, set().union(*(read for read in reads if read is not None)) | set(models.TRIAL_HP_KEYS))
     warn_partly_read(config, label, points, reads)
 
@@ -282,6 +284,28 @@ def check_hyperparameters_read(config: SweepConfig, read: set[str]) -> None:
             f"expected a hyperparameter that the model factory, the optimizer, compile or fit reads, got {name!r}, which nothing reads "
             f"(read: {', '.join(known)}; a factory that reads it only on some branches: give it a when: condition){guess}",
         )
+
+
+def _check_every_point_builds(config: SweepConfig, points: list[dict[str, Any]], found: list[Any], build: Callable[[dict], Any]) -> None:
+    """The model builds at every point the preflight tried (the space's high ends, each
+    choice), not only at its first: ``units`` up to 1e30 passed and every trial then failed
+    with "out-of-range integer". Raises InputError on the entry that differs from the first
+    point; for the point of every high end, each high is tried alone to find which
+    (``search.space`` when none fails alone)."""
+    base = points[0]
+    for point, read in zip(points, found):
+        if not isinstance(read, Exception):
+            continue
+        varied = [key for key in point if point.get(key) != base.get(key)]
+        for name in varied if len(varied) > 1 else []:
+            alone = build({**base, name: point[name]})
+            if isinstance(alone, Exception):
+                point, read, varied = {**base, name: point[name]}, alone, [name]
+                break
+        key = f"search.space.{varied[0]}" if len(varied) == 1 else "search.space"
+        shown = ", ".join(f"{name}={config_module.show_value(point[name])}" for name in (varied or list(point)))
+        detail = (str(read).strip().splitlines() or [""])[0][:200]
+        raise InputError(key, f"expected the model to build at {shown}, but {config.model.builder} raised {type(read).__name__}{': ' + detail if detail else ''}")
 
 
 def warn_partly_read(config: SweepConfig, label: str, points: list[dict[str, Any]], reads: list[set[str] | None]) -> None:

@@ -580,15 +580,15 @@ class RecordingHP(dict):
         return dict(super().items())
 
 
-def hyperparameters_read(builder: Builder, info: "DataInfo", points: list[dict]) -> list[set[str] | None]:
+def hyperparameters_read(builder: Builder, info: "DataInfo", points: list[dict]) -> list[set[str] | Exception]:
     """The hp keys that the factory, the optimizer and the trial read at each of ``points``.
 
     Each point is built once (not compiled, not trained); a point whose build raises gives
-    None (the preflight's own build reports errors). The optimizer's keys count only
+    that exception (the preflight says which point). The optimizer's keys count only
     when the factory leaves compiling to the sweep and the point's optimizer accepts them
     (``momentum`` means nothing to adam).
     """
-    reads: list[set[str] | None] = []
+    reads: list[set[str] | Exception] = []
     for point in points:
         hp = RecordingHP(point)
         try:
@@ -599,8 +599,8 @@ def hyperparameters_read(builder: Builder, info: "DataInfo", points: list[dict])
         except SystemExit as exc:  # at one point of the space only: every trial drawing it would end that way
             shown = ", ".join(f"{k}={v!r}" for k, v in point.items())
             raise InputError("model.builder", f"expected {_spec_of(builder)!r} to build a model at {shown}, but it called sys.exit({exc.code!r})") from None
-        except Exception:
-            reads.append(None)
+        except Exception as exc:
+            reads.append(exc)
             continue
         finally:
             keras.backend.clear_session(free_memory=False)

@@ -534,3 +534,12 @@ def test_an_entry_read_only_at_some_choices_gets_one_warning_naming_the_conditio
     with caplog.at_level("WARNING", logger="sweep"):
         preflight.prepare(config_module.load(raw), "sweep.yaml", (tmp_path,))
     assert not [r for r in caplog.records if "search.space" in r.getMessage()]
+
+
+def test_a_space_whose_high_end_cannot_be_built_is_refused_before_any_trial(tmp_path):
+    """units up to 1e30 passed the preflight (a point whose build raised was skipped) and every
+    trial drawing a large width failed with "out-of-range integer"."""
+    raw = sweep({"units": {"type": "int", "low": 4, "high": 10**30}})
+    with pytest.raises(SweepConfigError) as info:
+        preflight.prepare(config_module.load(raw), "sweep.yaml", (tmp_path,))
+    assert str(info.value).startswith(f"sweep.yaml: search.space.units: expected the model to build at units={10**30}, but mlp raised "), str(info.value)
