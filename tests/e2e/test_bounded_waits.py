@@ -111,16 +111,20 @@ def test_a_read_only_store_or_storage_is_one_line_before_ray_starts(tmp_path):
     assert not (open_ / "mlflow.db").exists(), "nothing written anywhere"
 
 
-@pytest.mark.parametrize("address", ["127.0.0.1:1", "ray://127.0.0.1:1"], ids=["gcs", "ray-client"])
-def test_an_unreachable_address_is_one_line_in_seconds(tmp_path, address):
+def _run_at(tmp_path: Path, address: str) -> tuple[subprocess.CompletedProcess, float, list[str]]:
+    """``sweep run --address ADDRESS`` of a small sweep: the process, its seconds, its error lines."""
     path = tmp_path / "waits.yaml"
     path.write_text(yaml.safe_dump(_config(tmp_path)))
     started = time.monotonic()
     run = subprocess.run([sys.executable, "-m", "sweep.cli", "run", str(path), "--address", address, "--quiet"],
                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
-    took = time.monotonic() - started
+    return run, time.monotonic() - started, [line for line in run.stderr.splitlines() if line.startswith("error:")]
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1:1", "ray://127.0.0.1:1"], ids=["gcs", "ray-client"])
+def test_an_unreachable_address_is_one_line_in_seconds(tmp_path, address):
+    run, took, errors = _run_at(tmp_path, address)
     assert run.returncode == 2, run.stderr[-3000:]
-    errors = [line for line in run.stderr.splitlines() if line.startswith("error:")]
     assert errors == [errors[0]] and "--address" in errors[0] and address in errors[0], run.stderr[-3000:]
     assert "Traceback" not in run.stderr
     assert took < 60, f"took {took:.1f} s (imports and the preflight included)"
@@ -192,13 +196,7 @@ def test_an_address_where_something_else_listens_is_one_line_in_seconds(ray_sess
             cluster.check_address(web_address)
         with pytest.raises(ConnectionError, match="it said nothing within 1 s"):
             cluster.check_address(silent_address, timeout=1)
-        path = tmp_path / "waits.yaml"
-        path.write_text(yaml.safe_dump(_config(tmp_path)))
-        started = time.monotonic()
-        run = subprocess.run([sys.executable, "-m", "sweep.cli", "run", str(path), "--address", web_address, "--quiet"],
-                             cwd=tmp_path, capture_output=True, text=True, timeout=120)
-        took = time.monotonic() - started
-        errors = [line for line in run.stderr.splitlines() if line.startswith("error:")]
+        run, took, errors = _run_at(tmp_path, web_address)
         assert run.returncode == 2 and len(errors) == 1, run.stderr[-3000:]
         assert "--address" in errors[0] and f"expected a Ray cluster's GCS at {web_address}" in errors[0], errors
         assert took < 60, f"took {took:.1f} s (imports and the preflight included)"
