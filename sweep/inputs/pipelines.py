@@ -271,13 +271,23 @@ def _validation_labels(val: Any) -> Any | None:
 def _one_target(
     config: "DataConfig", y: np.ndarray, class_names: Any, name: str, labels: Any = None, several: bool = False, hint: str = ""
 ) -> targets.TargetKind:
+    """One output's kind, read as arrays are (:func:`sweep.inputs.targets.infer`) from the
+    validation pipeline's labels where they can be read, else from the first batch: columns of
+    floats are regression, 0/1 rows with several ones multi-label, float 0/1 labels classes.
+    Before, the dtype and shape alone decided (3 regression columns trained as a softmax)."""
     given = config.task.get(name.partition(".")[2]) if isinstance(config.task, dict) else config.task
     classes = len(class_names) if class_names is not None else config.num_outputs
     if y.ndim == 2 and y.shape[1] == 1 and class_names is not None and len(class_names) == 2:
         return targets.TargetKind("classification", 1, "multilabel", "binary labels, class_names of the pipeline")
     if y.ndim == 2 and y.shape[1] > 1 and given != "regression":
-        return targets.TargetKind("classification", int(y.shape[1]), "onehot", "one-hot batches")
-    integral = np.issubdtype(y.dtype, np.integer) or y.dtype == np.bool_
+        if class_names is not None:
+            return targets.TargetKind("classification", int(y.shape[1]), "onehot", "one-hot batches, class_names of the pipeline")
+        scanned = labels() if labels is not None else None
+        found = targets.infer(scanned if scanned is not None else y, given, name)
+        where = "the validation pipeline" if scanned is not None else "the first batch"
+        return targets.TargetKind(found.task, found.size, found.layout, f"{found.reason} in {where}")
+    whole = np.issubdtype(y.dtype, np.floating) and bool(np.isfinite(y).all()) and bool(np.equal(np.mod(y, 1), 0).all())
+    integral = np.issubdtype(y.dtype, np.integer) or y.dtype == np.bool_ or whole
     task = given or ("classification" if integral else "regression")
     if task == "regression":
         width = 1 if y.ndim == 1 else int(y.shape[-1])
@@ -285,13 +295,13 @@ def _one_target(
         return targets.TargetKind("regression", size, "values", "data.task" if given else "non-integer targets")
     scanned = labels() if classes is None and labels is not None else None
     if scanned is not None:
-        found = targets.infer(scanned, given, name)
-        if found.task == "classification":
-            return targets.TargetKind(found.task, found.size, found.layout, f"{found.reason} in the validation pipeline")
+        found = targets.infer(scanned, given, name)  # may say regression (many distinct values), as for arrays
+        return targets.TargetKind(found.task, found.size, found.layout, f"{found.reason} in the validation pipeline")
     if classes is None:
+        regression = " (or data.task: regression, for whole-number quantities)" if whole and not given else ""
         raise InputError(
             "data.num_outputs",
-            f"expected data.num_outputs (the number of classes of {name}) for a pipeline without class_names "
+            f"expected data.num_outputs (the number of classes of {name}){regression} for a pipeline without class_names "
             f"whose validation labels cannot be read up front (only a finite tf.data or PyDataset of at most {MAX_SCANNED_BATCHES} "
             f"batches is read{hint}), got none",
         )

@@ -378,3 +378,41 @@ def test_a_relative_path_in_data_args_is_the_sweep_files(tmp_path):
     sweep_file.write_text("name: s\ndata: {source: 'm:load', args: {folder: images, label: cats}}\nsearch: {space: {lr: {type: float, low: 0.1, high: 0.2}}}\n")
     config = load_sweep(sweep_file)
     assert config.data.args == {"folder": str((tmp_path / "images").resolve()), "label": "cats"}
+
+
+TARGET_KINDS = """
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 4)).astype("float32")
+
+    def pair(y):
+        d = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
+        return d.take(3), d.skip(3)
+
+    def regression_columns():
+        return pair(rng.normal(size=(64, 3)).astype("float32"))
+
+    def multilabel():
+        return pair((rng.random((64, 4)) > 0.5).astype("float32"))
+
+    def float_binary_column():
+        return pair((x[:, :1] > 0).astype("float32"))
+
+    def onehot():
+        return pair(np.eye(3, dtype="float32")[np.arange(64) % 3])
+"""
+
+
+@pytest.mark.parametrize(("function", "task", "size", "layout"), [
+    ("regression_columns", "regression", 3, "values"),
+    ("multilabel", "classification", 4, "multilabel"),
+    ("float_binary_column", "classification", 2, "sparse"),
+    ("onehot", "classification", 3, "onehot"),
+])
+def test_pipeline_targets_are_read_as_arrays_are(module, function, task, size, layout):
+    """A pipeline's targets were judged by dtype and shape alone: 3 float regression columns
+    trained as a 3-class softmax (best val_loss -0.21, exit 0), 0/1 multi-label rows as one-hot,
+    float 0/1 labels as a regression. The same arrays given as numpy were read right."""
+    info = load(module(TARGET_KINDS), function).info
+    assert (info.task, info.num_outputs, info.target_layout) == (task, size, layout), info.inferred
