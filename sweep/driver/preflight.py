@@ -60,8 +60,15 @@ def _check_names(config: SweepConfig, builder: Callable, dataset: Any) -> None:
         space_module.check_grid_size(config.search)  # refused before the grid is listed (it could fill the memory)
     space = config.search.space
     compiles = True
-    if ("optimizer" in space or "loss" in space) and config.model.builder not in models.BUILDERS:
+    fixed = [key for key in ("loss", "metrics", "loss_weights") if getattr(config.model, key) not in (None, [], {})]
+    if ("optimizer" in space or "loss" in space or fixed) and config.model.builder not in models.BUILDERS:
         compiles = models.sweep_compiles(builder, example_hyperparameters(config), dataset.info, config.model)
+    if fixed and not compiles:  # its own compile() wins: the setting changed nothing, yet the parent run recorded it
+        raise InputError(
+            f"model.{fixed[0]}",
+            f"expected no model.{fixed[0]} for {config.model.builder}, which compiles the model itself (its compile() settings are "
+            f"the ones used): set it in that compile() call, or return the model uncompiled",
+        )
     models.check_names(space, config.model, compiles)
     if compiles:
         models.check_losses_fit_targets(space, config.model, dataset.info)

@@ -543,3 +543,23 @@ def test_a_space_whose_high_end_cannot_be_built_is_refused_before_any_trial(tmp_
     with pytest.raises(SweepConfigError) as info:
         preflight.prepare(config_module.load(raw), "sweep.yaml", (tmp_path,))
     assert str(info.value).startswith(f"sweep.yaml: search.space.units: expected the model to build at units={10**30}, but mlp raised "), str(info.value)
+
+
+def test_a_fixed_compile_setting_beside_a_factory_that_compiles_is_refused(tmp_path):
+    """model.loss / metrics / loss_weights with a factory that calls compile() itself changed
+    nothing (its own compile wins; no auc metric appeared) while the parent run recorded them."""
+    (tmp_path / "self_compiled.py").write_text(textwrap.dedent("""
+        import keras
+
+        def build(hp, info):
+            model = keras.Sequential([keras.Input(info.input_shape), keras.layers.Dense(info.num_outputs, activation="softmax")])
+            model.compile(optimizer=keras.optimizers.Adam(hp["learning_rate"]), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+            return model
+    """))
+    raw = sweep(model={"builder": "self_compiled:build", "args": {}, "metrics": ["accuracy", "auc"]})
+    with pytest.raises(SweepConfigError) as info:
+        preflight.prepare(config_module.load(raw), "sweep.yaml", (tmp_path,))
+    assert str(info.value) == ("sweep.yaml: model.metrics: expected no model.metrics for self_compiled:build, which compiles the model itself "
+                               "(its compile() settings are the ones used): set it in that compile() call, or return the model uncompiled")
+    raw["model"].pop("metrics")
+    assert preflight.prepare(config_module.load(raw), "sweep.yaml", (tmp_path,)).builder is not None
