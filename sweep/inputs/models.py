@@ -211,9 +211,9 @@ def resolve_builder(model_cfg: ModelConfig, search_paths: tuple[Path, ...] = ())
         builder = functools.partial(fn, **args)
     elif is_spec(name):
         fn = resolve(name, "model.builder", search_paths)
-        _check_signature(fn, name)
         if args:
             _check_args(fn, args, repr(name))
+        _check_signature(fn, name, args)
         builder = functools.partial(fn, **args)
     else:
         raise InputError("model.builder", f"expected mlp, cnn or package.module:function, got {name!r}")
@@ -228,14 +228,17 @@ def _signature(fn: Callable[..., Any]) -> inspect.Signature | None:
         return None
 
 
-def _check_signature(fn: Callable[..., Any], spec: str) -> None:
+def _check_signature(fn: Callable[..., Any], spec: str, args: dict[str, Any]) -> None:
+    """``fn(hp, info, **model.args)`` must bind: a factory's own parameters that model.args
+    fills (``def build(hp, info, extra)`` with ``args: {extra: 1}``) were refused before."""
     sig = _signature(fn)
     if sig is None:
         return
     try:
-        sig.bind({}, None)
+        sig.bind({}, None, **args)
     except TypeError:
-        raise InputError("model.builder", f"expected {spec!r} to accept (hp, info), got a function with signature {sig}") from None
+        given = f" and model.args ({', '.join(args)})" if args else ""
+        raise InputError("model.builder", f"expected {spec!r} to accept (hp, info){given}, got a function with signature {sig}") from None
 
 
 def _check_args(fn: Callable[..., Any], args: dict[str, Any], label: str) -> None:

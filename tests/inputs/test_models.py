@@ -259,6 +259,16 @@ def test_factory_must_accept_hp_and_info():
     assert caught.value.expected.startswith("expected 'sweep_fixture_models:no_info' to accept (hp, info)")
 
 
+def test_a_factorys_own_parameters_without_defaults_are_filled_by_model_args():
+    """def build(hp, info, width, *, depth) with model.args {width: 8, depth: 2} was refused as
+    "expected ... to accept (hp, info)"; without the args it still is, naming them."""
+    builder = models.resolve_builder(ModelConfig(builder="sweep_fixture_models:needs_width", args={"width": 8, "depth": 2}), SEARCH)
+    assert builder.keywords == {"width": 8, "depth": 2}
+    with pytest.raises(InputError) as caught:
+        models.resolve_builder(ModelConfig(builder="sweep_fixture_models:needs_width", args={"width": 8}), SEARCH)
+    assert caught.value.expected.startswith("expected 'sweep_fixture_models:needs_width' to accept (hp, info) and model.args (width), got a function with signature")
+
+
 def test_factory_returning_none_error():
     cfg = ModelConfig(builder="sweep_fixture_models:returns_none")
     expect_error(

@@ -39,3 +39,11 @@ def with_kwargs(hp, info, **kwargs):
 
 def no_info(hp):
     return None
+
+
+def needs_width(hp, info, width, *, depth):
+    """A factory whose own parameters model.args fills (no defaults)."""
+    import keras
+
+    layers = [keras.layers.Dense(width, activation="relu") for _ in range(depth)]
+    return keras.Sequential([keras.Input(info.input_shape), *layers, keras.layers.Dense(info.num_outputs, activation="softmax")])
