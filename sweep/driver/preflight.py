@@ -149,7 +149,14 @@ def _preflight_model(config: SweepConfig, builder: Callable, dataset: Any, searc
     finally:
         keras.backend.clear_session(free_memory=False)  # no full GC (0.25-0.45 s with TF loaded) on the start-up path
     names = sorted(set(logs) | {f"val_{name}" for name in logs})
-    if config.objective.metric not in names:
+    own_callbacks = [entry if isinstance(entry, str) else next(iter(entry)) for entry in config.fit.callbacks]
+    own_callbacks = [name for name in own_callbacks if ":" in name]  # package.module:Name: may add to the logs
+    _check_monitors(config, names, bool(own_callbacks))
+    if config.objective.metric not in names and own_callbacks:
+        # a callback of the user's may put it in the epoch's logs (the preflight evaluates, it does not fit)
+        log.warning("%s: objective.metric %r is not a metric the model computes (%s); it must come from a callback of yours (%s), "
+                    "or every trial fails as never computed", label or "the sweep", config.objective.metric, ", ".join(names), ", ".join(own_callbacks))
+    elif config.objective.metric not in names:
         raise InputError("objective.metric", f"expected one of the metrics the model logs ({', '.join(names)}), got {config.objective.metric!r}")
     _check_objective_name(config.objective.metric)
     _check_objective_is_one_number(config.objective.metric, logs)
@@ -159,6 +166,24 @@ def _preflight_model(config: SweepConfig, builder: Callable, dataset: Any, searc
     reads: list[set[str] | None] = [None if isinstance(read, Exception) else read for read in found]
     check_hyperparameters_read(config, set().union(*(read for read in reads if read is not None)) | set(models.TRIAL_HP_KEYS))
     warn_partly_read(config, label, points, reads)
+
+
+def _check_monitors(config: SweepConfig, names: list[str], own_callbacks: bool) -> None:
+    """``early_stopping`` / ``reduce_lr_on_plateau`` watching a metric that is never logged
+    (``monitor: val_acc`` where Keras logs ``val_accuracy``) never fire: Keras only warns, once
+    per epoch, in a worker's log. Refused here (accepted with a callback of the user's, which
+    may add the metric)."""
+    import difflib
+
+    for index, entry in enumerate(config.fit.callbacks):
+        if isinstance(entry, str) or not isinstance(next(iter(entry.values())), dict):
+            continue
+        name, kwargs = next(iter(entry.items()))
+        monitor = kwargs.get("monitor")
+        if name in ("early_stopping", "reduce_lr_on_plateau") and isinstance(monitor, str) and monitor not in names and not own_callbacks:
+            close = difflib.get_close_matches(monitor, names, n=1, cutoff=0.6)
+            guess = f"; did you mean {close[0]!r}?" if close else ""
+            raise InputError(f"fit.callbacks.{index}.{name}.monitor", f"expected one of the metrics the model logs ({', '.join(names)}), got {monitor!r}{guess}")
 
 
 def _telling_line(exc: BaseException) -> str:

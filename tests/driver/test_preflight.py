@@ -59,6 +59,9 @@ PREFLIGHT_BAD = [
      "model.loss: expected a loss for one class index per row (sparse_categorical_crossentropy), got 'categorical_crossentropy', which wants one-hot rows"),
     ("searched-loss-choice-for-wrong-targets", sweep({"loss": cat("sparse_categorical_crossentropy", "categorical_focal_crossentropy")}, objective={"metric": "val_accuracy"}),
      "search.space.loss.choices.1: expected a loss for one class index per row (sparse_categorical_crossentropy), got 'categorical_focal_crossentropy', which wants one-hot rows"),
+    # a callback watching a metric that is never logged never fires (Keras warns in a worker's log)
+    ("early-stopping-monitor-typo", sweep(fit={"callbacks": [{"early_stopping": {"monitor": "val_acc"}}]}),
+     "fit.callbacks.0.early_stopping.monitor: expected one of the metrics the model logs (accuracy, loss, val_accuracy, val_loss), got 'val_acc'; did you mean 'val_accuracy'?"),
     # a user's callback module that is not there (looked up beside the sweep file, like the builder's)
     ("callback-module-missing", sweep(fit={"callbacks": ["no_such_callbacks:Mine"]}), "fit.callbacks.0: expected an importable module 'no_such_callbacks', but import failed: ModuleNotFoundError: No module named 'no_such_callbacks'"),
     # a grid too big to list (rel-06)
@@ -563,3 +566,22 @@ def test_a_fixed_compile_setting_beside_a_factory_that_compiles_is_refused(tmp_p
                                "(its compile() settings are the ones used): set it in that compile() call, or return the model uncompiled")
     raw["model"].pop("metrics")
     assert preflight.prepare(config_module.load(raw), "sweep.yaml", (tmp_path,)).builder is not None
+
+
+def test_an_objective_a_callback_of_the_users_adds_to_the_logs_is_accepted_with_a_warning(tmp_path, caplog):
+    """A user callback that puts ``custom`` into the epoch's logs: the objective val_custom was
+    refused as "not a metric the model logs", though MLflow got it every epoch."""
+    (tmp_path / "adds_metric.py").write_text(textwrap.dedent("""
+        import keras
+
+        class AddMetric(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                logs["val_custom"] = 1.0 - logs.get("val_loss", 0.0)
+    """))
+    raw = sweep(fit={"callbacks": ["adds_metric:AddMetric"]}, objective={"metric": "val_custom", "mode": "max"})
+    with caplog.at_level("WARNING", logger="sweep"):
+        preflight.prepare(config_module.load(raw), "sweep.yaml", (tmp_path,))
+    assert any("objective.metric 'val_custom' is not a metric the model computes" in r.getMessage() and "adds_metric:AddMetric" in r.getMessage()
+               for r in caplog.records), caplog.messages
+    with pytest.raises(SweepConfigError, match="objective.metric: expected one of the metrics the model logs"):
+        preflight.prepare(config_module.load(sweep(objective={"metric": "val_custom", "mode": "max"})), "sweep.yaml", (tmp_path,))
