@@ -266,6 +266,13 @@ def _check_fit_settings(config: SweepConfig, dataset: Any) -> None:
     freq, metric = config.fit.validation_freq, config.objective.metric
     if metric.startswith("val_") and freq > config.fit.epochs:
         raise InputError("fit.validation_freq", f"expected at most fit.epochs ({config.fit.epochs}) since the objective {metric} is a validation metric, got {freq}: no epoch would be validated")
+    searched = space.get("epochs")
+    if metric.startswith("val_") and freq > 1 and searched is not None:  # each trial drawing fewer epochs could only fail
+        values = list(enumerate(searched.choices)) if isinstance(searched, CategoricalParam) else [("low", searched.low)]
+        for where, value in values:
+            if isinstance(value, (int, float)) and value < freq:
+                key = f"search.space.epochs.choices.{where}" if isinstance(where, int) else "search.space.epochs.low"
+                raise InputError(key, f"expected at least fit.validation_freq ({freq}) since the objective {metric} is a validation metric, got {value}: no epoch of such a trial would be validated")
     if config.fit.class_weight is not None and info.num_heads > 1:
         raise InputError("fit.class_weight", f"expected a model with one output for class_weight (Keras' rule), got {info.num_heads} outputs: use sample weights per output")
 

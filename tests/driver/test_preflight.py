@@ -59,6 +59,8 @@ PREFLIGHT_BAD = [
      "model.loss: expected a loss for one class index per row (sparse_categorical_crossentropy), got 'categorical_crossentropy', which wants one-hot rows"),
     ("searched-loss-choice-for-wrong-targets", sweep({"loss": cat("sparse_categorical_crossentropy", "categorical_focal_crossentropy")}, objective={"metric": "val_accuracy"}),
      "search.space.loss.choices.1: expected a loss for one class index per row (sparse_categorical_crossentropy), got 'categorical_focal_crossentropy', which wants one-hot rows"),
+    ("searched-epochs-under-validation-freq", sweep({"epochs": cat(1, 3)}, fit={"epochs": 3, "validation_freq": 2}),
+     "search.space.epochs.choices.0: expected at least fit.validation_freq (2) since the objective val_accuracy is a validation metric, got 1: no epoch of such a trial would be validated"),
     # a callback watching a metric that is never logged never fires (Keras warns in a worker's log)
     ("early-stopping-monitor-typo", sweep(fit={"callbacks": [{"early_stopping": {"monitor": "val_acc"}}]}),
      "fit.callbacks.0.early_stopping.monitor: expected one of the metrics the model logs (accuracy, loss, val_accuracy, val_loss), got 'val_acc'; did you mean 'val_accuracy'?"),
