@@ -188,17 +188,16 @@ def _interrupted(exc: BaseException, name: str | None) -> int:
     (128 + the signal, as a shell reports a process that signal ended)."""
     import signal
 
-    from sweep.driver.quiet import restore_stderr
+    from sweep.driver.quiet import print_to_stderr  # TensorFlow's import in the preflight's thread may hold fd 2 at /dev/null
 
-    restore_stderr()  # TensorFlow's import in the preflight's thread may still hold it at /dev/null
     name = getattr(exc, "name", None) or name
     signum = getattr(exc, "signum", signal.SIGINT)
     _ignore_signals()  # the records are closed: a further signal must not break Ray's shutdown at exit with a traceback
     if getattr(exc, "name", None):
-        print(f"interrupted: sweep {name} stopped; its ended trials are in MLflow; continue it with `sweep resume {name}`", file=sys.stderr)
+        print_to_stderr(f"interrupted: sweep {name} stopped; its ended trials are in MLflow; continue it with `sweep resume {name}`")
     else:
         # no parent run of this sweep yet: `sweep resume` would find none (`sweep resume NAME` itself: the earlier one's are there)
-        print("interrupted before any trial started; " + (f"continue it with `sweep resume {name}`" if name else "nothing was recorded: run the same command again"), file=sys.stderr)
+        print_to_stderr("interrupted before any trial started; " + (f"continue it with `sweep resume {name}`" if name else "nothing was recorded: run the same command again"))
     return EXIT_INTERRUPTED if signum == signal.SIGINT else 128 + int(signum)
 
 

@@ -31,12 +31,11 @@ def say(line: str) -> None:
     fail too and could break the closing of the records, so a dead terminal's file descriptors
     are pointed at /dev/null first (:func:`detach_from_closed_terminal`) and the sweep closes
     silently."""
-    from sweep.driver.quiet import restore_stderr
+    from sweep.driver.quiet import print_to_stderr
 
-    restore_stderr()
     detach_from_closed_terminal()
     with contextlib.suppress(Exception):  # a handler must never raise while saying what it does
-        print(line, file=sys.stderr, flush=True)
+        print_to_stderr(line)
 
 
 def detach_from_closed_terminal() -> None:

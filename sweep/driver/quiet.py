@@ -44,15 +44,22 @@ def _stderr_silenced() -> Iterator[None]:
         os.close(devnull)
 
 
-def restore_stderr() -> None:
-    """Give file descriptor 2 back now if TensorFlow's import (in the preflight's thread) has it
-    pointed at /dev/null: that redirect is process-wide, and a Ctrl-C's lines ("stopping after
-    the preflight", "interrupted ...") printed meanwhile by the main thread were lost. TF's
-    chatter may show after this; only a stop calls it."""
+def print_to_stderr(text: str) -> None:
+    """``print(text, file=sys.stderr)``, seen even while TensorFlow's import (in the preflight's
+    thread) has file descriptor 2 pointed at /dev/null: that redirect is process-wide, and a
+    Ctrl-C's lines ("stopping after the preflight", "interrupted ...") printed meanwhile by the
+    main thread were lost. They go to the real stderr; TF's chatter stays hidden."""
     saved = _real_stderr
-    if saved is not None:
-        with contextlib.suppress(OSError):
-            os.dup2(saved, 2)
+    try:
+        on_fd_2 = sys.stderr.fileno() == 2
+    except (AttributeError, OSError, ValueError):  # a stream of its own (the warm session's): not silenced
+        on_fd_2 = False
+    if saved is not None and on_fd_2:
+        with contextlib.suppress(OSError, ValueError):
+            sys.stderr.flush()
+            os.write(saved, (text + "\n").encode(errors="replace"))
+            return
+    print(text, file=sys.stderr, flush=True)
 
 
 class _TrialFailureFilter(logging.Filter):
