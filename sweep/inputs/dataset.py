@@ -111,6 +111,9 @@ def data_info(
     ``labels`` are the original labels of encoded classes."""
     first = leaves(kinds)[0]
     inferred = describe_targets(kinds)
+    if labels:  # encoded by data.encode_labels: the user's own labels, not only "integer labels 0..K-1"
+        shown = ", ".join(str(label) for label in list(labels)[:6]) + (", ..." if len(labels) > 6 else "")
+        inferred += f", encoded from the labels {shown}"
     return DataInfo(
         input_shape=leaves(shapes(x))[0],
         num_outputs=first.size,

@@ -119,6 +119,7 @@ def test_class_weights_keyed_by_the_users_own_labels_when_labels_are_encoded(mod
     """)
     ds = load(source, encode_labels=True)
     assert ds.info.labels == ("cat", "dog", "owl")  # sorted: cat -> 0, dog -> 1, owl -> 2
+    assert ds.info.inferred.endswith("encoded from the labels cat, dog, owl"), ds.info.inferred  # the start-up line says which
     assert data.class_weights({"owl": 5, "cat": 1}, ds) == {2: 5.0, 0: 1.0}
     assert data.class_weights({0: 1, 2: 5}, ds) == {0: 1.0, 2: 5.0}
     assert data.class_weights({"0": 1, "2": 5}, ds) == {0: 1.0, 2: 5.0}  # JSON keys are strings
