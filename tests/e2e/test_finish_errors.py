@@ -1,5 +1,5 @@
-"""End to end: the end of a sweep is never a crash. A sweep whose registration fails (a registry
-name MLflow refuses) still records every trial and its best model, ends its parent run FAILED
+"""End to end: the end of a sweep is never a crash. A sweep whose registration fails (a store
+whose registry table is gone) still records every trial and its best model, ends its parent run FAILED
 with the reason as a tag (never RUNNING), says what failed in one line, exits 1, answers
 `sweep best` / `status`, and is not "resumed" by the next run of the same file."""
 
@@ -20,6 +20,7 @@ def test_a_sweep_that_fails_while_finishing_ends_cleanly_and_is_not_resumed(ray_
     from sweep.tracking import store
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    _break_the_registry(uri, tmp_path / "mlflow.db")
     path = tmp_path / "sweep.yaml"
     path.write_text(yaml.safe_dump({
         "name": "finish-error",
@@ -29,7 +30,7 @@ def test_a_sweep_that_fails_while_finishing_ends_cleanly_and_is_not_resumed(ray_
         "objective": {"metric": "val_accuracy", "mode": "max"},
         "search": {"seed": 0, "trials": 2, "space": {"learning_rate": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True}}},
         "scheduler": {"type": "fifo"},
-        "tracking": {"registered_model": "team/digits"},  # MLflow refuses '/' in a registered model's name
+        "tracking": {"registered_model": "team-digits"},
     }))
     cli = [sys.executable, "-m", "sweep.cli"]
     run = subprocess.run([*cli, "run", str(path), "--tracking-uri", uri, "--storage", str(tmp_path / "runs"), "--address", ray_session],
@@ -38,11 +39,11 @@ def test_a_sweep_that_fails_while_finishing_ends_cleanly_and_is_not_resumed(ray_
     assert "Traceback" not in run.stderr
     errors = [line for line in run.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1, run.stderr[-3000:]
-    assert "finishing it failed: registering the best model as 'team/digits'" in errors[0]
+    assert "finishing it failed: registering the best model as 'team-digits'" in errors[0]
 
     parent = store.find_parent_run(uri, "finish-error")
     assert parent.info.status == "FAILED"
-    assert "team/digits" in parent.data.tags["sweep.finish_error"]
+    assert "team-digits" in parent.data.tags["sweep.finish_error"]
     assert parent.data.tags.get("sweep.best_value")
     children = store.child_runs(uri, parent)
     assert len(children) == 2 and {c.info.status for c in children} == {"FINISHED"}, "every trial's record stays, none RUNNING"
@@ -61,6 +62,20 @@ def test_a_sweep_that_fails_while_finishing_ends_cleanly_and_is_not_resumed(ray_
     assert recovery.unfinished_parent(uri, "finish-error") is None
     again = config.load(str(path), {"tracking.uri": uri})
     assert runner._decide_resume(again, str(path), runner.storage_folder(str(tmp_path / "runs"), "finish-error"), fresh=False) is None
+
+
+def _break_the_registry(uri: str, db) -> None:
+    """A real store whose model registry fails every write: its table renamed away. (A registry
+    name MLflow refuses, '/' or ':', did this before the sweep file refused such names.)"""
+    import contextlib
+    import sqlite3
+
+    from mlflow.tracking import MlflowClient
+
+    MlflowClient(uri).search_experiments()  # the store and its tables
+    with contextlib.closing(sqlite3.connect(db)) as connection:
+        connection.execute("ALTER TABLE registered_models RENAME TO registered_models_gone")
+        connection.commit()
 
 
 @pytest.mark.parametrize("error, status", [(RuntimeError("object store full"), "FAILED"), (KeyboardInterrupt(), "KILLED")])
