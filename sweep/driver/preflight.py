@@ -122,7 +122,7 @@ def _preflight_model(config: SweepConfig, builder: Callable, dataset: Any, searc
     import keras
 
     from sweep.inputs import imports, models
-    from sweep.worker.callbacks import keras_callbacks
+    from sweep.worker.callbacks import callback_entries, keras_callbacks
     from sweep.worker.checkpoints import check_reloadable
 
     keras_callbacks(config.fit, config.objective, search_paths)
@@ -149,8 +149,7 @@ def _preflight_model(config: SweepConfig, builder: Callable, dataset: Any, searc
     finally:
         keras.backend.clear_session(free_memory=False)  # no full GC (0.25-0.45 s with TF loaded) on the start-up path
     names = sorted(set(logs) | {f"val_{name}" for name in logs})
-    own_callbacks = [entry if isinstance(entry, str) else next(iter(entry)) for entry in config.fit.callbacks]
-    own_callbacks = [name for name in own_callbacks if ":" in name]  # package.module:Name: may add to the logs
+    own_callbacks = [name for name, _ in callback_entries(config.fit) if ":" in name]  # package.module:Name: may add to the logs
     _check_monitors(config, names, bool(own_callbacks))
     if config.objective.metric not in names and own_callbacks:
         # a callback of the user's may put it in the epoch's logs (the preflight evaluates, it does not fit)
@@ -175,11 +174,10 @@ def _check_monitors(config: SweepConfig, names: list[str], own_callbacks: bool) 
     may add the metric)."""
     import difflib
 
-    for index, entry in enumerate(config.fit.callbacks):
-        if isinstance(entry, str) or not isinstance(next(iter(entry.values())), dict):
-            continue
-        name, kwargs = next(iter(entry.items()))
-        monitor = kwargs.get("monitor")
+    from sweep.worker.callbacks import callback_entries
+
+    for index, (name, kwargs) in enumerate(callback_entries(config.fit)):
+        monitor = kwargs.get("monitor") if isinstance(kwargs, dict) else None
         if name in ("early_stopping", "reduce_lr_on_plateau") and isinstance(monitor, str) and monitor not in names and not own_callbacks:
             close = difflib.get_close_matches(monitor, names, n=1, cutoff=0.6)
             guess = f"; did you mean {close[0]!r}?" if close else ""

@@ -383,7 +383,7 @@ def build(
     except InputError:
         raise
     except SystemExit as exc:  # sys.exit() or argparse in a training script reused as the factory: not the sweep's exit
-        raise InputError("model.builder", f"expected {spec!r} to build a model, but it called sys.exit({exc.code!r})") from None
+        raise _exited(spec, exc) from None
     except Exception as exc:
         first = str(exc).strip().splitlines()
         detail = f"{type(exc).__name__}: {first[0][:300]}" if first else type(exc).__name__
@@ -425,6 +425,13 @@ def _user_functions(value: Any, key: str, search_paths: tuple[Path, ...]) -> Any
     if isinstance(value, list):
         return [_user_functions(item, f"{key}.{index}", search_paths) for index, item in enumerate(value)]
     return value
+
+
+def _exited(spec: str, exc: SystemExit, point: dict | None = None) -> InputError:
+    """A factory's ``sys.exit()`` (argparse in a training script reused as the factory): a user
+    error on ``model.builder``, never the sweep's own exit. ``point``: the hyperparameters it exited at."""
+    at = " at " + ", ".join(f"{k}={v!r}" for k, v in point.items()) if point else ""
+    return InputError("model.builder", f"expected {spec!r} to build a model{at}, but it called sys.exit({exc.code!r})")
 
 
 def _instance_of_class(found: Any, key: str, spec: str) -> Any:
@@ -600,8 +607,7 @@ def hyperparameters_read(builder: Builder, info: "DataInfo", points: list[dict])
                 make_optimizer(hp)
                 hp.get("loss")
         except SystemExit as exc:  # at one point of the space only: every trial drawing it would end that way
-            shown = ", ".join(f"{k}={v!r}" for k, v in point.items())
-            raise InputError("model.builder", f"expected {_spec_of(builder)!r} to build a model at {shown}, but it called sys.exit({exc.code!r})") from None
+            raise _exited(_spec_of(builder), exc, point) from None
         except Exception as exc:
             reads.append(exc)
             continue
@@ -735,7 +741,7 @@ def sweep_compiles(builder: Builder, hp: dict, info: "DataInfo", model_cfg: Mode
     try:
         return not is_compiled(builder(dict(hp), info))
     except SystemExit as exc:
-        raise InputError("model.builder", f"expected {_spec_of(builder)!r} to build a model, but it called sys.exit({exc.code!r})") from None
+        raise _exited(_spec_of(builder), exc) from None
     except Exception:
         return True  # the preflight's own build reports the error
     finally:

@@ -150,6 +150,12 @@ def _user_callback(spec: str, key: str, search_paths: tuple[Path, ...]) -> Calla
     return lambda objective, **kwargs: cls(**kwargs)
 
 
+def callback_entries(fit: FitConfig) -> list[tuple[str, dict[str, Any]]]:
+    """``fit.callbacks`` as ``(name, keyword arguments)`` pairs: ``early_stopping`` and
+    ``{early_stopping: {patience: 3}}`` alike."""
+    return [(entry, {}) if isinstance(entry, str) else next(iter(entry.items())) for entry in fit.callbacks]
+
+
 def keras_callbacks(fit: FitConfig, objective: ObjectiveConfig, search_paths: tuple[Path, ...] = ()) -> list[keras.callbacks.Callback]:
     """The callbacks named in ``fit.callbacks``, plus TerminateOnNaN which is always on.
 
@@ -159,8 +165,7 @@ def keras_callbacks(fit: FitConfig, objective: ObjectiveConfig, search_paths: tu
     does not import, bad arguments, or something that is not a Keras callback."""
     made: list[keras.callbacks.Callback] = []
     names = set()
-    for index, entry in enumerate(fit.callbacks):
-        name, kwargs = (entry, {}) if isinstance(entry, str) else next(iter(entry.items()))
+    for index, (entry, (name, kwargs)) in enumerate(zip(fit.callbacks, callback_entries(fit))):
         key = f"fit.callbacks.{index}"
         if not isinstance(entry, str) and len(entry) != 1:
             raise InputError(key, f"expected one callback name per entry, got {sorted(entry)}")
