@@ -78,8 +78,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return EXIT_BAD_INPUT
     _quiet_mlflow_logs()
+    from sweep.errors import SweepConfigError
+
     if args.command in ("best", "status", "report", "export", "list", "trials"):
-        refused = _store_refused(args)
+        try:
+            refused = _store_refused(args)
+        except SweepConfigError as exc:  # a tracking URI no parser reads as meant
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_BAD_INPUT
         if refused is not None:
             return refused
     if args.command in ("run", "resume"):  # a warm session (`sweep up`) runs it, if one is up
@@ -90,8 +96,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         forwarded = daemon.forward(args.command, list(sys.argv[1:] if argv is None else argv), args.address)
         if forwarded is not None:
             return forwarded
-    from sweep.errors import SweepConfigError
-
     try:
         return args.handler(args)
     except SweepConfigError as exc:
@@ -166,8 +170,10 @@ def _unexpected(exc: Exception, args: argparse.Namespace) -> int:
     import tempfile
     import traceback
 
-    text = "".join(traceback.format_exception(exc))
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()] or [type(exc).__name__]
+    from sweep.tracking.client import redact_text  # a URI's password in an error from MLflow or Ray never reaches the file
+
+    text = redact_text("".join(traceback.format_exception(exc)))
+    lines = [line.strip() for line in redact_text(str(exc)).splitlines() if line.strip()] or [type(exc).__name__]
     last = lines[-1] if ":" in lines[-1] else f"{type(exc).__name__}: {lines[-1]}"
     where = "(the traceback could not be written)"
     with contextlib.suppress(OSError):

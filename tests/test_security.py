@@ -112,3 +112,78 @@ def test_credentials_in_a_tracking_uri_become_mlflows_variables_and_leave_the_ur
     assert os.environ["MLFLOW_TRACKING_USERNAME"] == "alice" and os.environ["MLFLOW_TRACKING_PASSWORD"] == "S3cret"
     check_reachable(uri)
     assert seen[-1] == "Basic " + base64.b64encode(b"alice:S3cret").decode(), "still sent, as basic auth"
+
+
+# URIs a user may type with a credential in them: a password with characters a URI cannot hold as
+# is, an invalid port, credentials as query parameters (MLflow tokens, database passwords, S3 keys)
+SECRET_URIS = [
+    "http://alice:S3cret/x@127.0.0.1:9",
+    "http://alice:p@ss#S3cret@127.0.0.1:9",
+    "http://alice:S3cret@127.0.0.1:notaport",
+    "https://alice:S3cret@host:5000/path?a=1",
+    "http://127.0.0.1:9/?token=S3cret",
+    "postgresql://alice@127.0.0.1:9/db?password=S3cret",
+    "s3://bucket/p?access_key=AKIAX&secret_key=S3cret&scheme=http",
+    "https://acct.blob.core.windows.net/c?sv=2022&sig=S3cret",
+]
+
+
+@pytest.mark.parametrize("uri", SECRET_URIS)
+def test_redact_masks_every_kind_of_credential_and_never_raises(uri):
+    from sweep.tracking.client import redact_text
+
+    shown = redact(uri)
+    assert "S3cret" not in shown and "***" in shown
+    assert "S3cret" not in redact_text(f"Traceback ...\nValueError: cannot open '{uri}' (twice: {uri})")
+
+
+def test_redact_leaves_uris_without_credentials_alone():
+    for uri in ("http://127.0.0.1:5000", "sqlite:////tmp/a:b@c/mlflow.db", "s3://bucket/p?region=eu-west-1", "databricks"):
+        assert redact(uri) == uri
+
+
+def test_a_password_no_uri_parser_reads_as_meant_is_refused_without_echoing_it(monkeypatch):
+    from sweep.tracking.client import resolve_uri
+
+    monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD", raising=False)
+    with pytest.raises(SweepConfigError) as info:
+        resolve_uri("http://alice:S3cret/x@127.0.0.1:9")
+    assert "S3cret" not in str(info.value) and "percent-encode" in str(info.value)
+    assert "MLFLOW_TRACKING_PASSWORD" not in os.environ  # nothing half-moved
+
+
+def test_a_percent_encoded_password_is_sent_decoded(monkeypatch):
+    from sweep.tracking.client import resolve_uri
+
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "before")
+    assert resolve_uri("http://alice:p%40ss%2FS3cret@127.0.0.1:9") == "http://127.0.0.1:9"
+    assert os.environ["MLFLOW_TRACKING_PASSWORD"] == "p@ss/S3cret"
+
+
+def test_storage_credentials_in_the_query_are_refused_without_echoing_them():
+    from sweep.driver.runner import storage_folder
+
+    with pytest.raises(SweepConfigError) as info:
+        storage_folder("s3://bucket/p?access_key=AKIAX&secret_key=S3cret&endpoint_override=127.0.0.1:9", "demo")
+    assert "S3cret" not in str(info.value) and "AKIAX" not in str(info.value)
+    assert "access_key, secret_key" in str(info.value) and "AWS_SECRET_ACCESS_KEY" in str(info.value)
+    assert storage_folder("s3://bucket/p?region=eu-west-1", "demo") == "s3://bucket/p/demo?region=eu-west-1"  # the sweep's folder goes in the path
+
+
+@pytest.mark.parametrize("uri, said", [
+    ("http://alice:S3cret@127.0.0.1:notaport", "expected a port number"),
+    ("http://alice:S3cret/x@127.0.0.1:9", "percent-encode"),
+    ("postgresql://alice@127.0.0.1:9/db?password=S3cret", "needs the Python package"),
+])
+def test_read_commands_say_what_is_wrong_with_a_tracking_uri_in_one_line_without_its_secret(uri, said, tmp_path):
+    import glob
+    import subprocess
+    import sys
+
+    before = set(glob.glob(os.path.join(os.environ.get("TMPDIR", "/tmp"), "sweep-error-*.txt")))
+    done = subprocess.run([sys.executable, "-m", "sweep.cli", "status", "demo", "--tracking-uri", uri], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120, env={**os.environ, "SWEEP_SESSION": "0"})
+    assert done.returncode == 2, done.stderr
+    assert said in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert "S3cret" not in done.stdout + done.stderr
+    assert set(glob.glob(os.path.join(os.environ.get("TMPDIR", "/tmp"), "sweep-error-*.txt"))) == before  # no traceback file

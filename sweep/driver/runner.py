@@ -158,17 +158,21 @@ def storage_folder(storage: str | None, name: str) -> str:
     after the parent run was created) and for credentials in the URI, which would be written to
     the parent run's tags and Ray's state files: they belong in the environment
     (``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``, ``GOOGLE_APPLICATION_CREDENTIALS``)."""
-    from urllib.parse import urlsplit
+    from urllib.parse import urlsplit, urlunsplit
+
+    from sweep.tracking.client import redact, secret_query_names, userinfo
 
     root = storage or DEFAULT_STORAGE
     if "://" in root:
         parts = urlsplit(root)
         if parts.scheme.lower() not in STORAGE_SCHEMES:
             raise SweepConfigError("--storage", "", f"expected a local folder or a URI Ray can store checkpoints at ({', '.join(s + '://' for s in STORAGE_SCHEMES[:6])}), got {parts.scheme}://")
-        if parts.username or parts.password:
-            raise SweepConfigError("--storage", "", f"expected a storage URI without credentials, got {parts.scheme}://***@{parts.hostname or ''}...: "
+        in_query = secret_query_names(root)
+        if userinfo(root) or parts.username or in_query:
+            where = f"the query parameter(s) {', '.join(in_query)}" if in_query else "user:password@"
+            raise SweepConfigError("--storage", "", f"expected a storage URI without credentials, got {where} in {redact(root)}: "
                                    "give them in the environment (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, GOOGLE_APPLICATION_CREDENTIALS)")
-        return f"{root.rstrip('/')}/{name}"
+        return urlunsplit(parts._replace(path=f"{parts.path.rstrip('/')}/{name}"))  # before any ?query (s3://b/p?region=x)
     return str(Path(root).expanduser().resolve() / name)
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -107,37 +108,78 @@ def resolve_uri(uri: str | None) -> str:
     ``MLFLOW_TRACKING_USERNAME`` / ``MLFLOW_TRACKING_PASSWORD`` (sent the same way, as basic
     auth), and the URI returned has none: MLflow prints its tracking URI in its own messages
     ("View run ... at: URI") and the sweep's state files hold it, so the password must not be in it.
+    Raises SweepConfigError (naming where the URI came from, the password masked) for a password
+    with an unencoded ``/ ? # @``, which no URI parser reads as the user meant.
     """
+    from sweep.errors import SweepConfigError
+
+    source = "tracking.uri (or --tracking-uri)" if uri else "MLFLOW_TRACKING_URI"
     uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or default_uri()
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
         relative = uri[len("sqlite:///") :]
         uri = f"sqlite:///{Path(relative).resolve()}"
-    return _credentials_to_environment(uri)
+    try:
+        return _credentials_to_environment(uri)
+    except ValueError as exc:
+        raise SweepConfigError(source, "", f"{exc}: {redact(uri)}") from None
+
+
+# ``scheme://user:password@host...``: everything between the first ``:`` of the userinfo and the
+# last ``@`` is the password, as a person typing it meant it (``p@ss#word``, ``pass/word``), where
+# ``urlsplit`` cuts the netloc at the first ``/``, ``?`` or ``#`` and so kept the rest in clear.
+_USERINFO = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<user>[^:@/?#]*):(?P<password>.*)@(?P<host>[^@]*)$", re.DOTALL)
+# a query parameter that carries a credential: ``?token=``, ``password=``, ``secret_key=``,
+# ``X-Amz-Signature=``, ``sig=`` (Azure SAS), ``api_key=``, ``access_key=``, ``auth=``
+_SECRET_QUERY = re.compile(r"(?P<name>[?&;][^=&#;]*(?:token|secret|passw|pwd|key|sig|credential|auth)[^=&#;]*=)(?P<value>[^&#;]*)", re.IGNORECASE)
+
+
+def userinfo(uri: str) -> tuple[str, str] | None:
+    """(user, password) of ``scheme://user:password@host``, else None; never raises (an invalid
+    port or a password with ``/`` or ``@`` in it is still found)."""
+    from urllib.parse import unquote
+
+    found = _USERINFO.match(uri)
+    return (unquote(found["user"]), unquote(found["password"])) if found else None
+
+
+def secret_query_names(uri: str) -> list[str]:
+    """The names of the query parameters of ``uri`` that carry a credential (``?token=...``)."""
+    return [found["name"][1:-1] for found in _SECRET_QUERY.finditer(uri) if found["value"]]
 
 
 def _credentials_to_environment(uri: str) -> str:
     from urllib.parse import unquote, urlsplit, urlunsplit
 
-    parts = urlsplit(uri)
-    if parts.scheme not in ("http", "https") or (parts.username is None and parts.password is None):
+    if not uri.lower().startswith(("http://", "https://")) or userinfo(uri) is None:
         return uri
-    if parts.username:
-        os.environ["MLFLOW_TRACKING_USERNAME"] = unquote(parts.username)
-    if parts.password is not None:
-        os.environ["MLFLOW_TRACKING_PASSWORD"] = unquote(parts.password)
-    netloc = (parts.hostname or "") + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
+    parts = urlsplit(uri)
+    credentials, at, host = parts.netloc.rpartition("@")
+    user, colon, password = credentials.partition(":")
+    if not at or not colon or userinfo(uri) != (unquote(user), unquote(password)):
+        raise ValueError("the password in the tracking URI has a character a URI cannot hold as is (/ ? # @): "
+                         "percent-encode it (%2F %3F %23 %40), or set MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD instead")
+    if user:
+        os.environ["MLFLOW_TRACKING_USERNAME"] = unquote(user)
+    os.environ["MLFLOW_TRACKING_PASSWORD"] = unquote(password)
+    return urlunsplit(parts._replace(netloc=host))
 
 
 def redact(uri: str) -> str:
-    """A URI without the password of ``user:password@host``, for logs, params and errors."""
-    from urllib.parse import urlsplit, urlunsplit
+    """``uri`` for logs, params, tags and errors: the password of ``user:password@host`` and the
+    value of every credential query parameter (``?token=``, ``password=``, ``X-Amz-Signature=``)
+    as ``***``. Never raises: a URI too broken to open is still shown without its secret."""
+    found = _USERINFO.match(uri)
+    if found:
+        uri = f"{found['scheme']}{found['user']}:***@{found['host']}"
+    return _SECRET_QUERY.sub(lambda m: m["name"] + ("***" if m["value"] else ""), uri)
 
-    parts = urlsplit(uri)
-    if parts.password is None:
-        return uri
-    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
+
+_URI_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s'\"<>]+")
+
+
+def redact_text(text: str) -> str:
+    """``text`` (a traceback, an error from MLflow or Ray) with every URI in it :func:`redact`ed."""
+    return _URI_IN_TEXT.sub(lambda m: redact(m.group(0)), text)
 
 
 def sqlite_path(uri: str) -> Path | None:
@@ -186,6 +228,26 @@ def check_writable(uri: str) -> None:
         raise PermissionError(f"{what} cannot be written (read-only, or not yours): the read-only commands (sweep best, status, report) still read it")
 
 
+# the database stores MLflow opens through SQLAlchemy, beside sqlite (which Python ships)
+_DATABASE_SCHEMES = ("postgresql", "mysql", "mssql")
+
+
+def _check_database_driver(uri: str) -> None:
+    """A database store (``postgresql://``, ``mysql+pymysql://``) whose Python driver is not
+    installed: one line naming the package, where MLflow's ModuleNotFoundError was a traceback.
+    Raises ConnectionError. SQLAlchemy's ``create_engine`` imports the driver and connects to nothing."""
+    if not uri.split(":", 1)[0].split("+", 1)[0].lower() in _DATABASE_SCHEMES:
+        return
+    import sqlalchemy
+
+    try:
+        sqlalchemy.create_engine(uri).dispose()
+    except ModuleNotFoundError as exc:
+        raise ConnectionError(f"this store needs the Python package that provides {exc.name!r} (e.g. pip install {exc.name})") from None
+    except Exception as exc:  # noqa: BLE001 - a URI SQLAlchemy cannot read: said in one line, secrets masked
+        raise ConnectionError(f"SQLAlchemy cannot open it: {redact_text(str(exc).splitlines()[0])}") from None
+
+
 def check_reachable(uri: str, timeout: float = 5.0) -> None:
     """Fail in seconds, not after MLflow's minutes of HTTP retries, when a tracking server is down;
     at once for a store MLflow cannot open: a sqlite URI naming a folder (MLflow retried its
@@ -199,6 +261,7 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
     if uri.startswith("file:") or "://" not in uri and not uri.startswith(("sqlite:", "databricks", "uc:")):
         raise ConnectionError("MLflow's file store (a folder such as ./mlruns) is not supported: use sqlite:///FILE (the default, ./mlflow.db) or http(s)://HOST:PORT")
     if not uri.startswith(("http://", "https://")):
+        _check_database_driver(uri)
         return
     import base64
     import urllib.error
@@ -211,7 +274,11 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
     user = urllib.parse.unquote(parts.username) if parts.username else os.environ.get("MLFLOW_TRACKING_USERNAME")
     password = urllib.parse.unquote(parts.password or "") if parts.username else os.environ.get("MLFLOW_TRACKING_PASSWORD", "")
     host = parts.hostname or ""
-    netloc = (f"[{host}]" if ":" in host else host) + (f":{parts.port}" if parts.port else "")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ConnectionError(f"expected a port number after {host}:, got {parts.netloc.rpartition(':')[2]!r}") from None
+    netloc = (f"[{host}]" if ":" in host else host) + (f":{port}" if port else "")
     request = urllib.request.Request(urllib.parse.urlunsplit((parts.scheme, netloc, f"{parts.path.rstrip('/')}/health", "", "")))
     if user:
         request.add_header("Authorization", "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode())
