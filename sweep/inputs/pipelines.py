@@ -194,7 +194,7 @@ def _first_batch(pipeline: Any, source: str, which: str) -> tuple[Any, Any, Any]
         raise InputError("data.source", f"expected the {which} {kind} of {source} to yield a batch, but it raised {type(exc).__name__}: {first}") from None
     if not (isinstance(element, tuple) and len(element) in (2, 3)):
         raise InputError("data.source", f"expected the {which} {kind} of {source} to yield (x, y) or (x, y, sample_weight) batches, got {type(element).__name__}")
-    batch = tuple(None if part is None else map_leaves(_numpy, part) for part in (*element, None)[:3])
+    batch = tuple(None if part is None else map_leaves(_numpy, _tuples_as_lists(part)) for part in (*element, None)[:3])
     _check_batched(batch, kind, source, which)
     return batch  # type: ignore[return-value]
 
@@ -212,6 +212,17 @@ def _check_batched(batch: tuple, kind: str, source: str, which: str) -> None:
             f"got single rows (shapes {', '.join(str(tuple(np.shape(leaf))) for leaf in arrays[:4])}): call .batch(batch_size) on it "
             "(a data function with a batch_size parameter gets the trial's)",
         )
+
+
+def _tuples_as_lists(part: Any) -> Any:
+    """A batch's x, y or weights with every tuple made a list: ``((x_a, x_b), y)`` from tf.data or
+    a PyDataset is two inputs to Keras, as ``[x_a, x_b]`` is (a tuple is one leaf in
+    :mod:`sweep.inputs.structures`)."""
+    if isinstance(part, (tuple, list)):
+        return [_tuples_as_lists(value) for value in part]
+    if isinstance(part, dict):
+        return {key: _tuples_as_lists(value) for key, value in part.items()}
+    return part
 
 
 def _numpy(value: Any) -> np.ndarray:
@@ -260,7 +271,7 @@ def _validation_labels(val: Any) -> Any | None:
         return None
     if batches < 0 or batches > MAX_SCANNED_BATCHES:  # infinite (-1) or unknown (-2) or large
         return None
-    targets_seen = [map_leaves(_numpy, element[1]) for element in elements]
+    targets_seen = [map_leaves(_numpy, _tuples_as_lists(element[1])) for element in elements]
     if not targets_seen:
         return None
     names = [name for name, _ in named_leaves(targets_seen[0], "y")]

@@ -417,3 +417,43 @@ def test_pipeline_targets_are_read_as_arrays_are(module, function, task, size, l
     float 0/1 labels as a regression. The same arrays given as numpy were read right."""
     info = load(module(TARGET_KINDS), function).info
     assert (info.task, info.num_outputs, info.target_layout) == (task, size, layout), info.inferred
+
+
+def test_pipelines_yielding_tuples_of_inputs_and_outputs_read_them_as_keras_does(module):
+    """``((x_a, x_b), y)`` batches from tf.data or a PyDataset are two inputs to Keras; the
+    preflight stacked the tuple into one array and failed ("inhomogeneous shape"), and a
+    tuple of targets is several outputs."""
+    source = module("""
+        import keras
+
+        def rows(n=64):
+            rng = np.random.default_rng(0)
+            return rng.random((n, 4)).astype("float32"), rng.random((n, 2)).astype("float32"), (np.arange(n) % 3).astype("int64")
+
+        def tuple_inputs(batch_size=16):
+            import tensorflow as tf
+            a, b, y = rows()
+            full = tf.data.Dataset.from_tensor_slices(((a, b), (y, b[:, :1]))).batch(batch_size)
+            return full.take(3), full.skip(3)
+
+        class TwoIn(keras.utils.PyDataset):
+            def __init__(self):
+                super().__init__()
+                self.a, self.b, self.y = rows(32)
+
+            def __len__(self):
+                return 4
+
+            def __getitem__(self, i):
+                part = slice(i * 8, i * 8 + 8)
+                return (self.a[part], self.b[part]), self.y[part]
+
+        def pydatasets():
+            return TwoIn(), TwoIn()
+    """)
+    ds = load(source, "tuple_inputs")
+    assert ds.info.input_shapes == [(4,), (2,)] and ds.info.num_inputs == 2
+    assert ds.info.output_sizes == [3, 1] and ds.info.task == "classification"
+    assert [np.shape(x) for x in ds.x_val] == [(8, 4), (8, 2)]
+    ds = load(source, "pydatasets")
+    assert ds.info.input_shapes == [(4,), (2,)] and (ds.info.task, ds.info.num_outputs) == ("classification", 3)
