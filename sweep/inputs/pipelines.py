@@ -226,7 +226,12 @@ def _tuples_as_lists(part: Any) -> Any:
 
 
 def _numpy(value: Any) -> np.ndarray:
-    return np.asarray(value.numpy() if hasattr(value, "numpy") else value)
+    """A batch's tensor as numpy; a string tensor's bytes as ``str`` (Keras' evaluate refuses an
+    object array of bytes, "Invalid dtype: object", where it takes one of ``str``, as fit does)."""
+    array = np.asarray(value.numpy() if hasattr(value, "numpy") else value)
+    if array.dtype == object and array.size and isinstance(array.flat[0], bytes):
+        array = np.vectorize(lambda item: item.decode("utf-8", "replace") if isinstance(item, bytes) else item, otypes=[object])(array)
+    return array
 
 
 def _target_kinds(config: "DataConfig", y: Any, train: Any, val: Any) -> Any:

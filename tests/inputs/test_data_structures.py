@@ -457,3 +457,24 @@ def test_pipelines_yielding_tuples_of_inputs_and_outputs_read_them_as_keras_does
     assert [np.shape(x) for x in ds.x_val] == [(8, 4), (8, 2)]
     ds = load(source, "pydatasets")
     assert ds.info.input_shapes == [(4,), (2,)] and (ds.info.task, ds.info.num_outputs) == ("classification", 3)
+
+
+def test_a_text_pipelines_peeked_batch_is_text_keras_evaluates(module):
+    """A tf.data of strings was refused before any trial as "evaluating it failed: Invalid dtype:
+    object": the peeked batch held bytes, which Keras' evaluate refuses where fit takes them."""
+    import keras
+
+    ds = load(module("""
+        def load(batch_size=8):
+            import tensorflow as tf
+            texts = ["good movie", "bad plot", "great actor", "awful movie"] * 8
+            y = np.array([1, 0, 1, 0] * 8, dtype="int64")
+            full = tf.data.Dataset.from_tensor_slices((texts, y)).batch(batch_size)
+            return full.take(3), full.skip(3)
+    """))
+    assert ds.x_val.dtype == object and isinstance(ds.x_val[0], str) and ds.x_val[0] == "good movie"
+    inputs = keras.Input(shape=(), dtype="string")
+    words = keras.layers.TextVectorization(output_mode="multi_hot", vocabulary=["good", "bad", "great", "awful"])(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(words))
+    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    assert set(model.evaluate(ds.x_val, ds.y_val, verbose=0, return_dict=True)) == {"loss", "accuracy"}
