@@ -169,8 +169,8 @@ def storage_folder(storage: str | None, name: str) -> str:
             raise SweepConfigError("--storage", "", f"expected a local folder or a URI Ray can store checkpoints at ({', '.join(s + '://' for s in STORAGE_SCHEMES[:6])}), got {parts.scheme}://")
         in_query = secret_query_names(root)
         if userinfo(root) or parts.username or in_query:
-            where = f"the query parameter(s) {', '.join(in_query)}" if in_query else "user:password@"
-            raise SweepConfigError("--storage", "", f"expected a storage URI without credentials, got {where} in {redact(root)}: "
+            got = f"the query parameter(s) {', '.join(in_query)} in {redact(root)}" if in_query else f"{parts.scheme}://***@{root.rpartition('@')[2].split('/')[0]}..."
+            raise SweepConfigError("--storage", "", f"expected a storage URI without credentials, got {got}: "
                                    "give them in the environment (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, GOOGLE_APPLICATION_CREDENTIALS)")
         return urlunsplit(parts._replace(path=f"{parts.path.rstrip('/')}/{name}"))  # before any ?query (s3://b/p?region=x)
     return str(Path(root).expanduser().resolve() / name)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import os
 import re
 from pathlib import Path
 from types import UnionType
@@ -348,6 +349,16 @@ class DataConfig(_Strict):
     classes: int = Field(default=2, ge=2, description="synthetic classification: number of classes.")
     args: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments for a user function.")
 
+    @model_validator(mode="after")
+    def _synthetic_fits_in_memory(self) -> "DataConfig":
+        """``samples: 1000000000000`` failed unexpectedly with a MemoryError (36 TiB) once loaded."""
+        if self.source == "synthetic":
+            needed = self.samples * self.features * 8  # float64 as generated
+            if needed > _memory_bytes():
+                raise _FieldError("samples", f"expected synthetic data that fits in this machine's memory ({_memory_bytes() / 2**30:.0f} GiB), "
+                                  f"got {self.samples} x {self.features} values ({needed / 2**30:.0f} GiB)")
+        return self
+
     @field_validator("source")
     @classmethod
     def _source_form(cls, value: str) -> str:
@@ -408,7 +419,7 @@ class ModelConfig(_Strict):
 class FitConfig(_Strict):
     """Arguments of ``model.fit()`` shared by every trial (the space may override batch_size)."""
 
-    epochs: int = Field(default=10, ge=1)
+    epochs: int = Field(default=10, ge=1, le=1_000_000)
     batch_size: int = Field(default=32, ge=1, description="Used when the space has no batch_size; an override (--set fit.batch_size=64) fixes a searched one.")
     shuffle: bool = True
     steps_per_execution: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
@@ -428,6 +439,19 @@ class FitConfig(_Strict):
         "computed from the training labels). One output only. With data.encode_labels the keys may be your own labels "
         "(e.g. {cat: 2.0}); keys that are all labels are read as labels, else as indices 0..K-1.",
     )
+
+    @field_validator("class_weight")
+    @classmethod
+    def _weights_are_finite_and_not_negative(cls, value: Any) -> Any:
+        """A negative weight trained toward the wrong class with exit 0; a NaN one failed every trial as nan_loss."""
+        if isinstance(value, dict):
+            for key, weight in value.items():
+                if not math.isfinite(weight) or weight < 0:
+                    raise _FieldError(str(key), f"expected a finite weight >= 0, got {show_value(weight)}")
+            if value and not any(value.values()):
+                raise ValueError("expected at least one weight above 0, got all 0 (every trial's loss would be 0)")
+        return value
+
     steps_per_epoch: int | None = Field(default=None, ge=1, description="fit(steps_per_epoch=...): needed for infinite pipelines and generators.")
     validation_steps: int | None = Field(default=None, ge=1, description="fit(validation_steps=...): needed for a validation pipeline with no end (repeat(), a generator).")
     validation_freq: int = Field(
@@ -486,6 +510,17 @@ SchedulerConfig = Annotated[
 ]
 
 
+def _memory_bytes() -> int:
+    """This machine's physical memory (a large number where it cannot be read)."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 2**50
+
+
+RAY_RESOURCE_UNIT = 0.0001  # Ray's resource quantities are whole multiples of this
+
+
 class ResourcesConfig(_Strict):
     """What one trial takes from the cluster."""
 
@@ -508,6 +543,15 @@ class ResourcesConfig(_Strict):
         "while the sweep starts and stay up (with TensorFlow's memory) for the next sweep in the same Python process: "
         "its first epoch in about 2 s instead of 4-5. false: every sweep starts its own, as Ray Tune alone does.",
     )
+
+    @field_validator("cpus_per_trial", "gpus_per_trial")
+    @classmethod
+    def _in_rays_units(cls, value: float) -> float:
+        """Ray counts resources in units of 0.0001: 0.00001 CPU failed inside Tune's controller
+        ("Tracked actor is not managed by this event manager") after the sweep had started."""
+        if value and (value < RAY_RESOURCE_UNIT or abs(round(value / RAY_RESOURCE_UNIT) * RAY_RESOURCE_UNIT - value) > 1e-12):
+            raise ValueError(f"expected a multiple of {RAY_RESOURCE_UNIT:g} (Ray's smallest unit of a resource), got {value:g}")
+        return value
 
     @field_validator("gpus_per_trial")
     @classmethod
@@ -855,13 +899,15 @@ def _first_error(label: str, exc: ValidationError) -> SweepConfigError:
         prefix = raw[:union_at]
         group = [e for e in errors if list(e["loc"])[:union_at] == prefix and len(e["loc"]) > union_at]
         deeper = [e for e in group if len(e["loc"]) > union_at + 1]
-        if deeper:
-            error, raw = deeper[0], list(deeper[0]["loc"])
+        bounded = [e for e in group if e["type"] in _CONSTRAINT_ERRORS]  # its type matched, its value is out of range
+        if deeper or bounded:
+            error = (deeper or bounded)[0]
+            raw = list(error["loc"])
             key_parts, _ = _walk(raw)
         else:
-            words = _dedupe([_UNION_WORDS.get(e["type"], "") for e in group if e["type"] in _UNION_WORDS])
+            words = _dedupe([_union_word(e) for e in group])
             if words:
-                expected = f"expected {_or(words)}, got {show_value(error.get('input'))}"
+                expected = f"expected {_or(words)}, got {show_value(error.get('input'))}{_close_literal(group)}"
     ctx_error = (error.get("ctx") or {}).get("error")
     if isinstance(ctx_error, _FieldError):
         key_parts = key_parts + ctx_error.subkey.split(".")
@@ -937,7 +983,7 @@ def _walk(loc: list[Any]) -> tuple[list[str], int | None]:
             continue
         if get_origin(annotation) in (Union, UnionType):
             members = [m for m in get_args(annotation) if m is not type(None)]
-            if isinstance(part, str) and (part.startswith("function-") or any(_member_label_matches(m, part) for m in members)):
+            if isinstance(part, str) and (part.startswith(("function-", "constrained-")) or any(_member_label_matches(m, part) for m in members)):
                 if union_at is None:
                     union_at = index
                 annotation = next((m for m in members if _member_label_matches(m, part)), Any)
@@ -970,6 +1016,29 @@ def _annotation_at(loc: list[Any]) -> Any:
         else:
             return Any
     return _unwrap(annotation)
+
+
+_CONSTRAINT_ERRORS = ("greater_than", "greater_than_equal", "less_than", "less_than_equal", "too_short", "too_long", "finite_number", "multiple_of")
+
+
+def _union_word(error: dict[str, Any]) -> str:
+    """What one member of a plain union expects, in a user's words (a literal's values)."""
+    if error["type"] == "literal_error":
+        return f"one of {(error.get('ctx') or {}).get('expected', '').replace(' or ', ', ')}"
+    return _UNION_WORDS.get(error["type"], "")
+
+
+def _close_literal(group: list[dict[str, Any]]) -> str:
+    """`` (did you mean 'classification'?)`` for a string close to one of a union's literal values."""
+    import difflib
+
+    for error in group:
+        if error["type"] == "literal_error" and isinstance(error.get("input"), str):
+            values = re.findall(r"'([^']*)'", (error.get("ctx") or {}).get("expected", ""))
+            close = difflib.get_close_matches(error["input"], values, n=1, cutoff=0.75)
+            if close:
+                return f" (did you mean {close[0]!r}?)"
+    return ""
 
 
 _UNION_WORDS = {

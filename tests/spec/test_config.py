@@ -404,6 +404,21 @@ BAD = [
     ("grace-period-over-epochs", sub("grace_period: 1", "grace_period: 30"), "scheduler.grace_period: expected at most fit.epochs (27), got 30"),
     ("max-t-over-epochs", sub("reduction_factor: 3}", "reduction_factor: 3, max_t: 40}"), "scheduler.max_t: expected at most fit.epochs (27), got 40"),
     ("reduction-factor-one", sub("reduction_factor: 3", "reduction_factor: 1"), "scheduler.reduction_factor: expected a value > 1, got 1"),
+    # keys that take two kinds of value: what each takes, a close literal, never pydantic's member labels
+    ("task-typo", sub("validation_split: 0.2}", "validation_split: 0.2, task: classifcation}"),
+     "data.task: expected one of 'classification', 'regression' or a mapping, got 'classifcation' (did you mean 'classification'?)"),
+    ("class-weight-typo", sub("shuffle: true}", "shuffle: true, class_weight: balance}"),
+     "fit.class_weight: expected a mapping or one of 'balanced', got 'balance' (did you mean 'balanced'?)"),
+    ("steps-per-execution-typo", sub("shuffle: true}", "shuffle: true, steps_per_execution: autoo}"),
+     "fit.steps_per_execution: expected a number or one of 'auto', got 'autoo' (did you mean 'auto'?)"),
+    ("steps-per-execution-zero", sub("shuffle: true}", "shuffle: true, steps_per_execution: 0}"), "fit.steps_per_execution: expected a value >= 1, got 0"),
+    # values the trials could only fail on, or that fail inside Ray
+    ("class-weight-negative", sub("shuffle: true}", "shuffle: true, class_weight: {0: -1.0, 1: 2.0}}"), "fit.class_weight.0: expected a finite weight >= 0, got -1.0"),
+    ("class-weight-nan", sub("shuffle: true}", "shuffle: true, class_weight: {0: .nan, 1: 1}}"), "fit.class_weight.0: expected a finite weight >= 0, got .nan"),
+    ("class-weight-all-zero", sub("shuffle: true}", "shuffle: true, class_weight: {0: 0, 1: 0}}"),
+     "fit.class_weight: expected at least one weight above 0, got all 0 (every trial's loss would be 0)"),
+    ("cpus-below-rays-unit", sub("cpus_per_trial: 1", "cpus_per_trial: 0.00001"), "resources.cpus_per_trial: expected a multiple of 0.0001 (Ray's smallest unit of a resource), got 1e-05"),
+    ("epochs-beyond-any-sweep", sub("epochs: 27", "epochs: 99999999999999999999"), "fit.epochs: expected a value <= 1000000, got 99999999999999999999"),
 ]
 
 
@@ -416,6 +431,12 @@ def test_bad_sweep_file_gives_one_exact_line(tmp_path, text, expected):
         load(path)
     assert str(info.value) == f"{path}: {expected}"
     assert "\n" not in str(info.value)
+
+
+def test_synthetic_data_larger_than_memory_is_refused_before_it_is_made(tmp_path):
+    with pytest.raises(SweepConfigError) as info:
+        load(write(tmp_path, sub("source: digits,", "source: synthetic, samples: 1000000000000,")))
+    assert info.value.key == "data.samples" and "fits in this machine's memory" in info.value.expected
 
 
 def test_bad_table_is_big_and_distinct():
