@@ -361,12 +361,12 @@ def warn_partly_read(config: SweepConfig, label: str, points: list[dict[str, Any
         if param.when or name not in base:
             continue
         for choice_name, choice in space.items():
-            if choice_name == name or not isinstance(choice, CategoricalParam):
-                continue
+            if choice_name == name or not isinstance(choice, CategoricalParam) or choice_name not in base:
+                continue  # a conditional categorical absent at the base point decides nothing here
             read_at, unread_at = [], []
             for point, read in zip(points, reads):
                 varied = [key for key in point if key in base and point[key] != base[key]]
-                if read is None or name not in point or varied not in ([], [choice_name]):
+                if read is None or name not in point or choice_name not in point or varied not in ([], [choice_name]):
                     continue
                 (read_at if name in read else unread_at).append(point[choice_name])
             if read_at and unread_at:

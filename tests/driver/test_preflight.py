@@ -4,6 +4,7 @@ before any trial. The file-level table (YAML, types, names) is in test_config.py
 from __future__ import annotations
 
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -539,6 +540,31 @@ def test_an_entry_read_only_at_some_choices_gets_one_warning_naming_the_conditio
     with caplog.at_level("WARNING", logger="sweep"):
         preflight.prepare(config_module.load(raw), "sweep.yaml", (tmp_path,))
     assert not [r for r in caplog.records if "search.space" in r.getMessage()]
+
+
+@pytest.mark.parametrize("conditional", [
+    {"type": "categorical", "choices": [0.0, 0.9], "when": {"optimizer": "sgd"}},
+    {"type": "categorical", "choices": [1, 2], "when": {"optimizer": "sgd"}},
+])
+def test_a_conditional_categorical_absent_at_the_first_choice_is_prepared(tmp_path, caplog, conditional):
+    """A categorical with ``when:`` false at its parent's first choice (``search_spaces/conditional.yaml``)
+    failed every ``sweep run`` with "KeyError: 'momentum'" in the partly-read check."""
+    name = "momentum" if 0.9 in conditional["choices"] else "epochs"
+    raw = sweep({"optimizer": cat("adam", "sgd"), name: conditional}, fit={"epochs": 2})
+    with caplog.at_level("WARNING", logger="sweep"):
+        prepared = preflight.prepare(config_module.load(raw), "sweep.yaml", (tmp_path,))
+    assert prepared.dataset is not None
+    assert not [r for r in caplog.records if "search.space" in r.getMessage()]
+
+
+def test_every_shipped_search_space_passes_the_preflight():
+    """The files under search_spaces/ are what new users run first."""
+    root = Path(__file__).resolve().parents[2] / "search_spaces"
+    for path in sorted(root.glob("*.yaml")):
+        config = config_module.load(path)
+        if config.data.source.startswith(("keras:", "csv:", "npz:")):
+            continue  # downloads, or files a user brings
+        preflight.prepare(config, str(path), (path.parent,))
 
 
 def test_a_space_whose_high_end_cannot_be_built_is_refused_before_any_trial(tmp_path):
