@@ -326,7 +326,7 @@ class DataConfig(_Strict):
         default=None,
         description="Inferred from the targets when not given: integer labels 0..K-1, booleans, one-hot or probability rows "
         "are classification; non-integer values or more than 50 distinct integers are regression; other integers "
-        "(ratings 1..5) must be given. Several outputs: a dict by output name, or one task for the outputs the targets leave open.",
+        "(ratings 1..5) must be given. A regression loss in model.loss (mse, mae, huber, poisson, ...) means regression. Several outputs: a dict by output name, or one task for the outputs the targets leave open.",
     )
     num_outputs: int | None = Field(default=None, ge=1, description="Inferred when not given.")
     reshape: list[int] | None = Field(
@@ -518,6 +518,12 @@ def _memory_bytes() -> int:
         return 2**50
 
 
+# Keras losses for quantities (by name), which decide data.task when the file leaves it open
+REGRESSION_LOSSES = frozenset({
+    "mse", "mae", "mape", "msle", "mean_squared_error", "mean_absolute_error", "mean_absolute_percentage_error",
+    "mean_squared_logarithmic_error", "huber", "huber_loss", "log_cosh", "logcosh", "poisson",
+})
+
 RAY_RESOURCE_UNIT = 0.0001  # Ray's resource quantities are whole multiples of this
 
 
@@ -667,6 +673,22 @@ class SweepConfig(_Strict):
         max_t = getattr(self.scheduler, "max_t", None)
         if max_t is not None and max_t > self.fit.epochs:
             raise _KeyedError("scheduler.max_t", f"expected at most fit.epochs ({self.fit.epochs}), got {max_t}")
+        return self
+
+    @model_validator(mode="after")
+    def _regression_loss_means_regression(self) -> "SweepConfig":
+        """``model.loss: mse`` (or mae, huber, poisson, ...) says the targets are quantities: counts
+        0..5 were read as 6 classes, and the sweep refused the model, blaming model.builder.
+        Fills ``data.task`` where the file left it open (per output for a dict of losses)."""
+        loss = self.model.loss
+        if self.data.task is not None or loss is None:
+            return self
+        if isinstance(loss, str) and loss.lower() in REGRESSION_LOSSES:
+            self.data.task = "regression"
+        elif isinstance(loss, dict):
+            heads = {str(name): "regression" for name, value in loss.items() if isinstance(value, str) and value.lower() in REGRESSION_LOSSES}
+            if heads:
+                self.data.task = heads
         return self
 
     @model_validator(mode="after")

@@ -613,3 +613,17 @@ def test_an_objective_a_callback_of_the_users_adds_to_the_logs_is_accepted_with_
                for r in caplog.records), caplog.messages
     with pytest.raises(SweepConfigError, match="objective.metric: expected one of the metrics the model logs"):
         preflight.prepare(config_module.load(sweep(objective={"metric": "val_custom", "mode": "max"})), "sweep.yaml", (tmp_path,))
+
+
+def test_integer_counts_with_a_regression_loss_train_as_a_regression(tmp_path):
+    (tmp_path / "counts.py").write_text(textwrap.dedent("""
+        import numpy as np
+
+        def load():
+            rng = np.random.default_rng(0)
+            x = rng.normal(size=(200, 4)).astype("float32")
+            return x, np.minimum(rng.poisson(np.exp(0.5 * x[:, 0])), 5).astype("int64")
+    """))
+    raw = sweep(data={"source": "counts:load"}, model={"loss": "mse", "metrics": ["mae"]}, objective={"metric": "val_mae", "mode": "min"})
+    prepared = preflight.prepare(config_module.load(raw), "sweep.yaml", (tmp_path,))
+    assert (prepared.dataset.info.task, prepared.dataset.info.num_outputs) == ("regression", 1)

@@ -478,3 +478,14 @@ def test_error_keys_never_show_pydantic_internals(tmp_path):
             continue
         assert not internals & set(parts), case_id
         assert not any(p.startswith(("function-", "dict[", "list[")) for p in parts), case_id
+
+
+def test_a_regression_loss_decides_the_task_the_file_left_open(tmp_path):
+    """Counts 0..5 with ``model.loss: mse`` were read as 6 classes and the model refused."""
+    assert load(write(tmp_path, sub("loss: sparse_categorical_crossentropy", "loss: mse"))).data.task == "regression"
+    assert load(write(tmp_path, sub("loss: sparse_categorical_crossentropy", "loss: Huber"))).data.task == "regression"
+    heads = load(write(tmp_path, sub("loss: sparse_categorical_crossentropy", "loss: {kind: sparse_categorical_crossentropy, size: poisson}")))
+    assert heads.data.task == {"size": "regression"}
+    assert load(write(tmp_path, FULL)).data.task is None
+    given = sub("validation_split: 0.2}", "validation_split: 0.2, task: classification}").replace("loss: sparse_categorical_crossentropy", "loss: mse")
+    assert load(write(tmp_path, given)).data.task == "classification", "the file's own data.task wins"
