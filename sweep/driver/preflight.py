@@ -138,11 +138,13 @@ def _preflight_model(config: SweepConfig, builder: Callable, dataset: Any, searc
         except Exception as exc:
             models.check_model_output(model, dataset.info)  # evaluating failed: a width that does not fit the targets is the likely cause, said plainly
             first = _telling_line(exc)
+            _blame_a_compile_setting(config, model, first)
             raise InputError(
                 "model.builder",
                 f"expected a model that accepts inputs of shape {_input_text(dataset.info)} and "
                 f"targets for {_output_text(dataset.info)}, but evaluating it failed: {first[:300]}",
             ) from None
+        _check_loss_weight_names(config, model)
         # loads back with model.safe_mode / custom objects, before any trial; after a call, as
         # every trial's checkpoint is (a subclassed model's layers are built only by a call)
         check_reloadable(model, config.model, search_paths)
@@ -182,6 +184,30 @@ def _check_monitors(config: SweepConfig, names: list[str], own_callbacks: bool) 
             close = difflib.get_close_matches(monitor, names, n=1, cutoff=0.6)
             guess = f"; did you mean {close[0]!r}?" if close else ""
             raise InputError(f"fit.callbacks.{index}.{name}.monitor", f"expected one of the metrics the model logs ({', '.join(names)}), got {monitor!r}{guess}")
+
+
+def _check_loss_weight_names(config: SweepConfig, model: Any) -> None:
+    """``model.loss_weights: {foo: 1.0}`` naming no output was accepted and did nothing."""
+    weights = config.model.loss_weights
+    names = list(getattr(model, "output_names", None) or [])
+    if isinstance(weights, dict) and names:
+        for name in weights:
+            if str(name) not in names:
+                raise InputError(f"model.loss_weights.{name}", f"expected an output name of the model ({', '.join(names)}), got {str(name)!r}")
+
+
+def _blame_a_compile_setting(config: SweepConfig, model: Any, first: str) -> None:
+    """Raise InputError on ``model.loss`` / ``loss_weights`` / ``metrics`` when Keras' error is
+    about that setting's structure (a loss dict naming an output the model lacks, one loss with
+    two loss weights): the line blamed model.builder, whose model was fine."""
+    outputs = ", ".join(getattr(model, "output_names", None) or [])
+    settings = [("loss_weights", "`loss_weights`" in first or "loss_weights" in first),
+                ("loss", "loss dict" in first or ("loss" in first.lower() and "Expected keys" in first)),
+                ("metrics", "metrics" in first.lower() and ("Expected keys" in first or "must match" in first))]
+    for key, named in settings:
+        if named and getattr(config.model, key) not in (None, [], {}):
+            hint = "; give model.loss per output (a dict by output name)" if key == "loss_weights" and not isinstance(config.model.loss, (dict, list)) and config.model.loss else ""
+            raise InputError(f"model.{key}", f"expected model.{key} to match the model's outputs ({outputs}), but Keras said: {first[:300]}{hint}")
 
 
 def _telling_line(exc: BaseException) -> str:

@@ -387,7 +387,8 @@ def build(
     except Exception as exc:
         first = str(exc).strip().splitlines()
         detail = f"{type(exc).__name__}: {first[0][:300]}" if first else type(exc).__name__
-        raise InputError("model.builder", f"expected {spec!r} to build a model, but it raised {detail}{raised_at(exc)}") from exc
+        key = "model.args" if spec in BUILDERS and isinstance(exc, (ValueError, TypeError)) else "model.builder"  # a built-in's arguments are the file's
+        raise InputError(key, f"expected {spec!r} to build a model, but it raised {detail}{raised_at(exc)}") from exc
     if not isinstance(model, keras.Model):
         raise InputError("model.builder", f"expected {spec!r} to return a keras.Model, got {type(model).__name__}")
     if is_compiled(model):

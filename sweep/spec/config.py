@@ -687,7 +687,7 @@ class SweepConfig(_Strict):
             self.data.task = "regression"
         elif isinstance(loss, dict):
             heads = {str(name): "regression" for name, value in loss.items() if isinstance(value, str) and value.lower() in REGRESSION_LOSSES}
-            if heads:
+            if heads and len(loss) > 1:  # one entry may name an output the model lacks: Keras says so, on model.loss
                 self.data.task = heads
         return self
 

@@ -3,6 +3,7 @@ before any trial. The file-level table (YAML, types, names) is in test_config.py
 
 from __future__ import annotations
 
+import re
 import textwrap
 from pathlib import Path
 
@@ -74,6 +75,26 @@ PREFLIGHT_BAD = [
         "search.space: expected a grid of at most 100000 configurations with sampler: grid, got 1000000000: narrow the int ranges (step) or use sampler: random or tpe, which draw only search.trials points",
     ),
 ]
+
+
+# the compile setting or argument at fault is named, not model.builder (rel-20); the output's
+# auto-name (dense_1, dense_7) depends on what this process built before
+BLAMED = [
+    ("loss-dict-unknown-output", sweep(model={"loss": {"out9": "mse"}}),
+     "model.loss: expected model.loss to match the model's outputs (dense_1), but Keras said: Expected keys ['dense_1'] in loss dict, but found loss.keys()=['out9']"),
+    ("loss-weights-count", sweep(model={"loss_weights": [1.0, 2.0]}),
+     "model.loss_weights: expected model.loss_weights to match the model's outputs (dense_1), but Keras said: `loss_weights` must match the number of losses, got 1 losses and 2 weights."),
+    ("loss-weights-unknown-output", sweep(model={"loss_weights": {"foo": 1.0}}), "model.loss_weights.foo: expected an output name of the model (dense_1), got 'foo'"),
+    ("builtin-argument", sweep(model={"args": {"units": [-4]}}),
+     "model.args: expected 'mlp' to build a model, but it raised ValueError: Received an invalid value for `units`, expected a positive integer. Received: units=-4"),
+]
+
+
+@pytest.mark.parametrize(("raw", "expected"), [case[1:] for case in BLAMED], ids=[case[0] for case in BLAMED])
+def test_a_compile_setting_or_argument_at_fault_is_blamed_not_the_builder(tmp_path, raw, expected):
+    with pytest.raises(SweepConfigError) as info:
+        preflight.prepare(config_module.load(raw), "sweep.yaml", (tmp_path,))
+    assert re.sub(r"dense_\d+", "dense_1", str(info.value)) == f"sweep.yaml: {expected}"
 
 
 @pytest.fixture(scope="module", autouse=True)
