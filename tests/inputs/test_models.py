@@ -395,3 +395,17 @@ def test_a_binary_head_among_several_outputs_gets_binary_crossentropy():
     info = DataInfo(input_shape=(3,), num_outputs=5, task="classification", n_train=8, n_val=2, source="t", fingerprint="0",
                     output_sizes={"stars": 5, "p": 2}, target_layout={"stars": "sparse", "p": "sparse"})
     assert models.default_loss(info, model) == {"stars": "sparse_categorical_crossentropy", "p": "binary_crossentropy"}
+
+
+def test_the_default_accuracy_of_rows_of_several_labels_is_per_label():
+    """Keras' "accuracy" on multi-label rows is the argmax's: the sweep ranked trials by it."""
+    data_info = DataInfo(input_shape=(6,), num_outputs=4, task="classification", n_train=64, n_val=64, source="test",
+                         fingerprint="0", target_layout="multilabel")
+    cfg = ModelConfig(builder="mlp", args={"units": [8]})
+    model = models.build(models.resolve_builder(cfg), {"learning_rate": 0.01}, data_info, cfg)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 6)).astype("float32")
+    y = (rng.random((64, 4)) < 0.4).astype("float32")
+    logs = model.evaluate(x, y, verbose=0, return_dict=True)
+    per_label = float(np.mean((model.predict(x, verbose=0) > 0.5) == (y > 0.5)))
+    assert logs["accuracy"] == pytest.approx(per_label, abs=1e-6)
