@@ -517,6 +517,7 @@ def _set_overrides(args: argparse.Namespace) -> dict[str, Any]:
     import yaml
 
     from sweep.errors import SweepConfigError
+    from sweep.spec.config import RESET
 
     overrides: dict[str, Any] = {}
     for item in args.set:
@@ -527,7 +528,8 @@ def _set_overrides(args: argparse.Namespace) -> dict[str, Any]:
         if key in _OPTIONS_NOT_KEYS:
             raise SweepConfigError("--set", item, f"expected a key of the sweep file, got {key!r}, which is the option --{key.replace('_', '-')}")
         try:
-            overrides[key] = yaml.safe_load(text) if text.strip() else None
+            value = yaml.safe_load(text) if text.strip() else None
+            overrides[key] = RESET if value is None else value  # KEY=null (or KEY=): the key's default, as if the file lacked it
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f" at column {mark.column + 1}" if mark is not None else ""
@@ -535,7 +537,7 @@ def _set_overrides(args: argparse.Namespace) -> dict[str, Any]:
             raise SweepConfigError("--set", item, f"expected a YAML value after '=', got one YAML cannot read ({problem}{where}): check its brackets and quotes") from None
     if args.epochs is not None:
         overrides["epochs"] = args.epochs
-    if "name" in overrides:  # the file's name key, as --name gives it (both at once: --name wins)
+    if "name" in overrides and overrides["name"] is not RESET:  # the file's name key, as --name gives it (both at once: --name wins)
         name = overrides.pop("name")
         if hasattr(args, "name"):
             args.name = args.name or name

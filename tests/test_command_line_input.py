@@ -42,6 +42,21 @@ def test_set_name_is_the_files_name_key_as_name_gives_it():
     assert args.name == "given"
 
 
+def test_set_null_gives_the_key_its_default_as_if_the_file_lacked_it(tmp_path):
+    """--set model.loss=null was dropped: the file's per-output loss still applied."""
+    from sweep.spec import config as config_module
+
+    path = tmp_path / "s.yaml"
+    path.write_text("name: n\ndata: {source: digits}\nmodel: {builder: mlp, loss: mse}\nfit: {epochs: 3}\n"
+                    "search: {space: {units: {type: int, low: 4, high: 8}}}\n")
+    overrides = cli._set_overrides(_args("model.loss=null", "fit.epochs="))
+    loaded = config_module.load(path, overrides)
+    assert loaded.model.loss is None and loaded.fit.epochs == config_module.FitConfig().epochs
+    with pytest.raises(SweepConfigError) as info:
+        config_module.load(path, cli._set_overrides(_args("data.source=null")))
+    assert info.value.key == "data.source" and "required key is missing" in info.value.expected
+
+
 def test_tracking_stores_mlflow_cannot_open_fail_at_once(tmp_path):
     (tmp_path / "adir").mkdir()
     with pytest.raises(ConnectionError, match="adir is a folder, not a sqlite database file"):

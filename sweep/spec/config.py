@@ -732,6 +732,18 @@ class SweepConfig(_Strict):
 # ---------------------------------------------------------------------------------------------
 # loading
 
+class _Reset:
+    """An override that removes a key, so its default applies (``--set model.loss=null``)."""
+
+    def __repr__(self) -> str:
+        return "null"
+
+    def __reduce__(self) -> str:
+        return "RESET"
+
+
+RESET = _Reset()
+
 OVERRIDE_ALIASES = {
     "trials": "search.trials",
     "seed": "search.seed",
@@ -746,7 +758,8 @@ def load(source: str | Path | Mapping[str, Any], overrides: Mapping[str, Any] | 
 
     ``source`` is a YAML path or an already-parsed mapping (then paths resolve against the
     working directory). ``overrides`` maps dotted keys (``fit.epochs``) or the aliases in
-    ``OVERRIDE_ALIASES`` to values; ``None`` values are ignored so CLI flags can pass through.
+    ``OVERRIDE_ALIASES`` to values; ``None`` values are ignored so CLI flags can pass through,
+    :data:`RESET` removes the key (its default applies: ``--set model.loss=null``).
     An override of a setting the space searches (``fit.batch_size``, ``model.loss``) fixes it,
     with one warning unless ``quiet`` (a second load of the same file).
     """
@@ -757,6 +770,9 @@ def load(source: str | Path | Mapping[str, Any], overrides: Mapping[str, Any] | 
         label, base, raw = str(source), path.resolve().parent, _read_yaml(path)
     applied = {key: value for key, value in (overrides or {}).items() if value is not None}
     for key, value in applied.items():
+        if value is RESET:
+            _delete_dotted(raw, OVERRIDE_ALIASES.get(key, key))
+            continue
         _set_dotted(raw, OVERRIDE_ALIASES.get(key, key), value)
         _fix_searched(raw, label, key, value, quiet)
     _resolve_paths(raw, base)
@@ -887,6 +903,15 @@ def _set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
         if not isinstance(node, dict):
             raise SweepConfigError("<overrides>", dotted, f"expected {part} to be a mapping")
     node[leaf] = value
+
+
+def _delete_dotted(raw: dict[str, Any], dotted: str) -> None:
+    node: Any = raw
+    *parents, leaf = dotted.split(".")
+    for part in parents:
+        node = node.get(part) if isinstance(node, dict) else None
+    if isinstance(node, dict):
+        node.pop(leaf, None)
 
 
 def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
@@ -1162,6 +1187,8 @@ def _or(words: list[str]) -> str:
 
 def show_value(value: Any) -> str:
     """A value as an error message quotes it (YAML-like, at most 60 characters); shared with the runner's messages."""
+    if isinstance(value, _Reset):
+        return "null"
     text = repr(value) if isinstance(value, str) else yaml.safe_dump(value, default_flow_style=True).strip()
     text = re.sub(r"\n\.\.\.$", "", text)
     return text if len(text) <= 60 else text[:57] + "..."
