@@ -192,20 +192,44 @@ def live_driver(storage_dir: str) -> dict[str, Any] | None:
 
 
 def take_lock(storage_dir: str) -> None:
-    """Write this driver's lock; :class:`StorageNotWritable` (one line) when the folder cannot be
-    made or written (below a file, read-only, /proc...)."""
+    """Write this driver's lock; :class:`SweepRunning` when a live driver holds it (the same
+    sweep started twice: both ran every trial into one folder and MLflow got each trial twice),
+    :class:`StorageNotWritable` (one line) when the folder cannot be made or written (below a
+    file, read-only, /proc...). The lock is created with O_EXCL, so of two drivers starting at
+    once one wins; a lock whose process is gone is taken over."""
     if "://" in storage_dir:
         return
     path = lock_path(storage_dir)
+    mine = json.dumps({"pid": os.getpid(), "host": socket.gethostname()})
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
+        for _ in range(2):
+            try:
+                with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644), "w") as out:
+                    out.write(mine)
+                return
+            except FileExistsError:
+                holder = live_driver(storage_dir)
+                if holder is not None:
+                    raise SweepRunning(holder) from None
+                path.unlink(missing_ok=True)  # a dead driver's (or this process's earlier) lock
+        path.write_text(mine)
     except OSError as exc:
+        if isinstance(exc, SweepRunning):
+            raise
         raise StorageNotWritable(f"expected a writable folder, got {Path(storage_dir).parent} ({exc.strerror or type(exc).__name__})") from None
 
 
 class StorageNotWritable(OSError):
     """The sweep's storage folder cannot be created or written."""
+
+
+class SweepRunning(OSError):
+    """A live driver holds the sweep's lock: ``holder`` is its lock (pid, host)."""
+
+    def __init__(self, holder: dict[str, Any]):
+        self.holder = holder
+        super().__init__(f"pid {holder.get('pid')} on {holder.get('host')}")
 
 
 def release_lock(storage_dir: str) -> None:

@@ -83,6 +83,7 @@ def run(
 
     _check_tracking(resolve_uri(config.tracking.uri), label)  # first: MLflow's own HTTP retries take minutes on a dead server
     _check_storage(storage_dir)
+    _refuse_if_running(config.name, label, storage_dir)  # at once, not after Ray's start and the preflight
     prepared = prepare_while_ray_starts(config, label, _search_paths(source), address)
     # after Ray's start, not before it: opening an existing MLflow store to look for an unfinished
     # sweep of this name costs ~1.3 s (MLflow's import and store set-up), which delayed Ray, the
@@ -199,7 +200,7 @@ def _decide_resume(config: SweepConfig, label: str, storage_dir: str, fresh: boo
         return None
     holder = resume_module.live_driver(storage_dir)
     if holder is not None:
-        raise SweepConfigError(label, "name", f"expected a sweep that is not running, but {config.name!r} is running (pid {holder.get('pid')} on {holder.get('host')})")
+        raise SweepConfigError(label, "name", running_now(config.name, holder))
     if fresh:
         _close_abandoned(uri, parent)
         return None
@@ -210,6 +211,14 @@ def _decide_resume(config: SweepConfig, label: str, storage_dir: str, fresh: boo
             f"run `sweep resume {config.name}` to continue it, or `sweep run FILE --fresh` to start over",
         )
     return resume_module.load_state(uri, parent, config)
+
+
+def _refuse_if_running(name: str, label: str, storage_dir: str) -> None:
+    from sweep.driver import recovery as resume_module
+
+    holder = resume_module.live_driver(storage_dir)
+    if holder is not None:
+        raise SweepConfigError(label, "name", running_now(name, holder))
 
 
 def _check_storage(storage_dir: str) -> None:
@@ -440,7 +449,7 @@ def execute(
     location = StorageLocation.of(storage, config.name)
     ledger = _new_ledger(config, resume)
     warm = _warm_start(prepared, uri)  # before the parent run exists, so a wrong warm_start name leaves no empty run behind
-    _lock_storage(location)  # before the parent run exists: an unwritable --storage leaves no run behind
+    _lock_storage(location, prepared.label, config.name)  # before the parent run exists: an unwritable --storage leaves no run behind
     _start_ray_and_check(prepared, address, uri, location)
     tracker = _open_tracker(prepared, ledger, uri, location, resume)
     try:  # from here the parent run is open: a failure before the trials start still ends it
@@ -497,12 +506,20 @@ def _warm_start(prepared: Prepared, uri: str) -> WarmStart | None:
         raise SweepConfigError(prepared.label, exc.key, exc.expected) from None
 
 
-def _lock_storage(location: StorageLocation) -> None:
+def running_now(name: str, holder: dict[str, Any]) -> str:
+    """The line for a sweep another driver runs now."""
+    return (f"expected a sweep that is not running, but {name!r} is running now (pid {holder.get('pid')} on {holder.get('host')}): "
+            f"wait for it (sweep status {name}), or give this one another --name")
+
+
+def _lock_storage(location: StorageLocation, label: str, name: str) -> None:
     """One live driver per sweep: the lock in its storage folder (an unwritable one is one line)."""
     from sweep.driver import recovery as resume_module
 
     try:
         resume_module.take_lock(location.folder)
+    except resume_module.SweepRunning as exc:
+        raise SweepConfigError(label, "name", running_now(name, exc.holder)) from None
     except resume_module.StorageNotWritable as exc:
         raise SweepConfigError("--storage", "", str(exc)) from None
 

@@ -1,0 +1,55 @@
+"""One live driver per sweep: the same sweep file started twice (a second terminal, a CI retry)
+ran every trial into one storage folder and gave MLflow each trial twice, with exit 0 both times."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from sweep.driver import recovery, runner
+from sweep.errors import SweepConfigError
+
+
+@pytest.fixture()
+def live_process():
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    yield sleeper.pid
+    sleeper.kill()
+    sleeper.wait()
+
+
+def _hold(folder, pid: int) -> None:
+    recovery.lock_path(str(folder)).parent.mkdir(parents=True, exist_ok=True)
+    recovery.lock_path(str(folder)).write_text(json.dumps({"pid": pid, "host": socket.gethostname()}))
+
+
+def test_a_lock_a_live_driver_holds_is_not_taken(tmp_path, live_process):
+    _hold(tmp_path / "demo", live_process)
+    with pytest.raises(recovery.SweepRunning) as info:
+        recovery.take_lock(str(tmp_path / "demo"))
+    assert info.value.holder["pid"] == live_process
+    assert json.loads(recovery.lock_path(str(tmp_path / "demo")).read_text())["pid"] == live_process, "left as it was"
+
+
+def test_a_dead_drivers_lock_is_taken_over(tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    _hold(tmp_path / "demo", dead.pid)
+    recovery.take_lock(str(tmp_path / "demo"))
+    assert recovery.live_driver(str(tmp_path / "demo")) is None  # it is this process's own now
+    recovery.take_lock(str(tmp_path / "demo"))  # and taken again by its holder (a second sweep in this process)
+
+
+def test_running_a_sweep_another_driver_runs_is_refused_before_anything_starts(tmp_path, live_process):
+    _hold(tmp_path / "runs" / "twice", live_process)
+    sweep_file = {"name": "twice", "data": {"source": "synthetic", "samples": 40, "features": 4},
+                  "search": {"trials": 1, "space": {"learning_rate": {"type": "float", "low": 0.001, "high": 0.1}}},
+                  "tracking": {"uri": f"sqlite:///{tmp_path / 'mlflow.db'}"}}
+    with pytest.raises(SweepConfigError) as info:
+        runner.run(sweep_file, storage=str(tmp_path / "runs"), quiet=True)
+    assert info.value.key == "name" and f"'twice' is running now (pid {live_process} on " in info.value.expected
+    assert not (tmp_path / "mlflow.db").exists(), "nothing recorded"
