@@ -687,6 +687,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
     summary = _summary(args, store.status_summary)
     if summary is None:
         return EXIT_BAD_INPUT
+    summary["driver_alive"] = _driver_alive(summary)
     if args.quiet:
         pass
     elif args.json:
@@ -694,8 +695,21 @@ def _cmd_status(args: argparse.Namespace) -> int:
     else:
         counts = ", ".join(f"{n} {s.replace('_', ' ')}" for s, n in sorted(summary["trials"].items())) or "no trials yet"
         hint = f"; interrupted, continue it with `sweep resume {args.name}`" if summary["sweep_status"] == "KILLED" else ""
+        if summary["driver_alive"] is False:  # RUNNING on record, but its driver was killed (kill -9, a lost node)
+            hint = f"; but its driver is gone (killed before it could close the records): continue it with `sweep resume {args.name}`"
         print(f"{args.name}: {summary['sweep_status'].lower()}; {counts} (of {summary['trials_requested']} requested){hint}")
     return EXIT_OK
+
+
+def _driver_alive(summary: dict[str, Any]) -> bool | None:
+    """For a sweep MLflow has as RUNNING: whether a driver still holds its lock (None where that
+    cannot be told: a sweep that is not running, or storage that is a URI)."""
+    from sweep.driver import recovery
+
+    folder = summary.get("storage")
+    if summary["sweep_status"] != "RUNNING" or not folder or "://" in folder:
+        return None
+    return recovery.live_driver(folder) is not None
 
 
 def _cmd_report(args: argparse.Namespace) -> int:

@@ -53,3 +53,16 @@ def test_running_a_sweep_another_driver_runs_is_refused_before_anything_starts(t
         runner.run(sweep_file, storage=str(tmp_path / "runs"), quiet=True)
     assert info.value.key == "name" and f"'twice' is running now (pid {live_process} on " in info.value.expected
     assert not (tmp_path / "mlflow.db").exists(), "nothing recorded"
+
+
+def test_status_tells_a_running_sweep_from_one_whose_driver_is_gone(tmp_path, live_process):
+    """After kill -9 of its driver, `sweep status` said "running; 1 running" until someone resumed."""
+    from sweep import cli
+
+    folder = tmp_path / "runs" / "demo"
+    running = {"sweep_status": "RUNNING", "storage": str(folder)}
+    assert cli._driver_alive(running) is False  # no lock: killed before it could close the records
+    _hold(folder, live_process)
+    assert cli._driver_alive(running) is True
+    assert cli._driver_alive({**running, "storage": "s3://bucket/runs/demo"}) is None  # cannot be told from here
+    assert cli._driver_alive({**running, "sweep_status": "FINISHED"}) is None

@@ -70,6 +70,9 @@ def test_sigkill_driver_then_resume(ray_session, tmp_path):
     parent, before = _children(uri)
     ended_before = {c.data.tags["sweep.trial_id"] for c in before if c.data.tags.get("sweep.status") in ("completed", "stopped_early")}
     assert parent.info.status == "RUNNING" and len(ended_before) >= 2
+    status = subprocess.run([sys.executable, "-m", "sweep.cli", "status", "e2e-resume", "--tracking-uri", uri], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=120)
+    assert "its driver is gone" in status.stdout and "sweep resume e2e-resume" in status.stdout, status.stdout + status.stderr
 
     resumed = subprocess.run([sys.executable, "-m", "sweep.cli", "resume", "e2e-resume", *common],
                              cwd=tmp_path, capture_output=True, text=True, timeout=600)
