@@ -18,6 +18,29 @@ def one_line(exc: BaseException, limit: int = 300) -> str:
     return f"{type(exc).__name__}: {lines[0][:limit]}" if lines else type(exc).__name__
 
 
+# lines of Keras' and TensorFlow's errors that frame the cause rather than say it
+_FRAMING = ("Graph execution error", "Detected at node", "File ", "[[", "Traceback", "Stack trace", "Exception encountered when calling",
+            "Arguments received by", "•")
+
+
+def telling_line(exc: BaseException, limit: int = 400) -> str:
+    """The sentence of a Keras or TensorFlow error that says what went wrong, whole: their
+    messages open with a header ("Exception encountered when calling Lambda.call().", "Graph
+    execution error:") and wrap one sentence over several lines, so the first line alone was
+    the header or half the advice ("Object Net was created by passing"). The first paragraph
+    that is not framing, its lines joined, at most ``limit`` characters."""
+    import re
+
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()  # Keras bolds the cause with terminal codes
+    paragraphs = [[line.strip() for line in block.splitlines() if line.strip()] for block in re.split(r"\n\s*\n", text)]
+    for lines in paragraphs:
+        telling = [line for line in lines if not line.startswith(_FRAMING) and not line.endswith(":")]
+        if telling:
+            joined = " ".join(telling)
+            return joined if len(joined) <= limit else joined[: limit - 3] + "..."
+    return type(exc).__name__
+
+
 def raised_at(exc: BaseException) -> str:
     """`` (file.py:LINE)``: where in the user's own code ``exc`` was raised, else ``""``.
 

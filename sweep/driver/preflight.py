@@ -16,7 +16,7 @@ from sweep.driver import cluster
 from sweep.driver.quiet import quiet_tensorflow
 from sweep.spec import config as config_module
 from sweep.spec.config import CategoricalParam, SweepConfig, condition_order
-from sweep.errors import InputError, SweepConfigError
+from sweep.errors import InputError, SweepConfigError, telling_line
 
 log = logging.getLogger("sweep")
 
@@ -137,7 +137,7 @@ def _preflight_model(config: SweepConfig, builder: Callable, dataset: Any, searc
             raise InputError("model.builder", f"expected the model, its loss and metrics to evaluate a batch, but one of them called sys.exit({exc.code!r})") from None
         except Exception as exc:
             models.check_model_output(model, dataset.info)  # evaluating failed: a width that does not fit the targets is the likely cause, said plainly
-            first = _telling_line(exc)
+            first = telling_line(exc, 300)
             _blame_a_compile_setting(config, model, first)
             raise InputError(
                 "model.builder",
@@ -147,7 +147,7 @@ def _preflight_model(config: SweepConfig, builder: Callable, dataset: Any, searc
         _check_loss_weight_names(config, model)
         # loads back with model.safe_mode / custom objects, before any trial; after a call, as
         # every trial's checkpoint is (a subclassed model's layers are built only by a call)
-        check_reloadable(model, config.model, search_paths)
+        check_reloadable(model, config.model, search_paths, sample=_first_rows(dataset.x_val, 2))
     finally:
         keras.backend.clear_session(free_memory=False)  # no full GC (0.25-0.45 s with TF loaded) on the start-up path
     names = sorted(set(logs) | {f"val_{name}" for name in logs})
@@ -210,19 +210,6 @@ def _blame_a_compile_setting(config: SweepConfig, model: Any, first: str) -> Non
             raise InputError(f"model.{key}", f"expected model.{key} to match the model's outputs ({outputs}), but Keras said: {first[:300]}{hint}")
 
 
-def _telling_line(exc: BaseException) -> str:
-    """The line of an error that says what went wrong: TensorFlow's start with a header
-    ("Graph execution error:") and node names; the cause is a later line."""
-    import re
-
-    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))  # Keras bolds the cause with terminal codes
-    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    # Keras' own header ("Exception encountered when calling Sequential.call().") comes first
-    skip = ("Graph execution error", "Detected at node", "File ", "[[", "Traceback", "Stack trace", "Exception encountered when calling")
-    telling = [line for line in lines if not line.startswith(skip) and not line.endswith(":")]
-    return (telling or lines or [type(exc).__name__])[0]
-
-
 def _check_objective_is_one_number(metric: str, logs: dict[str, Any]) -> None:
     """A metric with a value per class (``F1Score()``, ``FBetaScore()`` with ``average=None``)
     cannot rank trials: Tune compared nothing, and every trial ended "never validated"."""
@@ -249,6 +236,12 @@ def _check_objective_name(metric: str) -> None:
             "objective.metric",
             f"expected a metric name MLflow can record, got {metric!r} ({problem}): name the metric without it in the model, e.g. {sanitized(metric)!r}",
         )
+
+
+def _first_rows(x: Any, rows: int) -> Any:
+    from sweep.inputs.structures import take_rows
+
+    return None if x is None else take_rows(x, slice(0, rows))
 
 
 def _evaluate_few(model: Any, dataset: Any, rows: int = 8) -> dict[str, float]:

@@ -24,7 +24,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sweep.errors import InputError, one_line
+from sweep.errors import InputError, telling_line
 
 if TYPE_CHECKING:
     import keras
@@ -244,9 +244,11 @@ def _is_keras_builtin_function(name: str) -> bool:
     return any(get_symbol_from_name(f"keras.{module}.{name}") is not None for module in BUILTIN_MODULES)
 
 
-def check_reloadable(model: keras.Model, model_cfg: ModelConfig, search_paths: tuple[Path, ...] = ()) -> None:
-    """Preflight: the model saves and loads back with the sweep's settings, as every trial
-    checkpoint, retry, resume and the best model will; else one line naming what to change.
+def check_reloadable(model: keras.Model, model_cfg: ModelConfig, search_paths: tuple[Path, ...] = (), sample: Any = None) -> None:
+    """Preflight: the model saves, loads back with the sweep's settings and, given ``sample``
+    (a few input rows), runs once loaded, as every trial checkpoint, retry, resume and the best
+    model will; else one line naming what to change. A Lambda whose function reads its
+    module's globals loaded fine and then failed every prediction of the registered best model.
 
     The built-in builders (no custom objects) always reload, so they skip the round trip.
     """
@@ -266,9 +268,9 @@ def check_reloadable(model: keras.Model, model_cfg: ModelConfig, search_paths: t
         try:
             save_checkpoint(model, Path(folder))
         except Exception as exc:
-            raise InputError("model.builder", f"expected a model Keras can save (every trial checkpoints it), but saving failed: {one_line(exc)}; {hint}") from None
+            raise InputError("model.builder", f"expected a model Keras can save (every trial checkpoints it), but saving failed: {_said(exc)}; {hint}") from None
         try:
-            load_checkpoint(folder, model_cfg=model_cfg, search_paths=tuple(search_paths))
+            loaded = load_checkpoint(folder, model_cfg=model_cfg, search_paths=tuple(search_paths))
         except InputError:
             raise
         except Exception as exc:
@@ -280,7 +282,20 @@ def check_reloadable(model: keras.Model, model_cfg: ModelConfig, search_paths: t
                     "lambda): set model.safe_mode: false to run code stored in the checkpoint (only for checkpoints you "
                     "produced), or replace the Lambda by a layer class",
                 ) from None
-            raise InputError("model.builder", f"expected a model Keras can load back from its checkpoint, but loading failed: {one_line(exc)}; {hint}") from None
+            raise InputError("model.builder", f"expected a model Keras can load back from its checkpoint, but loading failed: {_said(exc)}; {hint}") from None
+        if sample is not None:
+            try:
+                loaded(sample)
+            except Exception as exc:
+                raise InputError(
+                    "model.builder",
+                    f"expected the model loaded back from its checkpoint to run (as the best model must), but calling it failed: {_said(exc)}; "
+                    "a Lambda's function runs without its module's globals once loaded: import what it uses inside the function, or use a layer class",
+                ) from None
+
+
+def _said(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {telling_line(exc, 300)}"
 
 
 def read_meta(folder: str | Path) -> dict[str, Any]:

@@ -648,3 +648,45 @@ def test_integer_counts_with_a_regression_loss_train_as_a_regression(tmp_path):
     raw = sweep(data={"source": "counts:load"}, model={"loss": "mse", "metrics": ["mae"]}, objective={"metric": "val_mae", "mode": "min"})
     prepared = preflight.prepare(config_module.load(raw), "sweep.yaml", (tmp_path,))
     assert (prepared.dataset.info.task, prepared.dataset.info.num_outputs) == ("regression", 1)
+
+
+def test_a_model_that_loads_back_but_cannot_run_is_refused_before_any_trial(tmp_path):
+    """A Lambda reading its module's ``ops`` loaded back and then failed every prediction of the
+    registered best model (NameError), after a sweep that exited 0."""
+    (tmp_path / "lambda_globals.py").write_text(textwrap.dedent("""
+        import keras
+        from keras import ops
+
+        def build(hp, info):
+            inputs = keras.Input(info.input_shape)
+            hidden = keras.layers.Lambda(lambda t: ops.relu(t) * 2.0, output_shape=info.input_shape)(inputs)
+            return keras.Model(inputs, keras.layers.Dense(info.num_outputs, activation="softmax")(hidden))
+    """))
+    raw = sweep(model={"builder": "lambda_globals:build", "safe_mode": False, "args": {}})
+    with pytest.raises(SweepConfigError) as info:
+        preflight.prepare(config_module.load(raw), "sweep.yaml", (tmp_path,))
+    assert info.value.key == "model.builder"
+    assert "calling it failed: NameError: name 'ops' is not defined; a Lambda's function runs without its module's globals" in info.value.expected
+
+
+def test_keras_advice_reaches_the_line_whole(tmp_path):
+    """Keras wraps its sentence over lines: the line said "Object Net was created by passing" and stopped."""
+    (tmp_path / "unsaveable.py").write_text(textwrap.dedent("""
+        import keras
+
+        class Net(keras.Model):
+            def __init__(self, blocks, **kwargs):
+                super().__init__(**kwargs)
+                self.blocks = blocks
+
+            def call(self, x):
+                for block in self.blocks:
+                    x = block(x)
+                return x
+
+        def build(hp, info):
+            return Net([keras.layers.Dense(4, activation="relu"), keras.layers.Dense(info.num_outputs, activation="softmax")])
+    """))
+    with pytest.raises(SweepConfigError) as info:
+        preflight.prepare(config_module.load(sweep(model={"builder": "unsaveable:build", "args": {}})), "sweep.yaml", (tmp_path,))
+    assert "must override `get_config()` in order to be serializable" in info.value.expected, info.value.expected
