@@ -401,6 +401,7 @@ def _as_parts(raw: Any, source: str) -> list[Part]:
     if isinstance(raw, (tuple, list)) and len(raw) == 2 and all(isinstance(p, tuple) and len(p) in (2, 3) for p in raw):
         return [_with_weight(part) for part in raw]
     if isinstance(raw, (tuple, list)) and len(raw) in (2, 3) and not any(isinstance(p, (str, bytes)) or p is None for p in raw[:2]):
+        _refuse_two_frames(raw, source)
         if not (len(raw) == 2 and isinstance(raw[0], tuple) and isinstance(raw[1], tuple)):
             return [_with_weight(tuple(raw))]
     if isinstance(raw, (tuple, list)):
@@ -413,6 +414,23 @@ def _as_parts(raw: Any, source: str) -> list[Part]:
     if kind_of(raw) is not None:
         hint = " (a pipeline needs both: return (train, validation) datasets)"
     raise InputError("data.source", f"expected {source} to return {_RETURN_FORMS}, got {got}{hint}")
+
+
+def _refuse_two_frames(raw: Any, source: str) -> None:
+    """``(train_df, val_df)`` with the label column inside each frame was read as ``(x, y)``: a
+    misleading row-count error, or, with equal halves, a regression from training rows to
+    validation rows that ran to its end. Two DataFrames with the same columns are not (x, y)."""
+    x, y = raw[0], raw[1]
+    columns_x, columns_y = getattr(x, "columns", None), getattr(y, "columns", None)
+    if columns_x is None or columns_y is None or getattr(x, "ndim", 0) != 2 or getattr(y, "ndim", 0) != 2:
+        return
+    if len(columns_y) > 1 and list(columns_x) == list(columns_y):
+        raise InputError(
+            "data.source",
+            f"expected {source} to return {_RETURN_FORMS}, got two DataFrames with the same columns ({len(x)} and {len(y)} rows), "
+            "which reads as training and validation tables: split each into inputs and labels, "
+            "e.g. ((train.drop(columns='label'), train['label']), (val.drop(columns='label'), val['label']))",
+        )
 
 
 def _with_weight(part: tuple) -> Part:

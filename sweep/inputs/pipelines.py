@@ -134,6 +134,9 @@ def describe(config: "DataConfig", search_paths: tuple[Path, ...], raw: Any) -> 
     if config.reshape is not None or config.normalize or config.encode_labels:
         key = "data.reshape" if config.reshape is not None else ("data.normalize" if config.normalize else "data.encode_labels")
         raise InputError(key, f"expected no {key} for a {kind} pipeline (do it inside the pipeline, e.g. with a Rescaling layer or dataset.map)")
+    if config.validation_split != type(config).model_fields["validation_split"].default:  # Keras' fit refuses it for a dataset; the sweep ignored it
+        # (by value, not by "was it set": a resumed sweep's recorded file sets every key)
+        raise InputError("data.validation_split", f"expected no data.validation_split: {config.source} returns its own validation {kind} pipeline")
     function = resolve(config.source, "data.source", search_paths)
     takes_batch_size = "batch_size" in _parameters(function)
     x, y, w = _first_batch(train, config.source, "training")

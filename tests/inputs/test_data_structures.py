@@ -478,3 +478,33 @@ def test_a_text_pipelines_peeked_batch_is_text_keras_evaluates(module):
     model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(words))
     model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
     assert set(model.evaluate(ds.x_val, ds.y_val, verbose=0, return_dict=True)) == {"loss", "accuracy"}
+
+
+def test_a_pair_of_tables_with_the_labels_inside_is_not_read_as_x_and_y(module):
+    """(train_df, val_df) was read as (x, y): "240 inputs and 60 targets", or with equal halves a
+    regression from training rows to validation rows that ran to its end."""
+    source = module("""
+        import pandas as pd
+
+        def load():
+            rng = np.random.default_rng(0)
+            frame = pd.DataFrame(rng.normal(size=(300, 6)), columns=list("abcdef"))
+            frame["label"] = (frame["a"] > 0).astype("int64")
+            return frame.iloc[:150], frame.iloc[150:]
+    """)
+    with pytest.raises(InputError) as err:
+        load(source)
+    assert err.value.key == "data.source" and "got two DataFrames with the same columns (150 and 150 rows)" in err.value.expected
+
+
+def test_a_validation_split_beside_a_pipeline_pair_is_refused(module):
+    source = module("""
+        def load():
+            import tensorflow as tf
+            full = tf.data.Dataset.from_tensor_slices((np.zeros((32, 2), "float32"), np.arange(32) % 2)).batch(8)
+            return full.take(3), full.skip(3)
+    """)
+    with pytest.raises(InputError) as err:
+        load(source, validation_split=0.5)
+    assert err.value.key == "data.validation_split" and "returns its own validation tf.data pipeline" in err.value.expected
+    assert load(source).info.streamed, "the default split is no setting of the user's"
