@@ -39,6 +39,7 @@ def prepare(config: SweepConfig, label: str, search_paths: tuple[Path, ...] = ()
     from sweep.inputs import models
 
     imports.forget_edited_modules()  # an earlier sweep in this process imported the user's files
+    warn_secret_arguments(config, label)
     try:
         batch_size = example_hyperparameters(config).get("batch_size", config.fit.batch_size)  # for a data function that takes one
         dataset = data.load(config.data, search_paths, batch_size=int(batch_size))
@@ -49,6 +50,23 @@ def prepare(config: SweepConfig, label: str, search_paths: tuple[Path, ...] = ()
     except InputError as exc:
         raise SweepConfigError(label, exc.key, exc.expected) from None
     return Prepared(config, label, dataset, builder, search_paths)
+
+
+# words of an argument's name that say it holds a credential (api_key, db_password, hf_token)
+_SECRET_WORDS = frozenset({"password", "passwd", "pwd", "secret", "token", "apikey", "credential", "credentials"})
+_SECRET_NAMES = frozenset({"api_key", "access_key", "secret_key", "private_key", "auth_token", "access_token"})
+
+
+def warn_secret_arguments(config: SweepConfig, label: str) -> None:
+    """``data.args: {api_key: ...}`` reaches MLflow as a param and in ``sweep/config.json``, where
+    everyone who can read the store sees it (the values must stay: the data function and a
+    resumed sweep need them). Said once, with where a credential belongs instead."""
+    for section, arguments in (("data.args", config.data.args), ("model.args", config.model.args)):
+        for name in arguments or {}:
+            lowered = str(name).lower()
+            if lowered in _SECRET_NAMES or _SECRET_WORDS & set(lowered.replace("-", "_").split("_")):
+                log.warning("%s: %s.%s looks like a credential: it is recorded in MLflow (a param and sweep/config.json) for anyone who "
+                            "can read the store; read it from the environment in your function instead (os.environ)", label or "the sweep", section, name)
 
 
 def _check_names(config: SweepConfig, builder: Callable, dataset: Any) -> None:

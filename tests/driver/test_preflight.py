@@ -690,3 +690,19 @@ def test_keras_advice_reaches_the_line_whole(tmp_path):
     with pytest.raises(SweepConfigError) as info:
         preflight.prepare(config_module.load(sweep(model={"builder": "unsaveable:build", "args": {}})), "sweep.yaml", (tmp_path,))
     assert "must override `get_config()` in order to be serializable" in info.value.expected, info.value.expected
+
+
+def test_an_argument_named_like_a_credential_is_said_to_be_recorded(tmp_path, caplog):
+    (tmp_path / "keyed.py").write_text(textwrap.dedent("""
+        import numpy as np
+
+        def load(api_key, max_tokens=3):
+            rng = np.random.default_rng(0)
+            x = rng.normal(size=(60, 4)).astype("float32")
+            return x, (x[:, 0] > 0).astype("int64")
+    """))
+    raw = sweep(data={"source": "keyed:load", "args": {"api_key": "sk-LIVE-S3cret", "max_tokens": 3}})
+    with caplog.at_level("WARNING", logger="sweep"):
+        preflight.prepare(config_module.load(raw), "sweep.yaml", (tmp_path,))
+    said = [r.getMessage() for r in caplog.records if "credential" in r.getMessage()]
+    assert len(said) == 1 and "data.args.api_key looks like a credential" in said[0] and "S3cret" not in said[0]
