@@ -80,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _quiet_mlflow_logs()
     from sweep.errors import SweepConfigError
 
-    if args.command in ("best", "status", "report", "export", "list", "trials"):
+    if args.command in ("best", "status", "report", "export", "list", "trials", "ui"):
         try:
             refused = _store_refused(args)
         except SweepConfigError as exc:  # a tracking URI no parser reads as meant

@@ -112,3 +112,15 @@ def test_a_module_raising_its_own_base_exception_at_import_is_one_line(tmp_path,
     with pytest.raises(InputError) as info:
         resolve("boom_mod:build", "model.builder", (tmp_path,))
     assert info.value.expected == "expected an importable module 'boom_mod', but import raised Boom: bad import"
+
+
+@pytest.mark.parametrize("command", [["status", "x"], ["best", "x"], ["trials", "x"], ["list"], ["ui"], ["ui", "x"], ["resume", "x"]])
+def test_every_command_reads_a_bare_store_path_as_the_sqlite_file_it_likely_meant(command, tmp_path, monkeypatch, capsys):
+    """Only `sweep run` said "did you mean 'sqlite:///mlflow.db'"; the read commands said the file
+    store was unsupported, and `sweep ui` failed "unexpectedly" or printed MLflow's 25-line traceback."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SWEEP_SESSION", "0")
+    assert cli.main([*command, "--tracking-uri", "mlflow.db"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "did you mean 'sqlite:///mlflow.db'?" in err, err
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "mlruns").exists()

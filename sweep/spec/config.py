@@ -590,11 +590,9 @@ class TrackingConfig(_Strict):
             raise ValueError("expected a tracking URI such as sqlite:///mlflow.db or http://HOST:PORT, got ''")
         if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:", value) and not re.match(r"^[A-Za-z]:[\\/]", value) or value == "databricks":
             return value
-        path = Path(value).expanduser()
-        if path.suffix.lower() in (".db", ".sqlite", ".sqlite3"):
-            hint = f"sqlite:///{path}" if not path.is_absolute() else f"sqlite:///{path.as_posix()}"
-        else:
-            hint = f"sqlite:///{(path / 'mlflow.db').as_posix()}"
+        from sweep.tracking.client import sqlite_hint
+
+        hint = sqlite_hint(value)
         raise ValueError(f"expected a URI with a scheme (sqlite:///FILE, http://HOST:PORT, ...), got {value!r}: did you mean {hint!r}?")
 
     @model_validator(mode="after")

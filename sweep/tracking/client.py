@@ -248,6 +248,19 @@ def _check_database_driver(uri: str) -> None:
         raise ConnectionError(f"SQLAlchemy cannot open it: {redact_text(str(exc).splitlines()[0])}") from None
 
 
+def sqlite_hint(value: str) -> str | None:
+    """The sqlite URI a bare path most likely meant (``mlflow.db`` -> ``sqlite:///mlflow.db``, a
+    folder -> its ``mlflow.db``); None for a value with a URI scheme."""
+    if value.startswith("file:"):
+        value = value[len("file://") :] if value.startswith("file://") else value[len("file:") :]
+    elif re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:", value) and not re.match(r"^[A-Za-z]:[\\/]", value):
+        return None
+    path = Path(value).expanduser()
+    if path.suffix.lower() in (".db", ".sqlite", ".sqlite3"):
+        return f"sqlite:///{path.as_posix()}"
+    return f"sqlite:///{(path / 'mlflow.db').as_posix()}"
+
+
 def check_reachable(uri: str, timeout: float = 5.0) -> None:
     """Fail in seconds, not after MLflow's minutes of HTTP retries, when a tracking server is down;
     at once for a store MLflow cannot open: a sqlite URI naming a folder (MLflow retried its
@@ -259,7 +272,9 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
     if path is not None and str(path) != ":memory:" and not path.parent.is_dir():  # a mistyped folder: MLflow made every missing one
         raise ConnectionError(f"the folder {path.parent} does not exist (create it first, or fix the path)")
     if uri.startswith("file:") or "://" not in uri and not uri.startswith(("sqlite:", "databricks", "uc:")):
-        raise ConnectionError("MLflow's file store (a folder such as ./mlruns) is not supported: use sqlite:///FILE (the default, ./mlflow.db) or http(s)://HOST:PORT")
+        hint = sqlite_hint(uri)
+        raise ConnectionError("MLflow's file store (a folder such as ./mlruns) is not supported: use sqlite:///FILE (the default, ./mlflow.db) or http(s)://HOST:PORT"
+                              + (f"; did you mean {hint!r}?" if hint else ""))
     if not uri.startswith(("http://", "https://")):
         _check_database_driver(uri)
         return
