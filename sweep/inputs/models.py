@@ -399,6 +399,7 @@ def build(
     if not isinstance(model, keras.Model):
         raise InputError("model.builder", f"expected {spec!r} to return a keras.Model, got {type(model).__name__}")
     if is_compiled(model):
+        register_user_functions(model)
         return model
     loss = hp.get("loss") or model_cfg.loss
     if loss is None:
@@ -411,7 +412,58 @@ def build(
         metrics=_user_functions(_metrics(model_cfg.metrics), "model.metrics", search_paths) if model_cfg.metrics else default_metrics(info),
         steps_per_execution=int(steps_per_execution or hp.get("steps_per_execution", 1) or 1),
     )
+    register_user_functions(model)
     return model
+
+
+# modules whose functions are no user's: Keras resolves its own by name
+_LIBRARY_MODULES = ("keras", "tf_keras", "keras_hub", "keras_cv", "keras_nlp", "tensorflow", "builtins", "numpy", "sweep", "__main__")
+
+
+def register_user_functions(model: keras.Model) -> list[str]:
+    """Register every plain function of the user's that ``model`` uses (an activation, a
+    Lambda's function, a loss or metric function) with Keras under ``module>name``, so its
+    checkpoint names the module and loading finds that very function. Keras records an
+    unregistered function by its bare name only: a second user module defining ``act``, or
+    Keras' own ``swish``, was silently loaded in its place, and finding it imported unrelated
+    scripts of the folder. Already registered, nested (``<locals>``) and lambda functions are
+    left as they are. Returns the names registered now (``['my_layers>act']``)."""
+    import types
+
+    registered: list[str] = []
+    for function in _functions_in(model):
+        module, name = getattr(function, "__module__", None) or "", function.__name__
+        if module.split(".")[0] in _LIBRARY_MODULES or "<" in function.__qualname__ or keras.saving.get_registered_name(function) != name:
+            continue
+        if not isinstance(function, types.FunctionType):
+            continue
+        keras.saving.register_keras_serializable(package=module, name=name)(function)
+        registered.append(f"{module}>{name}")
+    return registered
+
+
+def _functions_in(root: Any) -> list[Any]:
+    """The plain functions held by ``root``'s layers, losses and metrics (their attributes, and
+    lists and dicts of them), each once."""
+    import types
+
+    found: dict[int, Any] = {}
+    seen: set[int] = set()
+    stack: list[tuple[Any, int]] = [(root, 0)]
+    while stack:
+        value, depth = stack.pop()
+        if id(value) in seen or depth > 12:
+            continue
+        seen.add(id(value))
+        if isinstance(value, types.FunctionType):
+            found.setdefault(id(value), value)
+        elif isinstance(value, (list, tuple)):
+            stack.extend((item, depth + 1) for item in value)
+        elif isinstance(value, dict):
+            stack.extend((item, depth + 1) for item in value.values())
+        elif isinstance(value, (keras.layers.Layer, keras.losses.Loss, keras.metrics.Metric)):
+            stack.extend((item, depth + 1) for item in vars(value).values())
+    return list(found.values())
 
 
 def _metrics(metrics: Any) -> Any:

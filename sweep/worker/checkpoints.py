@@ -181,7 +181,15 @@ def custom_objects_in(path: str | Path, search_paths: tuple[Path, ...] = ()) -> 
         if isinstance(found, type) and getattr(found, "__module__", None) == module_name:
             objects[class_name] = found
             objects[registered or class_name] = found
-    if functions:
+    for name in sorted(functions - set(objects)):  # registered as module>name (models.register_user_functions): that module, no other
+        module_name, sep, short = name.rpartition(">")
+        if sep and module_name not in modules:
+            modules[module_name] = import_local(module_name, tuple(search_paths))
+        found = getattr(modules.get(module_name), short, None) if sep else None
+        if callable(found) and not isinstance(found, type):
+            objects[name] = found
+            functions.discard(name)
+    if functions - set(objects):
         remember_loaded(tuple(search_paths))  # helper modules a factory imported in its body
         for module_name in local_modules():
             if module_name not in modules:

@@ -122,3 +122,73 @@ def test_a_fresh_process_finds_the_users_plain_functions_by_their_bare_names(tmp
     run = subprocess.run([sys.executable, "-c", LOAD_FRESH, str(saved), str(code)], capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
     assert "LOADED focal Lambda" in run.stdout
+
+
+SAME_NAMES_A = '''
+import numpy as np
+from keras import ops
+
+
+def act(x):
+    return ops.relu(x)
+
+
+def swish(x):
+    return x
+'''
+
+SAME_NAMES_B = '''
+import keras
+from keras import ops
+
+import same_a  # noqa: F401 - the data lives there
+
+
+def act(x):
+    return -3.0 * ops.tanh(x)
+
+
+def swish(x):  # the name of Keras' own swish, other math
+    return x * 0.0 + 1.0
+
+
+def build(hp, info):
+    inputs = keras.Input(info.input_shape)
+    hidden = keras.layers.Dense(4, activation=swish)(keras.layers.Dense(8, activation=act)(inputs))
+    return keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(hidden))
+'''
+
+LOAD_AND_SAY = r"""
+import sys
+from pathlib import Path
+from sweep.worker.checkpoints import load_model_file
+model = load_model_file(sys.argv[1], None, (Path(sys.argv[2]),))
+print("FROM", model.layers[1].activation.__module__, model.layers[2].activation.__module__, "stray" in sys.modules)
+"""
+
+
+def test_a_users_function_is_loaded_from_its_own_module_not_one_with_the_same_name(tmp_path, monkeypatch):
+    """Two modules of the sweep's folder defined ``act`` (and one redefined Keras' ``swish``):
+    load_best and the registered model silently used the other module's, or Keras' own, and the
+    search for it imported an unrelated script of the folder."""
+    import subprocess
+    import sys
+
+    from sweep.inputs import models
+    from sweep.inputs.dataset import DataInfo
+    from sweep.spec.config import ModelConfig
+    from sweep.worker.checkpoints import save_checkpoint
+
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "same_a.py").write_text(SAME_NAMES_A)
+    (code / "same_b.py").write_text(SAME_NAMES_B)
+    (code / "stray.py").write_text("def act(x):\n    return x\n")
+    monkeypatch.syspath_prepend(str(code))
+    cfg = ModelConfig(builder="same_b:build")
+    info = DataInfo(input_shape=(6,), num_outputs=2, task="classification", n_train=8, n_val=8, source="test", fingerprint="0")
+    model = models.build(models.resolve_builder(cfg, (code,)), {}, info, cfg, search_paths=(code,))
+    save_checkpoint(model, tmp_path)
+    run = subprocess.run([sys.executable, "-c", LOAD_AND_SAY, str(tmp_path / "model.keras"), str(code)], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "FROM same_b same_b False" in run.stdout, run.stdout
