@@ -114,6 +114,35 @@ def test_a_module_raising_its_own_base_exception_at_import_is_one_line(tmp_path,
     assert info.value.expected == "expected an importable module 'boom_mod', but import raised Boom: bad import"
 
 
+def test_a_module_raising_keyboardinterrupt_itself_in_the_preflights_thread_is_its_failure(tmp_path, monkeypatch):
+    """It read as a Ctrl-C: "interrupted before any trial started ... run the same command again",
+    which failed the same way. The preflight imports in a thread of its own, where Python never
+    raises a real Ctrl-C; in the main thread a KeyboardInterrupt still stops the command."""
+    import threading
+
+    from sweep.inputs.imports import resolve
+
+    (tmp_path / "stops_itself.py").write_text("raise KeyboardInterrupt\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    outcome: list[BaseException] = []
+
+    def preflight() -> None:
+        try:
+            resolve("stops_itself:build", "model.builder", (tmp_path,))
+        except BaseException as exc:  # noqa: BLE001 - what the thread saw
+            outcome.append(exc)
+
+    sys.modules.pop("stops_itself", None)
+    thread = threading.Thread(target=preflight)
+    thread.start()
+    thread.join(60)
+    assert isinstance(outcome[0], InputError)
+    assert outcome[0].expected == "expected an importable module 'stops_itself', but import raised KeyboardInterrupt itself"
+    sys.modules.pop("stops_itself", None)
+    with pytest.raises(KeyboardInterrupt):
+        resolve("stops_itself:build", "model.builder", (tmp_path,))
+
+
 @pytest.mark.parametrize("command", [["status", "x"], ["best", "x"], ["trials", "x"], ["list"], ["ui"], ["ui", "x"], ["resume", "x"]])
 def test_every_command_reads_a_bare_store_path_as_the_sqlite_file_it_likely_meant(command, tmp_path, monkeypatch, capsys):
     """Only `sweep run` said "did you mean 'sqlite:///mlflow.db'"; the read commands said the file

@@ -49,8 +49,12 @@ def resolve(spec: str, key: str, search_paths: tuple[Path, ...] = ()) -> Callabl
         raise InputError(key, f"expected an importable module {module_name!r}, but import exited (SystemExit: {exc.code}){detail}") from None
     except Exception as exc:  # ImportError, or the user's module raising at import
         raise InputError(key, f"expected an importable module {module_name!r}, but import failed: {_one_line(exc)}") from None
-    except KeyboardInterrupt:
-        raise  # a Ctrl-C while it imports (one the module raises itself cannot be told apart)
+    except KeyboardInterrupt as exc:
+        if threading.current_thread() is threading.main_thread():
+            raise  # a Ctrl-C while it imports (one the module raises itself cannot be told apart here)
+        # the preflight's thread: Python delivers a Ctrl-C to the main thread only, so this one is
+        # the module's own ("interrupted ... run the same command again", and again, for ever)
+        raise InputError(key, f"expected an importable module {module_name!r}, but import raised {_one_line(exc) or 'KeyboardInterrupt'} itself") from None
     except BaseException as exc:  # a BaseException of the user's own (not Exception): still the module's failure, said in one line
         raise InputError(key, f"expected an importable module {module_name!r}, but import raised {_one_line(exc)}") from None
     finally:
