@@ -114,6 +114,22 @@ def test_a_module_raising_its_own_base_exception_at_import_is_one_line(tmp_path,
     assert info.value.expected == "expected an importable module 'boom_mod', but import raised Boom: bad import"
 
 
+def test_a_module_calling_os_exit_at_import_is_one_line_not_a_silent_exit(tmp_path, monkeypatch):
+    """os._exit(0) at import ended `sweep run` at once: no line, exit 0."""
+    import os
+
+    from sweep.inputs.imports import resolve
+
+    (tmp_path / "ends_itself.py").write_text("import os\nos._exit(0)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sys.modules.pop("ends_itself", None)
+    real = os._exit
+    with pytest.raises(InputError) as info:
+        resolve("ends_itself:build", "model.builder", (tmp_path,))
+    assert info.value.expected == "expected an importable module 'ends_itself', but import called os._exit(0)"
+    assert os._exit is real, "restored for everyone else"
+
+
 def test_a_module_raising_keyboardinterrupt_itself_in_the_preflights_thread_is_its_failure(tmp_path, monkeypatch):
     """It read as a Ctrl-C: "interrupted before any trial started ... run the same command again",
     which failed the same way. The preflight imports in a thread of its own, where Python never

@@ -6,13 +6,14 @@ import contextlib
 import hashlib
 import importlib
 import io
+import os
 import re
 import sys
 import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from sweep.errors import InputError
 
@@ -41,12 +42,13 @@ def resolve(spec: str, key: str, search_paths: tuple[Path, ...] = ()) -> Callabl
     try:
         # what the module prints while it imports is held back: an argparse usage text (a training
         # script reused as a module) must not stand in for the one line that names the key
-        with contextlib.redirect_stderr(captured):
+        with contextlib.redirect_stderr(captured), _os_exit_raises_here():
             module = _import(module_name, search_paths)
     except SystemExit as exc:  # sys.exit() or argparse at import: a user error, not the sweep's exit code
         said = [line.strip() for line in captured.getvalue().splitlines() if line.strip()]
         detail = f": {said[-1][:200]}" if said else ""
-        raise InputError(key, f"expected an importable module {module_name!r}, but import exited (SystemExit: {exc.code}){detail}") from None
+        how = f"called os._exit({exc.code})" if isinstance(exc, _OsExit) else f"exited (SystemExit: {exc.code})"
+        raise InputError(key, f"expected an importable module {module_name!r}, but import {how}{detail}") from None
     except Exception as exc:  # ImportError, or the user's module raising at import
         raise InputError(key, f"expected an importable module {module_name!r}, but import failed: {_one_line(exc)}") from None
     except KeyboardInterrupt as exc:
@@ -92,6 +94,29 @@ class _ThisThreadsWrites(io.StringIO):
 
     def fileno(self) -> int:
         return self._passthrough.fileno()
+
+
+class _OsExit(SystemExit):
+    """``os._exit(code)`` called by a module while it imports, as an exception."""
+
+
+@contextlib.contextmanager
+def _os_exit_raises_here() -> Iterator[None]:
+    """While this thread imports a user's module, ``os._exit`` raises :class:`_OsExit` in it
+    instead of ending the process: such a module ended ``sweep run`` silently, exit 0, with
+    nothing said. Every other thread's ``os._exit`` (Ray's) is the real one."""
+    real, here = os._exit, threading.current_thread()
+
+    def exit_or_raise(code: int) -> None:
+        if threading.current_thread() is here:
+            raise _OsExit(code)
+        real(code)
+
+    os._exit = exit_or_raise
+    try:
+        yield
+    finally:
+        os._exit = real
 
 
 def _import(module_name: str, search_paths: tuple[Path, ...]) -> Any:
