@@ -15,7 +15,7 @@ from sweep.protocol import Objective, TrialStatus
 from sweep.tracking.client import client, redact, store_exists
 from sweep.tracking.tags import (
     BEST_EPOCH_TAG, BEST_RUN_ID_TAG, BEST_VALUE_TAG, CHECKPOINT_TAG, EPOCHS_TAG, METRIC_TAG, MODE_TAG, NAME_TAG, PARAM_NAMES_TAG,
-    ROLE_TAG, STATUS_TAG, STORAGE_TAG, TRIAL_NUMBER_TAG, TRIAL_TAG, TRIALS_TAG_PREFIX,
+    ROLE_TAG, STATUS_TAG, STORAGE_ROOT_TAG, STORAGE_TAG, TRIAL_NUMBER_TAG, TRIAL_TAG, TRIALS_TAG_PREFIX,
 )
 
 __all__ = ["badness", "best_summary", "child_runs", "child_value", "find_parent_run", "int_or_none", "list_sweeps",
@@ -298,8 +298,15 @@ def status_summary(uri: str, name: str) -> dict[str, Any] | None:
         "trials": counts,
         "parent_run_id": parent.info.run_id,
         "tracking_uri": redact(uri),
-        "storage": parent.data.tags.get(STORAGE_TAG),
+        "storage": parent.data.tags.get(STORAGE_TAG) or _sweep_folder(parent.data.tags.get(STORAGE_ROOT_TAG), name),
     }
+
+
+def _sweep_folder(root: str | None, name: str) -> str | None:
+    """``<root>/<name>``: a running sweep's folder (its ``sweep.storage`` tag is written at the end)."""
+    if not root:
+        return None
+    return f"{root.rstrip('/')}/{name}" if "://" not in root else None
 
 
 def _final_counts(parent: Any) -> dict[str, int] | None:

@@ -24,7 +24,7 @@ METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")
 def _sweep_file(folder: Path) -> Path:
     sweep = {
         "name": "e2e-resume",
-        "data": {"source": "synthetic", "samples": 4000, "features": 32, "classes": 4, "validation_split": 0.2},
+        "data": {"source": "synthetic", "samples": 2400, "features": 32, "classes": 4, "validation_split": 0.2},
         "model": {"builder": "mlp", "args": {"units": [64, 64]}},
         "fit": {"epochs": EPOCHS, "batch_size": 8, "steps_per_execution": 1},  # slow enough to interrupt,
         "objective": {"metric": "val_accuracy", "mode": "max"},

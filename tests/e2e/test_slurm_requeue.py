@@ -32,7 +32,7 @@ pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "cluster" / "slurm.sbatch"
-NAME, TRIALS, EPOCHS, JOB_ID = "e2e-slurm", 8, 10, "4242"
+NAME, TRIALS, EPOCHS, JOB_ID = "e2e-slurm", 6, 10, "4242"
 
 # srun: drop srun's own options (--nodes=1 --ntasks=1 -w HOST), run the command here.
 SRUN = """#!/bin/bash

@@ -28,7 +28,7 @@ from sweep.tracking.tags import TRIAL_NUMBER_TAG
 from .servers import child_run_progress, kill_group
 
 NAME = "storage-fault"
-TRIALS = 6
+TRIALS = 4
 EPOCHS = 12
 REPO = Path(__file__).resolve().parents[2]
 
