@@ -778,7 +778,7 @@ def load(source: str | Path | Mapping[str, Any], overrides: Mapping[str, Any] | 
         return SweepConfig.model_validate(raw)
     except ValidationError as exc:
         error = _first_error(label, exc)
-        raise SweepConfigError(_blame_override(label, error.key, applied), error.key, error.expected) from None
+        raise SweepConfigError(_blame_override(label, error.key, applied, error.expected), error.key, error.expected) from None
 
 
 # settings an override may give that the space can also search: the override fixes the dimension
@@ -806,7 +806,7 @@ def _fix_searched(raw: dict[str, Any], label: str, key: str, value: Any, quiet: 
         )
 
 
-def _blame_override(label: str, key: str, applied: Mapping[str, Any]) -> str:
+def _blame_override(label: str, key: str, applied: Mapping[str, Any], expected: str = "") -> str:
     """The source an error names: the file, and the override (``--set``, ``--epochs``, a keyword
     of ``sweep.run``) that put the bad value there or changed its section, so a user does not
     search the file for a key it never had (``--set fit.epoch=3``), or for why a key it has is
@@ -822,6 +822,8 @@ def _blame_override(label: str, key: str, applied: Mapping[str, Any]) -> str:
         return f"{label} (override {exact[0]})"
     section = key.split(".")[0]
     nearby = [shown for path, shown in dotted.items() if path.split(".")[0] == section]
+    if not nearby:  # the message names the bound an override set (search.space.epochs "... to 2 (fit.epochs ...)" after --epochs 2)
+        nearby = [shown for path, shown in dotted.items() if re.search(rf"\b{re.escape(path)}\b", expected)]
     return f"{label} (with override {nearby[0]})" if nearby else label
 
 

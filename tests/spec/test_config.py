@@ -119,6 +119,14 @@ def test_an_error_an_override_caused_names_the_override(tmp_path, overrides, sou
     assert str(info.value).startswith(f"{path} {source}: {key}: "), str(info.value)
 
 
+def test_an_override_that_set_the_bound_an_entry_breaks_is_named(tmp_path):
+    """`--epochs 2` under a searched epochs of [1, 2, 4] was refused naming only the file, which says fit.epochs: 4."""
+    path = write(tmp_path, add_param("epochs: {type: categorical, choices: [1, 2, 4]}").replace("epochs: 27", "epochs: 4").replace("grace_period: 1, ", ""))
+    with pytest.raises(SweepConfigError) as info:
+        load(path, {"epochs": 2})
+    assert str(info.value).startswith(f"{path} (with override epochs=2): search.space.epochs: expected whole numbers of epochs from 1 to 2"), str(info.value)
+
+
 def test_an_override_of_a_searched_setting_fixes_it_and_says_so(tmp_path, caplog):
     """``--set fit.batch_size=64`` on a file that searches batch_size (the README's own example)
     was silently ignored: every trial drew its own batch size. Now the override wins, in one line."""
