@@ -69,9 +69,11 @@ def infer(y: np.ndarray, task: str | None, name: str) -> TargetKind:
     if y.ndim == 0:
         raise InputError("data.source", f"expected targets {name} with one row per sample, got a scalar")
     if not (np.issubdtype(y.dtype, np.number) or y.dtype == np.bool_):
+        first = y.flat[0] if y.size else None
+        got = f"text labels (e.g. {str(first)!r})" if isinstance(first, (str, bytes)) else f"dtype {y.dtype}"
         raise InputError(
             "data.encode_labels",
-            f"expected numeric targets {name}, got dtype {y.dtype} (set data.encode_labels: true to encode labels 0..K-1 in sorted order)",
+            f"expected numeric targets {name}, got {got} (set data.encode_labels: true to encode labels 0..K-1 in sorted order)",
         )
     column = y if y.ndim == 1 else (y[:, 0] if y.ndim == 2 and y.shape[1] == 1 else None)
     if column is not None:

@@ -65,3 +65,17 @@ def test_strings_need_encoding_on_request():
 def test_every_layout_has_a_default_loss():
     assert set(LOSSES) == {"sparse", "onehot", "multilabel", "values"}
     assert MAX_AMBIGUOUS_INTEGERS == 50
+
+
+def test_text_labels_are_named_as_text_whatever_their_numpy_dtype():
+    """Labels as a numpy '<U3' array were said to be "dtype object" (the sweep's own conversion)."""
+    import numpy as np
+    import pytest
+
+    from sweep.errors import InputError
+    from sweep.inputs import targets
+
+    for labels in (np.array(["cat", "dog", "cat"]), np.array(["cat", "dog", "cat"], dtype=object)):
+        with pytest.raises(InputError) as info:
+            targets.infer(labels, None, "y")
+        assert info.value.key == "data.encode_labels" and "got text labels (e.g. 'cat')" in info.value.expected
