@@ -180,11 +180,33 @@ def _preflight_model(config: SweepConfig, builder: Callable, dataset: Any, searc
     _check_objective_name(config.objective.metric)
     _check_objective_is_one_number(config.objective.metric, logs)
     points = example_points(config)
-    found = models.hyperparameters_read(builder, dataset.info, points)
+    outputs: list[Any] = []
+    found = models.hyperparameters_read(builder, dataset.info, points, outputs)
     _check_every_point_builds(config, points, found, lambda point: models.hyperparameters_read(builder, dataset.info, [point])[0])
+    _check_objective_head_in_every_point(config, points, outputs)
     reads: list[set[str] | None] = [None if isinstance(read, Exception) else read for read in found]
     check_hyperparameters_read(config, set().union(*(read for read in reads if read is not None)) | set(models.TRIAL_HP_KEYS))
     warn_partly_read(config, label, points, reads)
+
+
+def _check_objective_head_in_every_point(config: SweepConfig, points: list[dict[str, Any]], outputs: list[Any]) -> None:
+    """An objective on one head of a model whose outputs Keras names by its layer counter
+    (``val_dense_1_accuracy``): the names move with a searched depth, so every trial at another
+    depth failed as "never computed" and the search kept one slice of the space."""
+    metric = config.objective.metric
+    named = [names for names in outputs if names and len(names) > 1]
+    head = next((name for names in named for name in names if metric.removeprefix("val_").startswith(f"{name}_")), None)
+    if head is None:
+        return
+    for point, names in zip(points, outputs):
+        if names and len(names) > 1 and head not in names:
+            shown = ", ".join(f"{key}={config_module.show_value(value)}" for key, value in point.items() if key in config.search.space)
+            raise InputError(
+                "objective.metric",
+                f"expected an output every trial's model has, got {metric!r} on the output {head!r}, which the model built at {shown} "
+                f"does not have (its outputs: {', '.join(names)}): Keras names unnamed layers by a counter that moves with the searched "
+                "layers; name the output layers (e.g. Dense(3, name='kind')) and use that name",
+            )
 
 
 def _check_monitors(config: SweepConfig, names: list[str], own_callbacks: bool) -> None:

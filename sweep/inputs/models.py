@@ -650,19 +650,24 @@ class RecordingHP(dict):
         return dict(super().items())
 
 
-def hyperparameters_read(builder: Builder, info: "DataInfo", points: list[dict]) -> list[set[str] | Exception]:
+def hyperparameters_read(builder: Builder, info: "DataInfo", points: list[dict], outputs: list[Any] | None = None) -> list[set[str] | Exception]:
     """The hp keys that the factory, the optimizer and the trial read at each of ``points``.
 
     Each point is built once (not compiled, not trained); a point whose build raises gives
     that exception (the preflight says which point). The optimizer's keys count only
     when the factory leaves compiling to the sweep and the point's optimizer accepts them
-    (``momentum`` means nothing to adam).
+    (``momentum`` means nothing to adam). ``outputs``, when given, gets each built point's
+    ``model.output_names`` (None where the build raised).
     """
     reads: list[set[str] | Exception] = []
     for point in points:
         hp = RecordingHP(point)
+        if outputs is not None:
+            outputs.append(None)
         try:
             model = builder(hp, info)
+            if outputs is not None and isinstance(model, keras.Model):
+                outputs[-1] = list(getattr(model, "output_names", None) or [])
             if isinstance(model, keras.Model) and not is_compiled(model):
                 make_optimizer(hp)
                 hp.get("loss")

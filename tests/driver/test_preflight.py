@@ -706,3 +706,29 @@ def test_an_argument_named_like_a_credential_is_said_to_be_recorded(tmp_path, ca
         preflight.prepare(config_module.load(raw), "sweep.yaml", (tmp_path,))
     said = [r.getMessage() for r in caplog.records if "credential" in r.getMessage()]
     assert len(said) == 1 and "data.args.api_key looks like a credential" in said[0] and "S3cret" not in said[0]
+
+
+def test_an_objective_on_an_auto_named_head_that_moves_with_the_space_is_refused(tmp_path):
+    """val_dense_1_accuracy exists only where layers=1: the other trials failed as "never computed"."""
+    (tmp_path / "unnamed_heads.py").write_text(textwrap.dedent("""
+        import keras
+        import numpy as np
+
+        def two():
+            rng = np.random.default_rng(0)
+            x = rng.normal(size=(80, 5)).astype("float32")
+            return x, [(x[:, 0] > 0).astype("int64"), x[:, 1:2]]
+
+        def build(hp, info):
+            inputs = keras.Input((5,))
+            hidden = inputs
+            for _ in range(hp["layers"]):
+                hidden = keras.layers.Dense(4, activation="relu")(hidden)
+            return keras.Model(inputs, [keras.layers.Dense(2, activation="softmax")(hidden), keras.layers.Dense(1)(hidden)])
+    """))
+    raw = sweep({"layers": {"type": "int", "low": 1, "high": 3}}, data={"source": "unnamed_heads:two"},
+                model={"builder": "unnamed_heads:build", "args": {}, "loss": ["sparse_categorical_crossentropy", "mse"], "metrics": [["accuracy"], ["mae"]]},
+                objective={"metric": "val_dense_1_accuracy", "mode": "max"})
+    with pytest.raises(SweepConfigError) as info:
+        preflight.prepare(config_module.load(raw), "sweep.yaml", (tmp_path,))
+    assert info.value.key == "objective.metric" and "name the output layers" in info.value.expected, str(info.value)
