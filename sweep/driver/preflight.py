@@ -303,7 +303,9 @@ def _input_text(info: Any) -> str:
 def _output_text(info: Any) -> str:
     if info.num_heads > 1:
         return f"outputs {info.output_sizes}"
-    return f"{info.num_outputs} output(s) ({info.task})"
+    if info.task == "classification":  # one output of K classes, not K outputs
+        return f"one output of {info.num_outputs} classes"
+    return f"one output of {info.num_outputs} value(s) per row (regression)"
 
 
 def _check_fit_settings(config: SweepConfig, dataset: Any) -> None:
