@@ -62,7 +62,7 @@ def test_redact_masks_userinfo_passwords():
     assert "S3cret" not in redact("https://u:S3cret@h")
 
 
-@pytest.mark.parametrize("experiment", ["../escaped", "../../etc/x", "/some/where", "a/../../b", "~/x"])
+@pytest.mark.parametrize("experiment", ["../escaped", "../../etc/x", "/some/where", "a/../../b", "~/x", "é" * 200])  # 200 é: 400 bytes, no folder name (it left the parent RUNNING)
 def test_experiment_names_cannot_leave_the_artifact_folder(experiment):
     raw = {"name": "s", "data": {"source": "digits"}, "search": {"space": {"units": {"type": "int", "low": 1, "high": 2}}},
            "tracking": {"experiment": experiment}}

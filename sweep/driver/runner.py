@@ -551,6 +551,7 @@ def _open_tracker(prepared: Prepared, ledger: Ledger, uri: str, location: Storag
     from sweep.tracking.client import redact
 
     config = prepared.config
+    tracker = None
     try:
         tracker = tracking.MLflowTracker(
             ledger, uri, config.experiment, config.name, sweep_params(config), parent_tags(prepared, location.root), resume=resume,
@@ -561,8 +562,12 @@ def _open_tracker(prepared: Prepared, ledger: Ledger, uri: str, location: Storag
         if resume is None:
             tracker.log_config(_config_json(config))
     except Exception as exc:
+        said = str(exc).splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        if tracker is not None:  # the parent run exists: closed, not left RUNNING for ever
+            with contextlib.suppress(Exception):
+                tracker.end_parent_run("FAILED", f"recording the sweep file failed: {said}")
         resume_module.release_lock(location.folder)
-        raise SweepConfigError(prepared.label, "tracking.uri", f"expected a reachable MLflow tracking store at {redact(uri)}, but: {str(exc).splitlines()[0][:300]}") from None
+        raise SweepConfigError(prepared.label, "tracking.uri", f"expected a reachable MLflow tracking store at {redact(uri)}, but: {said}") from None
     return tracker
 
 

@@ -617,8 +617,8 @@ def name_problem(name: str) -> str | None:
     """Why ``name`` cannot be used as one folder under the store's artifact folder; None if it can."""
     if not name.strip():
         return "it is empty"
-    if len(name) > 255:
-        return f"{len(name)} characters, at most 255"
+    if len(name.encode("utf-8")) > 255:  # a folder name's limit is in bytes: 200 'é' are 400
+        return f"{len(name.encode('utf-8'))} bytes in UTF-8, at most 255 (one folder name)"
     if any(ord(c) < 32 or c == "\x7f" for c in name):
         return "a control character"
     if name.startswith(("/", "\\", "~")) or re.match(r"^[A-Za-z]:", name):
