@@ -14,6 +14,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from rich.console import Console
@@ -720,6 +721,9 @@ def _cmd_report(args: argparse.Namespace) -> int:
     except LookupError as exc:
         _lookup_error(args, exc)
         return EXIT_BAD_INPUT
+    except OSError as exc:  # --out not writable, or a file in the way
+        print(f"error: report: --out: expected a folder the report can be written in, but {exc.strerror or exc}: {exc.filename or args.out}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     if not args.quiet:
         print(f"report: {page.resolve()}")
     return EXIT_OK
@@ -731,13 +735,21 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
     quiet_tensorflow()  # its C++ start-up lines ("failed call to cuInit" on a machine without a GPU) read as errors
 
+    target = Path(args.dir)
+    if target.exists() and not target.is_dir():
+        print(f"error: export: expected a folder to write the model in, got the file {target}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    there = {path for path in target.rglob("*")} if target.is_dir() else set()
     try:
         written = export.export_best(args.name, args.dir, tracking_uri=args.tracking_uri, saved_model=args.saved_model)
     except LookupError as exc:
         _lookup_error(args, exc)
         return EXIT_BAD_INPUT
+    except OSError as exc:  # not writable, a file in the way, no such parent: one line, not a traceback file
+        print(f"error: export: expected a folder the model can be written in, but {exc.strerror or exc}: {exc.filename or target}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     for path in written:
-        print(f"wrote {path}")
+        print(f"{'replaced' if Path(path) in there else 'wrote'} {path}")
     return EXIT_OK
 
 

@@ -225,3 +225,17 @@ def test_running_a_finished_sweeps_file_says_it_starts_a_new_sweep(mlflow_uri, t
     args = cli._parser().parse_args(["run", str(path), "--tracking-uri", mlflow_uri, "--name", "fresh-name"])
     cli._say_if_new_sweep(args, {})
     assert capsys.readouterr().err == ""
+
+
+def test_export_and_report_into_a_place_they_cannot_write_say_so_in_one_line(mlflow_uri, tmp_path, capsys):
+    """A file where the folder should be was "failed unexpectedly: [Errno 17] File exists" with a traceback file."""
+    _finished_sweep(mlflow_uri, "written", [0.5, 0.7])
+    in_the_way = tmp_path / "a-file"
+    in_the_way.write_text("mine\n")
+    assert cli.main(["export", "written", str(in_the_way), "--tracking-uri", mlflow_uri]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"expected a folder to write the model in, got the file {in_the_way}" in err
+    assert cli.main(["report", "written", "--out", str(in_the_way / "sub"), "--tracking-uri", mlflow_uri]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: report: --out: expected a folder the report can be written in"), err
+    assert in_the_way.read_text() == "mine\n"
