@@ -84,8 +84,16 @@ def client(uri: str) -> Any:
     and checks the schema (~0.25 s), and the report, summary and CLI each ask for one."""
     from mlflow.tracking import MlflowClient
 
+    keep_stdout_for_the_user()
     create_sqlite_in_wal_mode(uri)
     return MlflowClient(tracking_uri=uri)
+
+
+def keep_stdout_for_the_user() -> None:
+    """MLflow prints "🏃 View run ... at: URL" on stdout for every run it ends on a tracking
+    server: 4 lines per trial before `sweep run --json`'s JSON (which no longer parsed) and
+    under --quiet. The process's children (the writer) inherit the setting; a user's own wins."""
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 
 
 def set_sweep_http_defaults() -> None:
@@ -94,6 +102,7 @@ def set_sweep_http_defaults() -> None:
     outage from the user. The user's own settings win."""
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+    keep_stdout_for_the_user()
 
 
 def default_uri() -> str:

@@ -67,6 +67,7 @@ def test_server_restart_mid_sweep_loses_nothing_and_no_secret_leaks(ray_session,
         assert driver.returncode == 0, output[-3000:]
 
         assert "tracking writes are buffered and retried" in output, "the user is told about the outage"
+        assert "View run" not in output, "MLflow's run links (4 lines a trial) are not the sweep's output (they broke --json)"
         client = MlflowClient(server.uri)
         parent = store.find_parent_run(server.uri, "e2e-outage")
         children = store.child_runs(server.uri, parent)
