@@ -187,3 +187,22 @@ def test_read_commands_say_what_is_wrong_with_a_tracking_uri_in_one_line_without
     assert said in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert "S3cret" not in done.stdout + done.stderr
     assert set(glob.glob(os.path.join(os.environ.get("TMPDIR", "/tmp"), "sweep-error-*.txt"))) == before  # no traceback file
+
+
+def test_a_web_server_without_mlflow_at_the_uris_path_is_one_line(tmp_path):
+    """A tracking URI with a wrong path prefix: /health answered 404 (taken as "reachable"), and
+    `sweep list` then failed "unexpectedly" with an HTML page as its reason."""
+    import functools
+    import http.server
+
+    (tmp_path / "index.html").write_text("<!doctype html><p>not mlflow</p>")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with pytest.raises(ConnectionError) as info:
+            check_reachable(f"http://127.0.0.1:{server.server_address[1]}/prefix", timeout=5)
+        assert "no MLflow tracking server is at that path" in str(info.value)
+    finally:
+        server.shutdown()

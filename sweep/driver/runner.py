@@ -81,7 +81,9 @@ def run(
     storage_dir = storage_folder(storage, config.name)
     from sweep.tracking.client import resolve_uri
 
-    _check_tracking(resolve_uri(config.tracking.uri), label)  # first: MLflow's own HTTP retries take minutes on a dead server
+    from_environment = not config.tracking.uri and bool(os.environ.get("MLFLOW_TRACKING_URI"))
+    _check_tracking(resolve_uri(config.tracking.uri), "environment" if from_environment else label,
+                    "MLFLOW_TRACKING_URI" if from_environment else "tracking.uri")  # first: MLflow's own HTTP retries take minutes on a dead server
     _check_storage(storage_dir)
     _refuse_if_running(config.name, label, storage_dir)  # at once, not after Ray's start and the preflight
     prepared = prepare_while_ray_starts(config, label, _search_paths(source), address)
@@ -238,8 +240,9 @@ def _check_storage(storage_dir: str) -> None:
             raise SweepConfigError("--storage", "", f"expected a writable folder, got {existing} ({why})")
 
 
-def _check_tracking(uri: str, label: str) -> None:
-    """An unreachable tracking server is one line in seconds, before anything else asks it."""
+def _check_tracking(uri: str, label: str, key: str = "tracking.uri") -> None:
+    """An unreachable tracking server is one line in seconds, before anything else asks it;
+    ``key`` is where the URI came from (``MLFLOW_TRACKING_URI`` when the file has none)."""
     from sweep.tracking.client import check_reachable, check_writable, forget_deleted_stores, redact, set_sweep_http_defaults
 
     set_sweep_http_defaults()  # the writer retries outages itself
@@ -248,9 +251,9 @@ def _check_tracking(uri: str, label: str) -> None:
         check_reachable(uri)
         check_writable(uri)
     except ConnectionError as exc:
-        raise SweepConfigError(label, "tracking.uri", f"expected a reachable MLflow tracking store at {redact(uri)}, but: {exc}") from None
+        raise SweepConfigError(label, key, f"expected a reachable MLflow tracking store at {redact(uri)}, but: {exc}") from None
     except PermissionError as exc:
-        raise SweepConfigError(label, "tracking.uri", f"expected a writable MLflow store at {redact(uri)}, but {exc}") from None
+        raise SweepConfigError(label, key, f"expected a writable MLflow store at {redact(uri)}, but {exc}") from None
 
 
 

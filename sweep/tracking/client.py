@@ -257,6 +257,33 @@ def _check_database_driver(uri: str) -> None:
         raise ConnectionError(f"SQLAlchemy cannot open it: {redact_text(str(exc).splitlines()[0])}") from None
 
 
+def _answers_mlflows_api(health: Any, parts: Any, timeout: float) -> bool:
+    """Whether MLflow's REST API answers under the URI's path: a JSON body (an experiment, or
+    MLflow's own error) and not a web server's 404 page ("sweep list" failed "unexpectedly"
+    with an HTML page as its reason for a URI with a wrong path prefix)."""
+    import json
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    url = urllib.parse.urlunsplit((parts.scheme, urllib.parse.urlsplit(health.full_url).netloc, f"{parts.path.rstrip('/')}/api/2.0/mlflow/experiments/get-by-name",
+                                   "experiment_name=Default", ""))
+    request = urllib.request.Request(url, headers=dict(health.header_items()))
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as answer:
+            body = answer.read(4096)
+    except urllib.error.HTTPError as exc:
+        if exc.code in (401, 403):
+            return True  # it asks for credentials: a server is there
+        body = exc.read(4096) if exc.fp is not None else b""
+    except (OSError, ValueError):
+        return True  # it answered /health a moment ago: say nothing new here
+    try:
+        return isinstance(json.loads(body or b"null"), dict)
+    except ValueError:
+        return False
+
+
 def sqlite_hint(value: str) -> str | None:
     """The sqlite URI a bare path most likely meant (``mlflow.db`` -> ``sqlite:///mlflow.db``, a
     folder -> its ``mlflow.db``); None for a value with a URI scheme."""
@@ -310,7 +337,9 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
         request.add_header("Authorization", f"Bearer {os.environ['MLFLOW_TRACKING_TOKEN']}")
     try:
         urllib.request.urlopen(request, timeout=timeout).close()
-    except urllib.error.HTTPError:
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404 and not _answers_mlflows_api(request, parts, timeout):  # a web server, but no MLflow at this path
+            raise ConnectionError(f"{redact(uri)} answers HTTP, but no MLflow tracking server is at that path (HTTP 404 on its REST API): check the URL's path") from None
         return  # it answered: reachable (some proxies do not serve /health)
     except (OSError, ValueError) as exc:
         raise ConnectionError(f"no answer from {redact(uri)} within {timeout:.0f} s ({getattr(exc, 'reason', exc)})") from None
