@@ -169,3 +169,15 @@ def test_every_command_reads_a_bare_store_path_as_the_sqlite_file_it_likely_mean
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "did you mean 'sqlite:///mlflow.db'?" in err, err
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "mlruns").exists()
+
+
+def test_a_file_uri_storage_is_the_folder_it_names_and_checked_as_one(tmp_path):
+    """--storage file:///path/to/a-file failed "unexpectedly" after Ray's start and left a FAILED run."""
+    (tmp_path / "a-file").write_text("x")
+    assert runner.storage_folder(f"file://{tmp_path}/runs", "demo") == str(tmp_path / "runs" / "demo")
+    with pytest.raises(SweepConfigError) as info:
+        runner._check_storage(runner.storage_folder(f"file://{tmp_path}/a-file", "demo"))
+    assert info.value.file == "--storage" and "not a folder" in info.value.expected
+    with pytest.raises(SweepConfigError) as info:
+        runner.storage_folder("file://relative/dir", "demo")
+    assert "three slashes" in info.value.expected

@@ -154,6 +154,20 @@ def _say_what_the_data_is(prepared: Prepared, quiet: bool, stream: Any) -> None:
 STORAGE_SCHEMES = ("s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss", "file", "mock")
 
 
+def local_if_file_uri(root: str) -> str:
+    """``file:///abs/path`` as the plain folder it names, so it is checked (writable, not a file)
+    and locked as one before Ray starts; it failed "unexpectedly" after Ray's start and left a
+    FAILED run. Raises SweepConfigError for ``file://relative/dir`` (its host part is no folder)."""
+    from urllib.parse import unquote, urlsplit
+
+    if not root.lower().startswith("file:"):
+        return root
+    parts = urlsplit(root)
+    if parts.netloc not in ("", "localhost"):
+        raise SweepConfigError("--storage", "", f"expected file:///ABSOLUTE/PATH (three slashes), got {root!r}, whose {parts.netloc!r} reads as a host")
+    return unquote(parts.path) or "/"
+
+
 def storage_folder(storage: str | None, name: str) -> str:
     """Where Ray keeps this sweep's checkpoints and state: ``<storage>/<name>``.
 
@@ -165,7 +179,7 @@ def storage_folder(storage: str | None, name: str) -> str:
 
     from sweep.tracking.client import redact, secret_query_names, userinfo
 
-    root = storage or DEFAULT_STORAGE
+    root = local_if_file_uri(storage or DEFAULT_STORAGE)
     if "://" in root:
         parts = urlsplit(root)
         if parts.scheme.lower() not in STORAGE_SCHEMES:
@@ -396,7 +410,7 @@ class StorageLocation:
 
     @classmethod
     def of(cls, storage: str | None, name: str) -> StorageLocation:
-        root = storage or DEFAULT_STORAGE
+        root = local_if_file_uri(storage or DEFAULT_STORAGE)
         if "://" not in root:
             root = str(Path(root).expanduser().resolve())
         return cls(root, storage_folder(root, name))
