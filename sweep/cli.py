@@ -72,6 +72,23 @@ def _command(argv: Sequence[str]) -> str | None:
     return next((arg for arg in argv if not arg.startswith("-")), None)
 
 
+def _positive(kind: type, expected: str) -> Callable[[str], Any]:
+    """An argparse type: ``kind`` above 0, else argparse's one usage line saying what was expected
+    (``sweep up --num-cpus -2`` failed "unexpectedly" inside Ray; ``--idle-timeout -1`` ended the
+    session a second after it said it was up)."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return value
+
+    return parse
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
@@ -317,8 +334,8 @@ def _parser() -> argparse.ArgumentParser:
     export.set_defaults(handler=_cmd_export)
 
     up = sub.add_parser("up", help="keep a warm session up: Ray, TensorFlow, MLflow and trial workers loaded for the next sweep run / resume")
-    up.add_argument("--num-cpus", type=int, help="CPUs of its local Ray (default: all of this machine's)")
-    up.add_argument("--idle-timeout", type=float, metavar="MIN", help="end it after this many minutes without a sweep (default: never)")
+    up.add_argument("--num-cpus", type=_positive(int, "a whole number of CPUs >= 1"), help="CPUs of its local Ray (default: all of this machine's)")
+    up.add_argument("--idle-timeout", type=_positive(float, "a number of minutes > 0"), metavar="MIN", help="end it after this many minutes without a sweep (default: never)")
     up.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)  # the session process itself
     up.set_defaults(handler=_cmd_up)
 

@@ -181,3 +181,10 @@ def test_a_file_uri_storage_is_the_folder_it_names_and_checked_as_one(tmp_path):
     with pytest.raises(SweepConfigError) as info:
         runner.storage_folder("file://relative/dir", "demo")
     assert "three slashes" in info.value.expected
+
+
+@pytest.mark.parametrize("option", [["--num-cpus", "-2"], ["--num-cpus", "0"], ["--idle-timeout", "-1"], ["--idle-timeout", "soon"]])
+def test_sweep_up_refuses_sizes_and_timeouts_below_one_at_once(option, capsys):
+    with pytest.raises(SystemExit) as info:
+        cli.main(["up", *option])
+    assert info.value.code == 2 and f"argument {option[0]}: expected" in capsys.readouterr().err
