@@ -439,6 +439,11 @@ def _print_result(result: Any) -> None:
     best = result.best
     if best is None:
         console.print("[red]no trial produced a result[/]; see the failed trials' reasons in MLflow")
+    elif set(result.counts()) == {"failed"}:  # every trial failed after some epochs: no best trial, the best epoch any reached
+        console.print(f"[red]every trial failed[/]; the best epoch any reached: {result.metric} = {format_value(best.value)} "
+                      f"(trial {_trial_name(best.number, best.trial_id)}, epoch {best.epoch}, failed later)")
+        console.print(f"  params: {format_params(best.params)}")
+        console.print(f"  checkpoint: {best.checkpoint}")
     else:
         console.print(f"[bold green]best[/] {result.metric} = {format_value(best.value)} (trial {_trial_name(best.number, best.trial_id)}, epoch {best.epoch} of {best.epochs})")
         console.print(f"  params: {format_params(best.params)}")

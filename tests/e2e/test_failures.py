@@ -103,7 +103,7 @@ def test_a_sweep_whose_every_trial_fails_the_same_way_stops_early_and_says_it_on
     assert summary["sweep_status"] == "FAILED"
 
 
-def test_a_sweep_whose_every_trial_fails_after_an_epoch_is_failed_not_finished(ray_session, tmp_path):
+def test_a_sweep_whose_every_trial_fails_after_an_epoch_is_failed_not_finished(ray_session, tmp_path, capsys):
     """Every trial failed at its second epoch: the sweep ended FINISHED, exit 0, with a model
     registered, as if it had worked. It is FAILED now (exit 1), saying why once; the records,
     the best epoch's checkpoint included, stay."""
@@ -120,6 +120,12 @@ def test_a_sweep_whose_every_trial_fails_after_an_epoch_is_failed_not_finished(r
     summary = store.status_summary(config["tracking"]["uri"], "e2e-late-failure")
     assert summary["sweep_status"] == "FAILED", summary
     assert result.best is not None and result.best.checkpoint, "the best epoch's checkpoint is kept"
+    from sweep import cli
+
+    capsys.readouterr()
+    cli._print_result(result)
+    said = capsys.readouterr().out
+    assert "every trial failed; the best epoch any reached: val_loss = " in said and "\nbest " not in said, said
 
 
 def _write(folder: Path, config: dict) -> str:
