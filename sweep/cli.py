@@ -275,7 +275,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--storage", help="folder or URI for checkpoints and Ray state (default ./sweep_runs)")
     run.add_argument("--tracking-uri", help="MLflow tracking URI (default sqlite:///mlflow.db)")
     run.add_argument("--address", help="Ray cluster address: auto, HOST:PORT or ray://HOST:PORT (default: start a local Ray)")
-    run.add_argument("--quiet", action="store_true", help="no progress output (errors still print)")
+    run.add_argument("--quiet", action="store_true", help="print nothing but errors (the exit code says how it ended)")
     run.add_argument("--json", action="store_true", help="print the best trial as JSON at the end (as sweep best --json)")
     run.add_argument("--fresh", action="store_true", help="start over even if an unfinished sweep of this name exists (it is closed as KILLED)")
     run.add_argument("--epochs", type=int, help="override fit.epochs")
@@ -288,7 +288,7 @@ def _parser() -> argparse.ArgumentParser:
     resume.add_argument("--tracking-uri", help="MLflow tracking URI the sweep was recorded in (default sqlite:///mlflow.db)")
     resume.add_argument("--storage", help="folder or URI of its checkpoints (default: the storage the sweep was started with)")
     resume.add_argument("--address", help="Ray cluster address: auto, HOST:PORT or ray://HOST:PORT (default: a local Ray)")
-    resume.add_argument("--quiet", action="store_true", help="no progress output")
+    resume.add_argument("--quiet", action="store_true", help="print nothing but errors")
     resume.add_argument("--json", action="store_true", help="print the best trial as JSON at the end")
     resume.set_defaults(handler=_cmd_resume)
 
@@ -421,7 +421,7 @@ def _finish_run(args: argparse.Namespace, result: Any) -> int:
         from sweep.tracking import store
 
         print(json.dumps(store.best_summary(result.tracking_uri, result.name), default=str))
-    else:
+    elif not args.quiet:  # --quiet prints nothing (the README's word): the exit code says how it ended, sweep best what it found
         _print_result(result)
     if getattr(result, "finish_error", None):  # already said in one line on stderr by the runner
         return EXIT_FAILED

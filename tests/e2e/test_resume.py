@@ -77,6 +77,7 @@ def test_sigkill_driver_then_resume(ray_session, tmp_path):
     resumed = subprocess.run([sys.executable, "-m", "sweep.cli", "resume", "e2e-resume", *common],
                              cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-3000:]
+    assert resumed.stdout == "", "--quiet prints nothing (it printed the 6-line summary)"
 
     parent, children = _children(uri)
     client = MlflowClient(uri)
