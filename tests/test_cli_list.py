@@ -239,3 +239,15 @@ def test_export_and_report_into_a_place_they_cannot_write_say_so_in_one_line(mlf
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("error: report: --out: expected a folder the report can be written in"), err
     assert in_the_way.read_text() == "mine\n"
+
+
+def test_a_budget_raised_on_resume_is_what_list_and_status_say(mlflow_uri, capsys):
+    """`sweep run FILE --trials 6` continuing an interrupted 4-trial sweep ran 6 trials, and `sweep
+    list` said 6/4 (a param cannot change; the parent's sweep.trials_requested tag can)."""
+    from sweep.tracking.tags import TRIALS_REQUESTED_TAG
+
+    _finished_sweep(mlflow_uri, "raised", [0.5, 0.6, 0.7, 0.8, 0.9, 0.95], requested=4)
+    parent = store.find_parent_run(mlflow_uri, "raised")
+    tracking_client(mlflow_uri).set_tag(parent.info.run_id, TRIALS_REQUESTED_TAG, "6")
+    assert store.status_summary(mlflow_uri, "raised")["trials_requested"] == 6
+    assert [row["trials_requested"] for row in store.list_sweeps(mlflow_uri) if row["name"] == "raised"] == [6]

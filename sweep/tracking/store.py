@@ -15,7 +15,7 @@ from sweep.protocol import Objective, TrialStatus
 from sweep.tracking.client import client, redact, store_exists
 from sweep.tracking.tags import (
     BEST_EPOCH_TAG, BEST_RUN_ID_TAG, BEST_VALUE_TAG, CHECKPOINT_TAG, EPOCHS_TAG, METRIC_TAG, MODE_TAG, NAME_TAG, PARAM_NAMES_TAG,
-    ROLE_TAG, STATUS_TAG, STORAGE_ROOT_TAG, STORAGE_TAG, TRIAL_NUMBER_TAG, TRIAL_TAG, TRIALS_TAG_PREFIX,
+    ROLE_TAG, STATUS_TAG, STORAGE_ROOT_TAG, STORAGE_TAG, TRIAL_NUMBER_TAG, TRIAL_TAG, TRIALS_REQUESTED_TAG, TRIALS_TAG_PREFIX,
 )
 
 __all__ = ["badness", "best_summary", "child_runs", "child_value", "find_parent_run", "int_or_none", "list_sweeps",
@@ -104,7 +104,7 @@ def list_sweeps(uri: str) -> list[dict[str, Any]]:
             "state": info.status.lower(),
             # interrupted trials are not done: `sweep resume` runs them again from their checkpoints
             "trials_done": sum(n for status, n in counts.items() if status not in ("running", "pending", TrialStatus.INTERRUPTED.value)),
-            "trials_requested": int_or_none(parent.data.params.get("config.search.trials")),
+            "trials_requested": int_or_none(parent.data.tags.get(TRIALS_REQUESTED_TAG) or parent.data.params.get("config.search.trials")),
             "trials": counts,
             "metric": metric,
             "mode": mode,
@@ -294,7 +294,7 @@ def status_summary(uri: str, name: str) -> dict[str, Any] | None:
     return {
         "name": name,
         "sweep_status": parent.info.status,
-        "trials_requested": int_or_none(parent.data.params.get("config.search.trials")),
+        "trials_requested": int_or_none(parent.data.tags.get(TRIALS_REQUESTED_TAG) or parent.data.params.get("config.search.trials")),
         "trials": counts,
         "parent_run_id": parent.info.run_id,
         "tracking_uri": redact(uri),

@@ -39,6 +39,7 @@ CUDA_VISIBLE_DEVICES_TAG = "sweep.cuda_visible_devices"  # child: CUDA_VISIBLE_D
 
 # -- the sweep's parent run: what resume needs to find again (set when it is created) ------
 FILE_TAG = "sweep.file"  # parent: the sweep file's absolute path ("" for a sweep given as a dict)
+TRIALS_REQUESTED_TAG = "sweep.trials_requested"  # parent: the trial budget of its latest session (a resume may raise it: --trials 6)
 STORAGE_ROOT_TAG = "sweep.storage_root"  # parent: the --storage root the sweep was run with
 CONFIG_HASH_TAG = "sweep.config_hash"  # parent: the hash of the validated sweep file (resume refuses a changed file)
 DATA_TAG = "sweep.data"  # parent: what the sweep read from the data, as printed at the start

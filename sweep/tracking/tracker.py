@@ -25,7 +25,7 @@ from sweep.tracking.tags import (
     BEST_CHECKPOINT_TAG, BEST_EPOCH_TAG, BEST_EPOCHS_TAG, BEST_RUN_ID_TAG, BEST_TRIAL_ID_TAG, BEST_VALUE_TAG, CHECKPOINT_EPOCH_TAG,
     CHECKPOINT_TAG, EPOCHS_TAG, FINISH_ERROR_TAG, METRIC_NAMES_TAG, METRIC_TAG, MODE_TAG, NAME_TAG, NODE_IP_TAG, PARAM_NAMES_TAG,
     PARENT_RUN_ID_TAG, REASON_TAG, RESUMED_FROM_EPOCH_TAG, RESUMED_TAG, RETRIED_FROM_EPOCH_TAG, RETRIES_TAG, RETRY_REASON_TAG,
-    ROLE_TAG, STATUS_TAG, STOPPED_EPOCH_TAG, STORAGE_TAG, TRIAL_NUMBER_TAG, TRIAL_TAG, trials_tag,
+    ROLE_TAG, STATUS_TAG, STOPPED_EPOCH_TAG, STORAGE_TAG, TRIAL_NUMBER_TAG, TRIAL_TAG, TRIALS_REQUESTED_TAG, trials_tag,
 )
 from sweep.errors import one_line
 from sweep.protocol import COUNTED, HELD_EPOCHS_FIELD, TrialStatus, is_finished
@@ -177,7 +177,8 @@ class MLflowTracker(DriverCallback):
         self.source_tags = source_tags()
         self.best_logged: dict[str, float] = {}  # per trial: the best objective value logged as best_<metric>
         if resume is None:
-            tags = {**self.source_tags, "mlflow.runName": sweep_name, ROLE_TAG: "parent", NAME_TAG: sweep_name, **(parent_tags or {})}
+            tags = {**self.source_tags, "mlflow.runName": sweep_name, ROLE_TAG: "parent", NAME_TAG: sweep_name, **(parent_tags or {}),
+                    TRIALS_REQUESTED_TAG: str(sweep_params.get("config.search.trials", ""))}
             if self.param_names.renamed:
                 tags[PARAM_NAMES_TAG] = json.dumps(self.param_names.renamed, sort_keys=True)
             parent = self._client.create_run(self.experiment_id, run_name=sweep_name, tags=tags)
@@ -188,6 +189,8 @@ class MLflowTracker(DriverCallback):
             self.parent_run_id = resume.parent_run_id
             self._client.update_run(self.parent_run_id, status="RUNNING")
             self._client.set_tag(self.parent_run_id, RESUMED_TAG, "true")
+            # the budget may have changed (sweep run FILE --trials 6 on an interrupted 4-trial sweep): params cannot change, a tag can
+            self._client.set_tag(self.parent_run_id, TRIALS_REQUESTED_TAG, str(sweep_params.get("config.search.trials", "")))
             run_ids = {t.trial_id: t.run_id for t in resume.ended + resume.interrupted}
             self.logged_steps = {t.trial_id: t.last_step for t in resume.interrupted}
         self.writer = WriterProcess(uri, self.experiment_id, {"parent": self.parent_run_id, **run_ids})
