@@ -188,3 +188,18 @@ def test_sweep_up_refuses_sizes_and_timeouts_below_one_at_once(option, capsys):
     with pytest.raises(SystemExit) as info:
         cli.main(["up", *option])
     assert info.value.code == 2 and f"argument {option[0]}: expected" in capsys.readouterr().err
+
+
+def test_a_huge_grid_is_refused_before_ray_starts(tmp_path, monkeypatch):
+    """A grid of 10**18 was refused only once Ray and TensorFlow were up (12 s in)."""
+    import ray
+
+    monkeypatch.setenv("SWEEP_SESSION", "0")
+    sweep_file = {"name": "g", "data": {"source": "synthetic", "samples": 100, "features": 4},
+                  "search": {"sampler": "grid", "space": {"a": {"type": "int", "low": 1, "high": 10**9}, "b": {"type": "int", "low": 1, "high": 10**9}}},
+                  "tracking": {"uri": f"sqlite:///{tmp_path / 'mlflow.db'}"}}
+    started = ray.is_initialized()
+    with pytest.raises(SweepConfigError) as info:
+        runner.run(sweep_file, storage=str(tmp_path / "runs"), quiet=True)
+    assert info.value.key == "search.space" and "expected a grid of at most" in info.value.expected
+    assert ray.is_initialized() == started and not (tmp_path / "mlflow.db").exists()

@@ -86,6 +86,13 @@ def run(
                     "MLFLOW_TRACKING_URI" if from_environment else "tracking.uri")  # first: MLflow's own HTTP retries take minutes on a dead server
     _check_storage(storage_dir)
     _refuse_if_running(config.name, label, storage_dir)  # at once, not after Ray's start and the preflight
+    if config.search.sampler == "grid":  # a grid of 10**18 was refused only once Ray and TensorFlow were up (12 s)
+        from sweep.search import space as space_module
+
+        try:
+            space_module.check_grid_size(config.search)
+        except InputError as exc:
+            raise SweepConfigError(label, exc.key, exc.expected) from None
     prepared = prepare_while_ray_starts(config, label, _search_paths(source), address)
     # after Ray's start, not before it: opening an existing MLflow store to look for an unfinished
     # sweep of this name costs ~1.3 s (MLflow's import and store set-up), which delayed Ray, the
@@ -115,7 +122,11 @@ def resume(
         raise SweepConfigError(name, "", f"expected an unfinished sweep named {name!r} in {redact(uri)}, but there is no store there (no such file); pass --tracking-uri")
     parent = resume_module.unfinished_parent(uri, name)
     if parent is None:
-        raise SweepConfigError(name, "", f"expected an unfinished sweep named {name!r} in {redact(uri)}, found none to resume")
+        from sweep.tracking.store import close_names, sweep_names
+
+        close = close_names(name, sweep_names(uri))
+        hint = f"; did you mean {' or '.join(repr(n) for n in close)}?" if close and name not in close else ""
+        raise SweepConfigError(name, "", f"expected an unfinished sweep named {name!r} in {redact(uri)}, found none to resume{hint}")
     source_file = parent.data.tags.get(FILE_TAG, "")
     config = config_module.load(_recorded_sweep(uri, parent, source_file, name), {"tracking.uri": uri})
     label = source_file or name
