@@ -232,9 +232,10 @@ def _decide_resume(config: SweepConfig, label: str, storage_dir: str, fresh: boo
         _close_abandoned(uri, parent)
         return None
     if parent.data.tags.get(CONFIG_HASH_TAG) != config_hash(config):
+        changed = _changed_keys(uri, parent, config)
         raise SweepConfigError(
             label, "name",
-            f"expected the same sweep file as the unfinished sweep {config.name!r} (it changed): "
+            f"expected the same sweep file as the unfinished sweep {config.name!r} (it changed{': ' + changed if changed else ''}): "
             f"run `sweep resume {config.name}` to continue it, or `sweep run FILE --fresh` to start over",
         )
     return resume_module.load_state(uri, parent, config)
@@ -246,6 +247,23 @@ def _refuse_if_running(name: str, label: str, storage_dir: str) -> None:
     holder = resume_module.live_driver(storage_dir)
     if holder is not None:
         raise SweepConfigError(label, "name", running_now(name, holder))
+
+
+def _changed_keys(uri: str, parent: Any, config: SweepConfig, shown: int = 3) -> str:
+    """The keys where ``config`` differs from the unfinished sweep's recorded file (``fit.epochs
+    27 -> 9``), at most ``shown`` of them; "" when the recorded file cannot be read."""
+    from sweep.tracking.client import client
+    from sweep.tracking.tracker import flat_config
+
+    try:
+        recorded = json.loads(Path(client(uri).download_artifacts(parent.info.run_id, "sweep/config.json")).read_text())
+    except Exception:  # noqa: BLE001 - an older run without it: the line says only that it changed
+        return ""
+    before, now = flat_config(recorded), flat_config(json.loads(config.model_dump_json()))
+    ignored = ("config.search.trials", "config.tracking.uri")  # a budget or a store of its own may change
+    keys = [key for key in sorted(set(before) | set(now)) if key not in ignored and before.get(key) != now.get(key)]
+    said = [f"{key.removeprefix('config.')} {config_module.show_value(before.get(key))} -> {config_module.show_value(now.get(key))}" for key in keys[:shown]]
+    return ", ".join(said) + (f" and {len(keys) - shown} more" if len(keys) > shown else "")
 
 
 def _check_storage(storage_dir: str) -> None:

@@ -66,3 +66,19 @@ def test_status_tells_a_running_sweep_from_one_whose_driver_is_gone(tmp_path, li
     assert cli._driver_alive(running) is True
     assert cli._driver_alive({**running, "storage": "s3://bucket/runs/demo"}) is None  # cannot be told from here
     assert cli._driver_alive({**running, "sweep_status": "FINISHED"}) is None
+
+
+def test_a_changed_sweep_file_is_refused_naming_what_changed(tmp_path):
+    """The refusal said only "(it changed)": which of the file's keys was left to guess."""
+    from sweep.spec import config as config_module
+    from sweep.tracking.client import client
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    raw = {"name": "changed", "data": {"source": "synthetic", "samples": 40, "features": 4}, "fit": {"epochs": 200},
+           "search": {"trials": 2, "space": {"learning_rate": {"type": "float", "low": 0.001, "high": 0.1}}}}
+    before = config_module.load(raw)
+    mlflow = client(uri)
+    parent = mlflow.create_run(mlflow.create_experiment("changed"))
+    mlflow.log_text(parent.info.run_id, before.model_dump_json(), "sweep/config.json")
+    now = config_module.load({**raw, "fit": {"epochs": 12}, "search": {**raw["search"], "trials": 9}})
+    assert runner._changed_keys(uri, mlflow.get_run(parent.info.run_id), now) == "fit.epochs 200 -> 12", "the budget may change"
