@@ -285,13 +285,9 @@ def _first_rows(x: Any, rows: int) -> Any:
 
 
 def _evaluate_few(model: Any, dataset: Any, rows: int = 8) -> dict[str, float]:
-    from sweep.inputs.structures import take_rows
-
-    def first(part: Any) -> Any:
-        return None if part is None else take_rows(part, slice(0, rows))
-
     return model.evaluate(
-        first(dataset.x_val), first(dataset.y_val), sample_weight=first(dataset.val_sample_weight), verbose=0, return_dict=True
+        _first_rows(dataset.x_val, rows), _first_rows(dataset.y_val, rows), sample_weight=_first_rows(dataset.val_sample_weight, rows),
+        verbose=0, return_dict=True,
     )
 
 

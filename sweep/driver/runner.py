@@ -142,17 +142,25 @@ def _recorded_sweep(uri: str, parent: Any, source_file: str, name: str) -> Any:
     """The sweep file an unfinished sweep recorded (``sweep/config.json``), or, when its driver
     was killed before recording it, the file named by its ``sweep.file`` tag (the config hash
     check that follows refuses it if it changed since)."""
+    recorded = _recorded_config(uri, parent)
+    if recorded is not None:
+        return recorded
+    if source_file and Path(source_file).is_file():  # its driver was killed before recording it
+        return Path(source_file)
+    raise SweepConfigError(
+        name, "", "expected the unfinished sweep's recorded sweep file (sweep/config.json), but its driver stopped before "
+        "recording it: run `sweep run FILE` with the sweep file again, it continues the sweep",
+    )
+
+
+def _recorded_config(uri: str, parent: Any) -> dict[str, Any] | None:
+    """The parent run's ``sweep/config.json`` (the validated sweep file), or None without one."""
     from sweep.tracking.client import client
 
     try:
         return json.loads(Path(client(uri).download_artifacts(parent.info.run_id, "sweep/config.json")).read_text())
-    except Exception:
-        if source_file and Path(source_file).is_file():
-            return Path(source_file)
-        raise SweepConfigError(
-            name, "", "expected the unfinished sweep's recorded sweep file (sweep/config.json), but its driver stopped before "
-            "recording it: run `sweep run FILE` with the sweep file again, it continues the sweep",
-        ) from None
+    except Exception:  # noqa: BLE001 - a driver killed before recording it, or an older run
+        return None
 
 
 def _say_what_the_data_is(prepared: Prepared, quiet: bool, stream: Any) -> None:
@@ -225,9 +233,7 @@ def _decide_resume(config: SweepConfig, label: str, storage_dir: str, fresh: boo
         return None  # an unreachable store is reported when tracking starts
     if parent is None:
         return None
-    holder = resume_module.live_driver(storage_dir)
-    if holder is not None:
-        raise SweepConfigError(label, "name", running_now(config.name, holder))
+    _refuse_if_running(config.name, label, storage_dir)
     if fresh:
         _close_abandoned(uri, parent)
         return None
@@ -252,12 +258,10 @@ def _refuse_if_running(name: str, label: str, storage_dir: str) -> None:
 def _changed_keys(uri: str, parent: Any, config: SweepConfig, shown: int = 3) -> str:
     """The keys where ``config`` differs from the unfinished sweep's recorded file (``fit.epochs
     27 -> 9``), at most ``shown`` of them; "" when the recorded file cannot be read."""
-    from sweep.tracking.client import client
     from sweep.tracking.tracker import flat_config
 
-    try:
-        recorded = json.loads(Path(client(uri).download_artifacts(parent.info.run_id, "sweep/config.json")).read_text())
-    except Exception:  # noqa: BLE001 - an older run without it: the line says only that it changed
+    recorded = _recorded_config(uri, parent)
+    if recorded is None:  # an older run without it: the line says only that it changed
         return ""
     before, now = flat_config(recorded), flat_config(json.loads(config.model_dump_json()))
     ignored = ("config.search.trials", "config.tracking.uri")  # a budget or a store of its own may change
