@@ -33,7 +33,7 @@ from sweep.spec.config import SweepConfig
 from sweep.errors import InputError, SweepConfigError, one_line
 from sweep.protocol import TrialStatus
 from sweep.tracking.tags import (
-    CONFIG_HASH_TAG, DATA_INPUTS_TAG, DATA_LABELS_TAG, DATA_OUTPUTS_TAG, DATA_TAG, DATA_TASK_TAG, FILE_TAG, STORAGE_ROOT_TAG,
+    CONFIG_HASH_TAG, DATA_INPUTS_TAG, DATA_LABELS_TAG, DATA_OUTPUTS_TAG, DATA_PREPARED_TAG, DATA_TAG, DATA_TASK_TAG, FILE_TAG, STORAGE_ROOT_TAG,
 )
 
 log = logging.getLogger(__name__)
@@ -164,9 +164,19 @@ def _recorded_config(uri: str, parent: Any) -> dict[str, Any] | None:
 
 
 def _say_what_the_data_is(prepared: Prepared, quiet: bool, stream: Any) -> None:
-    """One line at the start: what the sweep read from the data (task, outputs, inputs)."""
+    """One line at the start: what the sweep read from the data (task, outputs, inputs), and
+    what it does to the inputs before ``fit()``."""
     if not quiet:
-        print(f"data: {prepared.dataset.info.summary()}", file=stream or sys.stdout)
+        done = _prepared_text(prepared)
+        print(f"data: {prepared.dataset.info.summary()}" + (f"; inputs {done}" if done else ""), file=stream or sys.stdout)
+
+
+def _prepared_text(prepared: Prepared) -> str:
+    """What was done to the inputs before ``fit()``, and that the best model undoes the need."""
+    preparation = prepared.dataset.preparation
+    if preparation is None or not preparation.changes_anything:
+        return ""
+    return f"{preparation.summary()} (the best model takes them as the source gives them)"
 
 
 # the URI schemes Ray Tune's storage (pyarrow.fs) opens
@@ -608,6 +618,7 @@ def _open_tracker(prepared: Prepared, ledger: Ledger, uri: str, location: Storag
             registered_model=config.tracking.registered_model or config.name,
             model_settings=(config.model, tuple(prepared.search_paths)),  # how the best model loads
             checkpoint_quota_mb=config.resources.checkpoint_quota_mb,
+            preparation=prepared.dataset.preparation,  # the best model takes the source's raw inputs
         )
         if resume is None:
             tracker.log_config(_config_json(config))
@@ -980,6 +991,7 @@ def parent_tags(prepared: Prepared, storage_root: str) -> dict[str, str]:
         **({DATA_LABELS_TAG: json.dumps(list(info.labels))} if info.labels else {}),  # class index -> original label
         DATA_INPUTS_TAG: str(info.input_shapes if info.input_shapes is not None else info.input_shape),
         DATA_OUTPUTS_TAG: str(info.output_sizes if info.output_sizes is not None else info.num_outputs),
+        **({DATA_PREPARED_TAG: _prepared_text(prepared)} if _prepared_text(prepared) else {}),
         FILE_TAG: str(Path(label).resolve()) if label != "<dict>" else "",
         STORAGE_ROOT_TAG: storage_root,
         CONFIG_HASH_TAG: config_hash(prepared.config),

@@ -33,10 +33,10 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
-from sweep.inputs import pipelines
+from sweep.inputs import pipelines, preparation
 from sweep.inputs import targets
 from sweep.errors import InputError, raised_at
-from sweep.inputs.dataset import DataInfo, Dataset, data_info
+from sweep.inputs.dataset import EXAMPLE_ROWS, DataInfo, Dataset, data_info
 from sweep.inputs.pipelines import kind_of
 from sweep.inputs.structures import is_nested, leaves, map_leaves, named_leaves, rebuild, rows, shapes, take_rows
 from sweep.inputs.targets import TargetKind
@@ -242,7 +242,8 @@ def load(config: "DataConfig", search_paths: tuple[Path, ...] = (), batch_size: 
     Either way ``(x, y)`` is split by ``validation_split`` with ``config.seed``, stratified by
     class when every class has at least two rows; standardization uses the *train* split's
     per-feature mean and std (a std of 0 counts as 1), so no validation statistic leaks into
-    training.
+    training. What was done to the inputs is ``Dataset.preparation``
+    (:mod:`sweep.inputs.preparation`): the best model the sweep logs takes raw inputs.
 
     A data function with a ``batch_size`` parameter (pipelines batched by the trial) is called
     with ``batch_size`` here, unless ``data.args`` sets it: the preflight passes one the sweep
@@ -266,15 +267,24 @@ def load(config: "DataConfig", search_paths: tuple[Path, ...] = (), batch_size: 
     else:
         parts, kinds, labels = _as_given(parts, config)
     train, val = _split(parts[0], config, kinds) if len(parts) == 1 else parts
+    raw_example = take_rows(val[0], slice(0, EXAMPLE_ROWS))
+    raw_shape = None
+    if kind == "keras" and train[0].ndim == 3:  # (N, H, W) -> (N, H, W, 1) for Conv2D
+        raw_shape = train[0].shape[1:]
+        train, val = ((part[0][..., np.newaxis], *part[1:]) for part in (train, val))
     normalize = config.normalize if config.normalize is not None else built_in
-    if normalize:
-        is_images = kind == "keras" and train[0].ndim >= 4
-        scale = _scale_images if is_images else _standardize_structure
-        x_train, x_val = scale(train[0], val[0])
-        train, val = (x_train, *train[1:]), (x_val, *val[1:])
+    is_images = kind == "keras" and train[0].ndim >= 4
+    prepared = preparation.fit(
+        train[0], standardize=normalize and not is_images, scale=preparation.IMAGE_SCALE if normalize and is_images else None, raw_shape=raw_shape
+    )
     if config.reshape is not None:
-        train, val = ((_reshape(part[0], config.reshape), *part[1:]) for part in (train, val))
-    return _dataset(train, val, kinds, config, labels)
+        _check_reshape(train[0], config.reshape)  # applied with the other steps
+        prepared = prepared.reshaped(tuple(config.reshape))
+    train, val = ((prepared.apply(part[0]), *part[1:]) for part in (train, val))
+    dataset = _dataset(train, val, kinds, config, labels)
+    if prepared.changes_anything:
+        dataset.preparation, dataset.raw_example = prepared, raw_example
+    return dataset
 
 
 def _dataset(train: Part, val: Part, kinds: Any, config: "DataConfig", labels: list[str] | None = None) -> Dataset:
@@ -641,8 +651,6 @@ def _prepare_built_in(parts: list[Part], config: "DataConfig", kind: str) -> tup
             raise InputError("data.source", f"expected as many targets as inputs in {config.source}, got {len(x)} inputs and {len(y)} targets")
         if len(x) == 0:
             raise InputError("data.source", f"expected at least one row in {config.source}, got none")
-    if kind == "keras" and parts[0][0].ndim == 3:  # (N, H, W) -> (N, H, W, 1) for Conv2D
-        parts = [(x[..., np.newaxis], y, w) for x, y, w in parts]
     try:
         y_all = np.concatenate([_flatten_column(y) for _, y, _ in parts])
     except ValueError:
@@ -795,28 +803,8 @@ def _split(part: Part, config: "DataConfig", kinds: Any) -> tuple[Part, Part]:
     )
 
 
-def _standardize_structure(x_train: Any, x_val: Any) -> tuple[Any, Any]:
-    """Per-feature z-score of every floating-point input with the train split's statistics."""
-    pairs = list(zip(leaves(x_train), leaves(x_val)))
-    scaled = [_standardize(a, b) if np.issubdtype(a.dtype, np.floating) else (a, b) for a, b in pairs]
-    train_iter, val_iter = iter([s[0] for s in scaled]), iter([s[1] for s in scaled])
-    return map_leaves(lambda _: next(train_iter), x_train), map_leaves(lambda _: next(val_iter), x_val)
-
-
-def _standardize(x_train: np.ndarray, x_val: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    mean = x_train.mean(axis=0, dtype=np.float64)
-    std = x_train.std(axis=0, dtype=np.float64)
-    std[std == 0] = 1.0
-    dtype = x_train.dtype
-    mean, std = mean.astype(dtype), std.astype(dtype)
-    return (x_train - mean) / std, (x_val - mean) / std
-
-
-def _scale_images(x_train: np.ndarray, x_val: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    return x_train / np.float32(255), x_val / np.float32(255)
-
-
-def _reshape(x: Any, shape: list[int]) -> np.ndarray:
+def _check_reshape(x: Any, shape: list[int]) -> None:
+    """Refuse a ``data.reshape`` that does not fit one input array's samples."""
     if is_nested(x):
         raise InputError("data.reshape", f"expected a single input array to reshape, got {len(leaves(x))} inputs")
     per_sample = int(np.prod(x.shape[1:]))
@@ -826,7 +814,6 @@ def _reshape(x: Any, shape: list[int]) -> np.ndarray:
     fits = per_sample % known == 0 if -1 in shape else per_sample == known
     if not fits:
         raise InputError("data.reshape", f"expected a shape with {per_sample} values per sample, got {shape} ({known})")
-    return x.reshape((len(x), *shape))
 
 
 def _existing_file(source: str, suffix: str) -> Path:

@@ -16,7 +16,9 @@ from typing import Any
 from sweep.inputs.structures import is_nested, leaves, map_leaves, named_leaves, shapes, take_rows
 from sweep.inputs.targets import TargetKind
 
-__all__ = ["DataInfo", "Dataset", "data_info", "describe_targets"]
+__all__ = ["EXAMPLE_ROWS", "DataInfo", "Dataset", "data_info", "describe_targets"]
+
+EXAMPLE_ROWS = 5  # validation inputs in the best model's MLflow input example
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,8 @@ class Dataset:
     val_sample_weight: Any = None
     pipeline: Any = None
     class_weight: dict[int, float] | None = None  # fit(class_weight=...), from fit.class_weight
+    preparation: Any = None  # sweep.inputs.preparation.Preparation: what was done to x before fit(), or None
+    raw_example: Any = None  # the first validation inputs as the source gave them (with a preparation)
 
     def validation_data(self) -> tuple:
         """``fit(validation_data=...)``: ``(x, y)`` or ``(x, y, sample_weight)``."""
@@ -96,8 +100,11 @@ class Dataset:
             return (self.x_val, self.y_val)
         return (self.x_val, self.y_val, self.val_sample_weight)
 
-    def example(self, count: int = 5) -> Any:
-        """The first ``count`` validation inputs (an MLflow input example), None for a pipeline."""
+    def example(self, count: int = EXAMPLE_ROWS) -> Any:
+        """The first ``count`` validation inputs as the data source gave them (the best model's
+        MLflow input example: it takes raw inputs), None for a pipeline."""
+        if self.raw_example is not None:
+            return take_rows(self.raw_example, slice(0, count))
         if self.x_val is None:
             return None
         return take_rows(self.x_val, slice(0, count))

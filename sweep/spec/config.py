@@ -336,7 +336,8 @@ class DataConfig(_Strict):
         default=None,
         description="Standardize floating-point inputs to zero mean and unit variance (train statistics; integer inputs "
         "such as token ids are never changed). Default: on for the built-in sources (digits, diabetes, synthetic, csv; "
-        "keras images are divided by 255), off for your own arrays (npz:, package.module:function), which reach fit() as given.",
+        "keras images are divided by 255), off for your own arrays (npz:, package.module:function), which reach fit() as given. "
+        "The best model the sweep logs takes raw inputs: these steps are Keras layers in front of it.",
     )
     encode_labels: bool | None = Field(
         default=None,

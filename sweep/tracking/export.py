@@ -21,7 +21,7 @@ from typing import Any
 
 from sweep.tracking import store
 from sweep.tracking.client import client, resolve_uri
-from sweep.tracking.tags import FILE_TAG
+from sweep.tracking.tags import DATA_PREPARED_TAG, FILE_TAG
 from sweep.worker.checkpoints import MODEL_FILE
 
 log = logging.getLogger("sweep.export")
@@ -57,6 +57,9 @@ def _fetch_best_file(name: str, uri: str, folder: Path) -> Path:
     summary = store.best_summary(uri, name) or {}
     checkpoint = summary.get("checkpoint")
     if checkpoint and (Path(checkpoint) / MODEL_FILE).is_file():
+        prepared = parent.data.tags.get(DATA_PREPARED_TAG)
+        if prepared:  # the trial's own checkpoint, not the logged model that takes raw inputs
+            log.warning("sweep %r has not logged its best model yet: this trial checkpoint takes prepared inputs (%s)", name, prepared.split(" (")[0])
         return Path(checkpoint) / MODEL_FILE
     raise LookupError(f"sweep {name!r} in {uri} has no best model yet (no trial finished with a checkpoint)")
 

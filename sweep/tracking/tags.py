@@ -47,6 +47,7 @@ DATA_TASK_TAG = "sweep.data.task"  # parent: the task, or each output's task for
 DATA_LABELS_TAG = "sweep.data.labels"  # parent, classification: JSON list, class index -> original label
 DATA_INPUTS_TAG = "sweep.data.inputs"  # parent: the input shape(s)
 DATA_OUTPUTS_TAG = "sweep.data.outputs"  # parent: the output size(s)
+DATA_PREPARED_TAG = "sweep.data.prepared"  # parent: what was done to the inputs before fit() (the best model takes raw inputs)
 METRIC_NAMES_TAG = "sweep.metric_names"  # parent: JSON {keras name: MLflow name} of the renamed metrics
 PARAM_NAMES_TAG = "sweep.param_names"  # parent: the same for params (search-space names, config keys)
 RESUMED_TAG = "sweep.resumed"  # parent: "true" once the sweep was resumed

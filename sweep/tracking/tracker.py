@@ -148,14 +148,18 @@ class MLflowTracker(DriverCallback):
         registered_model: str | None = None,
         model_settings: tuple[Any, tuple] | None = None,
         checkpoint_quota_mb: float | None = None,
+        preparation: Any = None,
     ):
         """Create the parent run, or with ``resume`` (a ``recovery.ResumeState``) reopen it.
 
         ``registered_model``: the Model Registry name for the best model (none: not registered);
         ``model_settings``: (ModelConfig, search paths), how the best model loads;
-        ``checkpoint_quota_mb``: resources.checkpoint_quota_mb (none: no quota).
+        ``checkpoint_quota_mb``: resources.checkpoint_quota_mb (none: no quota);
+        ``preparation``: what the sweep did to the inputs (:class:`sweep.inputs.preparation.Preparation`),
+        put in front of the best model so that the logged model takes raw inputs.
         """
         self.ledger, self.uri, self.sweep_name = ledger, uri, sweep_name
+        self.preparation = preparation
         self.registered_model, self.model_settings, self.checkpoint_quota_mb = registered_model, model_settings, checkpoint_quota_mb
         set_sweep_http_defaults()
         self._client = client(uri)
@@ -497,25 +501,35 @@ class MLflowTracker(DriverCallback):
             self._log_model_from(Path(folder), input_example, problems)
 
     def _log_model_from(self, checkpoint: Path, input_example: Any = None, problems: list[str] | None = None) -> None:
-        """Log the best checkpoint: its file under ``best_checkpoint/`` first (``load_best`` and
-        ``export`` need nothing else), the user's module files under ``sweep/code/`` (and in the
-        logged model's ``code/``), then the Keras flavor and the registry version. A failure of
-        a later step (reported in ``problems``) leaves the earlier ones in place."""
+        """Log the best checkpoint: its model file under ``best_checkpoint/`` first (``load_best``
+        and ``export`` need nothing else), the user's module files under ``sweep/code/`` (and in
+        the logged model's ``code/``), then the Keras flavor and the registry version. A failure
+        of a later step (reported in ``problems``) leaves the earlier ones in place.
+
+        With a :attr:`preparation` (inputs standardized, rescaled or reshaped before ``fit()``)
+        the model logged everywhere is the checkpoint behind those steps as Keras layers, so it
+        takes the inputs as the data source gives them; the trial checkpoints stay as trained."""
         import mlflow
 
-        from sweep.worker.checkpoints import load_checkpoint
-
         from sweep.tracking.export import keras_signature, model_requirements  # requirements stated, not inferred (saves ~5 s)
+        from sweep.worker.checkpoints import load_checkpoint
 
         problems = [] if problems is None else problems
         model_cfg, search_paths = self.model_settings or (None, ())
-        self._client.log_artifact(self.parent_run_id, str(Path(checkpoint) / MODEL_FILE), "best_checkpoint")
+        prepared = self.preparation is not None and self.preparation.changes_anything
+        if not prepared:
+            self._client.log_artifact(self.parent_run_id, str(Path(checkpoint) / MODEL_FILE), "best_checkpoint")
+        model = load_checkpoint(checkpoint, model_cfg=model_cfg, search_paths=tuple(search_paths))
+        if prepared:
+            model = self.preparation.front(model)
+            with tempfile.TemporaryDirectory(prefix="sweep-best-") as best_folder:
+                model.save(Path(best_folder) / MODEL_FILE)
+                self._client.log_artifact(self.parent_run_id, str(Path(best_folder) / MODEL_FILE), "best_checkpoint")
         with tempfile.TemporaryDirectory(prefix="sweep-code-") as code_folder:
             code = _write_user_code(Path(code_folder) / "code", search_paths)
             if code is not None:
                 with _step(problems, "logging the sweep's user modules"):
                     self._client.log_artifacts(self.parent_run_id, str(code), "sweep/code")
-            model = load_checkpoint(checkpoint, model_cfg=model_cfg, search_paths=tuple(search_paths))
             signature, input_example = keras_signature(model, input_example)
             mlflow.set_tracking_uri(self.uri)
             with mlflow.start_run(run_id=self.parent_run_id):
@@ -532,7 +546,6 @@ class MLflowTracker(DriverCallback):
 
                     with _step(problems, f"registering the best model as {self.registered_model!r}"):
                         register(info, self.registered_model, raise_errors=True, **self._registry_lineage())
-
 
     def _registry_lineage(self) -> dict[str, Any]:
         """The best trial's run, a description and tags for the registered model version."""

@@ -109,12 +109,14 @@ def test_registered_model_loads_and_predicts(finished):
     result, uri, _ = finished
     mlflow.set_tracking_uri(uri)
     model = mlflow.keras.load_model("models:/e2e-digits-classifier/1")
-    dataset = data.load(DataConfig(**SWEEP["data"]))
+    dataset = data.load(DataConfig(**{**SWEEP["data"], "normalize": False}))  # the source's raw rows
     predictions = model.predict(dataset.x_val[:7], verbose=0)
     assert predictions.shape == (7, 10)
     info = mlflow.models.get_model_info("models:/e2e-digits-classifier/1")
     assert info.signature is not None and tuple(info.signature.inputs.to_dict()[0]["tensor-spec"]["shape"]) == (-1, 64)
     assert info.saved_input_example_info is not None, "logged with an input example"
+    tags = mlflow.MlflowClient().get_run(result.parent_run_id).data.tags
+    assert tags["sweep.data.prepared"].startswith("standardized (the best model takes them"), tags.get("sweep.data.prepared")
 
 
 def test_export_and_load_best_give_the_best_model(finished, tmp_path):
@@ -133,9 +135,9 @@ def test_export_and_load_best_give_the_best_model(finished, tmp_path):
     assert (tmp_path / "best" / "saved_model" / "saved_model.pb").is_file()
     exported = keras.saving.load_model(tmp_path / "best" / "model.keras", safe_mode=True)
     loaded = sweep.load_best(result.name, tracking_uri=uri)
-    dataset = data.load(DataConfig(**SWEEP["data"]))
+    dataset = data.load(DataConfig(**{**SWEEP["data"], "normalize": False}))  # the rows as load_digits gives them
     logs = loaded.evaluate(dataset.x_val, dataset.y_val, verbose=0, return_dict=True)
-    assert logs["accuracy"] == pytest.approx(result.best.value, abs=1e-6)
+    assert logs["accuracy"] == pytest.approx(result.best.value, abs=1e-6), "the best model takes raw rows: the sweep's standardization is in it"
     np.testing.assert_allclose(exported.predict(dataset.x_val[:5], verbose=0), loaded.predict(dataset.x_val[:5], verbose=0), rtol=1e-6)
 
 

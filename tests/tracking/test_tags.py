@@ -26,7 +26,7 @@ CONTRACT = {
     "sweep.checkpoint_evicted", "sweep.resumed_from_epoch", "sweep.retries", "sweep.retry_reason", "sweep.retried_from_epoch",
     "sweep.node_id", "sweep.node_ip", "sweep.cpus", "sweep.gpus", "sweep.cuda_visible_devices", "sweep.file",
     "sweep.storage_root", "sweep.trials_requested", "sweep.config_hash", "sweep.data", "sweep.data.task", "sweep.data.labels", "sweep.data.inputs",
-    "sweep.data.outputs", "sweep.metric_names", "sweep.param_names", "sweep.resumed", "sweep.metric", "sweep.mode",
+    "sweep.data.outputs", "sweep.data.prepared", "sweep.metric_names", "sweep.param_names", "sweep.resumed", "sweep.metric", "sweep.mode",
     "sweep.storage", "sweep.trials.", "sweep.best_trial_id", "sweep.best_run_id", "sweep.best_epochs",
     "sweep.best_checkpoint", "sweep.finish_error", "sweep.parent_run_id",
 }

@@ -1,0 +1,183 @@
+"""What the sweep did to the inputs before ``fit()``, and the same steps as Keras layers.
+
+The built-in sources (and ``data.normalize`` / ``data.reshape`` for a user's arrays) prepare the
+inputs: floating-point features standardized with the train split's per-feature mean and std,
+keras image datasets divided by 255 (and given a channel axis), a single input reshaped. The
+trials train on the prepared arrays, so a trained model expects prepared rows. Handed out as it
+is, that model is a trap: on the rows the data source gives (a CSV file's own columns, MNIST's
+0..255 pixels) it predicts without a word of warning, and wrongly (0.48 accuracy on digits where
+the sweep reported 0.99).
+
+:class:`Preparation` records the steps (:func:`fit` learns them from the training inputs,
+:meth:`Preparation.apply` applies them to arrays), and :meth:`Preparation.front` puts the same
+steps in front of a trained model as Keras' own ``Reshape``, ``Normalization`` and ``Rescaling``
+layers. The best model the sweep logs, registers and exports is that model: it takes the inputs
+as the data source gives them, and loads in ``safe_mode`` with nothing but Keras.
+
+Light at module level (NumPy only): the data loader imports it; Keras is imported by ``front``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from sweep.inputs.structures import is_nested, leaves, map_leaves, named_leaves, rebuild
+
+__all__ = ["InputSteps", "Preparation", "fit"]
+
+IMAGE_SCALE = 1.0 / 255.0  # keras image datasets: 0..255 pixels -> 0..1
+
+
+@dataclass(frozen=True)
+class InputSteps:
+    """One input's steps, in the order they run: reshape to ``stats_shape``, standardize with
+    ``mean``/``std`` (each of ``stats_shape``) or multiply by ``scale``, reshape to ``shape``.
+
+    Shapes are one sample's (no batch dimension); ``raw_shape`` and ``dtype`` are the input as
+    the data source gives it.
+    """
+
+    raw_shape: tuple[int, ...]
+    dtype: str
+    stats_shape: tuple[int, ...]
+    shape: tuple[int, ...]
+    mean: np.ndarray | None = None
+    std: np.ndarray | None = None
+    scale: float | None = None
+
+    @property
+    def changes_anything(self) -> bool:
+        return self.mean is not None or self.scale is not None or self.shape != self.raw_shape or self.stats_shape != self.raw_shape
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        """The steps on rows ``x`` of ``raw_shape`` (any number of rows); ``x`` itself when none."""
+        if not self.changes_anything:
+            return x
+        x = x.reshape((len(x), *self.stats_shape))
+        if self.mean is not None:
+            x = (x - self.mean) / self.std
+        elif self.scale is not None:
+            x = x * np.asarray(self.scale, dtype=x.dtype)
+        return x.reshape((len(x), *self.shape))
+
+
+@dataclass(frozen=True)
+class Preparation:
+    """Every input's :class:`InputSteps`, in ``x``'s form (one, a list, or a dict by name)."""
+
+    steps: Any = field(default=None)
+
+    @property
+    def changes_anything(self) -> bool:
+        return self.steps is not None and any(s.changes_anything for s in leaves(self.steps))
+
+    def apply(self, x: Any) -> Any:
+        """The prepared form of inputs ``x`` (raw, in the form the data source gives)."""
+        if not self.changes_anything:
+            return x
+        if not is_nested(self.steps):
+            return self.steps.apply(x)
+        by_name = dict(named_leaves(self.steps))
+        return rebuild(x, {name: by_name[name].apply(leaf) for name, leaf in named_leaves(x)}, "")
+
+    def reshaped(self, shape: tuple[int, ...]) -> Preparation:
+        """The same steps, ending in a reshape of the single input to ``shape`` (``data.reshape``)."""
+        return Preparation(replace(self.steps, shape=tuple(shape)))
+
+    def summary(self) -> str:
+        """What was done, in a few words (the parent run's ``sweep.inputs_prepared`` tag)."""
+        done = []
+        for name, step in named_leaves(self.steps) if self.steps is not None else []:
+            what = "standardized" if step.mean is not None else (f"scaled by {step.scale:.6g}" if step.scale is not None else "")
+            if step.shape != step.raw_shape:
+                what = f"{what}, reshaped {step.raw_shape} -> {step.shape}".lstrip(", ")
+            if what:
+                done.append(f"{name}: {what}" if name else what)
+        return "; ".join(done)
+
+    def front(self, model: Any) -> Any:
+        """``model`` behind these steps as Keras layers: a functional model taking raw inputs.
+
+        Inputs keep ``model``'s input names where it has them; the compile settings (loss,
+        metrics, loss weights) are copied, so ``evaluate`` on raw rows gives the trial's
+        numbers. ``model`` itself when nothing is changed.
+        """
+        if not self.changes_anything:
+            return model
+        import keras
+
+        names = [getattr(t, "name", None) for t in (getattr(model, "inputs", None) or [])]
+        raw_inputs = _inputs(self.steps, names)
+        prepared = map_leaves(lambda pair: _layers(*pair), _zip(raw_inputs, self.steps))
+        wrapper = keras.Model(raw_inputs, model(prepared), name=f"{model.name}_on_raw_inputs")
+        compiled = model.get_compile_config() if getattr(model, "compiled", False) else None
+        if compiled:
+            wrapper.compile_from_config(compiled)
+        return wrapper
+
+
+def fit(x_train: Any, *, standardize: bool = False, scale: float | None = None, raw_shape: Any = None) -> Preparation:
+    """The steps learned from training inputs ``x_train`` (prepared up to the statistics).
+
+    ``standardize``: every floating-point input gets the train split's per-element mean and
+    std (a std of 0 counts as 1); integer inputs (token ids) are left alone. ``scale``: every
+    input is multiplied by it. ``raw_shape``: the single input's sample shape as the source gave
+    it, when the loader already reshaped it (a channel axis added to images).
+    """
+
+    def steps_of(leaf: np.ndarray) -> InputSteps:
+        sample = tuple(int(d) for d in leaf.shape[1:])
+        raw = tuple(raw_shape) if raw_shape is not None and not is_nested(x_train) else sample
+        steps = InputSteps(raw_shape=raw, dtype=str(leaf.dtype), stats_shape=sample, shape=sample)
+        if standardize and np.issubdtype(leaf.dtype, np.floating):
+            mean = leaf.mean(axis=0, dtype=np.float64)
+            std = leaf.std(axis=0, dtype=np.float64)
+            std[std == 0] = 1.0
+            return replace(steps, mean=mean.astype(leaf.dtype), std=std.astype(leaf.dtype))
+        if scale is not None:
+            return replace(steps, scale=float(scale), dtype="float32")
+        return steps
+
+    return Preparation(map_leaves(steps_of, x_train))
+
+
+def _zip(inputs: Any, steps: Any) -> Any:
+    if isinstance(steps, dict):
+        return {k: _zip(inputs[k], steps[k]) for k in steps}
+    if isinstance(steps, list):
+        return [_zip(i, s) for i, s in zip(inputs, steps)]
+    return (inputs, steps)
+
+
+def _inputs(steps: Any, names: list[str | None]) -> Any:
+    """One ``keras.Input`` per input, of the raw shape and dtype, named after the model's inputs
+    (dict keys for a dict), so an MLflow signature keeps the names the model had."""
+    import keras
+
+    flat = named_leaves(steps)
+    given = iter(names if len(names) == len(flat) else [None] * len(flat))
+
+    def make(step: InputSteps) -> Any:
+        return keras.Input(shape=step.raw_shape, dtype=step.dtype, name=next(given))
+
+    if isinstance(steps, dict):
+        return {key: keras.Input(shape=step.raw_shape, dtype=step.dtype, name=str(key)) for key, step in steps.items()}
+    return map_leaves(make, steps)
+
+
+def _layers(tensor: Any, step: InputSteps) -> Any:
+    import keras
+
+    if step.stats_shape != step.raw_shape:
+        tensor = keras.layers.Reshape(step.stats_shape)(tensor)
+    if step.mean is not None:
+        axis = tuple(range(1, len(step.stats_shape) + 1)) or None
+        tensor = keras.layers.Normalization(axis=axis, mean=step.mean, variance=np.square(step.std))(tensor)
+    elif step.scale is not None:
+        tensor = keras.layers.Rescaling(step.scale)(tensor)
+    if step.shape != step.stats_shape:
+        tensor = keras.layers.Reshape(step.shape)(tensor)
+    return tensor

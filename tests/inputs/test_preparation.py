@@ -1,0 +1,123 @@
+"""sweep.inputs.preparation: the steps done to the inputs before fit(), and the same steps as
+Keras layers in front of a trained model, so the best model takes the source's raw inputs
+(real data, real Keras; no Ray)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sweep.inputs import data, preparation
+from sweep.spec.config import DataConfig
+
+RNG = np.random.default_rng(7)
+
+
+def _train(model, x, y, epochs=2):
+    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.fit(x, y, epochs=epochs, verbose=0)
+    return model
+
+
+def _saved_and_loaded(model, folder: Path):
+    import keras
+
+    model.save(folder / "model.keras")
+    return keras.saving.load_model(folder / "model.keras", safe_mode=True)
+
+
+def test_standardizing_uses_the_train_statistics_and_leaves_integers_alone():
+    x = {"features": RNG.normal(4.0, 3.0, (300, 5)).astype("float32"), "ids": RNG.integers(0, 9, (300, 3))}
+    steps = preparation.fit(x, standardize=True)
+    prepared = steps.apply(x)
+    np.testing.assert_allclose(prepared["features"].mean(axis=0), 0.0, atol=1e-5)
+    np.testing.assert_allclose(prepared["features"].std(axis=0), 1.0, atol=1e-5)
+    assert prepared["ids"] is x["ids"], "token ids are never standardized"
+    assert steps.summary() == "features: standardized"
+
+
+def test_a_constant_feature_keeps_its_values_apart_from_the_mean():
+    x = np.column_stack([np.full(50, 3.0), RNG.normal(size=50)]).astype("float32")
+    prepared = preparation.fit(x, standardize=True).apply(x)
+    assert np.all(prepared[:, 0] == 0.0) and np.all(np.isfinite(prepared))
+
+
+def test_nothing_done_is_no_preparation_and_no_wrapper():
+    import keras
+
+    x = RNG.normal(size=(20, 4)).astype("float32")
+    steps = preparation.fit(x)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    assert not steps.changes_anything and steps.front(model) is model and steps.apply(x) is x
+
+
+def test_the_front_model_on_raw_rows_is_the_trained_model_on_prepared_rows(tmp_path):
+    import keras
+
+    x = RNG.normal(50.0, 20.0, (400, 6)).astype("float32")
+    y = (x[:, 0] + x[:, 1] > 100).astype("int64")
+    steps = preparation.fit(x, standardize=True)
+    model = _train(keras.Sequential([keras.Input((6,)), keras.layers.Dense(8, activation="relu"), keras.layers.Dense(2, activation="softmax")]), steps.apply(x), y)
+    wanted = model.evaluate(steps.apply(x), y, verbose=0, return_dict=True)
+    served = _saved_and_loaded(steps.front(model), tmp_path)  # built-in layers only: safe_mode loads it
+    np.testing.assert_allclose(served.predict(x, verbose=0), model.predict(steps.apply(x), verbose=0), atol=1e-5)
+    got = served.evaluate(x, y, verbose=0, return_dict=True)  # compiled as the trial was
+    assert got["accuracy"] == pytest.approx(wanted["accuracy"], abs=1e-6)
+    assert got["loss"] == pytest.approx(wanted["loss"], rel=1e-4)
+    raw_accuracy = model.evaluate(x, y, verbose=0, return_dict=True)["accuracy"]
+    assert raw_accuracy < wanted["accuracy"], "the trained model alone is wrong on raw rows: the reason for the front"
+
+
+def test_images_are_rescaled_and_given_their_channel_axis(tmp_path):
+    import keras
+
+    pixels = RNG.integers(0, 256, (40, 8, 8)).astype("uint8")
+    steps = preparation.fit(pixels[..., np.newaxis].astype("float32"), scale=preparation.IMAGE_SCALE, raw_shape=(8, 8))
+    prepared = steps.apply(pixels.astype("float32"))
+    assert prepared.shape == (40, 8, 8, 1) and prepared.max() <= 1.0
+    conv = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(2, 3), keras.layers.Flatten(), keras.layers.Dense(3)])
+    served = _saved_and_loaded(steps.front(conv), tmp_path)
+    np.testing.assert_allclose(served.predict(pixels, verbose=0), conv.predict(prepared, verbose=0), atol=1e-5)
+    assert steps.summary() == "scaled by 0.00392157, reshaped (8, 8) -> (8, 8, 1)"
+
+
+def test_a_dict_input_model_keeps_its_input_names(tmp_path):
+    import keras
+
+    x = {"a": RNG.normal(9.0, 4.0, (60, 3)).astype("float32"), "ids": RNG.integers(0, 10, (60, 2))}
+    steps = preparation.fit(x, standardize=True)
+    a, ids = keras.Input((3,), name="a"), keras.Input((2,), name="ids", dtype="int64")
+    merged = keras.layers.Concatenate()([a, keras.layers.Flatten()(keras.layers.Embedding(10, 2)(ids))])
+    model = keras.Model({"a": a, "ids": ids}, keras.layers.Dense(1)(merged))
+    served = _saved_and_loaded(steps.front(model), tmp_path)
+    assert sorted(t.name for t in served.inputs) == ["a", "ids"]
+    np.testing.assert_allclose(served.predict(x, verbose=0), model.predict(steps.apply(x), verbose=0), atol=1e-5)
+
+
+def test_data_reshape_runs_after_the_standardization():
+    x = RNG.normal(2.0, 5.0, (30, 12)).astype("float32")
+    steps = preparation.fit(x, standardize=True).reshaped((3, 4))
+    assert steps.apply(x).shape == (30, 3, 4)
+    np.testing.assert_allclose(steps.apply(x).reshape(30, 12).mean(axis=0), 0.0, atol=1e-5)
+
+
+@pytest.mark.parametrize("source", ["digits", "diabetes", "synthetic"])
+def test_built_in_sources_record_what_they_did_and_keep_the_raw_example(source):
+    prepared = data.load(DataConfig(source=source))
+    raw = data.load(DataConfig(source=source, normalize=False))  # the same split, untouched
+    steps = prepared.preparation
+    assert steps is not None and steps.changes_anything
+    np.testing.assert_allclose(steps.apply(raw.x_val), prepared.x_val, atol=1e-5)
+    np.testing.assert_array_equal(prepared.example(), raw.x_val[:5])  # the logged model's input example is raw rows
+    assert raw.preparation is None and raw.example() is not None
+
+
+def test_a_users_own_arrays_are_not_prepared_unless_asked(tmp_path):
+    path = tmp_path / "rows.npz"
+    np.savez(path, x=RNG.normal(size=(50, 4)).astype("float32"), y=RNG.integers(0, 2, 50))
+    assert data.load(DataConfig(source=f"npz:{path}")).preparation is None
+    asked = data.load(DataConfig(source=f"npz:{path}", normalize=True, reshape=[2, 2]))
+    assert asked.preparation.summary() == "standardized, reshaped (4,) -> (2, 2)"
+    assert asked.x_train.shape[1:] == (2, 2)
