@@ -228,7 +228,8 @@ class MLflowTracker(DriverCallback):
 
         name = f"{self.sweep_name}-{trial_label(outcome.number)}"  # the trial's one identifier, as the CLI shows it
         params = {self._param_key(k): v for k, v in outcome.params.items()}
-        self.writer.submit(OpKind.START, outcome.trial_id, {"name": name, "tags": tags, "params": params})
+        started = _ms(outcome.started_at)  # when the trial started, not when a write landed (a tracking outage buffers it)
+        self.writer.submit(OpKind.START, outcome.trial_id, {"name": name, "tags": tags, "params": params, "start_time": started})
 
     def _param_key(self, key: str) -> str:
         """A param's MLflow key (a space entry's name, as itself unless MLflow refuses it)."""
@@ -368,7 +369,7 @@ class MLflowTracker(DriverCallback):
             tags[CHECKPOINT_TAG] = outcome.checkpoint
             self.writer.submit(OpKind.CHECKPOINT, outcome.trial_id, outcome.checkpoint)
         self.writer.submit(OpKind.TAGS, outcome.trial_id, tags)
-        self.writer.submit(OpKind.END, outcome.trial_id, _run_status(outcome.status))
+        self.writer.submit(OpKind.END, outcome.trial_id, {"status": _run_status(outcome.status), "end_time": _ms(outcome.ended_at)})
         self.enforce_quota()  # this trial's checkpoint may go now that its artifact is queued
 
     def close_interrupted(self, outcomes: list[TrialOutcome], why: str) -> None:
@@ -382,7 +383,7 @@ class MLflowTracker(DriverCallback):
             if outcome.checkpoint:
                 tags[CHECKPOINT_TAG] = outcome.checkpoint
             self.writer.submit(OpKind.TAGS, outcome.trial_id, tags)
-            self.writer.submit(OpKind.END, outcome.trial_id, "KILLED")
+            self.writer.submit(OpKind.END, outcome.trial_id, {"status": "KILLED", "end_time": _ms(outcome.ended_at)})
 
     # -- the end of the sweep ----------------------------------------------------------------
     def flush(self) -> list[str]:
@@ -580,6 +581,11 @@ def _number(best: Any) -> str:
 def _run_status(status: str) -> str:
     """The MLflow status a trial's run ends with: FAILED, KILLED (interrupted, resumable) or FINISHED."""
     return {TrialStatus.FAILED: "FAILED", TrialStatus.INTERRUPTED: "KILLED"}.get(status, "FINISHED")
+
+
+def _ms(seconds: float | None) -> int:
+    """A time for MLflow (ms since the epoch): ``seconds`` (``time.time()``), or now."""
+    return int((seconds if seconds is not None else time.time()) * 1000)
 
 
 @contextlib.contextmanager

@@ -50,14 +50,14 @@ class OpKind(Enum):
     :data:`_APPLY` maps each to the Writer method that writes it. An enum, not free text, so a
     misspelt kind fails where it is sent instead of being silently ignored by the writer."""
 
-    START = "start"  # create the trial's child run; payload {"name", "tags", "params"} (key: the trial id)
+    START = "start"  # create the trial's child run; payload {"name", "tags", "params", "start_time" (ms, optional)} (key: the trial id)
     REOPEN = "reopen"  # a resumed trial's run back to RUNNING; payload: tags to set
     METRICS = "metrics"  # payload: [(name, value, step, timestamp ms), ...]
     TAGS = "tags"  # payload: {tag: value} (key "parent": the parent run)
     CHECKPOINT = "checkpoint"  # log the checkpoint at the payload's location as the run's artifact
     EVICT = "evict"  # delete the local checkpoint at the payload's location (after its artifact landed)
     PRUNE = "prune"  # delete a superseded checkpoint (after the tag naming its successor landed)
-    END = "end"  # end the run; payload: its MLflow status (FINISHED, FAILED, KILLED)
+    END = "end"  # end the run; payload {"status": FINISHED | FAILED | KILLED, "end_time": ms (optional)}
     BATCH = "batch"  # made by _coalesce: payload {"metrics", "tags", "params"}, one log_batch
     FLUSH = "flush"  # a barrier: everything before it lands, then ``done`` is set
     STOP = "stop"  # a barrier: the writer's thread ends
@@ -264,14 +264,14 @@ class Writer:
         # str(): a tracking server (REST/protobuf) rejects non-string tag values that sqlite accepts
         tags = {k: str(v) for k, v in {"mlflow.runName": op.payload["name"], **op.payload["tags"]}.items()}
         try:
-            run = self._client.create_run(self.experiment_id, tags=tags, run_name=op.payload["name"])
+            run = self._client.create_run(self.experiment_id, tags=tags, run_name=op.payload["name"], start_time=op.payload.get("start_time"))
         except Exception as exc:
             if not rejected(exc, item=True):
                 raise
             # a tag MLflow refuses: the run is created with the tags that make it this trial's,
             # and the others go through log_batch, which lands all but the bad ones
             core = {k: v for k, v in tags.items() if k in RUN_IDENTITY}
-            run = self._client.create_run(self.experiment_id, tags=core, run_name=op.payload["name"])
+            run = self._client.create_run(self.experiment_id, tags=core, run_name=op.payload["name"], start_time=op.payload.get("start_time"))
             self.run_ids[op.key] = run.info.run_id
             rest = {k: v for k, v in tags.items() if k not in core}
             self._log_batch(run.info.run_id, {"metrics": [], "tags": rest, "params": {}}, op.key)
@@ -306,7 +306,7 @@ class Writer:
             storage.remove_checkpoint(op.payload)
 
     def _apply_end(self, op: _Op, run_id: str) -> None:
-        self._client.set_terminated(run_id, op.payload)
+        self._client.set_terminated(run_id, op.payload["status"], end_time=op.payload.get("end_time"))
 
     def _apply_reopen(self, op: _Op, run_id: str) -> None:
         self._client.update_run(run_id, status="RUNNING")

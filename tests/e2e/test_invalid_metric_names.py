@@ -91,7 +91,7 @@ def test_a_server_rejecting_a_batch_is_not_an_outage(tmp_path, monkeypatch, capl
         for epoch in (1, 2):
             writer.submit(OpKind.METRICS, "a", [("loss", 1.0 / epoch, epoch, 0), ("val/AR@100", 0.5, epoch, 0), ("val_loss", 2.0 / epoch, epoch, 0)])
         writer.submit(OpKind.TAGS, "a", {"sweep.status": "completed"})
-        writer.submit(OpKind.END, "a", "FINISHED")
+        writer.submit(OpKind.END, "a", {"status": "FINISHED"})
         with caplog.at_level(logging.WARNING, logger="sweep.tracking"):
             writer.close()
         assert time.monotonic() - started < 30, "no retry window"

@@ -113,7 +113,7 @@ def test_a_checkpoint_whose_record_failed_is_kept(tmp_path, monkeypatch):
     writer.submit(OpKind.CHECKPOINT, "a", str(tmp_path / "runs" / "checkpoint_000009"))  # never existed
     writer.submit(OpKind.PRUNE, "a", old.path)
     writer.submit(OpKind.EVICT, "a", new.path)
-    writer.submit(OpKind.END, "a", "FINISHED")
+    writer.submit(OpKind.END, "a", {"status": "FINISHED"})
     started = time.monotonic()
     writer.close()
     assert time.monotonic() - started < 60, "a missing file is not retried like an outage"

@@ -25,7 +25,7 @@ def test_each_runs_operations_become_one_batch_in_order():
         _Op(OpKind.TAGS, "a", {"sweep.checkpoint": "e1"}),
         _Op(OpKind.METRICS, "a", [("loss", 0.5, 2, 0)]),
         _Op(OpKind.TAGS, "a", {"sweep.checkpoint": "e2"}),
-        _Op(OpKind.END, "a", "FINISHED"),
+        _Op(OpKind.END, "a", {"status": "FINISHED"}),
         _Op(OpKind.METRICS, "b", [("loss", 1.5, 2, 0)]),
     ]
     merged = _coalesce(ops)
@@ -38,7 +38,7 @@ def test_each_runs_operations_become_one_batch_in_order():
     assert merged[4].payload["metrics"] == [("loss", 2.0, 1, 0), ("loss", 1.5, 2, 0)]
     assert ops[1].payload == [("loss", 1.0, 1, 0)] and ops[0].payload["params"] == {"lr": 0.1}, "the caller's operations are not mutated"
     assert ops[0].payload["tags"] == {} and ops[4].payload == {"sweep.checkpoint": "e1"}
-    later = _coalesce([_Op(OpKind.TAGS, "a", {"sweep.status": "done"}), _Op(OpKind.END, "a", "FINISHED")])
+    later = _coalesce([_Op(OpKind.TAGS, "a", {"sweep.status": "done"}), _Op(OpKind.END, "a", {"status": "FINISHED"})])
     assert [op.kind for op in later] == [OpKind.BATCH, OpKind.END] and later[0].payload["tags"] == {"sweep.status": "done"}, "no start here: log_batch"
 
 
@@ -54,13 +54,28 @@ def test_a_second_start_of_an_existing_run_still_logs_the_tags_it_took_over(tmp_
     writer.flush(timeout=20)
     writer.submit(OpKind.START, "a", start)  # the retry, before the driver learnt the run's id
     writer.submit(OpKind.TAGS, "a", {"sweep.status": "completed", "sweep.epochs": 3})
-    writer.submit(OpKind.END, "a", "FINISHED")
+    writer.submit(OpKind.END, "a", {"status": "FINISHED"})
     writer.close()
     assert not writer.errors
     runs = tracking_client(uri).search_runs([experiment_id])
     assert len(runs) == 1, "never two runs per trial"
     assert runs[0].data.tags["sweep.status"] == "completed" and runs[0].data.tags["sweep.epochs"] == "3"
     assert runs[0].info.status == "FINISHED"
+
+
+def test_a_run_written_late_keeps_the_times_the_trial_had(tmp_path):
+    """Writes buffered through a tracking outage land minutes late; the trial's run still shows
+    when the trial started and ended (a 3 s trial once showed 0:51, the time the writes landed)."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    experiment_id = tracker.ensure_experiment(tracking_client(uri), uri, "late-writes")
+    writer = Writer(uri, experiment_id)
+    started = int(time.time() * 1000) - 120_000  # two minutes ago, during the outage
+    writer.submit(OpKind.START, "a", {"name": "a", "tags": {}, "params": {}, "start_time": started})
+    writer.submit(OpKind.END, "a", {"status": "FINISHED", "end_time": started + 3_000})
+    writer.close()
+    assert not writer.errors
+    run = tracking_client(uri).search_runs([experiment_id])[0]
+    assert (run.info.start_time, run.info.end_time) == (started, started + 3_000)
 
 
 def test_nothing_moves_across_a_flush():
@@ -117,7 +132,7 @@ def test_a_burst_of_200_trials_loses_no_metric(tmp_path):
         for epoch in range(1, 4):
             writer.submit(OpKind.METRICS, key, [("loss", 1.0 / epoch, epoch, 0), ("val_loss", 2.0 / epoch, epoch, 0)])
             reported += 2
-        writer.submit(OpKind.END, key, "FINISHED")
+        writer.submit(OpKind.END, key, {"status": "FINISHED"})
     writer.close()
     assert not writer.errors
     with sqlite3.connect(db) as conn:
@@ -138,7 +153,7 @@ def test_the_writer_process_loses_nothing_and_reports_its_run_ids(tmp_path):
         key = f"t{trial}"
         writer.submit(OpKind.START, key, {"name": key, "tags": {"sweep.trial_id": key}, "params": {"lr": trial * 0.1}})
         writer.submit(OpKind.METRICS, key, [("loss", np.float32(0.5), 1, 0), ("val_loss", float("nan"), 1, 0)])  # numpy and NaN travel
-        writer.submit(OpKind.END, key, "FINISHED")
+        writer.submit(OpKind.END, key, {"status": "FINISHED"})
     writer.flush()
     assert len(writer.run_ids) == 50  # known in the driver after a flush
     writer.close()

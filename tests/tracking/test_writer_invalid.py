@@ -30,7 +30,7 @@ def test_a_batch_with_an_invalid_metric_name_lands_the_rest_at_once(tmp_path, mo
     for epoch in (1, 2, 3):
         writer.submit(OpKind.METRICS, "a", [("loss", 1.0 / epoch, epoch, 0), ("top@3", 0.5, epoch, 0), ("val_accuracy", 0.1 * epoch, epoch, 0)])
     writer.submit(OpKind.TAGS, "a", {"sweep.status": "completed"})
-    writer.submit(OpKind.END, "a", "FINISHED")
+    writer.submit(OpKind.END, "a", {"status": "FINISHED"})
     with caplog.at_level(logging.WARNING, logger="sweep.tracking"):
         writer.close()
     elapsed = time.monotonic() - started
