@@ -241,6 +241,14 @@ def test_export_and_report_into_a_place_they_cannot_write_say_so_in_one_line(mlf
     assert in_the_way.read_text() == "mine\n"
 
 
+def test_export_of_a_sweep_without_a_best_model_leaves_no_folder(mlflow_uri, tmp_path, capsys):
+    _finished_sweep(mlflow_uri, "no-model", [0.5])  # no trial checkpoint: nothing to export
+    target = tmp_path / "out" / "best"
+    assert cli.main(["export", "no-model", str(target), "--tracking-uri", mlflow_uri]) == 2
+    assert "has no best model yet" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists(), "a refused export creates nothing"
+
+
 def test_a_budget_raised_on_resume_is_what_list_and_status_say(mlflow_uri, capsys):
     """`sweep run FILE --trials 6` continuing an interrupted 4-trial sweep ran 6 trials, and `sweep
     list` said 6/4 (a param cannot change; the parent's sweep.trials_requested tag can)."""

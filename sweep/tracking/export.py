@@ -133,10 +133,10 @@ def export_best(name: str, directory: str | Path, tracking_uri: str | None = Non
     """Write ``DIR/model.keras`` (and ``DIR/saved_model`` with ``saved_model``); return what was written."""
     uri = resolve_uri(tracking_uri)
     out = Path(directory)
-    out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     with tempfile.TemporaryDirectory(prefix="sweep-export-") as folder:
-        source = _fetch_best_file(name, uri, Path(folder))
+        source = _fetch_best_file(name, uri, Path(folder))  # before the folder: a refusal leaves nothing behind
+        out.mkdir(parents=True, exist_ok=True)
         target = out / MODEL_FILE
         shutil.copyfile(source, target)
         written.append(target)
