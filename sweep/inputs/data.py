@@ -28,6 +28,7 @@ import hashlib
 import importlib
 import inspect
 import math
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -266,6 +267,7 @@ def load(config: "DataConfig", search_paths: tuple[Path, ...] = (), batch_size: 
         parts, kinds, labels = _prepare_built_in(parts, config, kind)
     else:
         parts, kinds, labels = _as_given(parts, config)
+    kinds = _credit_the_loss(kinds, config)
     train, val = _split(parts[0], config, kinds) if len(parts) == 1 else parts
     raw_example = take_rows(val[0], slice(0, EXAMPLE_ROWS))
     raw_shape = None
@@ -285,6 +287,15 @@ def load(config: "DataConfig", search_paths: tuple[Path, ...] = (), batch_size: 
     if prepared.changes_anything:
         dataset.preparation, dataset.raw_example = prepared, raw_example
     return dataset
+
+
+def _credit_the_loss(kinds: Any, config: "DataConfig") -> Any:
+    """A task that ``model.loss`` decided (``mse``: a regression) says so on the start-up line,
+    not "(data.task)", which the file does not set."""
+    said_by = getattr(config, "_task_from", None)
+    if not said_by:
+        return kinds
+    return map_leaves(lambda kind: replace(kind, reason=said_by) if kind.reason == "data.task" else kind, kinds)
 
 
 def _dataset(train: Part, val: Part, kinds: Any, config: "DataConfig", labels: list[str] | None = None) -> Dataset:

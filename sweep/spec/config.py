@@ -18,7 +18,7 @@ from types import UnionType
 from typing import Annotated, Any, Literal, Mapping, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator, PrivateAttr
 
 from sweep.errors import SweepConfigError
 
@@ -316,6 +316,8 @@ def _condition_order(space: Mapping[str, Any]) -> list[str]:
 
 class DataConfig(_Strict):
     """Where the arrays come from and how they are split."""
+
+    _task_from: str | None = PrivateAttr(default=None)  # "model.loss: mse" when the loss set data.task (the start-up line says so)
 
     source: str = Field(
         description="digits | diabetes | synthetic | npz:PATH | csv:PATH | keras:NAME | package.module:function"
@@ -684,10 +686,12 @@ class SweepConfig(_Strict):
             return self
         if isinstance(loss, str) and loss.lower() in REGRESSION_LOSSES:
             self.data.task = "regression"
+            self.data._task_from = f"model.loss: {loss}"
         elif isinstance(loss, dict):
             heads = {str(name): "regression" for name, value in loss.items() if isinstance(value, str) and value.lower() in REGRESSION_LOSSES}
             if heads and len(loss) > 1:  # one entry may name an output the model lacks: Keras says so, on model.loss
                 self.data.task = heads
+                self.data._task_from = "model.loss"
         return self
 
     @model_validator(mode="after")

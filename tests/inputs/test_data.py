@@ -541,3 +541,17 @@ def test_csv_class_codes_0_to_k_minus_1_are_classes_even_when_many(tmp_path):
         path.write_text("\n".join(lines) + "\n")
         ds = data.load(cfg(source=f"csv:{path}", target="label"))
         assert ds.info.task == "classification" and ds.info.num_outputs == classes
+
+
+def test_a_task_the_loss_decided_is_credited_to_the_loss_on_the_start_up_line(tmp_path):
+    """``model.loss: mse`` over counts: the line said "(data.task)", a key the file never set."""
+    path = tmp_path / "counts.npz"
+    rng = np.random.default_rng(3)
+    np.savez(path, x=rng.normal(size=(120, 3)).astype("float32"), y=rng.integers(0, 6, 120))
+    sweep_file = tmp_path / "counts.yaml"
+    sweep_file.write_text(
+        f"name: counts\ndata: {{source: 'npz:{path}'}}\nmodel: {{builder: mlp, loss: mse}}\n"
+        "search: {space: {learning_rate: {type: float, low: 0.001, high: 0.1}}}\n"
+    )
+    info = data.load(load_sweep(sweep_file).data).info
+    assert info.task == "regression" and "(model.loss: mse)" in info.inferred and "data.task" not in info.inferred, info.inferred
