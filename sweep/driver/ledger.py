@@ -175,6 +175,7 @@ class Ledger(DriverCallback):
         self.prior_ended = 0  # trials that ended in an earlier session of a resumed sweep
         self.first_error: str | None = None  # traceback tail of the first trial that failed before any epoch
         self.numbering = TrialNumbering()  # a resumed sweep's: set by seed()
+        self.storage_root = ""  # --storage as Tune was given it: a URI's query travels with each checkpoint location
 
     @property
     def objective(self) -> Objective:
@@ -209,7 +210,7 @@ class Ledger(DriverCallback):
         from sweep.worker import storage
 
         outcome = self.outcome(trial)
-        previous, outcome.checkpoint = outcome.checkpoint, storage.checkpoint_location(checkpoint)
+        previous, outcome.checkpoint = outcome.checkpoint, storage.checkpoint_location(checkpoint, self.storage_root)
         if previous and previous != outcome.checkpoint:
             outcome.superseded = previous
 

@@ -508,6 +508,7 @@ def execute(
     uri = resolve_uri(config.tracking.uri)
     location = StorageLocation.of(storage, config.name)
     ledger = _new_ledger(config, resume)
+    ledger.storage_root = location.root
     warm = _warm_start(prepared, uri)  # before the parent run exists, so a wrong warm_start name leaves no empty run behind
     _lock_storage(location, prepared.label, config.name)  # before the parent run exists: an unwritable --storage leaves no run behind
     _start_ray_and_check(prepared, address, uri, location)

@@ -30,15 +30,20 @@ def is_uri(location: str | None) -> bool:
     return bool(location) and "://" in str(location)
 
 
-def checkpoint_location(checkpoint: Any) -> str:
-    """Where a Ray ``Checkpoint`` lives, as text that ``local_copy`` can open again."""
+def checkpoint_location(checkpoint: Any, storage_root: str = "") -> str:
+    """Where a Ray ``Checkpoint`` lives, as text that ``local_copy`` can open again.
+
+    A URI keeps ``storage_root``'s query (``s3://b/p?endpoint_override=127.0.0.1:9000``): the
+    filesystem options Ray opened the storage with, without which a MinIO checkpoint would be
+    looked for on AWS. ``--storage`` refuses credentials in that query, so it is safe to record."""
     import pyarrow.fs
 
     filesystem = getattr(checkpoint, "filesystem", None)
     if filesystem is None or isinstance(filesystem, pyarrow.fs.LocalFileSystem):
         return str(checkpoint.path)
     scheme = _SCHEMES.get(filesystem.type_name, filesystem.type_name)
-    return f"{scheme}://{str(checkpoint.path).lstrip('/')}"
+    query = storage_root.partition("?")[2] if is_uri(storage_root) else ""
+    return f"{scheme}://{str(checkpoint.path).lstrip('/')}" + (f"?{query}" if query else "")
 
 
 def _filesystem(location: str) -> tuple[Any, str]:

@@ -41,6 +41,22 @@ def test_checkpoint_location_keeps_remote_schemes() -> None:
     assert storage.checkpoint_location(tune.Checkpoint("run/checkpoint_1", filesystem=sub)).endswith("://run/checkpoint_1")
 
 
+def test_a_checkpoint_location_keeps_the_storage_uris_options() -> None:
+    """A MinIO store (``s3://b/p?endpoint_override=...``): checkpoint locations lost the query,
+    so the driver looked for the checkpoints it logs to MLflow on AWS."""
+    import pyarrow.fs
+    from ray import tune
+
+    root = "s3://bucket/sweeps?endpoint_override=127.0.0.1:9000&scheme=http&region=eu-west-3"
+    s3 = pyarrow.fs.S3FileSystem(endpoint_override="127.0.0.1:9000", scheme="http", region="eu-west-3")
+    location = storage.checkpoint_location(tune.Checkpoint("bucket/sweeps/demo/trial/checkpoint_000001", filesystem=s3), root)
+    assert location == "s3://bucket/sweeps/demo/trial/checkpoint_000001?endpoint_override=127.0.0.1:9000&scheme=http&region=eu-west-3"
+    reopened, path = pyarrow.fs.FileSystem.from_uri(location)
+    assert path == "bucket/sweeps/demo/trial/checkpoint_000001" and reopened.region == "eu-west-3"
+    local = tune.Checkpoint("/data/run/checkpoint_000001", filesystem=pyarrow.fs.LocalFileSystem())
+    assert storage.checkpoint_location(local, root) == "/data/run/checkpoint_000001", "a local path takes no query"
+
+
 def test_a_cloud_storage_that_does_not_answer_is_a_bounded_wait_that_says_so():
     """gs:// with no network hung Ray's first access for minutes, deaf to Ctrl-C."""
     import time
