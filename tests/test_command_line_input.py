@@ -69,6 +69,23 @@ def test_tracking_stores_mlflow_cannot_open_fail_at_once(tmp_path):
     check_reachable(f"sqlite:///{tmp_path / 'mlflow.db'}")  # a file (to be created) is fine
 
 
+def test_a_databricks_store_without_a_workspace_is_one_line_before_mlflow_tries(tmp_path, monkeypatch, capsys):
+    """MLflow printed two warnings, then `sweep list` failed "unexpectedly" with a line cut short."""
+    for name in ("DATABRICKS_HOST", "DATABRICKS_TOKEN", "DATABRICKS_CONFIG_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("DATABRICKS_CONFIG_FILE", str(tmp_path / "databrickscfg"))
+    with pytest.raises(ConnectionError, match=r"Databricks is not configured for 'databricks://work': .*add the profile \[work\]"):
+        check_reachable("databricks://work")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "databricks")
+    assert cli.main(["list"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "set DATABRICKS_HOST and DATABRICKS_TOKEN" in err, err
+    (tmp_path / "databrickscfg").write_text("[work]\nhost = https://example.cloud.databricks.com\ntoken = x\n")
+    check_reachable("databricks://work")  # configured: MLflow takes it from here
+    monkeypatch.setenv("DATABRICKS_HOST", "https://example.cloud.databricks.com")
+    check_reachable("databricks")
+
+
 @pytest.mark.parametrize(
     ("storage", "expected"),
     [

@@ -257,6 +257,28 @@ def _check_database_driver(uri: str) -> None:
         raise ConnectionError(f"SQLAlchemy cannot open it: {redact_text(str(exc).splitlines()[0])}") from None
 
 
+def _check_databricks_configured(uri: str) -> None:
+    """``databricks`` (or ``databricks://PROFILE``) needs a workspace and credentials: from
+    ``DATABRICKS_HOST`` (with a token or OAuth settings) or a profile in ``~/.databrickscfg``.
+    Without them MLflow printed two warnings, and the command failed "unexpectedly" with a line
+    cut at its first sentence."""
+    profile = uri.partition("://")[2].split(":", 1)[0] or os.environ.get("DATABRICKS_CONFIG_PROFILE") or "DEFAULT"
+    if os.environ.get("DATABRICKS_HOST"):
+        return
+    config = Path(os.environ.get("DATABRICKS_CONFIG_FILE") or Path.home() / ".databrickscfg")
+    import configparser
+
+    parser = configparser.ConfigParser()
+    with contextlib.suppress(OSError, configparser.Error):
+        parser.read(config)
+    if parser.has_section(profile) or (profile == "DEFAULT" and parser.defaults()):
+        return
+    raise ConnectionError(
+        f"Databricks is not configured for {uri!r}: set DATABRICKS_HOST and DATABRICKS_TOKEN, "
+        f"or add the profile [{profile}] to {config} (databricks://PROFILE picks one)"
+    )
+
+
 def _answers_mlflows_api(health: Any, parts: Any, timeout: float) -> bool:
     """Whether MLflow's REST API answers under the URI's path: a JSON body (an experiment, or
     MLflow's own error) and not a web server's 404 page ("sweep list" failed "unexpectedly"
@@ -311,6 +333,9 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
         hint = sqlite_hint(uri)
         raise ConnectionError("MLflow's file store (a folder such as ./mlruns) is not supported: use sqlite:///FILE (the default, ./mlflow.db) or http(s)://HOST:PORT"
                               + (f"; did you mean {hint!r}?" if hint else ""))
+    if uri.startswith("databricks"):
+        _check_databricks_configured(uri)
+        return
     if not uri.startswith(("http://", "https://")):
         _check_database_driver(uri)
         return
