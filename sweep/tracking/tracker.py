@@ -518,14 +518,18 @@ class MLflowTracker(DriverCallback):
         problems = [] if problems is None else problems
         model_cfg, search_paths = self.model_settings or (None, ())
         prepared = self.preparation is not None and self.preparation.changes_anything
-        if not prepared:
+        if not prepared:  # logged before loading: a model that fails to load back is still there
             self._client.log_artifact(self.parent_run_id, str(Path(checkpoint) / MODEL_FILE), "best_checkpoint")
         model = load_checkpoint(checkpoint, model_cfg=model_cfg, search_paths=tuple(search_paths))
         if prepared:
-            model = self.preparation.front(model)
-            with tempfile.TemporaryDirectory(prefix="sweep-best-") as best_folder:
-                model.save(Path(best_folder) / MODEL_FILE)
-                self._client.log_artifact(self.parent_run_id, str(Path(best_folder) / MODEL_FILE), "best_checkpoint")
+            fronted = self._on_raw_inputs(model, problems)
+            if fronted is None:
+                self._client.log_artifact(self.parent_run_id, str(Path(checkpoint) / MODEL_FILE), "best_checkpoint")
+            else:
+                model = fronted
+                with tempfile.TemporaryDirectory(prefix="sweep-best-") as best_folder:
+                    model.save(Path(best_folder) / MODEL_FILE)
+                    self._client.log_artifact(self.parent_run_id, str(Path(best_folder) / MODEL_FILE), "best_checkpoint")
         with tempfile.TemporaryDirectory(prefix="sweep-code-") as code_folder:
             code = _write_user_code(Path(code_folder) / "code", search_paths)
             if code is not None:
@@ -547,6 +551,18 @@ class MLflowTracker(DriverCallback):
 
                     with _step(problems, f"registering the best model as {self.registered_model!r}"):
                         register(info, self.registered_model, raise_errors=True, **self._registry_lineage())
+
+    def _on_raw_inputs(self, model: Any, problems: list[str]) -> Any:
+        """The best model behind :attr:`preparation`'s steps; None when they cannot go in front
+        of it (said in ``problems``: the logged model then takes prepared inputs, as the trials did)."""
+        try:
+            return self.preparation.front(model)
+        except Exception as exc:  # e.g. a subclassed model that cannot be called on symbolic inputs
+            problems.append(
+                f"the best model is logged as trained, taking prepared inputs ({self.preparation.summary()}): "
+                f"putting those steps in front of it failed ({one_line(exc)})"
+            )
+            return None
 
     def _registry_lineage(self) -> dict[str, Any]:
         """The best trial's run, a description and tags for the registered model version."""
