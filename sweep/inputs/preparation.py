@@ -58,7 +58,7 @@ class InputSteps:
             return x
         x = x.reshape((len(x), *self.stats_shape))
         if self.mean is not None:
-            x = (x - self.mean) / self.std
+            x = (x.astype(self.mean.dtype, copy=False) - self.mean) / self.std
         elif self.scale is not None:
             x = x * np.asarray(self.scale, dtype=x.dtype)
         return x.reshape((len(x), *self.shape))
@@ -136,7 +136,10 @@ def fit(x_train: Any, *, standardize: bool = False, scale: float | None = None, 
             mean = leaf.mean(axis=0, dtype=np.float64)
             std = leaf.std(axis=0, dtype=np.float64)
             std[std == 0] = 1.0
-            return replace(steps, mean=mean.astype(leaf.dtype), std=std.astype(leaf.dtype))
+            # at least float32: float16 statistics overflow (std 400 -> variance inf) or underflow,
+            # and the Normalization layer computes in float32 anyway
+            dtype = np.result_type(leaf.dtype, np.float32)
+            return replace(steps, mean=mean.astype(dtype), std=std.astype(dtype))
         if scale is not None:
             return replace(steps, scale=float(scale), dtype="float32")
         return steps
