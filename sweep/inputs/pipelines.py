@@ -254,7 +254,8 @@ def _target_kinds(config: "DataConfig", y: Any, train: Any, val: Any) -> Any:
     if len(named) > 1:
         found = {name: _one_target(config, leaf, None, name, lambda name=name: labels_of(name), several=True, hint=hint) for name, leaf in named}
         return rebuild(y, found, "y")
-    return _one_target(config, named[0][1], class_names, "y", lambda: labels_of("y"), hint=hint)
+    only = named[0][0]  # "y", or "y.label" for a dict of one output
+    return _one_target(config, named[0][1], class_names, "y", lambda: labels_of(only), hint=hint)
 
 
 MAX_SCANNED_BATCHES = 200  # a validation pipeline this small is read once in the driver for its labels

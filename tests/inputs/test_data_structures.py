@@ -317,6 +317,19 @@ def test_a_pipeline_without_class_names_reads_a_small_validation_pipelines_label
     assert "validation pipeline" in ds.info.inferred
 
 
+def test_a_pipeline_with_a_dict_of_one_target_reads_its_labels_too(module):
+    """``({"feat": x}, {"label": y})``: the labels were looked up as ``y`` (the leaf is
+    ``y.label``), so a finite two-batch pipeline was asked for data.num_outputs."""
+    ds = load(module("""
+        def load():
+            import tensorflow as tf
+            x = np.zeros((64, 2), dtype="float32")
+            full = tf.data.Dataset.from_tensor_slices(({"feat": x}, {"label": (np.arange(64) % 4).astype("int64")})).batch(16)
+            return full.take(2), full.skip(2)
+    """))
+    assert (ds.info.task, ds.info.num_outputs) == ("classification", 4)
+
+
 def test_an_endless_pipeline_without_class_names_needs_num_outputs(module):
     source = module("""
         def load():
