@@ -462,9 +462,10 @@ def _as_given(parts: list[Part], config: "DataConfig") -> tuple[list[Part], Any,
     """A user's arrays, checked and read but not changed (unless data.encode_labels)."""
     source = config.source
     parts = [(_arrays(x, source, "x"), _arrays(y, source, "y"), None if w is None else _arrays(w, source, "sample_weight")) for x, y, w in parts]
-    for x, y, w in parts:
+    for index, (x, y, w) in enumerate(parts):
         _check_weights_fit_targets(y, w, source)
-        _check_rows(x, y, w, source)
+        _check_rows(x, y, w, source, _part_name(index, len(parts)))
+        _check_sample_weights(y, w, source, _part_name(index, len(parts)))
         for name, leaf in named_leaves(x, "x"):
             _check_inputs(leaf, source, name)
         for name, leaf in named_leaves(y, "y"):
@@ -608,17 +609,50 @@ def _mixed_hint(x: np.ndarray) -> str:
     return f" (it holds {', '.join(kinds[:4])}: convert the column to one type)"
 
 
-def _check_rows(x: Any, y: Any, w: Any, source: str) -> None:
+def _part_name(index: int, parts: int) -> str:
+    """`` (the training part)`` / `` (the validation part)`` of a (train, validation) pair."""
+    return "" if parts == 1 else (" (the training part)", " (the validation part)")[index]
+
+
+def _check_sample_weights(y: Any, w: Any, source: str, part: str = "") -> None:
+    """Sample weights as ``fit()`` can use them: numbers, finite, at least 0, not all 0, one
+    per row (``(N,)``, ``(N, 1)``, or one per timestep of ``(N, T, ...)`` targets). A NaN weight
+    failed every trial as a NaN loss, or made every val_loss NaN (the sweep then said that no
+    trial produced a result); strings and ``(N, 2)`` weights failed as ``model.builder``."""
+    if w is None:
+        return
+    targets_by_name = dict(named_leaves(y, "y"))
+    for name, leaf in named_leaves(w, "sample_weight"):
+        target = targets_by_name.get(name.replace("sample_weight", "y", 1), leaves(y)[0])
+        if not (np.issubdtype(leaf.dtype, np.number) or leaf.dtype == np.bool_):
+            first = leaf.flat[0] if leaf.size else None
+            got = f"text (e.g. {str(first)!r})" if isinstance(first, (str, bytes)) else f"dtype {leaf.dtype}"
+            raise InputError("data.source", f"expected numeric {name} in {source}{part}, got {got}")
+        per_row = leaf.ndim == 1 or (leaf.ndim == 2 and leaf.shape[1] == 1)
+        per_step = leaf.ndim == 2 and target.ndim >= 3 and leaf.shape[1] == target.shape[1]
+        if not (per_row or per_step):
+            raise InputError("data.source", f"expected one {name} per row in {source}{part} (shape (N,) or (N, 1)), got shape {list(leaf.shape)}")
+        values = leaf.astype(np.float64, copy=False)
+        bad = int((~np.isfinite(values)).sum())
+        if bad:
+            raise InputError("data.source", f"expected finite {name} in {source}{part}, got {bad} NaN or infinite value(s)")
+        if (values < 0).any():
+            raise InputError("data.source", f"expected {name} of at least 0 in {source}{part}, got {int((values < 0).sum())} negative value(s)")
+        if values.size and not values.any():
+            raise InputError("data.source", f"expected some non-zero {name} in {source}{part}, got all zeros (nothing would count)")
+
+
+def _check_rows(x: Any, y: Any, w: Any, source: str, part: str = "") -> None:
     counts = {name: len(leaf) for name, leaf in named_leaves(x, "x") + named_leaves(y, "y") + (named_leaves(w, "sample_weight") if w is not None else [])}
     if len(set(counts.values())) > 1:
         x_rows = len(leaves(x)[0])
         odd = next(name for name, n in counts.items() if n != x_rows)
         inputs = "inputs" if not is_nested(x) else f"rows in {named_leaves(x, 'x')[0][0]}"
         if odd.startswith("y") and not is_nested(x) and not is_nested(y):
-            raise InputError("data.source", f"expected as many targets as inputs in {source}, got {x_rows} inputs and {counts[odd]} targets")
-        raise InputError("data.source", f"expected as many rows in {odd} as {inputs} in {source}, got {counts[odd]} and {x_rows}")
+            raise InputError("data.source", f"expected as many targets as inputs in {source}{part}, got {x_rows} inputs and {counts[odd]} targets")
+        raise InputError("data.source", f"expected as many rows in {odd} as {inputs} in {source}{part}, got {counts[odd]} and {x_rows}")
     if not counts or next(iter(counts.values())) == 0:
-        raise InputError("data.source", f"expected at least one row in {source}, got none")
+        raise InputError("data.source", f"expected at least one row in {source}{part}, got none")
 
 
 def _check_same_structure(parts: list[Part], source: str) -> None:

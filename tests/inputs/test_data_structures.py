@@ -521,3 +521,65 @@ def test_a_validation_split_beside_a_pipeline_pair_is_refused(module):
         load(source, validation_split=0.5)
     assert err.value.key == "data.validation_split" and "returns its own validation tf.data pipeline" in err.value.expected
     assert load(source).info.streamed, "the default split is no setting of the user's"
+
+
+WEIGHTS = """
+def xy(n=40):
+    rng = np.random.default_rng(0)
+    return rng.normal(size=(n, 3)).astype("float32"), (np.arange(n) % 2).astype("int64")
+
+def nan_val():
+    x, y = xy()
+    w = np.ones(40, "float32"); w[35] = np.nan
+    return (x[:30], y[:30], w[:30]), (x[30:], y[30:], w[30:])
+
+def text():
+    x, y = xy()
+    return x, y, np.array(["1"] * 40)
+
+def two_columns():
+    x, y = xy()
+    return x, y, np.ones((40, 2), "float32")
+
+def negative():
+    x, y = xy()
+    w = np.ones(40); w[3] = -1.0
+    return x, y, w
+
+def zeros():
+    x, y = xy()
+    return x, y, np.zeros(40)
+
+def column():
+    x, y = xy()
+    return x, y, np.ones((40, 1), "float32")
+
+def empty_val():
+    x, y = xy()
+    return (x, y), (x[:0], y[:0])
+"""
+
+
+@pytest.mark.parametrize(
+    ("function", "expected"),
+    [
+        ("nan_val", "expected finite sample_weight in {source} (the validation part), got 1 NaN or infinite value(s)"),
+        ("text", "expected numeric sample_weight in {source}, got text (e.g. '1')"),
+        ("two_columns", "expected one sample_weight per row in {source} (shape (N,) or (N, 1)), got shape [40, 2]"),
+        ("negative", "expected sample_weight of at least 0 in {source}, got 1 negative value(s)"),
+        ("zeros", "expected some non-zero sample_weight in {source}, got all zeros (nothing would count)"),
+        ("empty_val", "expected at least one row in {source} (the validation part), got none"),
+    ],
+)
+def test_sample_weights_fit_cannot_use_are_refused_naming_the_part(module, function, expected):
+    """A NaN validation weight made every val_loss NaN and the sweep said no trial produced a
+    result; a NaN training weight failed every trial; strings and (N, 2) blamed model.builder."""
+    written = module(WEIGHTS)
+    with pytest.raises(InputError) as err:
+        load(written, function)
+    assert err.value.key == "data.source"
+    assert err.value.expected == expected.format(source=f"{written[0]}:{function}")
+
+
+def test_a_column_of_weights_is_one_per_row(module):
+    assert load(module(WEIGHTS), "column").sample_weight.shape == (32, 1)  # 0.2 of the rows validate
