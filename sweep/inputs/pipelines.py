@@ -199,7 +199,20 @@ def _first_batch(pipeline: Any, source: str, which: str) -> tuple[Any, Any, Any]
         raise InputError("data.source", f"expected the {which} {kind} of {source} to yield (x, y) or (x, y, sample_weight) batches, got {type(element).__name__}")
     batch = tuple(None if part is None else map_leaves(_numpy, _tuples_as_lists(part)) for part in (*element, None)[:3])
     _check_batched(batch, kind, source, which)
+    _check_finite(batch, kind, source, which)
     return batch  # type: ignore[return-value]
+
+
+def _check_finite(batch: tuple, kind: str, source: str, which: str) -> None:
+    """The peeked batch's floating-point values are finite, as arrays' are checked: a NaN input
+    or weight makes every trial's loss NaN. Only this batch is read (the rest streams on workers)."""
+    for part, label in zip(batch, ("inputs", "targets", "sample weights")):
+        for name, leaf in named_leaves(part, "") if part is not None else []:
+            array = np.asarray(leaf)
+            if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
+                bad = int(array.size - np.isfinite(array).sum())
+                where = f" ({name})" if name else ""
+                raise InputError("data.source", f"expected finite {label} in the {which} {kind} of {source}, got {bad} NaN or infinite value(s) in its first batch{where}")
 
 
 def _check_batched(batch: tuple, kind: str, source: str, which: str) -> None:

@@ -583,3 +583,18 @@ def test_sample_weights_fit_cannot_use_are_refused_naming_the_part(module, funct
 
 def test_a_column_of_weights_is_one_per_row(module):
     assert load(module(WEIGHTS), "column").sample_weight.shape == (32, 1)  # 0.2 of the rows validate
+
+
+def test_a_pipeline_whose_first_batch_holds_nan_is_refused(module):
+    """The preflight read that very batch and passed; every trial's loss was then NaN."""
+    written = module("""
+        def load():
+            import tensorflow as tf
+            x = np.zeros((32, 2), dtype="float32"); x[5, 0] = np.nan
+            full = tf.data.Dataset.from_tensor_slices((x, (np.arange(32) % 2).astype("int64"))).batch(8)
+            return full, full
+    """)
+    with pytest.raises(InputError) as err:
+        load(written, num_outputs=2)
+    assert err.value.key == "data.source"
+    assert err.value.expected == f"expected finite inputs in the training tf.data of {written[0]}:load, got 1 NaN or infinite value(s) in its first batch"
