@@ -13,15 +13,17 @@ targets                                     task            layout (default loss
 ==========================================  ==============  =========================
 booleans                                    classification  sparse (sparse CE)
 integers ``0..K-1``, every one present,     classification  sparse (sparse CE)
-``2 <= K <= N/2`` (``(N,)`` or ``(N, 1)``)
+``2 <= K <= N/2`` (``(N,)`` or ``(N, 1)``);
+stored as floats only for ``K = 2``
 one-hot rows, or rows of probabilities      classification  onehot (categorical CE)
 summing to 1 (``(N, K)``)
 rows of 0/1 with several ones (multi-hot)   classification  multilabel (binary CE)
 non-integer numbers, or more than           regression      values (mse)
 ``MAX_AMBIGUOUS_INTEGERS`` distinct integers
-other integers (``1..5``, ``{3, 7}``), and   asks for ``data.task``
-``0..K-1`` or ``1..K`` with a few labels
-absent (>= 90% present, ``K <= N/2``)
+other integers (``1..5``, ``{3, 7}``),      asks for ``data.task``
+whole-number floats (``0.0..6.0``), and
+``0..K-1`` or ``1..K`` with at least 90%
+of the labels present
 ==========================================  ==============  =========================
 """
 
@@ -103,10 +105,17 @@ def _infer_column(y: np.ndarray, task: str | None, name: str) -> TargetKind:
         if distinct != high + 1:  # labels with gaps or not from 0: Keras needs max label + 1 outputs
             reason += f"; labels {low}..{high}, so {high + 1} outputs, some never a target (data.encode_labels: true makes them 0..{distinct - 1})"
         return TargetKind("classification", max(high + 1, 2), "sparse", reason)
-    if low == 0 and distinct == high + 1 and 2 <= distinct <= len(y) / 2:
+    stored_as_integers = np.issubdtype(y.dtype, np.integer)
+    if low == 0 and distinct == high + 1 and 2 <= distinct <= len(y) / 2 and (stored_as_integers or distinct == 2):
         return TargetKind("classification", distinct, "sparse", f"integer labels 0..{high}")
+    if not stored_as_integers and distinct <= MAX_AMBIGUOUS_INTEGERS:  # 0.0, 1.0, ... 6.0: scores or counts as often as classes
+        raise InputError(
+            "data.task",
+            f"expected data.task (classification or regression): the targets {name} are {distinct} distinct whole numbers "
+            f"{low}..{high} stored as {y.dtype}, which could be class labels or a quantity",
+        )
     span = high - low + 1
-    if distinct > MAX_AMBIGUOUS_INTEGERS and low in (0, 1) and distinct >= 0.9 * span and distinct <= len(y) / 2:
+    if distinct > MAX_AMBIGUOUS_INTEGERS and low in (0, 1) and distinct >= 0.9 * span:  # 0..199 over 300 rows too: classes or a rank
         raise InputError(
             "data.task",
             f"expected data.task (classification or regression): the targets {name} are {distinct} distinct integers "

@@ -27,6 +27,8 @@ def kind(y, task=None):
         (np.arange(442) + 25, ("regression", 1, "values")),  # many distinct integers: a quantity
         (np.random.default_rng(0).normal(size=(20, 2)), ("regression", 2, "values")),
         (np.arange(300) % 100, ("classification", 100, "sparse")),  # CIFAR-100-style codes
+        ((np.arange(40) % 2).astype("float32"), ("classification", 2, "sparse")),  # 0.0/1.0 labels: binary classes
+        ((np.arange(400) % 60).astype("float32") * 3, ("regression", 1, "values")),  # 60 whole-number floats: a quantity
     ],
 )
 def test_inferred_kinds(y, expected):
@@ -42,6 +44,8 @@ def _one_class_absent(classes: int, rows: int) -> np.ndarray:
     np.arange(1, 6).repeat(20), np.where(np.arange(60) % 2, 3, 7), np.arange(3, 10).repeat(10),
     _one_class_absent(100, 600),  # 0..99 with one label absent: 100 classes, or a count 0..99?
     _one_class_absent(100, 600) + 1,  # the same labels 1..100
+    (np.arange(300) % 7).astype("float64"),  # counts or scores stored as floats 0.0..6.0 were 7 classes, silently
+    np.arange(300) % 200,  # 0..199 in 300 rows: 200 classes of one or two rows, or a rank? (was a regression, silently)
 ])
 def test_integers_that_could_be_classes_or_a_quantity_ask_for_the_task(y):
     with pytest.raises(InputError) as err:
