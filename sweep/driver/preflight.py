@@ -157,6 +157,7 @@ def _preflight_model(config: SweepConfig, builder: Callable, dataset: Any, searc
             models.check_model_output(model, dataset.info)  # evaluating failed: a width that does not fit the targets is the likely cause, said plainly
             first = telling_line(exc, 300)
             _blame_a_compile_setting(config, model, first)
+            _blame_by_recompiling(config, builder, hp, dataset, model, search_paths, first)
             raise InputError(
                 "model.builder",
                 f"expected a model that accepts inputs of shape {_input_text(dataset.info)} and "
@@ -248,6 +249,47 @@ def _blame_a_compile_setting(config: SweepConfig, model: Any, first: str) -> Non
         if named and getattr(config.model, key) not in (None, [], {}):
             hint = "; give model.loss per output (a dict by output name)" if key == "loss_weights" and not isinstance(config.model.loss, (dict, list)) and config.model.loss else ""
             raise InputError(f"model.{key}", f"expected model.{key} to match the model's outputs ({outputs}), but Keras said: {first[:300]}{hint}")
+
+
+def _blame_by_recompiling(
+    config: SweepConfig, builder: Callable, hp: dict[str, Any], dataset: Any, model: Any, search_paths: tuple[Path, ...], first: str
+) -> None:
+    """Which of the file's compile settings made evaluating fail, found by evaluating the same
+    model built again without it: Keras' messages do not say where they come from
+    ("FBetaScore expects 2D inputs", "target.shape=(None,), output.shape=(None, 3)"), and the
+    line blamed model.builder for ``metrics: [f1_score]`` or ``loss: binary_crossentropy`` on
+    integer labels. Raises InputError on ``model.metrics``, ``model.loss`` or
+    ``search.space.loss``; returns when neither setting is the cause. Runs only on failure."""
+    from sweep.inputs import models
+
+    if not models.compiled_by_sweep(model):
+        return
+    info = dataset.info
+    searched_loss = "loss" in hp and hp.get("loss") is not None
+    trials: list[tuple[str, dict[str, Any], dict[str, Any], str]] = []
+    if config.model.metrics:
+        trials.append(("model.metrics", {"metrics": None}, {}, "metrics"))
+    if config.model.loss or searched_loss:
+        key = "search.space.loss" if searched_loss else "model.loss"
+        trials.append((key, {"loss": None, "loss_weights": None, "metrics": None}, {"loss": None}, "loss"))
+    for key, settings, hp_changes, what in trials:
+        if _evaluates_with(builder, {**hp, **hp_changes}, dataset, config.model.model_copy(update=settings), search_paths):
+            shown = f"{hp.get('loss')!r}" if key == "search.space.loss" else config_module.show_value(getattr(config.model, what))
+            raise InputError(
+                key,
+                f"expected {'a loss that takes' if what == 'loss' else 'metrics that take'} targets for {_output_text(info)}, got {shown}, "
+                f"and evaluating {'it' if what == 'loss' else 'them'} failed: {first}",
+            )
+
+
+def _evaluates_with(builder: Callable, hp: dict[str, Any], dataset: Any, model_cfg: Any, search_paths: tuple[Path, ...]) -> bool:
+    from sweep.inputs import models
+
+    try:
+        _evaluate_few(models.build(builder, hp, dataset.info, model_cfg, search_paths=search_paths), dataset)
+        return True
+    except Exception:  # noqa: BLE001 - still failing: not this setting
+        return False
 
 
 def _check_objective_is_one_number(metric: str, logs: dict[str, Any]) -> None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import weakref
 import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -366,6 +367,14 @@ def _spec_of(builder: Callable[..., Any]) -> str:
     return f"{getattr(fn, '__module__', '?')}:{getattr(fn, '__qualname__', type(fn).__name__)}"
 
 
+_COMPILED_HERE: "weakref.WeakSet[keras.Model]" = weakref.WeakSet()  # models build() compiled with the file's settings
+
+
+def compiled_by_sweep(model: keras.Model) -> bool:
+    """Whether :func:`build` compiled ``model`` with the sweep file's loss and metrics (not the factory)."""
+    return model in _COMPILED_HERE
+
+
 def is_compiled(model: keras.Model) -> bool:
     return bool(getattr(model, "compiled", False)) and getattr(model, "optimizer", None) is not None
 
@@ -405,6 +414,7 @@ def build(
     if loss is None:
         check_model_output(model, info)
     check_per_output_settings(model, model_cfg)
+    _COMPILED_HERE.add(model)
     model.compile(
         optimizer=make_optimizer(hp),
         loss=_user_functions(loss, "model.loss", search_paths) if loss else default_loss(info, model),
