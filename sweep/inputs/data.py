@@ -333,6 +333,8 @@ def class_weights(setting: dict[int, float] | str | None, dataset: Dataset) -> d
             f"expected class weights or per-row sample weights, got both ({info.source} {what}): "
             "fold the class weights into the sample weights, or drop one",
         )
+    if info.target_layout == "multilabel":  # Keras weighs each row by its argmax: the first of its labels, silently
+        raise InputError("fit.class_weight", "expected one class per row, got multi-hot rows (Keras would weigh each row by its first label only): give per-row sample weights instead")
     if isinstance(setting, dict):
         return _weights_by_index(setting, info)
     labels = None if info.streamed else class_labels(dataset.y_train, TargetKind(info.task, info.num_outputs, info.target_layout, ""))

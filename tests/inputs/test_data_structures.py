@@ -108,6 +108,19 @@ def test_balanced_class_weights_from_training_labels(module):
         data.class_weights({5: 1.0}, ds)
 
 
+def test_class_weights_for_multi_hot_rows_are_refused(module):
+    """Keras weighs a multi-hot row by its argmax (its first label): a dict was accepted silently."""
+    ds = load(module("""
+        def load():
+            y = np.array([[1, 0, 1], [0, 1, 1], [1, 1, 0], [0, 0, 1]] * 10)
+            return np.zeros((40, 2), "float32"), y
+    """))
+    for setting in ({0: 1.0, 1: 5.0, 2: 1.0}, "balanced"):
+        with pytest.raises(InputError) as err:
+            data.class_weights(setting, ds)
+        assert err.value.key == "fit.class_weight" and "got multi-hot rows" in err.value.expected
+
+
 def test_class_weights_keyed_by_the_users_own_labels_when_labels_are_encoded(module):
     """With ``encode_labels`` a user knows its labels, not the indices the sweep gave them: a
     class_weight keyed by label was refused as "expected class indices" without saying how labels
