@@ -512,6 +512,7 @@ def _arrays(structure: Any, source: str, what: str) -> Any:
     def convert(leaf: Any) -> np.ndarray:
         _refuse_unshippable(leaf, source, what)
         columns = _non_numeric_columns(leaf)
+        frame_dtypes = _frame_dtypes(leaf)
         if hasattr(leaf, "to_numpy") and not isinstance(leaf, np.ndarray):  # pandas
             leaf = leaf.to_numpy()
         try:
@@ -529,6 +530,12 @@ def _arrays(structure: Any, source: str, what: str) -> Any:
                 "data.source",
                 f"expected numeric {what} of {source}, got a DataFrame whose column(s) {', '.join(columns[:5])} are not numbers "
                 "(encode them, e.g. pd.get_dummies or .cat.codes, or return a dict of columns for a model with one input each)",
+            )
+        elif frame_dtypes and array.dtype == object and not _is_text(array):  # numbers, but no one numpy dtype (Float32, Int64, bool + float)
+            raise InputError(
+                "data.source",
+                f"expected {what} of {source} of one numpy dtype, got a DataFrame of {', '.join(frame_dtypes[:4])} columns, which numpy holds as "
+                "objects (Keras refuses them): return df.to_numpy('float32') (pandas' nullable dtypes need a value for NA first: .fillna)",
             )
         return array
 
@@ -562,6 +569,14 @@ def _refuse_unshippable(leaf: Any, source: str, what: str) -> None:
     if "RaggedTensor" in names:
         raise InputError("data.source", f"expected arrays of one shape for {what} of {source}, got a RaggedTensor "
                          "(pad it, e.g. keras.utils.pad_sequences, or return (train, validation) tf.data datasets of it)")
+
+
+def _frame_dtypes(leaf: Any) -> list[str]:
+    """A pandas DataFrame's distinct column dtypes (``Float32``, ``bool``), [] for anything else."""
+    dtypes = getattr(leaf, "dtypes", None)
+    if dtypes is None or not hasattr(dtypes, "items"):
+        return []
+    return sorted({str(dtype) for _, dtype in dtypes.items()})
 
 
 def _non_numeric_columns(leaf: Any) -> list[str]:

@@ -611,3 +611,21 @@ def test_a_pipeline_whose_first_batch_holds_nan_is_refused(module):
         load(written, num_outputs=2)
     assert err.value.key == "data.source"
     assert err.value.expected == f"expected finite inputs in the training tf.data of {written[0]}:load, got 1 NaN or infinite value(s) in its first batch"
+
+
+@pytest.mark.parametrize("frame", ["nullable", "mixed"])
+def test_a_frame_of_numbers_without_one_dtype_gets_advice_that_fits(module, frame):
+    """Float32 (nullable) columns, or bool beside float, said "it holds float: convert the
+    column to one type", though every column held one type."""
+    written = module("""
+        import pandas as pd
+
+        def load(frame):
+            x = pd.DataFrame(np.random.default_rng(0).normal(size=(20, 3)))
+            x = x.astype("Float32") if frame == "nullable" else x.assign(flag=[True, False] * 10)
+            return x, np.arange(20) % 2
+    """)
+    with pytest.raises(InputError) as err:
+        load(written, args={"frame": frame})
+    assert err.value.key == "data.source"
+    assert "of one numpy dtype, got a DataFrame of" in err.value.expected and "return df.to_numpy('float32')" in err.value.expected
