@@ -152,7 +152,9 @@ def describe(config: "DataConfig", search_paths: tuple[Path, ...], raw: Any) -> 
         endless=(is_endless(train), is_endless(val)),
         weighted=w is not None,
     )
-    info = data_info(x, kinds_of_targets, config.source, recipe.fingerprint, 0, 0, streamed=kind)  # rows: unknown for a stream (Keras needs batches, not rows)
+    class_names = getattr(train, "class_names", None)  # image_dataset_from_directory's folders: recorded, so predictions can be decoded
+    labels = [str(name) for name in class_names] if isinstance(class_names, (list, tuple)) and class_names else None
+    info = data_info(x, kinds_of_targets, config.source, recipe.fingerprint, 0, 0, streamed=kind, labels=labels)  # rows: unknown for a stream
     peek = slice(0, PEEK_ROWS)
     return Dataset(None, None, take_rows(x, peek), take_rows(y, peek), info=info, pipeline=recipe,
                    val_sample_weight=None if w is None else take_rows(w, peek))

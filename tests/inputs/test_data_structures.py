@@ -629,3 +629,16 @@ def test_a_frame_of_numbers_without_one_dtype_gets_advice_that_fits(module, fram
         load(written, args={"frame": frame})
     assert err.value.key == "data.source"
     assert "of one numpy dtype, got a DataFrame of" in err.value.expected and "return df.to_numpy('float32')" in err.value.expected
+
+
+def test_a_pipelines_class_names_are_its_recorded_labels(module):
+    """image_dataset_from_directory's folder names: recorded (sweep.data.labels), so the best
+    model's class indices can be decoded; they were dropped."""
+    ds = load(module("""
+        def load():
+            import tensorflow as tf
+            full = tf.data.Dataset.from_tensor_slices((np.zeros((16, 2), "float32"), np.arange(16) % 2)).batch(4)
+            full.class_names = ["cat", "dog"]
+            return full, full
+    """))
+    assert ds.info.labels == ("cat", "dog") and (ds.info.task, ds.info.num_outputs) == ("classification", 2)
