@@ -177,8 +177,12 @@ def _layers(tensor: Any, step: InputSteps) -> Any:
     if step.stats_shape != step.raw_shape:
         tensor = keras.layers.Reshape(step.stats_shape)(tensor)
     if step.mean is not None:
+        # the mean by Normalization, the std by Rescaling: Normalization divides by
+        # max(sqrt(variance), 1e-7), which turned a feature of std 1e-9 into noise, and a float32
+        # variance overflows above std 1.8e19; (x - mean) * (1 / std) is the array's own arithmetic
         axis = tuple(range(1, len(step.stats_shape) + 1)) or None
-        tensor = keras.layers.Normalization(axis=axis, mean=step.mean, variance=np.square(step.std))(tensor)
+        tensor = keras.layers.Normalization(axis=axis, mean=step.mean, variance=np.ones_like(step.mean))(tensor)
+        tensor = keras.layers.Rescaling(scale=(1.0 / step.std).astype(step.std.dtype))(tensor)
     elif step.scale is not None:
         tensor = keras.layers.Rescaling(step.scale)(tensor)
     if step.shape != step.stats_shape:
