@@ -98,12 +98,13 @@ class Preparation:
                 done.append(f"{name}: {what}" if name else what)
         return "; ".join(done)
 
-    def front(self, model: Any) -> Any:
+    def front(self, model: Any, custom_objects: dict[str, Any] | None = None) -> Any:
         """``model`` behind these steps as Keras layers: a functional model taking raw inputs.
 
         Inputs keep ``model``'s input names where it has them; the compile settings (loss,
         metrics, loss weights) are copied, so ``evaluate`` on raw rows gives the trial's
-        numbers. ``model`` itself when nothing is changed.
+        numbers; ``custom_objects`` (name -> class or function) are the user's losses and
+        metrics they name, unregistered ones included. ``model`` itself when nothing is changed.
         """
         if not self.changes_anything:
             return model
@@ -115,7 +116,8 @@ class Preparation:
         wrapper = keras.Model(raw_inputs, model(prepared), name=f"{model.name}_on_raw_inputs")
         compiled = model.get_compile_config() if getattr(model, "compiled", False) else None
         if compiled:
-            wrapper.compile_from_config(compiled)
+            with keras.saving.custom_object_scope(custom_objects or {}):
+                wrapper.compile_from_config(compiled)
         return wrapper
 
 

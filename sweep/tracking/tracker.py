@@ -513,7 +513,7 @@ class MLflowTracker(DriverCallback):
         import mlflow
 
         from sweep.tracking.export import keras_signature, model_requirements  # requirements stated, not inferred (saves ~5 s)
-        from sweep.worker.checkpoints import load_checkpoint
+        from sweep.worker.checkpoints import known_custom_objects, load_checkpoint
 
         problems = [] if problems is None else problems
         model_cfg, search_paths = self.model_settings or (None, ())
@@ -522,7 +522,7 @@ class MLflowTracker(DriverCallback):
             self._client.log_artifact(self.parent_run_id, str(Path(checkpoint) / MODEL_FILE), "best_checkpoint")
         model = load_checkpoint(checkpoint, model_cfg=model_cfg, search_paths=tuple(search_paths))
         if prepared:
-            fronted = self._on_raw_inputs(model, problems)
+            fronted = self._on_raw_inputs(model, known_custom_objects(Path(checkpoint) / MODEL_FILE, model_cfg, tuple(search_paths)), problems)
             if fronted is None:
                 self._client.log_artifact(self.parent_run_id, str(Path(checkpoint) / MODEL_FILE), "best_checkpoint")
             else:
@@ -552,11 +552,11 @@ class MLflowTracker(DriverCallback):
                     with _step(problems, f"registering the best model as {self.registered_model!r}"):
                         register(info, self.registered_model, raise_errors=True, **self._registry_lineage())
 
-    def _on_raw_inputs(self, model: Any, problems: list[str]) -> Any:
+    def _on_raw_inputs(self, model: Any, custom_objects: dict[str, Any], problems: list[str]) -> Any:
         """The best model behind :attr:`preparation`'s steps; None when they cannot go in front
         of it (said in ``problems``: the logged model then takes prepared inputs, as the trials did)."""
         try:
-            return self.preparation.front(model)
+            return self.preparation.front(model, custom_objects)
         except Exception as exc:  # e.g. a subclassed model that cannot be called on symbolic inputs
             problems.append(
                 f"the best model is logged as trained, taking prepared inputs ({self.preparation.summary()}): "

@@ -109,10 +109,16 @@ def load_model_file(
     """``keras.saving.load_model`` with the sweep's safe_mode and every custom object it can know."""
     import keras
 
-    objects = {**custom_objects_in(path, search_paths), **configured_custom_objects(model_cfg, search_paths), **(custom_objects or {})}
+    objects = {**known_custom_objects(path, model_cfg, search_paths), **(custom_objects or {})}
     if safe_mode is None:
         safe_mode = True if model_cfg is None else bool(getattr(model_cfg, "safe_mode", True))
     return keras.saving.load_model(path, custom_objects=objects or None, safe_mode=safe_mode)
+
+
+def known_custom_objects(path: str | Path, model_cfg: ModelConfig | None = None, search_paths: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """Every custom object the model file at ``path`` names that the sweep can find (see
+    :func:`load_model_file`): what loading it, or compiling from its compile config, needs."""
+    return {**custom_objects_in(path, search_paths), **configured_custom_objects(model_cfg, search_paths)}
 
 
 def configured_custom_objects(model_cfg: ModelConfig | None, search_paths: tuple[Path, ...] = ()) -> dict[str, Any]:

@@ -150,3 +150,34 @@ def test_a_users_own_arrays_are_not_prepared_unless_asked(tmp_path):
     asked = data.load(DataConfig(source=f"npz:{path}", normalize=True, reshape=[2, 2]))
     assert asked.preparation.summary() == "standardized, reshaped (4,) -> (2, 2)"
     assert asked.x_train.shape[1:] == (2, 2)
+
+
+def test_the_front_compiles_with_the_users_unregistered_metric(tmp_path, monkeypatch):
+    """An unregistered Metric subclass compiled by the factory: the copy of the compile settings
+    could not find it, and the sweep logged and registered the model that takes prepared rows."""
+    import importlib
+    import keras
+
+    (tmp_path / "hits_metric.py").write_text(
+        "import keras\n\n"
+        "class Hits(keras.metrics.Metric):\n"
+        "    def __init__(self, name='hits', **kw):\n"
+        "        super().__init__(name=name, **kw)\n"
+        "        self.n = self.add_variable(shape=(), initializer='zeros', name='n')\n"
+        "    def update_state(self, y_true, y_pred, sample_weight=None):\n"
+        "        hit = keras.ops.equal(keras.ops.cast(keras.ops.argmax(y_pred, -1), 'int32'), keras.ops.cast(y_true, 'int32'))\n"
+        "        self.n.assign_add(keras.ops.sum(keras.ops.cast(hit, 'float32')))\n"
+        "    def result(self):\n"
+        "        return self.n\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    hits = importlib.import_module("hits_metric")
+    x = RNG.normal(3.0, 2.0, (40, 3)).astype("float32")
+    steps = preparation.fit(x, standardize=True)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, activation="softmax")])
+    model.compile("adam", "sparse_categorical_crossentropy", metrics=[hits.Hits()])
+    with pytest.raises(TypeError, match="Hits"):
+        steps.front(model)
+    fronted = steps.front(model, {"Hits": hits.Hits})
+    y = np.arange(40) % 2
+    assert fronted.evaluate(x, y, verbose=0, return_dict=True)["hits"] == model.evaluate(steps.apply(x), y, verbose=0, return_dict=True)["hits"]
