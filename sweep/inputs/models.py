@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import keras
 
 from sweep.spec.config import ModelConfig
-from sweep.errors import InputError, raised_at
+from sweep.errors import InputError, raised_at, telling_line
 from sweep.inputs.imports import is_spec, resolve
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -401,8 +401,11 @@ def build(
     except SystemExit as exc:  # sys.exit() or argparse in a training script reused as the factory: not the sweep's exit
         raise _exited(spec, exc) from None
     except Exception as exc:
-        first = str(exc).strip().splitlines()
-        detail = f"{type(exc).__name__}: {first[0][:300]}" if first else type(exc).__name__
+        lines = str(exc).strip().splitlines()
+        said = lines[0][:300] if lines else ""
+        if "Exception encountered when calling" in said:  # Keras' header, which names no cause: the sentence that does
+            said = telling_line(exc, 300)
+        detail = f"{type(exc).__name__}: {said}" if said and said != type(exc).__name__ else type(exc).__name__
         key = "model.args" if spec in BUILDERS and isinstance(exc, (ValueError, TypeError)) else "model.builder"  # a built-in's arguments are the file's
         raise InputError(key, f"expected {spec!r} to build a model, but it raised {detail}{raised_at(exc)}") from exc
     if not isinstance(model, keras.Model):

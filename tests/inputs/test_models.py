@@ -409,3 +409,21 @@ def test_the_default_accuracy_of_rows_of_several_labels_is_per_label():
     logs = model.evaluate(x, y, verbose=0, return_dict=True)
     per_label = float(np.mean((model.predict(x, verbose=0) > 0.5) == (y > 0.5)))
     assert logs["accuracy"] == pytest.approx(per_label, abs=1e-6)
+
+
+class _FailsInCall(keras.layers.Layer):
+    def call(self, x):
+        return None.assign(x)  # a bug in the user's layer, hit while the functional model is built
+
+
+def test_a_factory_error_inside_a_layer_call_names_the_cause_not_keras_header():
+    """The line kept only "Exception encountered when calling Outer.call()."."""
+    def build(hp, info):
+        inputs = keras.Input(info.input_shape)
+        return keras.Model(inputs, _FailsInCall()(inputs))
+
+    info = DataInfo((3,), 2, "classification", 10, 2, "x", "f")
+    with pytest.raises(InputError) as err:
+        models.build(build, {}, info, ModelConfig(builder="x:y"))
+    assert err.value.key == "model.builder"
+    assert "raised AttributeError: 'NoneType' object has no attribute 'assign'" in err.value.expected
