@@ -620,6 +620,7 @@ def _open_tracker(prepared: Prepared, ledger: Ledger, uri: str, location: Storag
             model_settings=(config.model, tuple(prepared.search_paths)),  # how the best model loads
             checkpoint_quota_mb=config.resources.checkpoint_quota_mb,
             preparation=prepared.dataset.preparation,  # the best model takes the source's raw inputs
+            trials_requested=trial_budget(config),  # a grid's size where it is below search.trials
         )
         if resume is None:
             tracker.log_config(_config_json(config))

@@ -149,6 +149,7 @@ class MLflowTracker(DriverCallback):
         model_settings: tuple[Any, tuple] | None = None,
         checkpoint_quota_mb: float | None = None,
         preparation: Any = None,
+        trials_requested: int | None = None,
     ):
         """Create the parent run, or with ``resume`` (a ``recovery.ResumeState``) reopen it.
 
@@ -156,7 +157,8 @@ class MLflowTracker(DriverCallback):
         ``model_settings``: (ModelConfig, search paths), how the best model loads;
         ``checkpoint_quota_mb``: resources.checkpoint_quota_mb (none: no quota);
         ``preparation``: what the sweep did to the inputs (:class:`sweep.inputs.preparation.Preparation`),
-        put in front of the best model so that the logged model takes raw inputs.
+        put in front of the best model so that the logged model takes raw inputs;
+        ``trials_requested``: the trial budget (``search.trials``, capped by a grid's size).
         """
         self.ledger, self.uri, self.sweep_name = ledger, uri, sweep_name
         self.preparation = preparation
@@ -180,9 +182,10 @@ class MLflowTracker(DriverCallback):
         run_ids = {}
         self.source_tags = source_tags()
         self.best_logged: dict[str, float] = {}  # per trial: the best objective value logged as best_<metric>
+        requested = str(trials_requested if trials_requested is not None else sweep_params.get("config.search.trials", ""))
         if resume is None:
             tags = {**self.source_tags, "mlflow.runName": sweep_name, ROLE_TAG: "parent", NAME_TAG: sweep_name, **(parent_tags or {}),
-                    TRIALS_REQUESTED_TAG: str(sweep_params.get("config.search.trials", ""))}
+                    TRIALS_REQUESTED_TAG: requested}
             if self.param_names.renamed:
                 tags[PARAM_NAMES_TAG] = json.dumps(self.param_names.renamed, sort_keys=True)
             parent = self._client.create_run(self.experiment_id, run_name=sweep_name, tags=tags)
@@ -194,7 +197,7 @@ class MLflowTracker(DriverCallback):
             self._client.update_run(self.parent_run_id, status="RUNNING")
             self._client.set_tag(self.parent_run_id, RESUMED_TAG, "true")
             # the budget may have changed (sweep run FILE --trials 6 on an interrupted 4-trial sweep): params cannot change, a tag can
-            self._client.set_tag(self.parent_run_id, TRIALS_REQUESTED_TAG, str(sweep_params.get("config.search.trials", "")))
+            self._client.set_tag(self.parent_run_id, TRIALS_REQUESTED_TAG, requested)
             run_ids = {t.trial_id: t.run_id for t in resume.ended + resume.interrupted}
             self.logged_steps = {t.trial_id: t.last_step for t in resume.interrupted}
         self.writer = WriterProcess(uri, self.experiment_id, {"parent": self.parent_run_id, **run_ids})

@@ -72,6 +72,9 @@ def test_failing_trials_fail_alone_with_their_reason(ray_session, tmp_path, monk
     assert children["nan/16"].data.tags["sweep.reason"] == "nan_loss"
     assert children["raise/16"].info.status == "FAILED"
     assert children["none/16"].info.status == "FINISHED"
+    from sweep.tracking import store
+
+    assert store.status_summary(result.tracking_uri, "e2e-faults")["trials_requested"] == 6, "the grid's 6 points, not search.trials: 20"
 
 
 def test_a_sweep_whose_every_trial_fails_the_same_way_stops_early_and_says_it_once(ray_session, tmp_path):
