@@ -478,6 +478,7 @@ def _as_given(parts: list[Part], config: "DataConfig") -> tuple[list[Part], Any,
         parts, labels = _encode_user_labels(parts, config)
     all_y = [p[1] for p in parts]
     named = [name for name, _ in named_leaves(all_y[0], "y")]
+    _check_task_names(config, named)
     found = {}
     for name in named:
         column = np.concatenate([dict(named_leaves(y, "y"))[name] for y in all_y])
@@ -491,11 +492,30 @@ def _as_given(parts: list[Part], config: "DataConfig") -> tuple[list[Part], Any,
     return parts, kinds, labels
 
 
+def _check_task_names(config: "DataConfig", named: list[str]) -> None:
+    """A ``data.task`` dict names outputs the targets have (``{kind: ..., size: ...}``; list
+    outputs by position, ``{0: ..., 1: ...}``): a mistyped name was silently ignored, and its
+    output's task guessed."""
+    if not isinstance(config.task, dict) or getattr(config, "_task_from", None):
+        return
+    outputs = [name.partition(".")[2] for name in named]
+    if outputs == [""]:
+        raise InputError("data.task", f"expected classification or regression for the one output of {config.source}, got a dict")
+    for key in config.task:
+        if str(key) not in outputs:
+            import difflib
+
+            close = difflib.get_close_matches(str(key), outputs, n=1, cutoff=0.6)
+            raise InputError(f"data.task.{key}", f"expected an output name of {config.source} ({', '.join(outputs)}), got {str(key)!r}"
+                             + (f"; did you mean {close[0]!r}?" if close else ""))
+
+
 def _infer_output(y: np.ndarray, task: Any, name: str, several: bool) -> TargetKind:
-    """One output's kind. ``data.task`` is a task for every output, or a dict by output name;
-    with several outputs a single task decides only what the targets leave open."""
+    """One output's kind. ``data.task`` is a task for every output, or a dict by output name
+    (or position, for a list of outputs); with several outputs a single task decides only what
+    the targets leave open."""
     if isinstance(task, dict):
-        return targets.infer(y, task.get(name.partition(".")[2]), name)
+        return targets.infer(y, {str(key): value for key, value in task.items()}.get(name.partition(".")[2]), name)
     if not several:
         return targets.infer(y, task, name)
     try:

@@ -642,3 +642,22 @@ def test_a_pipelines_class_names_are_its_recorded_labels(module):
             return full, full
     """))
     assert ds.info.labels == ("cat", "dog") and (ds.info.task, ds.info.num_outputs) == ("classification", 2)
+
+
+def test_a_task_for_an_output_the_targets_lack_is_refused(module):
+    """``data.task: {kind: classification, sise: regression}``: the typo was ignored and the
+    output's task guessed."""
+    written = module("""
+        def load():
+            rng = np.random.default_rng(0)
+            return rng.normal(size=(40, 3)).astype("float32"), {"kind": np.arange(40) % 2, "size": rng.normal(size=40)}
+
+        def one():
+            return np.zeros((40, 3), "float32"), np.arange(40) % 2
+    """)
+    with pytest.raises(InputError) as err:
+        load(written, task={"kind": "classification", "sise": "regression"})
+    assert (err.value.key, err.value.expected) == ("data.task.sise", f"expected an output name of {written[0]}:load (kind, size), got 'sise'; did you mean 'size'?")
+    assert load(written, task={"size": "regression"}).info.output_sizes == {"kind": 2, "size": 1}
+    with pytest.raises(InputError, match="for the one output of .*, got a dict"):
+        load(written, "one", task={"y": "classification"})
