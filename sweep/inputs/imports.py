@@ -355,10 +355,11 @@ def import_local(module_name: str, search_paths: tuple[Path, ...]) -> Any | None
     wanted = _local_file(module_name, search_paths)
     if file is not None and "site-packages" not in file and "dist-packages" not in file:
         remembered = _LOCAL.get(module_name)
-        if (remembered is not None and remembered[0] == Path(file).resolve()) or wanted == Path(file).resolve():
+        if wanted == Path(file).resolve():
             return loaded  # the user's module, as this process already has it
         if remembered is not None and wanted is None:
-            return loaded
+            return loaded  # theirs, and these folders have no other: as loaded
+        # else another folder's module of that name (an earlier sweep in this process): this one's below
     if wanted is None:
         return None
     try:

@@ -41,3 +41,15 @@ def test_a_module_edited_between_two_sweeps_in_one_process_is_imported_again(tmp
     os.utime(helper, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))  # a later mtime, even on a coarse clock
     assert forget_edited_modules() == ["edit_helper"]
     assert resolve("edit_data:make", "data.source", (tmp_path,))() == 22, "the data function sees the edited helper"
+
+
+def test_loading_a_second_sweeps_model_finds_its_own_same_named_module(tmp_path):
+    """load_best of two sweeps in one notebook, each folder with its own mymodels.Scale: the
+    second model was built from the first folder's class (max |difference| 0.22, no word)."""
+    from sweep.inputs.imports import import_local
+
+    first = _module(tmp_path / "a", "first")
+    second = _module(tmp_path / "b", "second")
+    assert import_local("sweep_user_mod", (first,)).build(None, None) == "first"
+    assert import_local("sweep_user_mod", (second,)).build(None, None) == "second"
+    assert import_local("sweep_user_mod", (tmp_path / "nowhere",)).build(None, None) == "second", "no other here: the one loaded"
