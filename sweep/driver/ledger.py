@@ -230,15 +230,17 @@ class Ledger(DriverCallback):
         outcome = self.outcome(trial)
         outcome.retries += 1
         outcome.reason = error_summary(trial)
-        if _storage_fault(trial):  # a full or read-only storage fails the retry too: the sweep halts now (resumable), not after max_retries
+        if _storage_fault(trial, self.storage_root):  # a full or read-only storage fails the retry too: the sweep halts now (resumable), not after max_retries
+            outcome.reason = _storage_fault_reason(trial, self.storage_root) or outcome.reason
             self.infrastructure_fault = self.infrastructure_fault or outcome.reason
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         outcome = self.outcome(trial)
         outcome.status, outcome.ended_at = TrialStatus.FAILED, time.time()
         outcome.reason = error_summary(trial)
-        if _storage_fault(trial):  # the storage failed, not the trial: it runs again on resume
+        if _storage_fault(trial, self.storage_root):  # the storage failed, not the trial: it runs again on resume
             outcome.status = TrialStatus.INTERRUPTED
+            outcome.reason = _storage_fault_reason(trial, self.storage_root) or outcome.reason
             self.infrastructure_fault = self.infrastructure_fault or outcome.reason
             return
         if self.first_error is None and outcome.epochs == 0:
@@ -332,11 +334,17 @@ class Ledger(DriverCallback):
         )
 
 
-def _storage_fault(trial: Any) -> bool:
-    """Whether the trial's latest error was the storage failing (read-only, full, I/O error)."""
+def _storage_fault_reason(trial: Any, storage_root: str = "") -> str | None:
     from sweep.driver import retries
 
-    return retries.is_storage_fault(retries.LAST_ERRORS.get(trial.trial_id))
+    return retries.storage_fault_reason(retries.LAST_ERRORS.get(trial.trial_id), storage_root)
+
+
+def _storage_fault(trial: Any, storage_root: str = "") -> bool:
+    """Whether the trial's latest error was the storage failing (read-only, full, I/O error, its folder deleted)."""
+    from sweep.driver import retries
+
+    return retries.is_storage_fault(retries.LAST_ERRORS.get(trial.trial_id), storage_root)
 
 
 class FailFast(tune.Stopper):

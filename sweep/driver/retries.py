@@ -42,10 +42,32 @@ def is_worker_loss(exc: BaseException | None) -> bool:
     return isinstance(exc, kinds) or isinstance(error_cause(exc), kinds)
 
 
-def is_storage_fault(exc: BaseException | None) -> bool:
-    """An OSError that says the storage went away (read-only, full, stale NFS handle, I/O error)."""
+RAY_STORAGE_CHECK = "Unable to set up cluster storage"  # Ray Train's RuntimeError when the storage's marker file is gone
+
+
+def is_storage_fault(exc: BaseException | None, storage_root: str = "") -> bool:
+    """An error that says the storage went away: an OSError of read-only, full, stale NFS handle
+    or I/O error; Ray's check that the sweep's storage folder is still there (it was deleted);
+    a file missing under ``storage_root`` (a checkpoint Ray was writing, its folder deleted).
+    A file missing elsewhere is the trial's own (its code opened a wrong path)."""
     cause = error_cause(exc)
-    return isinstance(cause, OSError) and getattr(cause, "errno", None) in STORAGE_ERRNOS
+    if isinstance(cause, OSError) and getattr(cause, "errno", None) in STORAGE_ERRNOS:
+        return True
+    if isinstance(cause, RuntimeError) and RAY_STORAGE_CHECK in str(cause):
+        return True
+    root = storage_root.partition("?")[0].rstrip("/")
+    return bool(root) and isinstance(cause, FileNotFoundError) and root in f"{cause.filename or ''} {cause}"
+
+
+def storage_fault_reason(exc: BaseException | None, storage_root: str = "") -> str | None:
+    """A short reason for a storage fault whose own message is Ray's advice about clusters
+    ("Check that all nodes in the cluster have read/write access ..."), which misleads on one
+    machine whose folder was deleted; None to keep the error's own line."""
+    cause = error_cause(exc)
+    if isinstance(cause, RuntimeError) and RAY_STORAGE_CHECK in str(cause):
+        where = storage_root.partition("?")[0] or "the storage"
+        return f"the sweep's folder under {where} is gone or cannot be read (deleted or unmounted while the sweep ran)"
+    return None
 
 
 def is_infrastructure_error(exc: BaseException | None) -> bool:

@@ -501,8 +501,25 @@ class MLflowTracker(DriverCallback):
     def _log_best_model(self, checkpoint: str, input_example: Any = None, problems: list[str] | None = None) -> None:
         """The best trial's checkpoint, logged with MLflow's Keras flavor on the parent run."""
         problems = [] if problems is None else problems
-        with _step(problems, "logging the best model"), storage.local_copy(checkpoint) as folder:  # a local folder, or a temp copy of a URI
+        with _step(problems, "logging the best model"), self._best_checkpoint_folder(checkpoint) as folder:
             self._log_model_from(Path(folder), input_example, problems)
+
+    @contextlib.contextmanager
+    def _best_checkpoint_folder(self, checkpoint: str) -> Iterator[Path]:
+        """The best checkpoint's folder: local, a temp copy of a URI, or, when the storage lost it
+        (its folder deleted, a disk replaced), the copy MLflow holds on the best trial's run
+        (``checkpoint/``), which the writer logged when the trial ended."""
+        _, best = getattr(self, "_registry_best", (None, None))
+        local = storage.local_path(checkpoint) if not storage.is_uri(checkpoint) or checkpoint.startswith("file:") else None
+        run_id = getattr(best, "mlflow_run_id", None)
+        if local is not None and not (local / MODEL_FILE).is_file() and run_id:
+            with tempfile.TemporaryDirectory(prefix="sweep-best-copy-") as folder:
+                copy = Path(self._client.download_artifacts(run_id, f"checkpoint/{MODEL_FILE}", folder))
+                log.warning("the best trial's checkpoint %s is gone from the storage; the best model is logged from MLflow's copy", checkpoint)
+                yield copy.parent
+            return
+        with storage.local_copy(checkpoint) as folder:  # a local folder, or a temp copy of a URI
+            yield Path(folder)
 
     def _log_model_from(self, checkpoint: Path, input_example: Any = None, problems: list[str] | None = None) -> None:
         """Log the best checkpoint: its model file under ``best_checkpoint/`` first (``load_best``

@@ -173,3 +173,58 @@ def test_a_storage_that_fills_up_says_so_once_and_resume_finishes_it(tmp_path):
         _resume_finishes_every_trial_once(common, tmp_path, uri)
     finally:
         subprocess.run(["umount", "-l", str(storage)], capture_output=True)
+
+
+WIPE = '''
+import shutil
+from pathlib import Path
+
+import keras
+
+
+class WipeStorage(keras.callbacks.Callback):
+    """In the second trial's first epoch, delete the sweep's storage folder (a disk replaced, a cleanup job)."""
+
+    def __init__(self, folder, marker):
+        super().__init__()
+        self.folder, self.marker = Path(folder), Path(marker)
+
+    def on_train_begin(self, logs=None):
+        self.second = self.marker.exists()
+        self.marker.touch()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.second and self.folder.exists():
+            shutil.rmtree(self.folder, ignore_errors=True)
+'''
+
+
+def test_a_storage_folder_deleted_mid_sweep_stops_it_resumable_in_one_line(ray_session, tmp_path):
+    """The folder deleted under a running sweep: every later trial failed with Ray's "check that
+    all nodes have read/write access" and spent the budget, and the finish failed on the best
+    trial's missing checkpoint file (parent FAILED)."""
+    storage = tmp_path / "runs"
+    (tmp_path / "wipe_storage.py").write_text(WIPE)
+    spec = yaml.safe_load(_sweep_file(tmp_path).read_text())
+    spec["name"] = "storage-gone"
+    spec["fit"] = {"epochs": 3, "batch_size": 32, "callbacks": [
+        {"wipe_storage:WipeStorage": {"folder": str(storage / "storage-gone"), "marker": str(tmp_path / "started")}}]}
+    spec["search"]["max_concurrent"] = 1
+    path = tmp_path / "gone.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI")}
+    run = subprocess.run([sys.executable, "-m", "sweep.cli", "run", str(path), "--storage", str(storage), "--tracking-uri", uri, "--address", ray_session],
+                         capture_output=True, text=True, cwd=tmp_path, timeout=400, env={**env, "PYTHONPATH": str(REPO)})
+    out = run.stdout + run.stderr
+    assert run.returncode == 1, out[-3000:]
+    stopped = [line for line in out.splitlines() if line.startswith("sweep stopped: storage fault")]
+    assert len(stopped) == 1 and "sweep resume storage-gone" in stopped[0], out[-3000:]
+    assert f"the sweep's folder under {storage} is gone or cannot be read" in stopped[0], stopped[0]
+    assert "finishing it failed" not in out and "Traceback" not in out and "all nodes in the cluster" not in out, out[-3000:]
+    from sweep.tracking import store
+
+    parent = store.find_parent_run(uri, "storage-gone")
+    assert parent.info.status == "KILLED", "resumable: the budget is not spent"
+    children = store.child_runs(uri, parent)
+    assert len(children) < TRIALS and not [c for c in children if c.info.status == "RUNNING"]

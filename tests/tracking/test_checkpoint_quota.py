@@ -120,3 +120,30 @@ def test_a_checkpoint_whose_record_failed_is_kept(tmp_path, monkeypatch):
     assert len(writer.errors) == 1 and "checkpoint_000009" in writer.errors[0]
     assert Path(old.path).is_dir() and Path(new.path).is_dir(), "after a failed write nothing is deleted"
     assert tracking_client(uri).get_run(writer.run_ids["a"]).info.status == "FINISHED", "later writes still land"
+
+
+def test_a_best_checkpoint_the_storage_lost_is_read_from_mlflows_copy(tmp_path):
+    """The storage folder deleted after the best trial ended (resumed afterwards): the finish
+    failed on its missing model file, though the trial's run holds a copy."""
+    import shutil
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    ledger = Ledger("val_accuracy", "max", lambda config: dict(config), 3)
+    tracker = tracking.MLflowTracker(ledger, uri, "lost", "lost", {})
+    trial = SimpleNamespace(trial_id="t0", config={"lr": 0.1}, last_result={})
+    result = {EPOCH_FIELD: 1, KEYS_FIELD: "val_accuracy", "val_accuracy": 0.9, END_FIELD: TrialStatus.COMPLETED}
+    checkpoint = _checkpoint(tmp_path / "runs", "checkpoint_000000", 0.01)
+    for callback in (ledger, tracker):
+        callback.on_trial_start(0, [], trial)
+        callback.on_trial_result(0, [], trial, result)
+        callback.on_checkpoint(0, [], trial, checkpoint)
+        callback.on_trial_complete(0, [], trial)
+    tracker.writer.flush()
+    original = (Path(checkpoint.path) / "model.keras").read_bytes()
+    shutil.rmtree(tmp_path / "runs")
+    best = ledger.best_trial()
+    best.mlflow_run_id = tracker.writer.run_ids["t0"]
+    tracker._registry_best = ("val_accuracy", best)
+    with tracker._best_checkpoint_folder(best.checkpoint) as folder:
+        assert (folder / "model.keras").read_bytes() == original
+    tracker.writer.close()
