@@ -624,6 +624,15 @@ def _open_tracker(prepared: Prepared, ledger: Ledger, uri: str, location: Storag
         )
         if resume is None:
             tracker.log_config(_config_json(config))
+    except KeyboardInterrupt as exc:  # the parent run ends KILLED (resumable), never RUNNING; the lock goes
+        if tracker is not None:
+            with contextlib.suppress(Exception):
+                tracker.flush()
+            tracker.end_parent_run("KILLED")
+        resume_module.release_lock(location.folder)
+        if tracker is not None or getattr(exc, "name", None):  # a parent run exists: `sweep resume NAME` continues it
+            raise SweepInterrupted(config.name, getattr(exc, "signum", signal.SIGINT)) from None
+        raise
     except Exception as exc:
         said = str(exc).splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
         if tracker is not None:  # the parent run exists: closed, not left RUNNING for ever

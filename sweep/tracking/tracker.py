@@ -191,7 +191,8 @@ class MLflowTracker(DriverCallback):
             parent = self._client.create_run(self.experiment_id, run_name=sweep_name, tags=tags)
             self.parent_run_id = parent.info.run_id
             logged = non_default_params(sweep_params)  # the whole file is the sweep/config.json artifact
-            self._client.log_batch(self.parent_run_id, params=[_param(k, v) for k, v in logged.items()])
+            with self._parent_ended_if_this_fails():
+                self._client.log_batch(self.parent_run_id, params=[_param(k, v) for k, v in logged.items()])
         else:
             self.parent_run_id = resume.parent_run_id
             self._client.update_run(self.parent_run_id, status="RUNNING")
@@ -200,8 +201,23 @@ class MLflowTracker(DriverCallback):
             self._client.set_tag(self.parent_run_id, TRIALS_REQUESTED_TAG, requested)
             run_ids = {t.trial_id: t.run_id for t in resume.ended + resume.interrupted}
             self.logged_steps = {t.trial_id: t.last_step for t in resume.interrupted}
-        self.writer = WriterProcess(uri, self.experiment_id, {"parent": self.parent_run_id, **run_ids})
+        with self._parent_ended_if_this_fails():  # Ctrl-C lands here often: the writer's start is the slowest step
+            self.writer = WriterProcess(uri, self.experiment_id, {"parent": self.parent_run_id, **run_ids})
         self._flushed = False  # set by flush(): the writer drained and ended, run ids known
+
+    @contextlib.contextmanager
+    def _parent_ended_if_this_fails(self) -> Iterator[None]:
+        """The parent run exists, the tracker does not yet: a failure (or Ctrl-C) here ends it
+        (KILLED on an interrupt, resumable; FAILED otherwise) instead of leaving it RUNNING,
+        which no caller could close (it never got the tracker)."""
+        try:
+            yield
+        except BaseException as exc:
+            interrupted = isinstance(exc, KeyboardInterrupt)
+            self.end_parent_run("KILLED" if interrupted else "FAILED", None if interrupted else f"the sweep could not start: {one_line(exc)}")
+            if interrupted:
+                exc.name = self.sweep_name  # type: ignore[attr-defined]  # its parent run exists: resumable by name
+            raise
 
     def log_config(self, text: str) -> None:
         """The validated sweep file, as ``sweep/config.json`` on the parent run (``sweep resume`` reads it)."""

@@ -147,3 +147,21 @@ def test_a_best_checkpoint_the_storage_lost_is_read_from_mlflows_copy(tmp_path):
     with tracker._best_checkpoint_folder(best.checkpoint) as folder:
         assert (folder / "model.keras").read_bytes() == original
     tracker.writer.close()
+
+
+def test_ctrl_c_while_the_tracker_starts_ends_its_parent_run_killed(tmp_path, monkeypatch):
+    """Ctrl-C just after the start-up line: the parent run existed, the tracker did not, and the
+    run stayed RUNNING (`sweep status` then said the driver was gone)."""
+    import pytest
+
+    from sweep.tracking import store
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setattr(tracking, "WriterProcess", interrupted)  # the writer's start: the slowest step, where Ctrl-C lands
+    with pytest.raises(KeyboardInterrupt) as caught:
+        tracking.MLflowTracker(Ledger("val_loss", "min", lambda config: dict(config), 3), uri, "ctrl-c", "ctrl-c", {})
+    assert getattr(caught.value, "name", None) == "ctrl-c", "the CLI's line says how to continue it"
+    assert store.find_parent_run(uri, "ctrl-c").info.status == "KILLED"
