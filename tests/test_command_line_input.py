@@ -220,3 +220,23 @@ def test_a_huge_grid_is_refused_before_ray_starts(tmp_path, monkeypatch):
         runner.run(sweep_file, storage=str(tmp_path / "runs"), quiet=True)
     assert info.value.key == "search.space" and "expected a grid of at most" in info.value.expected
     assert ray.is_initialized() == started and not (tmp_path / "mlflow.db").exists()
+
+
+@pytest.mark.parametrize(
+    ("uri", "said"),
+    [
+        ("htp://127.0.0.1:5000", "the scheme 'htp' is not a tracking store MLflow opens (expected sqlite, http, https, databricks, uc, postgresql, mysql, mssql); did you mean 'http'?"),
+        ("sqlite://", "an in-memory sqlite database is not shared by the sweep's processes (driver, writer): give a file, sqlite:///PATH (e.g. sqlite:///mlflow.db)"),
+        ("sqlite:///:memory:", "an in-memory sqlite database is not shared"),
+        ("http://[::1", "expected a URL with a host, but it cannot be read: Invalid IPv6 URL"),
+    ],
+    ids=["scheme-typo", "sqlite-in-memory", "sqlite-memory-path", "unclosed-ipv6"],
+)
+def test_tracking_uris_mlflow_cannot_use_are_one_line_before_anything_starts(uri, said, capsys):
+    """htp:// was found after the 27 s preflight in MLflow's words, cut mid-word; sqlite:// hung the
+    sweep at its end (each process its own empty database) and left its writer behind."""
+    with pytest.raises(ConnectionError) as err:
+        check_reachable(uri)
+    assert str(err.value).startswith(said)
+    assert cli.main(["list", "--tracking-uri", uri]) == 2
+    assert capsys.readouterr().err.count("\n") == 1

@@ -126,7 +126,8 @@ def resolve_uri(uri: str | None) -> str:
     uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or default_uri()
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
         relative = uri[len("sqlite:///") :]
-        uri = f"sqlite:///{Path(relative).resolve()}"
+        if relative.split("?")[0] not in ("", ":memory:"):  # in memory: left as it is, for check_reachable to refuse
+            uri = f"sqlite:///{Path(relative).resolve()}"
     try:
         return _credentials_to_environment(uri)
     except ValueError as exc:
@@ -241,11 +242,44 @@ def check_writable(uri: str) -> None:
 _DATABASE_SCHEMES = ("postgresql", "mysql", "mssql")
 
 
+TRACKING_SCHEMES = ("sqlite", "http", "https", "databricks", "uc", *_DATABASE_SCHEMES)
+
+
+def _scheme(uri: str) -> str:
+    """``postgresql`` of ``postgresql+psycopg://...``: the URI's scheme, its driver left off."""
+    return uri.split(":", 1)[0].split("+", 1)[0].lower()
+
+
+def _check_scheme(uri: str) -> None:
+    """A tracking URI MLflow can open, said before anything tries: ``htp://`` was found only after
+    the preflight, in MLflow's words cut mid-word; ``sqlite://`` (in memory) gave each of the
+    sweep's processes its own empty database, and the sweep hung at its end. Raises ConnectionError."""
+    import difflib
+
+    if "://" not in uri or uri.startswith("file:"):
+        return  # a path, or the file store: said below, with the sqlite:/// it likely meant
+    scheme = _scheme(uri)
+    if scheme not in TRACKING_SCHEMES:
+        close = difflib.get_close_matches(scheme, TRACKING_SCHEMES, n=1, cutoff=0.5)
+        raise ConnectionError(f"the scheme {scheme!r} is not a tracking store MLflow opens (expected {', '.join(TRACKING_SCHEMES)})"
+                              + (f"; did you mean {close[0]!r}?" if close else ""))
+    if scheme == "sqlite" and (sqlite_path(uri) is None or str(sqlite_path(uri)).split("?")[0] in ("", ":memory:")):
+        raise ConnectionError("an in-memory sqlite database is not shared by the sweep's processes (driver, writer): "
+                              "give a file, sqlite:///PATH (e.g. sqlite:///mlflow.db)")
+    if scheme in ("http", "https"):
+        import urllib.parse
+
+        try:
+            urllib.parse.urlsplit(uri)
+        except ValueError as exc:  # "Invalid IPv6 URL": an unclosed [
+            raise ConnectionError(f"expected a URL with a host, but it cannot be read: {exc}") from None
+
+
 def _check_database_driver(uri: str) -> None:
     """A database store (``postgresql://``, ``mysql+pymysql://``) whose Python driver is not
     installed: one line naming the package, where MLflow's ModuleNotFoundError was a traceback.
     Raises ConnectionError. SQLAlchemy's ``create_engine`` imports the driver and connects to nothing."""
-    if not uri.split(":", 1)[0].split("+", 1)[0].lower() in _DATABASE_SCHEMES:
+    if not _scheme(uri) in _DATABASE_SCHEMES:
         return
     import sqlalchemy
 
@@ -324,6 +358,7 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
     at once for a store MLflow cannot open: a sqlite URI naming a folder (MLflow retried its
     engine for about 100 s) and a file store (``./mlruns``, ``file://``: in maintenance mode in
     MLflow 3, its long notice was the error). Raises ConnectionError with the reason."""
+    _check_scheme(uri)
     path = sqlite_path(uri)
     if path is not None and (str(path) in ("", ".", "/") or path.is_dir()):
         raise ConnectionError(f"{path} is a folder, not a sqlite database file (e.g. sqlite:///{Path(path) / 'mlflow.db'})")
