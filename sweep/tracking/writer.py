@@ -43,6 +43,7 @@ MAX_BATCH = 1000  # MLflow's per-request limit on metrics + params + tags
 MAX_PARAMS = MAX_TAGS = 100  # and on params, tags, per request
 BATCH_WINDOW_S = 0.2  # the writer gathers operations this long before writing them (see _coalesce)
 MAX_QUEUE = 100_000  # operations buffered (in the driver) before submit() waits
+ORPHAN_DRAIN_S = 120.0  # once the driver is gone, how long the writer still retries what it holds
 
 
 class OpKind(Enum):
@@ -90,6 +91,7 @@ class Writer:
         self.errors: list[str] = []
         self._unrecorded: set[str] = set()  # runs with a write that never landed: their superseded checkpoints stay
         self.outage_since: float | None = None  # monotonic time the current tracking outage began
+        self.drain_deadline: float | None = None  # set when the driver is gone: retries end by then
         self._thread.start()
 
     def submit(self, kind: OpKind, key: str, payload: Any = None) -> None:
@@ -163,7 +165,7 @@ class Writer:
                 if self.outage_since is None:
                     self.outage_since = time.monotonic()
                     log.warning("MLflow write failed (%s); training goes on, tracking writes are buffered and retried", _first_line(exc))
-                if time.monotonic() >= deadline:
+                if time.monotonic() >= min(deadline, self.drain_deadline or deadline):
                     self._give_up(op, exc, "after retrying")
                     return
                 time.sleep(min(10.0, 0.5 * 2**attempt))
@@ -682,6 +684,10 @@ def serve(reply_fd: int) -> None:
             writer.flush()
             replies.write(json.dumps({"flush": key, "run_ids": writer.run_ids, "errors": writer.errors}) + "\n")
             replies.flush()
+    # stdin's end: the driver closed it (everything flushed) or died. Through an outage, what is
+    # left is retried for ORPHAN_DRAIN_S more, not SWEEP_TRACKING_RETRY_S per operation: a writer
+    # whose store never comes back (sqlite://, a deleted server) lingered for hours, deaf to signals
+    writer.drain_deadline = time.monotonic() + ORPHAN_DRAIN_S
     writer.close()
     # Everything is written and committed; tearing down MLflow's, SQLAlchemy's and pandas'
     # modules would take 0.7 s more, which the end of every sweep waits for.

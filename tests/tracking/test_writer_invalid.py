@@ -112,3 +112,25 @@ def test_no_two_names_share_one_mlflow_name():
 
     resumed = MlflowNames(later.renamed)  # a resumed sweep starts from the recorded mapping
     assert resumed.add(["top@3", "top_3", "loss"]) == [] and resumed["top_3"] == "top_3_2"
+
+
+@pytest.mark.timeout(60)
+def test_once_the_driver_is_gone_an_outage_is_retried_for_a_bounded_time(monkeypatch):
+    """A writer whose driver died while its store was unreachable retried every operation for
+    SWEEP_TRACKING_RETRY_S each (hours in all), ignoring signals, writing tracebacks to a dead
+    terminal. Once stdin ends it has ORPHAN_DRAIN_S in all."""
+    import socket
+
+    monkeypatch.setenv("SWEEP_TRACKING_RETRY_S", RETRY_S)
+    with socket.socket() as probe:  # a port nothing listens on: every write fails as an outage
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    writer = Writer(f"http://127.0.0.1:{port}", "0")
+    writer.drain_deadline = time.monotonic() + 2.0  # as serve() sets it when stdin ends
+    started = time.monotonic()
+    for key in ("a", "b", "c"):
+        writer.submit(OpKind.START, key, {"name": key, "tags": {}, "params": {}})
+    writer.close()
+    assert time.monotonic() - started < 30
+    assert len(writer.errors) == 3 and all("after retrying" in error for error in writer.errors), writer.errors
