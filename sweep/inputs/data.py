@@ -874,11 +874,11 @@ def _split(part: Part, config: "DataConfig", kinds: Any) -> tuple[Part, Part]:
             stratify = labels
     try:
         train_index, val_index = train_test_split(index, test_size=config.validation_split, random_state=config.seed, stratify=stratify)
-    except ValueError as exc:
-        if stratify is None:
+    except ValueError:
+        try:  # too few validation rows to hold every class: a plain shuffled split
+            train_index, val_index = train_test_split(index, test_size=config.validation_split, random_state=config.seed)
+        except ValueError as exc:
             raise InputError("data.validation_split", f"expected a split that leaves rows on both sides, got {config.validation_split} of {len(index)} rows ({_one_line(exc)})") from None
-        # too few validation rows to hold every class: fall back to a plain shuffled split
-        train_index, val_index = train_test_split(index, test_size=config.validation_split, random_state=config.seed)
     return (
         tuple(None if p is None else take_rows(p, train_index) for p in part),
         tuple(None if p is None else take_rows(p, val_index) for p in part),

@@ -674,6 +674,8 @@ class SweepConfig(_Strict):
         max_t = getattr(self.scheduler, "max_t", None)
         if max_t is not None and max_t > self.fit.epochs:
             raise _KeyedError("scheduler.max_t", f"expected at most fit.epochs ({self.fit.epochs}), got {max_t}")
+        if max_t is not None and grace is not None and grace > max_t:  # Ray asserted it after the parent run existed (left FAILED)
+            raise _KeyedError("scheduler.grace_period", f"expected at most scheduler.max_t ({max_t}), got {grace}")
         return self
 
     @model_validator(mode="after")

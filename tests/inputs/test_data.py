@@ -555,3 +555,11 @@ def test_a_task_the_loss_decided_is_credited_to_the_loss_on_the_start_up_line(tm
     )
     info = data.load(load_sweep(sweep_file).data).info
     assert info.task == "regression" and "(model.loss: mse)" in info.inferred and "data.task" not in info.inferred, info.inferred
+
+
+@pytest.mark.parametrize("split", [0.99, 0.95])
+def test_a_split_that_leaves_one_side_empty_names_data_validation_split(split):
+    """10 synthetic rows with validation_split 0.99: "failed unexpectedly" with scikit-learn's ValueError."""
+    with pytest.raises(InputError) as err:
+        data.load(cfg(source="synthetic", samples=10, features=3, validation_split=split))
+    assert err.value.key == "data.validation_split" and err.value.expected.startswith(f"expected a split that leaves rows on both sides, got {split} of 10 rows")

@@ -411,6 +411,8 @@ BAD = [
     ("scheduler-without-type", sub("type: asha, ", ""), "scheduler.type: required key is missing (expected one of 'asha', 'hyperband', 'median', 'fifo')"),
     ("grace-period-over-epochs", sub("grace_period: 1", "grace_period: 30"), "scheduler.grace_period: expected at most fit.epochs (27), got 30"),
     ("max-t-over-epochs", sub("reduction_factor: 3}", "reduction_factor: 3, max_t: 40}"), "scheduler.max_t: expected at most fit.epochs (27), got 40"),
+    ("grace-period-over-max-t", sub("grace_period: 1, reduction_factor: 3}", "grace_period: 3, reduction_factor: 3, max_t: 2}"),
+     "scheduler.grace_period: expected at most scheduler.max_t (2), got 3"),  # Ray asserted it after the parent run existed
     ("reduction-factor-one", sub("reduction_factor: 3", "reduction_factor: 1"), "scheduler.reduction_factor: expected a value > 1, got 1"),
     # keys that take two kinds of value: what each takes, a close literal, never pydantic's member labels
     ("task-typo", sub("validation_split: 0.2}", "validation_split: 0.2, task: classifcation}"),
