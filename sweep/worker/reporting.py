@@ -52,7 +52,11 @@ def report(metrics: dict[str, Any], checkpoint_dir: str | None = None) -> None:
     from ray import tune
 
     checkpoint = tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir is not None else None
-    tune.report(metrics, checkpoint=checkpoint)
+    try:
+        tune.report(metrics, checkpoint=checkpoint)
+    except SystemExit as exc:  # Tune ends a stopped trial's thread this way: marked, to tell it from the user's sys.exit
+        exc.from_tune = True  # type: ignore[attr-defined]
+        raise
 
 
 def get_checkpoint() -> Any:

@@ -19,6 +19,7 @@ from typing import Any, Callable
 from sweep.worker import placement
 from sweep.spec.config import FitConfig, ModelConfig, ObjectiveConfig, ResourcesConfig, SweepConfig
 from sweep.worker.state import STATE
+from sweep.errors import raised_at
 from sweep.protocol import REUSED_FIELD
 
 
@@ -197,6 +198,12 @@ def _build_and_fit(
             callbacks=callbacks,
             verbose=0,
         )
+    except SystemExit as exc:
+        if getattr(exc, "from_tune", False):
+            raise
+        # the trial's own code (a callback, a loss, train_step) called sys.exit: its error, said
+        # as such; as SystemExit it ended the worker, and Ray retried it as a lost worker twice
+        raise RuntimeError(f"the trial's own code called sys.exit({exc.code!r}) during fit(){raised_at(exc)}") from None
     finally:
         # Only drop the reference: clearing the session here would stall Tune's reuse of this
         # worker (a stopped trial's thread must end within TUNE_FUNCTION_THREAD_TIMEOUT_S, 2 s,

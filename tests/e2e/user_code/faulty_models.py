@@ -3,6 +3,7 @@
 - ``none``: a plain regression MLP.
 - ``nan``: a plain MLP whose learning rate makes the loss overflow to NaN in the first epoch.
 - ``raise``: the factory raises, as a broken user factory would.
+- ``exit``: the model's loss calls ``sys.exit(3)`` inside fit().
 - ``kill_once``: the worker process is SIGKILLed just after its trial's first checkpoint, once
   per marker file (a worker lost mid-epoch); the retried trial trains normally.
 The driver's preflight build (no Ray actor) never faults.
@@ -59,7 +60,16 @@ def build(hp, info):
     model = keras.Model(inputs, outputs)
     if fault == "nan" and _in_trial_worker():
         model.compile(optimizer=keras.optimizers.SGD(learning_rate=1e12), loss="mse", metrics=["mae"])
+    if fault == "exit" and _in_trial_worker():
+        model.compile(optimizer="adam", loss=_exits, metrics=["mae"])
     return model
+
+
+def _exits(y_true, y_pred):
+    """A loss that calls sys.exit when fit() traces it (a training script's habit)."""
+    import sys
+
+    sys.exit(3)
 
 
 def build_always_broken(hp, info):
