@@ -40,6 +40,7 @@ def prepare(config: SweepConfig, label: str, search_paths: tuple[Path, ...] = ()
 
     imports.forget_edited_modules()  # an earlier sweep in this process imported the user's files
     warn_secret_arguments(config, label)
+    warn_unlikely_mode(config, label)
     try:
         batch_size = example_hyperparameters(config).get("batch_size", config.fit.batch_size)  # for a data function that takes one
         dataset = data.load(config.data, search_paths, batch_size=int(batch_size))
@@ -61,12 +62,43 @@ def warn_secret_arguments(config: SweepConfig, label: str) -> None:
     """``data.args: {api_key: ...}`` reaches MLflow as a param and in ``sweep/config.json``, where
     everyone who can read the store sees it (the values must stay: the data function and a
     resumed sweep need them). Said once, with where a credential belongs instead."""
-    for section, arguments in (("data.args", config.data.args), ("model.args", config.model.args)):
-        for name in arguments or {}:
+    sections = (("data.args", config.data.args), ("model.args", config.model.args), ("fit.callbacks", list(config.fit.callbacks or [])))
+    for section, arguments in sections:
+        for path in _credential_names(arguments, section):
+            log.warning("%s: %s looks like a credential: it is recorded in MLflow (a param and sweep/config.json) for anyone who "
+                        "can read the store; read it from the environment in your code instead (os.environ)", label or "the sweep", path)
+
+
+# words in a metric's name that say which way is better (as Keras' own callbacks infer "auto" mode)
+_HIGHER_IS_BETTER = ("accuracy", "auc", "precision", "recall", "f1", "fbeta", "iou", "r2", "top_k")
+_LOWER_IS_BETTER = ("loss", "error", "mae", "mse", "rmse", "crossentropy", "hinge", "logcosh", "poisson")
+
+
+def warn_unlikely_mode(config: SweepConfig, label: str) -> None:
+    """``objective: {metric: val_accuracy, mode: min}`` ran and ranked the worst trial best,
+    exit 0. Said once (not refused: a user may mean it)."""
+    metric, mode = config.objective.metric.lower(), config.objective.mode
+    likely = "max" if any(word in metric for word in _HIGHER_IS_BETTER) else "min" if any(word in metric for word in _LOWER_IS_BETTER) else None
+    if likely is not None and likely != mode:
+        log.warning("%s: objective.mode is %s for %s, so the %s value ranks best; did you mean mode: %s?", label or "the sweep",
+                    mode, config.objective.metric, "lowest" if mode == "min" else "highest", likely)
+
+
+def _credential_names(value: Any, path: str) -> list[str]:
+    """The dotted paths under ``value`` (nested dicts and lists, e.g. a callback's arguments)
+    whose key names a credential (``api_token``, ``password``)."""
+    found: list[str] = []
+    if isinstance(value, dict):
+        for name, inner in value.items():
             lowered = str(name).lower()
+            here = f"{path}.{name}"
             if lowered in _SECRET_NAMES or _SECRET_WORDS & set(lowered.replace("-", "_").split("_")):
-                log.warning("%s: %s.%s looks like a credential: it is recorded in MLflow (a param and sweep/config.json) for anyone who "
-                            "can read the store; read it from the environment in your function instead (os.environ)", label or "the sweep", section, name)
+                found.append(here)
+            found.extend(_credential_names(inner, here))
+    elif isinstance(value, list):
+        for index, inner in enumerate(value):
+            found.extend(_credential_names(inner, f"{path}.{index}"))
+    return found
 
 
 def _check_names(config: SweepConfig, builder: Callable, dataset: Any) -> None:

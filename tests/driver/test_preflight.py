@@ -737,3 +737,23 @@ def test_an_objective_on_an_auto_named_head_that_moves_with_the_space_is_refused
     with pytest.raises(SweepConfigError) as info:
         preflight.prepare(config_module.load(raw), "sweep.yaml", (tmp_path,))
     assert info.value.key == "objective.metric" and "name the output layers" in info.value.expected, str(info.value)
+
+
+def test_a_callback_argument_named_like_a_credential_is_said_too(caplog):
+    """``fit.callbacks: [{mycb:Cb: {api_token: ...}}]`` reached MLflow in clear with no word."""
+    config = config_module.load(sweep(fit={"callbacks": [{"early_stopping": {"patience": 2}}, {"mycb:Notify": {"hook": {"api_token": "tok-S3cret"}}}]}))
+    with caplog.at_level("WARNING", logger="sweep"):
+        preflight.warn_secret_arguments(config, "sweep.yaml")
+    said = [r.getMessage() for r in caplog.records if "credential" in r.getMessage()]
+    assert len(said) == 1 and "fit.callbacks.1.mycb:Notify.hook.api_token looks like a credential" in said[0] and "S3cret" not in said[0]
+
+
+@pytest.mark.parametrize(("metric", "mode", "warned"), [("val_accuracy", "min", True), ("val_loss", "max", True), ("val_accuracy", "max", False),
+                                                      ("val_auc", "max", False), ("val_kind_mae", "min", False), ("val_score", "min", False)])
+def test_an_objective_mode_against_its_metric_is_said(metric, mode, warned, caplog):
+    """``val_accuracy`` with ``mode: min`` ranked the worst trial best, exit 0."""
+    config = config_module.load(sweep(objective={"metric": metric, "mode": mode}))
+    with caplog.at_level("WARNING", logger="sweep"):
+        preflight.warn_unlikely_mode(config, "sweep.yaml")
+    said = [r.getMessage() for r in caplog.records if "objective.mode" in r.getMessage()]
+    assert len(said) == int(warned) and (not warned or f"did you mean mode: {'max' if mode == 'min' else 'min'}?" in said[0])
