@@ -360,8 +360,12 @@ def rejected(exc: BaseException, item: bool = False) -> bool:
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:300]
+    """The line of ``exc`` that says what happened: SQLAlchemy's errors (through MLflow) open
+    with "(raised as a result of Query-invoked autoflush; ...)", and say "(sqlite3.OperationalError)
+    database is locked" only on a later line."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    telling = [line for line in lines if not line.startswith("(raised as a result of") and not line.startswith("(Background on this error")]
+    return ((telling or lines)[0] if lines else type(exc).__name__)[:300]
 
 
 BARRIERS = (OpKind.FLUSH, OpKind.STOP)  # operations that keep their place: everything before them lands first
@@ -672,6 +676,9 @@ def serve(reply_fd: int) -> None:
     import mlflow  # noqa: F401 - configures its loggers on import; quiet them afterwards
 
     logging.getLogger("mlflow").setLevel(logging.WARNING)
+    # MLflow logs each failed database write with its whole traceback (about 90 lines for a
+    # locked sqlite file); the writer says it in one line and retries (_apply_with_retry)
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
     setup = json.loads(sys.stdin.readline())
     writer = Writer(setup["uri"], setup["experiment_id"], dict(setup["run_ids"]))
     with os.fdopen(reply_fd, "w", encoding="utf-8") as replies:

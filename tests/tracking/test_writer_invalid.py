@@ -134,3 +134,14 @@ def test_once_the_driver_is_gone_an_outage_is_retried_for_a_bounded_time(monkeyp
     writer.close()
     assert time.monotonic() - started < 30
     assert len(writer.errors) == 3 and all("after retrying" in error for error in writer.errors), writer.errors
+
+
+def test_an_outage_line_says_what_the_database_said():
+    """A locked sqlite store was "MLflow write failed ((raised as a result of Query-invoked
+    autoflush; ...))", which does not say the database is locked."""
+    from sweep.tracking.writer import _first_line
+
+    error = Exception("(raised as a result of Query-invoked autoflush; consider using a session.no_autoflush block)\n"
+                      "(sqlite3.OperationalError) database is locked\n[SQL: INSERT INTO metrics]")
+    assert _first_line(error) == "(sqlite3.OperationalError) database is locked"
+    assert _first_line(ConnectionError("refused")) == "refused" and _first_line(ValueError()) == "ValueError"
