@@ -459,7 +459,9 @@ def error_summary(trial: Any) -> str:
 
 
 def _strip_ray_prefix(line: str) -> str:
+    """The line without Ray's wrapper, and without this package's own error class: an
+    ``InputError`` reads ``model.builder: expected ...`` as at start-up."""
     for prefix in ("ray.exceptions.RayTaskError", "ray::"):
         if line.startswith(prefix) and ": " in line:
-            return line.split(": ", 1)[1]
-    return line
+            line = line.split(": ", 1)[1]
+    return line.removeprefix("sweep.errors.InputError: ")

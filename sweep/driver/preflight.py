@@ -178,7 +178,7 @@ def _preflight_model(config: SweepConfig, builder: Callable, dataset: Any, searc
     keras_callbacks(config.fit, config.objective, search_paths)
     _check_fit_settings(config, dataset)
     hp = example_hyperparameters(config)
-    model = models.build(builder, hp, dataset.info, config.model, search_paths=search_paths)
+    model = _build_within_memory(config, builder, hp, dataset, search_paths)
     imports.remember_loaded(search_paths)  # helper modules the factory imported in its body ship with the user's code
     try:
         try:
@@ -220,6 +220,24 @@ def _preflight_model(config: SweepConfig, builder: Callable, dataset: Any, searc
     reads: list[set[str] | None] = [None if isinstance(read, Exception) else read for read in found]
     check_hyperparameters_read(config, set().union(*(read for read in reads if read is not None)) | set(models.TRIAL_HP_KEYS))
     warn_partly_read(config, label, points, reads)
+
+
+def _build_within_memory(config: SweepConfig, builder: Callable, hp: dict[str, Any], dataset: Any, search_paths: tuple[Path, ...]) -> Any:
+    """The preflight's model, or one line when building it ran out of memory (``units`` of 1e8
+    in the space): Keras' OOM message, cut at "name:", was blamed on model.builder."""
+    from sweep.inputs import models
+
+    try:
+        return models.build(builder, hp, dataset.info, config.model, search_paths=search_paths)
+    except Exception as exc:
+        if not isinstance(exc, MemoryError) and type(exc).__name__ != "ResourceExhaustedError":
+            raise
+        searched = {key: value for key, value in hp.items() if key in config.search.space}
+        shown = ", ".join(f"{key}={config_module.show_value(value)}" for key, value in searched.items())
+        key = "search.space" if searched else "model.builder"
+        where = f" at {shown}" if shown else ""
+        advice = "narrow the searched sizes" if searched else "make the model smaller"
+        raise InputError(key, f"expected a model that fits in memory, but building it{where} ran out of memory ({type(exc).__name__}): {advice}") from None
 
 
 def _check_objective_head_in_every_point(config: SweepConfig, points: list[dict[str, Any]], outputs: list[Any]) -> None:

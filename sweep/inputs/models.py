@@ -400,7 +400,11 @@ def build(
         raise
     except SystemExit as exc:  # sys.exit() or argparse in a training script reused as the factory: not the sweep's exit
         raise _exited(spec, exc) from None
+    except MemoryError:
+        raise  # this configuration does not fit: a trial reports it as out of memory (the search moves away)
     except Exception as exc:
+        if type(exc).__name__ == "ResourceExhaustedError":  # TensorFlow's out of memory: the same
+            raise
         lines = str(exc).strip().splitlines()
         said = lines[0][:300] if lines else ""
         if "Exception encountered when calling" in said:  # Keras' header, which names no cause: the sentence that does

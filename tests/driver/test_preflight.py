@@ -757,3 +757,12 @@ def test_an_objective_mode_against_its_metric_is_said(metric, mode, warned, capl
         preflight.warn_unlikely_mode(config, "sweep.yaml")
     said = [r.getMessage() for r in caplog.records if "objective.mode" in r.getMessage()]
     assert len(said) == int(warned) and (not warned or f"did you mean mode: {'max' if mode == 'min' else 'min'}?" in said[0])
+
+
+def test_a_model_too_large_for_memory_is_one_line_on_the_space():
+    """units of 1e8: TensorFlow's OOM ("... name: ") blamed model.builder."""
+    raw = sweep({"units": {"type": "int", "low": 100_000_000, "high": 100_000_001}}, data={"features": 100_000_000 // 10**6})
+    with pytest.raises(SweepConfigError) as info:
+        preflight.prepare(config_module.load(raw), "sweep.yaml", ())
+    assert info.value.key == "search.space"
+    assert info.value.expected.startswith("expected a model that fits in memory, but building it at ") and "narrow the searched sizes" in info.value.expected

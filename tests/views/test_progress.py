@@ -218,6 +218,8 @@ def test_a_failed_trials_reason_is_read_from_its_local_error_file_before_storage
     assert "faulty_models.py" in traceback_tail(not_synced_yet) and "/ray/" not in traceback_tail(not_synced_yet)
     elsewhere = SimpleNamespace(error_file=None, get_error=lambda: "ValueError: from storage")
     assert error_summary(elsewhere) == "ValueError: from storage"
+    ours = SimpleNamespace(error_file=None, get_error=lambda: "ray::ImplicitFunc.train() (pid=1)\nsweep.errors.InputError: model.builder: expected 'mm:build' to build a model")
+    assert error_summary(ours) == "model.builder: expected 'mm:build' to build a model", "our own error class is not part of the reason"
 
 
 def test_elapsed_counts_from_the_commands_start():
