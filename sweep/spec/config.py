@@ -125,7 +125,7 @@ class SearchConfig(_Strict):
 
     sampler: Literal["tpe", "random", "cmaes", "grid"] = "tpe"
     seed: int | None = Field(default=None, description="Makes the sequence of suggestions reproducible.")
-    trials: int = Field(default=16, ge=1)
+    trials: int = Field(default=16, ge=1, le=1_000_000)  # more is no sweep one machine or cluster ends (an ETA of 10**23 hours)
     max_concurrent: int | None = Field(
         default=None, ge=1, description="Trials running at once (default: as many as resources allow)."
     )
@@ -659,6 +659,17 @@ class SweepConfig(_Strict):
     objective: ObjectiveConfig = Field(default_factory=ObjectiveConfig)
     search: SearchConfig
     scheduler: SchedulerConfig = Field(default_factory=lambda: AshaConfig(type="asha"))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _scheduler_type_defaults_to_asha(cls, data: Any) -> Any:
+        """``scheduler: {grace_period: 2}`` (or ``--set scheduler.grace_period=2`` on a file with no
+        scheduler) tunes the default scheduler, ASHA: it said "scheduler.type: required key is
+        missing". Only ASHA's own keys imply it; anything else still asks for the type."""
+        scheduler = data.get("scheduler") if isinstance(data, dict) else None
+        if isinstance(scheduler, dict) and scheduler and "type" not in scheduler and set(scheduler) <= set(AshaConfig.model_fields) - {"type"}:
+            data = {**data, "scheduler": {"type": "asha", **scheduler}}
+        return data
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     failure: FailureConfig = Field(default_factory=FailureConfig)

@@ -408,7 +408,8 @@ BAD = [
     ),
     # scheduler
     ("unknown-scheduler", sub("type: asha", "type: pbt"), "scheduler.type: expected one of 'asha', 'hyperband', 'median', 'fifo', got 'pbt'"),
-    ("scheduler-without-type", sub("type: asha, ", ""), "scheduler.type: required key is missing (expected one of 'asha', 'hyperband', 'median', 'fifo')"),
+    ("scheduler-without-type", sub("type: asha, grace_period: 1, reduction_factor: 3", "min_samples_required: 2"),
+     "scheduler.type: required key is missing (expected one of 'asha', 'hyperband', 'median', 'fifo')"),  # ASHA's own keys alone imply asha (below)
     ("grace-period-over-epochs", sub("grace_period: 1", "grace_period: 30"), "scheduler.grace_period: expected at most fit.epochs (27), got 30"),
     ("max-t-over-epochs", sub("reduction_factor: 3}", "reduction_factor: 3, max_t: 40}"), "scheduler.max_t: expected at most fit.epochs (27), got 40"),
     ("grace-period-over-max-t", sub("grace_period: 1, reduction_factor: 3}", "grace_period: 3, reduction_factor: 3, max_t: 2}"),
@@ -499,3 +500,18 @@ def test_a_regression_loss_decides_the_task_the_file_left_open(tmp_path):
     assert load(write(tmp_path, FULL)).data.task is None
     given = sub("validation_split: 0.2}", "validation_split: 0.2, task: classification}").replace("loss: sparse_categorical_crossentropy", "loss: mse")
     assert load(write(tmp_path, given)).data.task == "classification", "the file's own data.task wins"
+
+
+def test_asha_settings_without_a_type_tune_the_default_scheduler(tmp_path):
+    """``--set scheduler.grace_period=2`` on a file with no scheduler section said that
+    scheduler.type was missing, though ASHA is the documented default."""
+    from sweep.spec.config import AshaConfig
+
+    path = write(tmp_path, sub("type: asha, grace_period: 1, reduction_factor: 3", "grace_period: 2"))
+    config = load(path)
+    assert isinstance(config.scheduler, AshaConfig) and config.scheduler.grace_period == 2
+    bare = tmp_path / "bare.yaml"
+    bare.write_text("name: bare\ndata: {source: digits}\nsearch: {space: {learning_rate: {type: float, low: 0.001, high: 0.1}}}\n")
+    assert load(bare, {"scheduler.grace_period": 2}).scheduler.grace_period == 2
+    with pytest.raises(SweepConfigError, match="search.trials: expected a value <= 1000000"):
+        load(bare, {"search.trials": 10**25})
