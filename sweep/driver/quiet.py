@@ -125,4 +125,4 @@ def quiet_ray_and_optuna() -> None:
     import mlflow  # noqa: F401 - mlflow sets up its logger on import; quiet it afterwards
 
     logging.getLogger("mlflow").setLevel(logging.WARNING)
-    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)  # its ~90-line tracebacks per failed write: the sweep says each in one line

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Callable
 
-from sweep.tracking.client import client
+from sweep.tracking.client import client, sqlite_path
 from sweep.tracking.tags import CHECKPOINT_EVICTED_TAG, NAME_TAG, ROLE_TAG, TRIAL_NUMBER_TAG, TRIAL_TAG
 
 log = logging.getLogger("sweep.tracking")
@@ -119,6 +119,19 @@ class Writer:
                     group.done.set()
                     continue
                 self._apply_with_retry(group)
+            self._say_if_the_store_file_went()
+
+    def _say_if_the_store_file_went(self) -> None:
+        """A sqlite store deleted while the sweep runs keeps taking writes (into the unlinked
+        file) and loses them all; nothing said so until the finish's dozen tracebacks. Said
+        once, as soon as a batch lands after it."""
+        path = sqlite_path(self.uri)
+        if path is None or self.__dict__.get("_store_gone") or path.exists():
+            return
+        self._store_gone = True
+        message = f"the tracking store {path} was deleted while the sweep ran: what is written to it now is lost with it (the checkpoints stay in the storage)"
+        self.errors.append(message)
+        log.warning(message)
 
     def _gather(self, limit: int = 5000) -> list[_Op]:
         """The next operations to write: the first, then what arrives within ``BATCH_WINDOW_S``

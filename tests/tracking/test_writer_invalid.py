@@ -145,3 +145,20 @@ def test_an_outage_line_says_what_the_database_said():
                       "(sqlite3.OperationalError) database is locked\n[SQL: INSERT INTO metrics]")
     assert _first_line(error) == "(sqlite3.OperationalError) database is locked"
     assert _first_line(ConnectionError("refused")) == "refused" and _first_line(ValueError()) == "ValueError"
+
+
+def test_a_store_file_deleted_mid_sweep_is_said_once(tmp_path, caplog):
+    """Writes went on into the unlinked sqlite file and were lost, without a word until the
+    finish printed a dozen tracebacks."""
+    uri, writer = _writer(tmp_path, "deleted-store")
+    writer.submit(OpKind.START, "a", {"name": "a", "tags": {}, "params": {}})
+    writer.flush(timeout=20)
+    (tmp_path / "mlflow.db").unlink()
+    with caplog.at_level(logging.WARNING, logger="sweep.tracking"):
+        for epoch in (1, 2):
+            writer.submit(OpKind.METRICS, "a", [("loss", 1.0 / epoch, epoch, 0)])
+            writer.flush(timeout=20)
+    writer.close()
+    said = [r.getMessage() for r in caplog.records if "was deleted while the sweep ran" in r.getMessage()]
+    assert len(said) == 1 and str(tmp_path / "mlflow.db") in said[0]
+    assert any("was deleted while the sweep ran" in error for error in writer.errors)
