@@ -6,9 +6,10 @@ How each address is reached (loopback only, a cluster on loopback, Ray Client) i
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-from typing import Any
+from typing import Any, Iterator
 
 from sweep.driver import cluster
 from sweep.errors import SweepConfigError
@@ -34,6 +35,32 @@ def withhold_secrets_from_ray() -> None:
         class_cache.ENV_VARS_TO_PROPAGATE = type(names)(name for name in names if not is_secret_name(name))
 
 
+@contextlib.contextmanager
+def _our_sigterm_handler_kept() -> Iterator[None]:
+    """``ray.init`` replaces the process's SIGTERM handler with its own ``sys.exit(15)`` and never
+    gives it back: a SIGTERM during or after Ray's start ended ``sweep run`` silently with exit
+    15 (or an abort), where the command's own handler says so and exits 143. The handler is put
+    back once Ray is up; a SIGTERM during the start is that handler's interrupt."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    ours = signal.getsignal(signal.SIGTERM)
+    try:
+        yield
+    except SystemExit as exc:
+        if exc.code == signal.SIGTERM and callable(ours):  # Ray's handler fired: the command's says it
+            from sweep.driver.interrupts import SweepInterrupted
+
+            raise SweepInterrupted(None, signal.SIGTERM) from None
+        raise
+    finally:
+        if ours is not None:
+            signal.signal(signal.SIGTERM, ours)
+
+
 def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     """Connect to ``address`` (or RAY_ADDRESS); else start a local Ray bound to 127.0.0.1."""
     import ray
@@ -55,7 +82,8 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
             raise SweepConfigError("--address", "", f"{address}: {exc}") from None
         with cluster.connecting(address):  # a loopback-only cluster is joined on loopback
             try:
-                ray.init(address=address, runtime_env=env, **common)
+                with _our_sigterm_handler_kept():
+                    ray.init(address=address, runtime_env=env, **common)
             except (ConnectionError, TimeoutError, RuntimeError) as exc:  # something answers, but not a Ray GCS
                 from sweep.errors import one_line
 
@@ -72,7 +100,7 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
                 os.environ.setdefault(name, value)
             else:
                 os.environ[name] = value
-        with cluster.loopback_only():  # otherwise Ray 2.x on Linux listens on every interface
+        with cluster.loopback_only(), _our_sigterm_handler_kept():  # otherwise Ray 2.x on Linux listens on every interface
             ray.init(num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1", **common)
 
 

@@ -55,3 +55,32 @@ def test_the_sweep_environment_wins_over_the_drivers_as_a_runtime_env_did(tmp_pa
     done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split()[-3:] == ["tensorflow", "ignore", "1"]
+
+
+def test_ray_init_does_not_keep_the_commands_sigterm_handler():
+    """ray.init sets SIGTERM to sys.exit(15) and keeps it: a SIGTERM while Ray started ended
+    `sweep run` silently with exit 15, where the command says it stopped and exits 143."""
+    import signal
+
+    import pytest
+
+    from sweep.driver.interrupts import SweepInterrupted
+    from sweep.driver.session import _our_sigterm_handler_kept
+
+    def ours(signum, frame):
+        raise SweepInterrupted(None, signum)
+
+    def rays(signum, frame):  # what ray.init installs
+        raise SystemExit(signum)
+
+    before = signal.signal(signal.SIGTERM, ours)
+    try:
+        with _our_sigterm_handler_kept():
+            signal.signal(signal.SIGTERM, rays)
+        assert signal.getsignal(signal.SIGTERM) is ours, "given back once Ray is up"
+        with pytest.raises(SweepInterrupted) as caught, _our_sigterm_handler_kept():
+            signal.signal(signal.SIGTERM, rays)
+            rays(signal.SIGTERM, None)  # the signal arriving during the start
+        assert caught.value.signum == signal.SIGTERM and signal.getsignal(signal.SIGTERM) is ours
+    finally:
+        signal.signal(signal.SIGTERM, before)
