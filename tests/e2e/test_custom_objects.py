@@ -56,7 +56,8 @@ else:  # any custom object, registered or not: the sweep finds them in the logge
     registry = mlflow.keras.load_model(f"models:/{name}/1", custom_objects=sweep.custom_objects(f"models:/{name}/1"))
 out["registry"] = [type(registry).__name__, list(registry.predict(x, verbose=0).shape)]
 best = sweep.load_best(name, tracking_uri=uri)
-out["load_best"] = [type(best).__name__, [type(layer).__name__ for layer in best.layers]]
+trained = best.layers[-1] if best.name.endswith("_on_raw_inputs") else best  # digits are standardized: the model takes raw rows
+out["load_best"] = [type(trained).__name__, [type(layer).__name__ for layer in trained.layers], [type(layer).__name__ for layer in best.layers]]
 out["export"] = [p.name for p in sweep.tracking.export.export_best(name, "exported", tracking_uri=uri, saved_model=True)]
 if sys.argv[4] != "-":  # what a retried trial's worker does: the sweep's folder importable, then load its checkpoint
     from sweep.worker import checkpoints
@@ -106,6 +107,7 @@ def test_unregistered_custom_objects_survive_the_sweep_via_cli(ray_session, tmp_
     out = _fresh(tmp_path, uri, "custom-parts", "scan", worst.data.tags["sweep.checkpoint"], str(path.parent))
     assert out["registry"] == ["Functional", [2, 10]]
     assert out["load_best"][1] == ["InputLayer", "Rescale", "Dense", "Dense"]
+    assert out["load_best"][2] == ["InputLayer", "Normalization", "Rescaling", "Functional"], "the sweep's standardization in front"
     assert out["export"] == ["model.keras", "saved_model"]
     assert out["checkpoint"] == "Functional"
 
@@ -123,7 +125,7 @@ def test_a_registered_subclassed_model_survives_the_sweep(ray_session, tmp_path)
     assert result.counts() == {"completed": 2}
     assert _parent(uri, "registered-parts").info.status == "FINISHED"
     out = _fresh(tmp_path, uri, "registered-parts", "import", "-", str(path.parent), "registered_parts")
-    assert out["registry"] == ["TinyNet", [2, 10]]
+    assert out["registry"] == ["Functional", [2, 10]]  # TinyNet behind the digits' standardization
     assert out["load_best"][0] == "TinyNet"
     assert out["export"] == ["model.keras", "saved_model"]
 
@@ -152,6 +154,6 @@ def test_a_lambda_model_is_refused_before_any_trial_unless_the_file_opts_in(ray_
     assert result.best is not None and result.finish_error is None
     assert _parent(uri, "lambda-net").info.status == "FINISHED"
     model = sweep.load_best("lambda-net", tracking_uri=uri)  # the sweep's own safe_mode: false
-    assert "Lambda" in [type(layer).__name__ for layer in model.layers]
+    assert "Lambda" in [type(layer).__name__ for layer in model.layers[-1].layers]  # behind the digits' standardization
     with pytest.raises(ValueError, match="safe_mode"):
         sweep.load_best("lambda-net", tracking_uri=uri, safe_mode=True)
