@@ -263,6 +263,7 @@ def load(config: "DataConfig", search_paths: tuple[Path, ...] = (), batch_size: 
         raise InputError("data.source", f"expected one of {_FORMS}, got {config.source!r}")
     built_in = kind in BUILT_IN
     parts = _as_parts(raw, config.source)
+    dtypes = _source_dtypes(parts[0][0])  # before float64 is stored as float32: what the best model is given later
     if built_in:
         parts, kinds, labels = _prepare_built_in(parts, config, kind)
     else:
@@ -277,16 +278,49 @@ def load(config: "DataConfig", search_paths: tuple[Path, ...] = (), batch_size: 
     normalize = config.normalize if config.normalize is not None else built_in
     is_images = kind == "keras" and train[0].ndim >= 4
     prepared = preparation.fit(
-        train[0], standardize=normalize and not is_images, scale=preparation.IMAGE_SCALE if normalize and is_images else None, raw_shape=raw_shape
+        train[0], standardize=normalize and not is_images, scale=preparation.IMAGE_SCALE if normalize and is_images else None,
+        raw_shape=raw_shape, dtypes=dtypes,
     )
     if config.reshape is not None:
         _check_reshape(train[0], config.reshape)  # applied with the other steps
         prepared = prepared.reshaped(tuple(config.reshape))
     train, val = ((prepared.apply(part[0]), *part[1:]) for part in (train, val))
     dataset = _dataset(train, val, kinds, config, labels)
+    dataset.raw_example = _in_dtypes(raw_example, dtypes)
     if prepared.changes_anything:
-        dataset.preparation, dataset.raw_example = prepared, raw_example
+        dataset.preparation = prepared
     return dataset
+
+
+def _source_dtypes(x: Any) -> Any:
+    """Each input's dtype as the data source gives it, in x's form (a DataFrame: its columns'
+    common dtype): the best model's MLflow signature is in these, since a served model is sent
+    what the source gives (float64 from pandas or scikit-learn, uint8 pixels), and MLflow's
+    tensor signatures take exactly their dtype. None where it cannot be read."""
+    def dtype_of(leaf: Any) -> str | None:
+        dtypes = getattr(leaf, "dtypes", None)
+        if dtypes is not None and hasattr(dtypes, "items"):  # a DataFrame
+            kinds = [d for _, d in dtypes.items() if isinstance(d, np.dtype) and (np.issubdtype(d, np.number) or d == np.bool_)]
+            return str(np.result_type(*kinds)) if kinds and len(kinds) == len(dtypes) else None
+        dtype = getattr(leaf, "dtype", None)
+        return str(dtype) if isinstance(dtype, np.dtype) and dtype.kind in "biuf" else None
+
+    if isinstance(x, tuple):
+        x = list(x)
+    if isinstance(x, list) and _numbers_only(x):
+        return None
+    return map_leaves(dtype_of, x) if is_nested(x) else dtype_of(x)
+
+
+def _in_dtypes(x: Any, dtypes: Any) -> Any:
+    """Rows ``x`` in the source's ``dtypes`` (float32 rows back to float64), where known."""
+    if x is None or dtypes is None:
+        return x
+    if not is_nested(x):
+        return x.astype(dtypes) if isinstance(dtypes, str) and np.asarray(x).dtype.kind in "biuf" else x
+    by_name = dict(named_leaves(dtypes))
+    return rebuild(x, {name: leaf.astype(by_name[name]) if isinstance(by_name.get(name), str) and leaf.dtype.kind in "biuf" else leaf
+                       for name, leaf in named_leaves(x)}, "")
 
 
 def _credit_the_loss(kinds: Any, config: "DataConfig") -> Any:

@@ -92,7 +92,7 @@ class Dataset:
     pipeline: Any = None
     class_weight: dict[int, float] | None = None  # fit(class_weight=...), from fit.class_weight
     preparation: Any = None  # sweep.inputs.preparation.Preparation: what was done to x before fit(), or None
-    raw_example: Any = None  # the first validation inputs as the source gave them (with a preparation)
+    raw_example: Any = None  # the first validation inputs as the source gave them (unprepared, in its dtypes)
 
     def validation_data(self) -> tuple:
         """``fit(validation_data=...)``: ``(x, y)`` or ``(x, y, sample_weight)``."""

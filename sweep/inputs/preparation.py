@@ -105,6 +105,10 @@ class Preparation:
         metrics, loss weights) are copied, so ``evaluate`` on raw rows gives the trial's
         numbers; ``custom_objects`` (name -> class or function) are the user's losses and
         metrics they name, unregistered ones included. ``model`` itself when nothing is changed.
+
+        The compile settings move to the front model: ``model`` is left uncompiled, so the saved
+        file holds them once, at the top, where ``load_model(compile=False)`` skips them (nested,
+        they were read anyway, and a user's unregistered loss class failed every plain load).
         """
         if not self.changes_anything:
             return model
@@ -113,27 +117,33 @@ class Preparation:
         names = [getattr(t, "name", None) for t in (getattr(model, "inputs", None) or [])]
         raw_inputs = _inputs(self.steps, names)
         prepared = map_leaves(lambda pair: _layers(*pair), _zip(raw_inputs, self.steps))
-        wrapper = keras.Model(raw_inputs, model(prepared), name=f"{model.name}_on_raw_inputs")
         compiled = model.get_compile_config() if getattr(model, "compiled", False) else None
+        wrapper = keras.Model(raw_inputs, model(prepared), name=f"{model.name}_on_raw_inputs")
         if compiled:
             with keras.saving.custom_object_scope(custom_objects or {}):
                 wrapper.compile_from_config(compiled)
+        model.compiled = False  # after the copy: a failed one leaves the model as it came
         return wrapper
 
 
-def fit(x_train: Any, *, standardize: bool = False, scale: float | None = None, raw_shape: Any = None) -> Preparation:
+def fit(x_train: Any, *, standardize: bool = False, scale: float | None = None, raw_shape: Any = None, dtypes: Any = None) -> Preparation:
     """The steps learned from training inputs ``x_train`` (prepared up to the statistics).
 
     ``standardize``: every floating-point input gets the train split's per-element mean and
     std (a std of 0 counts as 1); integer inputs (token ids) are left alone. ``scale``: every
     input is multiplied by it. ``raw_shape``: the single input's sample shape as the source gave
-    it, when the loader already reshaped it (a channel axis added to images).
+    it, when the loader already reshaped it (a channel axis added to images). ``dtypes``: each
+    input's dtype as the source gave it, in x's form (float64 before the loader stored it as
+    float32): the dtype the front model's inputs take.
     """
+    given = dict(named_leaves(dtypes)) if dtypes is not None and is_nested(x_train) else {"": dtypes}
+    names = iter(name for name, _ in named_leaves(x_train))
 
     def steps_of(leaf: np.ndarray) -> InputSteps:
         sample = tuple(int(d) for d in leaf.shape[1:])
         raw = tuple(raw_shape) if raw_shape is not None and not is_nested(x_train) else sample
-        steps = InputSteps(raw_shape=raw, dtype=str(leaf.dtype), stats_shape=sample, shape=sample)
+        source_dtype = given.get(next(names))
+        steps = InputSteps(raw_shape=raw, dtype=source_dtype if isinstance(source_dtype, str) else str(leaf.dtype), stats_shape=sample, shape=sample)
         if standardize and np.issubdtype(leaf.dtype, np.floating):
             mean = leaf.mean(axis=0, dtype=np.float64)
             std = leaf.std(axis=0, dtype=np.float64)
@@ -143,7 +153,7 @@ def fit(x_train: Any, *, standardize: bool = False, scale: float | None = None, 
             dtype = np.result_type(leaf.dtype, np.float32)
             return replace(steps, mean=mean.astype(dtype), std=std.astype(dtype))
         if scale is not None:
-            return replace(steps, scale=float(scale), dtype="float32")
+            return replace(steps, scale=float(scale))
         return steps
 
     return Preparation(map_leaves(steps_of, x_train))

@@ -176,8 +176,15 @@ def test_the_front_compiles_with_the_users_unregistered_metric(tmp_path, monkeyp
     steps = preparation.fit(x, standardize=True)
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, activation="softmax")])
     model.compile("adam", "sparse_categorical_crossentropy", metrics=[hits.Hits()])
+    y = np.arange(40) % 2
+    wanted = model.evaluate(steps.apply(x), y, verbose=0, return_dict=True)["hits"]
     with pytest.raises(TypeError, match="Hits"):
         steps.front(model)
+    assert model.compiled, "a failed front leaves the model as it came"
     fronted = steps.front(model, {"Hits": hits.Hits})
-    y = np.arange(40) % 2
-    assert fronted.evaluate(x, y, verbose=0, return_dict=True)["hits"] == model.evaluate(steps.apply(x), y, verbose=0, return_dict=True)["hits"]
+    assert fronted.evaluate(x, y, verbose=0, return_dict=True)["hits"] == wanted
+    fronted.save(tmp_path / "served.keras")
+    monkeypatch.delitem(__import__("sys").modules, "hits_metric")
+    monkeypatch.syspath_prepend(str(tmp_path / "elsewhere"))
+    plain = keras.saving.load_model(tmp_path / "served.keras", compile=False)  # no custom objects: the model itself still loads
+    np.testing.assert_allclose(plain.predict(x, verbose=0), fronted.predict(x, verbose=0), atol=1e-6)
