@@ -328,9 +328,18 @@ class DataConfig(_Strict):
         default=None,
         description="Inferred from the targets when not given: integer labels 0..K-1, booleans, one-hot or probability rows "
         "are classification; non-integer values or more than 50 distinct integers are regression; other integers "
-        "(ratings 1..5) must be given. A regression loss in model.loss (mse, mae, huber, poisson, ...) means regression. Several outputs: a dict by output name, or one task for the outputs the targets leave open.",
+        "(ratings 1..5) must be given. A regression loss in model.loss (mse, mae, huber, poisson, ...) means regression. Several outputs: a dict by output name (by position, 0, 1, ..., for a list of outputs), or one task for the outputs the targets leave open.",
     )
     num_outputs: int | None = Field(default=None, ge=1, description="Inferred when not given.")
+
+    @field_validator("task", mode="before")
+    @classmethod
+    def _outputs_by_position(cls, value: Any) -> Any:
+        """``task: {1: regression}`` names a list output by its position, as the sweep's own
+        advice writes it; YAML reads the key as a number, which a dict by name refused."""
+        if isinstance(value, dict):
+            return {str(key) if isinstance(key, int) and not isinstance(key, bool) else key: task for key, task in value.items()}
+        return value
     reshape: list[int] | None = Field(
         default=None, description="Reshape each input sample, e.g. [8, 8, 1] for a CNN on digits."
     )
@@ -525,6 +534,8 @@ def _memory_bytes() -> int:
 REGRESSION_LOSSES = frozenset({
     "mse", "mae", "mape", "msle", "mean_squared_error", "mean_absolute_error", "mean_absolute_percentage_error",
     "mean_squared_logarithmic_error", "huber", "huber_loss", "log_cosh", "logcosh", "poisson",
+    # Keras' class names, which compile() takes too (compared lowercased)
+    "meansquarederror", "meanabsoluteerror", "meanabsolutepercentageerror", "meansquaredlogarithmicerror",
 })
 
 RAY_RESOURCE_UNIT = 0.0001  # Ray's resource quantities are whole multiples of this
@@ -700,8 +711,9 @@ class SweepConfig(_Strict):
         if isinstance(loss, str) and loss.lower() in REGRESSION_LOSSES:
             self.data.task = "regression"
             self.data._task_from = f"model.loss: {loss}"
-        elif isinstance(loss, dict):
-            heads = {str(name): "regression" for name, value in loss.items() if isinstance(value, str) and value.lower() in REGRESSION_LOSSES}
+        elif isinstance(loss, (dict, list)):  # per output: by name, or by position for list outputs
+            pairs = loss.items() if isinstance(loss, dict) else enumerate(loss)
+            heads = {str(name): "regression" for name, value in pairs if isinstance(value, str) and value.lower() in REGRESSION_LOSSES}
             if heads and len(loss) > 1:  # one entry may name an output the model lacks: Keras says so, on model.loss
                 self.data.task = heads
                 self.data._task_from = "model.loss"

@@ -515,3 +515,14 @@ def test_asha_settings_without_a_type_tune_the_default_scheduler(tmp_path):
     assert load(bare, {"scheduler.grace_period": 2}).scheduler.grace_period == 2
     with pytest.raises(SweepConfigError, match="search.trials: expected a value <= 1000000"):
         load(bare, {"search.trials": 10**25})
+
+
+def test_list_outputs_are_named_by_position_and_their_losses_decide_their_task(tmp_path):
+    """The sweep's advice said ``data.task: {1: classification}``; written so, it was refused
+    ("expected a string, got 1"). A list of losses did not set the tasks a dict of losses sets;
+    Keras' class name MeanSquaredError did not count as a regression loss."""
+    by_position = load(write(tmp_path, sub("validation_split: 0.2}", "validation_split: 0.2, task: {1: regression}}")))
+    assert by_position.data.task == {"1": "regression"}
+    listed = load(write(tmp_path, sub("loss: sparse_categorical_crossentropy", "loss: [sparse_categorical_crossentropy, mse]")))
+    assert listed.data.task == {"1": "regression"}
+    assert load(write(tmp_path, sub("loss: sparse_categorical_crossentropy", "loss: MeanSquaredError"))).data.task == "regression"
