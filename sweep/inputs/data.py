@@ -842,6 +842,12 @@ def _infer_task(y: np.ndarray) -> str:
         return "regression"
     values = np.unique(y)
     distinct = len(values)
+    if np.issubdtype(y.dtype, np.floating) and 2 < distinct <= MAX_INFERRED_CLASSES:  # "2.0, 0.0, ..." in a CSV: counts as often as classes
+        raise InputError(
+            "data.task",
+            f"expected data.task (classification or regression): the targets are {distinct} distinct whole numbers "
+            f"{values[0]:g}..{values[-1]:g} stored as {y.dtype}, which could be class labels or a quantity",
+        )
     if values[0] == 0 and values[-1] == distinct - 1 and 2 <= distinct <= len(y) / 2:
         return "classification"  # labels 0..K-1, every one present (CIFAR-100-style codes in a CSV)
     if distinct <= SMALL_CLASS_COUNT or (distinct <= MAX_INFERRED_CLASSES and distinct <= CLASS_FRACTION * len(y)):

@@ -563,3 +563,15 @@ def test_a_split_that_leaves_one_side_empty_names_data_validation_split(split):
     with pytest.raises(InputError) as err:
         data.load(cfg(source="synthetic", samples=10, features=3, validation_split=split))
     assert err.value.key == "data.validation_split" and err.value.expected.startswith(f"expected a split that leaves rows on both sides, got {split} of 10 rows")
+
+
+def test_a_csv_column_of_whole_number_floats_asks_for_the_task(tmp_path):
+    """A count written 2.0, 0.0, ... (13 values) silently became 13 classes; the same values from
+    a data function were asked about, as the README says."""
+    path = tmp_path / "counts.csv"
+    rows = ["a,count"] + [f"{i * 0.1:.1f},{float(i % 13):.1f}" for i in range(200)]
+    path.write_text("\n".join(rows) + "\n")
+    with pytest.raises(InputError) as err:
+        data.load(cfg(source=f"csv:{path}", target="count"))
+    assert err.value.key == "data.task" and "13 distinct whole numbers 0..12 stored as float64" in err.value.expected
+    assert data.load(cfg(source=f"csv:{path}", target="count", task="regression")).info.task == "regression"
