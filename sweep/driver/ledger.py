@@ -453,9 +453,14 @@ def error_summary(trial: Any) -> str:
     text = _error_text(trial)
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
     for line in reversed(lines):
+        if line.startswith(_TF_FRAMING):  # TensorFlow's node names ("[[{{node compile_loss/...}}]]"): the cause is above them
+            continue
         if not line.startswith(("File ", "^", "~")) and ("Error" in line or "Exception" in line or ":" in line):
             return _strip_ray_prefix(line)[:500]
     return lines[-1][:500] if lines else "unknown error"
+
+
+_TF_FRAMING = ("[[", "{{", "[Op:", "Detected at node", "Stack trace for op definition")
 
 
 def _strip_ray_prefix(line: str) -> str:

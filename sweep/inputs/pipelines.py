@@ -206,15 +206,18 @@ def _first_batch(pipeline: Any, source: str, which: str) -> tuple[Any, Any, Any]
 
 
 def _check_finite(batch: tuple, kind: str, source: str, which: str) -> None:
-    """The peeked batch's floating-point values are finite, as arrays' are checked: a NaN input
-    or weight makes every trial's loss NaN. Only this batch is read (the rest streams on workers)."""
+    """The peeked batch's floating-point values are finite and its sample weights at least 0, as
+    arrays' are checked: a NaN input or weight made every trial's loss NaN, negative weights a
+    negative loss the sweep ranked best. Only this batch is read (the rest streams on workers)."""
     for part, label in zip(batch, ("inputs", "targets", "sample weights")):
         for name, leaf in named_leaves(part, "") if part is not None else []:
             array = np.asarray(leaf)
+            where = f" ({name})" if name else ""
             if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
                 bad = int(array.size - np.isfinite(array).sum())
-                where = f" ({name})" if name else ""
                 raise InputError("data.source", f"expected finite {label} in the {which} {kind} of {source}, got {bad} NaN or infinite value(s) in its first batch{where}")
+            if label == "sample weights" and np.issubdtype(array.dtype, np.number) and (array < 0).any():  # as arrays' are refused
+                raise InputError("data.source", f"expected sample weights of at least 0 in the {which} {kind} of {source}, got {int((array < 0).sum())} negative value(s) in its first batch{where}")
 
 
 def _check_batched(batch: tuple, kind: str, source: str, which: str) -> None:
@@ -261,10 +264,18 @@ def _target_kinds(config: "DataConfig", y: Any, train: Any, val: Any) -> Any:
     scanned: dict[str, Any] = {}
 
     def labels_of(name: str) -> Any:
+        """The validation pipeline's labels of output ``name``, with the first training batch's:
+        a class seen in training only (rare, absent from the validation rows) made every trial
+        fail on a label outside the output's range."""
         if "all" not in scanned:
             scanned["all"] = _validation_labels(val)
         found = scanned["all"]
-        return None if found is None else dict(named_leaves(found, "y")).get(name)
+        if found is None:
+            return None
+        validation, training = dict(named_leaves(found, "y")).get(name), dict(named_leaves(y, "y")).get(name)
+        if validation is None or training is None or np.ndim(training) != np.ndim(validation):
+            return validation
+        return np.concatenate([np.asarray(validation), np.asarray(training)])
 
     if len(named) > 1:
         found = {name: _one_target(config, leaf, None, name, lambda name=name: labels_of(name), several=True, hint=hint) for name, leaf in named}

@@ -661,3 +661,29 @@ def test_a_task_for_an_output_the_targets_lack_is_refused(module):
     assert load(written, task={"size": "regression"}).info.output_sizes == {"kind": 2, "size": 1}
     with pytest.raises(InputError, match="for the one output of .*, got a dict"):
         load(written, "one", task={"y": "classification"})
+
+
+def test_a_pipelines_classes_count_the_training_batchs_labels_too(module):
+    """Labels 0..4 in training, the rare 4 absent from validation: 4 classes, and every trial
+    failed on a label outside the output's range."""
+    ds = load(module("""
+        def load():
+            import tensorflow as tf
+            x = np.zeros((64, 2), dtype="float32")
+            train = tf.data.Dataset.from_tensor_slices((x[:32], np.array([4] + [0, 1, 2, 3] * 7 + [0, 1, 2]))).batch(32)
+            val = tf.data.Dataset.from_tensor_slices((x[32:], np.arange(32) % 4)).batch(16)
+            return train, val
+    """))
+    assert (ds.info.task, ds.info.num_outputs) == ("classification", 5)
+
+
+def test_negative_weights_in_a_pipeline_are_refused_as_arrays_are(module):
+    written = module("""
+        def load():
+            import tensorflow as tf
+            d = tf.data.Dataset.from_tensor_slices((np.zeros((32, 2), "float32"), np.arange(32) % 2, -np.ones(32, "float32"))).batch(8)
+            return d, d
+    """)
+    with pytest.raises(InputError) as err:
+        load(written, num_outputs=2)
+    assert err.value.expected == f"expected sample weights of at least 0 in the training tf.data of {written[0]}:load, got 8 negative value(s) in its first batch"
