@@ -200,7 +200,9 @@ class Ledger(DriverCallback):
                 self.best = outcome
         end = result.get(END_FIELD)
         if end and end != TrialStatus.COMPLETED:
-            outcome.reason = str(end)
+            from sweep.tracking.client import redact_text
+
+            outcome.reason = redact_text(str(end))  # a trial's own reason (out of memory: ...) may quote a URI too
 
     def on_checkpoint(self, iteration: int, trials: list, trial: Any, checkpoint: Any, **info: Any) -> None:
         """Trials checkpoint only on improvement, so the newest checkpoint is the best one and
@@ -397,9 +399,18 @@ def _hyperparameter_specific(reason: str | None) -> bool:
 
 
 def _error_text(trial: Any) -> str:
-    """The failed trial's error text. Tune writes it to the trial's local folder first and
-    syncs it to storage later, so ``get_error()`` (which reads storage) can come back empty
-    while ``on_trial_error`` runs; the local file is read first."""
+    """The failed trial's error text, every URI in it masked (a callback's error quoting
+    ``https://user:password@host/?token=...`` reached the terminal, MLflow's ``sweep.reason``
+    and trials.csv in clear)."""
+    from sweep.tracking.client import redact_text
+
+    return redact_text(_raw_error_text(trial))
+
+
+def _raw_error_text(trial: Any) -> str:
+    """Tune writes the error to the trial's local folder first and syncs it to storage later,
+    so ``get_error()`` (which reads storage) can come back empty while ``on_trial_error`` runs;
+    the local file is read first."""
     try:
         local = trial.error_file  # None when the trial has no local folder (it ran elsewhere)
         if local and os.path.isfile(local):

@@ -220,6 +220,8 @@ def test_a_failed_trials_reason_is_read_from_its_local_error_file_before_storage
     assert error_summary(elsewhere) == "ValueError: from storage"
     ours = SimpleNamespace(error_file=None, get_error=lambda: "ray::ImplicitFunc.train() (pid=1)\nsweep.errors.InputError: model.builder: expected 'mm:build' to build a model")
     assert error_summary(ours) == "model.builder: expected 'mm:build' to build a model", "our own error class is not part of the reason"
+    leaky = SimpleNamespace(error_file=None, get_error=lambda: "ConnectionError: POST https://carol:HUNTERpw@hooks.example/x?token=HUNTERtok failed: 401")
+    assert "HUNTER" not in error_summary(leaky) and "HUNTER" not in traceback_tail(leaky), error_summary(leaky)
     tf_error = ("tensorflow.python.framework.errors_impl.InvalidArgumentError: Graph execution error:\n"
                 "Received a label value of 4 which is outside the valid range of [0, 4).  Label values: 0 4 1\n"
                 "\t [[{{node compile_loss/sparse_categorical_crossentropy/SparseSoftmaxCrossEntropyWithLogits}}]] [Op:__inference_multi_step_on_iterator_1236]")
