@@ -240,3 +240,15 @@ def test_tracking_uris_mlflow_cannot_use_are_one_line_before_anything_starts(uri
     assert str(err.value).startswith(said)
     assert cli.main(["list", "--tracking-uri", uri]) == 2
     assert capsys.readouterr().err.count("\n") == 1
+
+
+
+def test_an_upper_case_sqlite_scheme_or_a_query_is_still_the_file(tmp_path):
+    """SQLITE:////path was refused as in memory; sqlite:////path?mode=ro said the store did not exist."""
+    from sweep.tracking.client import resolve_uri, store_exists
+
+    db = tmp_path / "mlflow.db"
+    check_reachable(f"SQLITE:///{db}")
+    assert resolve_uri(f"SQLITE:///{db}") == f"sqlite:///{db}"
+    db.write_bytes(b"")
+    assert store_exists(f"sqlite:///{db}?mode=ro")

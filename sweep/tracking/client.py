@@ -124,6 +124,8 @@ def resolve_uri(uri: str | None) -> str:
 
     source = "tracking.uri (or --tracking-uri)" if uri else "MLFLOW_TRACKING_URI"
     uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or default_uri()
+    if uri[:7].lower() == "sqlite:":  # SQLITE:///x is the same store: one spelling for every check below
+        uri = "sqlite:" + uri[7:]
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
         relative = uri[len("sqlite:///") :]
         if relative.split("?")[0] not in ("", ":memory:"):  # in memory: left as it is, for check_reachable to refuse
@@ -193,8 +195,9 @@ def redact_text(text: str) -> str:
 
 
 def sqlite_path(uri: str) -> Path | None:
-    """The database file of a ``sqlite:///`` tracking URI; None for any other store."""
-    return Path(uri[len("sqlite:///") :]) if uri.startswith("sqlite:///") else None
+    """The database file of a ``sqlite:///`` tracking URI (its ``?mode=ro``-style query left
+    off); None for any other store."""
+    return Path(uri[len("sqlite:///") :].split("?", 1)[0]) if uri.startswith("sqlite:///") else None
 
 
 def store_exists(uri: str) -> bool:
@@ -263,7 +266,8 @@ def _check_scheme(uri: str) -> None:
         close = difflib.get_close_matches(scheme, TRACKING_SCHEMES, n=1, cutoff=0.5)
         raise ConnectionError(f"the scheme {scheme!r} is not a tracking store MLflow opens (expected {', '.join(TRACKING_SCHEMES)})"
                               + (f"; did you mean {close[0]!r}?" if close else ""))
-    if scheme == "sqlite" and (sqlite_path(uri) is None or str(sqlite_path(uri)).split("?")[0] in ("", ":memory:")):
+    path = sqlite_path("sqlite:" + uri[7:]) if scheme == "sqlite" else None  # SQLITE:/// spelled so too
+    if scheme == "sqlite" and (path is None or str(path) in ("", ":memory:")):
         raise ConnectionError("an in-memory sqlite database is not shared by the sweep's processes (driver, writer): "
                               "give a file, sqlite:///PATH (e.g. sqlite:///mlflow.db)")
     if scheme in ("http", "https"):
