@@ -560,7 +560,9 @@ def _set_overrides(args: argparse.Namespace) -> dict[str, Any]:
             raise SweepConfigError("--set", item, f"expected a YAML value after '=', got one YAML cannot read ({problem}{where}): check its brackets and quotes") from None
     if args.epochs is not None:
         overrides["epochs"] = args.epochs
-    if "name" in overrides and overrides["name"] is not RESET:  # the file's name key, as --name gives it (both at once: --name wins)
+    if overrides.get("name") is RESET:  # a sweep has no default name: it is how every command finds it
+        raise SweepConfigError("--set", "name", "expected a sweep name (name has no default), got none")
+    if "name" in overrides:  # the file's name key, as --name gives it (both at once: --name wins)
         name = overrides.pop("name")
         if hasattr(args, "name"):
             args.name = args.name or name

@@ -135,6 +135,9 @@ def test_version_and_set_overrides(tmp_path):
 
     with pytest.raises(SweepConfigError):
         cli._set_overrides(cli._parser().parse_args(["run", "f.yaml", "--set", "nothing"]))
+    for reset in ("name=null", "name="):  # failed "unexpectedly": run() got name twice
+        with pytest.raises(SweepConfigError, match="expected a sweep name"):
+            cli._set_overrides(cli._parser().parse_args(["run", "f.yaml", "--set", reset]))
     config = load({"name": "s", "data": {"source": "digits"}, "search": {"space": {"learning_rate": {"type": "float", "low": 0.001, "high": 0.1}}}},
                   cli._set_overrides(args))
     assert config.fit.batch_size == 64 and config.fit.epochs == 3 and config.model.args["units"] == [8, 16]

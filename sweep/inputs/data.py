@@ -759,8 +759,11 @@ def _labels(mapping: np.ndarray | None) -> list[str] | None:
 
 def _prepare_built_in(parts: list[Part], config: "DataConfig", kind: str) -> tuple[list[Part], TargetKind, list[str] | None]:
     """The built-in sources' conveniences (see :func:`load`): float32 x, labels 0..K-1."""
-    if isinstance(config.task, dict):
-        raise InputError("data.task", f"expected classification or regression for the one output of {config.source}, got a dict")
+    given_task = config.task
+    if isinstance(given_task, dict):
+        if not getattr(config, "_task_from", None):
+            raise InputError("data.task", f"expected classification or regression for the one output of {config.source}, got a dict")
+        given_task = None  # set per output by a list or dict of losses: those are checked against the model, on model.loss
     parts = [(_as_x(x, config.source), np.asarray(y), None) for x, y, _ in parts]
     for x, y, _ in parts:
         if len(x) != len(y):
@@ -773,18 +776,18 @@ def _prepare_built_in(parts: list[Part], config: "DataConfig", kind: str) -> tup
         shapes_ = " and ".join(str(list(y.shape)) for _, y, _ in parts)
         raise InputError("data.source", f"expected train and validation targets of the same width in {config.source}, got {shapes_}") from None
     _check_targets_present(y_all, config.source)
-    task = config.task or _KNOWN_TASKS.get(kind) or _infer_task(y_all)
+    task = given_task or _KNOWN_TASKS.get(kind) or _infer_task(y_all)
     labels = None
     if task == "classification":
         mapping = _label_mapping(y_all)
         labels = _labels(mapping)
         parts = [(x, _encode(_flatten_column(y), mapping, config.source), w) for x, y, w in parts]
         n_classes = max(int(y.max()) for _, y, _ in parts) + 1
-        found = TargetKind(task, max(n_classes, 2), "sparse", "data.task" if config.task else f"{len(np.unique(y_all))} distinct labels")
+        found = TargetKind(task, max(n_classes, 2), "sparse", "data.task" if given_task else f"{len(np.unique(y_all))} distinct labels")
     else:
         parts = [(x, _regression_targets(y, config.source), w) for x, y, w in parts]
         y0 = parts[0][1]
-        found = TargetKind(task, 1 if y0.ndim == 1 else int(y0.shape[1]), "values", "data.task" if config.task else "numeric targets")
+        found = TargetKind(task, 1 if y0.ndim == 1 else int(y0.shape[1]), "values", "data.task" if given_task else "numeric targets")
     return parts, targets.check_outputs(config.num_outputs, found), labels
 
 

@@ -124,7 +124,7 @@ class SearchConfig(_Strict):
     """What Optuna samples and how many trials run."""
 
     sampler: Literal["tpe", "random", "cmaes", "grid"] = "tpe"
-    seed: int | None = Field(default=None, description="Makes the sequence of suggestions reproducible.")
+    seed: int | None = Field(default=None, ge=0, le=2**32 - 1, description="Makes the sequence of suggestions reproducible (0 to 2**32 - 1).")
     trials: int = Field(default=16, ge=1, le=1_000_000)  # more is no sweep one machine or cluster ends (an ETA of 10**23 hours)
     max_concurrent: int | None = Field(
         default=None, ge=1, description="Trials running at once (default: as many as resources allow)."
@@ -355,7 +355,7 @@ class DataConfig(_Strict):
         description="Encode the labels 0..K-1 in sorted order (strings, {3, 7}, one-hot to indices). Default: on for the "
         "built-in sources, off for your own arrays.",
     )
-    seed: int = Field(default=0, description="Seed of the train/validation split and of synthetic data.")
+    seed: int = Field(default=0, ge=0, le=2**32 - 1, description="Seed of the train/validation split and of synthetic data (0 to 2**32 - 1, as NumPy takes it).")
     samples: int = Field(default=2000, ge=10, description="synthetic: number of rows.")
     features: int = Field(default=20, ge=1, description="synthetic: number of input columns.")
     classes: int = Field(default=2, ge=2, description="synthetic classification: number of classes.")

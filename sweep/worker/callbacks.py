@@ -172,7 +172,7 @@ def keras_callbacks(fit: FitConfig, objective: ObjectiveConfig, search_paths: tu
         factory = KERAS_CALLBACKS.get(name) or _user_callback(name, key, search_paths)
         try:
             callback = factory(objective, **(kwargs or {}))
-        except TypeError as exc:
+        except (TypeError, ValueError) as exc:  # ValueError: a value Keras refuses (ReduceLROnPlateau's factor >= 1)
             raise InputError(key, f"expected valid arguments for {name}: {exc}") from None
         except SystemExit as exc:  # not the sweep's exit (it ended `sweep run` silently with code 0)
             raise InputError(key, f"expected {name} to make a callback, but it called sys.exit({exc.code!r})") from None

@@ -66,6 +66,8 @@ PREFLIGHT_BAD = [
     # a callback watching a metric that is never logged never fires (Keras warns in a worker's log)
     ("early-stopping-monitor-typo", sweep(fit={"callbacks": [{"early_stopping": {"monitor": "val_acc"}}]}),
      "fit.callbacks.0.early_stopping.monitor: expected one of the metrics the model logs (accuracy, loss, val_accuracy, val_loss), got 'val_acc'; did you mean 'val_accuracy'?"),
+    ("callback-value-keras-refuses", sweep(fit={"callbacks": [{"reduce_lr_on_plateau": {"factor": 2}}]}),
+     "fit.callbacks.0: expected valid arguments for reduce_lr_on_plateau: ReduceLROnPlateau does not support a factor >= 1.0. Received factor=2"),
     # a user's callback module that is not there (looked up beside the sweep file, like the builder's)
     ("callback-module-missing", sweep(fit={"callbacks": ["no_such_callbacks:Mine"]}), "fit.callbacks.0: expected an importable module 'no_such_callbacks', but import failed: ModuleNotFoundError: No module named 'no_such_callbacks'"),
     # a grid too big to list (rel-06)

@@ -412,6 +412,7 @@ BAD = [
      "scheduler.type: required key is missing (expected one of 'asha', 'hyperband', 'median', 'fifo')"),  # ASHA's own keys alone imply asha (below)
     ("grace-period-over-epochs", sub("grace_period: 1", "grace_period: 30"), "scheduler.grace_period: expected at most fit.epochs (27), got 30"),
     ("max-t-over-epochs", sub("reduction_factor: 3}", "reduction_factor: 3, max_t: 40}"), "scheduler.max_t: expected at most fit.epochs (27), got 40"),
+    ("negative-data-seed", sub("validation_split: 0.2}", "validation_split: 0.2, seed: -1}"), "data.seed: expected a value >= 0, got -1"),
     ("grace-period-over-max-t", sub("grace_period: 1, reduction_factor: 3}", "grace_period: 3, reduction_factor: 3, max_t: 2}"),
      "scheduler.grace_period: expected at most scheduler.max_t (2), got 3"),  # Ray asserted it after the parent run existed
     ("reduction-factor-one", sub("reduction_factor: 3", "reduction_factor: 1"), "scheduler.reduction_factor: expected a value > 1, got 1"),
