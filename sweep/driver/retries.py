@@ -48,15 +48,17 @@ RAY_STORAGE_CHECK = "Unable to set up cluster storage"  # Ray Train's RuntimeErr
 def is_storage_fault(exc: BaseException | None, storage_root: str = "") -> bool:
     """An error that says the storage went away: an OSError of read-only, full, stale NFS handle
     or I/O error; Ray's check that the sweep's storage folder is still there (it was deleted);
-    a file missing under ``storage_root`` (a checkpoint Ray was writing, its folder deleted).
-    A file missing elsewhere is the trial's own (its code opened a wrong path)."""
+    a file missing under ``storage_root`` (its ``filename``: a checkpoint Ray was writing, its
+    folder deleted). A file missing elsewhere is the trial's own (its code opened a wrong path),
+    and so is a resumed trial's checkpoint found gone (said in the message, no filename): a
+    storage fault there stopped every resume the same way, for ever."""
     cause = error_cause(exc)
     if isinstance(cause, OSError) and getattr(cause, "errno", None) in STORAGE_ERRNOS:
         return True
     if isinstance(cause, RuntimeError) and RAY_STORAGE_CHECK in str(cause):
         return True
     root = storage_root.partition("?")[0].rstrip("/")
-    return bool(root) and isinstance(cause, FileNotFoundError) and root in f"{cause.filename or ''} {cause}"
+    return bool(root) and isinstance(cause, FileNotFoundError) and root in str(cause.filename or "")
 
 
 def storage_fault_reason(exc: BaseException | None, storage_root: str = "") -> str | None:

@@ -58,3 +58,19 @@ def test_the_policy_marks_a_deterministic_error_past_the_limit():
     lost = trial("b")
     lost.handle_error(_task_error(OSError(errno.EIO, "I/O error")))
     assert lost.should_recover()
+
+
+def test_a_storage_folder_gone_is_a_storage_fault_but_a_resumed_trials_lost_checkpoint_is_not():
+    """Ray's "Unable to set up cluster storage" and a checkpoint file missing under the storage
+    are the storage's fault (the sweep stops, resumable); a resumed trial whose checkpoint was
+    deleted is that trial's (as a fault it stopped every resume the same way, for ever)."""
+    from sweep.driver.retries import is_storage_fault, storage_fault_reason
+
+    root = "/data/runs"
+    gone = RuntimeError("Unable to set up cluster storage with the following settings: ...\nCheck that all nodes ...")
+    assert is_storage_fault(_task_error(gone), root)
+    assert storage_fault_reason(_task_error(gone), root) == "the sweep's folder under /data/runs is gone or cannot be read (deleted or unmounted while the sweep ran)"
+    missing = FileNotFoundError(errno.ENOENT, "No such file or directory", f"{root}/demo/0001_ab/checkpoint_000002/model.keras")
+    assert is_storage_fault(_task_error(missing), root) and not is_storage_fault(_task_error(missing), "/elsewhere")
+    lost = FileNotFoundError(f"cannot resume this trial: its checkpoint {root}/demo/0000_cd/checkpoint_000001 is gone")
+    assert not is_storage_fault(_task_error(lost), root)
