@@ -244,6 +244,9 @@ def _decide_resume(config: SweepConfig, label: str, storage_dir: str, fresh: boo
     if parent is None:
         return None
     _refuse_if_running(config.name, label, storage_dir)
+    recorded_root = parent.data.tags.get(STORAGE_ROOT_TAG)
+    if recorded_root and "://" not in recorded_root:  # its driver holds the lock of the --storage it ran with, maybe not this one:
+        _refuse_if_running(config.name, label, str(Path(recorded_root) / config.name))  # it joined the live sweep, each trial twice
     if fresh:
         _close_abandoned(uri, parent)
         return None

@@ -82,3 +82,22 @@ def test_a_changed_sweep_file_is_refused_naming_what_changed(tmp_path):
     mlflow.log_text(parent.info.run_id, before.model_dump_json(), "sweep/config.json")
     now = config_module.load({**raw, "fit": {"epochs": 12}, "search": {**raw["search"], "trials": 9}})
     assert runner._changed_keys(uri, mlflow.get_run(parent.info.run_id), now) == "fit.epochs 200 -> 12", "the budget may change"
+
+
+def test_the_same_sweep_with_another_storage_is_refused_while_its_driver_runs(tmp_path, live_process):
+    """`sweep run FILE --storage stB` while the same sweep ran with `--storage stA`: the second
+    driver took its RUNNING parent for an unfinished sweep, joined it, and ran trials twice."""
+    from sweep.spec import config as config_module
+    from sweep.tracking.client import client
+    from sweep.tracking.tags import NAME_TAG, ROLE_TAG, STORAGE_ROOT_TAG
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    config = config_module.load({"name": "joined", "data": {"source": "synthetic", "samples": 40, "features": 4},
+                                 "search": {"trials": 2, "space": {"learning_rate": {"type": "float", "low": 0.001, "high": 0.1}}},
+                                 "tracking": {"uri": uri}})
+    mlflow = client(uri)
+    mlflow.create_run(mlflow.create_experiment("joined"), tags={ROLE_TAG: "parent", NAME_TAG: "joined", STORAGE_ROOT_TAG: str(tmp_path / "stA")})
+    _hold(tmp_path / "stA" / "joined", live_process)
+    with pytest.raises(SweepConfigError) as info:
+        runner._decide_resume(config, "sweep.yaml", str(tmp_path / "stB" / "joined"), fresh=False)
+    assert info.value.key == "name" and f"'joined' is running now (pid {live_process} on " in info.value.expected
