@@ -252,3 +252,26 @@ def test_an_upper_case_sqlite_scheme_or_a_query_is_still_the_file(tmp_path):
     assert resolve_uri(f"SQLITE:///{db}") == f"sqlite:///{db}"
     db.write_bytes(b"")
     assert store_exists(f"sqlite:///{db}?mode=ro")
+
+
+@pytest.mark.parametrize("command", [["list"], ["status", "x"], ["best", "x"], ["run", "SWEEP_FILE"]])
+def test_a_sqlite_file_that_is_not_an_mlflow_store_is_one_line_and_left_untouched(tmp_path, command, capsys):
+    """`sweep list` created MLflow's tables in another application's database; a file that is no
+    database made every command fail "unexpectedly" (`sweep ui`: 68 lines of traceback)."""
+    import sqlite3
+
+    foreign = tmp_path / "app.db"
+    with sqlite3.connect(foreign) as connection:
+        connection.execute("CREATE TABLE orders (id INTEGER)")
+    garbage = tmp_path / "notes.db"
+    garbage.write_text("these are my notes\n")
+    sweep_file = tmp_path / "s.yaml"
+    sweep_file.write_text("name: s\ndata: {source: digits}\nsearch: {space: {learning_rate: {type: float, low: 0.001, high: 0.1}}}\n")
+    command = [str(sweep_file) if part == "SWEEP_FILE" else part for part in command]
+    for store, said in ((foreign, "is another application's sqlite database (tables orders), not an MLflow store"),
+                        (garbage, "is not a sqlite database (file is not a database)")):
+        before = store.read_bytes()
+        assert cli.main([*command, "--tracking-uri", f"sqlite:///{store}"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and said in err, err
+        assert store.read_bytes() == before, "left as it was"

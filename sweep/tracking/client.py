@@ -279,6 +279,26 @@ def _check_scheme(uri: str) -> None:
             raise ConnectionError(f"expected a URL with a host, but it cannot be read: {exc}") from None
 
 
+def _check_sqlite_is_mlflows(path: Path) -> None:
+    """An existing sqlite file is MLflow's store (or empty, for a new one), read without writing:
+    MLflow created its tables in another application's database, and a file that is no database
+    made every command fail "unexpectedly" (`sweep ui`: 68 lines of traceback). Raises ConnectionError."""
+    import sqlite3
+
+    if path.stat().st_size == 0:
+        return  # a new store's file (MLflow fills it)
+    try:
+        with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as connection:
+            tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.DatabaseError as exc:  # "file is not a database"; a locked store still answers this read
+        if "locked" in str(exc):
+            return
+        raise ConnectionError(f"{path} is not a sqlite database ({exc}): give the store's file, or a new file name") from None
+    if tables and "experiments" not in tables:
+        shown = ", ".join(sorted(tables)[:3]) + (", ..." if len(tables) > 3 else "")
+        raise ConnectionError(f"{path} is another application's sqlite database (tables {shown}), not an MLflow store: give a file of its own")
+
+
 def _check_database_driver(uri: str) -> None:
     """A database store (``postgresql://``, ``mysql+pymysql://``) whose Python driver is not
     installed: one line naming the package, where MLflow's ModuleNotFoundError was a traceback.
@@ -368,6 +388,8 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
         raise ConnectionError(f"{path} is a folder, not a sqlite database file (e.g. sqlite:///{Path(path) / 'mlflow.db'})")
     if path is not None and str(path) != ":memory:" and not path.parent.is_dir():  # a mistyped folder: MLflow made every missing one
         raise ConnectionError(f"the folder {path.parent} does not exist (create it first, or fix the path)")
+    if path is not None and path.is_file():
+        _check_sqlite_is_mlflows(path)
     if uri.startswith("file:") or "://" not in uri and not uri.startswith(("sqlite:", "databricks", "uc:")):
         hint = sqlite_hint(uri)
         raise ConnectionError("MLflow's file store (a folder such as ./mlruns) is not supported: use sqlite:///FILE (the default, ./mlflow.db) or http(s)://HOST:PORT"
