@@ -82,8 +82,11 @@ def run(
     from sweep.tracking.client import resolve_uri
 
     from_environment = not config.tracking.uri and bool(os.environ.get("MLFLOW_TRACKING_URI"))
-    _check_tracking(resolve_uri(config.tracking.uri), "environment" if from_environment else label,
-                    "MLFLOW_TRACKING_URI" if from_environment else "tracking.uri")  # first: MLflow's own HTTP retries take minutes on a dead server
+    if tracking_uri:  # the command line's: the file's tracking.uri is not the one to fix
+        where, key = "--tracking-uri", ""
+    else:
+        where, key = ("environment", "MLFLOW_TRACKING_URI") if from_environment else (label, "tracking.uri")
+    _check_tracking(resolve_uri(config.tracking.uri), where, key)  # first: MLflow's own HTTP retries take minutes on a dead server
     _check_storage(storage_dir)
     _refuse_if_running(config.name, label, storage_dir)  # at once, not after Ray's start and the preflight
     if config.search.sampler == "grid":  # a grid of 10**18 was refused only once Ray and TensorFlow were up (12 s)
