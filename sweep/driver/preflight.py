@@ -56,6 +56,8 @@ def prepare(config: SweepConfig, label: str, search_paths: tuple[Path, ...] = ()
 # words of an argument's name that say it holds a credential (api_key, db_password, hf_token)
 _SECRET_WORDS = frozenset({"password", "passwd", "pwd", "secret", "token", "apikey", "credential", "credentials"})
 _SECRET_NAMES = frozenset({"api_key", "access_key", "secret_key", "private_key", "auth_token", "access_token"})
+# parts of a name with its separators dropped (X-Api-Key -> xapikey, Authorization): a header's words
+_SECRET_PARTS = ("apikey", "accesskey", "secretkey", "privatekey", "authorization", "bearer", "clientsecret", "sessiontoken")
 
 
 def warn_secret_arguments(config: SweepConfig, label: str) -> None:
@@ -86,14 +88,21 @@ def warn_unlikely_mode(config: SweepConfig, label: str) -> None:
 
 def _credential_names(value: Any, path: str) -> list[str]:
     """The dotted paths under ``value`` (nested dicts and lists, e.g. a callback's arguments)
-    whose key names a credential (``api_token``, ``password``)."""
+    whose key names a credential (``api_token``, ``password``, ``X-Api-Key``, ``Authorization``)
+    or whose text carries one (``postgresql://user:password@host``, ``https://...?sig=...``)."""
+    from sweep.tracking.client import secret_query_names, userinfo
+
     found: list[str] = []
+    if isinstance(value, str):
+        return [path] if "://" in value and ((userinfo(value) or ("", ""))[1] or secret_query_names(value)) else []
     if isinstance(value, dict):
         for name, inner in value.items():
             lowered = str(name).lower()
             here = f"{path}.{name}"
-            if lowered in _SECRET_NAMES or _SECRET_WORDS & set(lowered.replace("-", "_").split("_")):
+            squeezed = "".join(ch for ch in lowered if ch.isalnum())
+            if lowered in _SECRET_NAMES or _SECRET_WORDS & set(lowered.replace("-", "_").split("_")) or any(part in squeezed for part in _SECRET_PARTS):
                 found.append(here)
+                continue
             found.extend(_credential_names(inner, here))
     elif isinstance(value, list):
         for index, inner in enumerate(value):

@@ -750,6 +750,20 @@ def test_a_callback_argument_named_like_a_credential_is_said_too(caplog):
     assert len(said) == 1 and "fit.callbacks.1.mycb:Notify.hook.api_token looks like a credential" in said[0] and "S3cret" not in said[0]
 
 
+
+def test_credentials_in_header_names_and_in_uris_are_said_too(caplog):
+    """X-Api-Key, Authorization, and a database URL's password or a URL's ?sig= went to MLflow in clear, unsaid."""
+    config = config_module.load(sweep(data={"args": {"db_url": "postgresql://bob:HUNTERdb@db.example/x", "opts": {"Authorization": "Bearer HUNTERb"},
+                                                     "plain": "https://example.com/data.csv", "headers": {"X-Api-Key": "HUNTERx"},
+                                                     "signed": "https://store.example/f?sig=HUNTERsig"}}))
+    with caplog.at_level("WARNING", logger="sweep"):
+        preflight.warn_secret_arguments(config, "sweep.yaml")
+    said = " ".join(r.getMessage() for r in caplog.records if "credential" in r.getMessage())
+    for path in ("data.args.db_url", "data.args.opts.Authorization", "data.args.headers.X-Api-Key", "data.args.signed"):
+        assert f"{path} looks like a credential" in said, (path, said)
+    assert "data.args.plain" not in said and "HUNTER" not in said
+
+
 @pytest.mark.parametrize(("metric", "mode", "warned"), [("val_accuracy", "min", True), ("val_loss", "max", True), ("val_accuracy", "max", False),
                                                       ("val_auc", "max", False), ("val_kind_mae", "min", False), ("val_score", "min", False)])
 def test_an_objective_mode_against_its_metric_is_said(metric, mode, warned, caplog):
