@@ -260,7 +260,28 @@ def _decide_resume(config: SweepConfig, label: str, storage_dir: str, fresh: boo
             f"expected the same sweep file as the unfinished sweep {config.name!r} (it changed{': ' + changed if changed else ''}): "
             f"run `sweep resume {config.name}` to continue it, or `sweep run FILE --fresh` to start over",
         )
-    return resume_module.load_state(uri, parent, config)
+    state = resume_module.load_state(uri, parent, config)
+    if recorded_root and "://" not in recorded_root and "://" not in storage_dir:
+        _rebase_checkpoints(state, str(Path(recorded_root) / config.name), storage_dir)
+    return state
+
+
+def _rebase_checkpoints(state: Any, recorded_folder: str, folder: str) -> None:
+    """The sweep's folder moved (``mv runs/demo elsewhere/demo``, then ``--storage elsewhere``):
+    the recorded checkpoint paths name the old place, and a healthy interrupted trial failed as
+    "its checkpoint is gone". Paths under the old folder that exist under the new one move there."""
+    old, new = Path(recorded_folder).resolve(), Path(folder).resolve()
+    if old == new:
+        return
+    for prior in (*state.ended, *state.interrupted):
+        if not prior.checkpoint or "://" in prior.checkpoint:
+            continue
+        try:
+            moved = new / Path(prior.checkpoint).resolve().relative_to(old)
+        except ValueError:  # not under the old folder
+            continue
+        if moved.exists():
+            prior.checkpoint = str(moved)
 
 
 def _refuse_if_running(name: str, label: str, storage_dir: str) -> None:

@@ -101,3 +101,18 @@ def test_the_same_sweep_with_another_storage_is_refused_while_its_driver_runs(tm
     with pytest.raises(SweepConfigError) as info:
         runner._decide_resume(config, "sweep.yaml", str(tmp_path / "stB" / "joined"), fresh=False)
     assert info.value.key == "name" and f"'joined' is running now (pid {live_process} on " in info.value.expected
+
+
+def test_a_moved_sweep_folder_is_resumed_from_its_new_place(tmp_path):
+    """`mv st/demo st2/demo`, then `sweep resume demo --storage st2`: the checkpoints were looked
+    for at the recorded old paths, and a healthy interrupted trial failed as "its checkpoint is gone"."""
+    from sweep.driver.recovery import PriorTrial, ResumeState
+
+    moved = tmp_path / "st2" / "demo" / "0000_ab" / "checkpoint_000002"
+    moved.mkdir(parents=True)
+    fields = {"params": {}, "status": "interrupted", "value": 0.2, "last_value": 0.2, "epochs": 2, "best_epoch": 2, "reason": None, "last_step": 2}
+    there = PriorTrial(trial_id="a", run_id="ra", number=0, checkpoint=str(tmp_path / "st" / "demo" / "0000_ab" / "checkpoint_000002"), **fields)
+    elsewhere = PriorTrial(trial_id="b", run_id="rb", number=1, checkpoint="/somewhere/else/checkpoint_000001", **fields)
+    state = ResumeState(parent_run_id="p", interrupted=[there, elsewhere])
+    runner._rebase_checkpoints(state, str(tmp_path / "st" / "demo"), str(tmp_path / "st2" / "demo"))
+    assert there.checkpoint == str(moved) and elsewhere.checkpoint == "/somewhere/else/checkpoint_000001"
