@@ -188,7 +188,20 @@ def live_driver(storage_dir: str) -> dict[str, Any] | None:
         os.kill(int(holder["pid"]), 0)
     except (OSError, ValueError, KeyError):
         return None
+    started = holder.get("started")
+    if started is not None and process_start(int(holder["pid"])) not in (None, started):
+        return None  # the pid was given to another process since (a reboot, pid wrap-around): its driver is gone
     return holder if int(holder["pid"]) != os.getpid() else None
+
+
+def process_start(pid: int) -> int | None:
+    """When process ``pid`` started (clock ticks since boot, /proc/PID/stat field 22), None where
+    it cannot be read: with the pid, it names one process, not whichever process reuses the pid."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return int(stat[stat.rindex(")") + 2:].split()[19])  # the fields after "(comm) ": state is the 3rd field, starttime the 22nd
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def take_lock(storage_dir: str) -> None:
@@ -200,7 +213,7 @@ def take_lock(storage_dir: str) -> None:
     if "://" in storage_dir:
         return
     path = lock_path(storage_dir)
-    mine = json.dumps({"pid": os.getpid(), "host": socket.gethostname()})
+    mine = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": process_start(os.getpid())})
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         for _ in range(2):

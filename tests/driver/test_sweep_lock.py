@@ -4,6 +4,7 @@ ran every trial into one storage folder and gave MLflow each trial twice, with e
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -116,3 +117,16 @@ def test_a_moved_sweep_folder_is_resumed_from_its_new_place(tmp_path):
     state = ResumeState(parent_run_id="p", interrupted=[there, elsewhere])
     runner._rebase_checkpoints(state, str(tmp_path / "st" / "demo"), str(tmp_path / "st2" / "demo"))
     assert there.checkpoint == str(moved) and elsewhere.checkpoint == "/somewhere/else/checkpoint_000001"
+
+
+def test_a_lock_whose_pid_now_names_another_process_is_a_dead_drivers(tmp_path, live_process):
+    """After kill -9 and a reboot (or pid wrap-around) the lock's pid named another process:
+    `sweep status` said running, and `sweep resume` was refused for ever. The lock records when
+    its process started, too."""
+    folder = tmp_path / "demo"
+    recovery.take_lock(str(folder))
+    assert json.loads(recovery.lock_path(str(folder)).read_text())["started"] == recovery.process_start(os.getpid())
+    recovery.lock_path(str(folder)).write_text(json.dumps({"pid": live_process, "host": socket.gethostname(), "started": 1}))
+    assert recovery.live_driver(str(folder)) is None, "the pid lives, but it is another process"
+    _hold(folder, live_process)  # an older lock without its start time: the pid alone decides, as before
+    assert recovery.live_driver(str(folder))["pid"] == live_process
