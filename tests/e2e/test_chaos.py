@@ -37,10 +37,16 @@ def _sweep_file(folder: Path) -> Path:
 
 
 def _trial_workers() -> list[psutil.Process]:
-    """Ray actor processes running a sweep trial (Ray titles them ``ray::ImplicitFunc...``)."""
+    """This test session's Ray actor processes running a sweep trial (Ray titles them
+    ``ray::ImplicitFunc...``): descendants of this process, whose ``ray_session`` started the
+    raylet. Every such process on the machine was fair game before, and the chaos test killed
+    the trials of another user's sweep running beside the suite."""
     found = []
-    for proc in psutil.process_iter(["cmdline"]):
-        cmdline = proc.info.get("cmdline") or []
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            cmdline = proc.cmdline()
+        except psutil.Error:
+            continue
         if cmdline and cmdline[0].startswith("ray::ImplicitFunc"):
             found.append(proc)
     return found
