@@ -222,9 +222,13 @@ class Ledger(DriverCallback):
         if end == TrialStatus.COMPLETED:
             outcome.status = TrialStatus.COMPLETED
         elif end:
-            outcome.status, outcome.reason = TrialStatus.FAILED, str(end)
+            from sweep.tracking.client import redact_text
+
+            outcome.status, outcome.reason = TrialStatus.FAILED, redact_text(str(end))
         else:
             outcome.status = TrialStatus.STOPPED_EARLY
+        if outcome.status != TrialStatus.FAILED:  # a retried trial that ended well: its retry's error is not its reason
+            outcome.reason = None  # (kept as sweep.retry_reason); it read "completed (same error as trial 0000)"
         outcome.ended_at = time.time()
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:

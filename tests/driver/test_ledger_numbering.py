@@ -100,3 +100,18 @@ def test_fail_fast_sees_one_failure_in_errors_that_quote_each_trials_hyperparame
         outcome = other.outcome(_trial(index, f"u{index}"))
         outcome.status, outcome.reason = "failed", reason
     assert FailFast(other, limit=3).tripped() is None, "different errors never trip it"
+
+
+def test_a_retried_trial_that_completes_has_no_error_reason(tmp_path):
+    """"trial 0001 completed (same error as trial 0000)": the retry's error stayed its reason,
+    on the live line and as sweep.reason on a FINISHED run (sweep.retry_reason keeps it)."""
+    from sweep.protocol import END_FIELD, EPOCH_FIELD, KEYS_FIELD
+
+    ledger = Ledger("val_loss", "min", lambda config: dict(config), max_epochs=3)
+    (tmp_path / "error.txt").write_text("RayActorError: The actor is dead because its worker process has died.\n")
+    trial = SimpleNamespace(trial_id="t", config={}, experiment_tag="", error_file=str(tmp_path / "error.txt"), last_result={})
+    ledger.on_trial_recover(0, [], trial)
+    assert ledger.outcomes["t"].retries == 1 and "actor is dead" in ledger.outcomes["t"].reason
+    trial.last_result = {EPOCH_FIELD: 3, KEYS_FIELD: "val_loss", "val_loss": 0.4, END_FIELD: "completed"}
+    ledger.on_trial_complete(0, [], trial)
+    assert ledger.outcomes["t"].status == "completed" and ledger.outcomes["t"].reason is None
