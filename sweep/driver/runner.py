@@ -837,7 +837,7 @@ def _finish(sweep: OpenSweep, status: str, stop: Interrupts, claimed: bool = Fal
     status = _final_status(sweep, result, status, stop)
     problems = sweep.tracker.flush()  # every trial recorded; the ledger's outcomes know their runs
     report_problems: list[str] = []
-    report = _report_in_background(sweep, report_problems) if status != "KILLED" else None
+    report = _report_in_background(sweep, report_problems, status) if status != "KILLED" else None
     problems += _end_parent_run(sweep, result, status)
     with _finish_step(problems, "reading the trials back"):
         result.trials = sweep.ledger.frame()  # now with MLflow run ids
@@ -915,9 +915,10 @@ def _end_parent_run(sweep: OpenSweep, result: SweepResult, status: str) -> list[
 REPORT_WAIT_S = 300.0
 
 
-def _report_in_background(sweep: OpenSweep, problems: list[str]) -> threading.Thread:
-    """Start :func:`_log_report` on a thread; its failures land in ``problems``."""
-    thread = threading.Thread(target=_log_report, args=(sweep, problems), name="sweep-report", daemon=True)
+def _report_in_background(sweep: OpenSweep, problems: list[str], status: str) -> threading.Thread:
+    """Start :func:`_log_report` on a thread; its failures land in ``problems``; ``status`` is the
+    one the parent run ends with, for the report's header."""
+    thread = threading.Thread(target=_log_report, args=(sweep, problems, status), name="sweep-report", daemon=True)
     thread.start()
     return thread
 
@@ -942,13 +943,13 @@ def _prewarm_finish(ledger: Ledger, stopped: threading.Event) -> None:
             return
 
 
-def _log_report(sweep: OpenSweep, problems: list[str]) -> None:
+def _log_report(sweep: OpenSweep, problems: list[str], status: str | None = None) -> None:
     """The sweep's report (trials.csv, plots) on the parent run; a failure is one more problem."""
     from sweep.views.report import log_to_parent_run
 
     ledger = sweep.ledger
     with _finish_step(problems, "the report"):
-        if log_to_parent_run(sweep.uri, sweep.config.name, sweep.tracker.parent_run_id, ledger.outcomes.values()) is None and ledger.outcomes:
+        if log_to_parent_run(sweep.uri, sweep.config.name, sweep.tracker.parent_run_id, ledger.outcomes.values(), status) is None and ledger.outcomes:
             raise RuntimeError("it could not be made (see the warning above)")
 
 

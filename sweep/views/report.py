@@ -13,6 +13,8 @@ in ``PLOT_PIXELS`` (tests and layouts can rely on it).
 
 from __future__ import annotations
 
+import dataclasses
+
 import base64
 import html
 import logging
@@ -862,16 +864,20 @@ def prewarm() -> None:
         log.debug("report prewarm: %s", exc)
 
 
-def log_to_parent_run(uri: str, name: str, parent_run_id: str, outcomes: Iterable[Any] | None = None) -> Path | None:
+def log_to_parent_run(uri: str, name: str, parent_run_id: str, outcomes: Iterable[Any] | None = None, status: str | None = None) -> Path | None:
     """At the end of a sweep: log the report's files under ``report/`` of the parent run.
 
-    ``outcomes`` are the ledger's trials (see :func:`collect`). Never raises: a plot that fails
-    must not fail a sweep whose trials are all recorded; it logs a warning instead and returns None.
+    ``outcomes`` are the ledger's trials (see :func:`collect`); ``status`` is the status the
+    parent run ends with (it is built while the run is still RUNNING, and its header said
+    "(running)" for ever after). Never raises: a plot that fails must not fail a sweep whose
+    trials are all recorded; it logs a warning instead and returns None.
     """
     try:
         data = collect(uri, name, parent_run_id, outcomes)
         if data is None:
             return None
+        if status is not None:
+            data = dataclasses.replace(data, status=status)
         with tempfile.TemporaryDirectory(prefix="sweep-report-") as folder:
             page = render(data, Path(folder))
             client(uri).log_artifacts(parent_run_id, folder, ARTIFACT_DIR)

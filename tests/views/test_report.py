@@ -171,7 +171,7 @@ def test_report_of_an_ended_sweep_copies_the_logged_one_unless_rebuilt(mlflow_ur
     from sweep import cli
 
     parent_id = make_sweep(mlflow_uri, "ended")
-    assert report.log_to_parent_run(mlflow_uri, "ended", parent_id, _outcomes_of(mlflow_uri, "ended")) is not None
+    assert report.log_to_parent_run(mlflow_uri, "ended", parent_id, _outcomes_of(mlflow_uri, "ended"), status="FINISHED") is not None
     client = tracking_client(mlflow_uri)
     parent = client.get_run(parent_id)
     _fake_trial(client, parent.info.experiment_id, parent, "ended", 9, "completed", [0.1, 0.2, 0.3], {"learning_rate": "0.5"})
@@ -180,6 +180,7 @@ def test_report_of_an_ended_sweep_copies_the_logged_one_unless_rebuilt(mlflow_ur
     assert sorted(parse(copied).rows) == ["t0", "t1", "t2", "t3", "t4"], "the report as the sweep logged it"
     logged = Path(client.download_artifacts(parent_id, f"{report.ARTIFACT_DIR}/{report.HTML_NAME}", str(tmp_path / "dl")))
     assert copied.read_bytes() == logged.read_bytes()
+    assert f"parent run {parent_id} (finished)" in copied.read_text(), "built while the run ended, it said (running) for ever"
     assert all(png_size(tmp_path / "copy" / f"{key}.png") == report.PLOT_PIXELS for key in report.PLOTS)
 
     assert cli.main(["report", "ended", "--tracking-uri", mlflow_uri, "--out", str(tmp_path / "fresh"), "--rebuild", "--quiet"]) == 0
