@@ -807,16 +807,31 @@ def _cmd_ui(args: argparse.Namespace) -> int:
     command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(args.port), "--workers", "1",
                "--uvicorn-opts", "--log-level warning"]  # not a line per request
     print(f"MLflow UI for {store_redact(uri)} at {base} (Ctrl-C stops it)")
-    ui = subprocess.Popen(command, env=os.environ.copy())
+    # its own process group: MLflow's server starts uvicorn and job-runner children; a terminal's
+    # Ctrl-C reached each of them (about 250 lines of tracebacks), and a SIGTERM to `sweep ui`
+    # alone (what `timeout` sends) left them serving the port, orphaned. The group goes as one.
+    _terminate_as_interrupt()  # SIGTERM (`timeout`, a service manager) stops the group too, as Ctrl-C does
+    ui = subprocess.Popen(command, env=os.environ.copy(), start_new_session=True)
     try:
         return ui.wait()
-    except KeyboardInterrupt:  # the user stopping the UI: not a sweep to continue
-        try:
-            ui.wait(timeout=30)  # the UI got the same Ctrl-C (same process group) and stops itself
-        except subprocess.TimeoutExpired:
-            ui.kill()
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM/SIGHUP (the command's handler): not a sweep to continue
+        _stop_process_group(ui)
         print("MLflow UI stopped", file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+def _stop_process_group(process: subprocess.Popen, wait_s: float = 10.0) -> None:
+    """SIGTERM to ``process``'s whole group, then SIGKILL to what is left after ``wait_s``."""
+    import signal
+
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=wait_s)
+    except subprocess.TimeoutExpired:
+        pass
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)  # the server's children, if any outlived it
 
 
 if __name__ == "__main__":

@@ -262,3 +262,38 @@ def test_a_budget_raised_on_resume_is_what_list_and_status_say(mlflow_uri, capsy
     tracking_client(mlflow_uri).set_tag(parent.info.run_id, TRIALS_REQUESTED_TAG, "6")
     assert store.status_summary(mlflow_uri, "raised")["trials_requested"] == 6
     assert [row["trials_requested"] for row in store.list_sweeps(mlflow_uri) if row["name"] == "raised"] == [6]
+
+
+def test_sweep_ui_stopped_by_sigterm_takes_mlflows_server_with_it(mlflow_uri, tmp_path):
+    """`timeout 60 sweep ui` (SIGTERM to the command alone) left MLflow's server and its job
+    runners serving the port, orphaned; a terminal's Ctrl-C printed ~250 lines of their tracebacks."""
+    import signal
+    import socket
+    import urllib.request
+
+    import psutil
+
+    _finished_sweep(mlflow_uri, "ui-stop", [0.5])
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    ui = subprocess.Popen([sys.executable, "-m", "sweep.cli", "ui", "--tracking-uri", mlflow_uri, "--port", str(port)],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
+                break
+            except OSError:
+                assert ui.poll() is None and time.monotonic() < deadline, ui.stderr.read() if ui.poll() is not None else "no answer in 90 s"
+                time.sleep(0.5)
+        server = [p for p in psutil.Process(ui.pid).children(recursive=True)]
+        ui.send_signal(signal.SIGTERM)
+        _, err = ui.communicate(timeout=30)
+        assert "MLflow UI stopped" in err and "Traceback" not in err, err[-2000:]
+        gone = psutil.wait_procs(server, timeout=15)[1]
+        assert not gone, f"left serving: {[p.pid for p in gone]}"
+    finally:
+        if ui.poll() is None:
+            ui.kill()
