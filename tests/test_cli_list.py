@@ -269,9 +269,9 @@ def test_sweep_ui_stopped_by_sigterm_takes_mlflows_server_with_it(mlflow_uri, tm
     runners serving the port, orphaned; a terminal's Ctrl-C printed ~250 lines of their tracebacks."""
     import signal
     import socket
-    import urllib.request
 
     import psutil
+    from e2e.servers import wait_for_health
 
     _finished_sweep(mlflow_uri, "ui-stop", [0.5])
     with socket.socket() as probe:
@@ -280,14 +280,7 @@ def test_sweep_ui_stopped_by_sigterm_takes_mlflows_server_with_it(mlflow_uri, tm
     ui = subprocess.Popen([sys.executable, "-m", "sweep.cli", "ui", "--tracking-uri", mlflow_uri, "--port", str(port)],
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
-                break
-            except OSError:
-                assert ui.poll() is None and time.monotonic() < deadline, ui.stderr.read() if ui.poll() is not None else "no answer in 90 s"
-                time.sleep(0.5)
+        wait_for_health(f"http://127.0.0.1:{port}", ui)
         server = [p for p in psutil.Process(ui.pid).children(recursive=True)]
         ui.send_signal(signal.SIGTERM)
         _, err = ui.communicate(timeout=30)

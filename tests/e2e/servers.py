@@ -33,6 +33,22 @@ def kill_group(proc: subprocess.Popen) -> None:
             proc.wait(10)
 
 
+def wait_for_health(base: str, process: subprocess.Popen, timeout: float = 90, log: Path | None = None) -> None:
+    """Wait until the MLflow server at ``base`` answers ``/health``; fail at once if ``process`` ended."""
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            urllib.request.urlopen(f"{base}/health", timeout=2)
+            return
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                said = log.read_text()[-2000:] if log is not None else f"exit {process.poll()}"
+                raise RuntimeError(f"the MLflow UI at {base} did not answer within {timeout:.0f} s: {said}") from None
+            time.sleep(0.5)
+
+
 class MlflowServer:
     """``mlflow server`` on 127.0.0.1: sqlite backend, artifacts proxied, restartable."""
 

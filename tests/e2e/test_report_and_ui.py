@@ -14,13 +14,14 @@ import subprocess
 import sys
 import time
 import urllib.parse
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from fake_sweeps import parse, png_size  # tests/ is on sys.path (rootdir conftest)
+
+from .servers import wait_for_health
 
 pytestmark = pytest.mark.slow
 
@@ -221,15 +222,7 @@ def mlflow_ui(finished, tmp_path_factory):
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=folder, env={**os.environ, "MLFLOW_TRACKING_URI": uri})
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 90
-        while True:
-            try:
-                urllib.request.urlopen(f"{base}/health", timeout=2)
-                break
-            except OSError:
-                if process.poll() is not None or time.time() > deadline:
-                    raise RuntimeError(f"mlflow ui did not start: {Path(log.name).read_text()[-2000:]}")
-                time.sleep(0.5)
+        wait_for_health(base, process, log=Path(log.name))
         yield base
     finally:
         process.terminate()
