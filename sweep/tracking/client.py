@@ -290,8 +290,8 @@ def _check_sqlite_is_mlflows(path: Path) -> None:
     try:
         with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as connection:
             tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    except sqlite3.DatabaseError as exc:  # "file is not a database"; a locked store still answers this read
-        if "locked" in str(exc):
+    except sqlite3.DatabaseError as exc:
+        if "not a database" not in str(exc):  # locked, or a WAL store in a read-only folder: MLflow reads it its own way
             return
         raise ConnectionError(f"{path} is not a sqlite database ({exc}): give the store's file, or a new file name") from None
     if tables and "experiments" not in tables:
