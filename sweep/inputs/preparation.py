@@ -114,9 +114,9 @@ class Preparation:
             return model
         import keras
 
-        names = [getattr(t, "name", None) for t in (getattr(model, "inputs", None) or [])]
-        raw_inputs = _inputs(self.steps, names)
-        prepared = map_leaves(lambda pair: _layers(*pair), _zip(raw_inputs, self.steps))
+        inputs = _inputs(self.steps, [getattr(t, "name", None) for t in (getattr(model, "inputs", None) or [])])
+        raw_inputs = rebuild(self.steps, inputs, "")
+        prepared = rebuild(self.steps, {name: _layers(inputs[name], step) for name, step in named_leaves(self.steps)}, "")
         compiled = model.get_compile_config() if getattr(model, "compiled", False) else None
         wrapper = keras.Model(raw_inputs, model(prepared), name=f"{model.name}_on_raw_inputs")
         if compiled:
@@ -159,28 +159,16 @@ def fit(x_train: Any, *, standardize: bool = False, scale: float | None = None, 
     return Preparation(map_leaves(steps_of, x_train))
 
 
-def _zip(inputs: Any, steps: Any) -> Any:
-    if isinstance(steps, dict):
-        return {k: _zip(inputs[k], steps[k]) for k in steps}
-    if isinstance(steps, list):
-        return [_zip(i, s) for i, s in zip(inputs, steps)]
-    return (inputs, steps)
-
-
-def _inputs(steps: Any, names: list[str | None]) -> Any:
-    """One ``keras.Input`` per input, of the raw shape and dtype, named after the model's inputs
-    (dict keys for a dict), so an MLflow signature keeps the names the model had."""
+def _inputs(steps: Any, model_names: list[str | None]) -> dict[str, Any]:
+    """One ``keras.Input`` per input, by its name in ``steps`` (as :func:`named_leaves` gives it),
+    of the raw shape and dtype. Named by the dict key for a dict of inputs, else after the
+    model's own inputs, so an MLflow signature keeps the names the model had."""
     import keras
 
     flat = named_leaves(steps)
-    given = iter(names if len(names) == len(flat) else [None] * len(flat))
-
-    def make(step: InputSteps) -> Any:
-        return keras.Input(shape=step.raw_shape, dtype=step.dtype, name=next(given))
-
-    if isinstance(steps, dict):
-        return {key: keras.Input(shape=step.raw_shape, dtype=step.dtype, name=str(key)) for key, step in steps.items()}
-    return map_leaves(make, steps)
+    given = model_names if len(model_names) == len(flat) else [None] * len(flat)
+    return {name: keras.Input(shape=step.raw_shape, dtype=step.dtype, name=name if isinstance(steps, dict) else model_name)
+            for (name, step), model_name in zip(flat, given)}
 
 
 def _layers(tensor: Any, step: InputSteps) -> Any:
