@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import os
+import threading
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -70,7 +71,22 @@ def run_sweep_trial(hp: dict[str, Any], parts_ref: Any, code: Any, fingerprint: 
         importlib.import_module("keras")  # loaded before STATE.configure's gc.freeze(), as the Keras trial always had it
         use_model_settings(settings.model, roots)
     with sweep_working_directory(settings.workdir):
-        (body or run_trial)(hp, settings, data_ref, fingerprint, builder)
+        try:
+            (body or run_trial)(hp, settings, data_ref, fingerprint, builder)
+        except KeyboardInterrupt as exc:
+            raise_as_trial_error(exc)
+
+
+def raise_as_trial_error(exc: KeyboardInterrupt) -> None:
+    """A ``KeyboardInterrupt`` the trial's own code raised (a callback's "stop now", a data
+    function's) fails this trial with its reason. Ray takes one escaping a task for a
+    cancellation and said only ``TaskCancelledError: Task ... was cancelled``. A trial runs in a
+    thread of its own (Tune's runner thread, or a warm executor's), where no signal is delivered:
+    in the main thread it is a real interrupt and goes on as one."""
+    if threading.current_thread() is threading.main_thread():
+        raise exc
+    said = f": {exc}" if str(exc) else ""
+    raise RuntimeError(f"the trial's own code raised KeyboardInterrupt{said}{raised_at(exc)}") from None
 
 
 TRIAL_DIR_ENV = "SWEEP_TRIAL_DIR"

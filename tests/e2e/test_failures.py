@@ -48,7 +48,7 @@ def test_failing_trials_fail_alone_with_their_reason(ray_session, tmp_path, monk
     import sweep
 
     monkeypatch.chdir(tmp_path)
-    space = {"fault": {"type": "categorical", "choices": ["none", "nan", "raise", "exit"]},
+    space = {"fault": {"type": "categorical", "choices": ["none", "nan", "raise", "exit", "interrupt"]},
              "batch_size": {"type": "categorical", "choices": [16, 32]}}
     config = _sweep(tmp_path, "e2e-faults", space)
     too_big = _sweep(tmp_path, "e2e-faults", {**space, "batch_size": {"type": "categorical", "choices": [16, 100000]}})
@@ -58,7 +58,7 @@ def test_failing_trials_fail_alone_with_their_reason(ray_session, tmp_path, monk
 
     assert result.stopped_because is None, "infeasible and differing failures do not stop the sweep"
     rows = {(r["param.fault"], int(r["param.batch_size"])): r for r in result.trials.to_dict("records")}
-    assert len(rows) == 8, "every grid point ran once"
+    assert len(rows) == 10, "every grid point ran once"
     assert rows[("none", 16)]["status"] == "completed" and rows[("none", 16)]["epochs"] == 3
     nan = rows[("nan", 16)]
     assert (nan["status"], nan["reason"], nan["epochs"]) == ("failed", "nan_loss", 1), "NaN stops the trial in its first epoch"
@@ -67,17 +67,21 @@ def test_failing_trials_fail_alone_with_their_reason(ray_session, tmp_path, monk
     assert rows[("none", 32)]["status"] == "completed"
     exited = rows[("exit", 16)]  # was a worker death: retried twice, with Ray's "worker died" lines
     assert exited["status"] == "failed" and "the trial's own code called sys.exit(3) during fit()" in exited["reason"], exited["reason"]
+    interrupted = rows[("interrupt", 16)]  # was Ray's "TaskCancelledError: Task ... was cancelled"
+    assert interrupted["status"] == "failed", interrupted
+    assert re.search(r"the trial's own code raised KeyboardInterrupt: stop now \(faulty_models\.py:\d+\)", interrupted["reason"]), interrupted["reason"]
 
     children = _children(result.tracking_uri, "e2e-faults")
-    assert len(children) == 8
+    assert len(children) == 10
     assert children["exit/16"].data.tags.get("sweep.retries", "0") == "0", "the trial's own error: not retried"
+    assert children["interrupt/32"].data.tags.get("sweep.retries", "0") == "0"
     assert children["nan/16"].data.tags["sweep.status"] == "failed"
     assert children["nan/16"].data.tags["sweep.reason"] == "nan_loss"
     assert children["raise/16"].info.status == "FAILED"
     assert children["none/16"].info.status == "FINISHED"
     from sweep.tracking import store
 
-    assert store.status_summary(result.tracking_uri, "e2e-faults")["trials_requested"] == 8, "the grid's 8 points, not search.trials: 20"
+    assert store.status_summary(result.tracking_uri, "e2e-faults")["trials_requested"] == 10, "the grid's 10 points, not search.trials: 20"
 
 
 def test_a_sweep_whose_every_trial_fails_the_same_way_stops_early_and_says_it_once(ray_session, tmp_path):

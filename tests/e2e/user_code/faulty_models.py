@@ -4,6 +4,7 @@
 - ``nan``: a plain MLP whose learning rate makes the loss overflow to NaN in the first epoch.
 - ``raise``: the factory raises, as a broken user factory would.
 - ``exit``: the model's loss calls ``sys.exit(3)`` inside fit().
+- ``interrupt``: the model's loss raises ``KeyboardInterrupt`` inside fit() (a "stop now").
 - ``kill_once``: the worker process is SIGKILLed just after its trial's first checkpoint, once
   per marker file (a worker lost mid-epoch); the retried trial trains normally.
 The driver's preflight build (no Ray actor) never faults.
@@ -62,7 +63,14 @@ def build(hp, info):
         model.compile(optimizer=keras.optimizers.SGD(learning_rate=1e12), loss="mse", metrics=["mae"])
     if fault == "exit" and _in_trial_worker():
         model.compile(optimizer="adam", loss=_exits, metrics=["mae"])
+    if fault == "interrupt" and _in_trial_worker():
+        model.compile(optimizer="adam", loss=_interrupts, metrics=["mae"])
     return model
+
+
+def _interrupts(y_true, y_pred):
+    """A loss that raises KeyboardInterrupt when fit() traces it."""
+    raise KeyboardInterrupt("stop now")
 
 
 def _exits(y_true, y_pred):
