@@ -46,7 +46,7 @@ def forget_deleted_stores() -> None:
     engines = getattr(SqlAlchemyStore, "_engine_map", None)
     if not isinstance(engines, dict):
         return
-    dropped = False
+    stale = []
     for db_uri in list(engines):
         path = sqlite_path(db_uri)
         if path is None:
@@ -54,17 +54,67 @@ def forget_deleted_stores() -> None:
         identity = _file_identity(path)
         if identity is not None and _OPENED.setdefault(db_uri, identity) == identity:
             continue
+        stale.append(db_uri)
+    _drop_engines(engines, stale)
+
+
+def _drop_engines(engines: dict[str, Any], db_uris: list[str]) -> None:
+    """Dispose of MLflow's engines for ``db_uris`` and of the store objects cached on them."""
+    for db_uri in db_uris:
         engine = engines.pop(db_uri, None)
         _OPENED.pop(db_uri, None)
-        dropped = True
         with contextlib.suppress(Exception):
             engine.dispose()
-    if dropped:  # and the store objects built on those engines, cached by MLflow and by client()
+    if db_uris:  # and the store objects built on those engines, cached by MLflow and by client()
         client.cache_clear()
         with contextlib.suppress(Exception):
             from mlflow.tracking._tracking_service.utils import _tracking_store_registry
 
             _tracking_store_registry._get_store_with_resolved_uri.cache_clear()
+
+
+def restore_deleted_sqlite(uri: str) -> bool:
+    """Write a sqlite store whose file was deleted under this process back to its path, from the
+    connection this process still holds open on it; True if it did.
+
+    A deleted file lives on while a process keeps it open, and that connection still reads every
+    row written so far, the write-ahead log included. Copied with sqlite's online backup API
+    (``sqlite3.Connection.backup``: a consistent snapshot, in the source's journal mode) into a
+    new file beside the path, then renamed onto it, so a reader never sees half a database.
+    Only when nothing took the path since (a new file there is left alone). MLflow's engine for
+    the URI is then dropped (as :func:`forget_deleted_stores` drops it), so later writes reach
+    the restored file. False when this process holds no engine on the store or the copy fails."""
+    path = sqlite_path(uri)
+    if path is None or path.exists():
+        return False
+    try:
+        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+    except ImportError:
+        return False
+    engines = getattr(SqlAlchemyStore, "_engine_map", None)
+    engine = engines.get(uri) if isinstance(engines, dict) else None
+    if engine is None:
+        return False
+    import sqlite3
+
+    partial = path.with_name(f".{path.name}.restoring-{os.getpid()}")
+    try:
+        held = engine.raw_connection()
+        try:
+            with contextlib.closing(sqlite3.connect(partial)) as copy:
+                held.driver_connection.backup(copy)
+        finally:
+            held.close()
+        if path.exists():  # someone made a new store there meanwhile: theirs stays
+            partial.unlink()
+            return False
+        os.replace(partial, path)
+    except Exception:
+        with contextlib.suppress(OSError):
+            partial.unlink()
+        return False
+    _drop_engines(engines, [uri])
+    return True
 
 
 _OPENED: dict[str, tuple[int, int]] = {}  # sqlite URI -> (device, inode) of the file its engine opened

@@ -20,7 +20,7 @@ from typing import Any, Iterator
 
 from sweep.worker import storage
 from sweep.worker.checkpoints import MODEL_FILE
-from sweep.tracking.client import client, set_sweep_http_defaults, sqlite_path
+from sweep.tracking.client import client, forget_deleted_stores, set_sweep_http_defaults, sqlite_path
 from sweep.tracking.tags import (
     BEST_CHECKPOINT_TAG, BEST_EPOCH_TAG, BEST_EPOCHS_TAG, BEST_RUN_ID_TAG, BEST_TRIAL_ID_TAG, BEST_VALUE_TAG, CHECKPOINT_EPOCH_TAG,
     CHECKPOINT_TAG, EPOCHS_TAG, FINISH_ERROR_TAG, METRIC_NAMES_TAG, METRIC_TAG, MODE_TAG, NAME_TAG, NODE_IP_TAG, PARAM_NAMES_TAG,
@@ -201,6 +201,7 @@ class MLflowTracker(DriverCallback):
             self._client.set_tag(self.parent_run_id, TRIALS_REQUESTED_TAG, requested)
             run_ids = {t.trial_id: t.run_id for t in resume.ended + resume.interrupted}
             self.logged_steps = {t.trial_id: t.last_step for t in resume.interrupted}
+        forget_deleted_stores()  # remembers which file this process's engine opened: a deletion is noticed at flush()
         with self._parent_ended_if_this_fails():  # Ctrl-C lands here often: the writer's start is the slowest step
             self.writer = WriterProcess(uri, self.experiment_id, {"parent": self.parent_run_id, **run_ids})
         self._flushed = False  # set by flush(): the writer drained and ended, run ids known
@@ -412,6 +413,10 @@ class MLflowTracker(DriverCallback):
         with _step(problems, "recording the trials in MLflow"):
             self.writer.close()
         self._flushed = True
+        forget_deleted_stores()  # the writer wrote a deleted sqlite store back: read and write the new file
+        store = sqlite_path(self.uri)
+        if store is not None and not store.exists():
+            problems.append(f"the tracking store {store} was deleted while the sweep ran and could not be written back: its records are lost (the checkpoints and the trials' results stay in the storage)")
         for outcome in self.ledger.outcomes.values():
             outcome.mlflow_run_id = self.writer.run_ids.get(outcome.trial_id)
         return problems

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Callable
 
-from sweep.tracking.client import client, sqlite_path
+from sweep.tracking.client import client, restore_deleted_sqlite, sqlite_path
 from sweep.tracking.tags import CHECKPOINT_EVICTED_TAG, NAME_TAG, ROLE_TAG, TRIAL_NUMBER_TAG, TRIAL_TAG
 
 log = logging.getLogger("sweep.tracking")
@@ -122,11 +122,18 @@ class Writer:
             self._say_if_the_store_file_went()
 
     def _say_if_the_store_file_went(self) -> None:
-        """A sqlite store deleted while the sweep runs keeps taking writes (into the unlinked
-        file) and loses them all; nothing said so until the finish's dozen tracebacks. Said
-        once, as soon as a batch lands after it."""
+        """A sqlite store deleted while the sweep runs keeps taking writes into the unlinked file,
+        and everything in it, from before the ``rm`` too, went with the writer's exit (the finish
+        then printed "look: sweep ui" at an empty store). The file is written back from the
+        connection still open on it (:func:`~sweep.tracking.client.restore_deleted_sqlite`) and
+        the sweep goes on into it; said once, as soon as a batch lands after the deletion. When
+        it cannot be, that is one of the sweep's errors (its finish fails, exit 1)."""
         path = sqlite_path(self.uri)
         if path is None or self.__dict__.get("_store_gone") or path.exists():
+            return
+        if restore_deleted_sqlite(self.uri):
+            self._client = client(self.uri)
+            log.warning("the tracking store %s was deleted while the sweep ran; it was written back from the sweep's open copy, nothing lost", path)
             return
         self._store_gone = True
         message = f"the tracking store {path} was deleted while the sweep ran: what is written to it now is lost with it (the checkpoints stay in the storage)"
