@@ -147,9 +147,9 @@ def test_an_outage_line_says_what_the_database_said():
     assert _first_line(ConnectionError("refused")) == "refused" and _first_line(ValueError()) == "ValueError"
 
 
-def test_a_store_file_deleted_mid_sweep_is_said_once(tmp_path, caplog):
+def test_a_store_file_deleted_mid_sweep_is_said_once_and_written_back(tmp_path, caplog):
     """Writes went on into the unlinked sqlite file and were lost, without a word until the
-    finish printed a dozen tracebacks."""
+    finish printed a dozen tracebacks (tests/tracking/test_deleted_store.py: with a WAL)."""
     uri, writer = _writer(tmp_path, "deleted-store")
     writer.submit(OpKind.START, "a", {"name": "a", "tags": {}, "params": {}})
     writer.flush(timeout=20)
@@ -160,5 +160,9 @@ def test_a_store_file_deleted_mid_sweep_is_said_once(tmp_path, caplog):
             writer.flush(timeout=20)
     writer.close()
     said = [r.getMessage() for r in caplog.records if "was deleted while the sweep ran" in r.getMessage()]
-    assert len(said) == 1 and str(tmp_path / "mlflow.db") in said[0]
-    assert any("was deleted while the sweep ran" in error for error in writer.errors)
+    assert len(said) == 1 and str(tmp_path / "mlflow.db") in said[0] and "written back" in said[0]
+    assert writer.errors == []
+    from sweep.tracking.client import forget_deleted_stores
+
+    forget_deleted_stores()
+    assert [m.step for m in tracking_client(uri).get_metric_history(writer.run_ids["a"], "loss")] == [1, 2]
