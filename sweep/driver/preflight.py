@@ -189,9 +189,13 @@ def _preflight_model(config: SweepConfig, builder: Callable, dataset: Any, searc
     hp = example_hyperparameters(config)
     model = _build_within_memory(config, builder, hp, dataset, search_paths)
     imports.remember_loaded(search_paths)  # helper modules the factory imported in its body ship with the user's code
+    fixed = models.fixed_batch_size(model)
+    if fixed is not None:
+        _check_fixed_batch_size(config, dataset.info, fixed)
+    rows = fixed or 8
     try:
         try:
-            logs = _evaluate_few(model, dataset)
+            logs = _evaluate_few(model, dataset, rows, fixed=fixed is not None)
         except SystemExit as exc:  # a loss, a metric or the model's call: not the sweep's exit (it ended silently, code 0)
             raise InputError("model.builder", f"expected the model, its loss and metrics to evaluate a batch, but one of them called sys.exit({exc.code!r})") from None
         except Exception as exc:
@@ -207,7 +211,7 @@ def _preflight_model(config: SweepConfig, builder: Callable, dataset: Any, searc
         _check_loss_weight_names(config, model)
         # loads back with model.safe_mode / custom objects, before any trial; after a call, as
         # every trial's checkpoint is (a subclassed model's layers are built only by a call)
-        check_reloadable(model, config.model, search_paths, sample=_first_rows(dataset.x_val, 2))
+        check_reloadable(model, config.model, search_paths, sample=_first_rows(dataset.x_val, fixed or 2))
     finally:
         keras.backend.clear_session(free_memory=False)  # no full GC (0.25-0.45 s with TF loaded) on the start-up path
     names = sorted(set(logs) | {f"val_{name}" for name in logs})
@@ -385,11 +389,30 @@ def _first_rows(x: Any, rows: int) -> Any:
     return None if x is None else take_rows(x, slice(0, rows))
 
 
-def _evaluate_few(model: Any, dataset: Any, rows: int = 8) -> dict[str, float]:
+def _evaluate_few(model: Any, dataset: Any, rows: int = 8, fixed: bool = False) -> dict[str, float]:
+    """The model's logs on the first ``rows`` validation rows (in one batch of exactly that many
+    when the model is ``fixed`` to that batch size)."""
     return model.evaluate(
         _first_rows(dataset.x_val, rows), _first_rows(dataset.y_val, rows), sample_weight=_first_rows(dataset.val_sample_weight, rows),
-        verbose=0, return_dict=True,
+        batch_size=rows if fixed else None, verbose=0, return_dict=True,
     )
+
+
+def _check_fixed_batch_size(config: SweepConfig, info: Any, fixed: int) -> None:
+    """A model built for batches of exactly ``fixed`` rows (``keras.Input(batch_size=16)``, a
+    stateful RNN) fails in fit() on any other batch, and on a last partial one: said now, where
+    the preflight's 8-row evaluation blamed model.builder with "Incompatible shapes: [8,32] vs.
+    [16,32]" for a model a plain ``fit(batch_size=16)`` trains."""
+    why = f"the model takes batches of exactly {fixed} rows (its inputs' batch_size)"
+    searched = config.search.space.get("batch_size")
+    if searched is None and config.fit.batch_size != fixed:
+        raise InputError("fit.batch_size", f"expected {fixed}, since {why}, got {config.fit.batch_size}")
+    if searched is not None:
+        raise InputError("search.space.batch_size", f"expected no batch_size to search, since {why}: remove it and set fit.batch_size: {fixed}")
+    for part, count in (("training", info.n_train), ("validation", info.n_val)):
+        if not getattr(info, "streamed", False) and count and count % fixed:
+            raise InputError("data", f"expected {part} rows in whole batches of {fixed}, since {why}, got {count} rows: "
+                                     f"keep {count - count % fixed} of them (a last partial batch fails in fit())")
 
 
 def _input_text(info: Any) -> str:

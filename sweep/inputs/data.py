@@ -359,6 +359,12 @@ def class_weights(setting: dict[int, float] | str | None, dataset: Dataset) -> d
         what = f"{info.num_heads} outputs" if info.num_heads > 1 else f"{info.task} targets"
         raise InputError("fit.class_weight", f"expected the class labels of one output, got {what}")
     pipeline = getattr(dataset, "pipeline", None)
+    if pipeline is not None and getattr(pipeline, "is_generator", False):  # Keras refused it in every trial
+        raise InputError(
+            "fit.class_weight",
+            f"expected arrays, tf.data or a keras.utils.PyDataset for class_weight (Keras' rule), got generators from {info.source}: "
+            "yield (x, y, sample_weight) batches with the class weights instead, or return a tf.data.Dataset",
+        )
     weighted_batches = pipeline is not None and getattr(pipeline, "weighted", False)
     if getattr(dataset, "sample_weight", None) is not None or weighted_batches:  # Keras: "You cannot class_weight and sample_weight at the same time", in every trial
         what = "its training batches are (x, y, sample_weight)" if weighted_batches else "returns sample weights"
@@ -458,6 +464,7 @@ def _as_parts(raw: Any, source: str) -> list[Part]:
     if isinstance(raw, (tuple, list)) and len(raw) == 2 and all(isinstance(p, tuple) and len(p) in (2, 3) for p in raw):
         return [_with_weight(part) for part in raw]
     if isinstance(raw, (tuple, list)) and len(raw) in (2, 3) and not any(isinstance(p, (str, bytes)) or p is None for p in raw[:2]):
+        _refuse_arrays_beside_a_pipeline(raw, source)
         _refuse_two_frames(raw, source)
         if not (len(raw) == 2 and isinstance(raw[0], tuple) and isinstance(raw[1], tuple)):
             return [_with_weight(tuple(raw))]
@@ -471,6 +478,23 @@ def _as_parts(raw: Any, source: str) -> list[Part]:
     if kind_of(raw) is not None:
         hint = " (a pipeline needs both: return (train, validation) datasets)"
     raise InputError("data.source", f"expected {source} to return {_RETURN_FORMS}, got {got}{hint}")
+
+
+def _refuse_arrays_beside_a_pipeline(raw: Any, source: str) -> None:
+    """``((x, y), val_ds)`` or ``(train_ds, (x_val, y_val))``: one part arrays, the other a
+    pipeline. It was read as ``(x, y)`` and the pipeline called "y"."""
+    kinds = [kind_of(part) for part in raw[:2]]
+    if len(raw) != 2 or (kinds[0] is None) == (kinds[1] is None):
+        return
+    at = 0 if kinds[0] is not None else 1
+    if not isinstance(raw[1 - at], tuple):  # (x, y) with a pipeline as x or y: said by the arrays' check
+        return
+    parts = ("training", "validation")
+    raise InputError(
+        "data.source",
+        f"expected {source} to return both parts as arrays ((x, y), (x_val, y_val)) or both as pipelines (train, validation), "
+        f"got {parts[1 - at]} arrays and a {kinds[at]} {parts[at]} pipeline ({type(raw[at]).__name__})",
+    )
 
 
 def _refuse_two_frames(raw: Any, source: str) -> None:

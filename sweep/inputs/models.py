@@ -532,6 +532,52 @@ def _instance_of_class(found: Any, key: str, spec: str) -> Any:
         ) from None
 
 
+def fixed_batch_size(model: keras.Model) -> int | None:
+    """The batch size a model was built for (``keras.Input(batch_size=16)``, a stateful RNN),
+    or None when its inputs take any number of rows (or it has no symbolic inputs). Such a
+    model must fit, validate and be evaluated in batches of exactly that many rows."""
+    try:
+        inputs = keras.tree.flatten(model.inputs)
+    except (AttributeError, ValueError):
+        return None
+    sizes = {tensor.shape[0] for tensor in inputs if getattr(tensor, "shape", None)}
+    return sizes.pop() if len(sizes) == 1 and None not in sizes else None
+
+
+def activation_bytes_per_row(model: keras.Model) -> int | None:
+    """Bytes of every layer's output for one input row (nested models' layers included): an
+    upper bound of what an inference batch holds per row. None when a size is unknown (a
+    subclassed model's layers, a variable sequence length, a layer called more than once)."""
+    total = 0
+
+    def count(layer: Any) -> bool:
+        nonlocal total
+        inner = getattr(layer, "layers", None)
+        if inner:  # a model: its layers (its output is its last layer's)
+            return all(count(sub) for sub in inner)
+        try:
+            outputs = keras.tree.flatten(layer.output)
+        except (AttributeError, ValueError):
+            return False
+        for tensor in outputs:
+            dims = tuple(tensor.shape[1:])
+            if any(dim is None for dim in dims):
+                return False
+            total += math.prod(dims) * _dtype_bytes(tensor.dtype)
+        return True
+
+    return total if count(model) and total > 0 else None
+
+
+def _dtype_bytes(dtype: Any) -> int:
+    import numpy as np
+
+    try:
+        return np.dtype(keras.backend.standardize_dtype(dtype)).itemsize
+    except TypeError:
+        return 4
+
+
 def output_names(model: keras.Model) -> list[str] | None:
     """The names Keras gives a functional model's outputs (its ``output_names``: the output
     layers' names, or the keys of a dict of outputs); None for one output or an unbuilt model."""

@@ -466,6 +466,13 @@ class FitConfig(_Strict):
 
     steps_per_epoch: int | None = Field(default=None, ge=1, description="fit(steps_per_epoch=...): needed for infinite pipelines and generators.")
     validation_steps: int | None = Field(default=None, ge=1, description="fit(validation_steps=...): needed for a validation pipeline with no end (repeat(), a generator).")
+    validation_batch_size: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        default="auto",
+        description="fit(validation_batch_size=...): rows per validation batch (the metrics do not depend on it). auto: "
+        "the trial's batch size, raised toward 1024 rows (fewer calls) only while one batch's activations stay under "
+        "64 MiB; the trial's batch size itself for a model with several outputs, with fit.validation_steps, or when the "
+        "model's layer sizes are unknown. A model built for a fixed batch size (keras.Input(batch_size=N)) validates in N.",
+    )
     validation_freq: int = Field(
         default=1, ge=1, description="fit(validation_freq=...): validate every N epochs; Tune gets a report on those epochs "
         "and on the trial's last one (ranked by its best validated value); MLflow gets every epoch's training logs. "

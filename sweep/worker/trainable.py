@@ -179,7 +179,7 @@ def _build_and_fit(
     strategy = placement.strategy(settings.resources)  # MirroredStrategy when > 1 GPU, else None
     replicas = strategy.num_replicas_in_sync if strategy is not None else 1
     batch_size = placement.batch_size(int(hp.get("batch_size", settings.fit.batch_size)), settings.resources, replicas)
-    inputs = fit_inputs(dataset, batch_size, settings.fit.validation_steps)
+    inputs = fit_inputs(dataset, batch_size)
     if not dataset.info.streamed:
         check_batch_size(batch_size, dataset.info.n_train)
     steps = worker.steps_per_execution(
@@ -194,6 +194,8 @@ def _build_and_fit(
             STATE.models.max_mb = settings.fit.reuse_model_mb
             model, reused = STATE.models.take(model)  # same architecture as an earlier trial here: no retracing
     trace.mark("model_ready", reused=reused)
+    if "validation_batch_size" in inputs:
+        inputs["validation_batch_size"] = validation_batch_size(model, batch_size, settings.fit, dataset.info)
     callbacks = keras_callbacks(settings.fit, settings.objective)
     identity = placement.trial_identity(settings.resources)  # node id/ip, cpus, gpus -> MLflow tags
     callbacks.append(worker.EpochTimer(trace, settings.objective.metric))
@@ -227,15 +229,11 @@ def _build_and_fit(
         del model
 
 
-def fit_inputs(dataset: Any, batch_size: int, validation_steps: int | None = None) -> dict[str, Any]:
+def fit_inputs(dataset: Any, batch_size: int) -> dict[str, Any]:
     """The data arguments of ``model.fit()``: arrays (any Keras structure, with sample weights)
     with the trial's batch size, or this worker's pipelines (:mod:`sweep.inputs.pipelines`).
-
-    Validation runs in batches of at least 1024 rows (fewer calls, the same metrics), except
-    with ``fit.validation_steps``, which counts batches, and for a model with several outputs,
-    whose per-output validation losses Keras averages over batches unweighted by their size
-    (``val_kind_loss`` then depended on the batch size: 1.2496 against a plain fit's 1.2366):
-    then in the trial's batch size, as a plain ``fit()`` validates."""
+    Arrays validate in the trial's batch size until :func:`validation_batch_size` sets it for
+    the built model."""
     if dataset.pipeline is not None:
         from sweep.inputs import pipelines
 
@@ -247,8 +245,39 @@ def fit_inputs(dataset: Any, batch_size: int, validation_steps: int | None = Non
         "sample_weight": dataset.sample_weight,
         "batch_size": batch_size,
         "validation_data": dataset.validation_data(),
-        "validation_batch_size": batch_size if validation_steps or dataset.info.num_heads > 1 else max(batch_size, 1024),
+        "validation_batch_size": batch_size,  # see validation_batch_size, once the model is built
     }
+
+
+VALIDATION_ROWS = 1024  # at most, in fit.validation_batch_size: auto
+VALIDATION_BATCH_BYTES = 64 * 2**20  # one auto validation batch's layer outputs, at most
+
+
+def validation_batch_size(model: Any, batch_size: int, fit: FitConfig, info: Any) -> int:
+    """Rows per validation batch (``fit.validation_batch_size``).
+
+    ``auto``: in batches of up to :data:`VALIDATION_ROWS` rows (fewer calls, the same metrics),
+    but only while one batch's layer outputs (:func:`~sweep.inputs.models.activation_bytes_per_row`)
+    stay under :data:`VALIDATION_BATCH_BYTES`: a flat 1024 rows took a conv net trained in batches
+    of 8 from 1057 to 3367 MB of resident memory, where a plain ``fit()`` validates in its batch
+    size. The trial's batch size, as a plain ``fit()``, with ``fit.validation_steps`` (which
+    counts batches), for a model with several outputs (whose per-output validation losses Keras
+    averages over batches unweighted by their size: ``val_kind_loss`` depended on the batch size,
+    1.2496 against a plain fit's 1.2366), and when the layers' sizes are unknown (a subclassed
+    model). A model built for a fixed batch size validates in that size, whatever the setting."""
+    from sweep.inputs import models
+
+    fixed = models.fixed_batch_size(model)
+    if fixed is not None:
+        return fixed
+    if fit.validation_batch_size != "auto":
+        return int(fit.validation_batch_size)
+    if fit.validation_steps or info.num_heads > 1:
+        return batch_size
+    per_row = models.activation_bytes_per_row(model)
+    if per_row is None:
+        return batch_size
+    return max(batch_size, min(VALIDATION_ROWS, VALIDATION_BATCH_BYTES // per_row))
 
 
 def trial_epochs(hp: dict[str, Any], budget: int) -> int:

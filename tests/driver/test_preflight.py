@@ -782,3 +782,58 @@ def test_a_model_too_large_for_memory_is_one_line_on_the_space():
         preflight.prepare(config_module.load(raw), "sweep.yaml", ())
     assert info.value.key == "search.space"
     assert info.value.expected.startswith("expected a model that fits in memory, but building it at ") and "narrow the searched sizes" in info.value.expected
+
+
+FIXED_BATCH = """
+import numpy as np, keras
+
+
+def load(rows=320):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(rows, 4, 5)).astype("float32")
+    y = (x[:, :, 0].sum(axis=1) > 0).astype("int64")
+    half = rows // 2
+    return (x[:half], y[:half]), (x[half:], y[half:])
+
+
+def build(hp, info):
+    inputs = keras.Input(shape=info.input_shape, batch_size=16)
+    return keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(keras.layers.LSTM(4, stateful=True)(inputs)))
+"""
+
+
+@pytest.mark.parametrize(("change", "expected"), [
+    ({}, None),
+    ({"fit": {"batch_size": 32}}, "fit.batch_size: expected 16, since the model takes batches of exactly 16 rows (its inputs' batch_size), got 32"),
+    ({"space": {"batch_size": cat(16, 32)}}, "search.space.batch_size: expected no batch_size to search, since the model takes batches of exactly 16 rows (its inputs' batch_size): remove it and set fit.batch_size: 16"),
+    ({"data": {"args": {"rows": 300}}}, "data: expected training rows in whole batches of 16, since the model takes batches of exactly 16 rows (its inputs' batch_size), got 150 rows: keep 144 of them (a last partial batch fails in fit())"),
+])
+def test_a_model_built_for_a_fixed_batch_size_is_checked_in_that_size(tmp_path, change, expected):
+    """A stateful LSTM (keras.Input(batch_size=16)) that a plain fit(batch_size=16) trains was
+    refused as "model.builder: ... Incompatible shapes: [8,32] vs. [16,32]" (an 8-row evaluation)."""
+    (tmp_path / "fixed_batch.py").write_text(FIXED_BATCH)
+    raw = sweep(change.get("space"), data={"source": "fixed_batch:load", **change.get("data", {})}, model={"builder": "fixed_batch:build", "args": {}},
+                fit={"batch_size": 16, "shuffle": False, **change.get("fit", {})})
+    raw["data"] = {"source": "fixed_batch:load", **change.get("data", {})}
+    config = config_module.load(raw)
+    if expected is None:
+        assert preflight.prepare(config, "sweep.yaml", (tmp_path,)).builder.spec == "fixed_batch:build"
+        return
+    with pytest.raises(SweepConfigError) as info:
+        preflight.prepare(config, "sweep.yaml", (tmp_path,))
+    assert str(info.value) == f"sweep.yaml: {expected}"
+
+
+@pytest.mark.parametrize(("function", "refused"), [("generators", True), ("endless_pydatasets", False), ("both_repeat", False)])
+def test_class_weight_with_generators_is_refused_before_any_trial(tmp_path, function, refused):
+    """Keras takes no class_weight with Python generators: every trial failed with "Argument
+    `class_weight` is not supported for Python generator inputs"; tf.data and PyDataset take it."""
+    (tmp_path / "endless_data.py").write_text(ENDLESS)
+    raw = sweep(data={"source": f"endless_data:{function}", "num_outputs": 3}, fit={"steps_per_epoch": 6, "validation_steps": 2, "class_weight": {0: 1.0, 1: 3.0, 2: 1.0}})
+    raw["data"].pop("samples"), raw["data"].pop("features"), raw["data"].pop("classes")
+    if not refused:
+        assert preflight.prepare(config_module.load(raw), "sweep.yaml", (tmp_path,)).dataset.class_weight == {0: 1.0, 1: 3.0, 2: 1.0}
+        return
+    with pytest.raises(SweepConfigError) as info:
+        preflight.prepare(config_module.load(raw), "sweep.yaml", (tmp_path,))
+    assert str(info.value).startswith("sweep.yaml: fit.class_weight: expected arrays, tf.data or a keras.utils.PyDataset for class_weight (Keras' rule), got generators from endless_data:generators"), str(info.value)

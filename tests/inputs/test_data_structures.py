@@ -687,3 +687,24 @@ def test_negative_weights_in_a_pipeline_are_refused_as_arrays_are(module):
     with pytest.raises(InputError) as err:
         load(written, num_outputs=2)
     assert err.value.expected == f"expected sample weights of at least 0 in the training tf.data of {written[0]}:load, got 8 negative value(s) in its first batch"
+
+
+@pytest.mark.parametrize(("function", "got"), [
+    ("arrays_then_pipeline", "got training arrays and a tf.data validation pipeline (_BatchDataset)"),
+    ("pipeline_then_arrays", "got validation arrays and a tf.data training pipeline (_BatchDataset)"),
+])
+def test_arrays_beside_a_pipeline_say_that_both_parts_must_be_one_kind(module, function, got):
+    """((x, y), val_ds) was read as (x, y) and refused as "expected arrays for y ... got a
+    _BatchDataset (return (train, validation) datasets to stream them)": the pipeline called y."""
+    written = module("""
+        import tensorflow as tf
+        X = np.zeros((40, 3), "float32"); Y = np.arange(40) % 2
+        def arrays_then_pipeline():
+            return (X, Y), tf.data.Dataset.from_tensor_slices((X, Y)).batch(8)
+        def pipeline_then_arrays():
+            return tf.data.Dataset.from_tensor_slices((X, Y)).batch(8), (X, Y)
+    """)
+    with pytest.raises(InputError) as err:
+        load(written, function)
+    assert err.value.key == "data.source"
+    assert err.value.expected == f"expected {written[0]}:{function} to return both parts as arrays ((x, y), (x_val, y_val)) or both as pipelines (train, validation), {got}"

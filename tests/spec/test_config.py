@@ -238,7 +238,7 @@ BAD = [
      "search.space.validation_split: expected a hyperparameter, got 'validation_split', which is a fixed setting of fit() or compile(): set data.validation_split"),
     ("validation-split-under-fit", sub("fit: {epochs: 27, shuffle: true}", "fit: {epochs: 27, shuffle: true, validation_split: 0.3}"),
      "fit.validation_split: unknown key (expected one of: epochs, batch_size, shuffle, steps_per_execution, callbacks, class_weight, steps_per_epoch, "
-     "validation_steps, validation_freq, reuse_model, reuse_model_mb; validation_split is set under data: (data.validation_split))"),
+     "validation_steps, validation_batch_size, validation_freq, reuse_model, reuse_model_mb; validation_split is set under data: (data.validation_split))"),
     # the file itself
     ("yaml-syntax", "name: [digits\n", "expected valid YAML, line 1, column 7: while parsing a flow sequence, expected ',' or ']', but got '<stream end>' (at line 2, column 1)"),
     (
@@ -311,7 +311,7 @@ BAD = [
         FULL + "trainer: {}\n",
         "trainer: unknown key (expected one of: name, data, model, fit, objective, search, scheduler, resources, tracking, failure)",
     ),
-    ("unknown-fit-key", sub("epochs: 27", "epoch: 27"), "fit.epoch: unknown key (expected one of: epochs, batch_size, shuffle, steps_per_execution, callbacks, class_weight, steps_per_epoch, validation_steps, validation_freq, reuse_model, reuse_model_mb; did you mean 'epochs'?)"),
+    ("unknown-fit-key", sub("epochs: 27", "epoch: 27"), "fit.epoch: unknown key (expected one of: epochs, batch_size, shuffle, steps_per_execution, callbacks, class_weight, steps_per_epoch, validation_steps, validation_batch_size, validation_freq, reuse_model, reuse_model_mb; did you mean 'epochs'?)"),
     (
         "unknown-param-key",
         sub(LR, "learning_rate: {type: float, low: 1.0e-4, high: 1.0e-1, hi: 1.0e-1}"),
