@@ -107,7 +107,10 @@ class Interrupts:
     """
 
     def __init__(self, stopper: Any, name: str):
+        import threading
+
         self.stopper, self.name, self.signal, self.count = stopper, name, None, 0
+        self.leave_tracking = threading.Event()  # set by a second signal while the records close
         self._saved: dict[int, Any] = {}
         self._env: str | None = None
 
@@ -133,7 +136,9 @@ class Interrupts:
                 signal.signal(sig, signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL)
         if not self.closing:  # while the trials run: stop now (the finally still closes the records)
             raise SweepInterrupted(self.name, self.signal)
-        # already closing the records (about a second): let that finish, then exit; a third kills
+        # already closing the records (about a second): let that finish, then exit; a third kills.
+        # A wait for MLflow to take the last writes ends now: the writer process retries them alone.
+        self.leave_tracking.set()
 
     closing = False  # set once tuner.fit() returned: the sweep's records are being closed
     _ray_watch: tuple[str, Any] | None = None

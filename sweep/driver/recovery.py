@@ -124,7 +124,7 @@ def load_state(uri: str, parent: Any, config: SweepConfig) -> ResumeState:
             value=best,
             last_value=values.get(last_step),
             epochs=int(tags.get(EPOCHS_TAG, last_step) or last_step),
-            best_epoch=int_or_none(tags.get(BEST_EPOCH_TAG)),
+            best_epoch=int_or_none(tags.get(BEST_EPOCH_TAG)) or _step_of(values, best),
             checkpoint=tags.get(CHECKPOINT_TAG),
             reason=tags.get(REASON_TAG),
             last_step=last_step,
@@ -156,6 +156,13 @@ def optuna_history(config: SweepConfig, state: ResumeState) -> list[Any]:
         for t in state.ended
         if t.params
     ]
+
+
+def _step_of(values: dict[int, float], value: float | None) -> int | None:
+    """The first epoch that reached ``value``: an interrupted trial's best epoch (its tag is
+    written when the trial ends; a trial resumed after its last epoch had it as None, and its
+    best_<metric> was logged again at step 0)."""
+    return next((step for step, seen in sorted(values.items()) if seen == value), None) if value is not None else None
 
 
 def _best(values: dict[int, float], mode: str) -> float | None:

@@ -835,9 +835,12 @@ def _finish(sweep: OpenSweep, status: str, stop: Interrupts, claimed: bool = Fal
         sweep.view.stop()
     result = _sweep_result(sweep)
     status = _final_status(sweep, result, status, stop)
-    problems = sweep.tracker.flush()  # every trial recorded; the ledger's outcomes know their runs
+    problems = sweep.tracker.flush(  # every trial recorded; the ledger's outcomes know their runs
+        status, timeout=INTERRUPTED_TRACKING_WAIT_S if status == "KILLED" else None, give_up=stop.leave_tracking,
+        log_path=str(Path(sweep.location.folder) / "mlflow-writer.log") if _is_local(sweep.location.folder) else None,
+    )
     report_problems: list[str] = []
-    report = _report_in_background(sweep, report_problems, status) if status != "KILLED" else None
+    report = _report_in_background(sweep, report_problems, status) if status != "KILLED" and not sweep.tracker.writer_left else None
     problems += _end_parent_run(sweep, result, status)
     with _finish_step(problems, "reading the trials back"):
         result.trials = sweep.ledger.frame()  # now with MLflow run ids
@@ -854,6 +857,16 @@ def _finish(sweep: OpenSweep, status: str, stop: Interrupts, claimed: bool = Fal
         forget_deleted_stores()
     stop.restore()
     return result
+
+
+# An interrupted sweep's end waits this long for an unreachable MLflow to take its last writes;
+# then the writer process retries them alone (writer.ORPHAN_DRAIN_S) and the command exits.
+INTERRUPTED_TRACKING_WAIT_S = 20.0
+
+
+def _is_local(folder: Any) -> bool:
+    """Whether the sweep's folder is a path on this machine (not an s3:// or gs:// URI)."""
+    return "://" not in str(folder) and Path(str(folder)).is_dir()
 
 
 def _close_open_trials(sweep: OpenSweep, stop: Interrupts) -> None:

@@ -808,7 +808,7 @@ def load(source: str | Path | Mapping[str, Any], overrides: Mapping[str, Any] | 
         if value is RESET:
             _delete_dotted(raw, OVERRIDE_ALIASES.get(key, key))
             continue
-        _set_dotted(raw, OVERRIDE_ALIASES.get(key, key), value)
+        _set_dotted(raw, OVERRIDE_ALIASES.get(key, key), value, label)
         _fix_searched(raw, label, key, value, quiet)
     _resolve_paths(raw, base)
     try:
@@ -858,7 +858,10 @@ def _blame_override(label: str, key: str, applied: Mapping[str, Any], expected: 
     if exact:
         return f"{label} (override {exact[0]})"
     section = key.split(".")[0]
-    nearby = [shown for path, shown in dotted.items() if path.split(".")[0] == section]
+    # an override elsewhere in the section is to blame only when it changed what the section's
+    # other keys may be (scheduler.type; tracking.uri: a databricks URI allows absolute names);
+    # "search.space.lr.type: expected ..." after --trials 2 is the file's own error
+    nearby = [shown for path, shown in dotted.items() if path.split(".")[0] == section and path.rpartition(".")[2] in ("type", "uri")]
     if not nearby:  # the message names the bound an override set (search.space.epochs "... to 2 (fit.epochs ...)" after --epochs 2)
         nearby = [shown for path, shown in dotted.items() if re.search(rf"\b{re.escape(path)}\b", expected)]
     return f"{label} (with override {nearby[0]})" if nearby else label
@@ -932,13 +935,15 @@ def _check_duplicate_keys(node: Any) -> None:
     walk(node, [])
 
 
-def _set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
+def _set_dotted(raw: dict[str, Any], dotted: str, value: Any, label: str = "<overrides>") -> None:
+    """Set ``a.b.c`` in ``raw``; a section on the way that the file (``label``) gives as no
+    mapping is the file's error, said as it is without the override."""
     node = raw
     *parents, leaf = dotted.split(".")
-    for part in parents:
+    for depth, part in enumerate(parents):
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
-            raise SweepConfigError("<overrides>", dotted, f"expected {part} to be a mapping")
+            raise SweepConfigError(label, ".".join(parents[: depth + 1]), f"expected a mapping, got {show_value(node)}")
     node[leaf] = value
 
 
@@ -973,7 +978,7 @@ def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
 
 def _first_error(label: str, exc: ValidationError) -> SweepConfigError:
     errors = exc.errors(include_url=False)
-    error = errors[0]
+    error = _typo_of_a_missing_key(errors) or errors[0]
     raw = list(error["loc"])
     key_parts, union_at = _walk(raw)
     expected = None
@@ -1001,6 +1006,23 @@ def _first_error(label: str, exc: ValidationError) -> SweepConfigError:
         key_parts = key_parts + ["type"]
     key = ".".join(key_parts)
     return SweepConfigError(label, key, expected or _expected(error, raw))
+
+
+def _typo_of_a_missing_key(errors: list[Any]) -> Any:
+    """The unknown key that is a typo of a missing one (``serach:`` for ``search:``), said
+    instead of "search: required key is missing", which never named the typo. Also when an
+    override created the section the typo left out (``--trials 2``: ``search.space`` missing)."""
+    import difflib
+
+    unknown = [e for e in errors if e["type"] == "extra_forbidden"]
+    for missing in (e for e in errors if e["type"] == "missing"):
+        loc = [str(part) for part in missing["loc"]]
+        for error in unknown:
+            where = [str(part) for part in error["loc"]]
+            depth = len(where) - 1
+            if depth < len(loc) and where[:-1] == loc[:depth] and difflib.get_close_matches(where[-1], [loc[depth]], n=1, cutoff=0.75):
+                return error
+    return None
 
 
 def _dedupe_prefix(loc: list[str], subkey: str) -> list[str]:

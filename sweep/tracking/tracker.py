@@ -29,7 +29,7 @@ from sweep.tracking.tags import (
 )
 from sweep.errors import one_line
 from sweep.protocol import COUNTED, HELD_EPOCHS_FIELD, TrialStatus, is_finished
-from sweep.tracking.writer import MlflowNames, OpKind, WriterProcess, name_problem, param_text, sanitized
+from sweep.tracking.writer import ORPHAN_DRAIN_S, MlflowNames, OpKind, WriterProcess, name_problem, param_text, sanitized
 from sweep.tracking.store import badness
 from sweep.driver.ledger import DriverCallback, Ledger, epoch_of, SweepResult, TrialOutcome, keras_metrics, worker_metrics
 
@@ -201,6 +201,8 @@ class MLflowTracker(DriverCallback):
             self._client.set_tag(self.parent_run_id, TRIALS_REQUESTED_TAG, requested)
             run_ids = {t.trial_id: t.run_id for t in resume.ended + resume.interrupted}
             self.logged_steps = {t.trial_id: t.last_step for t in resume.interrupted}
+            # their best_<metric> was logged at its epoch before the restart: not again at the end
+            self.best_logged = {t.trial_id: t.value for t in resume.interrupted if t.value is not None}
         forget_deleted_stores()  # remembers which file this process's engine opened: a deletion is noticed at flush()
         with self._parent_ended_if_this_fails():  # Ctrl-C lands here often: the writer's start is the slowest step
             self.writer = WriterProcess(uri, self.experiment_id, {"parent": self.parent_run_id, **run_ids})
@@ -406,13 +408,29 @@ class MLflowTracker(DriverCallback):
             self.writer.submit(OpKind.END, outcome.trial_id, {"status": "KILLED", "end_time": _ms(outcome.ended_at)})
 
     # -- the end of the sweep ----------------------------------------------------------------
-    def flush(self) -> list[str]:
+    writer_left = False  # flush() stopped waiting for an unreachable MLflow: the writer process finishes alone
+
+    def flush(self, status: str = "FINISHED", timeout: float | None = None, give_up: Any = None, log_path: str | None = None) -> list[str]:
         """Wait for the writer to record every trial (its queue drained, the child ended), then
-        give each ledger outcome its MLflow run id. Never raises: a failure is one line returned."""
+        give each ledger outcome its MLflow run id. Never raises: a failure is one line returned.
+
+        The wait is bounded by ``timeout`` seconds, or by ``give_up`` (a ``threading.Event``:
+        a second Ctrl-C), else by the writer's retries (``SWEEP_TRACKING_RETRY_S`` per write).
+        When it ends first (MLflow not answering), the parent run's end (``status``) is queued
+        behind the pending writes, the writer process retries them alone with its lines in
+        ``log_path``, and this process makes no more MLflow calls (:attr:`writer_left`)."""
         problems: list[str] = []
+        last = [(OpKind.TAGS, "parent", {FINISH_ERROR_TAG: "the sweep's driver stopped waiting for MLflow to take its last writes"}),
+                (OpKind.END, "parent", {"status": "KILLED" if status == "KILLED" else "FAILED", "end_time": _ms(time.time())})]
         with _step(problems, "recording the trials in MLflow"):
-            self.writer.close()
+            if not self.writer.close(timeout, give_up, log_path, last):
+                self.writer_left = True
+                where = f"; its log: {log_path}" if log_path else ""
+                problems.append(f"MLflow did not take the sweep's last writes in time: the writer process (pid {self.writer._proc.pid}) "
+                                f"retries them for {ORPHAN_DRAIN_S:.0f} s more, then ends the parent run{where}")
         self._flushed = True
+        if self.writer_left:
+            return problems
         forget_deleted_stores()  # the writer wrote a deleted sqlite store back: read and write the new file
         store = sqlite_path(self.uri)
         if store is not None and not store.exists():
@@ -447,6 +465,8 @@ class MLflowTracker(DriverCallback):
         still ends: FAILED, tagged ``sweep.finish_error``, when anything failed.
         """
         problems: list[str] = [] if self._flushed else self.flush()
+        if self.writer_left:  # its calls would each wait out MLflow's HTTP timeout; the writer ends the parent run
+            return problems
         if result.best is not None:
             result.best.mlflow_run_id = self.writer.run_ids.get(result.best.trial_id)
         self._log_summary(result, input_example, problems)
@@ -461,6 +481,8 @@ class MLflowTracker(DriverCallback):
         """End the parent run with ``status`` (tagged ``sweep.finish_error`` with ``why``, if
         given) when the sweep stops before :meth:`finish` can run. Never raises: the caller is
         already reporting an error."""
+        if self.writer_left:
+            return
         try:
             if why:
                 self._client.set_tag(self.parent_run_id, FINISH_ERROR_TAG, why[:5000])
@@ -471,6 +493,8 @@ class MLflowTracker(DriverCallback):
     def record_finish_error(self, text: str, end: bool = True) -> None:
         """Tag the parent run with what failed at the end of the sweep (and, with ``end``, end it
         FAILED if it ended FINISHED). Never raises: the sweep's own output already says it."""
+        if self.writer_left:
+            return
         try:
             self._client.set_tag(self.parent_run_id, FINISH_ERROR_TAG, text[:5000])
             if end and self._client.get_run(self.parent_run_id).info.status in ("FINISHED", "RUNNING"):

@@ -44,6 +44,7 @@ MAX_PARAMS = MAX_TAGS = 100  # and on params, tags, per request
 BATCH_WINDOW_S = 0.2  # the writer gathers operations this long before writing them (see _coalesce)
 MAX_QUEUE = 100_000  # operations buffered (in the driver) before submit() waits
 ORPHAN_DRAIN_S = 120.0  # once the driver is gone, how long the writer still retries what it holds
+WAIT_SAY_S = 3.0  # the driver waiting this long for the writer says what it waits for
 
 
 class OpKind(Enum):
@@ -62,6 +63,7 @@ class OpKind(Enum):
     BATCH = "batch"  # made by _coalesce: payload {"metrics", "tags", "params"}, one log_batch
     FLUSH = "flush"  # a barrier: everything before it lands, then ``done`` is set
     STOP = "stop"  # a barrier: the writer's thread ends
+    DETACH = "detach"  # the driver stops waiting (payload: a log file): the writer process's lines go there, not to the terminal
 
 
 @dataclass
@@ -103,6 +105,18 @@ class Writer:
         self._queue.put(_Op(OpKind.FLUSH, "", done=done))
         self._barrier.set()
         done.wait(timeout)
+
+    def flush_then(self, then: Callable[[], None]) -> None:
+        """Call ``then`` (on a thread of its own) once everything submitted so far landed."""
+        done = threading.Event()
+        self._queue.put(_Op(OpKind.FLUSH, "", done=done))
+        self._barrier.set()
+
+        def wait() -> None:
+            done.wait()
+            then()
+
+        threading.Thread(target=wait, name="sweep-mlflow-flush", daemon=True).start()
 
     def close(self) -> None:
         self.flush()
@@ -389,6 +403,7 @@ def _first_line(exc: BaseException) -> str:
 
 
 BARRIERS = (OpKind.FLUSH, OpKind.STOP)  # operations that keep their place: everything before them lands first
+PIPE_ONLY = frozenset({OpKind.DETACH})  # acted on by the writer process as it reads its pipe (serve), never queued
 BATCHABLE = (OpKind.METRICS, OpKind.TAGS)  # merge into one log_batch per run
 TAKEN_OVER = "taken_over_tags"  # a start's payload key: the batch's later tags it carries (see _tags_at_creation)
 
@@ -610,28 +625,53 @@ class WriterProcess:
     def submit(self, kind: OpKind, key: str, payload: Any = None) -> None:
         self._outbox.put(json.dumps([_checked(kind).value, key, payload], default=_jsonable))
 
-    def flush(self, timeout: float | None = None) -> None:
+    def flush(self, timeout: float | None = None, give_up: threading.Event | None = None, say_after_s: float | None = None) -> bool:
         """Wait until everything submitted so far landed (or ran out of retries), then learn
-        the run ids the child created. Returns early if the child is gone (and says so)."""
+        the run ids the child created; True if it did. False when the child is gone (said),
+        ``timeout`` seconds passed or ``give_up`` was set. Past ``say_after_s`` seconds it says
+        once on stderr what it waits for."""
         self._next_flush += 1
         ident, done = self._next_flush, threading.Event()
         self._answers[ident] = done
         self._outbox.put(json.dumps([OpKind.FLUSH.value, str(ident), None]))
-        deadline = None if timeout is None else time.monotonic() + timeout
+        started = time.monotonic()
+        deadline = None if timeout is None else started + timeout
         while not done.wait(0.5):
             if self._proc.poll() is not None and not done.is_set():
                 self._child_died()
-                return
-            if deadline is not None and time.monotonic() >= deadline:
-                return
+                return False
+            if (deadline is not None and time.monotonic() >= deadline) or (give_up is not None and give_up.is_set()):
+                return False
+            if say_after_s is not None and time.monotonic() - started >= say_after_s:
+                say_after_s = None
+                self._say_waiting(timeout)
+        return True
 
-    def close(self) -> None:
-        self.flush()
+    def _say_waiting(self, timeout: float | None) -> None:
+        from sweep.tracking.client import redact
+
+        limit = f"up to {timeout:.0f} s" if timeout is not None else f"up to {os.environ.get('SWEEP_TRACKING_RETRY_S', '900')} s per write"
+        print(f"sweep: waiting for MLflow ({redact(self.uri)}) to take the sweep's last tracking writes ({limit}; "
+              f"Ctrl-C to leave them to the writer process, which retries them for {ORPHAN_DRAIN_S:.0f} s more)", file=sys.stderr, flush=True)
+
+    def close(self, timeout: float | None = None, give_up: threading.Event | None = None, log_path: str | None = None,
+              last: list[tuple[OpKind, str, Any]] = ()) -> bool:
+        """Flush (see :meth:`flush`), then end the child; True if everything landed. When the wait
+        ends first, ``last`` (e.g. the parent run's end) is queued behind what is pending, and
+        the child goes on alone for up to ``ORPHAN_DRAIN_S`` seconds with its lines in
+        ``log_path``: the command returns, and no process of it writes to the terminal later."""
+        landed = self.flush(timeout, give_up, say_after_s=WAIT_SAY_S)
+        if not landed and self._proc.poll() is None:
+            for kind, key, payload in last:
+                self.submit(kind, key, payload)
+            self._outbox.put(json.dumps([OpKind.DETACH.value, "", log_path or os.devnull]))
         self._outbox.put(None)
-        try:
-            self._proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
+        if landed:
+            try:
+                self._proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+        return landed
 
     def _send(self, line: str) -> None:
         assert self._proc.stdin is not None
@@ -701,21 +741,37 @@ def serve(reply_fd: int) -> None:
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
     setup = json.loads(sys.stdin.readline())
     writer = Writer(setup["uri"], setup["experiment_id"], dict(setup["run_ids"]))
-    with os.fdopen(reply_fd, "w", encoding="utf-8") as replies:
-        for line in sys.stdin:
-            value, key, payload = json.loads(line)
-            kind = OpKind(value)
-            if kind is not OpKind.FLUSH:
-                writer.submit(kind, key, _from_json(kind, payload))
-                continue
-            writer.flush()
-            replies.write(json.dumps({"flush": key, "run_ids": writer.run_ids, "errors": writer.errors}) + "\n")
-            replies.flush()
+    replies: Any = os.fdopen(reply_fd, "w", encoding="utf-8")
+    answering = threading.Lock()
+
+    def answer(key: str) -> None:
+        with answering:
+            try:
+                replies.write(json.dumps({"flush": key, "run_ids": writer.run_ids, "errors": writer.errors}) + "\n")
+                replies.flush()
+            except (BrokenPipeError, OSError, ValueError):  # the driver is gone: go on writing what it handed over
+                pass
+
+    # stdin is read on while a flush waits (its answer comes from a thread): a driver that stopped
+    # waiting mid-flush (Ctrl-C through an outage, or its death) is seen at once, and the writes
+    # left then are retried for ORPHAN_DRAIN_S, not SWEEP_TRACKING_RETRY_S per write (a writer
+    # stuck in a flush outlived its driver for 15 minutes, printing into its closed terminal)
+    for line in sys.stdin:
+        value, key, payload = json.loads(line)
+        kind = OpKind(value)
+        if kind is OpKind.DETACH:
+            _write_lines_to(payload)
+        elif kind is OpKind.FLUSH:
+            writer.flush_then(functools.partial(answer, key))
+        else:
+            writer.submit(kind, key, _from_json(kind, payload))
     # stdin's end: the driver closed it (everything flushed) or died. Through an outage, what is
     # left is retried for ORPHAN_DRAIN_S more, not SWEEP_TRACKING_RETRY_S per operation: a writer
     # whose store never comes back (sqlite://, a deleted server) lingered for hours, deaf to signals
     writer.drain_deadline = time.monotonic() + ORPHAN_DRAIN_S
     writer.close()
+    with answering, contextlib.suppress(OSError):
+        replies.close()
     # Everything is written and committed; tearing down MLflow's, SQLAlchemy's and pandas'
     # modules would take 0.7 s more, which the end of every sweep waits for.
     logging.shutdown()
@@ -723,6 +779,18 @@ def serve(reply_fd: int) -> None:
         with contextlib.suppress(OSError):  # a closed terminal: the records are written all the same
             stream.flush()
     os._exit(0)
+
+
+def _write_lines_to(path: str) -> None:
+    """Point this process's stdout and stderr (file descriptors 1 and 2) at ``path``: the driver
+    stopped waiting and returned, and the lines of the writes it left here must not appear in the
+    user's terminal minutes after the command ended."""
+    with contextlib.suppress(OSError):
+        sys.stdout.flush(), sys.stderr.flush()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        os.close(fd)
 
 
 def _from_json(kind: OpKind, payload: Any) -> Any:

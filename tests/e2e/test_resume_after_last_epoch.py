@@ -83,3 +83,9 @@ def test_a_trial_interrupted_after_its_last_checkpoint_resumes_as_completed(ray_
     steps = sorted(m.step for m in MlflowClient(uri).get_metric_history(child.info.run_id, "val_accuracy"))
     assert steps == list(range(1, EPOCHS + 1)), steps
     assert result.best is not None and result.best.trial_id == child.data.tags["sweep.trial_id"]
+    # its best epoch stays the one it was reached at (the tag read 'None', and best_val_accuracy
+    # got a second point at step 0), found by a helper
+    assert child.data.tags["sweep.best_epoch"] == str(EPOCHS), child.data.tags
+    best_steps = sorted(m.step for m in MlflowClient(uri).get_metric_history(child.info.run_id, "best_val_accuracy"))
+    assert best_steps == sorted(set(best_steps)) and 0 not in best_steps, best_steps
+    assert result.best.epoch == EPOCHS

@@ -91,3 +91,53 @@ def test_server_restart_mid_sweep_loses_nothing_and_no_secret_leaks(ray_session,
         assert state == [], f"the tracking URI's password is in the sweep's state files: {state}"
     finally:
         server.stop()
+
+
+def test_ctrl_c_while_the_server_is_down_exits_in_bounded_time_and_the_writer_ends_the_run_later(ray_session, tmp_path):
+    """One Ctrl-C while MLflow was down: the command said nothing for minutes (each write retried
+    for 900 s), and the writer process later printed into the dead command's terminal. Now the
+    end waits a bounded time, says for what, exits 130, and the writer lands the writes and the
+    parent run's end (KILLED: resumable) once the server is back, its lines in a log file."""
+    import os
+    import signal
+
+    from sweep.tracking import store
+
+    server = MlflowServer(tmp_path / "server")
+    server.folder.mkdir()
+    server.start()
+    try:
+        driver = subprocess.Popen([sys.executable, "-m", "sweep.cli", "run", str(_sweep_file(tmp_path, server.uri)), "--storage",
+                                   str(tmp_path / "runs"), "--address", ray_session, "--epochs", "40"], cwd=tmp_path,
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        deadline = time.time() + 240
+        while child_run_progress(server.db) == (0, 0):
+            assert time.time() < deadline and driver.poll() is None, "the sweep never got going"
+            time.sleep(0.5)
+        server.stop()
+        time.sleep(3)
+        driver.send_signal(signal.SIGINT)
+        interrupted = time.monotonic()
+        try:
+            output, _ = driver.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            driver.kill()
+            output, _ = driver.communicate()
+            raise AssertionError("no exit 120 s after Ctrl-C: " + output[-4000:]) from None
+        took = time.monotonic() - interrupted
+        assert driver.returncode == 130, output[-3000:]
+        assert took < 60, f"{took:.0f} s after Ctrl-C"
+        assert "waiting for MLflow (" in output and "Ctrl-C to leave them to the writer process" in output, output[-3000:]
+        log = tmp_path / "runs" / "e2e-outage" / "mlflow-writer.log"
+        assert f"its log: {log}" in output, output[-3000:]
+        server.start()
+        deadline = time.time() + 150
+        while store.find_parent_run(server.uri, "e2e-outage").info.status == "RUNNING":
+            assert time.time() < deadline, "the writer process never ended the parent run"
+            time.sleep(1)
+        parent = store.find_parent_run(server.uri, "e2e-outage")
+        assert parent.info.status == "KILLED", "resumable"
+        assert all(run.info.status != "RUNNING" for run in store.child_runs(server.uri, parent))
+        assert not [line for line in os.popen(f"pgrep -f 'sweep.tracking.writer --serve' -P {driver.pid}")], "no writer of it left"
+    finally:
+        server.stop()

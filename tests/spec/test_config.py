@@ -527,3 +527,22 @@ def test_list_outputs_are_named_by_position_and_their_losses_decide_their_task(t
     listed = load(write(tmp_path, sub("loss: sparse_categorical_crossentropy", "loss: [sparse_categorical_crossentropy, mse]")))
     assert listed.data.task == {"1": "regression"}
     assert load(write(tmp_path, sub("loss: sparse_categorical_crossentropy", "loss: MeanSquaredError"))).data.task == "regression"
+
+
+@pytest.mark.parametrize(("text", "overrides", "expected"), [
+    # a typo of a required section said as the typo, not as the section missing (with or without an override)
+    (FULL.replace("search:", "serach:"), {}, "serach: unknown key (expected one of: name, data, model, fit, objective, search, scheduler, resources, tracking, failure; did you mean 'search'?)"),
+    (FULL.replace("search:", "serach:"), {"trials": 2}, "serach: unknown key (expected one of: name, data, model, fit, objective, search, scheduler, resources, tracking, failure; did you mean 'search'?)"),
+    # a section the file gives as no mapping is the file's error, not "<overrides>"
+    ("name: x\nfit: [epochs, 2]\n", {"epochs": 2}, "fit: expected a mapping, got [epochs, 2]"),
+    # an override beside a bad key of the file is not blamed for it
+    (FULL.replace("batch_size: {type: categorical", "batch_size: {type: categoricl"), {"trials": 2}, "search.space.batch_size.type: expected one of"),
+])
+def test_the_file_is_blamed_for_its_own_errors_with_overrides_given(tmp_path, text, overrides, expected):
+    """Found by a helper: `serach:` read "search: required key is missing"; `fit: [epochs, 2]`
+    with --epochs 2 read "<overrides>: fit.epochs: expected fit to be a mapping"; a type typo in
+    the space with --trials 2 read "(with override trials=2)"."""
+    path = write(tmp_path, text)
+    with pytest.raises(SweepConfigError) as info:
+        load(path, overrides)
+    assert str(info.value).startswith(f"{path}: {expected}"), str(info.value)
