@@ -581,7 +581,8 @@ def _say_if_new_sweep(args: argparse.Namespace, overrides: dict[str, Any]) -> No
         from sweep.tracking import store
         from sweep.tracking.client import check_reachable, resolve_uri, store_exists
 
-        config = config_module.load(args.file, {**overrides, **({"name": args.name} if args.name else {})}, quiet=True)
+        given = {**overrides, **({"name": args.name} if args.name else {}), **({"trials": args.trials} if getattr(args, "trials", None) is not None else {})}
+        config = config_module.load(args.file, given, quiet=True)  # bad input: not said here, the run says it in one line
         uri = resolve_uri(args.tracking_uri or config.tracking.uri)
         if not store_exists(uri):
             return

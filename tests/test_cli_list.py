@@ -228,6 +228,9 @@ def test_running_a_finished_sweeps_file_says_it_starts_a_new_sweep(mlflow_uri, t
     args = cli._parser().parse_args(["run", str(path), "--tracking-uri", mlflow_uri, "--name", "fresh-name"])
     cli._say_if_new_sweep(args, {})
     assert capsys.readouterr().err == ""
+    args = cli._parser().parse_args(["run", str(path), "--tracking-uri", mlflow_uri, "--trials", "0"])
+    cli._say_if_new_sweep(args, {})  # refused by the run in one line: no "starts a new sweep" before it
+    assert capsys.readouterr().err == ""
 
 
 def test_export_and_report_into_a_place_they_cannot_write_say_so_in_one_line(mlflow_uri, tmp_path, capsys):

@@ -203,6 +203,8 @@ def _preflight_model(config: SweepConfig, builder: Callable, dataset: Any, searc
             first = telling_line(exc, 300)
             _blame_a_compile_setting(config, model, first)
             _blame_by_recompiling(config, builder, hp, dataset, model, search_paths, first)
+            if "Could not interpret" in first and "identifier" in first:  # the factory's own compile(): a name Keras does not know
+                raise InputError("model.builder", f"expected the factory's compile() to name losses and metrics Keras knows, but Keras said: {first[:300]}") from None
             raise InputError(
                 "model.builder",
                 f"expected a model that accepts inputs of shape {_input_text(dataset.info)} and "

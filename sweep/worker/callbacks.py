@@ -134,6 +134,10 @@ KERAS_CALLBACKS: dict[str, Callable[..., keras.callbacks.Callback]] = {
 }
 
 
+class _NotAFactory(TypeError):
+    """A user's function named in fit.callbacks that cannot be called with the entry's arguments."""
+
+
 def _user_callback(spec: str, key: str, search_paths: tuple[Path, ...]) -> Callable[..., keras.callbacks.Callback]:
     """``package.module:Name``: the user's Callback class (or factory), called with the entry's
     arguments. Its module is looked up in ``search_paths`` too (a ``my_callbacks.py`` next to the
@@ -147,7 +151,19 @@ def _user_callback(spec: str, key: str, search_paths: tuple[Path, ...]) -> Calla
         guess = f"; did you mean {close[0]!r}?" if close else ""
         raise InputError(key, f"expected one of {', '.join(KERAS_CALLBACKS)} or package.module:Name, got {spec!r}{guess}")
     cls = resolve(spec, key, search_paths)
-    return lambda objective, **kwargs: cls(**kwargs)
+
+    def make(objective: Any, **kwargs: Any) -> keras.callbacks.Callback:
+        try:
+            return cls(**kwargs)
+        except TypeError as exc:
+            if isinstance(cls, type):
+                raise
+            # a function (the model factory named by mistake): its missing 'hp' and 'info' were
+            # said as if the entry's arguments were wrong
+            shown = f"with {kwargs}" if kwargs else "with no arguments"
+            raise _NotAFactory(f"expected {spec} to make a keras.callbacks.Callback, but it is a function whose call {shown} failed: {exc}") from None
+
+    return make
 
 
 def callback_entries(fit: FitConfig) -> list[tuple[str, dict[str, Any]]]:
@@ -172,6 +188,8 @@ def keras_callbacks(fit: FitConfig, objective: ObjectiveConfig, search_paths: tu
         factory = KERAS_CALLBACKS.get(name) or _user_callback(name, key, search_paths)
         try:
             callback = factory(objective, **(kwargs or {}))
+        except _NotAFactory as exc:
+            raise InputError(key, str(exc)) from None
         except (TypeError, ValueError) as exc:  # ValueError: a value Keras refuses (ReduceLROnPlateau's factor >= 1)
             raise InputError(key, f"expected valid arguments for {name}: {exc}") from None
         except SystemExit as exc:  # not the sweep's exit (it ended `sweep run` silently with code 0)

@@ -837,3 +837,38 @@ def test_class_weight_with_generators_is_refused_before_any_trial(tmp_path, func
     with pytest.raises(SweepConfigError) as info:
         preflight.prepare(config_module.load(raw), "sweep.yaml", (tmp_path,))
     assert str(info.value).startswith("sweep.yaml: fit.class_weight: expected arrays, tf.data or a keras.utils.PyDataset for class_weight (Keras' rule), got generators from endless_data:generators"), str(info.value)
+
+
+OWN_COMPILE = """
+import keras
+
+def net(hp, info):
+    return keras.Sequential([keras.Input(info.input_shape), keras.layers.Dense(int(info.num_outputs), activation="softmax")])
+
+def bad_loss(hp, info):
+    model = net(hp, info)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropyy", metrics=["accuracy"])
+    return model
+
+def bad_metric(hp, info):
+    model = net(hp, info)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["acuracy"])
+    return model
+"""
+
+
+@pytest.mark.parametrize(("change", "expected"), [
+    ({"model": {"builder": "own_compile_names:bad_loss", "args": {}}},
+     "model.builder: expected the factory's compile() to name losses and metrics Keras knows, but Keras said: Could not interpret loss identifier: sparse_categorical_crossentropyy"),
+    ({"model": {"builder": "own_compile_names:bad_metric", "args": {}}},
+     "model.builder: expected the factory's compile() to name losses and metrics Keras knows, but Keras said: Could not interpret metric identifier: acuracy"),
+    ({"fit": {"callbacks": ["own_compile_names:net"]}},  # the model factory named as a callback
+     "fit.callbacks.0: expected own_compile_names:net to make a keras.callbacks.Callback, but it is a function whose call with no arguments failed: "),
+])
+def test_names_keras_does_not_know_in_a_factorys_own_compile_or_a_function_as_callback(tmp_path, change, expected):
+    """Found by a helper: a factory's compile() with a misspelt loss was said as "expected a model
+    that accepts inputs of shape ..."; a function as a callback as "expected valid arguments"."""
+    (tmp_path / "own_compile_names.py").write_text(OWN_COMPILE)
+    with pytest.raises(SweepConfigError) as info:
+        preflight.prepare(config_module.load(sweep(**change)), "sweep.yaml", (tmp_path,))
+    assert str(info.value).startswith(f"sweep.yaml: {expected}"), str(info.value)
