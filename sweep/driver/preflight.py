@@ -224,7 +224,11 @@ def _preflight_model(config: SweepConfig, builder: Callable, dataset: Any, searc
         log.warning("%s: objective.metric %r is not a metric the model computes (%s); it must come from a callback of yours (%s), "
                     "or every trial fails as never computed", label or "the sweep", config.objective.metric, ", ".join(names), ", ".join(own_callbacks))
     elif config.objective.metric not in names:
-        raise InputError("objective.metric", f"expected one of the metrics the model logs ({', '.join(names)}), got {config.objective.metric!r}")
+        import difflib
+
+        close = difflib.get_close_matches(config.objective.metric, names, n=1, cutoff=0.6)
+        guess = f"; did you mean {close[0]!r}?" if close else ""
+        raise InputError("objective.metric", f"expected one of the metrics the model logs ({', '.join(names)}), got {config.objective.metric!r}{guess}")
     _check_objective_name(config.objective.metric)
     _check_objective_is_one_number(config.objective.metric, logs)
     points = example_points(config)

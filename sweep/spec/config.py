@@ -371,6 +371,18 @@ class DataConfig(_Strict):
                                   f"got {self.samples} x {self.features} values ({needed / 2**30:.0f} GiB)")
         return self
 
+    @model_validator(mode="after")
+    def _keys_its_source_reads(self) -> "DataConfig":
+        """``args`` go to a user's function and ``target`` names a csv column: given with a
+        source that reads neither, they did nothing without a word."""
+        kind, sep, _ = self.source.partition(":")
+        user_function = bool(sep) and kind not in ("npz", "csv", "keras")
+        if self.args and not user_function:
+            raise _FieldError("args", f"expected no args with data.source: {self.source} (args are the keyword arguments of a package.module:function source)")
+        if self.target is not None and kind != "csv":
+            raise _FieldError("target", f"expected no target with data.source: {self.source} (target names the label column of a csv: source)")
+        return self
+
     @field_validator("source")
     @classmethod
     def _source_form(cls, value: str) -> str:

@@ -63,6 +63,9 @@ PREFLIGHT_BAD = [
      "search.space.loss.choices.1: expected a loss for one class index per row (sparse_categorical_crossentropy), got 'categorical_focal_crossentropy', which wants one-hot rows"),
     ("searched-epochs-under-validation-freq", sweep({"epochs": cat(1, 3)}, fit={"epochs": 3, "validation_freq": 2}),
      "search.space.epochs.choices.0: expected at least fit.validation_freq (2) since the objective val_accuracy is a validation metric, got 1: no epoch of such a trial would be validated"),
+    # an objective Keras does not log, with the likely one (found by a helper: only a callback's monitor had it)
+    ("objective-metric-typo", sweep(objective={"metric": "val_acc"}),
+     "objective.metric: expected one of the metrics the model logs (accuracy, loss, val_accuracy, val_loss), got 'val_acc'; did you mean 'val_accuracy'?"),
     # a callback watching a metric that is never logged never fires (Keras warns in a worker's log)
     ("early-stopping-monitor-typo", sweep(fit={"callbacks": [{"early_stopping": {"monitor": "val_acc"}}]}),
      "fit.callbacks.0.early_stopping.monitor: expected one of the metrics the model logs (accuracy, loss, val_accuracy, val_loss), got 'val_acc'; did you mean 'val_accuracy'?"),
@@ -753,7 +756,7 @@ def test_a_callback_argument_named_like_a_credential_is_said_too(caplog):
 
 def test_credentials_in_header_names_and_in_uris_are_said_too(caplog):
     """X-Api-Key, Authorization, and a database URL's password or a URL's ?sig= went to MLflow in clear, unsaid."""
-    config = config_module.load(sweep(data={"args": {"db_url": "postgresql://bob:HUNTERdb@db.example/x", "opts": {"Authorization": "Bearer HUNTERb"},
+    config = config_module.load(sweep(data={"source": "my_data:load", "args": {"db_url": "postgresql://bob:HUNTERdb@db.example/x", "opts": {"Authorization": "Bearer HUNTERb"},
                                                      "plain": "https://example.com/data.csv", "headers": {"X-Api-Key": "HUNTERx"},
                                                      "signed": "https://store.example/f?sig=HUNTERsig"}}))
     with caplog.at_level("WARNING", logger="sweep"):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from pathlib import Path
 
 import pytest
@@ -174,7 +176,7 @@ def test_data_paths_resolve_against_the_sweep_files_folder(tmp_path, monkeypatch
         ("csv", "../table.csv", tmp_path / "table.csv"),
         ("npz", str(tmp_path / "abs.npz"), tmp_path / "abs.npz"),
     ]:
-        text = MINIMAL.replace("{source: digits}", f"{{source: '{kind}:{rest}', target: y}}")
+        text = MINIMAL.replace("{source: digits}", f"{{source: '{kind}:{rest}'" + (", target: y}" if kind == "csv" else "}"))
         config = load(write(sub, text))
         assert config.data.source == f"{kind}:{expected.resolve()}"
     # named sources and user functions are left alone
@@ -546,3 +548,15 @@ def test_the_file_is_blamed_for_its_own_errors_with_overrides_given(tmp_path, te
     with pytest.raises(SweepConfigError) as info:
         load(path, overrides)
     assert str(info.value).startswith(f"{path}: {expected}"), str(info.value)
+
+
+@pytest.mark.parametrize(("data", "expected"), [
+    ({"source": "synthetic", "args": {"n": 5}}, "data.args: expected no args with data.source: synthetic (args are the keyword arguments of a package.module:function source)"),
+    ({"source": "digits", "target": "y"}, "data.target: expected no target with data.source: digits (target names the label column of a csv: source)"),
+])
+def test_data_keys_its_source_never_reads_are_refused(tmp_path, data, expected):
+    """Found by a helper: they were accepted and did nothing."""
+    path = write(tmp_path, f"name: x\ndata: {json.dumps(data)}\nsearch: {{space: {{learning_rate: {{type: float, low: 0.001, high: 0.1}}}}}}\n")
+    with pytest.raises(SweepConfigError) as info:
+        load(path)
+    assert str(info.value) == f"{path}: {expected}"
