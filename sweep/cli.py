@@ -435,7 +435,9 @@ def _print_result(result: Any) -> None:
 
     console = Console(highlight=False, soft_wrap=True)
     counts = ", ".join(f"{n} {status.replace('_', ' ')}" for status, n in sorted(result.counts().items()))
-    console.print(f"[bold]sweep {result.name}[/] finished in {format_duration(result.wall_seconds)}: {counts or 'no trials'}")
+    # a sweep that stopped (fail-fast, a storage fault: resumable) did not finish: "finished" contradicted "sweep stopped"
+    ended = "stopped after" if getattr(result, "stopped_because", None) else "finished in"
+    console.print(f"[bold]sweep {result.name}[/] {ended} {format_duration(result.wall_seconds)}: {counts or 'no trials'}")
     best = result.best
     if best is None:
         console.print("[red]no trial produced a result[/]; see the failed trials' reasons in MLflow")

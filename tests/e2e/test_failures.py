@@ -97,6 +97,7 @@ def test_a_sweep_whose_every_trial_fails_the_same_way_stops_early_and_says_it_on
     assert run.returncode == 1, run.stderr[-3000:]
     output = run.stdout + run.stderr
     assert "sweep stopped: the first" in run.stderr
+    assert re.search(r"sweep e2e-broken stopped after \d+:\d\d: ", run.stdout), "not 'finished in' (a helper saw it after a storage fault)"
     assert output.count("in build_always_broken") == 1, "the trial's own traceback, once: " + output[-4000:]
     assert "ValueError: cannot build a model for input shape (6,): broken on purpose" in run.stderr
     first = re.search(r"trial +(\d+) failed \(model\.builder: expected", run.stdout)  # the key, not this package's error class
