@@ -238,6 +238,7 @@ def _preflight_model(config: SweepConfig, builder: Callable, dataset: Any, searc
     _check_objective_head_in_every_point(config, points, outputs)
     reads: list[set[str] | None] = [None if isinstance(read, Exception) else read for read in found]
     check_hyperparameters_read(config, set().union(*(read for read in reads if read is not None)) | set(models.TRIAL_HP_KEYS))
+    check_conditions_reach_a_reader(config, points, reads)
     warn_partly_read(config, label, points, reads)
 
 
@@ -507,6 +508,26 @@ def check_hyperparameters_read(config: SweepConfig, read: set[str]) -> None:
             f"search.space.{name}",
             f"expected a hyperparameter that the model factory, the optimizer, compile or fit reads, got {name!r}, which nothing reads "
             f"(read: {', '.join(known)}; a factory that reads it only on some branches: give it a when: condition){guess}",
+        )
+
+
+def check_conditions_reach_a_reader(config: SweepConfig, points: list[dict[str, Any]], reads: list[set[str] | None]) -> None:
+    """An entry with ``when:`` must be read at some point where its condition holds:
+    ``momentum`` ``when: {optimizer: adam}`` was sampled and logged for adam trials, which never
+    use it, while the same entry without ``when:`` was refused as read by nothing."""
+    from sweep.inputs.models import TRIAL_HP_KEYS
+
+    for name, param in config.search.space.items():
+        if not param.when or name in TRIAL_HP_KEYS:
+            continue
+        active = [read for point, read in zip(points, reads) if name in point]
+        if not active or any(read is None or name in read for read in active):
+            continue  # not tried, a point that failed to build, or read: nothing to say
+        holds = ", ".join(f"{key}={config_module.show_value(value)}" for key, value in param.when.items())
+        raise InputError(
+            f"search.space.{name}.when",
+            f"expected a condition under which something reads {name!r}, but where it holds ({holds}) nothing does: "
+            "change the condition to where it is read, or remove the entry",
         )
 
 

@@ -66,6 +66,9 @@ PREFLIGHT_BAD = [
     # an objective Keras does not log, with the likely one (found by a helper: only a callback's monitor had it)
     ("objective-metric-typo", sweep(objective={"metric": "val_acc"}),
      "objective.metric: expected one of the metrics the model logs (accuracy, loss, val_accuracy, val_loss), got 'val_acc'; did you mean 'val_accuracy'?"),
+    # a when: condition under which nothing reads the entry (found by a helper: sampled and logged, never used)
+    ("when-where-nothing-reads", sweep({"optimizer": cat("adam", "sgd"), "momentum": {"type": "float", "low": 0.0, "high": 0.9, "when": {"optimizer": "adam"}}}),
+     "search.space.momentum.when: expected a condition under which something reads 'momentum', but where it holds (optimizer='adam') nothing does: change the condition to where it is read, or remove the entry"),
     # a callback watching a metric that is never logged never fires (Keras warns in a worker's log)
     ("early-stopping-monitor-typo", sweep(fit={"callbacks": [{"early_stopping": {"monitor": "val_acc"}}]}),
      "fit.callbacks.0.early_stopping.monitor: expected one of the metrics the model logs (accuracy, loss, val_accuracy, val_loss), got 'val_acc'; did you mean 'val_accuracy'?"),
