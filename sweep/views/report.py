@@ -13,12 +13,14 @@ in ``PLOT_PIXELS`` (tests and layouts can rely on it).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 
 import base64
 import html
 import logging
 import math
+import os
 import tempfile
 import threading
 import time
@@ -26,7 +28,7 @@ import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 from sweep.tracking import store
 from sweep.tracking.client import client, redact, resolve_uri
@@ -254,9 +256,23 @@ def _figure() -> tuple[Any, Any]:
 
 
 def _save(plt: Any, fig: Any, path: Path) -> Path:
-    fig.savefig(path, dpi=DPI, format="png")  # no bbox_inches: the pixel size stays PLOT_PIXELS
+    with _replaced_whole(path) as partial:
+        fig.savefig(partial, dpi=DPI, format="png")  # no bbox_inches: the pixel size stays PLOT_PIXELS
     plt.close(fig)
     return path
+
+
+@contextlib.contextmanager
+def _replaced_whole(path: Path) -> Iterator[Path]:
+    """Write ``path`` through a file beside it, renamed onto it once complete: a Ctrl-C while
+    the report is written left a truncated history.png (124 bytes) where the last one was."""
+    partial = path.with_name(f".{path.name}.partial")
+    try:
+        yield partial
+        os.replace(partial, path)
+    finally:
+        with contextlib.suppress(OSError):
+            partial.unlink()
 
 
 def _empty(ax: Any, text: str) -> None:
@@ -696,7 +712,8 @@ def _render(data: SweepData, out_dir: Path) -> Path:
     except Exception as exc:  # the PNGs still make a report
         log.warning("the interactive plots could not be made (%s: %s)", type(exc).__name__, exc)
         interactive = []
-    page.write_text(_html(data, paths, found, interactive), encoding="utf-8")
+    with _replaced_whole(page) as partial:
+        partial.write_text(_html(data, paths, found, interactive), encoding="utf-8")
     return page
 
 

@@ -230,3 +230,19 @@ def test_parallel_axes_follow_the_declared_search_space():
     assert report._axis_values(trials, "momentum")[2] is True  # what was inferred before
     assert report._axis_values(trials, "learning_rate", space["learning_rate"])[2] is True
     assert report.search_space("{'a': {'type': 'float'") == {} and report.search_space("__import__('os')") == {}
+
+
+def test_a_report_file_is_replaced_whole_or_not_at_all(tmp_path):
+    """Ctrl-C during `sweep report --rebuild` left a truncated history.png (found by a helper)."""
+    from sweep.views import report
+
+    target = tmp_path / "history.png"
+    target.write_bytes(b"the earlier, complete file")
+    with pytest.raises(KeyboardInterrupt):
+        with report._replaced_whole(target) as partial:
+            partial.write_bytes(b"half a fi")
+            raise KeyboardInterrupt
+    assert target.read_bytes() == b"the earlier, complete file" and list(tmp_path.iterdir()) == [target]
+    with report._replaced_whole(target) as partial:
+        partial.write_bytes(b"new")
+    assert target.read_bytes() == b"new" and list(tmp_path.iterdir()) == [target]
