@@ -426,7 +426,7 @@ class MLflowTracker(DriverCallback):
             if not self.writer.close(timeout, give_up, log_path, last):
                 self.writer_left = True
                 where = f"; its log: {log_path}" if log_path else ""
-                problems.append(f"MLflow did not take the sweep's last writes in time: the writer process (pid {self.writer._proc.pid}) "
+                problems.append(f"MLflow did not take the sweep's last writes in time: the writer process (pid {self.writer.pid}) "
                                 f"retries them for {ORPHAN_DRAIN_S:.0f} s more, then ends the parent run{where}")
         self._flushed = True
         if self.writer_left:

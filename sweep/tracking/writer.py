@@ -622,6 +622,11 @@ class WriterProcess:
         threading.Thread(target=self._feed, name="sweep-mlflow-feeder", daemon=True).start()
         threading.Thread(target=self._read, name="sweep-mlflow-replies", daemon=True).start()
 
+    @property
+    def pid(self) -> int:
+        """The writer process's pid (said when the driver leaves writes to it)."""
+        return self._proc.pid
+
     def submit(self, kind: OpKind, key: str, payload: Any = None) -> None:
         self._outbox.put(json.dumps([_checked(kind).value, key, payload], default=_jsonable))
 
