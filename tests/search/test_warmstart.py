@@ -57,7 +57,7 @@ def test_history_seeds_the_searchers_study():
 
 
 def test_prepare_reads_mlflow_and_warns_naming_the_dropped_params(mlflow_uri, caplog):
-    from test_report import make_sweep  # a sweep laid out in MLflow as the tracker writes it
+    from fake_sweeps import make_sweep  # a sweep laid out in MLflow as the tracker writes it (tests/ is on sys.path)
 
     from sweep.search.warmstart import prepare
 
