@@ -103,7 +103,19 @@ class CategoricalParam(_Param):
     """One of a list of values (strings, numbers, booleans)."""
 
     type: Literal["categorical"]
-    choices: list[str | int | float | bool | None] = Field(min_length=1)
+    choices: list[str | int | float | bool | None] = Field(min_length=1, json_schema_extra={"uniqueItems": True})
+
+    @model_validator(mode="after")
+    def _check_distinct(self) -> "CategoricalParam":
+        """``choices: [32, 64, 32]`` is a slip, not a weight: Optuna samples the two 32s as two
+        categories (TPE learns each apart) and every plot shows 32 twice."""
+        seen: list[tuple[bool, Any]] = []
+        for index, value in enumerate(self.choices):
+            key = (isinstance(value, bool), value)  # True == 1 in Python; as choices they differ
+            if key in seen:
+                raise _KeyedError(f"choices.{index}", f"expected distinct choices, but {show_value(value)} is given twice")
+            seen.append(key)
+        return self
 
 
 def _check_low_high(low: float, high: float, log: bool, step: float | None) -> None:

@@ -232,6 +232,9 @@ BAD = [
     # search-space values the trials would fail on one by one, or the preflight with a traceback
     ("learning-rate-choice-not-a-number", sub("    learning_rate: {type: float, low: 1.0e-4, high: 1.0e-1, log: true}", "    learning_rate: {type: categorical, choices: [fast, 0.01]}"),
      "search.space.learning_rate.choices.0: expected a number (a learning rate), got 'fast'"),
+    ("duplicate-choice", sub("choices: [16, 32, 64, 128]", "choices: [16, 32, 16]"), "search.space.batch_size.choices.2: expected distinct choices, but 16 is given twice"),
+    ("duplicate-choice-string", add_param("act: {type: categorical, choices: [relu, tanh, relu]}"),
+     "search.space.act.choices.2: expected distinct choices, but 'relu' is given twice"),
     ("batch-size-choices-as-strings", sub("choices: [16, 32, 64, 128]", "choices: ['32', '64']"), "search.space.batch_size.choices.0: expected a number (a batch size), got '32'"),
     ("nan-bound", sub("low: 1.0e-4, high: 1.0e-1", "low: .nan, high: 1.0e-1"), "search.space.learning_rate.low: expected a finite number, got .nan"),
     ("units-zero", sub("    learning_rate:", "    units: {type: int, low: 0, high: 8}\n    learning_rate:"), "search.space.units.low: expected a positive integer (a layer width), got 0"),
