@@ -340,8 +340,6 @@ def _check_tracking(uri: str, label: str, key: str = "tracking.uri") -> None:
         raise SweepConfigError(label, key, f"expected a writable MLflow store at {redact(uri)}, but {exc}") from None
 
 
-
-
 def _close_abandoned(uri: str, parent: Any) -> None:
     """``--fresh``: the old unfinished runs end as KILLED rather than RUNNING forever."""
     from sweep.tracking.client import client as mlflow_client
@@ -419,31 +417,6 @@ def _prepare_beside_ray(config: SweepConfig, label: str, search_paths: tuple[Pat
     if ray_error is not None:
         raise ray_error
     return outcome["prepared"]
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 
 
 def _join_unless_stopped(thread: threading.Thread, held: list[int]) -> None:

@@ -590,8 +590,6 @@ class MlflowNames:
         return renames
 
 
-
-
 # ---------------------------------------------------------------------------------------------
 # the writer in its own process
 
