@@ -443,11 +443,11 @@ def _print_result(result: Any) -> None:
         console.print("[red]no trial produced a result[/]; see the failed trials' reasons in MLflow")
     elif set(result.counts()) == {"failed"}:  # every trial failed after some epochs: no best trial, the best epoch any reached
         console.print(f"[red]every trial failed[/]; the best epoch any reached: {result.metric} = {format_value(best.value)} "
-                      f"(trial {_trial_name(best.number, best.trial_id)}, epoch {best.epoch}, failed later)")
+                      f"(trial {_trial_name(best.number, best.trial_id, best.resumed_as)}, epoch {best.epoch}, failed later)")
         console.print(f"  params: {format_params(best.params)}")
         console.print(f"  checkpoint: {best.checkpoint}")
     else:
-        console.print(f"[bold green]best[/] {result.metric} = {format_value(best.value)} (trial {_trial_name(best.number, best.trial_id)}, epoch {best.epoch} of {best.epochs})")
+        console.print(f"[bold green]best[/] {result.metric} = {format_value(best.value)} (trial {_trial_name(best.number, best.trial_id, best.resumed_as)}, epoch {best.epoch} of {best.epochs})")
         console.print(f"  params: {format_params(best.params)}")
         console.print(f"  checkpoint: {best.checkpoint}")
     console.print(f"MLflow: experiment '{result.experiment}', parent run {result.parent_run_id}")
@@ -624,7 +624,7 @@ def best_text(summary: dict[str, Any]) -> str:
     if summary["value"] is None:
         return f"{summary['name']}: no trial has a {summary['metric']} yet ({summary['sweep_status'].lower()})"
     lines = [f"{summary['name']}: best {summary['metric']} = {format_value(summary['value'])} ({summary['mode']}, {summary['sweep_status'].lower()})"]
-    rows: list[tuple[str, Any]] = [("trial", _trial_name(summary.get("number"), summary["trial_id"]))]
+    rows: list[tuple[str, Any]] = [("trial", _trial_name(summary.get("number"), summary["trial_id"], summary.get("resumed_as")))]
     epoch = summary.get("best_epoch")
     rows.append(("epoch", f"{epoch} of {summary['epochs']}" if epoch is not None else summary["epochs"]))
     rows += [(f"  {key}", format_value(value) if isinstance(value, float) else value) for key, value in sorted(summary["params"].items())]
@@ -635,14 +635,17 @@ def best_text(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _trial_name(number: int | None, trial_id: str | None) -> str | None:
+def _trial_name(number: int | None, trial_id: str | None, resumed_as: str | None = None) -> str | None:
     """``0002 (ray e200b21c)``: the trial's number, the one identifier shown everywhere (the MLflow
-    run is ``NAME-0002``), with Ray's trial id beside it; Ray's id alone for a run without a number."""
+    run is ``NAME-0002``), with Ray's trial id beside it; Ray's id alone for a run without a number.
+    A resumed trial also shows the id Ray gave it in the session that continued it, which its
+    checkpoint folder (``0002_2a18b168``) carries: ``0002 (ray e200b21c, resumed as 2a18b168)``."""
     from sweep.protocol import trial_label
 
+    resumed = f", resumed as {resumed_as}" if resumed_as and resumed_as != trial_id else ""
     if number is None:
         return trial_id
-    return trial_label(number) + (f" (ray {trial_id})" if trial_id else "")
+    return trial_label(number) + (f" (ray {trial_id}{resumed})" if trial_id else "")
 
 
 def _cmd_trials(args: argparse.Namespace) -> int:

@@ -89,6 +89,22 @@ def test_best_is_aligned_text_and_json_keeps_types(mlflow_uri, capsys):
     assert any(line.split() == ["trial", "0001", "(ray", "t1)"] for line in values), text
     assert cli.main(["best", "typed", "--tracking-uri", mlflow_uri, "--quiet"]) == 0
     assert capsys.readouterr().out == ""
+    assert summary["resumed_as"] is None
+
+
+def test_best_of_a_resumed_trial_names_the_id_its_checkpoint_folder_carries(mlflow_uri, capsys):
+    """Ray gives a resumed trial a new id (its checkpoint folder is ``0001_<new id>``); ``sweep
+    best`` keeps the stable ``trial_id`` and shows the new one beside it."""
+    best_id = _finished_sweep(mlflow_uri, "again", [0.5, 0.9])
+    client = tracking_client(mlflow_uri)
+    client.set_tag(best_id, "sweep.resumed_as", "n1")
+    client.set_tag(best_id, "sweep.checkpoint", "/runs/again/0001_n1/checkpoint_000002")
+    assert cli.main(["best", "again", "--tracking-uri", mlflow_uri, "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["trial_id"] == "t1" and summary["resumed_as"] == "n1"
+    assert cli.main(["best", "again", "--tracking-uri", mlflow_uri]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert any(line.split() == ["trial", "0001", "(ray", "t1,", "resumed", "as", "n1)"] for line in lines), lines
 
 
 def test_unknown_name_suggests_and_lists(mlflow_uri, capsys):

@@ -59,6 +59,7 @@ class TrialOutcome:
     ended_at: float | None = None
     mlflow_run_id: str | None = None
     retries: int = 0  # restarts from its checkpoint after its worker died
+    resumed_as: str | None = None  # a resumed trial: Ray's trial id in this session (its checkpoint folder's), not trial_id
 
     def row(self) -> dict[str, Any]:
         """One flat row for trials.csv and the DataFrame: params as ``param.<name>``."""
@@ -84,6 +85,7 @@ class BestTrial:
     checkpoint: str | None
     mlflow_run_id: str | None
     number: int | None = None  # the identifier users see: ``trial 0002``, MLflow run ``NAME-0002``
+    resumed_as: str | None = None  # a resumed trial: Ray's trial id in the session that continued it
 
 
 @dataclass
@@ -291,6 +293,8 @@ class Ledger(DriverCallback):
                 params=self._hyperparameters(trial.config),
             )
             self.outcomes[key] = outcome
+        if key != trial.trial_id:
+            outcome.resumed_as = trial.trial_id
         return outcome
 
     def seed(self, priors: list[Any]) -> None:
@@ -337,6 +341,7 @@ class Ledger(DriverCallback):
             checkpoint=best.checkpoint,
             mlflow_run_id=best.mlflow_run_id,
             number=best.number,
+            resumed_as=best.resumed_as,
         )
 
 

@@ -15,7 +15,7 @@ from sweep.protocol import Objective, TrialStatus
 from sweep.tracking.client import client, redact, store_exists
 from sweep.tracking.tags import (
     BEST_EPOCH_TAG, BEST_RUN_ID_TAG, BEST_VALUE_TAG, CHECKPOINT_TAG, EPOCHS_TAG, METRIC_TAG, MODE_TAG, NAME_TAG, PARAM_NAMES_TAG,
-    ROLE_TAG, STATUS_TAG, STORAGE_ROOT_TAG, STORAGE_TAG, TRIAL_NUMBER_TAG, TRIAL_TAG, TRIALS_REQUESTED_TAG, TRIALS_TAG_PREFIX,
+    RESUMED_AS_TAG, ROLE_TAG, STATUS_TAG, STORAGE_ROOT_TAG, STORAGE_TAG, TRIAL_NUMBER_TAG, TRIAL_TAG, TRIALS_REQUESTED_TAG, TRIALS_TAG_PREFIX,
 )
 
 __all__ = ["badness", "best_summary", "child_runs", "child_value", "find_parent_run", "int_or_none", "list_sweeps",
@@ -249,6 +249,7 @@ def best_summary(uri: str, name: str) -> dict[str, Any] | None:
         "value": None,
         "params": {},
         "trial_id": None,
+        "resumed_as": None,  # a resumed best trial: Ray's trial id in the session that continued it (its checkpoint folder's)
         "number": None,  # the trial's number: the identifier users see (``trial 0002``, run ``NAME-0002``)
         "trial": None,  # that number as shown: "0002"
         "run_name": None,
@@ -269,6 +270,7 @@ def best_summary(uri: str, name: str) -> dict[str, Any] | None:
         value=child_value(best_child, metric),
         params=own_params(best_child, parent),
         trial_id=child_tags.get(TRIAL_TAG),
+        resumed_as=child_tags.get(RESUMED_AS_TAG),
         number=number,
         trial=None if number is None else f"{number:04d}",
         run_name=best_child.info.run_name,

@@ -28,6 +28,7 @@ CHECKPOINT_TAG = "sweep.checkpoint"  # child: the location (folder or storage UR
 CHECKPOINT_EPOCH_TAG = "sweep.checkpoint_epoch"  # child: the epoch of that checkpoint
 CHECKPOINT_EVICTED_TAG = "sweep.checkpoint_evicted"  # child: why its local checkpoint was deleted ("disk quota (...)")
 RESUMED_FROM_EPOCH_TAG = "sweep.resumed_from_epoch"  # child, a resumed trial: the epochs it had run before
+RESUMED_AS_TAG = "sweep.resumed_as"  # child, a resumed trial: Ray Tune's trial id in the session that continued it (its checkpoint folder carries it)
 RETRIES_TAG = "sweep.retries"  # child, a retried trial: how many times its worker was lost and it ran again
 RETRY_REASON_TAG = "sweep.retry_reason"  # child, a retried trial: why the worker was lost
 RETRIED_FROM_EPOCH_TAG = "sweep.retried_from_epoch"  # child, a retried trial: the checkpoint's epoch it restarted from (0: none)

@@ -24,7 +24,7 @@ from sweep.tracking.client import client, forget_deleted_stores, set_sweep_http_
 from sweep.tracking.tags import (
     BEST_CHECKPOINT_TAG, BEST_EPOCH_TAG, BEST_EPOCHS_TAG, BEST_RUN_ID_TAG, BEST_TRIAL_ID_TAG, BEST_VALUE_TAG, CHECKPOINT_EPOCH_TAG,
     CHECKPOINT_TAG, EPOCHS_TAG, FINISH_ERROR_TAG, METRIC_NAMES_TAG, METRIC_TAG, MODE_TAG, NAME_TAG, NODE_IP_TAG, PARAM_NAMES_TAG,
-    PARENT_RUN_ID_TAG, REASON_TAG, RESUMED_FROM_EPOCH_TAG, RESUMED_TAG, RETRIED_FROM_EPOCH_TAG, RETRIES_TAG, RETRY_REASON_TAG,
+    PARENT_RUN_ID_TAG, REASON_TAG, RESUMED_AS_TAG, RESUMED_FROM_EPOCH_TAG, RESUMED_TAG, RETRIED_FROM_EPOCH_TAG, RETRIES_TAG, RETRY_REASON_TAG,
     ROLE_TAG, STATUS_TAG, STOPPED_EPOCH_TAG, STORAGE_TAG, TRIAL_NUMBER_TAG, TRIAL_TAG, TRIALS_REQUESTED_TAG, trials_tag,
 )
 from sweep.errors import one_line
@@ -231,7 +231,7 @@ class MLflowTracker(DriverCallback):
         outcome = self.ledger.outcome(trial)
         if outcome.trial_id in self.writer.run_ids:  # a resumed trial continues in its own run
             # running again: the interruption is no longer why it stopped (an empty reason is none)
-            self.writer.submit(OpKind.REOPEN, outcome.trial_id, {STATUS_TAG: "running", RESUMED_FROM_EPOCH_TAG: outcome.epochs, REASON_TAG: ""})
+            self.writer.submit(OpKind.REOPEN, outcome.trial_id, {STATUS_TAG: "running", RESUMED_FROM_EPOCH_TAG: outcome.epochs, RESUMED_AS_TAG: trial.trial_id, REASON_TAG: ""})
             return
         self._submit_start(outcome)
 

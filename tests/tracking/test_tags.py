@@ -23,7 +23,7 @@ NOT_TAGS = {"sweep.schema.json"}  # the JSON Schema's $id (spec/docs.py), a file
 CONTRACT = {
     "sweep.role", "sweep.name", "sweep.trial_id", "sweep.trial_number", "sweep.status", "sweep.epochs", "sweep.stopped_epoch",
     "sweep.reason", "sweep.best_value", "sweep.best_epoch", "sweep.checkpoint", "sweep.checkpoint_epoch",
-    "sweep.checkpoint_evicted", "sweep.resumed_from_epoch", "sweep.retries", "sweep.retry_reason", "sweep.retried_from_epoch",
+    "sweep.checkpoint_evicted", "sweep.resumed_from_epoch", "sweep.resumed_as", "sweep.retries", "sweep.retry_reason", "sweep.retried_from_epoch",
     "sweep.node_id", "sweep.node_ip", "sweep.cpus", "sweep.gpus", "sweep.cuda_visible_devices", "sweep.file",
     "sweep.storage_root", "sweep.trials_requested", "sweep.config_hash", "sweep.data", "sweep.data.task", "sweep.data.labels", "sweep.data.inputs",
     "sweep.data.outputs", "sweep.data.prepared", "sweep.metric_names", "sweep.param_names", "sweep.resumed", "sweep.metric", "sweep.mode",
