@@ -19,8 +19,10 @@ export command) stay light.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -112,7 +114,46 @@ def load_model_file(
     objects = {**known_custom_objects(path, model_cfg, search_paths), **(custom_objects or {})}
     if safe_mode is None:
         safe_mode = True if model_cfg is None else bool(getattr(model_cfg, "safe_mode", True))
-    return keras.saving.load_model(path, custom_objects=objects or None, safe_mode=safe_mode)
+    with _global_policy(saved_dtype_policy(path)):
+        return keras.saving.load_model(path, custom_objects=objects or None, safe_mode=safe_mode)
+
+
+def saved_dtype_policy(path: str | Path) -> str | None:
+    """The dtype policy a ``.keras`` archive's model was built with (``"mixed_float16"``), read
+    from its ``config.json``; None when the archive does not say (or is no zip)."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            dtype = json.loads(archive.read("config.json")).get("config", {}).get("dtype")
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return None
+    if isinstance(dtype, dict):
+        dtype = (dtype.get("config") or {}).get("name")
+    return dtype if isinstance(dtype, str) else None
+
+
+@contextlib.contextmanager
+def _global_policy(name: str | None) -> Iterator[None]:
+    """Keras' global dtype policy set to ``name`` while a model loads, then put back.
+
+    ``compile()`` wraps the optimizer in a ``LossScaleOptimizer`` only when the model's policy
+    is ``mixed_float16``, and a loaded model takes the global one: a mixed-precision checkpoint
+    loaded in a process left at ``float32`` (a retried or resumed trial before the user's factory
+    set the policy, the driver logging the best model) got a plain Adam, Keras skipped the saved
+    optimizer's variables with a warning ("10 variables whereas the saved optimizer has 14"),
+    and the trial went on with no loss scaling and its Adam moments and step count at zero."""
+    import keras
+
+    current = keras.mixed_precision.global_policy()
+    if name is None or name == current.name:
+        yield
+        return
+    keras.mixed_precision.set_global_policy(name)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(current)
 
 
 def known_custom_objects(path: str | Path, model_cfg: ModelConfig | None = None, search_paths: tuple[Path, ...] = ()) -> dict[str, Any]:

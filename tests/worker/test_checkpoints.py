@@ -66,6 +66,39 @@ def test_a_checkpoint_folder_holds_the_model_and_its_meta(tmp_path):
     assert checkpoints.load_checkpoint(tmp_path).to_json() == model.to_json()
 
 
+def test_a_mixed_precision_checkpoint_keeps_its_optimizer_state_in_a_float32_process(tmp_path):
+    """A retried or resumed trial loads its checkpoint before the user's code sets any policy: the
+    loss-scaling optimizer, its Adam moments and its step count come back as they were saved
+    (Keras alone gave a plain Adam at step 0, with a warning)."""
+    import warnings
+
+    import keras
+
+    from sweep.worker import checkpoints
+
+    x = np.random.default_rng(0).random((64, 4), dtype=np.float32)
+    y = (x[:, 0] > 0.5).astype("int32")
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, activation="relu"), keras.layers.Dense(2, activation="softmax", dtype="float32")])
+        model.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy")
+        model.fit(x, y, batch_size=16, epochs=2, verbose=0)
+        checkpoints.save_checkpoint(model, tmp_path, epoch=2)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert checkpoints.saved_dtype_policy(tmp_path / checkpoints.MODEL_FILE) == "mixed_float16"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # "Skipping variable loading for optimizer" is a warning
+        loaded = checkpoints.load_checkpoint(tmp_path)
+    assert type(loaded.optimizer).__name__ == "LossScaleOptimizer"
+    assert int(loaded.optimizer.iterations.numpy()) == 8
+    assert len(loaded.optimizer.variables) == len(model.optimizer.variables)
+    for variable, saved in zip(loaded.optimizer.variables, model.optimizer.variables):  # same order (layer names differ in one process)
+        np.testing.assert_allclose(variable.numpy(), saved.numpy())
+    assert keras.mixed_precision.global_policy().name == "float32", "the process's policy is put back"
+    assert checkpoints.saved_dtype_policy(tmp_path / "meta.json") is None
+
+
 def test_the_format_module_imports_without_keras():
     """``sweep export`` reads MODEL_FILE from here: importing it must not load Keras or Ray."""
     import subprocess
