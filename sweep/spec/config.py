@@ -929,9 +929,35 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
         position = getattr(exc, "position", None)  # a ReaderError: a character YAML does not allow
         return f"position {position}: {problem}" if position is not None else problem
     where = f"line {mark.line + 1}, column {mark.column + 1}"
-    if context and context_mark is not None and context_mark.line < mark.line:
-        return f"line {context_mark.line + 1}, column {context_mark.column + 1}: {context}, {problem} (at {where})"
-    return f"{where}: {problem}"
+    hint = _yaml_hint(context or "", problem)
+    opened_earlier = context and context_mark is not None and context_mark.line < mark.line
+    if opened_earlier and not context.startswith("while parsing a block"):  # a block's start says nothing: its bad line does
+        return f"line {context_mark.line + 1}, column {context_mark.column + 1}: {hint}{context}, {problem} (at {where})"
+    return f"{where}: {hint}{problem}"
+
+
+# PyYAML's words for the slips people make, and what to change: (words in its context or
+# problem, what the line says first). The first that matches wins.
+_YAML_HINTS = (
+    ("'\\t'", "indent with spaces, not tabs"),
+    ("mapping values are not allowed here", "a key indented deeper than the keys above it, or a value holding ': ' that needs quotes"),
+    ("expected <block end>", "a line indented less or more than the keys beside it"),
+    ("expected ',' or '}'", "a '{' that is not closed with '}'"),
+    ("expected ',' or ']'", "a '[' that is not closed with ']'"),
+    ("quoted scalar", "a quote that is not closed"),
+    ("could not find expected ':'", "a key without ':' after it"),
+    ("cannot start any token", "a value starting with a character YAML reserves: quote it"),
+)
+
+
+def _yaml_hint(context: str, problem: str) -> str:
+    """What to change, said before PyYAML's own words (``"indent with spaces, not tabs; PyYAML
+    says: "``), or "" for a problem with no plainer wording."""
+    said = f"{context} {problem}"
+    for words, hint in _YAML_HINTS:
+        if words in said:
+            return f"{hint}; PyYAML says: "
+    return ""
 
 
 def _check_duplicate_keys(node: Any) -> None:
