@@ -132,6 +132,8 @@ def resume(
         raise SweepConfigError(name, "", f"expected an unfinished sweep named {name!r} in {redact(uri)}, found none to resume{hint}")
     source_file = parent.data.tags.get(FILE_TAG, "")
     config = config_module.load(_recorded_sweep(uri, parent, source_file, name), {"tracking.uri": uri})
+    if not quiet:
+        _say_if_the_file_differs(uri, parent, source_file, stream)
     label = source_file or name
     root = storage or parent.data.tags.get(STORAGE_ROOT_TAG)
     state = _decide_resume(config, label, storage_folder(root, config.name), fresh=False)
@@ -139,6 +141,24 @@ def resume(
     prepared = prepare_while_ray_starts(config, label, search + (Path.cwd(),), address)
     _say_what_the_data_is(prepared, quiet, stream)
     return execute(prepared, storage=root, address=address, quiet=quiet, stream=stream, resume=state, started=started)
+
+
+def _say_if_the_file_differs(uri: str, parent: Any, source_file: str, stream: Any) -> None:
+    """``sweep resume`` continues the sweep as it was recorded; when the sweep file on disk now
+    says otherwise (an edit since, or an override ``sweep run`` was given), one line says which
+    keys and how to run the file instead, so an edit is never ignored without a word."""
+    if not source_file or not Path(source_file).is_file():
+        return
+    try:
+        now = config_module.load(Path(source_file), {"tracking.uri": uri})
+    except (SweepConfigError, InputError) as exc:
+        print(f"note: {source_file} no longer loads ({one_line(exc)}); sweep resume continues the sweep as it was recorded", file=stream or sys.stdout)
+        return
+    if parent.data.tags.get(CONFIG_HASH_TAG) in (None, config_hash(now)):
+        return
+    changed = _changed_keys(uri, parent, now)
+    print(f"note: {source_file} differs from the sweep as it was recorded{' (' + changed + ')' if changed else ''}: sweep resume "
+          f"continues the recorded sweep; to run the file as it is now: sweep run {source_file} --fresh", file=stream or sys.stdout)
 
 
 def _recorded_sweep(uri: str, parent: Any, source_file: str, name: str) -> Any:

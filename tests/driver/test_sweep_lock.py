@@ -85,6 +85,43 @@ def test_a_changed_sweep_file_is_refused_naming_what_changed(tmp_path):
     assert runner._changed_keys(uri, mlflow.get_run(parent.info.run_id), now) == "fit.epochs 200 -> 12", "the budget may change"
 
 
+def test_resume_says_when_the_sweep_file_now_differs_from_the_recorded_sweep(tmp_path):
+    """`sweep resume NAME` runs the recorded sweep: an edit of the file since was ignored without a word."""
+    import io
+
+    import yaml
+
+    from sweep.spec import config as config_module
+    from sweep.tracking.client import client
+    from sweep.tracking.tags import CONFIG_HASH_TAG
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    raw = {"name": "edited", "data": {"source": "synthetic", "samples": 40, "features": 4}, "fit": {"epochs": 20},
+           "search": {"trials": 2, "space": {"learning_rate": {"type": "float", "low": 0.001, "high": 0.1}}}}
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    before = config_module.load(path, {"tracking.uri": uri})
+    mlflow = client(uri)
+    parent = mlflow.create_run(mlflow.create_experiment("edited"), tags={CONFIG_HASH_TAG: runner.config_hash(before)})
+    mlflow.log_text(parent.info.run_id, before.model_dump_json(), "sweep/config.json")
+    parent = mlflow.get_run(parent.info.run_id)
+
+    def said() -> str:
+        out = io.StringIO()
+        runner._say_if_the_file_differs(uri, parent, str(path), out)
+        return out.getvalue()
+
+    path.write_text(yaml.safe_dump({**raw, "search": {**raw["search"], "trials": 5}}))
+    assert said() == "", "the budget may change on resume"
+    path.write_text(yaml.safe_dump({**raw, "fit": {"epochs": 9}}))
+    assert said() == (f"note: {path} differs from the sweep as it was recorded (fit.epochs 20 -> 9): sweep resume continues "
+                      f"the recorded sweep; to run the file as it is now: sweep run {path} --fresh\n")
+    path.write_text("name: [edited\n")
+    assert said().startswith(f"note: {path} no longer loads (") and "continues the sweep as it was recorded" in said()
+    path.unlink()
+    assert said() == ""
+
+
 def test_the_same_sweep_with_another_storage_is_refused_while_its_driver_runs(tmp_path, live_process):
     """`sweep run FILE --storage stB` while the same sweep ran with `--storage stA`: the second
     driver took its RUNNING parent for an unfinished sweep, joined it, and ran trials twice."""
