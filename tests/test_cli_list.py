@@ -228,6 +228,11 @@ def test_json_schema_is_published_and_checks_sweep_files():
     schema = json.loads(committed)
     for path in sorted(glob.glob(str(repo / "search_spaces" / "*.yaml"))):
         jsonschema.validate(yaml.safe_load(Path(path).read_text()), schema)
+    minimal = {"name": "x", "data": {"source": "digits"}, "search": {"space": {"lr": {"type": "float", "low": 0.1, "high": 1}}}}
+    jsonschema.validate({**minimal, "scheduler": {"grace_period": 2}}, schema)  # no type: ASHA, as the loader reads it
+    jsonschema.validate({**minimal, "scheduler": {"type": "fifo"}}, schema)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({**minimal, "scheduler": {"type": "fifo", "grace_period": 2}}, schema)
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({"name": "x", "data": {"source": "digits"}, "fit": {"epochs": "many"},
                              "search": {"space": {"lr": {"type": "float", "low": 0.1, "high": 1}}}}, schema)

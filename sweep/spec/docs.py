@@ -161,7 +161,19 @@ def schema() -> str:
         **c.SweepConfig.model_json_schema(mode="validation"),
         "title": "sweep file",
     }
+    _type_defaults_to_asha(document)
     return json.dumps(document, indent=2, sort_keys=False) + "\n"
+
+
+def _type_defaults_to_asha(document: dict) -> None:
+    """``scheduler: {grace_period: 2}`` is ASHA (``SweepConfig``'s validator fills the type in),
+    but pydantic's schema requires ``type`` in every scheduler, so editors flagged a valid file.
+    ASHA's ``type`` becomes optional: a scheduler without one matches ASHA alone in the ``oneOf``."""
+    asha = document["$defs"]["AshaConfig"]
+    asha["required"] = [key for key in asha.get("required", []) if key != "type"]
+    if not asha["required"]:
+        del asha["required"]
+    asha["properties"]["type"]["description"] = "The default: a scheduler without a type is asha."
 
 
 def main(argv: list[str] | None = None) -> int:
