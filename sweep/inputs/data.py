@@ -667,6 +667,10 @@ def _non_numeric_columns(leaf: Any) -> list[str]:
 
 def _check_inputs(x: np.ndarray, source: str, name: str) -> None:
     if x.dtype == object and _is_text(x):
+        if x.ndim > 1:  # Keras' own error, "Invalid dtype: object", read as the model's fault
+            column = f"{name}[:, 0] (one column)" if x.shape[1:] == (1,) else "one 1-D array per text field (a dict of inputs)"
+            raise InputError("data.source", f"expected text inputs {name} in {source} as one string per row (shape (N,)), got shape {x.shape}: "
+                                            f"Keras' fit() takes string arrays in one dimension only; give {column}, or a tf.data pipeline")
         return  # strings, for a model that reads them (a string keras.Input, TextVectorization, StringLookup)
     if not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_):
         raise InputError("data.source", f"expected numeric or string inputs {name} in {source}, got dtype {x.dtype}{_mixed_hint(x)}")

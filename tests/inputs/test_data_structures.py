@@ -190,6 +190,21 @@ def test_text_inputs_are_kept_as_the_object_arrays_keras_takes(module):
     assert "expected numeric or string inputs x" in err.value.expected and "(it holds NoneType, float, str" in err.value.expected
 
 
+@pytest.mark.parametrize(("shape", "advice"), [((40, 1), "give x[:, 0] (one column)"), ((20, 2), "give one 1-D array per text field")])
+def test_text_in_more_than_one_dimension_is_refused_naming_the_data(module, shape, advice):
+    """Keras' fit() refuses string arrays of shape (N, 1) ("Invalid dtype: object", as a plain fit
+    says too); the preflight blamed model.builder for it."""
+    with pytest.raises(InputError) as err:
+        load(module(f"""
+            def load():
+                x = np.array(["a b", "b c", "c d", "d e"] * 10).reshape({shape})
+                return x, np.arange({shape[0]}) % 2
+        """))
+    assert err.value.key == "data.source"
+    assert err.value.expected.startswith(f"expected text inputs x in ") and f"as one string per row (shape (N,)), got shape {shape}" in err.value.expected
+    assert advice in err.value.expected
+
+
 @pytest.mark.parametrize(
     "body,expected",
     [
