@@ -125,8 +125,9 @@ def resume(
         raise SweepConfigError(name, "", f"expected an unfinished sweep named {name!r} in {redact(uri)}, but there is no store there (no such file); pass --tracking-uri")
     parent = resume_module.unfinished_parent(uri, name)
     if parent is None:
-        from sweep.tracking.store import close_names, sweep_names
+        from sweep.tracking.store import close_names, find_parent_run, sweep_names
 
+        _refuse_an_ended_sweep(name, find_parent_run(uri, name))
         close = close_names(name, sweep_names(uri))
         hint = f"; did you mean {' or '.join(repr(n) for n in close)}?" if close and name not in close else ""
         raise SweepConfigError(name, "", f"expected an unfinished sweep named {name!r} in {redact(uri)}, found none to resume{hint}")
@@ -143,6 +144,22 @@ def resume(
     return execute(prepared, storage=root, address=address, quiet=quiet, stream=stream, resume=state, started=started)
 
 
+def _refuse_an_ended_sweep(name: str, ended: Any | None) -> None:
+    """``sweep resume`` of a sweep that ran to its end said only "found none to resume", as if the
+    name were wrong; it says that it ended, how, and what the user can do instead."""
+    if ended is None:
+        return
+    from sweep.tracking.store import iso_time
+
+    status = ended.info.status.lower()
+    when = iso_time(ended.info.end_time)
+    file = ended.data.tags.get(FILE_TAG) or "FILE"
+    raise SweepConfigError(
+        name, "", f"expected an unfinished sweep, but sweep {name!r} ran to its end ({status}{' at ' + when if when else ''}): "
+        f"`sweep best {name}` shows its best trial; `sweep run {file}` starts a new sweep of that name",
+    )
+
+
 def _say_if_the_file_differs(uri: str, parent: Any, source_file: str, stream: Any) -> None:
     """``sweep resume`` continues the sweep as it was recorded; when the sweep file on disk now
     says otherwise (an edit since, or an override ``sweep run`` was given), one line says which
@@ -156,7 +173,7 @@ def _say_if_the_file_differs(uri: str, parent: Any, source_file: str, stream: An
         return
     if parent.data.tags.get(CONFIG_HASH_TAG) in (None, config_hash(now)):
         return
-    changed = _changed_keys(uri, parent, now)
+    changed = ", ".join(_changed_keys(uri, parent, now))
     print(f"note: {source_file} differs from the sweep as it was recorded{' (' + changed + ')' if changed else ''}: sweep resume "
           f"continues the recorded sweep; to run the file as it is now: sweep run {source_file} --fresh", file=stream or sys.stdout)
 
@@ -276,8 +293,8 @@ def _decide_resume(config: SweepConfig, label: str, storage_dir: str, fresh: boo
     if parent.data.tags.get(CONFIG_HASH_TAG) != config_hash(config):
         changed = _changed_keys(uri, parent, config)
         raise SweepConfigError(
-            label, "name",
-            f"expected the same sweep file as the unfinished sweep {config.name!r} (it changed{': ' + changed if changed else ''}): "
+            label, changed[0].split(" ")[0] if changed else "name",
+            f"expected the same sweep file as the unfinished sweep {config.name!r} (it changed{': ' + ', '.join(changed) if changed else ''}): "
             f"run `sweep resume {config.name}` to continue it, or `sweep run FILE --fresh` to start over",
         )
     state = resume_module.load_state(uri, parent, config)
@@ -312,19 +329,33 @@ def _refuse_if_running(name: str, label: str, storage_dir: str) -> None:
         raise SweepConfigError(label, "name", running_now(name, holder))
 
 
-def _changed_keys(uri: str, parent: Any, config: SweepConfig, shown: int = 3) -> str:
-    """The keys where ``config`` differs from the unfinished sweep's recorded file (``fit.epochs
-    27 -> 9``), at most ``shown`` of them; "" when the recorded file cannot be read."""
-    from sweep.tracking.tracker import flat_config
-
+def _changed_keys(uri: str, parent: Any, config: SweepConfig, shown: int = 3) -> list[str]:
+    """The leaf keys where ``config`` differs from the unfinished sweep's recorded file, each with
+    both values (``search.space.learning_rate.high 0.1 -> 0.05``), at most ``shown`` of them and
+    then "and N more"; [] when the recorded file cannot be read (an older run without it)."""
     recorded = _recorded_config(uri, parent)
-    if recorded is None:  # an older run without it: the line says only that it changed
-        return ""
-    before, now = flat_config(recorded), flat_config(json.loads(config.model_dump_json()))
-    ignored = ("config.search.trials", "config.tracking.uri")  # a budget or a store of its own may change
+    if recorded is None:
+        return []
+    before, now = _leaves(recorded), _leaves(json.loads(config.model_dump_json()))
+    ignored = ("search.trials", "tracking.uri")  # a budget or a store of its own may change
     keys = [key for key in sorted(set(before) | set(now)) if key not in ignored and before.get(key) != now.get(key)]
-    said = [f"{key.removeprefix('config.')} {config_module.show_value(before.get(key))} -> {config_module.show_value(now.get(key))}" for key in keys[:shown]]
-    return ", ".join(said) + (f" and {len(keys) - shown} more" if len(keys) > shown else "")
+    said = [f"{key} {config_module.show_value(before.get(key))} -> {config_module.show_value(now.get(key))}" for key in keys[:shown]]
+    return said + ([f"and {len(keys) - shown} more"] if len(keys) > shown else [])
+
+
+def _leaves(data: Any, prefix: str = "") -> dict[str, Any]:
+    """A sweep file's JSON as ``a.b.c`` leaf keys, into the search space too (a changed bound is
+    ``search.space.learning_rate.high``, not the whole space); list items are ``key.N``."""
+    if isinstance(data, dict) and data:
+        items = data.items()
+    elif isinstance(data, list) and data and any(isinstance(item, (dict, list)) for item in data):
+        items = ((str(index), item) for index, item in enumerate(data))
+    else:
+        return {prefix: data}
+    flat: dict[str, Any] = {}
+    for key, value in items:
+        flat.update(_leaves(value, f"{prefix}.{key}" if prefix else str(key)))
+    return flat
 
 
 def _check_storage(storage_dir: str) -> None:

@@ -66,11 +66,21 @@ def resolve(spec: str, key: str, search_paths: tuple[Path, ...] = ()) -> Callabl
     target: Any = module
     for part in attr_path.split("."):
         if not hasattr(target, part):
-            raise InputError(key, f"expected {module_name!r} to define {attr_path!r}, but it does not")
+            raise InputError(key, f"expected {module_name!r} to define {attr_path!r}, but it does not{_closest_name(part, target)}")
         target = getattr(target, part)
     if not callable(target):
         raise InputError(key, f"expected {spec!r} to be callable, got {type(target).__name__}")
     return target
+
+
+def _closest_name(name: str, namespace: Any) -> str:
+    """``; did you mean 'build'?`` for a misspelt function name: the callables the module (or
+    class) defines whose names are close to ``name``; "" when none is."""
+    import difflib
+
+    names = [n for n in dir(namespace) if not n.startswith("_") and callable(getattr(namespace, n, None))]
+    close = difflib.get_close_matches(name, names, n=1, cutoff=0.75)
+    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 class _ThisThreadsWrites(io.StringIO):

@@ -9,6 +9,7 @@ user who mistyped a key should never see a pydantic or Ray traceback.
 from __future__ import annotations
 
 import copy
+import difflib
 import logging
 import math
 import os
@@ -273,8 +274,6 @@ def _check_condition(space: Mapping[str, Any], name: str, parent: str, wanted: A
     if parent == name:
         raise _KeyedError(key, "expected another parameter, got the parameter itself")
     if parent not in space:
-        import difflib
-
         others = [other for other in space if other != name]
         close = difflib.get_close_matches(str(parent), others, n=1, cutoff=0.75)
         raise _KeyedError(key, f"expected one of the space's other parameters ({', '.join(others)}), got {parent!r}" + (f"; did you mean {close[0]!r}?" if close else ""))
@@ -1062,8 +1061,6 @@ def _typo_of_a_missing_key(errors: list[Any]) -> Any:
     """The unknown key that is a typo of a missing one (``serach:`` for ``search:``), said
     instead of "search: required key is missing", which never named the typo. Also when an
     override created the section the typo left out (``--trials 2``: ``search.space`` missing)."""
-    import difflib
-
     unknown = [e for e in errors if e["type"] == "extra_forbidden"]
     for missing in (e for e in errors if e["type"] == "missing"):
         loc = [str(part) for part in missing["loc"]]
@@ -1186,8 +1183,6 @@ def _union_word(error: dict[str, Any]) -> str:
 
 def _close_literal(group: list[dict[str, Any]]) -> str:
     """`` (did you mean 'classification'?)`` for a string close to one of a union's literal values."""
-    import difflib
-
     for error in group:
         if error["type"] == "literal_error" and isinstance(error.get("input"), str):
             values = re.findall(r"'([^']*)'", (error.get("ctx") or {}).get("expected", ""))
@@ -1241,10 +1236,12 @@ def _expected(error: dict[str, Any], raw_loc: list[Any]) -> str:
     if kind == "literal_error":
         return f"expected one of {ctx.get('expected', '').replace(' or ', ', ')}{got}"
     if kind in ("union_tag_invalid", "union_tag_not_found"):
-        tags = ", ".join(repr(t) for t in (_tagged_members(_annotation_at(raw_loc)) or {}))
+        members = list(_tagged_members(_annotation_at(raw_loc)) or {})
+        tags = ", ".join(repr(t) for t in members)
         if kind == "union_tag_not_found":
             return f"required key is missing (expected one of {tags})"
-        return f"expected one of {tags}, got {show_value(ctx.get('tag'))}"
+        close = difflib.get_close_matches(str(ctx.get("tag")), [str(t) for t in members], n=1, cutoff=0.75)
+        return f"expected one of {tags}, got {show_value(ctx.get('tag'))}" + (f"; did you mean {close[0]!r}?" if close else "")
     if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
         sign = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}[kind]
         bound = next(iter(v for k, v in ctx.items() if k in ("gt", "ge", "lt", "le")), "")
@@ -1260,8 +1257,6 @@ def _expected(error: dict[str, Any], raw_loc: list[Any]) -> str:
 
 def _allowed_keys_hint(parent_loc: list[Any], key: Any = None) -> str:
     """The keys allowed where an unknown one was found, and the likely intended one for a typo."""
-    import difflib
-
     model = _annotation_at(parent_loc)
     if not (isinstance(model, type) and issubclass(model, BaseModel)):
         return ""

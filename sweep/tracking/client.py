@@ -135,7 +135,7 @@ def client(uri: str) -> Any:
     from mlflow.tracking import MlflowClient
 
     keep_stdout_for_the_user()
-    create_sqlite_in_wal_mode(uri)
+    create_sqlite_store(uri)
     return MlflowClient(tracking_uri=uri)
 
 
@@ -255,6 +255,77 @@ def store_exists(uri: str) -> bool:
     opening a sqlite URI with MLflow creates the file (and its tables)."""
     path = sqlite_path(uri)
     return path.exists() if path is not None else True
+
+
+def create_sqlite_store(uri: str) -> bool:
+    """Create a sqlite store that does not exist yet, as a copy of an empty store; True if it did.
+
+    MLflow makes a new store's tables by running every schema migration since its first release
+    (about 50 Alembic steps): 2-3 s of CPU here, paid by the first sweep in every new folder (the
+    quickstart) and by the first read of a new store. An empty store made once per MLflow and
+    SQLAlchemy version (:func:`_empty_store`, in the user's cache folder) is copied instead, in
+    milliseconds; MLflow then checks its schema version on opening it, as it does for any store,
+    and adds its Default experiment (left out of the copy, so its artifact location is this
+    working directory's, as MLflow would have made it). Where no cache folder can be written,
+    MLflow builds the tables itself, as before. The new store is in WAL mode either way
+    (:func:`create_sqlite_in_wal_mode`)."""
+    path = sqlite_path(uri)
+    if path is None or "?" in uri or path.name in ("", ":memory:") or path.exists() or not path.parent.is_dir():
+        return False
+    template = _empty_store()
+    if template is None:
+        return create_sqlite_in_wal_mode(uri)
+    import sqlite3
+
+    partial = path.with_name(f".{path.name}.new-{os.getpid()}")
+    try:
+        with contextlib.closing(sqlite3.connect(template)) as source, contextlib.closing(sqlite3.connect(partial)) as copy:
+            source.backup(copy)
+            copy.execute("PRAGMA journal_mode=WAL")
+        os.link(partial, path)  # never over a store another process made meanwhile
+    except FileExistsError:
+        return False
+    except (OSError, sqlite3.Error):
+        return create_sqlite_in_wal_mode(uri)
+    finally:
+        with contextlib.suppress(OSError):
+            partial.unlink()
+    return True
+
+
+def _empty_store() -> Path | None:
+    """An MLflow sqlite store with its tables and nothing else, made by MLflow once per MLflow and
+    SQLAlchemy version in ``$XDG_CACHE_HOME/sweep`` (``~/.cache/sweep``); None where that folder
+    cannot be written."""
+    import sqlite3
+
+    import mlflow
+    import sqlalchemy
+
+    folder = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "sweep"
+    template = folder / f"empty-mlflow-{mlflow.__version__}-sqlalchemy-{sqlalchemy.__version__}.db"
+    if template.is_file():
+        return template
+    building = folder / f".{template.name}.{os.getpid()}"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        from mlflow.tracking import MlflowClient
+
+        MlflowClient(tracking_uri=f"sqlite:///{building}").search_experiments()  # MLflow runs its migrations
+        ready = building.with_suffix(".ready")
+        with contextlib.closing(sqlite3.connect(building)) as made, contextlib.closing(sqlite3.connect(ready)) as copy:
+            made.backup(copy)
+            copy.execute("DELETE FROM experiments")  # MLflow adds its Default experiment where the store is opened
+            copy.commit()
+        os.replace(ready, template)
+    except Exception:  # noqa: BLE001 - a read-only home, a full disk: MLflow builds each store itself
+        return None
+    finally:
+        for leftover in (building, building.with_suffix(".ready"), Path(f"{building}-wal"), Path(f"{building}-shm")):
+            with contextlib.suppress(OSError):
+                leftover.unlink()
+        forget_deleted_stores()  # MLflow's engine on the deleted build file
+    return template
 
 
 def create_sqlite_in_wal_mode(uri: str) -> bool:

@@ -515,7 +515,7 @@ def test_a_loss_and_a_metric_of_the_users_own_are_named_as_package_module_functi
     assert model.loss.__name__ == "focal"
     with pytest.raises(SweepConfigError) as info:
         preflight.prepare(config_module.load(sweep(model={"loss": "my_losses:focall"})), "sweep.yaml", (tmp_path,))
-    assert str(info.value) == "sweep.yaml: model.loss: expected 'my_losses' to define 'focall', but it does not"
+    assert str(info.value) == "sweep.yaml: model.loss: expected 'my_losses' to define 'focall', but it does not; did you mean 'focal'?"
 
 
 def test_a_loss_or_metric_class_of_the_users_own_is_made_with_no_arguments(tmp_path):

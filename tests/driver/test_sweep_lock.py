@@ -82,7 +82,40 @@ def test_a_changed_sweep_file_is_refused_naming_what_changed(tmp_path):
     parent = mlflow.create_run(mlflow.create_experiment("changed"))
     mlflow.log_text(parent.info.run_id, before.model_dump_json(), "sweep/config.json")
     now = config_module.load({**raw, "fit": {"epochs": 12}, "search": {**raw["search"], "trials": 9}})
-    assert runner._changed_keys(uri, mlflow.get_run(parent.info.run_id), now) == "fit.epochs 200 -> 12", "the budget may change"
+    recorded = mlflow.get_run(parent.info.run_id)
+    assert runner._changed_keys(uri, recorded, now) == ["fit.epochs 200 -> 12"], "the budget may change"
+
+
+def test_a_changed_bound_in_the_search_space_is_named_by_its_leaf_key(tmp_path):
+    """A changed bound was shown as the whole space cut short (`search.space {batch_size: ... ->
+    {batch_size: ...`), with a `when:` the user never wrote, and the refusal blamed the key `name`."""
+    from sweep.spec import config as config_module
+    from sweep.tracking.client import client
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    space = {"batch_size": {"type": "categorical", "choices": [32, 64]},
+             "learning_rate": {"type": "float", "low": 0.001, "high": 0.1, "log": True}}
+    raw = {"name": "bound", "data": {"source": "synthetic", "samples": 40, "features": 4}, "search": {"trials": 2, "space": space}}
+    mlflow = client(uri)
+    parent = mlflow.create_run(mlflow.create_experiment("bound"))
+    mlflow.log_text(parent.info.run_id, config_module.load(raw).model_dump_json(), "sweep/config.json")
+    recorded = mlflow.get_run(parent.info.run_id)
+    narrower = {**space, "learning_rate": {**space["learning_rate"], "high": 0.05}}
+    now = config_module.load({**raw, "search": {"trials": 2, "space": narrower}})
+    assert runner._changed_keys(uri, recorded, now) == ["search.space.learning_rate.high 0.1 -> 0.05"]
+    from sweep.tracking.tags import CONFIG_HASH_TAG, NAME_TAG, ROLE_TAG
+
+    mlflow.set_tag(parent.info.run_id, ROLE_TAG, "parent")
+    mlflow.set_tag(parent.info.run_id, NAME_TAG, "bound")
+    mlflow.set_tag(parent.info.run_id, CONFIG_HASH_TAG, runner.config_hash(config_module.load(raw)))
+    with pytest.raises(SweepConfigError) as info:
+        runner._decide_resume(config_module.load({**raw, "search": {"trials": 2, "space": narrower}, "tracking": {"uri": uri}}),
+                              "sweep.yaml", str(tmp_path / "runs" / "bound"), fresh=False)
+    assert info.value.key == "search.space.learning_rate.high", "the refusal blamed `name`"
+    more = {**narrower, "batch_size": {"type": "categorical", "choices": [32, 128]}}
+    now = config_module.load({**raw, "fit": {"epochs": 3}, "search": {"trials": 2, "space": more}})
+    assert runner._changed_keys(uri, recorded, now, shown=2) == [
+        "fit.epochs 10 -> 3", "search.space.batch_size.choices [32, 64] -> [32, 128]", "and 1 more"]
 
 
 def test_resume_says_when_the_sweep_file_now_differs_from_the_recorded_sweep(tmp_path):
@@ -167,3 +200,22 @@ def test_a_lock_whose_pid_now_names_another_process_is_a_dead_drivers(tmp_path, 
     assert recovery.live_driver(str(folder)) is None, "the pid lives, but it is another process"
     _hold(folder, live_process)  # an older lock without its start time: the pid alone decides, as before
     assert recovery.live_driver(str(folder))["pid"] == live_process
+
+
+def test_resume_of_a_sweep_that_ran_to_its_end_says_so(tmp_path):
+    """`sweep resume demo` after demo finished said "found none to resume", as if the name were wrong."""
+    from sweep.tracking.client import client
+    from sweep.tracking.tags import FILE_TAG, NAME_TAG, ROLE_TAG
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    mlflow = client(uri)
+    run = mlflow.create_run(mlflow.create_experiment("ended"), tags={ROLE_TAG: "parent", NAME_TAG: "ended", FILE_TAG: "/home/u/ended.yaml"})
+    mlflow.set_terminated(run.info.run_id, "FINISHED")
+    with pytest.raises(SweepConfigError) as info:
+        runner.resume("ended", tracking_uri=uri, quiet=True)
+    said = str(info.value)
+    assert "sweep 'ended' ran to its end (finished at " in said, said
+    assert "`sweep best ended` shows its best trial; `sweep run /home/u/ended.yaml` starts a new sweep" in said, said
+    with pytest.raises(SweepConfigError) as info:
+        runner.resume("other", tracking_uri=uri, quiet=True)
+    assert "found none to resume" in str(info.value)

@@ -390,6 +390,7 @@ BAD = [
      "search.space.dropout.step: expected a step at most high - low (0.5), got 1.0: the range would hold only low"),
     ("int-low-fraction", add_param("units: {type: int, low: 8.5, high: 64}"), "search.space.units.low: expected an integer, got 8.5"),
     ("unknown-param-type", sub("type: float, low: 1.0e-4", "type: uniform, low: 1.0e-4"), "search.space.learning_rate.type: expected one of 'float', 'int', 'categorical', got 'uniform'"),
+    ("misspelt-param-type", sub("type: float, low: 1.0e-4", "type: flaot, low: 1.0e-4"), "search.space.learning_rate.type: expected one of 'float', 'int', 'categorical', got 'flaot'; did you mean 'float'?"),
     ("missing-param-type", sub("{type: float, low: 1.0e-4", "{low: 1.0e-4"), "search.space.learning_rate.type: required key is missing (expected one of 'float', 'int', 'categorical')"),
     ("param-not-a-mapping", sub(LR, "learning_rate: 0.01"), "search.space.learning_rate: expected a mapping, got 0.01"),
     ("empty-choices", sub("choices: [16, 32, 64, 128]", "choices: []"), "search.space.batch_size.choices: expected at least 1 item, got []"),

@@ -200,6 +200,51 @@ def test_relative_sqlite_uri_becomes_absolute(tmp_path, monkeypatch):
     assert resolve_uri("http://127.0.0.1:5000") == "http://127.0.0.1:5000"
 
 
+def test_a_new_store_is_a_copy_of_an_empty_one_made_once_per_mlflow_version(tmp_path, monkeypatch):
+    """MLflow ran ~50 schema migrations for every new store (2-3 s of CPU, the quickstart's
+    first seconds); an empty store made once in the cache folder is copied instead. What MLflow
+    adds on opening a store (its Default experiment) is made where the copy is opened."""
+    import mlflow
+    import sqlalchemy
+
+    from sweep.tracking import client as client_module
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    first, second = tmp_path / "a" / "first.db", tmp_path / "b" / "second.db"
+    first.parent.mkdir()
+    second.parent.mkdir()
+    assert client_module.create_sqlite_store(f"sqlite:///{first}")
+    template = tmp_path / "cache" / "sweep" / f"empty-mlflow-{mlflow.__version__}-sqlalchemy-{sqlalchemy.__version__}.db"
+    assert template.is_file() and sorted(p.name for p in template.parent.iterdir()) == [template.name], "no leftovers of its making"
+    made = template.stat().st_mtime_ns
+    assert client_module.create_sqlite_store(f"sqlite:///{second}")
+    assert template.stat().st_mtime_ns == made, "made once, then copied"
+    assert not client_module.create_sqlite_store(f"sqlite:///{second}"), "an existing store is never replaced"
+    assert sorted(p.name for p in second.parent.iterdir()) == ["second.db"]
+    with sqlite3.connect(second) as connection:
+        assert connection.execute("pragma journal_mode").fetchone()[0] == "wal"
+        assert connection.execute("select count(*) from experiments").fetchone()[0] == 0
+    mlflow_client = tracking_client(f"sqlite:///{second}")
+    default = mlflow_client.get_experiment("0")
+    assert default.name == "Default" and default.artifact_location == str(tmp_path / "mlruns" / "0"), "as MLflow makes it here"
+    run = mlflow_client.create_run(mlflow_client.create_experiment("x"))
+    mlflow_client.log_metric(run.info.run_id, "loss", 0.5, step=1)
+    assert mlflow_client.get_run(run.info.run_id).data.metrics == {"loss": 0.5}
+
+
+def test_a_new_store_is_made_by_mlflow_where_no_cache_folder_can_be_written(tmp_path, monkeypatch):
+    from sweep.tracking import client as client_module
+
+    (tmp_path / "not-a-folder").write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "not-a-folder"))
+    fresh = tmp_path / "fresh.db"
+    assert client_module.create_sqlite_store(f"sqlite:///{fresh}")
+    assert tracking_client(f"sqlite:///{fresh}").get_experiment("0").name == "Default"
+    with sqlite3.connect(fresh) as connection:
+        assert connection.execute("pragma journal_mode").fetchone()[0] == "wal"
+
+
 def test_a_store_the_sweep_creates_is_in_wal_mode_and_one_it_finds_keeps_its_mode(tmp_path, monkeypatch):
     fresh = tmp_path / "fresh.db"
     tracking_client(f"sqlite:///{fresh}").search_experiments()  # MLflow creates its tables in the file
