@@ -313,7 +313,7 @@ def _parser() -> argparse.ArgumentParser:
     trials = sub.add_parser("trials", help="a sweep's trials, one row each (as sweep.trials(NAME) returns them)")
     trials.add_argument("name")
     trials.add_argument("--tracking-uri")
-    trials.add_argument("--csv", action="store_true", help="CSV on stdout")
+    trials.add_argument("--csv", action="store_true", help="CSV on stdout (sweep.trials()'s columns, then duration_s in seconds)")
     trials.set_defaults(handler=_cmd_trials)
     status.set_defaults(handler=_cmd_status)
 
@@ -659,12 +659,21 @@ def _cmd_trials(args: argparse.Namespace) -> int:
         _lookup_error(args, exc)
         return EXIT_BAD_INPUT
     if args.csv:
-        sys.stdout.write(frame.to_csv(index=False))
+        sys.stdout.write(trials_csv(frame))
     elif frame.empty:
         print(f"sweep {args.name} has no trials yet")
     else:
         print(trials_text(frame))
     return EXIT_OK
+
+
+def trials_csv(frame: Any) -> str:
+    """``sweep trials --csv``: the typed columns as ``sweep.trials()`` has them, plus
+    ``duration_s`` (seconds, last), since pandas writes ``duration`` as ``0 days 00:00:15.123000``,
+    which a spreadsheet or ``awk`` cannot add up. ``duration`` stays, for scripts that read it."""
+    shown = frame.copy()
+    shown["duration_s"] = frame["duration"].dt.total_seconds().round(3)
+    return shown.to_csv(index=False)
 
 
 def trials_text(frame: Any) -> str:

@@ -3,6 +3,8 @@ text and JSON, unknown names, never creating a store, ``--version``, ``--set``."
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import re
 import subprocess
@@ -206,6 +208,9 @@ def test_trials_is_a_typed_dataframe_and_csv(mlflow_uri, capsys):
     assert cli.main(["trials", "frame", "--tracking-uri", mlflow_uri, "--csv"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("number,trial_id,status,value") and len(lines) == 4
+    rows = list(csv.DictReader(io.StringIO("\n".join(lines))))
+    assert lines[0].endswith(",duration_s") and "duration" in rows[0]  # seconds added last; the pandas text stays
+    assert [float(row["duration_s"]) for row in rows] == pytest.approx([d.total_seconds() for d in frame["duration"]], abs=1e-3)
     assert cli.main(["trials", "frame", "--tracking-uri", mlflow_uri]) == 0  # for people: 0001, M:SS
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split()[:3] == ["trial", "trial_id", "status"] and lines[2].split()[0] == "0001"

@@ -96,6 +96,7 @@ def run(
             space_module.check_grid_size(config.search)
         except InputError as exc:
             raise SweepConfigError(label, exc.key, exc.expected) from None
+    _say_the_preflight_starts(address, quiet, stream)
     prepared = prepare_while_ray_starts(config, label, _search_paths(source), address)
     # after Ray's start, not before it: opening an existing MLflow store to look for an unfinished
     # sweep of this name costs ~1.3 s (MLflow's import and store set-up), which delayed Ray, the
@@ -139,6 +140,7 @@ def resume(
     root = storage or parent.data.tags.get(STORAGE_ROOT_TAG)
     state = _decide_resume(config, label, storage_folder(root, config.name), fresh=False)
     search = (Path(source_file).parent,) if source_file else ()
+    _say_the_preflight_starts(address, quiet, stream)
     prepared = prepare_while_ray_starts(config, label, search + (Path.cwd(),), address)
     _say_what_the_data_is(prepared, quiet, stream)
     return execute(prepared, storage=root, address=address, quiet=quiet, stream=stream, resume=state, started=started)
@@ -201,6 +203,19 @@ def _recorded_config(uri: str, parent: Any) -> dict[str, Any] | None:
         return json.loads(Path(client(uri).download_artifacts(parent.info.run_id, "sweep/config.json")).read_text())
     except Exception:  # noqa: BLE001 - a driver killed before recording it, or an older run
         return None
+
+
+def _say_the_preflight_starts(address: str | None, quiet: bool, stream: Any) -> None:
+    """One line before the preflight: loading the data, importing TensorFlow and trying the model
+    (with Ray starting beside it) takes 8-25 s on 2 cores, and the command said nothing until the
+    ``data:`` line or an error, so it looked hung."""
+    if quiet:
+        return
+    from sweep.tracking.client import redact
+
+    joining = address or os.environ.get("RAY_ADDRESS")
+    ray_part = f"then joining Ray at {redact(joining)}" if joining else "while a local Ray starts"
+    print(f"preflight: loading the data and trying the model on a few rows, {ray_part} ...", file=stream or sys.stdout, flush=True)
 
 
 def _say_what_the_data_is(prepared: Prepared, quiet: bool, stream: Any) -> None:

@@ -878,3 +878,18 @@ def test_names_keras_does_not_know_in_a_factorys_own_compile_or_a_function_as_ca
     with pytest.raises(SweepConfigError) as info:
         preflight.prepare(config_module.load(sweep(**change)), "sweep.yaml", (tmp_path,))
     assert str(info.value).startswith(f"sweep.yaml: {expected}"), str(info.value)
+
+
+def test_the_preflight_says_it_starts_before_its_seconds(tmp_path, monkeypatch):
+    """Loading the data, importing TensorFlow and trying the model took 8-25 s with nothing
+    printed, so the command looked hung; one line says what it waits for, at once."""
+    import io
+
+    monkeypatch.chdir(tmp_path)
+    out = io.StringIO()
+    with pytest.raises(SweepConfigError) as info:
+        runner.run(sweep(model={"builder": "no_such_module_here:build"}), address="127.0.0.1:1", stream=out,
+                   tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", storage=str(tmp_path / "runs"))
+    assert "model.builder" in str(info.value)
+    first = out.getvalue().splitlines()[0]
+    assert first.startswith("preflight: loading the data and trying the model") and "then joining Ray at 127.0.0.1:1" in first, out.getvalue()

@@ -31,7 +31,7 @@ def test_a_sweep_whose_output_reader_went_away_runs_to_its_end(ray_session, tmp_
     driver.stdout.close()  # `head -1` exits
     err = driver.stderr.read()
     assert driver.wait(timeout=300) == 0, err[-3000:]
-    assert first.startswith("data: ")
+    assert first.startswith("preflight: loading the data"), first  # said at once, before the seconds of the preflight
     assert "the reader of this command's output went away; the sweep goes on" in err and "Traceback" not in err, err[-3000:]
     from sweep.tracking import store
 
