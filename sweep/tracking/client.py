@@ -15,6 +15,7 @@ import contextlib
 import functools
 import os
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -39,11 +40,10 @@ def forget_deleted_stores() -> None:
     process (the warm session, a notebook) a user's ``rm mlflow.db`` then left the sweep writing
     into the deleted file while its writer process wrote to the new one: the sweep looked
     recorded and was lost. Called before each sweep; costs a few ``stat`` calls."""
-    try:
-        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
-    except ImportError:
-        return
-    engines = getattr(SqlAlchemyStore, "_engine_map", None)
+    module = sys.modules.get("mlflow.store.tracking.sqlalchemy_store")
+    if module is None:  # never opened a sqlite store in this process: nothing to forget, and importing it
+        return  # costs ~1.5 s before Ray's start (a fresh CLI process always got here first)
+    engines = getattr(getattr(module, "SqlAlchemyStore", None), "_engine_map", None)
     if not isinstance(engines, dict):
         return
     stale = []
