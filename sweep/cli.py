@@ -593,7 +593,7 @@ def _say_if_new_sweep(args: argparse.Namespace, overrides: dict[str, Any]) -> No
         if parent is None or parent.info.status != "FINISHED":
             return
         print(
-            f"sweep {config.name} already finished ({store.iso_time(parent.info.start_time)}): this starts a new sweep of that name; "
+            f"sweep {config.name} already finished ({store.iso_time(parent.info.end_time or parent.info.start_time)}): this starts a new sweep of that name; "
             f"`sweep best/status/report {config.name}` will show the new one, the earlier one stays in MLflow as parent run "
             f"{parent.info.run_id} (use --name to keep both addressable)",
             file=sys.stderr,

@@ -245,12 +245,16 @@ def test_json_schema_is_published_and_checks_sweep_files():
 
 def test_running_a_finished_sweeps_file_says_it_starts_a_new_sweep(mlflow_uri, tmp_path, capsys):
     _finished_sweep(mlflow_uri, "again", [0.5])
+    started = store.find_parent_run(mlflow_uri, "again").info.start_time
+    tracking_client(mlflow_uri).set_terminated(store.find_parent_run(mlflow_uri, "again").info.run_id, "FINISHED", end_time=started + 90_000)
     path = tmp_path / "again.yaml"
     path.write_text("name: again\ndata: {source: digits}\nsearch: {space: {learning_rate: {type: float, low: 0.001, high: 0.1}}}\n")
     args = cli._parser().parse_args(["run", str(path), "--tracking-uri", mlflow_uri])
     cli._say_if_new_sweep(args, {})
     err = capsys.readouterr().err
     assert "sweep again already finished" in err and "this starts a new sweep" in err
+    parent = store.find_parent_run(mlflow_uri, "again")
+    assert f"already finished ({store.iso_time(started + 90_000)})" in err  # when it finished, not when it started
     args = cli._parser().parse_args(["run", str(path), "--tracking-uri", mlflow_uri, "--name", "fresh-name"])
     cli._say_if_new_sweep(args, {})
     assert capsys.readouterr().err == ""

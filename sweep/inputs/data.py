@@ -200,7 +200,15 @@ def check_source(source: str) -> None:
         return
     if sep and kind not in _PREFIXED and is_spec(source):
         return
-    raise ValueError(f"expected one of {_FORMS}, got {source!r}")
+    raise ValueError(f"expected one of {_FORMS}, got {source!r}" + _did_you_mean(kind, [*SOURCES, *_PREFIXED]))
+
+
+def _did_you_mean(word: str, names: list[str]) -> str:
+    """``; did you mean 'digits'?`` for a name a letter or two off one of ``names`` ('' if none is close)."""
+    import difflib
+
+    close = difflib.get_close_matches(word, sorted(set(names)), n=1, cutoff=0.75)
+    return f"; did you mean {close[0]!r}?" if close and close[0] != word else ""
 
 
 # ---------------------------------------------------------------------------------------------

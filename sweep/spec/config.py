@@ -438,7 +438,8 @@ class ModelConfig(_Strict):
 
         if value in ("mlp", "cnn") or is_spec(value):
             return value
-        raise ValueError(f"expected mlp, cnn or package.module:function, got {value!r}")
+        close = difflib.get_close_matches(value, ["mlp", "cnn"], n=1, cutoff=0.6)
+        raise ValueError(f"expected mlp, cnn or package.module:function, got {value!r}" + (f"; did you mean {close[0]!r}?" if close else ""))
 
     @field_validator("custom_objects")
     @classmethod

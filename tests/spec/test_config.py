@@ -367,6 +367,12 @@ BAD = [
         "data.source: expected one of digits, diabetes, synthetic, npz:PATH, csv:PATH, keras:NAME or package.module:function, got 'npz:'",
     ),
     ("bad-model-builder", sub("builder: mlp", "builder: resnet"), "model.builder: expected mlp, cnn or package.module:function, got 'resnet'"),
+    ("model-builder-typo", sub("builder: mlp", "builder: mlpp"), "model.builder: expected mlp, cnn or package.module:function, got 'mlpp'; did you mean 'mlp'?"),
+    (
+        "data-source-typo",
+        sub("source: digits", "source: digit"),
+        "data.source: expected one of digits, diabetes, synthetic, npz:PATH, csv:PATH, keras:NAME or package.module:function, got 'digit'; did you mean 'digits'?",
+    ),
     ("bad-model-builder-spec", sub("builder: mlp", "builder: 'my models:build'"), "model.builder: expected mlp, cnn or package.module:function, got 'my models:build'"),
     ("metrics-not-a-list", sub("metrics: [accuracy]", "metrics: accuracy"), "model.metrics: expected a list or a mapping, got 'accuracy'"),
     ("bad-objective-mode", sub("mode: max", "mode: maximize"), "objective.mode: expected one of 'min', 'max', got 'maximize'"),
