@@ -253,7 +253,6 @@ def test_running_a_finished_sweeps_file_says_it_starts_a_new_sweep(mlflow_uri, t
     cli._say_if_new_sweep(args, {})
     err = capsys.readouterr().err
     assert "sweep again already finished" in err and "this starts a new sweep" in err
-    parent = store.find_parent_run(mlflow_uri, "again")
     assert f"already finished ({store.iso_time(started + 90_000)})" in err  # when it finished, not when it started
     args = cli._parser().parse_args(["run", str(path), "--tracking-uri", mlflow_uri, "--name", "fresh-name"])
     cli._say_if_new_sweep(args, {})
