@@ -207,8 +207,16 @@ class LiveView(DriverCallback):
         reason = f" ({self._reason_once(outcome)})" if outcome.reason else ""
         self._print(
             f"trial {trial_label(outcome.number)} {outcome.status}{reason} after {outcome.epochs} epoch(s): "
-            f"{self.ledger.metric}={format_value(outcome.value)}  |  {self.summary_line()}"
+            f"{self._best_of(outcome)}  |  {self.summary_line()}"
         )
+
+    def _best_of(self, outcome: TrialOutcome) -> str:
+        """``best val_accuracy=0.8194 (epoch 1)``: the trial's best epoch, which is what the sweep ranks
+        and checkpoints. Shown bare beside "after 3 epoch(s)" it read as the last epoch's value."""
+        if outcome.value is None:
+            return f"{self.ledger.metric}=-"
+        at = f" (epoch {outcome.best_epoch})" if outcome.best_epoch and outcome.epochs > 1 else ""
+        return f"best {self.ledger.metric}={format_value(outcome.value)}{at}"
 
     def _reason_once(self, outcome: TrialOutcome) -> str:
         """A failure reason in full the first time; later trials failing alike point back to it."""

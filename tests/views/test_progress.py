@@ -93,7 +93,7 @@ def test_plain_lines_show_correct_rung_survival():
     lines = d.lines()
     assert lines[0].startswith("sweep demo: 5 trials")
     last = lines[-1]
-    assert last.startswith("trial 0004 completed after 9 epoch(s)")  # the number as the run name NAME-0004 has it
+    assert last.startswith("trial 0004 completed after 9 epoch(s): best val_accuracy=0.9 (epoch 9)")  # the number as the run name NAME-0004 has it
     assert "reached epoch>=1: 5, >=3: 3, >=9: 1" in last
     assert "completed 1, stopped early 4, failed 0 of 5" in last
     assert "best 0.9 (trial 0004: lr=0.5)" in last  # best so far with its params
@@ -274,3 +274,11 @@ def test_a_warm_executors_trial_traceback_shows_the_trials_frames_without_colour
     )
     tail = traceback_tail(SimpleNamespace(error_file=str(local), get_error=lambda: None))
     assert tail.splitlines() == ['  File "/user/wbug.py", line 4, in build', '    raise RuntimeError("only-on-workers bug")', "RuntimeError: only-on-workers bug"], tail
+
+
+def test_a_trial_line_says_its_value_is_the_best_epochs_and_which_epoch():
+    """A trial that peaked early printed its best value bare beside "after 3 epoch(s)", read as its last."""
+    d = Driver(rungs=[])
+    d.run(make_trial(0, lr=0.1), [0.82, 0.77, 0.59], completed=True)
+    line = [line for line in d.lines() if line.startswith("trial 0000")][0]
+    assert line.startswith("trial 0000 completed after 3 epoch(s): best val_accuracy=0.82 (epoch 1)  |"), line
