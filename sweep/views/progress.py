@@ -92,7 +92,8 @@ def _resources(amounts: dict[str, float], names: Sequence[str]) -> str:
 
 
 def format_duration(seconds: float) -> str:
-    seconds = int(seconds)
+    """``M:SS`` (``H:MM:SS`` from an hour), to the nearest second: truncated, a 0.95 s trial read ``0:00``."""
+    seconds = int(seconds + 0.5) if seconds > 0 else 0
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}" if seconds >= 3600 else f"{seconds // 60}:{seconds % 60:02d}"
 
 

@@ -282,3 +282,9 @@ def test_a_trial_line_says_its_value_is_the_best_epochs_and_which_epoch():
     d.run(make_trial(0, lr=0.1), [0.82, 0.77, 0.59], completed=True)
     line = [line for line in d.lines() if line.startswith("trial 0000")][0]
     assert line.startswith("trial 0000 completed after 3 epoch(s): best val_accuracy=0.82 (epoch 1)  |"), line
+
+
+def test_durations_round_to_the_nearest_second():
+    from sweep.views.progress import format_duration
+
+    assert [format_duration(s) for s in (0.953, 8.981, 59.6, 3599.5, 3725.2)] == ["0:01", "0:09", "1:00", "1:00:00", "1:02:05"]
