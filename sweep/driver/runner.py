@@ -578,7 +578,7 @@ def execute(
     warm = _warm_start(prepared, uri)  # before the parent run exists, so a wrong warm_start name leaves no empty run behind
     _lock_storage(location, prepared.label, config.name)  # before the parent run exists: an unwritable --storage leaves no run behind
     _start_ray_and_check(prepared, address, uri, location)
-    tracker = _open_tracker(prepared, ledger, uri, location, resume)
+    tracker = _open_tracker(prepared, ledger, uri, location, resume, started)
     try:  # from here the parent run is open: a failure before the trials start still ends it
         fail_fast = FailFast(ledger, config.failure.fail_fast)
         view = LiveView(ledger, config.name, trial_budget(config), stream=stream, quiet=quiet, rungs=LiveView.rungs_for(config), started=started)
@@ -669,10 +669,12 @@ def _start_ray_and_check(prepared: Prepared, address: str | None, uri: str, loca
         raise
 
 
-def _open_tracker(prepared: Prepared, ledger: Ledger, uri: str, location: StorageLocation, resume: ResumeState | None) -> MLflowTracker:
+def _open_tracker(prepared: Prepared, ledger: Ledger, uri: str, location: StorageLocation, resume: ResumeState | None, started: float) -> MLflowTracker:
     """The parent run, created (or reopened, on resume) once every check above passed, with the
     validated sweep file recorded on it. A store that fails now releases the lock and is one line
-    naming ``tracking.uri``."""
+    naming ``tracking.uri``. A new parent run starts when the command did (``started``, seconds since
+    the epoch), so its duration in the MLflow UI and ``sweep list`` is the "finished in" the command
+    printed; it left out Ray's start and the preflight."""
     from sweep.driver import recovery as resume_module
     from sweep.tracking import tracker as tracking
     from sweep.tracking.client import redact
@@ -687,6 +689,7 @@ def _open_tracker(prepared: Prepared, ledger: Ledger, uri: str, location: Storag
             checkpoint_quota_mb=config.resources.checkpoint_quota_mb,
             preparation=prepared.dataset.preparation,  # the best model takes the source's raw inputs
             trials_requested=trial_budget(config),  # a grid's size where it is below search.trials
+            start_time_ms=int(started * 1000),
         )
         if resume is None:
             tracker.log_config(_config_json(config))

@@ -150,6 +150,7 @@ class MLflowTracker(DriverCallback):
         checkpoint_quota_mb: float | None = None,
         preparation: Any = None,
         trials_requested: int | None = None,
+        start_time_ms: int | None = None,
     ):
         """Create the parent run, or with ``resume`` (a ``recovery.ResumeState``) reopen it.
 
@@ -158,7 +159,8 @@ class MLflowTracker(DriverCallback):
         ``checkpoint_quota_mb``: resources.checkpoint_quota_mb (none: no quota);
         ``preparation``: what the sweep did to the inputs (:class:`sweep.inputs.preparation.Preparation`),
         put in front of the best model so that the logged model takes raw inputs;
-        ``trials_requested``: the trial budget (``search.trials``, capped by a grid's size).
+        ``trials_requested``: the trial budget (``search.trials``, capped by a grid's size);
+        ``start_time_ms``: the new parent run's start (ms since the epoch; none: now), the command's.
         """
         self.ledger, self.uri, self.sweep_name = ledger, uri, sweep_name
         self.preparation = preparation
@@ -188,7 +190,7 @@ class MLflowTracker(DriverCallback):
                     TRIALS_REQUESTED_TAG: requested}
             if self.param_names.renamed:
                 tags[PARAM_NAMES_TAG] = json.dumps(self.param_names.renamed, sort_keys=True)
-            parent = self._client.create_run(self.experiment_id, run_name=sweep_name, tags=tags)
+            parent = self._client.create_run(self.experiment_id, run_name=sweep_name, tags=tags, start_time=start_time_ms)
             self.parent_run_id = parent.info.run_id
             logged = non_default_params(sweep_params)  # the whole file is the sweep/config.json artifact
             with self._parent_ended_if_this_fails():

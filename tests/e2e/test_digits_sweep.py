@@ -175,3 +175,14 @@ def test_one_trial_identifier_names_the_run_and_the_checkpoint_folder(digits):
         if checkpoint:
             assert Path(checkpoint).parent.name == f"{label}_{trial_id}", checkpoint
     assert Path(result.best.checkpoint).parent.name.startswith(f"{int(result.best.number):04d}_")
+
+
+def test_the_parent_run_lasts_as_long_as_the_command_said(digits):
+    """The parent run started once Ray was up and the preflight done, so the MLflow UI's and
+    ``sweep list``'s duration left those seconds out of the "finished in" the command printed."""
+    result, uri = digits
+    parent, children = _children(result, uri)
+    took = (parent.info.end_time - parent.info.start_time) / 1000
+    print(f"parent run {took:.2f} s, command {result.wall_seconds:.2f} s")
+    assert took == pytest.approx(result.wall_seconds, abs=0.5)
+    assert parent.info.start_time <= min(child.info.start_time for child in children)
